@@ -1,0 +1,13 @@
+//! Switchboard: a provisioning gateway that stores change events durably and
+//! delivers each to every external system that must hear about it, in order
+//! per resource key, through sandboxed WebAssembly connectors.
+//!
+//! Module map (one concept, one place):
+//! - [`queue`] — the domain: events, delivery states, routing, retry policy; no I/O.
+//! - [`store`] — the durable queue behind the [`store::Store`] boundary.
+//! - [`dispatch`] — claim → run connector → apply outcome; lease rescue.
+//! - [`api`] — HTTP: ingest and event look-up.
+//! - [`config`] — the TOML file and `SWITCHBOARD_*` overrides.
+
+pub mod queue;
+pub mod store;

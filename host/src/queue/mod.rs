@@ -1,0 +1,98 @@
+//! The delivery domain, free of I/O: what an event is and how it is validated,
+//! which connectors an event routes to, the states a delivery moves through and
+//! the retry policy that decides when it is tried again.
+//!
+//! Invariants every store implementation upholds (SPEC §2):
+//! - events are immutable and ordered by an accept sequence (`seq`) that grows
+//!   with commit order;
+//! - a delivery of connector C for an event with keys K is in the lane
+//!   (C, k) for every k in K until it is final (or dead and released);
+//! - a delivery may be claimed only while it is the head (lowest `seq`) of
+//!   every lane it is in. Since all lanes order by the same `seq`, the
+//!   "waits-for" relation always points to a lower `seq` and can never cycle.
+
+pub mod event;
+pub mod retry;
+pub mod route;
+
+use serde::{Deserialize, Serialize};
+
+/// The closed set of delivery states (SPEC §1). The stores keep it as a CHECK
+/// constraint too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Waiting for an earlier delivery in one of its lanes.
+    Blocked,
+    /// Head of all its lanes; runs when `next_attempt_at` has passed.
+    Ready,
+    /// Claimed by a dispatcher under a lease.
+    InFlight,
+    Delivered,
+    /// Rejected or given up; keeps its keys held unless `on_dead = "release"`.
+    Dead,
+    Superseded,
+    /// Dropped by an operator; final, keys released.
+    Skipped,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 7] = [
+        DeliveryState::Blocked,
+        DeliveryState::Ready,
+        DeliveryState::InFlight,
+        DeliveryState::Delivered,
+        DeliveryState::Dead,
+        DeliveryState::Superseded,
+        DeliveryState::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Blocked => "blocked",
+            DeliveryState::Ready => "ready",
+            DeliveryState::InFlight => "in_flight",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+            DeliveryState::Superseded => "superseded",
+            DeliveryState::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Final states never change again (a dead delivery can still be retried
+    /// or skipped by an operator, so it is not final).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            DeliveryState::Delivered | DeliveryState::Superseded | DeliveryState::Skipped
+        )
+    }
+}
+
+/// What to do with a dead delivery's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDead {
+    /// Keep the keys held until an operator retries or skips it: later events
+    /// on the same keys wait (the safe default for ordered resources).
+    #[default]
+    Hold,
+    /// Release the keys at once so later events proceed.
+    Release,
+}
+
+/// Milliseconds since the Unix epoch. Time is always a parameter of the store
+/// so tests drive it.
+pub type Millis = i64;
+
+/// The wall clock, in milliseconds.
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,204 @@
+//! The storage boundary. Everything durable — events, deliveries, lanes —
+//! goes through [`Store`], so the SQLite default and the PostgreSQL backend
+//! satisfy one contract and one test suite.
+//!
+//! Contract (see also `queue` for the lane invariants):
+//! - [`Store::ingest`] stores a request whole or not at all and returns only
+//!   once the commit is durable;
+//! - [`Store::claim`] hands out only `ready` deliveries whose
+//!   `next_attempt_at <= now`, each under a fresh lease token;
+//! - [`Store::complete`] applies an outcome only while the caller's lease is
+//!   still the current one (a rescued lease makes a late completion a no-op),
+//!   and releases lanes in the same transaction;
+//! - every method takes `now`, so tests drive time.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::queue::event::NewEvent;
+use crate::queue::{DeliveryState, Millis, OnDead};
+
+/// An event and the connectors its type routes to.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub event: NewEvent,
+    pub connectors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct IngestCounts {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub unrouted: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    Accepted(IngestCounts),
+    /// The event at `index` reuses an accepted id with another body; nothing
+    /// of the request was stored.
+    Conflict { index: usize, id: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub id: String,
+    pub event_type: String,
+    pub keys: Vec<String>,
+    pub payload: String,
+    pub accepted_at: Millis,
+}
+
+/// A delivery handed to a dispatcher under a lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub delivery_id: i64,
+    pub connector: String,
+    pub lease: i64,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub event: StoredEvent,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompletionKind {
+    Delivered,
+    Retry { at: Millis, error: String },
+    Dead { error: String, on_dead: OnDead },
+}
+
+/// The result of one attempt, applied if `lease` is still current.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub delivery_id: i64,
+    pub lease: i64,
+    pub connector: String,
+    pub seq: i64,
+    pub keys: Vec<String>,
+    pub kind: CompletionKind,
+}
+
+impl Completion {
+    pub fn of(claimed: &Claimed, kind: CompletionKind) -> Self {
+        Self {
+            delivery_id: claimed.delivery_id,
+            lease: claimed.lease,
+            connector: claimed.connector.clone(),
+            seq: claimed.event.seq,
+            keys: claimed.event.keys.clone(),
+            kind,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryView {
+    pub id: i64,
+    pub connector: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// When the next attempt may start (for `ready`/`blocked` deliveries).
+    pub next_attempt_at: Option<Millis>,
+    pub updated_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventView {
+    pub seq: i64,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub keys: Vec<String>,
+    pub payload: serde_json::Value,
+    pub accepted_at: Millis,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// Deliveries of one connector by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct StateCounts {
+    pub blocked: u64,
+    pub ready: u64,
+    pub in_flight: u64,
+    pub delivered: u64,
+    pub dead: u64,
+    pub superseded: u64,
+    pub skipped: u64,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot commit right now (disk full, locked, gone); the
+    /// request may be retried and nothing of it was stored.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store migration failed: {0}")]
+    Migration(String),
+    #[error("invalid storage url {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores events and their deliveries atomically; durable on return.
+    async fn ingest(&self, events: Vec<Routed>, now: Millis) -> StoreResult<IngestOutcome>;
+
+    /// Claims up to `limit` runnable deliveries of `connector`, oldest first.
+    async fn claim(
+        &self,
+        connector: &str,
+        limit: usize,
+        now: Millis,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<Claimed>>;
+
+    /// Applies outcomes; `false` where the lease was no longer current.
+    async fn complete(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Vec<bool>>;
+
+    /// Re-queues deliveries whose lease expired (a crashed or hung attempt).
+    async fn rescue_expired(&self, now: Millis) -> StoreResult<u64>;
+
+    /// The earliest `next_attempt_at` among `connector`'s ready deliveries.
+    async fn next_due(&self, connector: &str) -> StoreResult<Option<Millis>>;
+
+    async fn event(&self, id: &str) -> StoreResult<Option<EventView>>;
+
+    /// Operator retry of a dead delivery: back to ready in the same lane
+    /// position. `false` if it is not dead.
+    async fn retry_dead(&self, delivery_id: i64, now: Millis) -> StoreResult<bool>;
+
+    /// Operator skip of a dead delivery: final, its keys released.
+    async fn skip_dead(&self, delivery_id: i64, now: Millis) -> StoreResult<bool>;
+
+    /// Counts by state for one connector (an operator view: scans).
+    async fn state_counts(&self, connector: &str) -> StoreResult<StateCounts>;
+
+    /// Reachable and migrated.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Opens the store a URL names, applying migrations.
+pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::InvalidUrl {
+            url: url.to_string(),
+            reason: "this build supports sqlite:// URLs (postgres:// is not available yet)".into(),
+        })
+    }
+}

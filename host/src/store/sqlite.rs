@@ -1,0 +1,768 @@
+//! The embedded default: SQLite in WAL mode with `synchronous=FULL`.
+//!
+//! Design:
+//! - **One writer.** SQLite admits one writer at a time, so every write goes
+//!   through a single task that owns the write connection. It drains whatever
+//!   operations are queued (ingests, claims, completions, rescues), applies
+//!   them in one `BEGIN IMMEDIATE` transaction, commits once and only then
+//!   answers each caller: group commit. 64 clients posting single events
+//!   share one fsync instead of paying one each.
+//! - **Readers** use a small read-only pool; WAL lets them run beside the
+//!   writer and see only committed data.
+//! - Because the writer is the only writer, it assigns `seq` and delivery ids
+//!   itself (reloaded from the table after any failed transaction), which lets
+//!   one ingest write all its rows with a few multi-row statements.
+//! - If any statement of a group fails, the whole group rolls back and every
+//!   caller in it gets [`StoreError::Unavailable`]: nothing half-applied, and
+//!   the ingest API answers 503 so the client retries.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Claimed, Completion, CompletionKind, DeliveryView, EventView, IngestCounts, IngestOutcome,
+    Routed, StateCounts, Store, StoreError, StoreResult, StoredEvent,
+};
+use crate::queue::{DeliveryState, Millis, OnDead};
+
+/// Most operations applied in one transaction.
+const MAX_GROUP_OPS: usize = 512;
+/// Rows per multi-row statement (keeps bind counts far below SQLite's limit and
+/// the number of distinct statement texts, each cached prepared, small).
+const CHUNK: usize = 64;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    tx: mpsc::Sender<(Work, Reply)>,
+    read: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database a `sqlite://` URL names and
+    /// applies migrations.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let base = SqliteConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        let base = base
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .statement_cache_capacity(512)
+            .foreign_keys(false);
+        let mut conn = SqliteConnection::connect_with(&base.clone().create_if_missing(true))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {url}: {e}")))?;
+        MIGRATOR
+            .run(&mut conn)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(base.read_only(true))
+            .await?;
+        let mut writer = Writer {
+            conn,
+            next_seq: 0,
+            next_delivery: 0,
+            next_lease: rand::random::<u32>() as i64,
+            occupied: HashSet::new(),
+        };
+        writer.reload_counters().await?;
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(writer.run(rx));
+        Ok(Self { tx, read })
+    }
+
+    /// The path of a `sqlite://PATH` URL, for diagnostics and benchmarks.
+    pub fn path_of(url: &str) -> Option<&Path> {
+        let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+        Some(Path::new(rest.split('?').next().unwrap_or(rest)))
+    }
+
+    async fn call<T>(
+        &self,
+        work: Work,
+        reply: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Reply,
+    ) -> StoreResult<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send((work, reply(tx)))
+            .await
+            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
+    }
+}
+
+enum Work {
+    Ingest { events: Vec<Routed>, now: Millis },
+    Claim { connector: String, limit: usize, now: Millis, lease_ms: i64 },
+    Complete { items: Vec<Completion>, now: Millis },
+    Rescue { now: Millis },
+    RetryDead { id: i64, now: Millis },
+    SkipDead { id: i64, now: Millis },
+}
+
+enum Answer {
+    Ingest(IngestOutcome),
+    Claim(Vec<Claimed>),
+    Bools(Vec<bool>),
+    Count(u64),
+    Bool(bool),
+}
+
+enum Reply {
+    Ingest(oneshot::Sender<StoreResult<IngestOutcome>>),
+    Claim(oneshot::Sender<StoreResult<Vec<Claimed>>>),
+    Bools(oneshot::Sender<StoreResult<Vec<bool>>>),
+    Count(oneshot::Sender<StoreResult<u64>>),
+    Bool(oneshot::Sender<StoreResult<bool>>),
+}
+
+impl Reply {
+    /// Answers the caller. A caller that went away (request cancelled) is
+    /// fine to ignore: its work is committed or rolled back either way.
+    fn send(self, result: StoreResult<Answer>) {
+        fn mismatch<T>() -> StoreResult<T> {
+            Err(StoreError::Corrupt("internal: answer of the wrong kind".into()))
+        }
+        match self {
+            Reply::Ingest(tx) => {
+                let _ = tx.send(result.and_then(|a| match a {
+                    Answer::Ingest(v) => Ok(v),
+                    _ => mismatch(),
+                }));
+            }
+            Reply::Claim(tx) => {
+                let _ = tx.send(result.and_then(|a| match a {
+                    Answer::Claim(v) => Ok(v),
+                    _ => mismatch(),
+                }));
+            }
+            Reply::Bools(tx) => {
+                let _ = tx.send(result.and_then(|a| match a {
+                    Answer::Bools(v) => Ok(v),
+                    _ => mismatch(),
+                }));
+            }
+            Reply::Count(tx) => {
+                let _ = tx.send(result.and_then(|a| match a {
+                    Answer::Count(v) => Ok(v),
+                    _ => mismatch(),
+                }));
+            }
+            Reply::Bool(tx) => {
+                let _ = tx.send(result.and_then(|a| match a {
+                    Answer::Bool(v) => Ok(v),
+                    _ => mismatch(),
+                }));
+            }
+        }
+    }
+}
+
+struct Writer {
+    conn: SqliteConnection,
+    next_seq: i64,
+    next_delivery: i64,
+    next_lease: i64,
+    /// Lanes known to hold an entry, valid within one transaction. A release
+    /// evicts its lane, so a stale "occupied" can never block a delivery that
+    /// nothing would unblock.
+    occupied: HashSet<(String, String)>,
+}
+
+/// A delivery row about to be inserted.
+struct NewDelivery<'a> {
+    id: i64,
+    seq: i64,
+    connector: &'a str,
+    blockers: i64,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<(Work, Reply)>) {
+        while let Some(first) = rx.recv().await {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP_OPS {
+                match rx.try_recv() {
+                    Ok(op) => group.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.apply_group(group).await;
+        }
+    }
+
+    async fn apply_group(&mut self, group: Vec<(Work, Reply)>) {
+        self.occupied.clear();
+        let mut answers = Vec::with_capacity(group.len());
+        let mut failure = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut self.conn)
+            .await
+            .err()
+            .map(StoreError::from);
+        let mut replies = Vec::with_capacity(group.len());
+        for (work, reply) in group {
+            replies.push(reply);
+            if failure.is_some() {
+                continue;
+            }
+            match self.apply(work).await {
+                Ok(a) => answers.push(a),
+                Err(e) => failure = Some(e),
+            }
+        }
+        if failure.is_none() {
+            if let Err(e) = sqlx::query("COMMIT").execute(&mut self.conn).await {
+                failure = Some(e.into());
+            }
+        }
+        match failure {
+            None => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    reply.send(Ok(answer));
+                }
+            }
+            Some(err) => {
+                tracing::warn!(error = %err, ops = replies.len(), "store transaction failed, rolled back");
+                let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+                if let Err(e) = self.reload_counters().await {
+                    tracing::error!(error = %e, "cannot reload store counters after rollback");
+                }
+                for reply in replies {
+                    reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    async fn reload_counters(&mut self) -> StoreResult<()> {
+        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM events")
+            .fetch_one(&mut self.conn)
+            .await?;
+        let did: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM deliveries")
+            .fetch_one(&mut self.conn)
+            .await?;
+        self.next_seq = seq;
+        self.next_delivery = did;
+        Ok(())
+    }
+
+    async fn apply(&mut self, work: Work) -> StoreResult<Answer> {
+        Ok(match work {
+            Work::Ingest { events, now } => Answer::Ingest(self.ingest(events, now).await?),
+            Work::Claim {
+                connector,
+                limit,
+                now,
+                lease_ms,
+            } => Answer::Claim(self.claim(&connector, limit, now, lease_ms).await?),
+            Work::Complete { items, now } => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    out.push(self.complete(item, now).await?);
+                }
+                Answer::Bools(out)
+            }
+            Work::Rescue { now } => Answer::Count(self.rescue(now).await?),
+            Work::RetryDead { id, now } => Answer::Bool(self.retry_dead(id, now).await?),
+            Work::SkipDead { id, now } => Answer::Bool(self.skip_dead(id, now).await?),
+        })
+    }
+
+    async fn ingest(&mut self, events: Vec<Routed>, now: Millis) -> StoreResult<IngestOutcome> {
+        // 1. Idempotency: which ids exist already, and with which digest.
+        let mut known: HashMap<String, Vec<u8>> = HashMap::new();
+        for chunk in events.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, digest FROM events WHERE id IN (");
+            let mut sep = qb.separated(", ");
+            for r in chunk {
+                sep.push_bind(r.event.id.as_str());
+            }
+            qb.push(")");
+            for row in qb.build().fetch_all(&mut self.conn).await? {
+                known.insert(row.try_get(0)?, row.try_get(1)?);
+            }
+        }
+        let mut counts = IngestCounts::default();
+        let mut fresh: Vec<&Routed> = Vec::with_capacity(events.len());
+        for (index, r) in events.iter().enumerate() {
+            match known.get(&r.event.id) {
+                Some(d) if d.as_slice() == r.event.digest => counts.duplicates += 1,
+                Some(_) => {
+                    return Ok(IngestOutcome::Conflict {
+                        index,
+                        id: r.event.id.clone(),
+                    })
+                }
+                None => {
+                    known.insert(r.event.id.clone(), r.event.digest.to_vec());
+                    fresh.push(r);
+                }
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(IngestOutcome::Accepted(counts));
+        }
+
+        // 2. Which lanes these deliveries join are occupied already.
+        let mut unknown: Vec<(&str, &str)> = Vec::new();
+        let mut asked: HashSet<(&str, &str)> = HashSet::new();
+        for r in &fresh {
+            for c in &r.connectors {
+                for k in &r.event.keys {
+                    let lane = (c.as_str(), k.as_str());
+                    if !self.occupied.contains(&(lane.0.to_string(), lane.1.to_string()))
+                        && asked.insert(lane)
+                    {
+                        unknown.push(lane);
+                    }
+                }
+            }
+        }
+        for chunk in unknown.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new("SELECT v.column1, v.column2 FROM (VALUES ");
+            let mut sep = qb.separated(", ");
+            for (c, k) in chunk {
+                sep.push("(");
+                sep.push_bind_unseparated(*c);
+                sep.push_unseparated(", ");
+                sep.push_bind_unseparated(*k);
+                sep.push_unseparated(")");
+            }
+            qb.push(
+                ") AS v WHERE EXISTS (SELECT 1 FROM lane_entries l \
+                 WHERE l.connector = v.column1 AND l.key = v.column2)",
+            );
+            for row in qb.build().fetch_all(&mut self.conn).await? {
+                self.occupied.insert((row.try_get(0)?, row.try_get(1)?));
+            }
+        }
+
+        // 3. Assign sequence numbers and delivery ids; count blockers.
+        let mut seqs = Vec::with_capacity(fresh.len());
+        let mut deliveries: Vec<NewDelivery> = Vec::new();
+        let mut lanes: Vec<(&str, &str, i64, i64)> = Vec::new();
+        for r in &fresh {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            seqs.push(seq);
+            if r.connectors.is_empty() {
+                counts.unrouted += 1;
+            }
+            for c in &r.connectors {
+                let id = self.next_delivery;
+                self.next_delivery += 1;
+                let mut blockers = 0;
+                for k in &r.event.keys {
+                    if !self.occupied.insert((c.clone(), k.clone())) {
+                        blockers += 1;
+                    }
+                    lanes.push((c, k, seq, id));
+                }
+                deliveries.push(NewDelivery {
+                    id,
+                    seq,
+                    connector: c,
+                    blockers,
+                });
+            }
+            counts.accepted += 1;
+        }
+
+        // 4. Write.
+        for (chunk, seq_chunk) in fresh.chunks(CHUNK).zip(seqs.chunks(CHUNK)) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (seq, id, type, keys, payload, digest, accepted_at) ",
+            );
+            let keys_json: Vec<String> = chunk
+                .iter()
+                .map(|r| serde_json::to_string(&r.event.keys).unwrap_or_else(|_| "[]".into()))
+                .collect();
+            qb.push_values(
+                chunk.iter().zip(seq_chunk).zip(&keys_json),
+                |mut b, ((r, seq), keys)| {
+                    b.push_bind(*seq)
+                        .push_bind(r.event.id.as_str())
+                        .push_bind(r.event.event_type.as_str())
+                        .push_bind(keys.as_str())
+                        .push_bind(r.event.payload.as_str())
+                        .push_bind(&r.event.digest[..])
+                        .push_bind(now);
+                },
+            );
+            qb.build().execute(&mut self.conn).await?;
+        }
+        for chunk in deliveries.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO deliveries (id, event_seq, connector, state, blockers, next_attempt_at, created_at, updated_at) ",
+            );
+            qb.push_values(chunk, |mut b, d| {
+                let state = if d.blockers > 0 { "blocked" } else { "ready" };
+                b.push_bind(d.id)
+                    .push_bind(d.seq)
+                    .push_bind(d.connector)
+                    .push_bind(state)
+                    .push_bind(d.blockers)
+                    .push_bind(now)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            qb.build().execute(&mut self.conn).await?;
+        }
+        for chunk in lanes.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO lane_entries (connector, key, seq, delivery_id) ",
+            );
+            qb.push_values(chunk, |mut b, (c, k, seq, id)| {
+                b.push_bind(*c).push_bind(*k).push_bind(*seq).push_bind(*id);
+            });
+            qb.build().execute(&mut self.conn).await?;
+        }
+        Ok(IngestOutcome::Accepted(counts))
+    }
+
+    async fn claim(
+        &mut self,
+        connector: &str,
+        limit: usize,
+        now: Millis,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<Claimed>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lease = self.next_lease;
+        self.next_lease += 1;
+        let rows = sqlx::query(
+            "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1, \
+                 lease_until = ?1, lease_token = ?2, updated_at = ?3 \
+             WHERE id IN (SELECT id FROM deliveries \
+                 WHERE state = 'ready' AND connector = ?4 AND next_attempt_at <= ?3 \
+                 ORDER BY next_attempt_at, id LIMIT ?5) \
+             RETURNING id, event_seq, attempts",
+        )
+        .bind(now.saturating_add(lease_ms))
+        .bind(lease)
+        .bind(now)
+        .bind(connector)
+        .bind(limit as i64)
+        .fetch_all(&mut self.conn)
+        .await?;
+        let mut claimed: Vec<(i64, i64, u32)> = Vec::with_capacity(rows.len());
+        for row in rows {
+            claimed.push((row.try_get(0)?, row.try_get(1)?, row.try_get::<i64, _>(2)? as u32));
+        }
+        claimed.sort_by_key(|c| c.1);
+        let mut events: HashMap<i64, StoredEvent> = HashMap::with_capacity(claimed.len());
+        for chunk in claimed.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "SELECT seq, id, type, keys, payload, accepted_at FROM events WHERE seq IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for c in chunk {
+                sep.push_bind(c.1);
+            }
+            qb.push(")");
+            for row in qb.build().fetch_all(&mut self.conn).await? {
+                let e = event_from_row(&row)?;
+                events.insert(e.seq, e);
+            }
+        }
+        claimed
+            .into_iter()
+            .map(|(id, seq, attempt)| {
+                let event = events.get(&seq).cloned().ok_or_else(|| {
+                    StoreError::Corrupt(format!("delivery {id} refers to missing event {seq}"))
+                })?;
+                Ok(Claimed {
+                    delivery_id: id,
+                    connector: connector.to_string(),
+                    lease,
+                    attempt,
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    async fn complete(&mut self, c: Completion, now: Millis) -> StoreResult<bool> {
+        let (state, next_at, error, release) = match &c.kind {
+            CompletionKind::Delivered => ("delivered", None, None, true),
+            CompletionKind::Retry { at, error } => ("ready", Some(*at), Some(error.as_str()), false),
+            CompletionKind::Dead { error, on_dead } => {
+                ("dead", None, Some(error.as_str()), *on_dead == OnDead::Release)
+            }
+        };
+        let done = sqlx::query(
+            "UPDATE deliveries SET state = ?1, next_attempt_at = COALESCE(?2, next_attempt_at), \
+                 last_error = COALESCE(?3, last_error), lease_until = NULL, lease_token = NULL, \
+                 updated_at = ?4 \
+             WHERE id = ?5 AND state = 'in_flight' AND lease_token = ?6",
+        )
+        .bind(state)
+        .bind(next_at)
+        .bind(error)
+        .bind(now)
+        .bind(c.delivery_id)
+        .bind(c.lease)
+        .execute(&mut self.conn)
+        .await?
+        .rows_affected()
+            == 1;
+        if done && release {
+            self.release_lanes(&c.connector, c.seq, &c.keys, now).await?;
+        }
+        Ok(done)
+    }
+
+    /// Removes a delivery from its lanes; where it was the head, the next
+    /// delivery loses a blocker and becomes ready when it has none left.
+    async fn release_lanes(
+        &mut self,
+        connector: &str,
+        seq: i64,
+        keys: &[String],
+        now: Millis,
+    ) -> StoreResult<()> {
+        for key in keys {
+            self.occupied.remove(&(connector.to_string(), key.clone()));
+            let removed = sqlx::query(
+                "DELETE FROM lane_entries WHERE connector = ?1 AND key = ?2 AND seq = ?3",
+            )
+            .bind(connector)
+            .bind(key)
+            .bind(seq)
+            .execute(&mut self.conn)
+            .await?
+            .rows_affected();
+            if removed == 0 {
+                continue;
+            }
+            let head: Option<(i64, i64)> = sqlx::query_as(
+                "SELECT seq, delivery_id FROM lane_entries WHERE connector = ?1 AND key = ?2 \
+                 ORDER BY seq LIMIT 1",
+            )
+            .bind(connector)
+            .bind(key)
+            .fetch_optional(&mut self.conn)
+            .await?;
+            if let Some((head_seq, head_id)) = head {
+                if head_seq > seq {
+                    sqlx::query(
+                        "UPDATE deliveries SET blockers = blockers - 1, \
+                             state = CASE WHEN blockers = 1 AND state = 'blocked' THEN 'ready' ELSE state END, \
+                             updated_at = ?1 \
+                         WHERE id = ?2",
+                    )
+                    .bind(now)
+                    .bind(head_id)
+                    .execute(&mut self.conn)
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn rescue(&mut self, now: Millis) -> StoreResult<u64> {
+        Ok(sqlx::query(
+            "UPDATE deliveries SET state = 'ready', lease_until = NULL, lease_token = NULL, \
+                 next_attempt_at = ?1, updated_at = ?1, \
+                 last_error = 'lease expired: the attempt did not finish (gateway stopped or attempt hung)' \
+             WHERE state = 'in_flight' AND lease_until <= ?1",
+        )
+        .bind(now)
+        .execute(&mut self.conn)
+        .await?
+        .rows_affected())
+    }
+
+    async fn retry_dead(&mut self, id: i64, now: Millis) -> StoreResult<bool> {
+        Ok(sqlx::query(
+            "UPDATE deliveries SET state = CASE WHEN blockers > 0 THEN 'blocked' ELSE 'ready' END, \
+                 next_attempt_at = ?1, updated_at = ?1 \
+             WHERE id = ?2 AND state = 'dead'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut self.conn)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    async fn skip_dead(&mut self, id: i64, now: Millis) -> StoreResult<bool> {
+        let row: Option<(String, i64, String)> = sqlx::query_as(
+            "UPDATE deliveries SET state = 'skipped', updated_at = ?1 \
+             WHERE id = ?2 AND state = 'dead' \
+             RETURNING connector, event_seq, (SELECT keys FROM events WHERE seq = event_seq)",
+        )
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&mut self.conn)
+        .await?;
+        let Some((connector, seq, keys)) = row else {
+            return Ok(false);
+        };
+        let keys: Vec<String> =
+            serde_json::from_str(&keys).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.release_lanes(&connector, seq, &keys, now).await?;
+        Ok(true)
+    }
+}
+
+fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<StoredEvent> {
+    let keys: String = row.try_get(3)?;
+    Ok(StoredEvent {
+        seq: row.try_get(0)?,
+        id: row.try_get(1)?,
+        event_type: row.try_get(2)?,
+        keys: serde_json::from_str(&keys).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        payload: row.try_get(4)?,
+        accepted_at: row.try_get(5)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ingest(&self, events: Vec<Routed>, now: Millis) -> StoreResult<IngestOutcome> {
+        self.call(Work::Ingest { events, now }, Reply::Ingest).await
+    }
+
+    async fn claim(
+        &self,
+        connector: &str,
+        limit: usize,
+        now: Millis,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<Claimed>> {
+        let work = Work::Claim {
+            connector: connector.to_string(),
+            limit,
+            now,
+            lease_ms,
+        };
+        self.call(work, Reply::Claim).await
+    }
+
+    async fn complete(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Vec<bool>> {
+        self.call(Work::Complete { items, now }, Reply::Bools).await
+    }
+
+    async fn rescue_expired(&self, now: Millis) -> StoreResult<u64> {
+        self.call(Work::Rescue { now }, Reply::Count).await
+    }
+
+    async fn next_due(&self, connector: &str) -> StoreResult<Option<Millis>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'ready' AND connector = ?1",
+        )
+        .bind(connector)
+        .fetch_one(&self.read)
+        .await?)
+    }
+
+    async fn event(&self, id: &str) -> StoreResult<Option<EventView>> {
+        let Some(row) = sqlx::query(
+            "SELECT seq, id, type, keys, payload, accepted_at FROM events WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let e = event_from_row(&row)?;
+        let rows = sqlx::query(
+            "SELECT id, connector, state, attempts, last_error, next_attempt_at, updated_at \
+             FROM deliveries WHERE event_seq = ?1 ORDER BY id",
+        )
+        .bind(e.seq)
+        .fetch_all(&self.read)
+        .await?;
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let state: String = row.try_get(2)?;
+            let state = DeliveryState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery state {state:?}")))?;
+            let next: i64 = row.try_get(5)?;
+            deliveries.push(DeliveryView {
+                id: row.try_get(0)?,
+                connector: row.try_get(1)?,
+                state,
+                attempts: row.try_get::<i64, _>(3)? as u32,
+                last_error: row.try_get(4)?,
+                next_attempt_at: matches!(state, DeliveryState::Ready | DeliveryState::Blocked)
+                    .then_some(next),
+                updated_at: row.try_get(6)?,
+            });
+        }
+        Ok(Some(EventView {
+            seq: e.seq,
+            id: e.id,
+            event_type: e.event_type,
+            keys: e.keys,
+            payload: serde_json::from_str(&e.payload)
+                .map_err(|err| StoreError::Corrupt(err.to_string()))?,
+            accepted_at: e.accepted_at,
+            deliveries,
+        }))
+    }
+
+    async fn retry_dead(&self, delivery_id: i64, now: Millis) -> StoreResult<bool> {
+        self.call(Work::RetryDead { id: delivery_id, now }, Reply::Bool)
+            .await
+    }
+
+    async fn skip_dead(&self, delivery_id: i64, now: Millis) -> StoreResult<bool> {
+        self.call(Work::SkipDead { id: delivery_id, now }, Reply::Bool)
+            .await
+    }
+
+    async fn state_counts(&self, connector: &str) -> StoreResult<StateCounts> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, COUNT(*) FROM deliveries WHERE connector = ?1 GROUP BY state",
+        )
+        .bind(connector)
+        .fetch_all(&self.read)
+        .await?;
+        let mut c = StateCounts::default();
+        for (state, n) in rows {
+            let n = n as u64;
+            match DeliveryState::parse(&state) {
+                Some(DeliveryState::Blocked) => c.blocked = n,
+                Some(DeliveryState::Ready) => c.ready = n,
+                Some(DeliveryState::InFlight) => c.in_flight = n,
+                Some(DeliveryState::Delivered) => c.delivered = n,
+                Some(DeliveryState::Dead) => c.dead = n,
+                Some(DeliveryState::Superseded) => c.superseded = n,
+                Some(DeliveryState::Skipped) => c.skipped = n,
+                None => return Err(StoreError::Corrupt(format!("unknown state {state:?}"))),
+            }
+        }
+        Ok(c)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1 FROM events LIMIT 1")
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(())
+    }
+}
