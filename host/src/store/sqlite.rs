@@ -365,7 +365,10 @@ impl Writer {
             if r.connectors.is_empty() {
                 counts.unrouted += 1;
             }
-            for c in &r.connectors {
+            for (i, c) in r.connectors.iter().enumerate() {
+                if r.connectors[..i].contains(c) {
+                    continue; // one delivery per connector, however it was routed
+                }
                 let id = self.next_delivery;
                 self.next_delivery += 1;
                 let mut blockers = 0;

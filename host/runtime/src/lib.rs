@@ -1,0 +1,1 @@
+//! Wasm connector runtime.

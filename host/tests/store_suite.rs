@@ -1,0 +1,226 @@
+//! The store contract, exercised through the `Store` trait so every backend
+//! runs the same cases.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{ev, sqlite};
+use switchboard::queue::{DeliveryState, OnDead};
+use switchboard::store::{Completion, CompletionKind, IngestCounts, IngestOutcome, Store};
+
+const LEASE: i64 = 30_000;
+
+fn accepted(accepted: u64, duplicates: u64, unrouted: u64) -> IngestOutcome {
+    IngestOutcome::Accepted(IngestCounts {
+        accepted,
+        duplicates,
+        unrouted,
+    })
+}
+
+async fn ids(s: &dyn Store, c: &str, n: usize, now: i64) -> Vec<String> {
+    s.claim(c, n, now, LEASE)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.event.id)
+        .collect()
+}
+
+async fn finish(s: &dyn Store, c: &str, now: i64, kind: CompletionKind) -> Vec<String> {
+    let claimed = s.claim(c, 100, now, LEASE).await.unwrap();
+    let items = claimed
+        .iter()
+        .map(|d| Completion::of(d, kind.clone()))
+        .collect();
+    assert!(s.complete(items, now).await.unwrap().into_iter().all(|ok| ok));
+    claimed.into_iter().map(|d| d.event.id).collect()
+}
+
+#[tokio::test]
+async fn ingest_is_idempotent_and_conflicts_store_nothing() {
+    let t = sqlite().await;
+    let s = &*t.store;
+    let out = s.ingest(vec![ev("e1", "a", &[], &["c"]), ev("e2", "a", &[], &[])], 1).await;
+    assert_eq!(out.unwrap(), accepted(2, 0, 1));
+    // Same id and body again: a duplicate, nothing new.
+    assert_eq!(s.ingest(vec![ev("e1", "a", &[], &["c"])], 2).await.unwrap(), accepted(0, 1, 0));
+    // A batch whose second event reuses e1 with another body stores nothing.
+    let out = s
+        .ingest(vec![ev("e3", "a", &[], &["c"]), ev("e1", "b", &[], &["c"])], 3)
+        .await
+        .unwrap();
+    assert_eq!(out, IngestOutcome::Conflict { index: 1, id: "e1".into() });
+    assert!(s.event("e3").await.unwrap().is_none());
+    // The same id twice in one batch with the same body is one event.
+    let out = s.ingest(vec![ev("e4", "a", &[], &["c"]), ev("e4", "a", &[], &["c"])], 4).await;
+    assert_eq!(out.unwrap(), accepted(1, 1, 0));
+    assert_eq!(ids(s, "c", 10, 10).await, vec!["e1", "e4"]);
+}
+
+#[tokio::test]
+async fn a_lane_runs_one_delivery_at_a_time_in_accept_order() {
+    let t = sqlite().await;
+    let s = &*t.store;
+    let batch = vec![
+        ev("release-A1", "number.release", &["msisdn:1", "customer:A1"], &["hss"]),
+        ev("assign-A2", "number.assign", &["msisdn:1", "customer:A2"], &["hss"]),
+        ev("other", "number.assign", &["msisdn:2"], &["hss"]),
+    ];
+    s.ingest(batch, 1).await.unwrap();
+    assert_eq!(ids(s, "hss", 10, 1).await, vec!["release-A1", "other"]);
+    assert!(ids(s, "hss", 10, 1).await.is_empty(), "assign must wait for release");
+    let view = s.event("assign-A2").await.unwrap().unwrap();
+    assert_eq!(view.deliveries[0].state, DeliveryState::Blocked);
+}
+
+#[tokio::test]
+async fn a_delivery_with_several_keys_waits_for_every_lane() {
+    let t = sqlite().await;
+    let s = &*t.store;
+    s.ingest(vec![ev("a", "t", &["k1"], &["c"]), ev("b", "t", &["k2"], &["c"])], 1)
+        .await
+        .unwrap();
+    s.ingest(vec![ev("ab", "t", &["k1", "k2"], &["c"])], 2).await.unwrap();
+    let first = s.claim("c", 10, 2, LEASE).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let a = first.iter().find(|d| d.event.id == "a").unwrap();
+    let b = first.iter().find(|d| d.event.id == "b").unwrap();
+    s.complete(vec![Completion::of(a, CompletionKind::Delivered)], 3).await.unwrap();
+    assert!(ids(s, "c", 10, 3).await.is_empty(), "still behind b on k2");
+    s.complete(vec![Completion::of(b, CompletionKind::Delivered)], 4).await.unwrap();
+    assert_eq!(ids(s, "c", 10, 4).await, vec!["ab"]);
+}
+
+#[tokio::test]
+async fn connectors_have_independent_lanes() {
+    let t = sqlite().await;
+    let s = &*t.store;
+    s.ingest(vec![ev("1", "t", &["k"], &["x", "y"]), ev("2", "t", &["k"], &["x", "y"])], 1)
+        .await
+        .unwrap();
+    assert_eq!(finish(s, "x", 2, CompletionKind::Delivered).await, vec!["1"]);
+    assert_eq!(finish(s, "x", 3, CompletionKind::Delivered).await, vec!["2"]);
+    // y has not moved: its own head is still 1.
+    assert_eq!(ids(s, "y", 10, 4).await, vec!["1"]);
+}
+
+#[tokio::test]
+async fn retry_waits_for_its_time_and_keeps_the_lane() {
+    let t = sqlite().await;
+    let s = &*t.store;
+    s.ingest(vec![ev("1", "t", &["k"], &["c"]), ev("2", "t", &["k"], &["c"])], 0)
+        .await
+        .unwrap();
+    let retry = CompletionKind::Retry { at: 5_000, error: "503".into() };
+    assert_eq!(finish(s, "c", 1, retry).await, vec!["1"]);
+    assert!(ids(s, "c", 10, 4_999).await.is_empty());
+    assert_eq!(s.next_due("c").await.unwrap(), Some(5_000));
+    let d = s.claim("c", 10, 5_000, LEASE).await.unwrap();
+    assert_eq!((d[0].event.id.as_str(), d[0].attempt), ("1", 2));
+    let view = s.event("1").await.unwrap().unwrap();
+    assert_eq!(view.deliveries[0].last_error.as_deref(), Some("503"));
+}
+
+#[tokio::test]
+async fn expired_leases_are_rescued_and_late_completions_ignored() {
+    let t = sqlite().await;
+    let s = &*t.store;
+    s.ingest(vec![ev("1", "t", &["k"], &["c"]), ev("2", "t", &["k"], &["c"])], 0)
+        .await
+        .unwrap();
+    let stale = s.claim("c", 10, 0, LEASE).await.unwrap().remove(0);
+    assert_eq!(s.rescue_expired(LEASE - 1).await.unwrap(), 0);
+    assert_eq!(s.rescue_expired(LEASE).await.unwrap(), 1);
+    let fresh = s.claim("c", 10, LEASE, LEASE).await.unwrap().remove(0);
+    assert_eq!((fresh.event.id.as_str(), fresh.attempt), ("1", 2));
+    // The hung first attempt finally answers: its lease is gone, nothing changes.
+    let late = s.complete(vec![Completion::of(&stale, CompletionKind::Delivered)], LEASE + 1);
+    assert_eq!(late.await.unwrap(), vec![false]);
+    assert!(ids(s, "c", 10, LEASE + 1).await.is_empty(), "2 still waits behind 1");
+    let done = s.complete(vec![Completion::of(&fresh, CompletionKind::Delivered)], LEASE + 2);
+    assert_eq!(done.await.unwrap(), vec![true]);
+    assert_eq!(ids(s, "c", 10, LEASE + 2).await, vec!["2"]);
+}
+
+#[tokio::test]
+async fn dead_letters_hold_or_release_their_keys() {
+    let t = sqlite().await;
+    let s = &*t.store;
+    s.ingest(
+        vec![
+            ev("h1", "t", &["held"], &["c"]),
+            ev("h2", "t", &["held"], &["c"]),
+            ev("r1", "t", &["rel"], &["c"]),
+            ev("r2", "t", &["rel"], &["c"]),
+        ],
+        0,
+    )
+    .await
+    .unwrap();
+    let claimed = s.claim("c", 10, 1, LEASE).await.unwrap();
+    let items = claimed
+        .iter()
+        .map(|d| {
+            let on_dead = if d.event.id == "h1" { OnDead::Hold } else { OnDead::Release };
+            Completion::of(d, CompletionKind::Dead { error: "400 bad".into(), on_dead })
+        })
+        .collect();
+    s.complete(items, 2).await.unwrap();
+    assert_eq!(ids(s, "c", 10, 3).await, vec!["r2"], "release frees the lane, hold does not");
+
+    // Operator retry puts h1 back at the head of its lane.
+    let h1 = s.event("h1").await.unwrap().unwrap().deliveries[0].id;
+    assert!(s.retry_dead(h1, 4).await.unwrap());
+    assert!(!s.retry_dead(h1, 4).await.unwrap(), "only dead deliveries can be retried");
+    let again = s.claim("c", 10, 5, LEASE).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].event.id, "h1");
+    let dead = CompletionKind::Dead { error: "400".into(), on_dead: OnDead::Hold };
+    s.complete(vec![Completion::of(&again[0], dead)], 6).await.unwrap();
+    // Skip is final and releases the lane.
+    assert!(s.skip_dead(h1, 7).await.unwrap());
+    assert_eq!(ids(s, "c", 10, 8).await, vec!["h2"]);
+    let v = s.event("h1").await.unwrap().unwrap();
+    assert_eq!(v.deliveries[0].state, DeliveryState::Skipped);
+}
+
+#[tokio::test]
+async fn everything_acknowledged_survives_a_reopen() {
+    let mut t = sqlite().await;
+    t.store
+        .ingest(vec![ev("1", "t", &["k"], &["c"]), ev("2", "t", &["k"], &["c"])], 0)
+        .await
+        .unwrap();
+    let _in_flight = t.store.claim("c", 10, 1, LEASE).await.unwrap();
+    t.reopen().await;
+    let s = &*t.store;
+    assert_eq!(s.state_counts("c").await.unwrap().in_flight, 1);
+    assert_eq!(s.rescue_expired(1 + LEASE).await.unwrap(), 1);
+    assert_eq!(finish(s, "c", 1 + LEASE, CompletionKind::Delivered).await, vec!["1"]);
+    assert_eq!(finish(s, "c", 2 + LEASE, CompletionKind::Delivered).await, vec!["2"]);
+    // Ids keep growing after a reopen: a new event is ordered after the old.
+    s.ingest(vec![ev("3", "t", &["k"], &["c"])], 3 + LEASE).await.unwrap();
+    let v3 = s.event("3").await.unwrap().unwrap();
+    let v2 = s.event("2").await.unwrap().unwrap();
+    assert!(v3.seq > v2.seq && v3.deliveries[0].id > v2.deliveries[0].id);
+}
+
+#[tokio::test]
+async fn lane_rows_are_deleted_on_release() {
+    let t = sqlite().await;
+    let s = &*t.store;
+    for i in 0..20 {
+        let id = format!("e{i}");
+        s.ingest(vec![ev(&id, "t", &[&format!("msisdn:{i}")], &["c"])], 0).await.unwrap();
+    }
+    while !finish(s, "c", 1, CompletionKind::Delivered).await.is_empty() {}
+    let counts = s.state_counts("c").await.unwrap();
+    assert_eq!(counts.delivered, 20);
+    let pool = sqlx::SqlitePool::connect(&t.url).await.unwrap();
+    let lanes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM lane_entries")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(lanes, 0);
+}
