@@ -9,5 +9,10 @@
 //! - [`api`] — HTTP: ingest and event look-up.
 //! - [`config`] — the TOML file and `SWITCHBOARD_*` overrides.
 
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod dispatch;
 pub mod queue;
+pub mod runtime;
 pub mod store;

@@ -33,7 +33,12 @@ async fn finish(s: &dyn Store, c: &str, now: i64, kind: CompletionKind) -> Vec<S
         .iter()
         .map(|d| Completion::of(d, kind.clone()))
         .collect();
-    assert!(s.complete(items, now).await.unwrap().into_iter().all(|ok| ok));
+    assert!(s
+        .complete(items, now)
+        .await
+        .unwrap()
+        .into_iter()
+        .all(|ok| ok));
     claimed.into_iter().map(|d| d.event.id).collect()
 }
 
@@ -41,19 +46,38 @@ async fn finish(s: &dyn Store, c: &str, now: i64, kind: CompletionKind) -> Vec<S
 async fn ingest_is_idempotent_and_conflicts_store_nothing() {
     let t = sqlite().await;
     let s = &*t.store;
-    let out = s.ingest(vec![ev("e1", "a", &[], &["c"]), ev("e2", "a", &[], &[])], 1).await;
+    let out = s
+        .ingest(vec![ev("e1", "a", &[], &["c"]), ev("e2", "a", &[], &[])], 1)
+        .await;
     assert_eq!(out.unwrap(), accepted(2, 0, 1));
     // Same id and body again: a duplicate, nothing new.
-    assert_eq!(s.ingest(vec![ev("e1", "a", &[], &["c"])], 2).await.unwrap(), accepted(0, 1, 0));
+    assert_eq!(
+        s.ingest(vec![ev("e1", "a", &[], &["c"])], 2).await.unwrap(),
+        accepted(0, 1, 0)
+    );
     // A batch whose second event reuses e1 with another body stores nothing.
     let out = s
-        .ingest(vec![ev("e3", "a", &[], &["c"]), ev("e1", "b", &[], &["c"])], 3)
+        .ingest(
+            vec![ev("e3", "a", &[], &["c"]), ev("e1", "b", &[], &["c"])],
+            3,
+        )
         .await
         .unwrap();
-    assert_eq!(out, IngestOutcome::Conflict { index: 1, id: "e1".into() });
+    assert_eq!(
+        out,
+        IngestOutcome::Conflict {
+            index: 1,
+            id: "e1".into()
+        }
+    );
     assert!(s.event("e3").await.unwrap().is_none());
     // The same id twice in one batch with the same body is one event.
-    let out = s.ingest(vec![ev("e4", "a", &[], &["c"]), ev("e4", "a", &[], &["c"])], 4).await;
+    let out = s
+        .ingest(
+            vec![ev("e4", "a", &[], &["c"]), ev("e4", "a", &[], &["c"])],
+            4,
+        )
+        .await;
     assert_eq!(out.unwrap(), accepted(1, 1, 0));
     assert_eq!(ids(s, "c", 10, 10).await, vec!["e1", "e4"]);
 }
@@ -63,13 +87,26 @@ async fn a_lane_runs_one_delivery_at_a_time_in_accept_order() {
     let t = sqlite().await;
     let s = &*t.store;
     let batch = vec![
-        ev("release-A1", "number.release", &["msisdn:1", "customer:A1"], &["hss"]),
-        ev("assign-A2", "number.assign", &["msisdn:1", "customer:A2"], &["hss"]),
+        ev(
+            "release-A1",
+            "number.release",
+            &["msisdn:1", "customer:A1"],
+            &["hss"],
+        ),
+        ev(
+            "assign-A2",
+            "number.assign",
+            &["msisdn:1", "customer:A2"],
+            &["hss"],
+        ),
         ev("other", "number.assign", &["msisdn:2"], &["hss"]),
     ];
     s.ingest(batch, 1).await.unwrap();
     assert_eq!(ids(s, "hss", 10, 1).await, vec!["release-A1", "other"]);
-    assert!(ids(s, "hss", 10, 1).await.is_empty(), "assign must wait for release");
+    assert!(
+        ids(s, "hss", 10, 1).await.is_empty(),
+        "assign must wait for release"
+    );
     let view = s.event("assign-A2").await.unwrap().unwrap();
     assert_eq!(view.deliveries[0].state, DeliveryState::Blocked);
 }
@@ -78,17 +115,26 @@ async fn a_lane_runs_one_delivery_at_a_time_in_accept_order() {
 async fn a_delivery_with_several_keys_waits_for_every_lane() {
     let t = sqlite().await;
     let s = &*t.store;
-    s.ingest(vec![ev("a", "t", &["k1"], &["c"]), ev("b", "t", &["k2"], &["c"])], 1)
+    s.ingest(
+        vec![ev("a", "t", &["k1"], &["c"]), ev("b", "t", &["k2"], &["c"])],
+        1,
+    )
+    .await
+    .unwrap();
+    s.ingest(vec![ev("ab", "t", &["k1", "k2"], &["c"])], 2)
         .await
         .unwrap();
-    s.ingest(vec![ev("ab", "t", &["k1", "k2"], &["c"])], 2).await.unwrap();
     let first = s.claim("c", 10, 2, LEASE).await.unwrap();
     assert_eq!(first.len(), 2);
     let a = first.iter().find(|d| d.event.id == "a").unwrap();
     let b = first.iter().find(|d| d.event.id == "b").unwrap();
-    s.complete(vec![Completion::of(a, CompletionKind::Delivered)], 3).await.unwrap();
+    s.complete(vec![Completion::of(a, CompletionKind::Delivered)], 3)
+        .await
+        .unwrap();
     assert!(ids(s, "c", 10, 3).await.is_empty(), "still behind b on k2");
-    s.complete(vec![Completion::of(b, CompletionKind::Delivered)], 4).await.unwrap();
+    s.complete(vec![Completion::of(b, CompletionKind::Delivered)], 4)
+        .await
+        .unwrap();
     assert_eq!(ids(s, "c", 10, 4).await, vec!["ab"]);
 }
 
@@ -96,11 +142,23 @@ async fn a_delivery_with_several_keys_waits_for_every_lane() {
 async fn connectors_have_independent_lanes() {
     let t = sqlite().await;
     let s = &*t.store;
-    s.ingest(vec![ev("1", "t", &["k"], &["x", "y"]), ev("2", "t", &["k"], &["x", "y"])], 1)
-        .await
-        .unwrap();
-    assert_eq!(finish(s, "x", 2, CompletionKind::Delivered).await, vec!["1"]);
-    assert_eq!(finish(s, "x", 3, CompletionKind::Delivered).await, vec!["2"]);
+    s.ingest(
+        vec![
+            ev("1", "t", &["k"], &["x", "y"]),
+            ev("2", "t", &["k"], &["x", "y"]),
+        ],
+        1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        finish(s, "x", 2, CompletionKind::Delivered).await,
+        vec!["1"]
+    );
+    assert_eq!(
+        finish(s, "x", 3, CompletionKind::Delivered).await,
+        vec!["2"]
+    );
     // y has not moved: its own head is still 1.
     assert_eq!(ids(s, "y", 10, 4).await, vec!["1"]);
 }
@@ -109,10 +167,16 @@ async fn connectors_have_independent_lanes() {
 async fn retry_waits_for_its_time_and_keeps_the_lane() {
     let t = sqlite().await;
     let s = &*t.store;
-    s.ingest(vec![ev("1", "t", &["k"], &["c"]), ev("2", "t", &["k"], &["c"])], 0)
-        .await
-        .unwrap();
-    let retry = CompletionKind::Retry { at: 5_000, error: "503".into() };
+    s.ingest(
+        vec![ev("1", "t", &["k"], &["c"]), ev("2", "t", &["k"], &["c"])],
+        0,
+    )
+    .await
+    .unwrap();
+    let retry = CompletionKind::Retry {
+        at: 5_000,
+        error: "503".into(),
+    };
     assert_eq!(finish(s, "c", 1, retry).await, vec!["1"]);
     assert!(ids(s, "c", 10, 4_999).await.is_empty());
     assert_eq!(s.next_due("c").await.unwrap(), Some(5_000));
@@ -126,19 +190,31 @@ async fn retry_waits_for_its_time_and_keeps_the_lane() {
 async fn expired_leases_are_rescued_and_late_completions_ignored() {
     let t = sqlite().await;
     let s = &*t.store;
-    s.ingest(vec![ev("1", "t", &["k"], &["c"]), ev("2", "t", &["k"], &["c"])], 0)
-        .await
-        .unwrap();
+    s.ingest(
+        vec![ev("1", "t", &["k"], &["c"]), ev("2", "t", &["k"], &["c"])],
+        0,
+    )
+    .await
+    .unwrap();
     let stale = s.claim("c", 10, 0, LEASE).await.unwrap().remove(0);
     assert_eq!(s.rescue_expired(LEASE - 1).await.unwrap(), 0);
     assert_eq!(s.rescue_expired(LEASE).await.unwrap(), 1);
     let fresh = s.claim("c", 10, LEASE, LEASE).await.unwrap().remove(0);
     assert_eq!((fresh.event.id.as_str(), fresh.attempt), ("1", 2));
     // The hung first attempt finally answers: its lease is gone, nothing changes.
-    let late = s.complete(vec![Completion::of(&stale, CompletionKind::Delivered)], LEASE + 1);
+    let late = s.complete(
+        vec![Completion::of(&stale, CompletionKind::Delivered)],
+        LEASE + 1,
+    );
     assert_eq!(late.await.unwrap(), vec![false]);
-    assert!(ids(s, "c", 10, LEASE + 1).await.is_empty(), "2 still waits behind 1");
-    let done = s.complete(vec![Completion::of(&fresh, CompletionKind::Delivered)], LEASE + 2);
+    assert!(
+        ids(s, "c", 10, LEASE + 1).await.is_empty(),
+        "2 still waits behind 1"
+    );
+    let done = s.complete(
+        vec![Completion::of(&fresh, CompletionKind::Delivered)],
+        LEASE + 2,
+    );
     assert_eq!(done.await.unwrap(), vec![true]);
     assert_eq!(ids(s, "c", 10, LEASE + 2).await, vec!["2"]);
 }
@@ -162,22 +238,44 @@ async fn dead_letters_hold_or_release_their_keys() {
     let items = claimed
         .iter()
         .map(|d| {
-            let on_dead = if d.event.id == "h1" { OnDead::Hold } else { OnDead::Release };
-            Completion::of(d, CompletionKind::Dead { error: "400 bad".into(), on_dead })
+            let on_dead = if d.event.id == "h1" {
+                OnDead::Hold
+            } else {
+                OnDead::Release
+            };
+            Completion::of(
+                d,
+                CompletionKind::Dead {
+                    error: "400 bad".into(),
+                    on_dead,
+                },
+            )
         })
         .collect();
     s.complete(items, 2).await.unwrap();
-    assert_eq!(ids(s, "c", 10, 3).await, vec!["r2"], "release frees the lane, hold does not");
+    assert_eq!(
+        ids(s, "c", 10, 3).await,
+        vec!["r2"],
+        "release frees the lane, hold does not"
+    );
 
     // Operator retry puts h1 back at the head of its lane.
     let h1 = s.event("h1").await.unwrap().unwrap().deliveries[0].id;
     assert!(s.retry_dead(h1, 4).await.unwrap());
-    assert!(!s.retry_dead(h1, 4).await.unwrap(), "only dead deliveries can be retried");
+    assert!(
+        !s.retry_dead(h1, 4).await.unwrap(),
+        "only dead deliveries can be retried"
+    );
     let again = s.claim("c", 10, 5, LEASE).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].event.id, "h1");
-    let dead = CompletionKind::Dead { error: "400".into(), on_dead: OnDead::Hold };
-    s.complete(vec![Completion::of(&again[0], dead)], 6).await.unwrap();
+    let dead = CompletionKind::Dead {
+        error: "400".into(),
+        on_dead: OnDead::Hold,
+    };
+    s.complete(vec![Completion::of(&again[0], dead)], 6)
+        .await
+        .unwrap();
     // Skip is final and releases the lane.
     assert!(s.skip_dead(h1, 7).await.unwrap());
     assert_eq!(ids(s, "c", 10, 8).await, vec!["h2"]);
@@ -189,7 +287,10 @@ async fn dead_letters_hold_or_release_their_keys() {
 async fn everything_acknowledged_survives_a_reopen() {
     let mut t = sqlite().await;
     t.store
-        .ingest(vec![ev("1", "t", &["k"], &["c"]), ev("2", "t", &["k"], &["c"])], 0)
+        .ingest(
+            vec![ev("1", "t", &["k"], &["c"]), ev("2", "t", &["k"], &["c"])],
+            0,
+        )
         .await
         .unwrap();
     let _in_flight = t.store.claim("c", 10, 1, LEASE).await.unwrap();
@@ -197,10 +298,18 @@ async fn everything_acknowledged_survives_a_reopen() {
     let s = &*t.store;
     assert_eq!(s.state_counts("c").await.unwrap().in_flight, 1);
     assert_eq!(s.rescue_expired(1 + LEASE).await.unwrap(), 1);
-    assert_eq!(finish(s, "c", 1 + LEASE, CompletionKind::Delivered).await, vec!["1"]);
-    assert_eq!(finish(s, "c", 2 + LEASE, CompletionKind::Delivered).await, vec!["2"]);
+    assert_eq!(
+        finish(s, "c", 1 + LEASE, CompletionKind::Delivered).await,
+        vec!["1"]
+    );
+    assert_eq!(
+        finish(s, "c", 2 + LEASE, CompletionKind::Delivered).await,
+        vec!["2"]
+    );
     // Ids keep growing after a reopen: a new event is ordered after the old.
-    s.ingest(vec![ev("3", "t", &["k"], &["c"])], 3 + LEASE).await.unwrap();
+    s.ingest(vec![ev("3", "t", &["k"], &["c"])], 3 + LEASE)
+        .await
+        .unwrap();
     let v3 = s.event("3").await.unwrap().unwrap();
     let v2 = s.event("2").await.unwrap().unwrap();
     assert!(v3.seq > v2.seq && v3.deliveries[0].id > v2.deliveries[0].id);
@@ -212,9 +321,14 @@ async fn lane_rows_are_deleted_on_release() {
     let s = &*t.store;
     for i in 0..20 {
         let id = format!("e{i}");
-        s.ingest(vec![ev(&id, "t", &[&format!("msisdn:{i}")], &["c"])], 0).await.unwrap();
+        s.ingest(vec![ev(&id, "t", &[&format!("msisdn:{i}")], &["c"])], 0)
+            .await
+            .unwrap();
     }
-    while !finish(s, "c", 1, CompletionKind::Delivered).await.is_empty() {}
+    while !finish(s, "c", 1, CompletionKind::Delivered)
+        .await
+        .is_empty()
+    {}
     let counts = s.state_counts("c").await.unwrap();
     assert_eq!(counts.delivered, 20);
     let pool = sqlx::SqlitePool::connect(&t.url).await.unwrap();

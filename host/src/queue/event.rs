@@ -129,8 +129,20 @@ fn validate_event(value: Value) -> Result<NewEvent, ValidationError> {
 
     let id = match map.remove("id") {
         Some(Value::String(s)) => s,
-        Some(_) => return Err(field_error("id", "invalid_type", "`id` must be a string".into())),
-        None => return Err(field_error("id", "missing_field", "`id` is required".into())),
+        Some(_) => {
+            return Err(field_error(
+                "id",
+                "invalid_type",
+                "`id` must be a string".into(),
+            ))
+        }
+        None => {
+            return Err(field_error(
+                "id",
+                "missing_field",
+                "`id` is required".into(),
+            ))
+        }
     };
     let id_len = id.chars().count();
     if id_len == 0 || id_len > MAX_ID_LEN {
@@ -157,7 +169,13 @@ fn validate_event(value: Value) -> Result<NewEvent, ValidationError> {
                 "`type` must be a string".into(),
             ))
         }
-        None => return Err(field_error("type", "missing_field", "`type` is required".into())),
+        None => {
+            return Err(field_error(
+                "type",
+                "missing_field",
+                "`type` is required".into(),
+            ))
+        }
     };
     if event_type.is_empty()
         || event_type.len() > MAX_TYPE_LEN
@@ -285,7 +303,11 @@ mod tests {
 
     #[test]
     fn duplicate_keys_collapse() {
-        let e = parse_body(br#"{"id":"e","type":"t","keys":["k","j","k"],"payload":1}"#, 1).unwrap();
+        let e = parse_body(
+            br#"{"id":"e","type":"t","keys":["k","j","k"],"payload":1}"#,
+            1,
+        )
+        .unwrap();
         assert_eq!(e[0].keys, vec!["k", "j"]);
     }
 
@@ -296,17 +318,61 @@ mod tests {
             ("{".into(), "malformed_json", None),
             ("42".into(), "invalid_body", None),
             ("[]".into(), "empty_batch", None),
-            (r#"{"type":"t","payload":1}"#.into(), "missing_field", Some("id")),
-            (r#"{"id":7,"type":"t","payload":1}"#.into(), "invalid_type", Some("id")),
-            (r#"{"id":"","type":"t","payload":1}"#.into(), "invalid_length", Some("id")),
-            (format!(r#"{{"id":"{long}","type":"t","payload":1}}"#), "invalid_length", Some("id")),
-            (r#"{"id":"e","payload":1}"#.into(), "missing_field", Some("type")),
-            (r#"{"id":"e","type":"Bad Type","payload":1}"#.into(), "invalid_value", Some("type")),
-            (r#"{"id":"e","type":"t"}"#.into(), "missing_field", Some("payload")),
-            (r#"{"id":"e","type":"t","keys":"k","payload":1}"#.into(), "invalid_type", Some("keys")),
-            (r#"{"id":"e","type":"t","keys":[1],"payload":1}"#.into(), "invalid_type", Some("keys")),
-            (format!(r#"{{"id":"e","type":"t","keys":["{long}"],"payload":1}}"#), "invalid_length", Some("keys")),
-            (r#"{"id":"e","type":"t","payload":1,"extra":true}"#.into(), "unknown_field", None),
+            (
+                r#"{"type":"t","payload":1}"#.into(),
+                "missing_field",
+                Some("id"),
+            ),
+            (
+                r#"{"id":7,"type":"t","payload":1}"#.into(),
+                "invalid_type",
+                Some("id"),
+            ),
+            (
+                r#"{"id":"","type":"t","payload":1}"#.into(),
+                "invalid_length",
+                Some("id"),
+            ),
+            (
+                format!(r#"{{"id":"{long}","type":"t","payload":1}}"#),
+                "invalid_length",
+                Some("id"),
+            ),
+            (
+                r#"{"id":"e","payload":1}"#.into(),
+                "missing_field",
+                Some("type"),
+            ),
+            (
+                r#"{"id":"e","type":"Bad Type","payload":1}"#.into(),
+                "invalid_value",
+                Some("type"),
+            ),
+            (
+                r#"{"id":"e","type":"t"}"#.into(),
+                "missing_field",
+                Some("payload"),
+            ),
+            (
+                r#"{"id":"e","type":"t","keys":"k","payload":1}"#.into(),
+                "invalid_type",
+                Some("keys"),
+            ),
+            (
+                r#"{"id":"e","type":"t","keys":[1],"payload":1}"#.into(),
+                "invalid_type",
+                Some("keys"),
+            ),
+            (
+                format!(r#"{{"id":"e","type":"t","keys":["{long}"],"payload":1}}"#),
+                "invalid_length",
+                Some("keys"),
+            ),
+            (
+                r#"{"id":"e","type":"t","payload":1,"extra":true}"#.into(),
+                "unknown_field",
+                None,
+            ),
         ];
         for (body, code, field) in cases {
             let e = err(&body);
@@ -318,7 +384,10 @@ mod tests {
     #[test]
     fn too_many_keys_is_refused() {
         let keys: Vec<String> = (0..65).map(|i| format!("\"k{i}\"")).collect();
-        let body = format!(r#"{{"id":"e","type":"t","keys":[{}],"payload":1}}"#, keys.join(","));
+        let body = format!(
+            r#"{{"id":"e","type":"t","keys":[{}],"payload":1}}"#,
+            keys.join(",")
+        );
         assert_eq!(err(&body).code, "too_many_keys");
     }
 
@@ -332,7 +401,11 @@ mod tests {
 
     #[test]
     fn deep_nesting_and_invalid_utf8_are_errors_not_crashes() {
-        let deep = format!(r#"{{"id":"e","type":"t","payload":{}1{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
+        let deep = format!(
+            r#"{{"id":"e","type":"t","payload":{}1{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
         assert_eq!(err(&deep).code, "malformed_json");
         let bad = b"{\"id\":\"\xff\xfe\",\"type\":\"t\",\"payload\":1}";
         assert_eq!(parse_body(bad, 10).unwrap_err().code, "malformed_json");
@@ -340,8 +413,13 @@ mod tests {
 
     #[test]
     fn oversize_batch_is_refused() {
-        let items: Vec<String> = (0..11).map(|i| format!(r#"{{"id":"e{i}","type":"t","payload":1}}"#)).collect();
+        let items: Vec<String> = (0..11)
+            .map(|i| format!(r#"{{"id":"e{i}","type":"t","payload":1}}"#))
+            .collect();
         let body = format!("[{}]", items.join(","));
-        assert_eq!(parse_body(body.as_bytes(), 10).unwrap_err().code, "batch_too_large");
+        assert_eq!(
+            parse_body(body.as_bytes(), 10).unwrap_err().code,
+            "batch_too_large"
+        );
     }
 }

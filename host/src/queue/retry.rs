@@ -89,7 +89,10 @@ mod tests {
                 let RetryDecision::At(at) = p.next(attempts, None, 0, 10_000, &mut rng) else {
                     panic!("never gives up by default")
                 };
-                assert!((10_000..=10_000 + ceiling).contains(&at), "attempt {attempts}: {at}");
+                assert!(
+                    (10_000..=10_000 + ceiling).contains(&at),
+                    "attempt {attempts}: {at}"
+                );
             }
         }
     }
@@ -104,7 +107,11 @@ mod tests {
                 seen.insert(at / 1000);
             }
         }
-        assert!(seen.len() > 50, "full jitter should spread retries, got {}", seen.len());
+        assert!(
+            seen.len() > 50,
+            "full jitter should spread retries, got {}",
+            seen.len()
+        );
     }
 
     #[test]

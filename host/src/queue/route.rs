@@ -73,7 +73,11 @@ mod tests {
             ("*", "anything.at.all", true),
         ];
         for (p, t, want) in cases {
-            assert_eq!(RoutePattern::parse(p).unwrap().matches(t), want, "{p} vs {t}");
+            assert_eq!(
+                RoutePattern::parse(p).unwrap().matches(t),
+                want,
+                "{p} vs {t}"
+            );
         }
     }
 

@@ -39,7 +39,10 @@ pub enum IngestOutcome {
     Accepted(IngestCounts),
     /// The event at `index` reuses an accepted id with another body; nothing
     /// of the request was stored.
-    Conflict { index: usize, id: String },
+    Conflict {
+        index: usize,
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -89,7 +89,9 @@ impl SqliteStore {
 
     /// The path of a `sqlite://PATH` URL, for diagnostics and benchmarks.
     pub fn path_of(url: &str) -> Option<&Path> {
-        let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
         Some(Path::new(rest.split('?').next().unwrap_or(rest)))
     }
 
@@ -109,12 +111,31 @@ impl SqliteStore {
 }
 
 enum Work {
-    Ingest { events: Vec<Routed>, now: Millis },
-    Claim { connector: String, limit: usize, now: Millis, lease_ms: i64 },
-    Complete { items: Vec<Completion>, now: Millis },
-    Rescue { now: Millis },
-    RetryDead { id: i64, now: Millis },
-    SkipDead { id: i64, now: Millis },
+    Ingest {
+        events: Vec<Routed>,
+        now: Millis,
+    },
+    Claim {
+        connector: String,
+        limit: usize,
+        now: Millis,
+        lease_ms: i64,
+    },
+    Complete {
+        items: Vec<Completion>,
+        now: Millis,
+    },
+    Rescue {
+        now: Millis,
+    },
+    RetryDead {
+        id: i64,
+        now: Millis,
+    },
+    SkipDead {
+        id: i64,
+        now: Millis,
+    },
 }
 
 enum Answer {
@@ -138,7 +159,9 @@ impl Reply {
     /// fine to ignore: its work is committed or rolled back either way.
     fn send(self, result: StoreResult<Answer>) {
         fn mismatch<T>() -> StoreResult<T> {
-            Err(StoreError::Corrupt("internal: answer of the wrong kind".into()))
+            Err(StoreError::Corrupt(
+                "internal: answer of the wrong kind".into(),
+            ))
         }
         match self {
             Reply::Ingest(tx) => {
@@ -327,7 +350,9 @@ impl Writer {
             for c in &r.connectors {
                 for k in &r.event.keys {
                     let lane = (c.as_str(), k.as_str());
-                    if !self.occupied.contains(&(lane.0.to_string(), lane.1.to_string()))
+                    if !self
+                        .occupied
+                        .contains(&(lane.0.to_string(), lane.1.to_string()))
                         && asked.insert(lane)
                     {
                         unknown.push(lane);
@@ -469,7 +494,11 @@ impl Writer {
         .await?;
         let mut claimed: Vec<(i64, i64, u32)> = Vec::with_capacity(rows.len());
         for row in rows {
-            claimed.push((row.try_get(0)?, row.try_get(1)?, row.try_get::<i64, _>(2)? as u32));
+            claimed.push((
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get::<i64, _>(2)? as u32,
+            ));
         }
         claimed.sort_by_key(|c| c.1);
         let mut events: HashMap<i64, StoredEvent> = HashMap::with_capacity(claimed.len());
@@ -507,10 +536,15 @@ impl Writer {
     async fn complete(&mut self, c: Completion, now: Millis) -> StoreResult<bool> {
         let (state, next_at, error, release) = match &c.kind {
             CompletionKind::Delivered => ("delivered", None, None, true),
-            CompletionKind::Retry { at, error } => ("ready", Some(*at), Some(error.as_str()), false),
-            CompletionKind::Dead { error, on_dead } => {
-                ("dead", None, Some(error.as_str()), *on_dead == OnDead::Release)
+            CompletionKind::Retry { at, error } => {
+                ("ready", Some(*at), Some(error.as_str()), false)
             }
+            CompletionKind::Dead { error, on_dead } => (
+                "dead",
+                None,
+                Some(error.as_str()),
+                *on_dead == OnDead::Release,
+            ),
         };
         let done = sqlx::query(
             "UPDATE deliveries SET state = ?1, next_attempt_at = COALESCE(?2, next_attempt_at), \
@@ -529,7 +563,8 @@ impl Writer {
         .rows_affected()
             == 1;
         if done && release {
-            self.release_lanes(&c.connector, c.seq, &c.keys, now).await?;
+            self.release_lanes(&c.connector, c.seq, &c.keys, now)
+                .await?;
         }
         Ok(done)
     }
@@ -729,13 +764,25 @@ impl Store for SqliteStore {
     }
 
     async fn retry_dead(&self, delivery_id: i64, now: Millis) -> StoreResult<bool> {
-        self.call(Work::RetryDead { id: delivery_id, now }, Reply::Bool)
-            .await
+        self.call(
+            Work::RetryDead {
+                id: delivery_id,
+                now,
+            },
+            Reply::Bool,
+        )
+        .await
     }
 
     async fn skip_dead(&self, delivery_id: i64, now: Millis) -> StoreResult<bool> {
-        self.call(Work::SkipDead { id: delivery_id, now }, Reply::Bool)
-            .await
+        self.call(
+            Work::SkipDead {
+                id: delivery_id,
+                now,
+            },
+            Reply::Bool,
+        )
+        .await
     }
 
     async fn state_counts(&self, connector: &str) -> StoreResult<StateCounts> {

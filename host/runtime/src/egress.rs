@@ -1,0 +1,476 @@
+//! Egress control: which outgoing HTTP requests a connector may make, and the
+//! pooled client that makes them.
+//!
+//! Two gates, both required (SPEC §4.3, §6):
+//!
+//! 1. **By name, in `outgoing-handler.handle`.** The request's authority must
+//!    match an `allowed_hosts` entry (`host:port`, or `host` for any port;
+//!    case-insensitive, IPv6 in brackets). A miss is refused right there, so
+//!    the guest sees the standard `HTTP-request-denied` error code rather than
+//!    a confusing connection failure.
+//! 2. **By address, in the resolver.** A *name* is resolved exactly once, and
+//!    if any resolved address is prohibited (unspecified, link-local incl.
+//!    `169.254.169.254`, cloud metadata, multicast/broadcast, or loopback
+//!    for any name but `localhost`) the request is refused with
+//!    `destination-IP-prohibited`. The connection is then made to those very
+//!    addresses, so there is no DNS-rebinding window between check and use.
+//!    An authority that is an IP *literal* never reaches the resolver: it
+//!    passed gate 1 only because the operator listed exactly that IP, which
+//!    is how a deliberately allowed special address is expressed.
+//!
+//! The HTTP client is shared by every connector of a [`crate::Runtime`] and
+//! pools connections per (scheme, authority). Sharing is safe because both
+//! gates run per request, and the address gate does not depend on which
+//! connector asks. Secret headers are injected here, after the guest is done
+//! with the request, so a guest never sees them.
+//!
+//! Limits: `request_timeout` bounds connect + response head; the response
+//! body is capped at `max_response_bytes` (the guest gets
+//! `HTTP-response-body-size`); the wall deadline of the whole call bounds a
+//! slow body. Only `http` upstreams are supported for now: `https` is refused
+//! with a clear error until TLS with the same address gate is wired in.
+
+use bytes::Bytes;
+use http::uri::Scheme;
+use http::{HeaderName, HeaderValue};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use wasmtime::component::Resource;
+use wasmtime_wasi_http::p2::bindings::http::outgoing_handler;
+use wasmtime_wasi_http::p2::bindings::http::types::{
+    ErrorCode, RequestOptions, Scheme as WasiScheme,
+};
+use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequest};
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtxView, WasiHttpHooks};
+
+/// The shared, pooled upstream client.
+pub(crate) type HttpClient = Client<HttpConnector<CheckedResolver>, WasiBody>;
+
+/// Build the shared client. `pool_idle_timeout` bounds how long an idle
+/// connection is kept; `pool_max_idle_per_host` how many.
+pub(crate) fn build_client(
+    pool_idle_timeout: Duration,
+    pool_max_idle_per_host: usize,
+    connect_timeout: Duration,
+) -> HttpClient {
+    let mut connector = HttpConnector::new_with_resolver(CheckedResolver);
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(pool_idle_timeout)
+        .pool_max_idle_per_host(pool_max_idle_per_host)
+        .build(connector)
+}
+
+/// One parsed `allowed_hosts` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AllowedHost {
+    host: String,
+    /// `None` = any port.
+    port: Option<u16>,
+}
+
+/// The per-call egress policy derived from a [`crate::Sandbox`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EgressPolicy {
+    allowed: Vec<AllowedHost>,
+}
+
+impl EgressPolicy {
+    /// Parse `allowed_hosts`. Entries that do not parse are ignored with a
+    /// warning (they can never match), never widened.
+    pub(crate) fn new(allowed_hosts: &[String]) -> Self {
+        let allowed = allowed_hosts
+            .iter()
+            .filter_map(|entry| match split_authority(entry) {
+                Some((host, port)) => Some(AllowedHost { host, port }),
+                None => {
+                    tracing::warn!(entry = %entry, "ignoring unparsable allowed_hosts entry");
+                    None
+                }
+            })
+            .collect();
+        Self { allowed }
+    }
+
+    /// Gate 1: may a request to `authority` (with `scheme`) be made at all?
+    pub(crate) fn check(&self, scheme: &Scheme, authority: &str) -> Result<(), String> {
+        let (host, port) = split_authority(authority)
+            .ok_or_else(|| format!("unparsable authority `{authority}`"))?;
+        let port = match port {
+            Some(p) => p,
+            None if *scheme == Scheme::HTTPS => 443,
+            None => 80,
+        };
+        let allowed = self
+            .allowed
+            .iter()
+            .any(|a| a.host == host && a.port.is_none_or(|p| p == port));
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!("`{host}:{port}` is not in allowed_hosts"))
+        }
+    }
+}
+
+/// Split `host[:port]` / `[v6][:port]` into a normalised host (lower-case, no
+/// brackets, no trailing dot) and an optional port. `None` if malformed or
+/// if it carries userinfo.
+fn split_authority(authority: &str) -> Option<(String, Option<u16>)> {
+    let authority = authority.trim();
+    if authority.is_empty() || authority.contains(['@', '/', ' ']) {
+        return None;
+    }
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        v6.parse::<Ipv6Addr>().ok()?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?.parse::<u16>().ok()?),
+        };
+        (v6.to_string(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p.parse::<u16>().ok()?)),
+            None => (authority.to_string(), None),
+        }
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host.is_empty() || host.contains(':') && host.parse::<Ipv6Addr>().is_err() {
+        return None;
+    }
+    Some((host, port))
+}
+
+/// Addresses a name may never resolve to (gate 2). `allow_loopback` is true
+/// only for the name `localhost`.
+pub(crate) fn prohibited(ip: IpAddr, allow_loopback: bool) -> bool {
+    match ip {
+        IpAddr::V4(v4) => prohibited_v4(v4, allow_loopback),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return prohibited_v4(v4, allow_loopback);
+            }
+            let seg = v6.segments();
+            v6.is_unspecified()
+                || (v6.is_loopback() && !allow_loopback)
+                || v6.is_multicast()
+                || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || v6 == Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254) // AWS IMDS v6
+        }
+    }
+}
+
+fn prohibited_v4(v4: Ipv4Addr, allow_loopback: bool) -> bool {
+    let o = v4.octets();
+    o[0] == 0 // "this network", incl. 0.0.0.0
+        || (v4.is_loopback() && !allow_loopback)
+        || v4.is_link_local() // 169.254.0.0/16, incl. 169.254.169.254
+        || v4.is_multicast()
+        || v4.is_broadcast()
+        || v4 == Ipv4Addr::new(100, 100, 100, 200) // Alibaba Cloud metadata
+}
+
+/// The reason a resolution was refused; found again in the client error's
+/// source chain to give the guest `destination-IP-prohibited`.
+#[derive(Debug, thiserror::Error)]
+#[error("`{name}` resolves to prohibited address {addr}")]
+pub(crate) struct ProhibitedAddress {
+    name: String,
+    addr: IpAddr,
+}
+
+/// DNS resolver for the pooled client: resolves once and refuses names that
+/// resolve to any prohibited address (gate 2).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckedResolver;
+
+type ResolveFuture =
+    Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, ResolveError>> + Send>>;
+
+/// Why resolution failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResolveError {
+    #[error(transparent)]
+    Prohibited(#[from] ProhibitedAddress),
+    #[error("DNS lookup of `{0}` failed: {1}")]
+    Lookup(String, std::io::Error),
+    #[error("`{0}` did not resolve to any address")]
+    Empty(String),
+}
+
+impl tower::Service<Name> for CheckedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = ResolveError;
+    type Future = ResolveFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let name = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
+                .await
+                .map_err(|e| ResolveError::Lookup(name.clone(), e))?
+                .collect();
+            let allow_loopback = name.trim_end_matches('.').eq_ignore_ascii_case("localhost");
+            if let Some(bad) = addrs.iter().find(|a| prohibited(a.ip(), allow_loopback)) {
+                return Err(ProhibitedAddress {
+                    name,
+                    addr: bad.ip(),
+                }
+                .into());
+            }
+            if addrs.is_empty() {
+                return Err(ResolveError::Empty(name));
+            }
+            Ok(addrs.into_iter())
+        })
+    }
+}
+
+/// Per-call `wasi:http` hooks: the send path of one delivery.
+pub(crate) struct EgressHooks {
+    pub(crate) client: HttpClient,
+    pub(crate) secret_headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_response_bytes: usize,
+    pub(crate) connector: std::sync::Arc<str>,
+}
+
+impl WasiHttpHooks for EgressHooks {
+    fn is_supported_scheme(&mut self, scheme: &Scheme) -> bool {
+        *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS
+    }
+
+    fn default_scheme(&mut self) -> Option<Scheme> {
+        // Require guests to say what they mean.
+        None
+    }
+
+    fn send_request(
+        &mut self,
+        mut request: http::Request<WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+                )>,
+            > + Send,
+    > {
+        for (name, value) in &self.secret_headers {
+            request.headers_mut().insert(name.clone(), value.clone());
+        }
+        // The guest may ask for shorter timeouts, never longer ones.
+        let timeout = options
+            .and_then(|o| o.first_byte_timeout.or(o.connect_timeout))
+            .map_or(self.request_timeout, |t| t.min(self.request_timeout));
+        let client = self.client.clone();
+        let max = self.max_response_bytes;
+        let connector = self.connector.clone();
+        Box::new(async move {
+            let response = match tokio::time::timeout(timeout, client.request(request)).await {
+                Err(_elapsed) => return Err(wasmtime_wasi_http::Error::ConnectionReadTimeout),
+                Ok(Err(e)) => return Err(classify_client_error(&connector, &e)),
+                Ok(Ok(r)) => r,
+            };
+            let response = response.map(|body| {
+                CappedBody {
+                    inner: body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync(),
+                    remaining: max,
+                    limit: max,
+                }
+                .boxed_unsync()
+            });
+            let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
+                Box::new(async { Ok(()) });
+            Ok((response, io))
+        })
+    }
+}
+
+/// Map a pooled-client error to the closest `wasi:http` error code.
+fn classify_client_error(
+    connector: &str,
+    e: &hyper_util::client::legacy::Error,
+) -> wasmtime_wasi_http::Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(resolve) = err.downcast_ref::<ResolveError>() {
+            tracing::warn!(connector, error = %resolve, "egress refused or unresolvable");
+            return match resolve {
+                ResolveError::Prohibited(_) => wasmtime_wasi_http::Error::DestinationIpProhibited,
+                ResolveError::Lookup(..) | ResolveError::Empty(_) => {
+                    wasmtime_wasi_http::Error::DestinationNotFound
+                }
+            };
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return wasmtime_wasi_http::Error::ConnectionTimeout;
+            }
+        }
+        source = err.source();
+    }
+    tracing::debug!(connector, error = %e, "upstream request failed");
+    if e.is_connect() {
+        wasmtime_wasi_http::Error::ConnectionRefused
+    } else {
+        wasmtime_wasi_http::Error::ConnectionTerminated
+    }
+}
+
+/// A response body that fails once more than `limit` bytes have been read.
+struct CappedBody {
+    inner: WasiBody,
+    remaining: usize,
+    limit: usize,
+}
+
+impl Body for CappedBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                if data.len() > self.remaining {
+                    let limit = u64::try_from(self.limit).unwrap_or(u64::MAX);
+                    return Poll::Ready(Some(Err(
+                        wasmtime_wasi_http::Error::HttpResponseBodySize(Some(limit)),
+                    )));
+                }
+                self.remaining -= data.len();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `wasi:http/outgoing-handler.handle` with gate 1 in front of
+/// wasmtime-wasi-http's implementation. The outer `Err` is a trap; the inner
+/// one is the `error-code` the guest sees.
+///
+/// Registered by hand (`func_wrap`) rather than through the generated
+/// `add_to_linker`, whose `Host` bound would force re-implementing all of
+/// `wasi:http/types` on a wrapper type.
+pub(crate) fn gated_handle(
+    mut http: WasiHttpCtxView<'_>,
+    policy: &EgressPolicy,
+    connector: &str,
+    request: Resource<HostOutgoingRequest>,
+    options: Option<Resource<RequestOptions>>,
+) -> wasmtime::Result<Result<Resource<HostFutureIncomingResponse>, ErrorCode>> {
+    let req = http.table.get(&request)?;
+    let scheme = match &req.scheme {
+        Some(WasiScheme::Http) => Scheme::HTTP,
+        Some(WasiScheme::Https) => Scheme::HTTPS,
+        Some(WasiScheme::Other(_)) | None => {
+            http.table.delete(request)?;
+            return Ok(Err(ErrorCode::HttpProtocolError));
+        }
+    };
+    let authority = req.authority.clone().unwrap_or_default();
+    if let Err(why) = policy.check(&scheme, &authority) {
+        tracing::warn!(connector, %why, "egress denied");
+        http.table.delete(request)?;
+        return Ok(Err(ErrorCode::HttpRequestDenied));
+    }
+    if scheme == Scheme::HTTPS {
+        tracing::warn!(connector, %authority, "https egress is not supported yet");
+        http.table.delete(request)?;
+        return Ok(Err(ErrorCode::InternalError(Some(
+            "https upstreams are not supported by this gateway version".into(),
+        ))));
+    }
+    match outgoing_handler::Host::handle(&mut http, request, options) {
+        Ok(future) => Ok(Ok(future)),
+        Err(e) => match e.downcast() {
+            Ok(code) => Ok(Err(code)),
+            Err(trap) => Err(trap),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(entries: &[&str]) -> EgressPolicy {
+        EgressPolicy::new(&entries.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn allowed_hosts_match_by_host_and_port() {
+        let p = policy(&[
+            "127.0.0.1:18080",
+            "CRM.example.",
+            "[::1]:9000",
+            "bad:port:x",
+        ]);
+        let http = Scheme::HTTP;
+        assert!(p.check(&http, "127.0.0.1:18080").is_ok());
+        assert!(p.check(&http, "127.0.0.1:18081").is_err());
+        assert!(p.check(&http, "127.0.0.1").is_err()); // port 80
+        assert!(p.check(&http, "crm.example").is_ok());
+        assert!(p.check(&http, "crm.example:8443").is_ok());
+        assert!(p.check(&http, "crm.example.evil").is_err());
+        assert!(p.check(&http, "[::1]:9000").is_ok());
+        assert!(p.check(&http, "[::1]:9001").is_err());
+        assert!(p.check(&http, "user@crm.example").is_err());
+        assert!(p.check(&http, "").is_err());
+    }
+
+    #[test]
+    fn prohibited_addresses() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for bad in [
+            "169.254.169.254",
+            "169.254.1.1",
+            "0.0.0.0",
+            "127.0.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "100.100.100.200",
+            "::",
+            "::1",
+            "fe80::1",
+            "fd00:ec2::254",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(prohibited(ip(bad), false), "{bad}");
+        }
+        for good in ["10.0.0.1", "192.168.1.1", "8.8.8.8", "2001:db8::1"] {
+            assert!(!prohibited(ip(good), false), "{good}");
+        }
+        assert!(!prohibited(ip("127.0.0.1"), true));
+        assert!(prohibited(ip("169.254.169.254"), true));
+    }
+}

@@ -1,0 +1,109 @@
+//! `POST /v1/events` and `GET /v1/events/{id}` (SPEC §4.1).
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::queue::event::parse_body;
+use crate::queue::now_ms;
+use crate::store::{EventView, IngestCounts, IngestOutcome, Routed};
+
+#[derive(Debug, Serialize)]
+pub struct IngestAnswer {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub unrouted: u64,
+}
+
+impl From<IngestCounts> for IngestAnswer {
+    fn from(c: IngestCounts) -> Self {
+        Self {
+            accepted: c.accepted,
+            duplicates: c.duplicates,
+            unrouted: c.unrouted,
+        }
+    }
+}
+
+pub async fn ingest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<IngestAnswer>), ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("content-type must be application/json, got {ct:?}"),
+            ));
+        }
+    }
+    let bytes = axum::body::to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "request body exceeds {} bytes; split it into smaller batches",
+                    state.max_body_bytes
+                ),
+            )
+        })?;
+    let events = parse_body(&bytes, state.max_batch)?;
+    let routed: Vec<Routed> = events
+        .into_iter()
+        .map(|event| Routed {
+            connectors: state.routes.route(&event.event_type),
+            event,
+        })
+        .collect();
+    let mut touched: Vec<&str> = routed
+        .iter()
+        .flat_map(|r| r.connectors.iter().map(String::as_str))
+        .collect();
+    touched.sort_unstable();
+    touched.dedup();
+    let touched: Vec<String> = touched.into_iter().map(String::from).collect();
+
+    match state.store.ingest(routed, now_ms()).await? {
+        IngestOutcome::Accepted(counts) => {
+            if counts.accepted > 0 {
+                for c in &touched {
+                    state.wakers.wake(c);
+                }
+            }
+            Ok((StatusCode::ACCEPTED, Json(counts.into())))
+        }
+        IngestOutcome::Conflict { index, id } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "id_conflict",
+            format!(
+                "event {index}: id {id:?} was already accepted with a different body; \
+                 nothing of this request was stored"
+            ),
+        )
+        .with_index(index)),
+    }
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<EventView>, ApiError> {
+    match state.store.event(&id).await? {
+        Some(view) => Ok(Json(view)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "event_not_found",
+            format!("no event with id {id:?}"),
+        )),
+    }
+}

@@ -1,0 +1,68 @@
+//! HTTP API: ingest (`POST /v1/events`), event look-up, health.
+//!
+//! Errors are typed JSON with a stable code:
+//! `{"error": {"code": "...", "message": "...", "index": i, "field": "..."}}`.
+//! Bad input is always a 4xx and stores nothing; a store that cannot commit
+//! is a 503 (retry later); an internal fault is a logged 500 without detail.
+
+pub mod error;
+mod events;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::dispatch::Wakers;
+use crate::queue::route::RoutePattern;
+use crate::store::Store;
+
+/// Which connectors receive which event types.
+#[derive(Debug, Default, Clone)]
+pub struct RouteTable {
+    entries: Vec<(String, Vec<RoutePattern>)>,
+}
+
+impl RouteTable {
+    pub fn new(entries: Vec<(String, Vec<RoutePattern>)>) -> Self {
+        Self { entries }
+    }
+
+    pub fn route(&self, event_type: &str) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|(_, patterns)| patterns.iter().any(|p| p.matches(event_type)))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub routes: Arc<RouteTable>,
+    pub wakers: Wakers,
+    pub max_body_bytes: usize,
+    pub max_batch: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/events", post(events::ingest))
+        .route("/v1/events/{id}", get(events::show))
+        .route("/healthz", get(health))
+        .route("/readyz", get(ready))
+        .fallback(error::not_found)
+        .with_state(state)
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn ready(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<axum::Json<serde_json::Value>, error::ApiError> {
+    state.store.ping().await?;
+    Ok(axum::Json(serde_json::json!({"status": "ready"})))
+}

@@ -1,0 +1,174 @@
+//! Wiring: open the store, load connectors, start dispatch and the HTTP API,
+//! and shut down in order (stop accepting, stop claiming, settle in-flight).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::api::{self, AppState, RouteTable};
+use crate::config::Config;
+use crate::dispatch::{self, ConnectorPolicy, DispatchSettings, Wakers};
+use crate::queue::route::RoutePattern;
+use crate::runtime::Connectors;
+use crate::store::{self, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("wasm runtime: {0}")]
+    Runtime(#[from] switchboard_runtime::RuntimeError),
+    #[error("connector {connector:?}: cannot read component {path}: {source}")]
+    ComponentFile {
+        connector: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("connector {connector:?}: component {path} was refused: {reason}")]
+    Component {
+        connector: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("invalid config: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("http server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Runs the gateway until `shutdown` resolves, then drains and returns.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let store = store::open(&config.storage.url).await?;
+
+    let cache_dir = config.runtime.cache_dir.clone().or_else(|| {
+        store::sqlite::SqliteStore::path_of(&config.storage.url)
+            .and_then(|p| p.parent().map(|d| d.join("switchboard-cache")))
+    });
+    let runtime = switchboard_runtime::Runtime::new(switchboard_runtime::RuntimeConfig {
+        cache_dir,
+        ..Default::default()
+    })?;
+    let connectors = Connectors::new(runtime, &config.connectors);
+    for c in &config.connectors {
+        let Some(path) = &c.component else {
+            tracing::warn!(connector = %c.name, "no component configured; deliveries wait until one is deployed");
+            continue;
+        };
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| StartError::ComponentFile {
+                connector: c.name.clone(),
+                path: path.clone(),
+                source,
+            })?;
+        let component =
+            connectors
+                .runtime()
+                .load(&bytes)
+                .await
+                .map_err(|e| StartError::Component {
+                    connector: c.name.clone(),
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+        tracing::info!(
+            connector = %c.name,
+            component = %component.info().name,
+            version = %component.info().version,
+            digest = %component.digest(),
+            "component loaded"
+        );
+        connectors.install(&c.name, component);
+    }
+
+    let mut table = Vec::new();
+    for c in &config.connectors {
+        let patterns = c
+            .routes
+            .iter()
+            .map(|r| RoutePattern::parse(r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        table.push((c.name.clone(), patterns));
+    }
+    let wakers = Wakers::new(config.connectors.iter().map(|c| c.name.as_str()));
+    let policies = config
+        .connectors
+        .iter()
+        .map(|c| ConnectorPolicy {
+            name: c.name.clone(),
+            concurrency: c.concurrency,
+            retry: c.retry.clone(),
+            on_dead: c.on_dead,
+            attempt_timeout: Duration::from_millis(c.limits.deadline_ms),
+        })
+        .collect();
+    let settings = DispatchSettings {
+        lease_ms: config.dispatch.lease_ms as i64,
+        rescue_interval: Duration::from_millis(config.dispatch.rescue_interval_ms),
+        poll_interval: Duration::from_millis(config.dispatch.poll_interval_ms),
+        shutdown_grace: Duration::from_millis(config.server.shutdown_grace_ms),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let dispatcher = dispatch::spawn(
+        store.clone(),
+        Arc::new(connectors),
+        policies,
+        settings,
+        wakers.clone(),
+        stop_rx,
+    );
+
+    let app = api::router(AppState {
+        store,
+        routes: Arc::new(RouteTable::new(table)),
+        wakers,
+        max_body_bytes: config.server.max_body_bytes,
+        max_batch: config.server.max_batch,
+    });
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.server.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(StartError::Serve)?;
+    tracing::info!(%addr, storage = %redact(&config.storage.url), connectors = config.connectors.len(), "switchboard listening");
+    // Tests and scripts read this line to find an ephemeral port.
+    println!("listening on {addr}");
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(StartError::Serve)?;
+    tracing::info!("stopped accepting; settling in-flight deliveries");
+    let _ = stop_tx.send(true);
+    let _ = dispatcher.await;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// A storage URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

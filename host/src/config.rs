@@ -1,0 +1,463 @@
+//! Configuration: defaults → TOML file → `SWITCHBOARD_*` environment, then
+//! validated. Unknown keys are errors wherever they appear, so a typo never
+//! silently falls back to a default.
+//!
+//! Environment overrides address a key by its path with `__` between levels,
+//! starting at a top-level section: `SWITCHBOARD_SERVER__LISTEN`,
+//! `SWITCHBOARD_STORAGE__URL`, `SWITCHBOARD_CONNECTORS__0__CONCURRENCY`,
+//! `SWITCHBOARD_CONNECTORS__0__SECRET_HEADERS__AUTHORIZATION`. Values parse as
+//! TOML scalars (numbers, booleans) where they can, and as strings otherwise.
+//! Other `SWITCHBOARD_*` variables (such as `SWITCHBOARD_LOG`) are not config.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::queue::retry::RetryPolicy;
+use crate::queue::route::RoutePattern;
+use crate::queue::OnDead;
+
+const ENV_SECTIONS: [&str; 5] = ["server", "storage", "dispatch", "runtime", "connectors"];
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub dispatch: DispatchConfig,
+    pub runtime: RuntimeConfig,
+    pub connectors: Vec<ConnectorConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes (larger → 413).
+    pub max_body_bytes: usize,
+    /// Most events in one batch.
+    pub max_batch: usize,
+    /// How long in-flight attempts may run after SIGTERM before their leases
+    /// are handed back, in milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            max_body_bytes: 10 * 1024 * 1024,
+            max_batch: 10_000,
+            shutdown_grace_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite://PATH` (embedded default) or `postgres://…`.
+    pub url: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://./switchboard.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// How long a claimed delivery is leased before another claim may take it
+    /// (after a crash or hang), in milliseconds. Must exceed every connector's
+    /// attempt deadline.
+    pub lease_ms: u64,
+    /// How often expired leases are looked for, in milliseconds.
+    pub rescue_interval_ms: u64,
+    /// Longest idle sleep of a connector's dispatcher, in milliseconds.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            lease_ms: 120_000,
+            rescue_interval_ms: 5_000,
+            poll_interval_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached (default: next to the database,
+    /// in `switchboard-cache/`).
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    /// Unique name, e.g. `hss-east`.
+    pub name: String,
+    /// Path to the component (`.wasm`); relative paths are relative to the
+    /// config file.
+    #[serde(default)]
+    pub component: Option<PathBuf>,
+    /// Event type patterns routed to this connector (`number.*`, `*`).
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// `host:port` (or `host` for any port) the component may call.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Most deliveries in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// What a dead letter does to its keys (default `hold`).
+    #[serde(default)]
+    pub on_dead: OnDead,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Values handed to the component (`config::get`).
+    #[serde(default)]
+    pub config: BTreeMap<String, ConfigValue>,
+    /// Headers added to every outgoing request by the host (credentials), so
+    /// the component never holds them.
+    #[serde(default)]
+    pub secret_headers: BTreeMap<String, String>,
+}
+
+fn default_concurrency() -> usize {
+    16
+}
+
+/// Sandbox limits per attempt.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub memory_mb: usize,
+    /// Wall-clock deadline of one attempt.
+    pub deadline_ms: u64,
+    /// CPU time one attempt may spend in the guest.
+    pub cpu_budget_ms: u64,
+    /// Timeout of one outgoing HTTP request.
+    pub request_timeout_ms: u64,
+    /// Largest response body a component may read.
+    pub max_response_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            memory_mb: 64,
+            deadline_ms: 30_000,
+            cpu_budget_ms: 5_000,
+            request_timeout_ms: 10_000,
+            max_response_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// A connector config value: TOML strings, numbers and booleans are handed to
+/// the component as text.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    String(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl ConfigValue {
+    pub fn to_text(&self) -> String {
+        match self {
+            ConfigValue::String(s) => s.clone(),
+            ConfigValue::Integer(i) => i.to_string(),
+            ConfigValue::Float(f) => f.to_string(),
+            ConfigValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads defaults, then `path` (if any), then the environment.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (mut table, origin) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                let table: toml::Table =
+                    text.parse()
+                        .map_err(|e: toml::de::Error| ConfigError::Parse {
+                            path: p.display().to_string(),
+                            message: e.to_string(),
+                        })?;
+                (table, p.display().to_string())
+            }
+            None => (toml::Table::new(), "(defaults)".to_string()),
+        };
+        apply_env(&mut table, env)?;
+        let mut config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: origin,
+                    message: e.to_string(),
+                })?;
+        if let Some(dir) = path.and_then(Path::parent) {
+            for c in &mut config.connectors {
+                if let Some(component) = &c.component {
+                    if component.is_relative() {
+                        c.component = Some(dir.join(component));
+                    }
+                }
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let mut names = std::collections::HashSet::new();
+        for c in &self.connectors {
+            if c.name.is_empty()
+                || c.name.len() > 64
+                || !c
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return invalid(format!(
+                    "connector name {:?}: use 1 to 64 characters of a-z A-Z 0-9 - _",
+                    c.name
+                ));
+            }
+            if !names.insert(&c.name) {
+                return invalid(format!("connector name {:?} is used twice", c.name));
+            }
+            if c.concurrency == 0 {
+                return invalid(format!(
+                    "connector {:?}: concurrency must be at least 1",
+                    c.name
+                ));
+            }
+            for r in &c.routes {
+                RoutePattern::parse(r)
+                    .map_err(|e| ConfigError::Invalid(format!("connector {:?}: {e}", c.name)))?;
+            }
+            if c.limits.deadline_ms >= self.dispatch.lease_ms {
+                return invalid(format!(
+                    "connector {:?}: limits.deadline_ms ({}) must be below dispatch.lease_ms ({}), \
+                     or a slow attempt would be handed out twice",
+                    c.name, c.limits.deadline_ms, self.dispatch.lease_ms
+                ));
+            }
+        }
+        if self.server.max_batch == 0 || self.server.max_body_bytes == 0 {
+            return invalid("server.max_batch and server.max_body_bytes must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("SWITCHBOARD_"))
+        .collect();
+    vars.sort();
+    for (var, value) in vars {
+        let path: Vec<String> = var["SWITCHBOARD_".len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if path.len() < 2 || !ENV_SECTIONS.contains(&path[0].as_str()) {
+            continue;
+        }
+        let err = |message: String| ConfigError::Env {
+            var: var.clone(),
+            message,
+        };
+        let parsed = parse_scalar(&value);
+        set_path(table, &path, parsed).map_err(err)?;
+    }
+    Ok(())
+}
+
+fn parse_scalar(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => match t.remove("v") {
+            Some(
+                v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_)),
+            ) => v,
+            _ => toml::Value::String(raw.to_string()),
+        },
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (head, rest) = path.split_first().ok_or("empty key")?;
+    if rest.is_empty() {
+        table.insert(head.clone(), value);
+        return Ok(());
+    }
+    let entry = table
+        .entry(head.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match entry {
+        toml::Value::Table(t) => set_path(t, rest, value),
+        toml::Value::Array(items) => {
+            let (idx, rest) = rest.split_first().ok_or("missing index")?;
+            let i: usize = idx
+                .parse()
+                .map_err(|_| format!("`{head}` is a list: expected an index, got {idx:?}"))?;
+            if i > items.len() {
+                return Err(format!(
+                    "`{head}` has {} entries; index {i} would leave a gap",
+                    items.len()
+                ));
+            }
+            if i == items.len() {
+                items.push(toml::Value::Table(toml::Table::new()));
+            }
+            match &mut items[i] {
+                toml::Value::Table(t) if !rest.is_empty() => set_path(t, rest, value),
+                _ => Err(format!("`{head}[{i}]` cannot hold {rest:?}")),
+            }
+        }
+        _ => Err(format!("`{head}` is a value, not a section")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, toml).unwrap();
+        Config::load(
+            Some(&p),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    const SPEC_EXAMPLE: &str = r#"
+[server]
+listen = "127.0.0.1:7400"
+
+[storage]
+url = "sqlite://./switchboard.db"
+
+[[connectors]]
+name = "hss"
+component = "path/to/webhook.wasm"
+routes = ["number.*", "customer.*"]
+allowed_hosts = ["127.0.0.1:18080"]
+concurrency = 64
+[connectors.config]
+url = "http://127.0.0.1:18080/op"
+"#;
+
+    #[test]
+    fn the_spec_example_loads() {
+        let c = load(SPEC_EXAMPLE, &[]).unwrap();
+        assert_eq!(c.connectors[0].concurrency, 64);
+        assert_eq!(
+            c.connectors[0].config["url"].to_text(),
+            "http://127.0.0.1:18080/op"
+        );
+        assert!(c.connectors[0].component.as_ref().unwrap().is_absolute());
+        assert_eq!(c.connectors[0].on_dead, OnDead::Hold);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let e = load("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("listen_port"), "{e}");
+        let e = load("[[connectors]]\nname = \"x\"\nroute = [\"a\"]\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("route"), "{e}");
+        let e = load("", &[("SWITCHBOARD_SERVER__LISTN", "1")]).unwrap_err();
+        assert!(e.to_string().contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = load(
+            SPEC_EXAMPLE,
+            &[
+                ("SWITCHBOARD_SERVER__LISTEN", "127.0.0.1:9999"),
+                ("SWITCHBOARD_CONNECTORS__0__CONCURRENCY", "3"),
+                (
+                    "SWITCHBOARD_CONNECTORS__0__SECRET_HEADERS__AUTHORIZATION",
+                    "Bearer s3cret",
+                ),
+                ("SWITCHBOARD_TEST_PG", "postgres://ignored"),
+                ("SWITCHBOARD_LOG", "debug"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 9999);
+        assert_eq!(c.connectors[0].concurrency, 3);
+        assert_eq!(
+            c.connectors[0].secret_headers["authorization"],
+            "Bearer s3cret"
+        );
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        assert!(load(
+            "[[connectors]]\nname = \"a\"\n[[connectors]]\nname = \"a\"\n",
+            &[]
+        )
+        .is_err());
+        assert!(load("[[connectors]]\nname = \"a\"\nconcurrency = 0\n", &[]).is_err());
+        assert!(load("[[connectors]]\nname = \"a\"\nroutes = [\"Bad*\"]\n", &[]).is_err());
+        assert!(load("[[connectors]]\nname = \"a b\"\n", &[]).is_err());
+        assert!(load("[server]\nlisten = \"nowhere\"\n", &[]).is_err());
+    }
+
+    #[test]
+    fn no_file_means_the_embedded_default() {
+        let c = Config::load(None, std::iter::empty()).unwrap();
+        assert_eq!(c.storage.url, "sqlite://./switchboard.db");
+        assert!(c.server.listen.ip().is_loopback());
+    }
+}

@@ -1,0 +1,347 @@
+//! Claim → run the connector → apply the outcome.
+//!
+//! One loop per connector keeps up to `concurrency` attempts in flight. Each
+//! attempt runs in its own task and writes its own completion, so completions
+//! from many attempts share a commit in the store. The loop sleeps until an
+//! ingest wakes it, an attempt finishes, the earliest retry falls due, or the
+//! poll interval passes.
+//!
+//! Leases: an attempt is bounded by its connector's deadline, which config
+//! validation keeps below the lease, so a live gateway never has a lease
+//! expire under an attempt still running. A crashed gateway's leases expire
+//! and the rescuer (any node) re-queues them: at-least-once, never lost.
+//!
+//! Shutdown: stop claiming, give in-flight attempts the grace period, then
+//! hand any still running back to the queue (ready now, attempt counted) so a
+//! restart retries them at once rather than after the lease.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::queue::retry::{RetryDecision, RetryPolicy};
+use crate::queue::{now_ms, OnDead};
+use crate::store::{Claimed, Completion, CompletionKind, Store};
+
+/// How a connector classified one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    Done,
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    Reject {
+        reason: String,
+    },
+}
+
+/// Runs one attempt of a delivery. The Wasm runtime implements it; tests use
+/// in-process doubles. Implementations classify every failure (trap, timeout,
+/// limit) as an outcome and never panic.
+#[async_trait]
+pub trait Deliver: Send + Sync + 'static {
+    async fn deliver(&self, delivery: &Claimed) -> AttemptOutcome;
+}
+
+/// What the dispatcher needs to know about one connector.
+#[derive(Debug, Clone)]
+pub struct ConnectorPolicy {
+    pub name: String,
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+    pub on_dead: OnDead,
+    /// Upper bound of one attempt; the attempt is abandoned as a retry after it.
+    pub attempt_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    pub lease_ms: i64,
+    pub rescue_interval: Duration,
+    pub poll_interval: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// Wakes a connector's loop when new work may be ready.
+#[derive(Default, Clone)]
+pub struct Wakers {
+    inner: Arc<HashMap<String, Arc<Notify>>>,
+}
+
+impl Wakers {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            inner: Arc::new(
+                names
+                    .into_iter()
+                    .map(|n| (n.to_string(), Arc::new(Notify::new())))
+                    .collect(),
+            ),
+        }
+    }
+
+    pub fn wake(&self, connector: &str) {
+        if let Some(n) = self.inner.get(connector) {
+            n.notify_one();
+        }
+    }
+
+    pub fn wake_all(&self) {
+        for n in self.inner.values() {
+            n.notify_one();
+        }
+    }
+
+    fn get(&self, connector: &str) -> Arc<Notify> {
+        self.inner.get(connector).cloned().unwrap_or_default()
+    }
+}
+
+/// Starts one loop per connector plus the lease rescuer. The returned handle
+/// finishes when `shutdown` flips to true and in-flight work has been settled.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    deliver: Arc<dyn Deliver>,
+    connectors: Vec<ConnectorPolicy>,
+    settings: DispatchSettings,
+    wakers: Wakers,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut loops = JoinSet::new();
+        for policy in connectors {
+            let l = ConnectorLoop {
+                store: store.clone(),
+                deliver: deliver.clone(),
+                notify: wakers.get(&policy.name),
+                policy: Arc::new(policy),
+                settings: settings.clone(),
+                in_flight: Arc::new(Mutex::new(HashMap::new())),
+            };
+            let span = tracing::info_span!("dispatch", connector = %l.policy.name);
+            loops.spawn(l.run(shutdown.clone()).instrument(span));
+        }
+        loops.spawn(rescuer(store, settings.rescue_interval, wakers, shutdown));
+        while loops.join_next().await.is_some() {}
+    })
+}
+
+async fn rescuer(
+    store: Arc<dyn Store>,
+    every: Duration,
+    wakers: Wakers,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match store.rescue_expired(now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(count = n, "re-queued deliveries whose lease expired");
+                wakers.wake_all();
+            }
+            Err(e) => tracing::warn!(error = %e, "lease rescue failed; will try again"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+struct ConnectorLoop {
+    store: Arc<dyn Store>,
+    deliver: Arc<dyn Deliver>,
+    notify: Arc<Notify>,
+    policy: Arc<ConnectorPolicy>,
+    settings: DispatchSettings,
+    /// Claimed deliveries whose completion has not been written yet.
+    in_flight: Arc<Mutex<HashMap<i64, Claimed>>>,
+}
+
+impl ConnectorLoop {
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let free = self.policy.concurrency.saturating_sub(tasks.len());
+            let mut claimed_all = false;
+            if free > 0 {
+                match self
+                    .store
+                    .claim(&self.policy.name, free, now_ms(), self.settings.lease_ms)
+                    .await
+                {
+                    Ok(batch) => {
+                        claimed_all = batch.len() == free;
+                        for d in batch {
+                            self.start(&mut tasks, d);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "claim failed; will try again"),
+                }
+            }
+            if claimed_all {
+                // There may be more ready: go round once an attempt frees a slot.
+                tokio::select! {
+                    _ = tasks.join_next() => {}
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
+                continue;
+            }
+            let sleep = self.idle_sleep().await;
+            tokio::select! {
+                _ = self.notify.notified() => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.wait_for(|s| *s) => break,
+            }
+        }
+        self.drain(tasks).await;
+    }
+
+    /// Until the earliest retry is due, bounded by the poll interval.
+    async fn idle_sleep(&self) -> Duration {
+        let poll = self.settings.poll_interval;
+        match self.store.next_due(&self.policy.name).await {
+            Ok(Some(at)) => {
+                let wait = at.saturating_sub(now_ms()).max(1) as u64;
+                poll.min(Duration::from_millis(wait))
+            }
+            _ => poll,
+        }
+    }
+
+    fn start(&self, tasks: &mut JoinSet<()>, d: Claimed) {
+        let store = self.store.clone();
+        let deliver = self.deliver.clone();
+        let policy = self.policy.clone();
+        let in_flight = self.in_flight.clone();
+        let notify = self.notify.clone();
+        lock(&in_flight).insert(d.delivery_id, d.clone());
+        let span = tracing::info_span!(
+            "attempt",
+            delivery_id = d.delivery_id,
+            event_id = %d.event.id,
+            attempt = d.attempt
+        );
+        tasks.spawn(
+            async move {
+                let outcome = match tokio::time::timeout(policy.attempt_timeout, deliver.deliver(&d)).await {
+                    Ok(o) => o,
+                    Err(_) => AttemptOutcome::Retry {
+                        after: None,
+                        reason: format!(
+                            "attempt exceeded its deadline of {} ms",
+                            policy.attempt_timeout.as_millis()
+                        ),
+                    },
+                };
+                let now = now_ms();
+                let kind = classify(&policy, &d, outcome, now);
+                match &kind {
+                    CompletionKind::Delivered => tracing::debug!("delivered"),
+                    CompletionKind::Retry { at, error } => {
+                        tracing::info!(retry_in_ms = at - now, error = %error, "attempt failed; will retry")
+                    }
+                    CompletionKind::Dead { error, .. } => {
+                        tracing::warn!(error = %error, "delivery is dead; an operator must retry or skip it")
+                    }
+                }
+                match store.complete(vec![Completion::of(&d, kind)], now).await {
+                    Ok(applied) if applied.first() == Some(&false) => {
+                        tracing::warn!("lease was taken over before the attempt finished; its outcome is dropped")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "cannot record the outcome; the lease will expire and the delivery run again"
+                    ),
+                }
+                lock(&in_flight).remove(&d.delivery_id);
+                notify.notify_one();
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn drain(self, mut tasks: JoinSet<()>) {
+        let grace = tokio::time::sleep(self.settings.shutdown_grace);
+        tokio::pin!(grace);
+        while !tasks.is_empty() {
+            tokio::select! {
+                _ = tasks.join_next() => {}
+                _ = &mut grace => break,
+            }
+        }
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        let left: Vec<Claimed> = lock(&self.in_flight).drain().map(|(_, d)| d).collect();
+        if left.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            count = left.len(),
+            "attempts still running at the end of the shutdown grace period are handed back to the queue"
+        );
+        let now = now_ms();
+        let items = left
+            .iter()
+            .map(|d| {
+                let kind = CompletionKind::Retry {
+                    at: now,
+                    error: "gateway shut down during the attempt".into(),
+                };
+                Completion::of(d, kind)
+            })
+            .collect();
+        if let Err(e) = self.store.complete(items, now).await {
+            tracing::warn!(error = %e, "cannot hand leases back; they will expire instead");
+        }
+    }
+}
+
+/// Turns a connector's outcome into the store transition, applying the retry
+/// policy and the dead-letter policy.
+pub fn classify(
+    policy: &ConnectorPolicy,
+    d: &Claimed,
+    outcome: AttemptOutcome,
+    now: i64,
+) -> CompletionKind {
+    match outcome {
+        AttemptOutcome::Done => CompletionKind::Delivered,
+        AttemptOutcome::Reject { reason } => CompletionKind::Dead {
+            error: format!("rejected: {reason}"),
+            on_dead: policy.on_dead,
+        },
+        AttemptOutcome::Retry { after, reason } => {
+            match policy.retry.next(
+                d.attempt,
+                after,
+                d.event.accepted_at,
+                now,
+                &mut rand::thread_rng(),
+            ) {
+                RetryDecision::At(at) => CompletionKind::Retry { at, error: reason },
+                RetryDecision::GiveUp => CompletionKind::Dead {
+                    error: format!("gave up after {} attempts: {reason}", d.attempt),
+                    on_dead: policy.on_dead,
+                },
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the map inconsistent (each
+    // operation is one insert or remove), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,215 @@
+//! The HTTP API through the real router: ingest, look-up and every kind of bad
+//! input (each a 4xx JSON error that stores nothing and leaves the server
+//! healthy).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use switchboard::api::{router, AppState, RouteTable};
+use switchboard::dispatch::Wakers;
+use switchboard::queue::route::RoutePattern;
+use tower::ServiceExt;
+
+struct Api {
+    app: axum::Router,
+    _store: common::TestStore,
+}
+
+async fn api() -> Api {
+    let t = common::sqlite().await;
+    let routes = RouteTable::new(vec![
+        ("hss".into(), vec![RoutePattern::parse("number.*").unwrap()]),
+        ("crm".into(), vec![RoutePattern::parse("*").unwrap()]),
+    ]);
+    let app = router(AppState {
+        store: t.store.clone(),
+        routes: Arc::new(routes),
+        wakers: Wakers::new(["hss", "crm"]),
+        max_body_bytes: 64 * 1024,
+        max_batch: 100,
+    });
+    Api { app, _store: t }
+}
+
+impl Api {
+    async fn call(&self, method: &str, uri: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(body.into())
+            .unwrap();
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!(
+                "{method} {uri}: body is not JSON: {:?}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        (status, value)
+    }
+
+    async fn post(&self, body: impl Into<Body>) -> (StatusCode, Value) {
+        self.call("POST", "/v1/events", body).await
+    }
+
+    async fn exists(&self, id: &str) -> bool {
+        let (status, _) = self
+            .call("GET", &format!("/v1/events/{id}"), Body::empty())
+            .await;
+        status == StatusCode::OK
+    }
+}
+
+#[tokio::test]
+async fn ingest_answers_202_with_counts_and_the_event_can_be_looked_up() {
+    let api = api().await;
+    let ev = json!({"id": "evt-1", "type": "number.assign",
+                    "keys": ["msisdn:2065551234", "customer:A2"],
+                    "payload": {"msisdn": "2065551234", "customer": "A2"}});
+    let (s, b) = api.post(ev.to_string()).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b, json!({"accepted": 1, "duplicates": 0, "unrouted": 0}));
+    let (s, b) = api.post(ev.to_string()).await;
+    assert_eq!(
+        (s, b["duplicates"].as_u64()),
+        (StatusCode::ACCEPTED, Some(1))
+    );
+
+    let (s, view) = api.call("GET", "/v1/events/evt-1", Body::empty()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(view["type"], "number.assign");
+    assert_eq!(view["payload"]["customer"], "A2");
+    let deliveries = view["deliveries"].as_array().unwrap();
+    let mut connectors: Vec<&str> = deliveries
+        .iter()
+        .map(|d| d["connector"].as_str().unwrap())
+        .collect();
+    connectors.sort();
+    assert_eq!(connectors, ["crm", "hss"]);
+    for d in deliveries {
+        assert_eq!(d["state"], "ready");
+        assert_eq!(d["attempts"], 0);
+        assert!(d["next_attempt_at"].is_i64());
+    }
+    let (s, b) = api.call("GET", "/v1/events/nope", Body::empty()).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("event_not_found"))
+    );
+}
+
+#[tokio::test]
+async fn same_id_with_another_body_is_a_409_and_stores_nothing_of_the_batch() {
+    let api = api().await;
+    api.post(json!({"id": "a", "type": "x", "payload": 1}).to_string())
+        .await;
+    let batch = json!([
+        {"id": "b", "type": "x", "payload": 1},
+        {"id": "a", "type": "x", "payload": 2},
+    ]);
+    let (s, b) = api.post(batch.to_string()).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["error"]["code"], "id_conflict");
+    assert_eq!(b["error"]["index"], 1);
+    assert!(!api.exists("b").await);
+}
+
+#[tokio::test]
+async fn unrouted_events_are_kept_and_counted() {
+    let t = common::sqlite().await;
+    let routes = RouteTable::new(vec![(
+        "hss".into(),
+        vec![RoutePattern::parse("number.*").unwrap()],
+    )]);
+    let app = router(AppState {
+        store: t.store.clone(),
+        routes: Arc::new(routes),
+        wakers: Wakers::new(["hss"]),
+        max_body_bytes: 1 << 20,
+        max_batch: 10,
+    });
+    let api = Api { app, _store: t };
+    let (s, b) = api
+        .post(
+            json!([{"id": "n", "type": "number.assign", "payload": {}},
+                     {"id": "q", "type": "quota.exceeded", "payload": {}}])
+            .to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(b, json!({"accepted": 2, "duplicates": 0, "unrouted": 1}));
+    assert!(api.exists("q").await);
+}
+
+#[tokio::test]
+async fn bad_input_is_a_4xx_json_error_that_stores_nothing() {
+    let api = api().await;
+    let long = "x".repeat(201);
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+        ("malformed", b"{\"id\": \"m1\", ".to_vec(), StatusCode::BAD_REQUEST, "malformed_json"),
+        ("invalid utf-8", b"{\"id\":\"m2\xff\",\"type\":\"t\",\"payload\":1}".to_vec(), StatusCode::BAD_REQUEST, "malformed_json"),
+        ("wrong type", br#"{"id":"m3","type":5,"payload":1}"#.to_vec(), StatusCode::BAD_REQUEST, "invalid_type"),
+        ("missing payload", br#"{"id":"m4","type":"t"}"#.to_vec(), StatusCode::BAD_REQUEST, "missing_field"),
+        ("missing id", br#"{"type":"t","payload":1}"#.to_vec(), StatusCode::BAD_REQUEST, "missing_field"),
+        ("oversize id", format!(r#"{{"id":"{long}","type":"t","payload":1}}"#).into_bytes(), StatusCode::BAD_REQUEST, "invalid_length"),
+        ("oversize key", format!(r#"{{"id":"m5","type":"t","keys":["{long}"],"payload":1}}"#).into_bytes(), StatusCode::BAD_REQUEST, "invalid_length"),
+        ("deep nesting", format!(r#"{{"id":"m6","type":"t","payload":{deep}}}"#).into_bytes(), StatusCode::BAD_REQUEST, "malformed_json"),
+        ("oversize body", format!(r#"{{"id":"m7","type":"t","payload":"{}"}}"#, "y".repeat(70_000)).into_bytes(), StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+        ("not an object", b"\"hello\"".to_vec(), StatusCode::BAD_REQUEST, "invalid_body"),
+        ("unknown field", br#"{"id":"m8","type":"t","key":["k"],"payload":1}"#.to_vec(), StatusCode::BAD_REQUEST, "unknown_field"),
+        ("batch with one bad event", br#"[{"id":"m9","type":"t","payload":1},{"id":"m10","type":"t"},{"id":"m11","type":"t","payload":1}]"#.to_vec(), StatusCode::BAD_REQUEST, "missing_field"),
+    ];
+    for (name, body, status, code) in cases {
+        let (s, b) = api.post(body).await;
+        assert_eq!(s, status, "{name}: {b}");
+        assert_eq!(b["error"]["code"], code, "{name}: {b}");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{name}"
+        );
+    }
+    let (_, b) = api
+        .post(br#"[{"id":"m9","type":"t","payload":1},{"id":"m10","type":"t"}]"#.to_vec())
+        .await;
+    assert_eq!(
+        (b["error"]["index"].as_u64(), b["error"]["field"].as_str()),
+        (Some(1), Some("payload"))
+    );
+    for id in ["m1", "m3", "m4", "m5", "m6", "m7", "m8", "m9", "m10", "m11"] {
+        assert!(!api.exists(id).await, "{id} must not be stored");
+    }
+    // Still healthy and still accepting.
+    let (s, _) = api.call("GET", "/readyz", Body::empty()).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = api
+        .post(json!({"id": "ok", "type": "t", "payload": 1}).to_string())
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn a_non_json_content_type_is_refused() {
+    let api = api().await;
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/events")
+        .header("content-type", "text/plain")
+        .body(Body::from(
+            json!({"id": "a", "type": "t", "payload": 1}).to_string(),
+        ))
+        .unwrap();
+    let resp = api.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
