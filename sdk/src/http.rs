@@ -177,9 +177,7 @@ impl Request {
     /// ```
     pub fn json<T: serde::Serialize + ?Sized>(mut self, body: &T) -> Self {
         match serde_json::to_vec(body) {
-            Ok(bytes) => self
-                .header("content-type", "application/json")
-                .body(bytes),
+            Ok(bytes) => self.header("content-type", "application/json").body(bytes),
             Err(e) => {
                 self.error = Some(Error::BadPayload(e.to_string()));
                 self
@@ -494,7 +492,9 @@ fn parse_url(url: &str) -> Result<Target, Error> {
         return Err(invalid("no host"));
     }
     if authority.contains('@') {
-        return Err(invalid("credentials in URLs are not allowed; the host injects them"));
+        return Err(invalid(
+            "credentials in URLs are not allowed; the host injects them",
+        ));
     }
     if authority
         .chars()
@@ -609,10 +609,7 @@ mod tests {
             parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
             Some(784_111_777)
         );
-        assert_eq!(
-            parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"),
-            Some(0)
-        );
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
         assert_eq!(parse_http_date("garbage"), None);
     }
@@ -621,7 +618,10 @@ mod tests {
     fn retry_after_date_in_past_is_zero() {
         let r = Response::from_parts(
             503,
-            vec![("Retry-After".into(), b"Sun, 06 Nov 1994 08:49:37 GMT".to_vec())],
+            vec![(
+                "Retry-After".into(),
+                b"Sun, 06 Nov 1994 08:49:37 GMT".to_vec(),
+            )],
             vec![],
         );
         assert_eq!(r.retry_after(), Some(Duration::ZERO));

@@ -13,8 +13,10 @@ struct Webhook;
 
 impl Connector for Webhook {
     fn describe() -> Info {
-        Info::new("webhook", env!("CARGO_PKG_VERSION"))
-            .config(ConfigField::required("url", "http(s) URL the payload is POSTed to"))
+        Info::new("webhook", env!("CARGO_PKG_VERSION")).config(ConfigField::required(
+            "url",
+            "http(s) URL the payload is POSTed to",
+        ))
     }
 
     fn deliver(d: Delivery) -> Outcome {
