@@ -1,0 +1,203 @@
+//! The dispatcher with an in-process connector double: order per key under
+//! concurrency and retries, dead letters holding their lane, and a shutdown
+//! that hands unfinished attempts back.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use switchboard::dispatch::{self, AttemptOutcome, ConnectorPolicy, Deliver, DispatchSettings, Wakers};
+use switchboard::queue::retry::RetryPolicy;
+use switchboard::queue::{now_ms, DeliveryState, OnDead};
+use switchboard::store::{Claimed, Store};
+use tokio::sync::watch;
+
+/// Records every attempt; fails each event's first attempt when asked; checks
+/// that no two attempts sharing a key overlap.
+#[derive(Default)]
+struct Recorder {
+    running: Mutex<HashSet<String>>,
+    started: Mutex<Vec<(String, u32)>>,
+    fail_first: HashSet<String>,
+    reject: HashSet<String>,
+    hang: bool,
+    overlaps: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Deliver for Recorder {
+    async fn deliver(&self, d: &Claimed) -> AttemptOutcome {
+        {
+            let mut running = self.running.lock().unwrap();
+            for k in &d.event.keys {
+                if !running.insert(k.clone()) {
+                    self.overlaps.lock().unwrap().push(format!("{} on {k}", d.event.id));
+                }
+            }
+            self.started.lock().unwrap().push((d.event.id.clone(), d.attempt));
+        }
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 3)).await;
+        {
+            let mut running = self.running.lock().unwrap();
+            for k in &d.event.keys {
+                running.remove(k);
+            }
+        }
+        if self.reject.contains(&d.event.id) {
+            AttemptOutcome::Reject { reason: "400 number unknown".into() }
+        } else if d.attempt == 1 && self.fail_first.contains(&d.event.id) {
+            AttemptOutcome::Retry { after: None, reason: "503".into() }
+        } else {
+            AttemptOutcome::Done
+        }
+    }
+}
+
+fn policy(concurrency: usize) -> ConnectorPolicy {
+    ConnectorPolicy {
+        name: "hss".into(),
+        concurrency,
+        retry: RetryPolicy {
+            initial_backoff_ms: 5,
+            max_backoff_ms: 20,
+            ..RetryPolicy::default()
+        },
+        on_dead: OnDead::Hold,
+        attempt_timeout: Duration::from_secs(5),
+    }
+}
+
+fn settings(grace: Duration) -> DispatchSettings {
+    DispatchSettings {
+        lease_ms: 30_000,
+        rescue_interval: Duration::from_millis(200),
+        poll_interval: Duration::from_millis(20),
+        shutdown_grace: grace,
+    }
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+    wakers: Wakers,
+}
+
+fn start(store: Arc<dyn Store>, deliver: Arc<Recorder>, concurrency: usize, grace: Duration) -> Running {
+    let wakers = Wakers::new(["hss"]);
+    let (stop, rx) = watch::channel(false);
+    let handle = dispatch::spawn(store, deliver, vec![policy(concurrency)], settings(grace), wakers.clone(), rx);
+    Running { stop, handle, wakers }
+}
+
+async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_per_key_holds_under_concurrency_and_retries() {
+    let t = common::sqlite().await;
+    let n = 300;
+    let mut fail_first = HashSet::new();
+    let mut events = Vec::new();
+    let mut keys_of: HashMap<String, Vec<String>> = HashMap::new();
+    for i in 0..n {
+        let id = format!("e{i:04}");
+        let keys = vec![format!("msisdn:{}", i % 7), format!("customer:{}", i % 11)];
+        if i % 5 == 0 {
+            fail_first.insert(id.clone());
+        }
+        keys_of.insert(id.clone(), keys.clone());
+        let ks: Vec<&str> = keys.iter().map(String::as_str).collect();
+        events.push(common::ev(&id, "number.assign", &ks, &["hss"]));
+    }
+    let rec = Arc::new(Recorder { fail_first, ..Default::default() });
+    let run = start(t.store.clone(), rec.clone(), 16, Duration::from_secs(5));
+    for chunk in events.chunks(25) {
+        t.store.ingest(chunk.to_vec(), now_ms()).await.unwrap();
+        run.wakers.wake("hss");
+    }
+    wait_until("all delivered", async || t.store.state_counts("hss").await.unwrap().delivered == n).await;
+    run.stop.send(true).unwrap();
+    run.handle.await.unwrap();
+
+    assert!(rec.overlaps.lock().unwrap().is_empty(), "overlapping attempts: {:?}", rec.overlaps.lock().unwrap());
+    // Per key, the successful attempts start in accept order.
+    let started = rec.started.lock().unwrap().clone();
+    let mut last_per_key: HashMap<&str, &str> = HashMap::new();
+    let final_attempts: Vec<&(String, u32)> = started
+        .iter()
+        .filter(|(id, attempt)| *attempt == 2 || !rec.fail_first.contains(id))
+        .collect();
+    for (id, _) in final_attempts {
+        for k in &keys_of[id] {
+            if let Some(prev) = last_per_key.insert(k, id) {
+                assert!(prev < id.as_str(), "{id} delivered after {prev} on {k}");
+            }
+        }
+    }
+    assert_eq!(started.len(), n as usize + rec.fail_first.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_holds_its_keys_and_nothing_else() {
+    let t = common::sqlite().await;
+    let rec = Arc::new(Recorder {
+        reject: HashSet::from(["bad".to_string()]),
+        ..Default::default()
+    });
+    t.store
+        .ingest(
+            vec![
+                common::ev("bad", "t", &["msisdn:1"], &["hss"]),
+                common::ev("behind", "t", &["msisdn:1"], &["hss"]),
+                common::ev("other", "t", &["msisdn:2"], &["hss"]),
+            ],
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    let run = start(t.store.clone(), rec.clone(), 4, Duration::from_secs(5));
+    wait_until("other delivered", async || t.store.state_counts("hss").await.unwrap().delivered == 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let bad = t.store.event("bad").await.unwrap().unwrap();
+    assert_eq!(bad.deliveries[0].state, DeliveryState::Dead);
+    assert_eq!(bad.deliveries[0].last_error.as_deref(), Some("rejected: 400 number unknown"));
+    let behind = t.store.event("behind").await.unwrap().unwrap();
+    assert_eq!(behind.deliveries[0].state, DeliveryState::Blocked);
+
+    // The operator skips the dead letter; the lane moves on.
+    assert!(t.store.skip_dead(bad.deliveries[0].id, now_ms()).await.unwrap());
+    run.wakers.wake("hss");
+    wait_until("behind delivered", async || t.store.state_counts("hss").await.unwrap().delivered == 2).await;
+    run.stop.send(true).unwrap();
+    run.handle.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_unfinished_attempts_back_to_the_queue() {
+    let t = common::sqlite().await;
+    let rec = Arc::new(Recorder { hang: true, ..Default::default() });
+    t.store
+        .ingest(vec![common::ev("slow", "t", &["k"], &["hss"])], now_ms())
+        .await
+        .unwrap();
+    let run = start(t.store.clone(), rec.clone(), 4, Duration::from_millis(100));
+    wait_until("attempt started", async || !rec.started.lock().unwrap().is_empty()).await;
+    run.stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), run.handle).await.expect("shutdown within grace").unwrap();
+    let v = t.store.event("slow").await.unwrap().unwrap();
+    assert_eq!(v.deliveries[0].state, DeliveryState::Ready);
+    assert_eq!(v.deliveries[0].attempts, 1);
+    assert_eq!(v.deliveries[0].last_error.as_deref(), Some("gateway shut down during the attempt"));
+}
