@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use switchboard::dispatch::{self, AttemptOutcome, ConnectorPolicy, Deliver, DispatchSettings, Wakers};
+use switchboard::dispatch::{
+    self, AttemptOutcome, ConnectorPolicy, Deliver, DispatchSettings, Wakers,
+};
 use switchboard::queue::retry::RetryPolicy;
 use switchboard::queue::{now_ms, DeliveryState, OnDead};
 use switchboard::store::{Claimed, Store};
@@ -35,10 +37,16 @@ impl Deliver for Recorder {
             let mut running = self.running.lock().unwrap();
             for k in &d.event.keys {
                 if !running.insert(k.clone()) {
-                    self.overlaps.lock().unwrap().push(format!("{} on {k}", d.event.id));
+                    self.overlaps
+                        .lock()
+                        .unwrap()
+                        .push(format!("{} on {k}", d.event.id));
                 }
             }
-            self.started.lock().unwrap().push((d.event.id.clone(), d.attempt));
+            self.started
+                .lock()
+                .unwrap()
+                .push((d.event.id.clone(), d.attempt));
         }
         if self.hang {
             std::future::pending::<()>().await;
@@ -51,9 +59,14 @@ impl Deliver for Recorder {
             }
         }
         if self.reject.contains(&d.event.id) {
-            AttemptOutcome::Reject { reason: "400 number unknown".into() }
+            AttemptOutcome::Reject {
+                reason: "400 number unknown".into(),
+            }
         } else if d.attempt == 1 && self.fail_first.contains(&d.event.id) {
-            AttemptOutcome::Retry { after: None, reason: "503".into() }
+            AttemptOutcome::Retry {
+                after: None,
+                reason: "503".into(),
+            }
         } else {
             AttemptOutcome::Done
         }
@@ -89,17 +102,36 @@ struct Running {
     wakers: Wakers,
 }
 
-fn start(store: Arc<dyn Store>, deliver: Arc<Recorder>, concurrency: usize, grace: Duration) -> Running {
+fn start(
+    store: Arc<dyn Store>,
+    deliver: Arc<Recorder>,
+    concurrency: usize,
+    grace: Duration,
+) -> Running {
     let wakers = Wakers::new(["hss"]);
     let (stop, rx) = watch::channel(false);
-    let handle = dispatch::spawn(store, deliver, vec![policy(concurrency)], settings(grace), wakers.clone(), rx);
-    Running { stop, handle, wakers }
+    let handle = dispatch::spawn(
+        store,
+        deliver,
+        vec![policy(concurrency)],
+        settings(grace),
+        wakers.clone(),
+        rx,
+    );
+    Running {
+        stop,
+        handle,
+        wakers,
+    }
 }
 
 async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -121,17 +153,27 @@ async fn order_per_key_holds_under_concurrency_and_retries() {
         let ks: Vec<&str> = keys.iter().map(String::as_str).collect();
         events.push(common::ev(&id, "number.assign", &ks, &["hss"]));
     }
-    let rec = Arc::new(Recorder { fail_first, ..Default::default() });
+    let rec = Arc::new(Recorder {
+        fail_first,
+        ..Default::default()
+    });
     let run = start(t.store.clone(), rec.clone(), 16, Duration::from_secs(5));
     for chunk in events.chunks(25) {
         t.store.ingest(chunk.to_vec(), now_ms()).await.unwrap();
         run.wakers.wake("hss");
     }
-    wait_until("all delivered", async || t.store.state_counts("hss").await.unwrap().delivered == n).await;
+    wait_until("all delivered", async || {
+        t.store.state_counts("hss").await.unwrap().delivered == n
+    })
+    .await;
     run.stop.send(true).unwrap();
     run.handle.await.unwrap();
 
-    assert!(rec.overlaps.lock().unwrap().is_empty(), "overlapping attempts: {:?}", rec.overlaps.lock().unwrap());
+    assert!(
+        rec.overlaps.lock().unwrap().is_empty(),
+        "overlapping attempts: {:?}",
+        rec.overlaps.lock().unwrap()
+    );
     // Per key, the successful attempts start in accept order.
     let started = rec.started.lock().unwrap().clone();
     let mut last_per_key: HashMap<&str, &str> = HashMap::new();
@@ -168,18 +210,31 @@ async fn a_dead_letter_holds_its_keys_and_nothing_else() {
         .await
         .unwrap();
     let run = start(t.store.clone(), rec.clone(), 4, Duration::from_secs(5));
-    wait_until("other delivered", async || t.store.state_counts("hss").await.unwrap().delivered == 1).await;
+    wait_until("other delivered", async || {
+        t.store.state_counts("hss").await.unwrap().delivered == 1
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let bad = t.store.event("bad").await.unwrap().unwrap();
     assert_eq!(bad.deliveries[0].state, DeliveryState::Dead);
-    assert_eq!(bad.deliveries[0].last_error.as_deref(), Some("rejected: 400 number unknown"));
+    assert_eq!(
+        bad.deliveries[0].last_error.as_deref(),
+        Some("rejected: 400 number unknown")
+    );
     let behind = t.store.event("behind").await.unwrap().unwrap();
     assert_eq!(behind.deliveries[0].state, DeliveryState::Blocked);
 
     // The operator skips the dead letter; the lane moves on.
-    assert!(t.store.skip_dead(bad.deliveries[0].id, now_ms()).await.unwrap());
+    assert!(t
+        .store
+        .skip_dead(bad.deliveries[0].id, now_ms())
+        .await
+        .unwrap());
     run.wakers.wake("hss");
-    wait_until("behind delivered", async || t.store.state_counts("hss").await.unwrap().delivered == 2).await;
+    wait_until("behind delivered", async || {
+        t.store.state_counts("hss").await.unwrap().delivered == 2
+    })
+    .await;
     run.stop.send(true).unwrap();
     run.handle.await.unwrap();
 }
@@ -187,17 +242,29 @@ async fn a_dead_letter_holds_its_keys_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_hands_unfinished_attempts_back_to_the_queue() {
     let t = common::sqlite().await;
-    let rec = Arc::new(Recorder { hang: true, ..Default::default() });
+    let rec = Arc::new(Recorder {
+        hang: true,
+        ..Default::default()
+    });
     t.store
         .ingest(vec![common::ev("slow", "t", &["k"], &["hss"])], now_ms())
         .await
         .unwrap();
     let run = start(t.store.clone(), rec.clone(), 4, Duration::from_millis(100));
-    wait_until("attempt started", async || !rec.started.lock().unwrap().is_empty()).await;
+    wait_until("attempt started", async || {
+        !rec.started.lock().unwrap().is_empty()
+    })
+    .await;
     run.stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), run.handle).await.expect("shutdown within grace").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), run.handle)
+        .await
+        .expect("shutdown within grace")
+        .unwrap();
     let v = t.store.event("slow").await.unwrap().unwrap();
     assert_eq!(v.deliveries[0].state, DeliveryState::Ready);
     assert_eq!(v.deliveries[0].attempts, 1);
-    assert_eq!(v.deliveries[0].last_error.as_deref(), Some("gateway shut down during the attempt"));
+    assert_eq!(
+        v.deliveries[0].last_error.as_deref(),
+        Some("gateway shut down during the attempt")
+    );
 }

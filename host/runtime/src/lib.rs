@@ -302,12 +302,6 @@ impl Runtime {
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
-            // The workspace enables wasmtime's `gc` feature but no collector;
-            // connectors are Rust/linear-memory components and need no GC.
-            .gc_support(false)
-            .wasm_gc(false)
-            .wasm_function_references(false)
-            .wasm_exceptions(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
 
         let cache = match &cfg.cache_dir {

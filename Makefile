@@ -1,0 +1,43 @@
+# Every command the project has. `make run` and `make test` are the two a new
+# machine needs (see README.md); CI runs `make ci`.
+
+CARGO ?= cargo
+CONNECTORS_WASM := target/wasm32-wasip2/release
+
+.PHONY: run test ci toolchain connectors build lint fmt bench clean-db
+
+## Build everything (toolchain, wasm target, connectors, gateway) and run the
+## gateway on the embedded default with the quick-start config.
+run: build
+	./target/release/switchboard serve --config quickstart.toml
+
+## The whole test suite (unit, store, model-based, API, sandbox, connectors, end-to-end).
+test: connectors
+	$(CARGO) test --workspace --all-targets
+
+## What CI runs: lint, then the whole test suite.
+ci: lint test
+
+## Install the pinned toolchain and the wasm32-wasip2 target from rust-toolchain.toml.
+toolchain:
+	rustup toolchain install
+
+## Connectors and test fixtures, as wasm32-wasip2 components in $(CONNECTORS_WASM).
+connectors: toolchain
+	cd connectors && $(CARGO) build --release
+
+build: connectors
+	$(CARGO) build --release -p switchboard
+
+lint: toolchain
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd connectors && $(CARGO) fmt --all -- --check && $(CARGO) clippy --release -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+	cd connectors && $(CARGO) fmt --all
+
+## Queue benchmarks (see BENCHMARKS.md).
+bench: connectors
+	$(CARGO) bench -p switchboard --bench queue -- all

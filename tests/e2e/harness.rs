@@ -1,0 +1,291 @@
+//! Boots the gateway as a child process and fakes an HSS-like register.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::Value;
+
+/// Where cargo put the wasm connectors: `<target>/wasm32-wasip2/release`.
+pub fn wasm(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // <target>/debug/deps/e2e-… → <target>
+    let target = exe.ancestors().nth(3).unwrap();
+    let path = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the connectors first (`make connectors`, or `cd connectors && cargo build --release`)",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port, so a restarted gateway can keep its address.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Gateway {
+    /// Starts `switchboard serve --config <config>` and waits for it to listen.
+    pub fn start(config: &Path) -> Gateway {
+        let dir = config.parent().unwrap();
+        let log = dir.join(format!("gateway-{}.log", rand_suffix()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("SWITCHBOARD_LOG", "info,switchboard=debug")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn switchboard");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => Gateway { child, addr, log },
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "gateway did not start; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGKILL: no shutdown, no flush; only what was committed survives.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        panic!("gateway did not exit within 30 s of SIGTERM");
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        % 1_000_000_007
+}
+
+/// One applied operation, as the register saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub msisdn: String,
+    pub op: String,
+    pub customer: String,
+    pub event_id: String,
+}
+
+/// An HSS-like number register behind the webhook connector: assigning a
+/// number still held by another customer, or releasing one the customer does
+/// not hold, is refused with 409 — exactly what an out-of-order delivery
+/// would cause. Answers are replayed per `Idempotency-Key`, as a real
+/// idempotent API would.
+#[derive(Clone, Default)]
+pub struct FakeHss {
+    inner: Arc<HssInner>,
+}
+
+#[derive(Default)]
+pub struct HssInner {
+    owners: Mutex<HashMap<String, String>>,
+    replies: Mutex<HashMap<String, (u16, String)>>,
+    pub applied: Mutex<Vec<Applied>>,
+    pub conflicts: Mutex<Vec<String>>,
+    pub requests: AtomicU64,
+    /// Percent of requests answered 503 without touching state.
+    pub fail_percent: AtomicU32,
+}
+
+impl FakeHss {
+    pub async fn start(&self) -> SocketAddr {
+        let app = Router::new()
+            .route("/op", post(handle))
+            .with_state(self.inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    pub fn inner(&self) -> &HssInner {
+        &self.inner
+    }
+
+    pub fn applied(&self) -> Vec<Applied> {
+        self.inner.applied.lock().unwrap().clone()
+    }
+
+    pub fn conflicts(&self) -> Vec<String> {
+        self.inner.conflicts.lock().unwrap().clone()
+    }
+}
+
+async fn handle(
+    State(s): State<Arc<HssInner>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, String) {
+    let n = s.requests.fetch_add(1, Ordering::Relaxed);
+    let fail = s.fail_percent.load(Ordering::Relaxed) as u64;
+    if fail > 0 && (n.wrapping_mul(2654435761) % 100) < fail {
+        return (StatusCode::SERVICE_UNAVAILABLE, "try later".into());
+    }
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let event_id = headers
+        .get("x-switchboard-event")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if let Some((status, text)) = s.replies.lock().unwrap().get(&key) {
+        return (StatusCode::from_u16(*status).unwrap(), text.clone());
+    }
+    let msisdn = body["msisdn"].as_str().unwrap_or("").to_string();
+    let customer = body["customer"].as_str().unwrap_or("").to_string();
+    let op = body["op"].as_str().unwrap_or("").to_string();
+    let (status, text) = {
+        let mut owners = s.owners.lock().unwrap();
+        let holder = owners.get(&msisdn).cloned();
+        match (op.as_str(), holder) {
+            ("assign", None) => {
+                owners.insert(msisdn.clone(), customer.clone());
+                (200, "assigned".to_string())
+            }
+            ("assign", Some(h)) => (409, format!("number {msisdn} in use by {h}")),
+            ("release", Some(h)) if h == customer => {
+                owners.remove(&msisdn);
+                (200, "released".to_string())
+            }
+            ("release", h) => (
+                409,
+                format!("number {msisdn} is not held by {customer} (holder {h:?})"),
+            ),
+            _ => (400, format!("unknown op {op:?}")),
+        }
+    };
+    if status == 200 {
+        s.applied.lock().unwrap().push(Applied {
+            msisdn,
+            op,
+            customer,
+            event_id,
+        });
+    } else {
+        s.conflicts
+            .lock()
+            .unwrap()
+            .push(format!("{event_id}: {text}"));
+    }
+    s.replies
+        .lock()
+        .unwrap()
+        .insert(key, (status, text.clone()));
+    (StatusCode::from_u16(status).unwrap(), text)
+}
+
+/// A gateway config: SQLite in `dir`, the webhook connector pointed at `hss`,
+/// short leases and backoff so recovery is quick in tests.
+pub fn write_config(dir: &Path, port: u16, hss: SocketAddr, concurrency: usize) -> PathBuf {
+    let path = dir.join("switchboard.toml");
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+shutdown_grace_ms = 5000
+
+[storage]
+url = "sqlite://{db}"
+
+[dispatch]
+lease_ms = 3000
+rescue_interval_ms = 300
+poll_interval_ms = 100
+
+[runtime]
+cache_dir = "{cache}"
+
+[[connectors]]
+name = "hss"
+component = "{wasm}"
+routes = ["number.*"]
+allowed_hosts = ["{hss}"]
+concurrency = {concurrency}
+
+[connectors.retry]
+initial_backoff_ms = 20
+max_backoff_ms = 300
+
+[connectors.limits]
+deadline_ms = 2000
+request_timeout_ms = 1500
+
+[connectors.config]
+url = "http://{hss}/op"
+"#,
+        db = dir.join("sb.db").display(),
+        cache = dir.join("cache").display(),
+        wasm = wasm("webhook").display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `switchboard` binary, real connectors built as
+//! Wasm components, and fake upstreams on loopback whose behaviour changes
+//! mid-test. Build the connectors first (`make test` does).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+mod reassign;

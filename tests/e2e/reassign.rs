@@ -1,0 +1,185 @@
+//! Numbers moving between customers, end to end: each move must de-register
+//! the old holder before registering the new one, or the register refuses it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{free_port, write_config, Applied, FakeHss, Gateway};
+
+/// Event `s` of number `m`: even steps assign to a customer, odd steps release.
+fn event(m: usize, s: usize) -> Value {
+    let customer = format!("C{}", (m + s / 2) % 7);
+    let op = if s.is_multiple_of(2) { "assign" } else { "release" };
+    json!({
+        "id": format!("n{m}-s{s}"),
+        "type": format!("number.{op}"),
+        "keys": [format!("msisdn:{m}"), format!("customer:{customer}")],
+        "payload": {"op": op, "msisdn": format!("{m}"), "customer": customer},
+    })
+}
+
+/// Clients that each own some numbers and post their next event per number
+/// in one batch, re-posting the same batch until it is acknowledged (as a
+/// real client does when the gateway is unreachable).
+async fn post_all(
+    base: Arc<RwLock<String>>,
+    numbers: usize,
+    steps: usize,
+    clients: usize,
+    acked: Arc<AtomicUsize>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let http = http.clone();
+        let base = base.clone();
+        let acked = acked.clone();
+        tasks.push(tokio::spawn(async move {
+            let mine: Vec<usize> = (c..numbers).step_by(clients).collect();
+            for s in 0..steps {
+                let batch: Vec<Value> = mine.iter().map(|&m| event(m, s)).collect();
+                loop {
+                    let url = format!("{}/v1/events", base.read().unwrap());
+                    match http.post(&url).json(&batch).send().await {
+                        Ok(r) if r.status() == 202 => {
+                            let body: Value = r.json().await.unwrap();
+                            let n = body["accepted"].as_u64().unwrap()
+                                + body["duplicates"].as_u64().unwrap();
+                            assert_eq!(n as usize, batch.len(), "{body}");
+                            acked.fetch_add(batch.len(), Ordering::Relaxed);
+                            break;
+                        }
+                        Ok(r) if r.status().is_client_error() => {
+                            panic!(
+                                "gateway refused a valid batch: {} {}",
+                                r.status(),
+                                r.text().await.unwrap_or_default()
+                            )
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+async fn wait_applied(hss: &FakeHss, want: usize, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = hss.applied().len();
+        if n >= want {
+            return;
+        }
+        assert!(
+            hss.conflicts().is_empty(),
+            "register refused out-of-order operations: {:?}",
+            hss.conflicts()
+        );
+        if Instant::now() > deadline {
+            panic!(
+                "only {n} of {want} operations applied; gateway log:\n{}",
+                std::fs::read_to_string(log)
+                    .unwrap_or_default()
+                    .lines()
+                    .rev()
+                    .take(60)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every number's operations were applied exactly in posting order, each once.
+fn check_order(applied: &[Applied], numbers: usize, steps: usize) {
+    let mut per_number: HashMap<String, Vec<String>> = HashMap::new();
+    for a in applied {
+        per_number
+            .entry(a.msisdn.clone())
+            .or_default()
+            .push(a.event_id.clone());
+    }
+    for m in 0..numbers {
+        let want: Vec<String> = (0..steps).map(|s| format!("n{m}-s{s}")).collect();
+        assert_eq!(per_number.get(&format!("{m}")), Some(&want), "number {m}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reassignments_arrive_in_order_through_a_flaky_register() {
+    let dir = tempfile::tempdir().unwrap();
+    let hss = FakeHss::default();
+    hss.inner().fail_percent.store(15, Ordering::Relaxed);
+    let hss_addr = hss.start().await;
+    let config = write_config(dir.path(), free_port(), hss_addr, 16);
+    let gw = Gateway::start(&config);
+    let (numbers, steps) = (40, 6);
+    let base = Arc::new(RwLock::new(gw.url("")));
+    post_all(base, numbers, steps, 4, Arc::new(AtomicUsize::new(0))).await;
+    wait_applied(&hss, numbers * steps, &gw.log).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(hss.conflicts().is_empty(), "{:?}", hss.conflicts());
+    check_order(&hss.applied(), numbers, steps);
+
+    // The gateway reports each event delivered.
+    let v: Value = reqwest::get(gw.url("/v1/events/n3-s5"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["deliveries"][0]["state"], "delivered", "{v}");
+    let status = gw.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM should be a clean exit, got {status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_load_loses_nothing_acknowledged_and_keeps_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let hss = FakeHss::default();
+    hss.inner().fail_percent.store(5, Ordering::Relaxed);
+    let hss_addr = hss.start().await;
+    let port = free_port();
+    let config = write_config(dir.path(), port, hss_addr, 16);
+    let gw = Gateway::start(&config);
+    let (numbers, steps) = (60, 8);
+    let base = Arc::new(RwLock::new(gw.url("")));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let load = tokio::spawn(post_all(base.clone(), numbers, steps, 6, acked.clone()));
+
+    // Let a third of the load be acknowledged (and some delivered), then kill.
+    while acked.load(Ordering::Relaxed) < numbers * steps / 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let log1 = gw.log.clone();
+    gw.kill9();
+    let at_kill = hss.applied().len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let gw = Gateway::start(&config);
+    load.await.unwrap();
+    wait_applied(&hss, numbers * steps, &gw.log).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        hss.conflicts().is_empty(),
+        "out of order after a crash: {:?}\nfirst log:\n{}",
+        hss.conflicts(),
+        std::fs::read_to_string(log1).unwrap_or_default()
+    );
+    check_order(&hss.applied(), numbers, steps);
+    assert!(at_kill < numbers * steps, "the kill should land mid-load");
+}
