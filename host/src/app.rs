@@ -2,7 +2,6 @@
 //! and shut down in order (stop accepting, stop claiming, settle in-flight).
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,18 +20,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("wasm runtime: {0}")]
     Runtime(#[from] switchboard_runtime::RuntimeError),
-    #[error("connector {connector:?}: cannot read component {path}: {source}")]
-    ComponentFile {
-        connector: String,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("connector {connector:?}: component {path} was refused: {reason}")]
-    Component {
-        connector: String,
-        path: PathBuf,
-        reason: String,
-    },
+    #[error(transparent)]
+    Components(#[from] crate::runtime::RestoreError),
     #[error("invalid config: {0}")]
     Config(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -60,37 +49,7 @@ pub async fn run(
         ..Default::default()
     })?;
     let connectors = Connectors::new(runtime, &config.connectors);
-    for c in &config.connectors {
-        let Some(path) = &c.component else {
-            tracing::warn!(connector = %c.name, "no component configured; deliveries wait until one is deployed");
-            continue;
-        };
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|source| StartError::ComponentFile {
-                connector: c.name.clone(),
-                path: path.clone(),
-                source,
-            })?;
-        let component =
-            connectors
-                .runtime()
-                .load(&bytes)
-                .await
-                .map_err(|e| StartError::Component {
-                    connector: c.name.clone(),
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-        tracing::info!(
-            connector = %c.name,
-            component = %component.info().name,
-            version = %component.info().version,
-            digest = %component.digest(),
-            "component loaded"
-        );
-        connectors.install(&c.name, component);
-    }
+    connectors.restore(&*store, &config.connectors).await?;
 
     let mut table = Vec::new();
     for c in &config.connectors {
@@ -123,7 +82,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let dispatcher = dispatch::spawn(
         store.clone(),
-        Arc::new(connectors),
+        Arc::new(connectors.clone()),
         policies,
         settings,
         wakers.clone(),
@@ -134,6 +93,8 @@ pub async fn run(
         store,
         routes: Arc::new(RouteTable::new(table)),
         wakers,
+        connectors: Some(connectors),
+        connector_configs: Arc::new(config.connectors.clone()),
         max_body_bytes: config.server.max_body_bytes,
         max_batch: config.server.max_batch,
     });

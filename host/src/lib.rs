@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod queue;

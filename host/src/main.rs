@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use switchboard::cli::{self, CliError, Client};
 use switchboard::config::Config;
 
 #[derive(Parser)]
@@ -17,6 +18,17 @@ struct Cli {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, global = true, env = "SWITCHBOARD_LOG_JSON")]
     log_json: bool,
+    /// The gateway the operator commands talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_URL",
+        default_value = "http://127.0.0.1:7400"
+    )]
+    url: String,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,6 +45,35 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Connectors: list, show, deploy a component (hot load), versions, roll back.
+    #[command(subcommand)]
+    Connector(ConnectorCmd),
+    /// Events: send, show with their deliveries.
+    #[command(subcommand)]
+    Event(EventCmd),
+}
+
+#[derive(Subcommand)]
+enum ConnectorCmd {
+    /// Every configured connector with its component and queue.
+    List,
+    /// One connector.
+    Show { name: String },
+    /// Upload a component (.wasm) as the connector's next version; validated
+    /// before it is accepted, used by new deliveries at once.
+    Deploy { name: String, file: PathBuf },
+    /// Stored component versions, newest first.
+    Versions { name: String },
+    /// Re-activate the version uploaded before the active one.
+    Rollback { name: String },
+}
+
+#[derive(Subcommand)]
+enum EventCmd {
+    /// POST an event or a batch (JSON file, or - for stdin).
+    Send { file: PathBuf },
+    /// An event and the state of each of its deliveries.
+    Show { id: String },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,7 +92,103 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(switchboard::app::run(cfg, shutdown_signal()))?;
             Ok(())
         }
+        Command::Connector(cmd) => operator(&cli.url, cli.json, |c| Box::pin(connector(c, cmd))),
+        Command::Event(cmd) => operator(&cli.url, cli.json, |c| Box::pin(event(c, cmd))),
     }
+}
+
+type CliFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CliError>> + 'a>>;
+
+/// Runs an operator command and exits with its documented code.
+fn operator(
+    url: &str,
+    json: bool,
+    f: impl for<'a> FnOnce(&'a Client) -> CliFuture<'a>,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = Client::new(url, json).and_then(|client| rt.block_on(f(&client)));
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code());
+    }
+    Ok(())
+}
+
+async fn connector(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
+    match cmd {
+        ConnectorCmd::List => {
+            let v = c.get("/v1/connectors").await?;
+            c.print(&v, |v| {
+                v.as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(cli::connector_line)
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default()
+            });
+        }
+        ConnectorCmd::Show { name } => {
+            let v = c.get(&format!("/v1/connectors/{name}")).await?;
+            c.print(&v, cli::connector_line);
+        }
+        ConnectorCmd::Deploy { name, file } => {
+            let wasm = cli::read_file(&file)?;
+            let v = c
+                .put_bytes(&format!("/v1/connectors/{name}/component"), wasm)
+                .await?;
+            c.print(&v, |v| {
+                format!("deployed {name}:\n{}", cli::version_line(v))
+            });
+        }
+        ConnectorCmd::Versions { name } => {
+            let v = c.get(&format!("/v1/connectors/{name}/versions")).await?;
+            c.print(&v, |v| {
+                v.as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(cli::version_line)
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default()
+            });
+        }
+        ConnectorCmd::Rollback { name } => {
+            let v = c
+                .post_empty(&format!("/v1/connectors/{name}/rollback"))
+                .await?;
+            c.print(&v, |v| {
+                format!("rolled back {name} to:\n{}", cli::version_line(v))
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn event(c: &Client, cmd: EventCmd) -> Result<(), CliError> {
+    match cmd {
+        EventCmd::Send { file } => {
+            let body = cli::read_file(&file)?;
+            let v = c.post_json("/v1/events", body).await?;
+            c.print(&v, |v| {
+                format!(
+                    "accepted {}, duplicates {}, unrouted {}",
+                    v["accepted"], v["duplicates"], v["unrouted"]
+                )
+            });
+        }
+        EventCmd::Show { id } => {
+            let v = c.get(&format!("/v1/events/{id}")).await?;
+            c.print(&v, cli::event_text);
+        }
+    }
+    Ok(())
 }
 
 fn init_logging(json: bool) {

@@ -31,6 +31,8 @@ async fn api() -> Api {
         store: t.store.clone(),
         routes: Arc::new(routes),
         wakers: Wakers::new(["hss", "crm"]),
+        connectors: None,
+        connector_configs: Default::default(),
         max_body_bytes: 64 * 1024,
         max_batch: 100,
     });
@@ -134,6 +136,8 @@ async fn unrouted_events_are_kept_and_counted() {
         store: t.store.clone(),
         routes: Arc::new(routes),
         wakers: Wakers::new(["hss"]),
+        connectors: None,
+        connector_configs: Default::default(),
         max_body_bytes: 1 << 20,
         max_batch: 10,
     });

@@ -5,6 +5,7 @@
 //! Bad input is always a 4xx and stores nothing; a store that cannot commit
 //! is a 503 (retry later); an internal fault is a logged 500 without detail.
 
+mod connectors;
 pub mod error;
 mod events;
 
@@ -13,8 +14,10 @@ use std::sync::Arc;
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::config::ConnectorConfig;
 use crate::dispatch::Wakers;
 use crate::queue::route::RoutePattern;
+use crate::runtime::Connectors;
 use crate::store::Store;
 
 /// Which connectors receive which event types.
@@ -42,6 +45,10 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub routes: Arc<RouteTable>,
     pub wakers: Wakers,
+    /// The component registry; `None` where the gateway runs without a
+    /// runtime (API tests).
+    pub connectors: Option<Connectors>,
+    pub connector_configs: Arc<Vec<ConnectorConfig>>,
     pub max_body_bytes: usize,
     pub max_batch: usize,
 }
@@ -50,6 +57,14 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/events", post(events::ingest))
         .route("/v1/events/{id}", get(events::show))
+        .route("/v1/connectors", get(connectors::list))
+        .route("/v1/connectors/{name}", get(connectors::show))
+        .route("/v1/connectors/{name}/versions", get(connectors::versions))
+        .route(
+            "/v1/connectors/{name}/component",
+            axum::routing::put(connectors::upload),
+        )
+        .route("/v1/connectors/{name}/rollback", post(connectors::rollback))
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
         .fallback(error::not_found)

@@ -13,9 +13,31 @@ use std::time::Duration;
 use async_trait::async_trait;
 use switchboard_runtime::{Component, Delivery, Limits, Outcome, Runtime, Sandbox};
 
+use sha2::{Digest, Sha256};
+
 use crate::config::ConnectorConfig;
 use crate::dispatch::{AttemptOutcome, Deliver};
-use crate::store::Claimed;
+use crate::queue::now_ms;
+use crate::store::{Claimed, ComponentVersion, Store, StoreError};
+
+/// Why a component could not be deployed or rolled back.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("no connector named {0:?} is configured")]
+    UnknownConnector(String),
+    /// The upload failed validation; the running version is unchanged.
+    #[error("component refused: {0}")]
+    Invalid(String),
+    #[error("connector {0:?} has no earlier version to roll back to")]
+    NoPreviousVersion(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `sha256:<hex>` of component bytes, as the runtime reports digests.
+pub fn digest_of(wasm: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(wasm)))
+}
 
 /// How long a delivery of a connector without a component waits before it is
 /// tried again (the operator may deploy one meanwhile).
@@ -62,11 +84,170 @@ impl Connectors {
         current.replace(component)
     }
 
+    pub fn is_configured(&self, connector: &str) -> bool {
+        self.slots.contains_key(connector)
+    }
+
+    /// Validates `wasm` (compiles, implements the world, answers `describe`),
+    /// stores it as the connector's next version and makes it the one new
+    /// deliveries use. On any error the running version stays.
+    pub async fn deploy(
+        &self,
+        store: &dyn Store,
+        connector: &str,
+        wasm: &[u8],
+    ) -> Result<ComponentVersion, DeployError> {
+        if !self.is_configured(connector) {
+            return Err(DeployError::UnknownConnector(connector.to_string()));
+        }
+        let component = self
+            .runtime
+            .load(wasm)
+            .await
+            .map_err(|e| DeployError::Invalid(e.to_string()))?;
+        let info = info_json(&component);
+        let stored = store
+            .add_component(connector, component.digest(), wasm, &info, now_ms())
+            .await?;
+        self.install(connector, component);
+        tracing::info!(connector, version = stored.version, digest = %stored.digest, "component deployed");
+        Ok(stored)
+    }
+
+    /// Re-activates the version uploaded before the active one.
+    pub async fn rollback(
+        &self,
+        store: &dyn Store,
+        connector: &str,
+    ) -> Result<ComponentVersion, DeployError> {
+        if !self.is_configured(connector) {
+            return Err(DeployError::UnknownConnector(connector.to_string()));
+        }
+        let versions = store.component_versions(connector).await?;
+        let active = versions.iter().find(|v| v.active).map(|v| v.version);
+        let previous = versions
+            .iter()
+            .find(|v| active.is_some_and(|a| v.version < a))
+            .cloned()
+            .ok_or_else(|| DeployError::NoPreviousVersion(connector.to_string()))?;
+        let component = self
+            .load_version(store, connector, previous.version)
+            .await?;
+        store
+            .activate_component(connector, previous.version, now_ms())
+            .await?;
+        self.install(connector, component);
+        tracing::info!(connector, version = previous.version, digest = %previous.digest, "rolled back");
+        Ok(ComponentVersion {
+            active: true,
+            ..previous
+        })
+    }
+
+    async fn load_version(
+        &self,
+        store: &dyn Store,
+        connector: &str,
+        version: i64,
+    ) -> Result<Component, DeployError> {
+        let wasm = store
+            .component_wasm(connector, version)
+            .await?
+            .ok_or_else(|| DeployError::Invalid(format!("version {version} is not stored")))?;
+        self.runtime
+            .load(&wasm)
+            .await
+            .map_err(|e| DeployError::Invalid(format!("stored version {version}: {e}")))
+    }
+
+    /// At start: deploys each connector's configured component file if its
+    /// bytes are new to the registry, then installs every connector's active
+    /// version. A version that was hot-loaded or rolled back through the API
+    /// stays active across restarts unless the configured file changes.
+    pub async fn restore(
+        &self,
+        store: &dyn Store,
+        configs: &[ConnectorConfig],
+    ) -> Result<(), RestoreError> {
+        for c in configs {
+            let versions = store.component_versions(&c.name).await?;
+            if let Some(path) = &c.component {
+                let wasm = tokio::fs::read(path)
+                    .await
+                    .map_err(|source| RestoreError::File {
+                        connector: c.name.clone(),
+                        path: path.clone(),
+                        source,
+                    })?;
+                let digest = digest_of(&wasm);
+                if !versions.iter().any(|v| v.digest == digest) {
+                    self.deploy(store, &c.name, &wasm)
+                        .await
+                        .map_err(|e| RestoreError::Deploy {
+                            connector: c.name.clone(),
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    continue;
+                }
+            }
+            let versions = store.component_versions(&c.name).await?;
+            match versions.iter().find(|v| v.active) {
+                Some(active) => {
+                    let component = self
+                        .load_version(store, &c.name, active.version)
+                        .await
+                        .map_err(|e| RestoreError::Deploy {
+                            connector: c.name.clone(),
+                            path: format!("registry version {}", active.version).into(),
+                            reason: e.to_string(),
+                        })?;
+                    tracing::info!(connector = %c.name, version = active.version, digest = %active.digest, "component loaded");
+                    self.install(&c.name, component);
+                }
+                None => tracing::warn!(
+                    connector = %c.name,
+                    "no component deployed yet; deliveries wait until one is uploaded"
+                ),
+            }
+        }
+        Ok(())
+    }
+
     pub fn current(&self, connector: &str) -> Option<Component> {
         let slot = self.slots.get(connector)?;
         let current = slot.component.read().unwrap_or_else(|p| p.into_inner());
         current.clone()
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("connector {connector:?}: cannot read component {path}: {source}")]
+    File {
+        connector: String,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("connector {connector:?}: component {path} was refused: {reason}")]
+    Deploy {
+        connector: String,
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn info_json(c: &Component) -> serde_json::Value {
+    let info = c.info();
+    serde_json::json!({
+        "name": info.name,
+        "version": info.version,
+        "config": info.config.iter().map(|f| serde_json::json!({
+            "name": f.name, "required": f.required, "description": f.description,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn sandbox_of(c: &ConnectorConfig) -> Sandbox {

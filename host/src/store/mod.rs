@@ -121,6 +121,19 @@ pub struct EventView {
     pub deliveries: Vec<DeliveryView>,
 }
 
+/// One stored version of a connector's component.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComponentVersion {
+    pub connector: String,
+    pub version: i64,
+    pub digest: String,
+    /// The component's own `describe()` answer, as JSON.
+    pub info: serde_json::Value,
+    pub uploaded_at: Millis,
+    pub active: bool,
+    pub size_bytes: i64,
+}
+
 /// Deliveries of one connector by state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct StateCounts {
@@ -192,6 +205,31 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reachable and migrated.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Stores a validated component as the connector's next version and makes
+    /// it active.
+    async fn add_component(
+        &self,
+        connector: &str,
+        digest: &str,
+        wasm: &[u8],
+        info: &serde_json::Value,
+        now: Millis,
+    ) -> StoreResult<ComponentVersion>;
+
+    /// Every stored version of `connector`'s component, newest first.
+    async fn component_versions(&self, connector: &str) -> StoreResult<Vec<ComponentVersion>>;
+
+    /// The bytes of one version.
+    async fn component_wasm(&self, connector: &str, version: i64) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Makes `version` the active one. `false` if there is no such version.
+    async fn activate_component(
+        &self,
+        connector: &str,
+        version: i64,
+        now: Millis,
+    ) -> StoreResult<bool>;
 }
 
 /// Opens the store a URL names, applying migrations.

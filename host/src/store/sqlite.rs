@@ -30,8 +30,8 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Claimed, Completion, CompletionKind, DeliveryView, EventView, IngestCounts, IngestOutcome,
-    Routed, StateCounts, Store, StoreError, StoreResult, StoredEvent,
+    Claimed, Completion, CompletionKind, ComponentVersion, DeliveryView, EventView, IngestCounts,
+    IngestOutcome, Routed, StateCounts, Store, StoreError, StoreResult, StoredEvent,
 };
 use crate::queue::{DeliveryState, Millis, OnDead};
 
@@ -134,6 +134,18 @@ enum Work {
     },
     SkipDead {
         id: i64,
+        now: Millis,
+    },
+    AddComponent {
+        connector: String,
+        digest: String,
+        wasm: Vec<u8>,
+        info: String,
+        now: Millis,
+    },
+    Activate {
+        connector: String,
+        version: i64,
         now: Millis,
     },
 }
@@ -305,6 +317,33 @@ impl Writer {
             Work::Rescue { now } => Answer::Count(self.rescue(now).await?),
             Work::RetryDead { id, now } => Answer::Bool(self.retry_dead(id, now).await?),
             Work::SkipDead { id, now } => Answer::Bool(self.skip_dead(id, now).await?),
+            Work::AddComponent {
+                connector,
+                digest,
+                wasm,
+                info,
+                now,
+            } => {
+                let version: i64 = sqlx::query_scalar(
+                    "INSERT INTO components (connector, version, digest, wasm, info, uploaded_at) \
+                     SELECT ?1, COALESCE(MAX(version), 0) + 1, ?2, ?3, ?4, ?5 \
+                     FROM components WHERE connector = ?1 RETURNING version",
+                )
+                .bind(&connector)
+                .bind(&digest)
+                .bind(&wasm)
+                .bind(&info)
+                .bind(now)
+                .fetch_one(&mut self.conn)
+                .await?;
+                self.activate(&connector, version, now).await?;
+                Answer::Count(version as u64)
+            }
+            Work::Activate {
+                connector,
+                version,
+                now,
+            } => Answer::Bool(self.activate(&connector, version, now).await?),
         })
     }
 
@@ -618,6 +657,29 @@ impl Writer {
         Ok(())
     }
 
+    async fn activate(&mut self, connector: &str, version: i64, now: Millis) -> StoreResult<bool> {
+        let exists: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM components WHERE connector = ?1 AND version = ?2",
+        )
+        .bind(connector)
+        .bind(version)
+        .fetch_optional(&mut self.conn)
+        .await?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO active_components (connector, version, activated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (connector) DO UPDATE SET version = excluded.version, activated_at = excluded.activated_at",
+        )
+        .bind(connector)
+        .bind(version)
+        .bind(now)
+        .execute(&mut self.conn)
+        .await?;
+        Ok(true)
+    }
+
     async fn rescue(&mut self, now: Millis) -> StoreResult<u64> {
         Ok(sqlx::query(
             "UPDATE deliveries SET state = 'ready', lease_until = NULL, lease_token = NULL, \
@@ -807,6 +869,83 @@ impl Store for SqliteStore {
             }
         }
         Ok(c)
+    }
+
+    async fn add_component(
+        &self,
+        connector: &str,
+        digest: &str,
+        wasm: &[u8],
+        info: &serde_json::Value,
+        now: Millis,
+    ) -> StoreResult<ComponentVersion> {
+        let work = Work::AddComponent {
+            connector: connector.to_string(),
+            digest: digest.to_string(),
+            wasm: wasm.to_vec(),
+            info: info.to_string(),
+            now,
+        };
+        let version = self.call(work, Reply::Count).await? as i64;
+        Ok(ComponentVersion {
+            connector: connector.to_string(),
+            version,
+            digest: digest.to_string(),
+            info: info.clone(),
+            uploaded_at: now,
+            active: true,
+            size_bytes: wasm.len() as i64,
+        })
+    }
+
+    async fn component_versions(&self, connector: &str) -> StoreResult<Vec<ComponentVersion>> {
+        let rows: Vec<(i64, String, String, i64, i64, bool)> = sqlx::query_as(
+            "SELECT c.version, c.digest, c.info, c.uploaded_at, length(c.wasm), \
+                 COALESCE(a.version = c.version, 0) \
+             FROM components c LEFT JOIN active_components a ON a.connector = c.connector \
+             WHERE c.connector = ?1 ORDER BY c.version DESC",
+        )
+        .bind(connector)
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter()
+            .map(|(version, digest, info, uploaded_at, size_bytes, active)| {
+                Ok(ComponentVersion {
+                    connector: connector.to_string(),
+                    version,
+                    digest,
+                    info: serde_json::from_str(&info)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    uploaded_at,
+                    active,
+                    size_bytes,
+                })
+            })
+            .collect()
+    }
+
+    async fn component_wasm(&self, connector: &str, version: i64) -> StoreResult<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT wasm FROM components WHERE connector = ?1 AND version = ?2")
+                .bind(connector)
+                .bind(version)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    async fn activate_component(
+        &self,
+        connector: &str,
+        version: i64,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let work = Work::Activate {
+            connector: connector.to_string(),
+            version,
+            now,
+        };
+        self.call(work, Reply::Bool).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -1,0 +1,147 @@
+//! Connectors: list, component versions, hot load, roll back (SPEC §4.2).
+//!
+//! `PUT /v1/connectors/{name}/component` takes the raw `.wasm` bytes. The
+//! upload is validated (compiles, implements the world, answers `describe`)
+//! before it is stored; an invalid upload is a 422 and the running version
+//! stays. New deliveries use an accepted version at once; attempts already
+//! running finish on the version they started with.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::runtime::{Connectors, DeployError};
+use crate::store::{ComponentVersion, StateCounts};
+
+/// Largest component accepted for upload.
+pub const MAX_COMPONENT_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Serialize)]
+pub struct ConnectorView {
+    pub name: String,
+    pub routes: Vec<String>,
+    pub concurrency: usize,
+    pub allowed_hosts: Vec<String>,
+    pub component: Option<ComponentVersion>,
+    pub deliveries: StateCounts,
+}
+
+fn registry(state: &AppState) -> Result<&Connectors, ApiError> {
+    state.connectors.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "runtime_unavailable",
+            "this gateway runs without a connector runtime",
+        )
+    })
+}
+
+fn unknown(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "connector_not_found",
+        format!("no connector named {name:?} is configured"),
+    )
+}
+
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> Self {
+        match e {
+            DeployError::UnknownConnector(name) => unknown(&name),
+            DeployError::Invalid(reason) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_component",
+                format!("component refused, the running version stays: {reason}"),
+            ),
+            DeployError::NoPreviousVersion(name) => ApiError::new(
+                StatusCode::CONFLICT,
+                "no_previous_version",
+                format!("connector {name:?} has no earlier version to roll back to"),
+            ),
+            DeployError::Store(e) => e.into(),
+        }
+    }
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<ConnectorView>>, ApiError> {
+    let mut out = Vec::with_capacity(state.connector_configs.len());
+    for c in state.connector_configs.iter() {
+        out.push(view(&state, &c.name).await?);
+    }
+    Ok(Json(out))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ConnectorView>, ApiError> {
+    Ok(Json(view(&state, &name).await?))
+}
+
+async fn view(state: &AppState, name: &str) -> Result<ConnectorView, ApiError> {
+    let c = state
+        .connector_configs
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| unknown(name))?;
+    let versions = state.store.component_versions(name).await?;
+    Ok(ConnectorView {
+        name: c.name.clone(),
+        routes: c.routes.clone(),
+        concurrency: c.concurrency,
+        allowed_hosts: c.allowed_hosts.clone(),
+        component: versions.into_iter().find(|v| v.active),
+        deliveries: state.store.state_counts(name).await?,
+    })
+}
+
+pub async fn versions(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<ComponentVersion>>, ApiError> {
+    if !state.connector_configs.iter().any(|c| c.name == name) {
+        return Err(unknown(&name));
+    }
+    Ok(Json(state.store.component_versions(&name).await?))
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<(StatusCode, Json<ComponentVersion>), ApiError> {
+    let registry = registry(&state)?;
+    let wasm = axum::body::to_bytes(body, MAX_COMPONENT_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("a component may be at most {MAX_COMPONENT_BYTES} bytes"),
+            )
+        })?;
+    if wasm.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+            "send the component's .wasm bytes as the request body",
+        ));
+    }
+    let stored = registry.deploy(&*state.store, &name, &wasm).await?;
+    state.wakers.wake(&name);
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+pub async fn rollback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ComponentVersion>, ApiError> {
+    let registry = registry(&state)?;
+    let v = registry.rollback(&*state.store, &name).await?;
+    state.wakers.wake(&name);
+    Ok(Json(v))
+}

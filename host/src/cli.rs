@@ -1,0 +1,229 @@
+//! The operator CLI: talks to a running gateway over its HTTP API.
+//!
+//! Human output by default, `--json` for scripts. Exit codes: 0 success,
+//! 1 the gateway refused the request (the error is printed), 2 bad usage,
+//! 3 the gateway could not be reached.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A failed CLI call, with the exit code scripts rely on.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot reach the gateway at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Refused(_) => 1,
+            CliError::Usage(_) => 2,
+            CliError::Unreachable { .. } => 3,
+        }
+    }
+}
+
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    pub json: bool,
+}
+
+impl Client {
+    pub fn new(base: &str, json: bool) -> Result<Self, CliError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+            json,
+        })
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, CliError> {
+        let resp = req.send().await.map_err(|e| CliError::Unreachable {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(body);
+        }
+        let code = body["error"]["code"].as_str().unwrap_or("error");
+        let message = body["error"]["message"].as_str().unwrap_or("(no message)");
+        Err(CliError::Refused(format!("{status} {code}: {message}")))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn post_json(&self, path: &str, body: Vec<u8>) -> Result<Value, CliError> {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        self.send(req).await
+    }
+
+    pub async fn put_bytes(&self, path: &str, body: Vec<u8>) -> Result<Value, CliError> {
+        let req = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .header("content-type", "application/wasm")
+            .body(body);
+        self.send(req).await
+    }
+
+    pub async fn post_empty(&self, path: &str) -> Result<Value, CliError> {
+        self.send(self.http.post(format!("{}{path}", self.base)))
+            .await
+    }
+
+    /// Prints `value` as JSON, or through `human` unless `--json`.
+    pub fn print(&self, value: &Value, human: impl FnOnce(&Value) -> String) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
+        } else {
+            println!("{}", human(value));
+        }
+    }
+}
+
+pub fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {
+    if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .map_err(|e| CliError::Usage(format!("cannot read stdin: {e}")))?;
+        return Ok(buf);
+    }
+    std::fs::read(path).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))
+}
+
+pub fn version_line(v: &Value) -> String {
+    format!(
+        "{:>4}  {}  {} {}  {} bytes  uploaded {}{}",
+        v["version"],
+        v["digest"].as_str().unwrap_or(""),
+        v["info"]["name"].as_str().unwrap_or("?"),
+        v["info"]["version"].as_str().unwrap_or("?"),
+        v["size_bytes"],
+        fmt_time(v["uploaded_at"].as_i64()),
+        if v["active"].as_bool() == Some(true) {
+            "  (active)"
+        } else {
+            ""
+        }
+    )
+}
+
+pub fn connector_line(c: &Value) -> String {
+    let d = &c["deliveries"];
+    let component = match c["component"].as_object() {
+        Some(_) => format!(
+            "v{} {}",
+            c["component"]["version"],
+            c["component"]["digest"]
+                .as_str()
+                .unwrap_or("")
+                .get(..19)
+                .unwrap_or("")
+        ),
+        None => "no component".into(),
+    };
+    format!(
+        "{:<16} {:<28} ready {:>8}  blocked {:>8}  in flight {:>4}  dead {:>6}  delivered {:>10}",
+        c["name"].as_str().unwrap_or("?"),
+        component,
+        d["ready"],
+        d["blocked"],
+        d["in_flight"],
+        d["dead"],
+        d["delivered"]
+    )
+}
+
+pub fn event_text(v: &Value) -> String {
+    let mut out = format!(
+        "event {}  type {}  keys {}  accepted {}\n",
+        v["id"].as_str().unwrap_or("?"),
+        v["type"].as_str().unwrap_or("?"),
+        v["keys"],
+        fmt_time(v["accepted_at"].as_i64())
+    );
+    for d in v["deliveries"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  delivery {:<8} {:<16} {:<10} attempts {:<3}{}{}\n",
+            d["id"],
+            d["connector"].as_str().unwrap_or("?"),
+            d["state"].as_str().unwrap_or("?"),
+            d["attempts"],
+            d["next_attempt_at"]
+                .as_i64()
+                .map(|t| format!("  next {}", fmt_time(Some(t))))
+                .unwrap_or_default(),
+            d["last_error"]
+                .as_str()
+                .map(|e| format!("  last error: {e}"))
+                .unwrap_or_default(),
+        ));
+    }
+    out.trim_end().to_string()
+}
+
+fn fmt_time(ms: Option<i64>) -> String {
+    match ms {
+        Some(ms) => {
+            let secs = ms.div_euclid(1000);
+            let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+            let (y, m, d) = civil_from_days(days);
+            format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60
+            )
+        }
+        None => "-".into(),
+    }
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
+/// (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_print_as_utc() {
+        assert_eq!(fmt_time(Some(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(fmt_time(Some(1_798_675_200_000)), "2026-12-31T00:00:00Z");
+    }
+}
