@@ -13,7 +13,11 @@ use crate::harness::{free_port, write_config, Applied, FakeHss, Gateway};
 /// Event `s` of number `m`: even steps assign to a customer, odd steps release.
 fn event(m: usize, s: usize) -> Value {
     let customer = format!("C{}", (m + s / 2) % 7);
-    let op = if s.is_multiple_of(2) { "assign" } else { "release" };
+    let op = if s.is_multiple_of(2) {
+        "assign"
+    } else {
+        "release"
+    };
     json!({
         "id": format!("n{m}-s{s}"),
         "type": format!("number.{op}"),
