@@ -1,0 +1,183 @@
+//! Per-delivery runtime overhead: the `webhook` component delivering through
+//! the sandbox versus a native call doing the same POST, both against one
+//! local HTTP server, at 64 concurrent deliveries.
+//!
+//! Both sides send the same body and the same three headers, reuse pooled
+//! keep-alive connections, and wait for the upstream's `200` before the next
+//! delivery of their task. The Wasm side pays a fresh `Store` + instance per
+//! delivery, the guest's request building and response classification, and
+//! the host's egress check — everything a real delivery pays.
+//!
+//! Usage: cargo bench -p switchboard-runtime --bench overhead -- [DELIVERIES] [CONCURRENCY]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use switchboard_runtime::{Delivery, Outcome, Runtime, RuntimeConfig, Sandbox};
+
+const PAYLOAD: &str = r#"{"msisdn":"2065551234","customer":"A2","imsi":"310150123456789","profile":"postpaid-5g","services":["voice","data","sms"]}"#;
+
+async fn upstream() -> String {
+    use axum::routing::post;
+    let hits = Arc::new(AtomicU64::new(0));
+    let app = axum::Router::new().route(
+        "/op",
+        post(move |body: Bytes| {
+            let hits = hits.clone();
+            async move {
+                hits.fetch_add(1, Ordering::Relaxed);
+                assert!(!body.is_empty());
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr.to_string()
+}
+
+fn wasm_path() -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/wasm32-wasip2/release/webhook.wasm");
+    assert!(
+        p.exists(),
+        "{} missing: run `make connectors` first",
+        p.display()
+    );
+    p
+}
+
+async fn run_native(url: &str, total: u64, concurrency: u64) -> Duration {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(concurrency as usize)
+        .build_http();
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let next = next.clone();
+        let url: hyper::Uri = format!("http://{url}/op").parse().unwrap();
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let req = hyper::Request::post(url.clone())
+                    .header("content-type", "application/json")
+                    .header("idempotency-key", "12345")
+                    .header("x-switchboard-event", "evt-1")
+                    .header("x-switchboard-type", "number.assign")
+                    .body(Full::new(Bytes::from_static(PAYLOAD.as_bytes())))
+                    .unwrap();
+                let resp = client.request(req).await.unwrap();
+                let ok = resp.status().is_success();
+                resp.into_body().collect().await.unwrap();
+                assert!(ok);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
+}
+
+async fn run_wasm(url: &str, total: u64, concurrency: u64) -> Duration {
+    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let component = rt.load(&std::fs::read(wasm_path()).unwrap()).await.unwrap();
+    let sandbox = Arc::new(Sandbox {
+        allowed_hosts: vec![url.to_string()],
+        config: [("url".to_string(), format!("http://{url}/op"))].into(),
+        ..Sandbox::default()
+    });
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let component = component.clone();
+        let sandbox = sandbox.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                let d = Delivery {
+                    id: n.to_string(),
+                    attempt: 1,
+                    event_id: "evt-1".into(),
+                    event_type: "number.assign".into(),
+                    keys: vec!["msisdn:2065551234".into()],
+                    payload: PAYLOAD.into(),
+                };
+                let out = component.deliver(&sandbox, &d).await;
+                assert_eq!(out, Outcome::Done, "{out:?}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let total: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(40_000);
+    let concurrency: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(64);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = upstream().await;
+        // Warm both paths (connections, compiled code) before measuring.
+        run_native(&url, 2_000, concurrency).await;
+        run_wasm(&url, 2_000, concurrency).await;
+        let mut native = Vec::new();
+        let mut wasm = Vec::new();
+        for _ in 0..3 {
+            native.push(run_native(&url, total, concurrency).await);
+            wasm.push(run_wasm(&url, total, concurrency).await);
+        }
+        let rate = |d: &Duration| total as f64 / d.as_secs_f64();
+        let best = |v: &[Duration]| v.iter().map(rate).fold(0.0, f64::max);
+        let (n, w) = (best(&native), best(&wasm));
+        println!(
+            "deliveries per run: {total}, concurrency: {concurrency}, 3 runs each (best shown)"
+        );
+        println!(
+            "native hyper POST : {:>9.0} deliveries/s  ({:.1} µs each)",
+            n,
+            1e6 / n
+        );
+        println!(
+            "wasm webhook      : {:>9.0} deliveries/s  ({:.1} µs each)",
+            w,
+            1e6 / w
+        );
+        println!("per-delivery cost ratio wasm/native: {:.2}x", n / w);
+        println!(
+            "all runs native: {:?}",
+            native
+                .iter()
+                .map(|d| format!("{:.0}/s", rate(d)))
+                .collect::<Vec<_>>()
+        );
+        println!(
+            "all runs wasm:   {:?}",
+            wasm.iter()
+                .map(|d| format!("{:.0}/s", rate(d)))
+                .collect::<Vec<_>>()
+        );
+    });
+}
