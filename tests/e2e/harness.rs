@@ -289,3 +289,65 @@ url = "http://{hss}/op"
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// What a recording upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub event_id: String,
+    pub user_agent: String,
+    pub body: Value,
+}
+
+/// An upstream that answers 200 to everything and records each first
+/// delivery (replays are recognised by `Idempotency-Key` and not recorded).
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    keys: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Recorder {
+    pub async fn start(&self) -> SocketAddr {
+        let me = self.clone();
+        let app = Router::new().route(
+            "/op",
+            post(move |headers: HeaderMap, Json(body): Json<Value>| {
+                let me = me.clone();
+                async move {
+                    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    if me.keys.lock().unwrap().insert(h("idempotency-key")) {
+                        me.seen.lock().unwrap().push(Seen {
+                            event_id: h("x-switchboard-event"),
+                            user_agent: h("user-agent"),
+                            body,
+                        });
+                    }
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Runs the `switchboard` CLI against a gateway; returns (exit code, stdout, stderr).
+pub fn cli(gateway: &Gateway, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--url")
+        .arg(gateway.url(""))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
