@@ -105,6 +105,19 @@ impl Client {
     }
 }
 
+/// `/v1/<a>/<b>…` with each segment percent-encoded (event ids may hold `/`,
+/// `?`, spaces).
+pub fn path(segments: &[&str]) -> String {
+    let mut url = match reqwest::Url::parse("http://x/") {
+        Ok(u) => u,
+        Err(_) => return String::new(),
+    };
+    if let Ok(mut p) = url.path_segments_mut() {
+        p.pop_if_empty().extend(segments);
+    }
+    url.path().to_string()
+}
+
 pub fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {
     if path == Path::new("-") {
         let mut buf = Vec::new();
@@ -220,6 +233,11 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(path(&["v1", "events", "a/b c?"]), "/v1/events/a%2Fb%20c%3F");
+    }
 
     #[test]
     fn times_print_as_utc() {

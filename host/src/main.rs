@@ -134,20 +134,22 @@ async fn connector(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
             });
         }
         ConnectorCmd::Show { name } => {
-            let v = c.get(&format!("/v1/connectors/{name}")).await?;
+            let v = c.get(&cli::path(&["v1", "connectors", &name])).await?;
             c.print(&v, cli::connector_line);
         }
         ConnectorCmd::Deploy { name, file } => {
             let wasm = cli::read_file(&file)?;
             let v = c
-                .put_bytes(&format!("/v1/connectors/{name}/component"), wasm)
+                .put_bytes(&cli::path(&["v1", "connectors", &name, "component"]), wasm)
                 .await?;
             c.print(&v, |v| {
                 format!("deployed {name}:\n{}", cli::version_line(v))
             });
         }
         ConnectorCmd::Versions { name } => {
-            let v = c.get(&format!("/v1/connectors/{name}/versions")).await?;
+            let v = c
+                .get(&cli::path(&["v1", "connectors", &name, "versions"]))
+                .await?;
             c.print(&v, |v| {
                 v.as_array()
                     .map(|a| {
@@ -161,7 +163,7 @@ async fn connector(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
         }
         ConnectorCmd::Rollback { name } => {
             let v = c
-                .post_empty(&format!("/v1/connectors/{name}/rollback"))
+                .post_empty(&cli::path(&["v1", "connectors", &name, "rollback"]))
                 .await?;
             c.print(&v, |v| {
                 format!("rolled back {name} to:\n{}", cli::version_line(v))
@@ -184,7 +186,7 @@ async fn event(c: &Client, cmd: EventCmd) -> Result<(), CliError> {
             });
         }
         EventCmd::Show { id } => {
-            let v = c.get(&format!("/v1/events/{id}")).await?;
+            let v = c.get(&cli::path(&["v1", "events", &id])).await?;
             c.print(&v, cli::event_text);
         }
     }
