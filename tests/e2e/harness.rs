@@ -314,7 +314,13 @@ impl Recorder {
             post(move |headers: HeaderMap, Json(body): Json<Value>| {
                 let me = me.clone();
                 async move {
-                    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    let h = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string()
+                    };
                     if me.keys.lock().unwrap().insert(h("idempotency-key")) {
                         me.seen.lock().unwrap().push(Seen {
                             event_id: h("x-switchboard-event"),

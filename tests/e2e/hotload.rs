@@ -28,14 +28,23 @@ fn batch(from: usize, n: usize) -> Value {
 }
 
 async fn post(http: &reqwest::Client, gw: &Gateway, body: &Value) {
-    let r = http.post(gw.url("/v1/events")).json(body).send().await.unwrap();
+    let r = http
+        .post(gw.url("/v1/events"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
 }
 
 async fn wait_seen(up: &Recorder, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while up.seen().len() < n {
-        assert!(Instant::now() < deadline, "only {} of {n} delivered", up.seen().len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} delivered",
+            up.seen().len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -55,7 +64,12 @@ async fn new_version_under_load_is_used_at_once_and_rollback_restores_the_old() 
         let (http, posted, url) = (http.clone(), posted.clone(), gw.url("/v1/events"));
         tokio::spawn(async move {
             for from in (0..total).step_by(200) {
-                let r = http.post(&url).json(&batch(from, 200)).send().await.unwrap();
+                let r = http
+                    .post(&url)
+                    .json(&batch(from, 200))
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 202);
                 posted.store(from + 200, Ordering::SeqCst);
             }
@@ -68,18 +82,27 @@ async fn new_version_under_load_is_used_at_once_and_rollback_restores_the_old() 
     // An invalid upload is refused with a clear error; the running version stays.
     let garbage = dir.path().join("garbage.wasm");
     std::fs::write(&garbage, b"\0asm definitely not a component").unwrap();
-    let (code, _, err) = cli(&gw, &["connector", "deploy", "hss", garbage.to_str().unwrap()]);
+    let (code, _, err) = cli(
+        &gw,
+        &["connector", "deploy", "hss", garbage.to_str().unwrap()],
+    );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("invalid_component"), "{err}");
     let wrong = wasm("wrong_world");
-    let (code, _, err) = cli(&gw, &["connector", "deploy", "hss", wrong.to_str().unwrap()]);
+    let (code, _, err) = cli(
+        &gw,
+        &["connector", "deploy", "hss", wrong.to_str().unwrap()],
+    );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("does not implement"), "{err}");
 
     let next = wasm("webhook_next");
     let (code, out, err) = cli(&gw, &["connector", "deploy", "hss", next.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("deployed hss") && out.contains("0.2.0"), "{out}");
+    assert!(
+        out.contains("deployed hss") && out.contains("0.2.0"),
+        "{out}"
+    );
     let deployed_at = posted.load(Ordering::SeqCst);
     assert!(deployed_at < total, "the upload should land mid-load");
     loader.await.unwrap();
@@ -100,10 +123,17 @@ async fn new_version_under_load_is_used_at_once_and_rollback_restores_the_old() 
     for s in &seen {
         let seq = s.body["seq"].as_i64().unwrap() as usize;
         if seq >= deployed_at + 200 {
-            assert_eq!(s.user_agent, V2, "event {} ran on the old version", s.event_id);
+            assert_eq!(
+                s.user_agent, V2,
+                "event {} ran on the old version",
+                s.event_id
+            );
         }
     }
-    assert!(seen.iter().any(|s| s.user_agent == V1), "the first part ran on the old version");
+    assert!(
+        seen.iter().any(|s| s.user_agent == V1),
+        "the first part ran on the old version"
+    );
 
     // Versions are listed with digest and upload time; roll back to v1.
     let (code, out, _) = cli(&gw, &["--json", "connector", "versions", "hss"]);
@@ -111,12 +141,18 @@ async fn new_version_under_load_is_used_at_once_and_rollback_restores_the_old() 
     let versions: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(versions.as_array().unwrap().len(), 2, "{versions}");
     assert_eq!(versions[0]["active"], true);
-    assert!(versions[0]["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(versions[0]["digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
     let (code, out, err) = cli(&gw, &["connector", "rollback", "hss"]);
     assert_eq!(code, 0, "{out}{err}");
     post(&http, &gw, &batch(total, 100)).await;
     wait_seen(&up, total + 100).await;
-    assert!(up.seen()[total..].iter().all(|s| s.user_agent == V1), "after rollback the old version runs");
+    assert!(
+        up.seen()[total..].iter().all(|s| s.user_agent == V1),
+        "after rollback the old version runs"
+    );
 
     // The registry survives a restart: the rolled-back version stays active.
     let config = dir.path().join("switchboard.toml");
