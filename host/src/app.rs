@@ -97,7 +97,13 @@ pub async fn run(
         connector_configs: Arc::new(config.connectors.clone()),
         max_body_bytes: config.server.max_body_bytes,
         max_batch: config.server.max_batch,
+        tokens: api::auth::Tokens::new(&config.server.tokens),
     });
+    if config.server.tokens.is_empty() {
+        tracing::warn!(
+            "no API tokens configured: serving on loopback only, without authentication"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|source| StartError::Listen {

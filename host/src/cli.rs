@@ -118,6 +118,93 @@ pub fn path(segments: &[&str]) -> String {
     url.path().to_string()
 }
 
+/// `?a=1&b=x%20y` from pairs, values percent-encoded.
+pub fn query(pairs: &[(&str, String)]) -> String {
+    let mut url = match reqwest::Url::parse("http://x/") {
+        Ok(u) => u,
+        Err(_) => return String::new(),
+    };
+    url.query_pairs_mut()
+        .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())));
+    url.query().map(|q| format!("?{q}")).unwrap_or_default()
+}
+
+pub fn dead_text(v: &Value) -> String {
+    let rows: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            format!(
+                "{:<8} {:<16} {:<24} {:<20} attempts {:<3} died {}  {}",
+                d["delivery_id"],
+                d["connector"].as_str().unwrap_or("?"),
+                d["event_id"].as_str().unwrap_or("?"),
+                d["type"].as_str().unwrap_or("?"),
+                d["attempts"],
+                fmt_time(d["died_at"].as_i64()),
+                d["last_error"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        "no dead letters".into()
+    } else {
+        rows.join("\n")
+    }
+}
+
+pub fn lanes_text(v: &Value) -> String {
+    let mut out = Vec::new();
+    for l in v.as_array().into_iter().flatten() {
+        let c = l["connector"].as_str().unwrap_or("?");
+        match l["head"].as_array() {
+            Some(head) if head.len() == 2 => {
+                let (event, d) = (&head[0], &head[1]);
+                out.push(format!(
+                    "{c}: head is delivery {} (event {}) {} after {} attempts{}{}; {} waiting behind it",
+                    d["id"],
+                    event.as_str().unwrap_or("?"),
+                    d["state"].as_str().unwrap_or("?"),
+                    d["attempts"],
+                    d["next_attempt_at"]
+                        .as_i64()
+                        .map(|t| format!(", next attempt {}", fmt_time(Some(t))))
+                        .unwrap_or_default(),
+                    d["last_error"]
+                        .as_str()
+                        .map(|e| format!(", last error: {e}"))
+                        .unwrap_or_default(),
+                    l["waiting"]
+                ));
+            }
+            _ => out.push(format!(
+                "{c}: not blocked (no pending delivery on this key)"
+            )),
+        }
+    }
+    out.join("\n")
+}
+
+pub fn audit_text(v: &Value) -> String {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            format!(
+                "{}  {:<12} {:<20} {:<16} before {}  after {}",
+                fmt_time(a["at"].as_i64()),
+                a["actor"].as_str().unwrap_or("?"),
+                a["action"].as_str().unwrap_or("?"),
+                a["target"].as_str().unwrap_or("?"),
+                a["before"],
+                a["after"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {
     if path == Path::new("-") {
         let mut buf = Vec::new();

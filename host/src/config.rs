@@ -43,6 +43,39 @@ pub struct ServerConfig {
     /// How long in-flight attempts may run after SIGTERM before their leases
     /// are handed back, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// Bearer tokens. Without any, the gateway serves loopback only and
+    /// refuses to listen elsewhere.
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One API bearer token.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it; recorded in the audit log. Never the secret.
+    pub name: String,
+    /// The secret (at least 16 characters); better set through
+    /// `SWITCHBOARD_SERVER__TOKENS__<i>__TOKEN` than written in the file.
+    pub token: String,
+    /// `ingest` (POST /v1/events) and/or `admin` (everything else).
+    pub scopes: Vec<Scope>,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Ingest,
+    Admin,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +85,7 @@ impl Default for ServerConfig {
             max_body_bytes: 10 * 1024 * 1024,
             max_batch: 10_000,
             shutdown_grace_ms: 30_000,
+            tokens: Vec::new(),
         }
     }
 }
@@ -284,6 +318,25 @@ impl Config {
                 ));
             }
         }
+        let mut token_names = std::collections::HashSet::new();
+        for t in &self.server.tokens {
+            if t.name.is_empty() || !token_names.insert(&t.name) {
+                return invalid(format!("token name {:?} is empty or used twice", t.name));
+            }
+            if t.token.chars().count() < 16 {
+                return invalid(format!("token {:?} is shorter than 16 characters", t.name));
+            }
+            if t.scopes.is_empty() {
+                return invalid(format!("token {:?} has no scopes", t.name));
+            }
+        }
+        if self.server.tokens.is_empty() && !self.server.listen.ip().is_loopback() {
+            return invalid(format!(
+                "refusing to listen on {} without authentication: add [[server.tokens]] \
+                 (name, token, scopes) or listen on a loopback address",
+                self.server.listen
+            ));
+        }
         if self.server.max_batch == 0 || self.server.max_body_bytes == 0 {
             return invalid("server.max_batch and server.max_body_bytes must be positive".into());
         }
@@ -336,9 +389,15 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
         table.insert(head.clone(), value);
         return Ok(());
     }
-    let entry = table
-        .entry(head.clone())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    // A numeric next segment addresses a list entry (`CONNECTORS__0__NAME`).
+    let is_index = rest.first().is_some_and(|r| r.parse::<usize>().is_ok());
+    let entry = table.entry(head.clone()).or_insert_with(|| {
+        if is_index {
+            toml::Value::Array(Vec::new())
+        } else {
+            toml::Value::Table(toml::Table::new())
+        }
+    });
     match entry {
         toml::Value::Table(t) => set_path(t, rest, value),
         toml::Value::Array(items) => {
@@ -442,6 +501,31 @@ url = "http://127.0.0.1:18080/op"
     }
 
     #[test]
+    fn the_environment_alone_can_define_a_connector() {
+        let c = Config::load(
+            None,
+            [
+                ("SWITCHBOARD_CONNECTORS__0__NAME", "hss"),
+                ("SWITCHBOARD_CONNECTORS__0__ROUTES", "number.*"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        // A list value from the environment is a string, which `routes` refuses
+        // with a message naming the key; the connector itself is created.
+        let e = c.unwrap_err().to_string();
+        assert!(e.contains("routes"), "{e}");
+        let c = Config::load(
+            None,
+            [(
+                "SWITCHBOARD_CONNECTORS__0__NAME".to_string(),
+                "hss".to_string(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(c.connectors[0].name, "hss");
+    }
+
+    #[test]
     fn invalid_values_are_refused() {
         assert!(load(
             "[[connectors]]\nname = \"a\"\n[[connectors]]\nname = \"a\"\n",
@@ -452,6 +536,24 @@ url = "http://127.0.0.1:18080/op"
         assert!(load("[[connectors]]\nname = \"a\"\nroutes = [\"Bad*\"]\n", &[]).is_err());
         assert!(load("[[connectors]]\nname = \"a b\"\n", &[]).is_err());
         assert!(load("[server]\nlisten = \"nowhere\"\n", &[]).is_err());
+    }
+
+    #[test]
+    fn listening_beyond_loopback_needs_tokens() {
+        let e = load("[server]\nlisten = \"0.0.0.0:7400\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("without authentication"), "{e}");
+        let ok = load(
+            "[server]\nlisten = \"0.0.0.0:7400\"\n[[server.tokens]]\nname = \"app\"\nscopes = [\"ingest\"]\n",
+            &[("SWITCHBOARD_SERVER__TOKENS__0__TOKEN", "0123456789abcdef-secret")],
+        )
+        .unwrap();
+        assert_eq!(ok.server.tokens[0].scopes, vec![Scope::Ingest]);
+        assert!(
+            !format!("{ok:?}").contains("0123456789abcdef"),
+            "tokens never appear in debug output"
+        );
+        let short = "[[server.tokens]]\nname = \"a\"\ntoken = \"short\"\nscopes = [\"admin\"]\n";
+        assert!(load(short, &[]).is_err());
     }
 
     #[test]

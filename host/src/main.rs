@@ -51,6 +51,74 @@ enum Command {
     /// Events: send, show with their deliveries.
     #[command(subcommand)]
     Event(EventCmd),
+    /// Dead letters: list, retry, skip.
+    #[command(subcommand)]
+    Dlq(DlqCmd),
+    /// Keys: why is this key blocked.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// The audit log of operator actions, newest first.
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+#[derive(clap::Args)]
+struct DlqFilter {
+    #[arg(long)]
+    connector: Option<String>,
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    #[arg(long)]
+    key: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+}
+
+impl DlqFilter {
+    fn query(&self) -> String {
+        let mut q = vec![("limit", self.limit.to_string())];
+        if let Some(c) = &self.connector {
+            q.push(("connector", c.clone()));
+        }
+        if let Some(t) = &self.event_type {
+            q.push(("type", t.clone()));
+        }
+        if let Some(k) = &self.key {
+            q.push(("key", k.clone()));
+        }
+        cli::query(&q)
+    }
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// Dead letters, newest first.
+    List(DlqFilter),
+    /// Back to ready in the same lane position: by id, or every match with --all.
+    Retry {
+        ids: Vec<i64>,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: DlqFilter,
+    },
+    /// Final; releases the keys: by id, or every match with --all.
+    Skip {
+        ids: Vec<i64>,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: DlqFilter,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Per connector: the lane's head delivery, its state, attempts, last
+    /// error, next attempt, and how many wait behind it.
+    Why { key: String },
 }
 
 #[derive(Subcommand)]
@@ -94,6 +162,21 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Connector(cmd) => operator(&cli.url, cli.json, |c| Box::pin(connector(c, cmd))),
         Command::Event(cmd) => operator(&cli.url, cli.json, |c| Box::pin(event(c, cmd))),
+        Command::Dlq(cmd) => operator(&cli.url, cli.json, |c| Box::pin(dlq(c, cmd))),
+        Command::Key(KeyCmd::Why { key }) => operator(&cli.url, cli.json, |c| {
+            Box::pin(async move {
+                let v = c.get(&cli::path(&["v1", "keys", &key])).await?;
+                c.print(&v, cli::lanes_text);
+                Ok(())
+            })
+        }),
+        Command::Audit { limit } => operator(&cli.url, cli.json, |c| {
+            Box::pin(async move {
+                let v = c.get(&format!("/v1/audit?limit={limit}")).await?;
+                c.print(&v, cli::audit_text);
+                Ok(())
+            })
+        }),
     }
 }
 
@@ -168,6 +251,47 @@ async fn connector(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
             c.print(&v, |v| {
                 format!("rolled back {name} to:\n{}", cli::version_line(v))
             });
+        }
+    }
+    Ok(())
+}
+
+async fn dlq(c: &Client, cmd: DlqCmd) -> Result<(), CliError> {
+    let (action, ids, all, filter) = match cmd {
+        DlqCmd::List(filter) => {
+            let v = c
+                .get(&format!("/v1/dead-letters{}", filter.query()))
+                .await?;
+            c.print(&v, cli::dead_text);
+            return Ok(());
+        }
+        DlqCmd::Retry { ids, all, filter } => ("retry", ids, all, filter),
+        DlqCmd::Skip { ids, all, filter } => ("skip", ids, all, filter),
+    };
+    match (ids.is_empty(), all) {
+        (true, true) => {
+            let v = c
+                .post_empty(&format!("/v1/dead-letters/{action}{}", filter.query()))
+                .await?;
+            c.print(&v, |v| {
+                format!(
+                    "{action}: {} of {} dead letters",
+                    v["applied"], v["matched"]
+                )
+            });
+        }
+        (false, false) => {
+            for id in ids {
+                let v = c
+                    .post_empty(&cli::path(&["v1", "deliveries", &id.to_string(), action]))
+                    .await?;
+                c.print(&v, |v| format!("{action}: delivery {}", v["delivery_id"]));
+            }
+        }
+        _ => {
+            return Err(CliError::Usage(
+                "name delivery ids, or use --all (with filters) — not both".into(),
+            ))
         }
     }
     Ok(())

@@ -33,6 +33,7 @@ async fn api() -> Api {
         wakers: Wakers::new(["hss", "crm"]),
         connectors: None,
         connector_configs: Default::default(),
+        tokens: switchboard::api::auth::Tokens::new(&[]),
         max_body_bytes: 64 * 1024,
         max_batch: 100,
     });
@@ -138,6 +139,7 @@ async fn unrouted_events_are_kept_and_counted() {
         wakers: Wakers::new(["hss"]),
         connectors: None,
         connector_configs: Default::default(),
+        tokens: switchboard::api::auth::Tokens::new(&[]),
         max_body_bytes: 1 << 20,
         max_batch: 10,
     });

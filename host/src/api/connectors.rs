@@ -9,9 +9,11 @@
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use serde::Serialize;
 
+use super::auth::Actor;
 use super::error::ApiError;
 use super::AppState;
 use crate::runtime::{Connectors, DeployError};
@@ -112,6 +114,7 @@ pub async fn versions(
 pub async fn upload(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Extension(actor): Extension<Actor>,
     body: Body,
 ) -> Result<(StatusCode, Json<ComponentVersion>), ApiError> {
     let registry = registry(&state)?;
@@ -131,7 +134,9 @@ pub async fn upload(
             "send the component's .wasm bytes as the request body",
         ));
     }
-    let stored = registry.deploy(&*state.store, &name, &wasm).await?;
+    let stored = registry
+        .deploy(&*state.store, &name, &wasm, &actor.0)
+        .await?;
     state.wakers.wake(&name);
     Ok((StatusCode::CREATED, Json(stored)))
 }
@@ -139,9 +144,10 @@ pub async fn upload(
 pub async fn rollback(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Extension(actor): Extension<Actor>,
 ) -> Result<Json<ComponentVersion>, ApiError> {
     let registry = registry(&state)?;
-    let v = registry.rollback(&*state.store, &name).await?;
+    let v = registry.rollback(&*state.store, &name, &actor.0).await?;
     state.wakers.wake(&name);
     Ok(Json(v))
 }

@@ -5,9 +5,11 @@
 //! Bad input is always a 4xx and stores nothing; a store that cannot commit
 //! is a 503 (retry later); an internal fault is a logged 500 without detail.
 
+pub mod auth;
 mod connectors;
 pub mod error;
 mod events;
+mod operate;
 
 use std::sync::Arc;
 
@@ -51,6 +53,7 @@ pub struct AppState {
     pub connector_configs: Arc<Vec<ConnectorConfig>>,
     pub max_body_bytes: usize,
     pub max_batch: usize,
+    pub tokens: auth::Tokens,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -65,9 +68,18 @@ pub fn router(state: AppState) -> Router {
             axum::routing::put(connectors::upload),
         )
         .route("/v1/connectors/{name}/rollback", post(connectors::rollback))
+        .route("/v1/dead-letters", get(operate::dead_letters))
+        .route("/v1/dead-letters/{action}", post(operate::act_bulk))
+        .route("/v1/deliveries/{id}/{action}", post(operate::act))
+        .route("/v1/keys/{key}", get(operate::key))
+        .route("/v1/audit", get(operate::audit))
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.tokens.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
 }
 

@@ -96,6 +96,7 @@ impl Connectors {
         store: &dyn Store,
         connector: &str,
         wasm: &[u8],
+        actor: &str,
     ) -> Result<ComponentVersion, DeployError> {
         if !self.is_configured(connector) {
             return Err(DeployError::UnknownConnector(connector.to_string()));
@@ -107,7 +108,7 @@ impl Connectors {
             .map_err(|e| DeployError::Invalid(e.to_string()))?;
         let info = info_json(&component);
         let stored = store
-            .add_component(connector, component.digest(), wasm, &info, now_ms())
+            .add_component(connector, component.digest(), wasm, &info, actor, now_ms())
             .await?;
         self.install(connector, component);
         tracing::info!(connector, version = stored.version, digest = %stored.digest, "component deployed");
@@ -119,6 +120,7 @@ impl Connectors {
         &self,
         store: &dyn Store,
         connector: &str,
+        actor: &str,
     ) -> Result<ComponentVersion, DeployError> {
         if !self.is_configured(connector) {
             return Err(DeployError::UnknownConnector(connector.to_string()));
@@ -134,7 +136,7 @@ impl Connectors {
             .load_version(store, connector, previous.version)
             .await?;
         store
-            .activate_component(connector, previous.version, now_ms())
+            .activate_component(connector, previous.version, actor, now_ms())
             .await?;
         self.install(connector, component);
         tracing::info!(connector, version = previous.version, digest = %previous.digest, "rolled back");
@@ -181,7 +183,7 @@ impl Connectors {
                     })?;
                 let digest = digest_of(&wasm);
                 if !versions.iter().any(|v| v.digest == digest) {
-                    self.deploy(store, &c.name, &wasm)
+                    self.deploy(store, &c.name, &wasm, "config")
                         .await
                         .map_err(|e| RestoreError::Deploy {
                             connector: c.name.clone(),

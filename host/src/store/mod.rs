@@ -97,6 +97,12 @@ impl Completion {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorAction {
+    Retry,
+    Skip,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeliveryView {
     pub id: i64,
@@ -132,6 +138,56 @@ pub struct ComponentVersion {
     pub uploaded_at: Millis,
     pub active: bool,
     pub size_bytes: i64,
+}
+
+/// One operator action, recorded in the same transaction as the action.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: Millis,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}
+
+/// Which dead letters to list.
+#[derive(Debug, Clone, Default)]
+pub struct DeadFilter {
+    pub connector: Option<String>,
+    pub event_type: Option<String>,
+    pub key: Option<String>,
+    /// Only dead letters that died at or after this time.
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+    /// Page: only delivery ids below this one (newest first).
+    pub before_id: Option<i64>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetter {
+    pub delivery_id: i64,
+    pub connector: String,
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub keys: Vec<String>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub died_at: Millis,
+}
+
+/// "Why is this key blocked": one connector's lane for a key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LaneView {
+    pub connector: String,
+    pub key: String,
+    /// The delivery at the head of the lane, with its event id.
+    pub head: Option<(String, DeliveryView)>,
+    /// Deliveries waiting behind the head.
+    pub waiting: u64,
 }
 
 /// Deliveries of one connector by state.
@@ -200,6 +256,28 @@ pub trait Store: Send + Sync + 'static {
     /// Operator skip of a dead delivery: final, its keys released.
     async fn skip_dead(&self, delivery_id: i64, now: Millis) -> StoreResult<bool>;
 
+    /// [`Store::retry_dead`] or [`Store::skip_dead`] by `actor`, with its
+    /// audit record written in the same transaction.
+    async fn operator_action(
+        &self,
+        delivery_id: i64,
+        action: OperatorAction,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<bool>;
+
+    async fn dead_letters(&self, filter: &DeadFilter) -> StoreResult<Vec<DeadLetter>>;
+
+    /// The lane of `key` in each of `connectors`.
+    async fn lanes(&self, key: &str, connectors: &[String]) -> StoreResult<Vec<LaneView>>;
+
+    /// The newest audit records, newest first.
+    async fn audit_log(
+        &self,
+        limit: usize,
+        before_id: Option<i64>,
+    ) -> StoreResult<Vec<AuditRecord>>;
+
     /// Counts by state for one connector (an operator view: scans).
     async fn state_counts(&self, connector: &str) -> StoreResult<StateCounts>;
 
@@ -214,6 +292,7 @@ pub trait Store: Send + Sync + 'static {
         digest: &str,
         wasm: &[u8],
         info: &serde_json::Value,
+        actor: &str,
         now: Millis,
     ) -> StoreResult<ComponentVersion>;
 
@@ -228,6 +307,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         connector: &str,
         version: i64,
+        actor: &str,
         now: Millis,
     ) -> StoreResult<bool>;
 }

@@ -30,8 +30,9 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Claimed, Completion, CompletionKind, ComponentVersion, DeliveryView, EventView, IngestCounts,
-    IngestOutcome, Routed, StateCounts, Store, StoreError, StoreResult, StoredEvent,
+    AuditRecord, Claimed, Completion, CompletionKind, ComponentVersion, DeadFilter, DeadLetter,
+    DeliveryView, EventView, IngestCounts, IngestOutcome, LaneView, OperatorAction, Routed,
+    StateCounts, Store, StoreError, StoreResult, StoredEvent,
 };
 use crate::queue::{DeliveryState, Millis, OnDead};
 
@@ -141,11 +142,19 @@ enum Work {
         digest: String,
         wasm: Vec<u8>,
         info: String,
+        actor: String,
         now: Millis,
     },
     Activate {
         connector: String,
         version: i64,
+        actor: String,
+        now: Millis,
+    },
+    Operator {
+        id: i64,
+        action: OperatorAction,
+        actor: String,
         now: Millis,
     },
 }
@@ -322,8 +331,10 @@ impl Writer {
                 digest,
                 wasm,
                 info,
+                actor,
                 now,
             } => {
+                let before = self.active_version(&connector).await?;
                 let version: i64 = sqlx::query_scalar(
                     "INSERT INTO components (connector, version, digest, wasm, info, uploaded_at) \
                      SELECT ?1, COALESCE(MAX(version), 0) + 1, ?2, ?3, ?4, ?5 \
@@ -337,13 +348,71 @@ impl Writer {
                 .fetch_one(&mut self.conn)
                 .await?;
                 self.activate(&connector, version, now).await?;
+                let after = serde_json::json!({"version": version, "digest": digest});
+                self.audit(
+                    now,
+                    &actor,
+                    "component.deploy",
+                    &connector,
+                    before,
+                    Some(after),
+                )
+                .await?;
                 Answer::Count(version as u64)
             }
             Work::Activate {
                 connector,
                 version,
+                actor,
                 now,
-            } => Answer::Bool(self.activate(&connector, version, now).await?),
+            } => {
+                let before = self.active_version(&connector).await?;
+                let done = self.activate(&connector, version, now).await?;
+                if done {
+                    let after = serde_json::json!({"version": version});
+                    self.audit(
+                        now,
+                        &actor,
+                        "component.activate",
+                        &connector,
+                        before,
+                        Some(after),
+                    )
+                    .await?;
+                }
+                Answer::Bool(done)
+            }
+            Work::Operator {
+                id,
+                action,
+                actor,
+                now,
+            } => {
+                let before: Option<(String, i64, Option<String>)> = sqlx::query_as(
+                    "SELECT state, attempts, last_error FROM deliveries WHERE id = ?1",
+                )
+                .bind(id)
+                .fetch_optional(&mut self.conn)
+                .await?;
+                let (done, name) = match action {
+                    OperatorAction::Retry => (self.retry_dead(id, now).await?, "delivery.retry"),
+                    OperatorAction::Skip => (self.skip_dead(id, now).await?, "delivery.skip"),
+                };
+                if done {
+                    let after: Option<(String,)> =
+                        sqlx::query_as("SELECT state FROM deliveries WHERE id = ?1")
+                            .bind(id)
+                            .fetch_optional(&mut self.conn)
+                            .await?;
+                    let before = before.map(|(state, attempts, last_error)| {
+                        serde_json::json!({"state": state, "attempts": attempts, "last_error": last_error})
+                    });
+                    let after = after.map(|(state,)| serde_json::json!({"state": state}));
+                    self.audit(now, &actor, name, &id.to_string(), before, after)
+                        .await?;
+                }
+                Answer::Bool(done)
+            }
         })
     }
 
@@ -657,6 +726,42 @@ impl Writer {
         Ok(())
     }
 
+    async fn active_version(&mut self, connector: &str) -> StoreResult<Option<serde_json::Value>> {
+        let v: Option<(i64, String)> = sqlx::query_as(
+            "SELECT a.version, c.digest FROM active_components a \
+             JOIN components c ON c.connector = a.connector AND c.version = a.version \
+             WHERE a.connector = ?1",
+        )
+        .bind(connector)
+        .fetch_optional(&mut self.conn)
+        .await?;
+        Ok(v.map(|(version, digest)| serde_json::json!({"version": version, "digest": digest})))
+    }
+
+    async fn audit(
+        &mut self,
+        now: Millis,
+        actor: &str,
+        action: &str,
+        target: &str,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, target, before, after) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(now)
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(before.map(|v| v.to_string()))
+        .bind(after.map(|v| v.to_string()))
+        .execute(&mut self.conn)
+        .await?;
+        Ok(())
+    }
+
     async fn activate(&mut self, connector: &str, version: i64, now: Millis) -> StoreResult<bool> {
         let exists: Option<i64> = sqlx::query_scalar(
             "SELECT version FROM components WHERE connector = ?1 AND version = ?2",
@@ -725,6 +830,25 @@ impl Writer {
         self.release_lanes(&connector, seq, &keys, now).await?;
         Ok(true)
     }
+}
+
+/// A delivery from columns id, connector, state, attempts, last_error,
+/// next_attempt_at, updated_at (in that order).
+fn delivery_view(row: &sqlx::sqlite::SqliteRow) -> StoreResult<DeliveryView> {
+    let state: String = row.try_get(2)?;
+    let state = DeliveryState::parse(&state)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery state {state:?}")))?;
+    let next: i64 = row.try_get(5)?;
+    Ok(DeliveryView {
+        id: row.try_get(0)?,
+        connector: row.try_get(1)?,
+        state,
+        attempts: row.try_get::<i64, _>(3)? as u32,
+        last_error: row.try_get(4)?,
+        next_attempt_at: matches!(state, DeliveryState::Ready | DeliveryState::Blocked)
+            .then_some(next),
+        updated_at: row.try_get(6)?,
+    })
 }
 
 fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<StoredEvent> {
@@ -796,23 +920,10 @@ impl Store for SqliteStore {
         .bind(e.seq)
         .fetch_all(&self.read)
         .await?;
-        let mut deliveries = Vec::with_capacity(rows.len());
-        for row in rows {
-            let state: String = row.try_get(2)?;
-            let state = DeliveryState::parse(&state)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery state {state:?}")))?;
-            let next: i64 = row.try_get(5)?;
-            deliveries.push(DeliveryView {
-                id: row.try_get(0)?,
-                connector: row.try_get(1)?,
-                state,
-                attempts: row.try_get::<i64, _>(3)? as u32,
-                last_error: row.try_get(4)?,
-                next_attempt_at: matches!(state, DeliveryState::Ready | DeliveryState::Blocked)
-                    .then_some(next),
-                updated_at: row.try_get(6)?,
-            });
-        }
+        let deliveries = rows
+            .iter()
+            .map(delivery_view)
+            .collect::<StoreResult<Vec<_>>>()?;
         Ok(Some(EventView {
             seq: e.seq,
             id: e.id,
@@ -877,6 +988,7 @@ impl Store for SqliteStore {
         digest: &str,
         wasm: &[u8],
         info: &serde_json::Value,
+        actor: &str,
         now: Millis,
     ) -> StoreResult<ComponentVersion> {
         let work = Work::AddComponent {
@@ -884,6 +996,7 @@ impl Store for SqliteStore {
             digest: digest.to_string(),
             wasm: wasm.to_vec(),
             info: info.to_string(),
+            actor: actor.to_string(),
             now,
         };
         let version = self.call(work, Reply::Count).await? as i64;
@@ -938,14 +1051,155 @@ impl Store for SqliteStore {
         &self,
         connector: &str,
         version: i64,
+        actor: &str,
         now: Millis,
     ) -> StoreResult<bool> {
         let work = Work::Activate {
             connector: connector.to_string(),
             version,
+            actor: actor.to_string(),
             now,
         };
         self.call(work, Reply::Bool).await
+    }
+
+    async fn operator_action(
+        &self,
+        delivery_id: i64,
+        action: OperatorAction,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let work = Work::Operator {
+            id: delivery_id,
+            action,
+            actor: actor.to_string(),
+            now,
+        };
+        self.call(work, Reply::Bool).await
+    }
+
+    async fn dead_letters(&self, f: &DeadFilter) -> StoreResult<Vec<DeadLetter>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT d.id, d.connector, e.id, e.type, e.keys, d.attempts, d.last_error, d.updated_at \
+             FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.state = 'dead'",
+        );
+        if let Some(c) = &f.connector {
+            qb.push(" AND d.connector = ").push_bind(c.clone());
+        }
+        if let Some(t) = &f.event_type {
+            qb.push(" AND e.type = ").push_bind(t.clone());
+        }
+        if let Some(k) = &f.key {
+            qb.push(" AND EXISTS (SELECT 1 FROM json_each(e.keys) WHERE json_each.value = ")
+                .push_bind(k.clone())
+                .push(")");
+        }
+        if let Some(t) = f.since {
+            qb.push(" AND d.updated_at >= ").push_bind(t);
+        }
+        if let Some(t) = f.until {
+            qb.push(" AND d.updated_at < ").push_bind(t);
+        }
+        if let Some(id) = f.before_id {
+            qb.push(" AND d.id < ").push_bind(id);
+        }
+        qb.push(" ORDER BY d.id DESC LIMIT ")
+            .push_bind(f.limit.clamp(1, 10_000) as i64);
+        let rows = qb.build().fetch_all(&self.read).await?;
+        rows.iter()
+            .map(|row| {
+                let keys: String = row.try_get(4)?;
+                Ok(DeadLetter {
+                    delivery_id: row.try_get(0)?,
+                    connector: row.try_get(1)?,
+                    event_id: row.try_get(2)?,
+                    event_type: row.try_get(3)?,
+                    keys: serde_json::from_str(&keys)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    attempts: row.try_get::<i64, _>(5)? as u32,
+                    last_error: row.try_get(6)?,
+                    died_at: row.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn lanes(&self, key: &str, connectors: &[String]) -> StoreResult<Vec<LaneView>> {
+        let mut out = Vec::with_capacity(connectors.len());
+        for c in connectors {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM lane_entries WHERE connector = ?1 AND key = ?2",
+            )
+            .bind(c)
+            .bind(key)
+            .fetch_one(&self.read)
+            .await?;
+            let head = sqlx::query(
+                "SELECT d.id, d.connector, d.state, d.attempts, d.last_error, d.next_attempt_at, \
+                     d.updated_at, e.id \
+                 FROM lane_entries l \
+                 JOIN deliveries d ON d.id = l.delivery_id \
+                 JOIN events e ON e.seq = l.seq \
+                 WHERE l.connector = ?1 AND l.key = ?2 ORDER BY l.seq LIMIT 1",
+            )
+            .bind(c)
+            .bind(key)
+            .fetch_optional(&self.read)
+            .await?;
+            let head = match head {
+                Some(row) => Some((row.try_get::<String, _>(7)?, delivery_view(&row)?)),
+                None => None,
+            };
+            out.push(LaneView {
+                connector: c.clone(),
+                key: key.to_string(),
+                head,
+                waiting: count.saturating_sub(1).max(0) as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn audit_log(
+        &self,
+        limit: usize,
+        before_id: Option<i64>,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        type Row = (
+            i64,
+            i64,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, at, actor, action, target, before, after FROM audit_log \
+             WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(limit.clamp(1, 10_000) as i64)
+        .fetch_all(&self.read)
+        .await?;
+        let parse = |v: Option<String>| -> StoreResult<Option<serde_json::Value>> {
+            v.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .transpose()
+        };
+        rows.into_iter()
+            .map(|(id, at, actor, action, target, before, after)| {
+                Ok(AuditRecord {
+                    id,
+                    at,
+                    actor,
+                    action,
+                    target,
+                    before: parse(before)?,
+                    after: parse(after)?,
+                })
+            })
+            .collect()
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -1,0 +1,286 @@
+//! The operator API through the real router: authentication and scopes, dead
+//! letters (list, retry, skip, bulk), "why is this key blocked", and the
+//! audit log of every action.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use switchboard::api::auth::Tokens;
+use switchboard::api::{router, AppState, RouteTable};
+use switchboard::config::{Config, Scope, TokenConfig};
+use switchboard::dispatch::Wakers;
+use switchboard::queue::route::RoutePattern;
+use switchboard::queue::{now_ms, OnDead};
+use switchboard::store::{Completion, CompletionKind};
+use tower::ServiceExt;
+
+const INGEST: &str = "ingest-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789";
+
+struct Api {
+    app: axum::Router,
+    t: common::TestStore,
+}
+
+async fn api() -> Api {
+    let t = common::sqlite().await;
+    let config = Config::load(
+        None,
+        [(
+            "SWITCHBOARD_CONNECTORS__0__NAME".to_string(),
+            "hss".to_string(),
+        )],
+    )
+    .unwrap();
+    let tokens = Tokens::new(&[
+        TokenConfig {
+            name: "config-app".into(),
+            token: INGEST.into(),
+            scopes: vec![Scope::Ingest],
+        },
+        TokenConfig {
+            name: "alice".into(),
+            token: ADMIN.into(),
+            scopes: vec![Scope::Admin],
+        },
+    ]);
+    let app = router(AppState {
+        store: t.store.clone(),
+        routes: Arc::new(RouteTable::new(vec![(
+            "hss".into(),
+            vec![RoutePattern::parse("*").unwrap()],
+        )])),
+        wakers: Wakers::new(["hss"]),
+        connectors: None,
+        connector_configs: Arc::new(config.connectors),
+        max_body_bytes: 1 << 20,
+        max_batch: 100,
+        tokens,
+    });
+    Api { app, t }
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = if body.is_null() {
+            Body::empty()
+        } else {
+            Body::from(body.to_string())
+        };
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Two events on one number; the first is rejected and held dead.
+    async fn dead_letter_ahead_of_another(&self) -> i64 {
+        let batch = json!([
+            {"id": "bad", "type": "number.assign", "keys": ["msisdn:1"], "payload": {}},
+            {"id": "next", "type": "number.assign", "keys": ["msisdn:1"], "payload": {}},
+        ]);
+        let (s, _) = self.call("POST", "/v1/events", Some(INGEST), batch).await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+        let claimed = self
+            .t
+            .store
+            .claim("hss", 10, now_ms(), 30_000)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        let dead = CompletionKind::Dead {
+            error: "rejected: 409 number in use".into(),
+            on_dead: OnDead::Hold,
+        };
+        self.t
+            .store
+            .complete(vec![Completion::of(&claimed[0], dead)], now_ms())
+            .await
+            .unwrap();
+        claimed[0].delivery_id
+    }
+}
+
+#[tokio::test]
+async fn tokens_and_scopes_are_enforced_and_nothing_changes_on_refusal() {
+    let api = api().await;
+    let ev = json!({"id": "e1", "type": "number.assign", "payload": {}});
+    let (s, b) = api.call("POST", "/v1/events", None, ev.clone()).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (s, _) = api
+        .call("POST", "/v1/events", Some("not-a-token-at-all"), ev.clone())
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(
+        api.t.store.event("e1").await.unwrap().is_none(),
+        "refused ingest stores nothing"
+    );
+    let (s, _) = api
+        .call("POST", "/v1/events", Some(INGEST), ev.clone())
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    // The ingest scope cannot read or operate.
+    let (s, b) = api
+        .call("GET", "/v1/events/e1", Some(INGEST), Value::Null)
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let (s, _) = api
+        .call("POST", "/v1/dead-letters/skip", Some(INGEST), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = api.call("GET", "/v1/audit", None, Value::Null).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Admin may do everything; health probes are open.
+    let (s, _) = api
+        .call("GET", "/v1/events/e1", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = api.call("GET", "/readyz", None, Value::Null).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn dead_letters_can_be_listed_explained_retried_and_skipped_with_an_audit_trail() {
+    let api = api().await;
+    let id = api.dead_letter_ahead_of_another().await;
+
+    let (s, list) = api
+        .call(
+            "GET",
+            "/v1/dead-letters?connector=hss&key=msisdn:1",
+            Some(ADMIN),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["event_id"], "bad");
+    assert_eq!(list[0]["last_error"], "rejected: 409 number in use");
+    let (_, none) = api
+        .call(
+            "GET",
+            "/v1/dead-letters?key=msisdn:2",
+            Some(ADMIN),
+            Value::Null,
+        )
+        .await;
+    assert!(none.as_array().unwrap().is_empty());
+
+    // Why is msisdn:1 blocked? Its head is the dead letter, one waits behind.
+    let (s, why) = api
+        .call("GET", "/v1/keys/msisdn:1", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(why[0]["head"][0], "bad", "{why}");
+    assert_eq!(why[0]["head"][1]["state"], "dead");
+    assert_eq!(why[0]["waiting"], 1);
+
+    // Retry: back to ready at the head.
+    let (s, _) = api
+        .call(
+            "POST",
+            &format!("/v1/deliveries/{id}/retry"),
+            Some(ADMIN),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = api
+        .call(
+            "POST",
+            &format!("/v1/deliveries/{id}/retry"),
+            Some(ADMIN),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("not_dead"))
+    );
+    let again = api
+        .t
+        .store
+        .claim("hss", 10, now_ms(), 30_000)
+        .await
+        .unwrap();
+    assert_eq!(again[0].event.id, "bad");
+    let dead = CompletionKind::Dead {
+        error: "rejected again".into(),
+        on_dead: OnDead::Hold,
+    };
+    api.t
+        .store
+        .complete(vec![Completion::of(&again[0], dead)], now_ms())
+        .await
+        .unwrap();
+
+    // Bulk skip by filter releases the lane.
+    let (s, b) = api
+        .call(
+            "POST",
+            "/v1/dead-letters/skip?connector=hss",
+            Some(ADMIN),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (b["matched"].as_u64(), b["applied"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let next = api
+        .t
+        .store
+        .claim("hss", 10, now_ms(), 30_000)
+        .await
+        .unwrap();
+    assert_eq!(next[0].event.id, "next");
+
+    let (_, audit) = api.call("GET", "/v1/audit", Some(ADMIN), Value::Null).await;
+    let actions: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["action"].as_str().unwrap(), a["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![("delivery.skip", "alice"), ("delivery.retry", "alice")]
+    );
+    assert_eq!(audit[1]["before"]["state"], "dead");
+    assert_eq!(audit[1]["after"]["state"], "ready");
+    assert_eq!(audit[0]["target"], id.to_string());
+}
