@@ -284,3 +284,144 @@ async fn dead_letters_can_be_listed_explained_retried_and_skipped_with_an_audit_
     assert_eq!(audit[1]["after"]["state"], "ready");
     assert_eq!(audit[0]["target"], id.to_string());
 }
+
+/// A strict reading of the Prometheus text format: every sample line is
+/// `name{label="value",…} number`, and each family's TYPE comes first.
+fn parse_exposition(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+    let mut typed = std::collections::HashSet::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            typed.insert(parts.next().unwrap().to_string());
+            assert!(
+                matches!(parts.next(), Some("counter" | "gauge" | "histogram")),
+                "{line}"
+            );
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (
+                n,
+                l.strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed: {line}")),
+            ),
+            None => (series, ""),
+        };
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad name: {line}"
+        );
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+            .unwrap_or(name);
+        assert!(typed.contains(family), "sample before its TYPE: {line}");
+        let mut parsed = Vec::new();
+        for pair in labels.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .unwrap_or_else(|| panic!("bad label: {line}"));
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or_else(|| panic!("unquoted: {line}"));
+            parsed.push((k.to_string(), v.to_string()));
+        }
+        samples.push((name.to_string(), parsed, value));
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_are_valid_prometheus_text_with_bounded_labels() {
+    let api = api().await;
+    api.dead_letter_ahead_of_another().await;
+    let (s, _) = api
+        .call(
+            "POST",
+            "/v1/events",
+            Some(INGEST),
+            json!({"id": "x", "type": "t"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = api.call("GET", "/metrics", None, Value::Null).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "metrics need the admin scope");
+    let req = Request::builder()
+        .uri("/metrics")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = api.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    let samples = parse_exposition(&text);
+    let get = |name: &str, labels: &[(&str, &str)]| {
+        samples
+            .iter()
+            .find(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|s| s.2)
+    };
+    assert_eq!(
+        get("switchboard_dead_letters", &[("connector", "hss")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        get("switchboard_queue_blocked", &[("connector", "hss")]),
+        Some(1.0)
+    );
+    assert!(
+        get(
+            "switchboard_oldest_pending_age_seconds",
+            &[("connector", "hss")]
+        )
+        .unwrap()
+            >= 0.0
+    );
+    assert!(get("switchboard_ingest_requests_total", &[("status", "400")]).unwrap() >= 1.0);
+    assert!(get("switchboard_ingest_duration_seconds_count", &[]).unwrap() >= 2.0);
+    // No key, number or event id ever becomes a label value.
+    for (_, labels, _) in &samples {
+        for (k, v) in labels {
+            assert!(
+                matches!(
+                    k.as_str(),
+                    "connector" | "status" | "result" | "outcome" | "le"
+                ),
+                "label {k}"
+            );
+            assert!(
+                !v.contains("msisdn") && v != "bad" && v != "next",
+                "label value {v}"
+            );
+        }
+    }
+}

@@ -34,6 +34,21 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<IngestAnswer>), ApiError> {
+    let started = std::time::Instant::now();
+    let result = ingest_inner(&state, &headers, body).await;
+    let (status, counts) = match &result {
+        Ok((s, Json(a))) => (s.as_u16(), (a.accepted, a.duplicates, a.unrouted)),
+        Err(e) => (e.status.as_u16(), (0, 0, 0)),
+    };
+    crate::metrics::global().ingest(status, started.elapsed(), counts.0, counts.1, counts.2);
+    result
+}
+
+async fn ingest_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<IngestAnswer>), ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
         let essence = ct.split(';').next().unwrap_or("").trim();

@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deliveries/{id}/{action}", post(operate::act))
         .route("/v1/keys/{key}", get(operate::key))
         .route("/v1/audit", get(operate::audit))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
         .fallback(error::not_found)
@@ -81,6 +82,75 @@ pub fn router(state: AppState) -> Router {
             auth::authenticate,
         ))
         .with_state(state)
+}
+
+/// Prometheus text exposition: process counters and per-connector queues.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<impl axum::response::IntoResponse, error::ApiError> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    crate::metrics::global().render(&mut out);
+    let now = crate::queue::now_ms();
+    let mut rows = Vec::new();
+    for c in state.connector_configs.iter() {
+        rows.push((c.name.clone(), state.store.queue_stats(&c.name).await?));
+    }
+    let age = |q: &crate::store::QueueStats| {
+        q.oldest_pending_at
+            .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0)
+    };
+    type Gauge<'a> = (
+        &'a str,
+        &'a str,
+        &'a dyn Fn(&crate::store::QueueStats) -> f64,
+    );
+    let gauges: [Gauge; 5] = [
+        (
+            "switchboard_queue_ready",
+            "Deliveries ready to run.",
+            &|q| q.ready as f64,
+        ),
+        (
+            "switchboard_queue_blocked",
+            "Deliveries waiting behind an earlier one on a key.",
+            &|q| q.blocked as f64,
+        ),
+        (
+            "switchboard_in_flight",
+            "Deliveries being attempted.",
+            &|q| q.in_flight as f64,
+        ),
+        (
+            "switchboard_dead_letters",
+            "Dead deliveries awaiting an operator.",
+            &|q| q.dead as f64,
+        ),
+        (
+            "switchboard_oldest_pending_age_seconds",
+            "Age of the oldest unfinished delivery.",
+            &age,
+        ),
+    ];
+    for (name, help, f) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (c, q) in &rows {
+            let _ = writeln!(
+                out,
+                "{name}{{connector=\"{}\"}} {}",
+                crate::metrics::escape(c),
+                f(q)
+            );
+        }
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    ))
 }
 
 async fn health() -> axum::Json<serde_json::Value> {

@@ -234,6 +234,7 @@ impl ConnectorLoop {
         );
         tasks.spawn(
             async move {
+                let started = std::time::Instant::now();
                 let outcome = match tokio::time::timeout(policy.attempt_timeout, deliver.deliver(&d)).await {
                     Ok(o) => o,
                     Err(_) => AttemptOutcome::Retry {
@@ -244,6 +245,12 @@ impl ConnectorLoop {
                         ),
                     },
                 };
+                let label = match &outcome {
+                    AttemptOutcome::Done => "done",
+                    AttemptOutcome::Retry { .. } => "retry",
+                    AttemptOutcome::Reject { .. } => "reject",
+                };
+                crate::metrics::global().attempt(&policy.name, label, started.elapsed());
                 let now = now_ms();
                 let kind = classify(&policy, &d, outcome, now);
                 match &kind {

@@ -190,6 +190,18 @@ pub struct LaneView {
     pub waiting: u64,
 }
 
+/// What is waiting for one connector, read from indexes only (cheap enough
+/// for every metrics scrape).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct QueueStats {
+    pub ready: u64,
+    pub blocked: u64,
+    pub in_flight: u64,
+    pub dead: u64,
+    /// When the oldest unfinished delivery was created.
+    pub oldest_pending_at: Option<Millis>,
+}
+
 /// Deliveries of one connector by state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct StateCounts {
@@ -283,6 +295,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reachable and migrated.
     async fn ping(&self) -> StoreResult<()>;
+
+    async fn queue_stats(&self, connector: &str) -> StoreResult<QueueStats>;
 
     /// Stores a validated component as the connector's next version and makes
     /// it active.

@@ -31,8 +31,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AuditRecord, Claimed, Completion, CompletionKind, ComponentVersion, DeadFilter, DeadLetter,
-    DeliveryView, EventView, IngestCounts, IngestOutcome, LaneView, OperatorAction, Routed,
-    StateCounts, Store, StoreError, StoreResult, StoredEvent,
+    DeliveryView, EventView, IngestCounts, IngestOutcome, LaneView, OperatorAction, QueueStats,
+    Routed, StateCounts, Store, StoreError, StoreResult, StoredEvent,
 };
 use crate::queue::{DeliveryState, Millis, OnDead};
 
@@ -1200,6 +1200,40 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn queue_stats(&self, connector: &str) -> StoreResult<QueueStats> {
+        let (ready, blocked, in_flight): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE state = 'ready'), \
+                 COUNT(*) FILTER (WHERE state = 'blocked'), \
+                 COUNT(*) FILTER (WHERE state = 'in_flight') \
+             FROM deliveries INDEXED BY deliveries_pending \
+             WHERE connector = ?1 AND state IN ('blocked', 'ready', 'in_flight')",
+        )
+        .bind(connector)
+        .fetch_one(&self.read)
+        .await?;
+        let oldest: Option<i64> = sqlx::query_scalar(
+            "SELECT created_at FROM deliveries WHERE id = \
+                 (SELECT MIN(id) FROM deliveries INDEXED BY deliveries_pending \
+                  WHERE connector = ?1 AND state IN ('blocked', 'ready', 'in_flight'))",
+        )
+        .bind(connector)
+        .fetch_optional(&self.read)
+        .await?;
+        let dead: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE connector = ?1 AND state = 'dead'",
+        )
+        .bind(connector)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(QueueStats {
+            ready: ready as u64,
+            blocked: blocked as u64,
+            in_flight: in_flight as u64,
+            dead: dead as u64,
+            oldest_pending_at: oldest,
+        })
     }
 
     async fn ping(&self) -> StoreResult<()> {

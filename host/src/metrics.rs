@@ -1,0 +1,171 @@
+//! Prometheus metrics, rendered in the text exposition format at `/metrics`.
+//!
+//! Process-wide counters and histograms live in one registry ([`global`]),
+//! as with the `prometheus` crate's default registry. Labels are bounded by
+//! construction: connector names (from config), outcomes and status classes —
+//! never an event id, key or number.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+/// Latency buckets in seconds: 1 ms … 30 s.
+const BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    ingest_requests: Mutex<BTreeMap<u16, u64>>,
+    ingest_accepted: AtomicU64,
+    ingest_duplicates: AtomicU64,
+    ingest_unrouted: AtomicU64,
+    ingest_latency: Mutex<Histogram>,
+    attempts: Mutex<BTreeMap<(String, &'static str), u64>>,
+    attempt_latency: Mutex<BTreeMap<String, Histogram>>,
+}
+
+pub fn global() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::default)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Metrics {
+    pub fn ingest(
+        &self,
+        status: u16,
+        latency: Duration,
+        accepted: u64,
+        duplicates: u64,
+        unrouted: u64,
+    ) {
+        *lock(&self.ingest_requests).entry(status).or_default() += 1;
+        lock(&self.ingest_latency).observe(latency.as_secs_f64());
+        self.ingest_accepted.fetch_add(accepted, Ordering::Relaxed);
+        self.ingest_duplicates
+            .fetch_add(duplicates, Ordering::Relaxed);
+        self.ingest_unrouted.fetch_add(unrouted, Ordering::Relaxed);
+    }
+
+    /// `outcome` is one of `done`, `retry`, `reject`.
+    pub fn attempt(&self, connector: &str, outcome: &'static str, latency: Duration) {
+        *lock(&self.attempts)
+            .entry((connector.to_string(), outcome))
+            .or_default() += 1;
+        lock(&self.attempt_latency)
+            .entry(connector.to_string())
+            .or_default()
+            .observe(latency.as_secs_f64());
+    }
+
+    /// The process-wide part of the exposition.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_ingest_requests_total Ingest requests by HTTP status."
+        );
+        let _ = writeln!(out, "# TYPE switchboard_ingest_requests_total counter");
+        for (status, n) in lock(&self.ingest_requests).iter() {
+            let _ = writeln!(
+                out,
+                "switchboard_ingest_requests_total{{status=\"{status}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_ingest_events_total Events posted, by result."
+        );
+        let _ = writeln!(out, "# TYPE switchboard_ingest_events_total counter");
+        for (result, v) in [
+            ("accepted", &self.ingest_accepted),
+            ("duplicate", &self.ingest_duplicates),
+            ("unrouted", &self.ingest_unrouted),
+        ] {
+            let _ = writeln!(
+                out,
+                "switchboard_ingest_events_total{{result=\"{result}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_ingest_duration_seconds Ingest request latency, commit included."
+        );
+        let _ = writeln!(out, "# TYPE switchboard_ingest_duration_seconds histogram");
+        histogram(
+            out,
+            "switchboard_ingest_duration_seconds",
+            "",
+            &lock(&self.ingest_latency),
+        );
+
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_attempts_total Delivery attempts by connector and outcome."
+        );
+        let _ = writeln!(out, "# TYPE switchboard_attempts_total counter");
+        for ((c, outcome), n) in lock(&self.attempts).iter() {
+            let _ = writeln!(
+                out,
+                "switchboard_attempts_total{{connector=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(c)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_attempt_duration_seconds Delivery attempt latency by connector."
+        );
+        let _ = writeln!(out, "# TYPE switchboard_attempt_duration_seconds histogram");
+        for (c, h) in lock(&self.attempt_latency).iter() {
+            let label = format!("connector=\"{}\",", escape(c));
+            histogram(out, "switchboard_attempt_duration_seconds", &label, h);
+        }
+    }
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    for (b, n) in BUCKETS.iter().zip(h.counts) {
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{b}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", h.count);
+    let trimmed = labels.trim_end_matches(',');
+    let braces = if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("{{{trimmed}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {}", h.sum);
+    let _ = writeln!(out, "{name}_count{braces} {}", h.count);
+}
+
+/// Escapes a label value (backslash, quote, newline).
+pub fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
