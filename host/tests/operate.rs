@@ -287,7 +287,10 @@ async fn dead_letters_can_be_listed_explained_retried_and_skipped_with_an_audit_
 
 /// A strict reading of the Prometheus text format: every sample line is
 /// `name{label="value",…} number`, and each family's TYPE comes first.
-fn parse_exposition(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+/// (metric name, labels, value)
+type Sample = (String, Vec<(String, String)>, f64);
+
+fn parse_exposition(text: &str) -> Vec<Sample> {
     let mut typed = std::collections::HashSet::new();
     let mut samples = Vec::new();
     for line in text.lines() {
