@@ -57,6 +57,15 @@ enum Command {
     /// Keys: why is this key blocked.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Per-connector queue depth and throughput, refreshing in place
+    /// (`--once` prints a single snapshot).
+    Status {
+        #[arg(long)]
+        once: bool,
+        /// Refresh interval in seconds.
+        #[arg(long, default_value_t = 2)]
+        every: u64,
+    },
     /// The audit log of operator actions, newest first.
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -170,6 +179,9 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             })
         }),
+        Command::Status { once, every } => operator(&cli.url, cli.json, |c| {
+            Box::pin(status(c, once, every.max(1)))
+        }),
         Command::Audit { limit } => operator(&cli.url, cli.json, |c| {
             Box::pin(async move {
                 let v = c.get(&format!("/v1/audit?limit={limit}")).await?;
@@ -254,6 +266,54 @@ async fn connector(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+async fn status(c: &Client, once: bool, every: u64) -> Result<(), CliError> {
+    let mut previous: Option<(std::time::Instant, serde_json::Value)> = None;
+    loop {
+        let v = c.get("/v1/connectors").await?;
+        let now = std::time::Instant::now();
+        if c.json {
+            c.print(&v, |_| String::new());
+        } else {
+            let mut screen = String::new();
+            if !once {
+                // Clear and home: the table refreshes in place.
+                screen.push_str("\x1b[2J\x1b[H");
+            }
+            screen.push_str(&format!(
+                "{:<16} {:>9} {:>9} {:>9} {:>7} {:>12} {:>10}\n",
+                "CONNECTOR", "READY", "BLOCKED", "IN FLIGHT", "DEAD", "DELIVERED", "PER SEC"
+            ));
+            for conn in v.as_array().into_iter().flatten() {
+                let d = &conn["deliveries"];
+                let name = conn["name"].as_str().unwrap_or("?");
+                let rate = previous
+                    .as_ref()
+                    .and_then(|(t, p)| {
+                        let before = p.as_array()?.iter().find(|x| x["name"] == conn["name"])?
+                            ["deliveries"]["delivered"]
+                            .as_u64()?;
+                        let secs = now.duration_since(*t).as_secs_f64();
+                        Some(d["delivered"].as_u64()?.saturating_sub(before) as f64 / secs)
+                    })
+                    .map(|r| format!("{r:.0}"))
+                    .unwrap_or_else(|| "-".into());
+                screen.push_str(&format!(
+                    "{:<16} {:>9} {:>9} {:>9} {:>7} {:>12} {:>10}\n",
+                    name, d["ready"], d["blocked"], d["in_flight"], d["dead"], d["delivered"], rate
+                ));
+            }
+            print!("{screen}");
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+        }
+        if once {
+            return Ok(());
+        }
+        previous = Some((now, v));
+        tokio::time::sleep(std::time::Duration::from_secs(every)).await;
+    }
 }
 
 async fn dlq(c: &Client, cmd: DlqCmd) -> Result<(), CliError> {

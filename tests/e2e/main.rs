@@ -5,4 +5,5 @@
 
 mod harness;
 mod hotload;
+mod operator;
 mod reassign;

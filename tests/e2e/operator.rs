@@ -1,0 +1,114 @@
+//! The operator CLI against a running gateway: a rejected reassignment
+//! becomes a dead letter that holds its number; the operator finds out why the
+//! number is blocked, skips the dead letter, and the lane moves on — with an
+//! audit record and the exit codes scripts rely on.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{cli, free_port, write_config, FakeHss, Gateway};
+
+async fn state_of(gw: &Gateway, id: &str) -> String {
+    let v: Value = reqwest::get(gw.url(&format!("/v1/events/{id}")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["deliveries"][0]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn wait_state(gw: &Gateway, id: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state_of(gw, id).await != want {
+        assert!(
+            Instant::now() < deadline,
+            "{id} never became {want} (is {})",
+            state_of(gw, id).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_finds_and_clears_a_dead_letter_with_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let hss = FakeHss::default();
+    let addr = hss.start().await;
+    let gw = Gateway::start(&write_config(dir.path(), free_port(), addr, 4));
+    let ev = |id: &str, op: &str, customer: &str| {
+        json!({"id": id, "type": format!("number.{op}"), "keys": ["msisdn:7"],
+               "payload": {"op": op, "msisdn": "7", "customer": customer}})
+    };
+    // e2 assigns a number that is still held: the register refuses it (409 → dead).
+    let events = json!([
+        ev("e1", "assign", "A"),
+        ev("e2", "assign", "B"),
+        ev("e3", "release", "A")
+    ]);
+    let file = dir.path().join("events.json");
+    std::fs::write(&file, events.to_string()).unwrap();
+    let (code, out, err) = cli(&gw, &["event", "send", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("accepted 3"), "{out}");
+    wait_state(&gw, "e2", "dead").await;
+    assert_eq!(state_of(&gw, "e3").await, "blocked");
+
+    let (code, out, _) = cli(&gw, &["key", "why", "msisdn:7"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("hss: head is delivery") && out.contains("(event e2) dead"),
+        "{out}"
+    );
+    assert!(
+        out.contains("409") && out.contains("1 waiting behind it"),
+        "{out}"
+    );
+
+    let (code, out, _) = cli(&gw, &["--json", "dlq", "list", "--connector", "hss"]);
+    assert_eq!(code, 0);
+    let dead: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(dead.as_array().unwrap().len(), 1, "{dead}");
+    let id = dead[0]["delivery_id"].as_i64().unwrap().to_string();
+
+    let (code, _, err) = cli(&gw, &["dlq", "skip", "999999"]);
+    assert_eq!(
+        code, 1,
+        "skipping a delivery that is not dead is refused: {err}"
+    );
+    let (code, _, err) = cli(&gw, &["dlq", "skip", &id, "--all"]);
+    assert_eq!(code, 2, "ids and --all together is a usage error: {err}");
+    let (code, out, err) = cli(&gw, &["dlq", "skip", &id]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_state(&gw, "e3", "delivered").await;
+
+    let (code, out, _) = cli(&gw, &["audit"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("local") && out.contains("delivery.skip") && out.contains(&id),
+        "{out}"
+    );
+    let (code, out, _) = cli(&gw, &["status", "--once"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("hss") && l.contains(" 2 ")),
+        "{out}"
+    );
+    let (code, out, _) = cli(&gw, &["event", "show", "e2"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("skipped"), "{out}");
+
+    // Exit codes: not found → 1, unreachable → 3.
+    let (code, _, _) = cli(&gw, &["event", "show", "no-such-event"]);
+    assert_eq!(code, 1);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--url", "http://127.0.0.1:1", "connector", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+}
