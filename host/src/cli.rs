@@ -33,11 +33,12 @@ impl CliError {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
     pub json: bool,
 }
 
 impl Client {
-    pub fn new(base: &str, json: bool) -> Result<Self, CliError> {
+    pub fn new(base: &str, json: bool, token: Option<String>) -> Result<Self, CliError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()
@@ -45,11 +46,16 @@ impl Client {
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             http,
+            token,
             json,
         })
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, CliError> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
         let resp = req.send().await.map_err(|e| CliError::Unreachable {
             url: self.base.clone(),
             reason: e.to_string(),

@@ -29,6 +29,10 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Bearer token for the operator commands (needed when the gateway has
+    /// tokens configured).
+    #[arg(long, global = true, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -156,6 +160,11 @@ enum EventCmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_json);
+    let remote = Remote {
+        url: cli.url.clone(),
+        json: cli.json,
+        token: cli.token.clone(),
+    };
     match cli.command {
         Command::Serve { config, listen } => {
             let mut cfg = Config::load(config.as_deref(), std::env::vars())?;
@@ -169,20 +178,20 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(switchboard::app::run(cfg, shutdown_signal()))?;
             Ok(())
         }
-        Command::Connector(cmd) => operator(&cli.url, cli.json, |c| Box::pin(connector(c, cmd))),
-        Command::Event(cmd) => operator(&cli.url, cli.json, |c| Box::pin(event(c, cmd))),
-        Command::Dlq(cmd) => operator(&cli.url, cli.json, |c| Box::pin(dlq(c, cmd))),
-        Command::Key(KeyCmd::Why { key }) => operator(&cli.url, cli.json, |c| {
+        Command::Connector(cmd) => operator(&remote, |c| Box::pin(connector(c, cmd))),
+        Command::Event(cmd) => operator(&remote, |c| Box::pin(event(c, cmd))),
+        Command::Dlq(cmd) => operator(&remote, |c| Box::pin(dlq(c, cmd))),
+        Command::Key(KeyCmd::Why { key }) => operator(&remote, |c| {
             Box::pin(async move {
                 let v = c.get(&cli::path(&["v1", "keys", &key])).await?;
                 c.print(&v, cli::lanes_text);
                 Ok(())
             })
         }),
-        Command::Status { once, every } => operator(&cli.url, cli.json, |c| {
-            Box::pin(status(c, once, every.max(1)))
-        }),
-        Command::Audit { limit } => operator(&cli.url, cli.json, |c| {
+        Command::Status { once, every } => {
+            operator(&remote, |c| Box::pin(status(c, once, every.max(1))))
+        }
+        Command::Audit { limit } => operator(&remote, |c| {
             Box::pin(async move {
                 let v = c.get(&format!("/v1/audit?limit={limit}")).await?;
                 c.print(&v, cli::audit_text);
@@ -196,16 +205,23 @@ type CliFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CliError>> + 'a>>;
 
 /// Runs an operator command and exits with its documented code.
-fn operator(
-    url: &str,
+/// Where and how the operator commands talk to the gateway.
+struct Remote {
+    url: String,
     json: bool,
+    token: Option<String>,
+}
+
+fn operator(
+    cli: &Remote,
     f: impl for<'a> FnOnce(&'a Client) -> CliFuture<'a>,
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = Client::new(url, json).and_then(|client| rt.block_on(f(&client)));
+    let result = Client::new(&cli.url, cli.json, cli.token.clone())
+        .and_then(|client| rt.block_on(f(&client)));
     if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(e.exit_code());

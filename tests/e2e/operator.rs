@@ -112,3 +112,45 @@ async fn an_operator_finds_and_clears_a_dead_letter_with_the_cli() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_the_cli_needs_one_and_the_audit_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let hss = FakeHss::default();
+    let addr = hss.start().await;
+    let config = write_config(dir.path(), free_port(), addr, 4);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace(
+        "[storage]",
+        "[[server.tokens]]\nname = \"ops-alice\"\ntoken = \"alice-0123456789-secret\"\nscopes = [\"admin\"]\n\n[storage]",
+    );
+    std::fs::write(&config, text).unwrap();
+    let gw = Gateway::start(&config);
+    let (code, _, err) = cli(&gw, &["connector", "list"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("401") && err.contains("unauthorized"), "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--url", &gw.url(""), "connector", "rollback", "hss"])
+        .env("SWITCHBOARD_TOKEN", "alice-0123456789-secret")
+        .output()
+        .unwrap();
+    // Only one version is stored, so the rollback itself is refused (409) —
+    // but it got past authentication.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no_previous_version"), "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--url", &gw.url(""), "audit", "--json"])
+        .env("SWITCHBOARD_TOKEN", "alice-0123456789-secret")
+        .output()
+        .unwrap();
+    let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The start-up deploy of the configured file is recorded as "config".
+    assert_eq!(audit[0]["action"], "component.deploy", "{audit}");
+    assert_eq!(audit[0]["actor"], "config");
+    let log = std::fs::read_to_string(&gw.log).unwrap();
+    assert!(
+        !log.contains("alice-0123456789-secret"),
+        "tokens never reach the log"
+    );
+}
