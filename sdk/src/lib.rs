@@ -34,6 +34,12 @@
 //! switchboard_sdk::export!(Hello);
 //! ```
 //!
+//! Test a connector natively, without the gateway, with the
+//! `switchboard-connector-test` crate next to this one (`sdk/harness`): it
+//! runs the built `.wasm` in the gateway's own sandbox against a scriptable
+//! fake upstream. `connectors/template` is a minimal connector to start
+//! from, and what `switchboard connector new NAME` scaffolds.
+//!
 //! Invariants the SDK keeps:
 //! - The raw WIT bindings (contract `switchboard:connector@0.1.0`, vendored in
 //!   `wit/`) are hidden in [`__private`]; connector code only sees the types
