@@ -672,15 +672,17 @@ impl Component {
                 reason: guest_log::cut(&reason, 4096).to_string(),
             },
         };
+        // Debug only: the gateway's dispatcher logs every outcome with its
+        // decision (backoff, dead letter), so logging here would double it.
         match &outcome {
             Outcome::Done => {
                 tracing::debug!(connector = %connector, delivery_id = %delivery.id, "delivered")
             }
             Outcome::Retry { reason, .. } => {
-                tracing::info!(connector = %connector, delivery_id = %delivery.id, %reason, "retry")
+                tracing::debug!(connector = %connector, delivery_id = %delivery.id, %reason, "retry")
             }
             Outcome::Reject { reason } => {
-                tracing::info!(connector = %connector, delivery_id = %delivery.id, %reason, "rejected")
+                tracing::debug!(connector = %connector, delivery_id = %delivery.id, %reason, "rejected")
             }
         }
         outcome
