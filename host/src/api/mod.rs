@@ -9,11 +9,11 @@ pub mod auth;
 mod connectors;
 pub mod error;
 mod events;
+pub mod openapi;
 mod operate;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
 use axum::Router;
 
 use crate::config::ConnectorConfig;
@@ -56,32 +56,56 @@ pub struct AppState {
     pub tokens: auth::Tokens,
 }
 
+/// The route table: the router and the OpenAPI document are both built from
+/// it, so neither can drift from the other.
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:expr, $scope:literal, $summary:literal, $ok:literal $okdesc:literal;)*) => {
+        /// Every route, as documented in `/v1/openapi.json`.
+        pub const ROUTES: &[openapi::RouteDoc] = &[$(openapi::RouteDoc {
+            method: stringify!($method),
+            path: $path,
+            scope: $scope,
+            summary: $summary,
+            ok: ($ok, $okdesc),
+        }),*];
+
+        fn add_routes(router: Router<AppState>) -> Router<AppState> {
+            router $(.route($path, axum::routing::$method($handler)))*
+        }
+    };
+}
+
+routes! {
+    post "/v1/events" => events::ingest, "ingest", "Ingest one event or a batch; 202 once durable", "202" "accepted, duplicates, unrouted";
+    get "/v1/events/{id}" => events::show, "admin", "An event and the state of each of its deliveries", "200" "the event";
+    get "/v1/connectors" => connectors::list, "admin", "Every connector with its component and queue", "200" "connectors";
+    get "/v1/connectors/{name}" => connectors::show, "admin", "One connector", "200" "the connector";
+    get "/v1/connectors/{name}/versions" => connectors::versions, "admin", "Stored component versions, newest first", "200" "versions";
+    put "/v1/connectors/{name}/component" => connectors::upload, "admin", "Hot load: upload and validate a component version", "201" "the new active version";
+    post "/v1/connectors/{name}/rollback" => connectors::rollback, "admin", "Re-activate the previous component version", "200" "the active version";
+    get "/v1/dead-letters" => operate::dead_letters, "admin", "Dead letters, newest first, filtered", "200" "dead letters";
+    post "/v1/dead-letters/{action}" => operate::act_bulk, "admin", "Retry or skip every matching dead letter", "200" "matched and applied counts";
+    post "/v1/deliveries/{id}/{action}" => operate::act, "admin", "Retry or skip one dead letter", "200" "done";
+    get "/v1/keys/{key}" => operate::key, "admin", "Why is this key blocked: each connector's lane head", "200" "lanes";
+    get "/v1/audit" => operate::audit, "admin", "Operator actions, newest first", "200" "audit records";
+    get "/v1/openapi.json" => openapi_json, "none", "This document", "200" "OpenAPI 3 document";
+    get "/metrics" => metrics, "admin", "Prometheus text exposition", "200" "metrics";
+    get "/healthz" => health, "none", "Process up", "200" "ok";
+    get "/readyz" => ready, "none", "Store reachable and migrated", "200" "ready";
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/events", post(events::ingest))
-        .route("/v1/events/{id}", get(events::show))
-        .route("/v1/connectors", get(connectors::list))
-        .route("/v1/connectors/{name}", get(connectors::show))
-        .route("/v1/connectors/{name}/versions", get(connectors::versions))
-        .route(
-            "/v1/connectors/{name}/component",
-            axum::routing::put(connectors::upload),
-        )
-        .route("/v1/connectors/{name}/rollback", post(connectors::rollback))
-        .route("/v1/dead-letters", get(operate::dead_letters))
-        .route("/v1/dead-letters/{action}", post(operate::act_bulk))
-        .route("/v1/deliveries/{id}/{action}", post(operate::act))
-        .route("/v1/keys/{key}", get(operate::key))
-        .route("/v1/audit", get(operate::audit))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(health))
-        .route("/readyz", get(ready))
+    add_routes(Router::new())
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.tokens.clone(),
             auth::authenticate,
         ))
         .with_state(state)
+}
+
+async fn openapi_json() -> axum::Json<serde_json::Value> {
+    axum::Json(openapi::document(ROUTES))
 }
 
 /// Prometheus text exposition: process counters and per-connector queues.
