@@ -147,6 +147,17 @@ enum ConnectorCmd {
     Versions { name: String },
     /// Re-activate the version uploaded before the active one.
     Rollback { name: String },
+    /// Scaffold a new connector crate (builds for wasm32-wasip2, with tests
+    /// against a fake upstream) in DIR/NAME.
+    New {
+        name: String,
+        /// Parent directory of the new crate.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The guest SDK the crate depends on (by path).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk"))]
+        sdk: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -177,6 +188,22 @@ fn main() -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             rt.block_on(switchboard::app::run(cfg, shutdown_signal()))?;
             Ok(())
+        }
+        Command::Connector(ConnectorCmd::New { name, dir, sdk }) => {
+            match switchboard_connector_test::scaffold::scaffold(&name, &dir, &sdk) {
+                Ok(path) => {
+                    println!("created {}", path.display());
+                    println!(
+                        "next: cd {} && cargo build --release && cargo test --target host-tuple",
+                        path.display()
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(CliError::Usage(String::new()).exit_code());
+                }
+            }
         }
         Command::Connector(cmd) => operator(&remote, |c| Box::pin(connector(c, cmd))),
         Command::Event(cmd) => operator(&remote, |c| Box::pin(event(c, cmd))),
@@ -271,6 +298,9 @@ async fn connector(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
                     })
                     .unwrap_or_default()
             });
+        }
+        ConnectorCmd::New { .. } => {
+            return Err(CliError::Usage("`connector new` runs locally".into()));
         }
         ConnectorCmd::Rollback { name } => {
             let v = c

@@ -154,3 +154,26 @@ async fn with_tokens_the_cli_needs_one_and_the_audit_names_it() {
         "tokens never reach the log"
     );
 }
+
+#[test]
+fn connector_new_scaffolds_a_crate_and_refuses_bad_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["connector", "new", name, "--dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run("billing");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let crate_dir = dir.path().join("billing");
+    for f in ["Cargo.toml", "src/lib.rs", "tests/connector.rs", "README.md"] {
+        assert!(crate_dir.join(f).exists(), "{f} missing");
+    }
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("switchboard-sdk"), "{manifest}");
+    let again = run("billing");
+    assert_eq!(again.status.code(), Some(2), "an existing crate is never overwritten");
+    assert_eq!(run("Bad Name").status.code(), Some(2));
+}
