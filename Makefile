@@ -13,7 +13,7 @@ run: build
 
 ## The whole test suite (unit, store, model-based, API, sandbox, connectors, end-to-end).
 test: connectors
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace
 
 ## What CI runs: lint, then the whole test suite.
 ci: lint test
