@@ -253,9 +253,14 @@ pub fn connector_line(c: &Value) -> String {
         None => "no component".into(),
     };
     format!(
-        "{:<16} {:<28} ready {:>8}  blocked {:>8}  in flight {:>4}  dead {:>6}  delivered {:>10}",
+        "{:<16} {:<28} {}ready {:>8}  blocked {:>8}  in flight {:>4}  dead {:>6}  delivered {:>10}",
         c["name"].as_str().unwrap_or("?"),
         component,
+        if c["paused"].as_bool() == Some(true) {
+            "PAUSED  "
+        } else {
+            ""
+        },
         d["ready"],
         d["blocked"],
         d["in_flight"],

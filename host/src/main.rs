@@ -147,6 +147,10 @@ enum ConnectorCmd {
     Versions { name: String },
     /// Re-activate the version uploaded before the active one.
     Rollback { name: String },
+    /// Stop attempting deliveries (events are still accepted and queued).
+    Pause { name: String },
+    /// Attempt deliveries again.
+    Resume { name: String },
     /// Scaffold a new connector crate (builds for wasm32-wasip2, with tests
     /// against a fake upstream) in DIR/NAME.
     New {
@@ -256,6 +260,14 @@ fn operator(
     Ok(())
 }
 
+async fn set_paused(c: &Client, name: &str, action: &str) -> Result<(), CliError> {
+    let v = c
+        .post_empty(&cli::path(&["v1", "connectors", name, action]))
+        .await?;
+    c.print(&v, |v| format!("{action}d:\n{}", cli::connector_line(v)));
+    Ok(())
+}
+
 async fn connector(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
     match cmd {
         ConnectorCmd::List => {
@@ -299,6 +311,8 @@ async fn connector(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
                     .unwrap_or_default()
             });
         }
+        ConnectorCmd::Pause { name } => set_paused(c, &name, "pause").await?,
+        ConnectorCmd::Resume { name } => set_paused(c, &name, "resume").await?,
         ConnectorCmd::New { .. } => {
             return Err(CliError::Usage("`connector new` runs locally".into()));
         }

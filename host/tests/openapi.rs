@@ -71,7 +71,12 @@ async fn call(
 }
 
 fn concrete(path: &str) -> String {
-    path.replace("{action}", "retry")
+    let action = if path.starts_with("/v1/connectors") {
+        "pause"
+    } else {
+        "retry"
+    };
+    path.replace("{action}", action)
         .replace("{id}", "1")
         .replace("{name}", "hss")
         .replace("{key}", "msisdn:1")

@@ -338,3 +338,29 @@ async fn lane_rows_are_deleted_on_release() {
         .unwrap();
     assert_eq!(lanes, 0);
 }
+
+#[tokio::test]
+async fn a_paused_connector_queues_but_is_never_claimed() {
+    let t = sqlite().await;
+    let s = &*t.store;
+    assert!(s.set_paused("c", true, "ops", 0).await.unwrap());
+    assert!(
+        !s.set_paused("c", true, "ops", 0).await.unwrap(),
+        "already paused"
+    );
+    s.ingest(vec![ev("1", "t", &[], &["c", "other"])], 1)
+        .await
+        .unwrap();
+    assert!(ids(s, "c", 10, 2).await.is_empty());
+    assert_eq!(
+        ids(s, "other", 10, 2).await,
+        vec!["1"],
+        "other connectors are unaffected"
+    );
+    assert!(s.is_paused("c").await.unwrap());
+    assert!(s.set_paused("c", false, "ops", 3).await.unwrap());
+    assert_eq!(ids(s, "c", 10, 4).await, vec!["1"]);
+    let audit = s.audit_log(10, None).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["connector.resume", "connector.pause"]);
+}

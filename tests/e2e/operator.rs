@@ -166,14 +166,59 @@ fn connector_new_scaffolds_a_crate_and_refuses_bad_names() {
             .unwrap()
     };
     let out = run("billing");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let crate_dir = dir.path().join("billing");
-    for f in ["Cargo.toml", "src/lib.rs", "tests/connector.rs", "README.md"] {
+    for f in [
+        "Cargo.toml",
+        "src/lib.rs",
+        "tests/connector.rs",
+        "README.md",
+    ] {
         assert!(crate_dir.join(f).exists(), "{f} missing");
     }
     let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
     assert!(manifest.contains("switchboard-sdk"), "{manifest}");
     let again = run("billing");
-    assert_eq!(again.status.code(), Some(2), "an existing crate is never overwritten");
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "an existing crate is never overwritten"
+    );
     assert_eq!(run("Bad Name").status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_connector_accepts_and_queues_then_delivers_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let hss = FakeHss::default();
+    let addr = hss.start().await;
+    let gw = Gateway::start(&write_config(dir.path(), free_port(), addr, 4));
+    let (code, out, _) = cli(&gw, &["connector", "pause", "hss"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("PAUSED"), "{out}");
+    let ev = json!({"id": "p1", "type": "number.assign", "keys": ["msisdn:9"],
+                    "payload": {"op": "assign", "msisdn": "9", "customer": "A"}});
+    let r = reqwest::Client::new()
+        .post(gw.url("/v1/events"))
+        .json(&ev)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        hss.inner()
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "nothing attempted while paused"
+    );
+    assert_eq!(state_of(&gw, "p1").await, "ready");
+    let (code, _, _) = cli(&gw, &["connector", "resume", "hss"]);
+    assert_eq!(code, 0);
+    wait_state(&gw, "p1", "delivered").await;
 }

@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::auth::Actor;
 use super::error::ApiError;
 use super::AppState;
+use crate::queue::now_ms;
 use crate::runtime::{Connectors, DeployError};
 use crate::store::{ComponentVersion, StateCounts};
 
@@ -29,7 +30,11 @@ pub struct ConnectorView {
     pub concurrency: usize,
     pub allowed_hosts: Vec<String>,
     pub component: Option<ComponentVersion>,
+    /// Paused by an operator: events are queued, nothing is attempted.
+    pub paused: bool,
     pub deliveries: StateCounts,
+    /// Age of the oldest unfinished delivery, in milliseconds.
+    pub oldest_pending_age_ms: Option<i64>,
 }
 
 fn registry(state: &AppState) -> Result<&Connectors, ApiError> {
@@ -97,7 +102,14 @@ async fn view(state: &AppState, name: &str) -> Result<ConnectorView, ApiError> {
         concurrency: c.concurrency,
         allowed_hosts: c.allowed_hosts.clone(),
         component: versions.into_iter().find(|v| v.active),
+        paused: state.store.is_paused(name).await?,
         deliveries: state.store.state_counts(name).await?,
+        oldest_pending_age_ms: state
+            .store
+            .queue_stats(name)
+            .await?
+            .oldest_pending_at
+            .map(|t| (now_ms() - t).max(0)),
     })
 }
 
@@ -150,4 +162,32 @@ pub async fn rollback(
     let v = registry.rollback(&*state.store, &name, &actor.0).await?;
     state.wakers.wake(&name);
     Ok(Json(v))
+}
+
+/// `POST /v1/connectors/{name}/pause` and `/resume`.
+pub async fn pause(
+    State(state): State<AppState>,
+    Path((name, action)): Path<(String, String)>,
+    Extension(actor): Extension<Actor>,
+) -> Result<Json<ConnectorView>, ApiError> {
+    if !state.connector_configs.iter().any(|c| c.name == name) {
+        return Err(unknown(&name));
+    }
+    let paused = match action.as_str() {
+        "pause" => true,
+        "resume" => false,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("unknown action {other:?}: use pause or resume"),
+            ))
+        }
+    };
+    state
+        .store
+        .set_paused(&name, paused, &actor.0, now_ms())
+        .await?;
+    state.wakers.wake(&name);
+    Ok(Json(view(&state, &name).await?))
 }

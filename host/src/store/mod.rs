@@ -298,6 +298,18 @@ pub trait Store: Send + Sync + 'static {
 
     async fn queue_stats(&self, connector: &str) -> StoreResult<QueueStats>;
 
+    /// Pauses or resumes a connector (no claims while paused), audited.
+    /// `false` if it already was in that state.
+    async fn set_paused(
+        &self,
+        connector: &str,
+        paused: bool,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<bool>;
+
+    async fn is_paused(&self, connector: &str) -> StoreResult<bool>;
+
     /// Stores a validated component as the connector's next version and makes
     /// it active.
     async fn add_component(

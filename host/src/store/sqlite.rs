@@ -157,6 +157,12 @@ enum Work {
         actor: String,
         now: Millis,
     },
+    Pause {
+        connector: String,
+        paused: bool,
+        actor: String,
+        now: Millis,
+    },
 }
 
 enum Answer {
@@ -382,6 +388,48 @@ impl Writer {
                 }
                 Answer::Bool(done)
             }
+            Work::Pause {
+                connector,
+                paused,
+                actor,
+                now,
+            } => {
+                let was: Option<bool> = sqlx::query_scalar(
+                    "SELECT paused FROM connector_controls WHERE connector = ?1",
+                )
+                .bind(&connector)
+                .fetch_optional(&mut self.conn)
+                .await?;
+                let was = was.unwrap_or(false);
+                if was == paused {
+                    Answer::Bool(false)
+                } else {
+                    sqlx::query(
+                        "INSERT INTO connector_controls (connector, paused, updated_at) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT (connector) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
+                    )
+                    .bind(&connector)
+                    .bind(paused)
+                    .bind(now)
+                    .execute(&mut self.conn)
+                    .await?;
+                    let action = if paused {
+                        "connector.pause"
+                    } else {
+                        "connector.resume"
+                    };
+                    self.audit(
+                        now,
+                        &actor,
+                        action,
+                        &connector,
+                        Some(serde_json::json!({"paused": was})),
+                        Some(serde_json::json!({"paused": paused})),
+                    )
+                    .await?;
+                    Answer::Bool(true)
+                }
+            }
             Work::Operator {
                 id,
                 action,
@@ -590,6 +638,8 @@ impl Writer {
                  lease_until = ?1, lease_token = ?2, updated_at = ?3 \
              WHERE id IN (SELECT id FROM deliveries \
                  WHERE state = 'ready' AND connector = ?4 AND next_attempt_at <= ?3 \
+                 AND NOT EXISTS (SELECT 1 FROM connector_controls \
+                                 WHERE connector = ?4 AND paused = 1) \
                  ORDER BY next_attempt_at, id LIMIT ?5) \
              RETURNING id, event_seq, attempts",
         )
@@ -1200,6 +1250,31 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn set_paused(
+        &self,
+        connector: &str,
+        paused: bool,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let work = Work::Pause {
+            connector: connector.to_string(),
+            paused,
+            actor: actor.to_string(),
+            now,
+        };
+        self.call(work, Reply::Bool).await
+    }
+
+    async fn is_paused(&self, connector: &str) -> StoreResult<bool> {
+        let v: Option<bool> =
+            sqlx::query_scalar("SELECT paused FROM connector_controls WHERE connector = ?1")
+                .bind(connector)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(v.unwrap_or(false))
     }
 
     async fn queue_stats(&self, connector: &str) -> StoreResult<QueueStats> {
