@@ -69,6 +69,7 @@ pub async fn run(
             name: c.name.clone(),
             concurrency: c.concurrency,
             retry: c.retry.clone(),
+            breaker: c.breaker.clone(),
             on_dead: c.on_dead,
             attempt_timeout: Duration::from_millis(c.limits.deadline_ms),
         })

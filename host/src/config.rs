@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::queue::breaker::BreakerPolicy;
 use crate::queue::retry::RetryPolicy;
 use crate::queue::route::RoutePattern;
 use crate::queue::OnDead;
@@ -159,6 +160,10 @@ pub struct ConnectorConfig {
     pub on_dead: OnDead,
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// Circuit breaker: consecutive transient failures before it opens, and
+    /// the probe interval while open.
+    #[serde(default)]
+    pub breaker: BreakerPolicy,
     #[serde(default)]
     pub limits: LimitsConfig,
     /// Values handed to the component (`config::get`).

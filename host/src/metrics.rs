@@ -44,6 +44,7 @@ pub struct Metrics {
     ingest_latency: Mutex<Histogram>,
     attempts: Mutex<BTreeMap<(String, &'static str), u64>>,
     attempt_latency: Mutex<BTreeMap<String, Histogram>>,
+    breakers: Mutex<BTreeMap<String, crate::queue::breaker::BreakerState>>,
 }
 
 pub fn global() -> &'static Metrics {
@@ -81,6 +82,16 @@ impl Metrics {
             .entry(connector.to_string())
             .or_default()
             .observe(latency.as_secs_f64());
+    }
+
+    pub fn breaker(&self, connector: &str, state: crate::queue::breaker::BreakerState) {
+        lock(&self.breakers).insert(connector.to_string(), state);
+    }
+
+    /// The breaker state this process last saw for `connector` (closed if it
+    /// has not attempted anything yet).
+    pub fn breaker_state(&self, connector: &str) -> Option<crate::queue::breaker::BreakerState> {
+        lock(&self.breakers).get(connector).copied()
     }
 
     /// The process-wide part of the exposition.

@@ -82,6 +82,7 @@ fn policy(concurrency: usize) -> ConnectorPolicy {
             max_backoff_ms: 20,
             ..RetryPolicy::default()
         },
+        breaker: Default::default(),
         on_dead: OnDead::Hold,
         attempt_timeout: Duration::from_secs(5),
     }

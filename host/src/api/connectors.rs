@@ -35,6 +35,8 @@ pub struct ConnectorView {
     pub deliveries: StateCounts,
     /// Age of the oldest unfinished delivery, in milliseconds.
     pub oldest_pending_age_ms: Option<i64>,
+    /// The breaker as this node last saw it (absent before the first attempt).
+    pub breaker: Option<crate::queue::breaker::BreakerState>,
 }
 
 fn registry(state: &AppState) -> Result<&Connectors, ApiError> {
@@ -110,6 +112,7 @@ async fn view(state: &AppState, name: &str) -> Result<ConnectorView, ApiError> {
             .await?
             .oldest_pending_at
             .map(|t| (now_ms() - t).max(0)),
+        breaker: crate::metrics::global().breaker_state(name),
     })
 }
 

@@ -24,6 +24,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::queue::breaker::{Breaker, BreakerPolicy};
 use crate::queue::retry::{RetryDecision, RetryPolicy};
 use crate::queue::{now_ms, OnDead};
 use crate::store::{Claimed, Completion, CompletionKind, Store};
@@ -55,6 +56,7 @@ pub struct ConnectorPolicy {
     pub name: String,
     pub concurrency: usize,
     pub retry: RetryPolicy,
+    pub breaker: BreakerPolicy,
     pub on_dead: OnDead,
     /// Upper bound of one attempt; the attempt is abandoned as a retry after it.
     pub attempt_timeout: Duration,
@@ -117,6 +119,10 @@ pub fn spawn(
         let mut loops = JoinSet::new();
         for policy in connectors {
             let l = ConnectorLoop {
+                breaker: Arc::new(Mutex::new(Breaker::new(
+                    policy.breaker.clone(),
+                    policy.concurrency,
+                ))),
                 store: store.clone(),
                 deliver: deliver.clone(),
                 notify: wakers.get(&policy.name),
@@ -162,6 +168,7 @@ struct ConnectorLoop {
     settings: DispatchSettings,
     /// Claimed deliveries whose completion has not been written yet.
     in_flight: Arc<Mutex<HashMap<i64, Claimed>>>,
+    breaker: Arc<Mutex<Breaker>>,
 }
 
 impl ConnectorLoop {
@@ -171,17 +178,28 @@ impl ConnectorLoop {
             if *shutdown.borrow() {
                 break;
             }
-            let free = self.policy.concurrency.saturating_sub(tasks.len());
+            // Reap finished attempts first: a slot whose attempt already
+            // wrote its completion is free, and counting it as busy would
+            // make every claim after the first a claim of one.
+            while tasks.try_join_next().is_some() {}
+            let now = now_ms();
+            let permits = lock(&self.breaker).permits(now, tasks.len());
+            let free = self
+                .policy
+                .concurrency
+                .saturating_sub(tasks.len())
+                .min(permits);
             let mut claimed_all = false;
             if free > 0 {
                 match self
                     .store
-                    .claim(&self.policy.name, free, now_ms(), self.settings.lease_ms)
+                    .claim(&self.policy.name, free, now, self.settings.lease_ms)
                     .await
                 {
                     Ok(batch) => {
                         claimed_all = batch.len() == free;
                         for d in batch {
+                            lock(&self.breaker).on_start(now);
                             self.start(&mut tasks, d);
                         }
                     }
@@ -207,9 +225,15 @@ impl ConnectorLoop {
         self.drain(tasks).await;
     }
 
-    /// Until the earliest retry is due, bounded by the poll interval.
+    /// Until the earliest retry (or the breaker's next probe) is due, bounded
+    /// by the poll interval.
     async fn idle_sleep(&self) -> Duration {
         let poll = self.settings.poll_interval;
+        let probe = lock(&self.breaker).next_probe_at();
+        if let Some(at) = probe {
+            let wait = at.saturating_sub(now_ms()).max(1) as u64;
+            return poll.min(Duration::from_millis(wait));
+        }
         match self.store.next_due(&self.policy.name).await {
             Ok(Some(at)) => {
                 let wait = at.saturating_sub(now_ms()).max(1) as u64;
@@ -225,6 +249,7 @@ impl ConnectorLoop {
         let policy = self.policy.clone();
         let in_flight = self.in_flight.clone();
         let notify = self.notify.clone();
+        let breaker = self.breaker.clone();
         lock(&in_flight).insert(d.delivery_id, d.clone());
         let span = tracing::info_span!(
             "attempt",
@@ -252,6 +277,20 @@ impl ConnectorLoop {
                 };
                 crate::metrics::global().attempt(&policy.name, label, started.elapsed());
                 let now = now_ms();
+                {
+                    let mut b = lock(&breaker);
+                    let was_open = b.is_open();
+                    b.on_result(label != "retry", now);
+                    let state = b.state();
+                    if b.is_open() != was_open {
+                        if was_open {
+                            tracing::warn!("connector healthy again: breaker closed, ramping up");
+                        } else {
+                            tracing::warn!(?state, "connector failing: breaker open, probing only");
+                        }
+                    }
+                    crate::metrics::global().breaker(&policy.name, state);
+                }
                 let kind = classify(&policy, &d, outcome, now);
                 match &kind {
                     CompletionKind::Delivered => tracing::debug!("delivered"),

@@ -11,6 +11,7 @@
 //!   every lane it is in. Since all lanes order by the same `seq`, the
 //!   "waits-for" relation always points to a lower `seq` and can never cycle.
 
+pub mod breaker;
 pub mod event;
 pub mod retry;
 pub mod route;
