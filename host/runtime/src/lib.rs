@@ -293,9 +293,15 @@ impl Runtime {
             .total_tables(n.saturating_mul(4))
             .total_stacks(n)
             .max_memory_size(cfg.max_memory_bytes)
-            // Keep recently used pages resident so the next instance in a
-            // slot does not page-fault its way back in (NOTES-wasm: 16 vs 23 µs).
-            .linear_memory_keep_resident(1 << 20)
+            // Keep a few recently used pages resident so the next instance in
+            // a slot does not page-fault its way back in, and so a teardown
+            // that fits needs no madvise (no TLB-shootdown IPIs). Kept small
+            // on purpose: without userfaultfd write-protection, Linux's
+            // PAGEMAP_SCAN reports every resident page as written, so
+            // teardown memsets *all* of it, touched or not. At 1 MiB that
+            // memset was ~50% of a webhook delivery's CPU (overhead bench:
+            // ~300 µs CPU/delivery at 1 MiB, ~140-150 µs at 16-64 KiB).
+            .linear_memory_keep_resident(64 << 10)
             .table_keep_resident(64 << 10);
 
         let mut config = Config::new();
