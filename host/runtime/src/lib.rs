@@ -84,7 +84,11 @@ pub struct RuntimeConfig {
     /// Epoch tick: granularity of the CPU budget and of cooperative yields.
     /// Default 10 ms.
     pub epoch_tick: Duration,
-    /// Idle upstream connections kept per host. Default 32.
+    /// Idle upstream connections kept per host. Default 256. Keep it at
+    /// least the number of calls that may be in flight to one host: below
+    /// that, every burst closes the surplus connections and the next one
+    /// reconnects (at 64 concurrent deliveries and 32 kept, ~1 in 7
+    /// deliveries paid a new TCP connection).
     pub http_pool_max_idle_per_host: usize,
     /// How long an idle upstream connection is kept. Default 90 s.
     pub http_pool_idle_timeout: Duration,
@@ -100,7 +104,7 @@ impl Default for RuntimeConfig {
             max_instances: 500,
             max_memory_bytes: 256 << 20,
             epoch_tick: Duration::from_millis(10),
-            http_pool_max_idle_per_host: 32,
+            http_pool_max_idle_per_host: 256,
             http_pool_idle_timeout: Duration::from_secs(90),
             log_bytes_per_call: 16 << 10,
         }
