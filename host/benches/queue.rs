@@ -604,6 +604,7 @@ async fn drain_measured(opts: &Opts, db: &Db) -> DrainResult {
         name: CONNECTOR.into(),
         concurrency: opts.concurrency,
         retry: RetryPolicy::default(),
+        rate: None,
         breaker: Default::default(),
         on_dead: OnDead::Hold,
         attempt_timeout: Duration::from_secs(30),

@@ -68,6 +68,7 @@ pub async fn run(
         .map(|c| ConnectorPolicy {
             name: c.name.clone(),
             concurrency: c.concurrency,
+            rate: c.rate,
             retry: c.retry.clone(),
             breaker: c.breaker.clone(),
             on_dead: c.on_dead,

@@ -155,6 +155,10 @@ pub struct ConnectorConfig {
     /// Most deliveries in flight at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Most attempts started per second (token bucket, bursts up to one
+    /// second's worth); unlimited when absent.
+    #[serde(default)]
+    pub rate: Option<f64>,
     /// What a dead letter does to its keys (default `hold`).
     #[serde(default)]
     pub on_dead: OnDead,
@@ -304,6 +308,12 @@ impl Config {
             }
             if !names.insert(&c.name) {
                 return invalid(format!("connector name {:?} is used twice", c.name));
+            }
+            if c.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+                return invalid(format!(
+                    "connector {:?}: rate must be a positive number of deliveries per second",
+                    c.name
+                ));
             }
             if c.concurrency == 0 {
                 return invalid(format!(

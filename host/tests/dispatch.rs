@@ -74,6 +74,10 @@ impl Deliver for Recorder {
 }
 
 fn policy(concurrency: usize) -> ConnectorPolicy {
+    policy_with_rate(concurrency, None)
+}
+
+fn policy_with_rate(concurrency: usize, rate: Option<f64>) -> ConnectorPolicy {
     ConnectorPolicy {
         name: "hss".into(),
         concurrency,
@@ -82,6 +86,7 @@ fn policy(concurrency: usize) -> ConnectorPolicy {
             max_backoff_ms: 20,
             ..RetryPolicy::default()
         },
+        rate,
         breaker: Default::default(),
         on_dead: OnDead::Hold,
         attempt_timeout: Duration::from_secs(5),
@@ -268,4 +273,35 @@ async fn shutdown_hands_unfinished_attempts_back_to_the_queue() {
         v.deliveries[0].last_error.as_deref(),
         Some("gateway shut down during the attempt")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_bounds_attempts_per_second() {
+    let t = common::sqlite().await;
+    let events: Vec<_> = (0..60)
+        .map(|i| common::ev(&format!("r{i}"), "t", &[], &["hss"]))
+        .collect();
+    t.store.ingest(events, now_ms()).await.unwrap();
+    let rec = Arc::new(Recorder::default());
+    let wakers = Wakers::new(["hss"]);
+    let (stop, rx) = watch::channel(false);
+    let started = std::time::Instant::now();
+    let handle = dispatch::spawn(
+        t.store.clone(),
+        rec.clone(),
+        vec![policy_with_rate(64, Some(20.0))],
+        settings(Duration::from_secs(5)),
+        wakers,
+        rx,
+    );
+    wait_until("all delivered", async || {
+        t.store.state_counts("hss").await.unwrap().delivered == 60
+    })
+    .await;
+    // 60 attempts at 20/s with a one-second burst cannot finish before 2 s.
+    let elapsed = started.elapsed();
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    assert!(elapsed >= Duration::from_millis(1_900), "{elapsed:?}");
+    assert_eq!(rec.started.lock().unwrap().len(), 60);
 }

@@ -28,6 +28,8 @@ pub struct ConnectorView {
     pub name: String,
     pub routes: Vec<String>,
     pub concurrency: usize,
+    /// Attempts per second at most (absent: unlimited).
+    pub rate: Option<f64>,
     pub allowed_hosts: Vec<String>,
     pub component: Option<ComponentVersion>,
     /// Paused by an operator: events are queued, nothing is attempted.
@@ -102,6 +104,7 @@ async fn view(state: &AppState, name: &str) -> Result<ConnectorView, ApiError> {
         name: c.name.clone(),
         routes: c.routes.clone(),
         concurrency: c.concurrency,
+        rate: c.rate,
         allowed_hosts: c.allowed_hosts.clone(),
         component: versions.into_iter().find(|v| v.active),
         paused: state.store.is_paused(name).await?,

@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::queue::breaker::{Breaker, BreakerPolicy};
+use crate::queue::rate::TokenBucket;
 use crate::queue::retry::{RetryDecision, RetryPolicy};
 use crate::queue::{now_ms, OnDead};
 use crate::store::{Claimed, Completion, CompletionKind, Store};
@@ -55,6 +56,8 @@ pub trait Deliver: Send + Sync + 'static {
 pub struct ConnectorPolicy {
     pub name: String,
     pub concurrency: usize,
+    /// Attempts started per second at most; `None` for unlimited.
+    pub rate: Option<f64>,
     pub retry: RetryPolicy,
     pub breaker: BreakerPolicy,
     pub on_dead: OnDead,
@@ -119,6 +122,7 @@ pub fn spawn(
         let mut loops = JoinSet::new();
         for policy in connectors {
             let l = ConnectorLoop {
+                bucket: Mutex::new(TokenBucket::new(policy.rate, now_ms())),
                 breaker: Arc::new(Mutex::new(Breaker::new(
                     policy.breaker.clone(),
                     policy.concurrency,
@@ -169,6 +173,7 @@ struct ConnectorLoop {
     /// Claimed deliveries whose completion has not been written yet.
     in_flight: Arc<Mutex<HashMap<i64, Claimed>>>,
     breaker: Arc<Mutex<Breaker>>,
+    bucket: Mutex<TokenBucket>,
 }
 
 impl ConnectorLoop {
@@ -188,7 +193,8 @@ impl ConnectorLoop {
                 .policy
                 .concurrency
                 .saturating_sub(tasks.len())
-                .min(permits);
+                .min(permits)
+                .min(lock(&self.bucket).available(now));
             let mut claimed_all = false;
             if free > 0 {
                 match self
@@ -198,6 +204,7 @@ impl ConnectorLoop {
                 {
                     Ok(batch) => {
                         claimed_all = batch.len() == free;
+                        lock(&self.bucket).take(batch.len(), now);
                         for d in batch {
                             lock(&self.breaker).on_start(now);
                             self.start(&mut tasks, d);
@@ -230,7 +237,8 @@ impl ConnectorLoop {
     async fn idle_sleep(&self) -> Duration {
         let poll = self.settings.poll_interval;
         let probe = lock(&self.breaker).next_probe_at();
-        if let Some(at) = probe {
+        let token = lock(&self.bucket).next_token_at(now_ms());
+        if let Some(at) = probe.or(token) {
             let wait = at.saturating_sub(now_ms()).max(1) as u64;
             return poll.min(Duration::from_millis(wait));
         }

@@ -13,6 +13,7 @@
 
 pub mod breaker;
 pub mod event;
+pub mod rate;
 pub mod retry;
 pub mod route;
 
