@@ -618,14 +618,15 @@ mod tests {
         let sdk = manifest["dependencies"]["switchboard-sdk"]["path"]
             .as_str()
             .unwrap();
+        // Relative paths in the manifest are relative to the crate itself.
         assert_eq!(
-            Path::new(sdk).canonicalize().unwrap(),
+            dir.join(sdk).canonicalize().unwrap(),
             repo_sdk().canonicalize().unwrap()
         );
         let harness = manifest["dev-dependencies"]["switchboard-connector-test"]["path"]
             .as_str()
             .unwrap();
-        assert!(Path::new(harness).join("Cargo.toml").is_file(), "{harness}");
+        assert!(dir.join(harness).join("Cargo.toml").is_file(), "{harness}");
         assert_eq!(
             manifest["profile"]["release"]["opt-level"].as_str(),
             Some("s")
