@@ -364,3 +364,58 @@ async fn a_paused_connector_queues_but_is_never_claimed() {
     let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
     assert_eq!(actions, ["connector.resume", "connector.pause"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_a_commit_and_stay_all_or_nothing_each() {
+    let t = sqlite().await;
+    t.store
+        .ingest(vec![ev("taken", "a", &["k"], &["c"])], 0)
+        .await
+        .unwrap();
+    // Many requests at once: the writer applies them as one batch.
+    let mut calls = Vec::new();
+    for i in 0..40 {
+        let s = t.store.clone();
+        calls.push(tokio::spawn(async move {
+            let batch = if i == 7 {
+                // Reuses "taken" with another body: this request stores nothing.
+                vec![
+                    ev("x7", "a", &["k"], &["c"]),
+                    ev("taken", "b", &["k"], &["c"]),
+                ]
+            } else {
+                vec![
+                    ev(&format!("x{i}"), "a", &["k"], &["c"]),
+                    ev(&format!("y{i}"), "a", &[], &[]),
+                ]
+            };
+            s.ingest(batch, 1).await.unwrap()
+        }));
+    }
+    for (i, c) in calls.into_iter().enumerate() {
+        let out = c.await.unwrap();
+        if i == 7 {
+            assert_eq!(
+                out,
+                IngestOutcome::Conflict {
+                    index: 1,
+                    id: "taken".into()
+                }
+            );
+        } else {
+            assert_eq!(out, accepted(2, 0, 1), "request {i}");
+        }
+    }
+    assert!(t.store.event("x7").await.unwrap().is_none());
+    // Every accepted keyed delivery is in the lane, strictly one at a time.
+    let mut delivered = 0;
+    loop {
+        let got = finish(&*t.store, "c", 2, CompletionKind::Delivered).await;
+        if got.is_empty() {
+            break;
+        }
+        assert_eq!(got.len(), 1, "one lane, one at a time");
+        delivered += 1;
+    }
+    assert_eq!(delivered, 40, "taken + 39 accepted requests");
+}

@@ -267,14 +267,57 @@ impl Writer {
             .err()
             .map(StoreError::from);
         let mut replies = Vec::with_capacity(group.len());
-        for (work, reply) in group {
+        // Every ingest of the group first, as one batch (see `ingest`); the
+        // other operations then run in arrival order. Either order is a valid
+        // serialisation: the group commits or fails as one.
+        let mut slots: Vec<Option<Answer>> = Vec::with_capacity(group.len());
+        let mut ingests: Vec<Vec<Routed>> = Vec::new();
+        let mut ingest_now = 0;
+        let mut rest = Vec::new();
+        for (i, (work, reply)) in group.into_iter().enumerate() {
             replies.push(reply);
+            slots.push(None);
+            match work {
+                Work::Ingest { events, now } => {
+                    ingest_now = ingest_now.max(now);
+                    ingests.push(events);
+                    rest.push((i, None));
+                }
+                other => rest.push((i, Some(other))),
+            }
+        }
+        if failure.is_none() && !ingests.is_empty() {
+            match self.ingest(&ingests, ingest_now).await {
+                Ok(outcomes) => {
+                    let mut outcomes = outcomes.into_iter();
+                    for (i, work) in &rest {
+                        if work.is_none() {
+                            slots[*i] = outcomes.next().map(Answer::Ingest);
+                        }
+                    }
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        for (i, work) in rest {
+            let Some(work) = work else { continue };
             if failure.is_some() {
-                continue;
+                break;
             }
             match self.apply(work).await {
-                Ok(a) => answers.push(a),
+                Ok(a) => slots[i] = Some(a),
                 Err(e) => failure = Some(e),
+            }
+        }
+        for slot in slots {
+            match slot {
+                Some(a) => answers.push(a),
+                None if failure.is_none() => {
+                    failure = Some(StoreError::Corrupt(
+                        "internal: operation without an answer".into(),
+                    ))
+                }
+                None => {}
             }
         }
         if failure.is_none() {
@@ -315,7 +358,13 @@ impl Writer {
 
     async fn apply(&mut self, work: Work) -> StoreResult<Answer> {
         Ok(match work {
-            Work::Ingest { events, now } => Answer::Ingest(self.ingest(events, now).await?),
+            Work::Ingest { events, now } => {
+                let mut out = self.ingest(&[events], now).await?;
+                Answer::Ingest(
+                    out.pop()
+                        .ok_or_else(|| StoreError::Corrupt("internal: no ingest answer".into()))?,
+                )
+            }
             Work::Claim {
                 connector,
                 limit,
@@ -464,10 +513,21 @@ impl Writer {
         })
     }
 
-    async fn ingest(&mut self, events: Vec<Routed>, now: Millis) -> StoreResult<IngestOutcome> {
+    /// Applies every ingest request of a commit group as one batch: one
+    /// idempotency look-up, one lane look-up and multi-row inserts for all of
+    /// them, so 64 clients posting single events cost a handful of statements
+    /// rather than a handful each. Each request is still all-or-nothing: its
+    /// conflicts are decided before anything is written, and a request with a
+    /// conflict contributes no rows.
+    async fn ingest(
+        &mut self,
+        requests: &[Vec<Routed>],
+        now: Millis,
+    ) -> StoreResult<Vec<IngestOutcome>> {
         // 1. Idempotency: which ids exist already, and with which digest.
+        let all: Vec<&Routed> = requests.iter().flatten().collect();
         let mut known: HashMap<String, Vec<u8>> = HashMap::new();
-        for chunk in events.chunks(CHUNK) {
+        for chunk in all.chunks(CHUNK) {
             let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, digest FROM events WHERE id IN (");
             let mut sep = qb.separated(", ");
             for r in chunk {
@@ -478,25 +538,47 @@ impl Writer {
                 known.insert(row.try_get(0)?, row.try_get(1)?);
             }
         }
-        let mut counts = IngestCounts::default();
-        let mut fresh: Vec<&Routed> = Vec::with_capacity(events.len());
-        for (index, r) in events.iter().enumerate() {
-            match known.get(&r.event.id) {
-                Some(d) if d.as_slice() == r.event.digest => counts.duplicates += 1,
-                Some(_) => {
-                    return Ok(IngestOutcome::Conflict {
-                        index,
-                        id: r.event.id.clone(),
-                    })
+        let mut outcomes = Vec::with_capacity(requests.len());
+        let mut fresh: Vec<&Routed> = Vec::with_capacity(all.len());
+        for events in requests {
+            let mut counts = IngestCounts::default();
+            let mut mine: Vec<&Routed> = Vec::new();
+            let mut conflict = None;
+            for (index, r) in events.iter().enumerate() {
+                match known.get(&r.event.id) {
+                    Some(d) if d.as_slice() == r.event.digest => counts.duplicates += 1,
+                    Some(_) => {
+                        conflict = Some(IngestOutcome::Conflict {
+                            index,
+                            id: r.event.id.clone(),
+                        });
+                        break;
+                    }
+                    None => {
+                        known.insert(r.event.id.clone(), r.event.digest.to_vec());
+                        mine.push(r);
+                    }
+                }
+            }
+            match conflict {
+                Some(c) => {
+                    // Nothing of this request is stored: forget its ids.
+                    for r in mine {
+                        known.remove(&r.event.id);
+                    }
+                    outcomes.push(c);
                 }
                 None => {
-                    known.insert(r.event.id.clone(), r.event.digest.to_vec());
-                    fresh.push(r);
+                    counts.accepted = mine.len() as u64;
+                    counts.unrouted =
+                        mine.iter().filter(|r| r.connectors.is_empty()).count() as u64;
+                    fresh.extend(mine);
+                    outcomes.push(IngestOutcome::Accepted(counts));
                 }
             }
         }
         if fresh.is_empty() {
-            return Ok(IngestOutcome::Accepted(counts));
+            return Ok(outcomes);
         }
 
         // 2. Which lanes these deliveries join are occupied already.
@@ -543,9 +625,6 @@ impl Writer {
             let seq = self.next_seq;
             self.next_seq += 1;
             seqs.push(seq);
-            if r.connectors.is_empty() {
-                counts.unrouted += 1;
-            }
             for (i, c) in r.connectors.iter().enumerate() {
                 if r.connectors[..i].contains(c) {
                     continue; // one delivery per connector, however it was routed
@@ -566,7 +645,6 @@ impl Writer {
                     blockers,
                 });
             }
-            counts.accepted += 1;
         }
 
         // 4. Write.
@@ -618,7 +696,7 @@ impl Writer {
             });
             qb.build().execute(&mut self.conn).await?;
         }
-        Ok(IngestOutcome::Accepted(counts))
+        Ok(outcomes)
     }
 
     async fn claim(
