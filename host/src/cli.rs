@@ -93,6 +93,15 @@ impl Client {
         self.send(req).await
     }
 
+    pub async fn put_json(&self, path: &str, body: Vec<u8>) -> Result<Value, CliError> {
+        let req = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        self.send(req).await
+    }
+
     pub async fn post_empty(&self, path: &str) -> Result<Value, CliError> {
         self.send(self.http.post(format!("{}{path}", self.base)))
             .await

@@ -151,6 +151,16 @@ enum ConnectorCmd {
     Pause { name: String },
     /// Attempt deliveries again.
     Resume { name: String },
+    /// Override concurrency and rate at run time, on every node; flags left
+    /// out go back to the configured value.
+    Limits {
+        name: String,
+        #[arg(long)]
+        concurrency: Option<u32>,
+        /// Deliveries per second.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
     /// Scaffold a new connector crate (builds for wasm32-wasip2, with tests
     /// against a fake upstream) in DIR/NAME.
     New {
@@ -313,6 +323,20 @@ async fn connector(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
         }
         ConnectorCmd::Pause { name } => set_paused(c, &name, "pause").await?,
         ConnectorCmd::Resume { name } => set_paused(c, &name, "resume").await?,
+        ConnectorCmd::Limits {
+            name,
+            concurrency,
+            rate,
+        } => {
+            let body = serde_json::json!({"concurrency": concurrency, "rate": rate});
+            let v = c
+                .put_json(
+                    &cli::path(&["v1", "connectors", &name, "limits"]),
+                    body.to_string().into_bytes(),
+                )
+                .await?;
+            c.print(&v, |v| format!("limits of {name}: {}", v["overrides"]));
+        }
         ConnectorCmd::New { .. } => {
             return Err(CliError::Usage("`connector new` runs locally".into()));
         }

@@ -305,3 +305,40 @@ async fn the_rate_limit_bounds_attempts_per_second() {
     assert!(elapsed >= Duration::from_millis(1_900), "{elapsed:?}");
     assert_eq!(rec.started.lock().unwrap().len(), 60);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_rate_override_applies_without_a_restart() {
+    let t = common::sqlite().await;
+    let events: Vec<_> = (0..60)
+        .map(|i| common::ev(&format!("o{i}"), "t", &[], &["hss"]))
+        .collect();
+    t.store.ingest(events, now_ms()).await.unwrap();
+    let limits = switchboard::store::LimitOverrides {
+        concurrency: Some(4),
+        rate: Some(20.0),
+    };
+    t.store
+        .set_limits("hss", limits, "ops", now_ms())
+        .await
+        .unwrap();
+    let rec = Arc::new(Recorder::default());
+    let (stop, rx) = watch::channel(false);
+    let started = std::time::Instant::now();
+    // Configured unlimited; the stored override limits it.
+    let handle = dispatch::spawn(
+        t.store.clone(),
+        rec.clone(),
+        vec![policy(64)],
+        settings(Duration::from_secs(5)),
+        Wakers::new(["hss"]),
+        rx,
+    );
+    wait_until("all delivered", async || {
+        t.store.state_counts("hss").await.unwrap().delivered == 60
+    })
+    .await;
+    let elapsed = started.elapsed();
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    assert!(elapsed >= Duration::from_millis(1_900), "{elapsed:?}");
+}

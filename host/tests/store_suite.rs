@@ -6,7 +6,9 @@ mod common;
 
 use common::{ev, sqlite};
 use switchboard::queue::{DeliveryState, OnDead};
-use switchboard::store::{Completion, CompletionKind, IngestCounts, IngestOutcome, Store};
+use switchboard::store::{
+    Completion, CompletionKind, IngestCounts, IngestOutcome, LimitOverrides, Store,
+};
 
 const LEASE: i64 = 30_000;
 
@@ -418,4 +420,30 @@ async fn concurrent_requests_share_a_commit_and_stay_all_or_nothing_each() {
         delivered += 1;
     }
     assert_eq!(delivered, 40, "taken + 39 accepted requests");
+}
+
+#[tokio::test]
+async fn limit_overrides_round_trip_and_are_audited() {
+    let t = sqlite().await;
+    let s = &*t.store;
+    assert_eq!(
+        s.limit_overrides("c").await.unwrap(),
+        LimitOverrides::default()
+    );
+    let set = LimitOverrides {
+        concurrency: Some(2),
+        rate: Some(5.0),
+    };
+    s.set_limits("c", set, "ops", 1).await.unwrap();
+    assert_eq!(s.limit_overrides("c").await.unwrap(), set);
+    // A pause keeps the overrides; clearing them keeps the pause.
+    s.set_paused("c", true, "ops", 2).await.unwrap();
+    assert_eq!(s.limit_overrides("c").await.unwrap(), set);
+    s.set_limits("c", LimitOverrides::default(), "ops", 3)
+        .await
+        .unwrap();
+    assert!(s.is_paused("c").await.unwrap());
+    let audit = s.audit_log(10, None).await.unwrap();
+    assert_eq!(audit[0].action, "connector.limits");
+    assert_eq!(audit[0].before.as_ref().unwrap()["concurrency"], 2);
 }

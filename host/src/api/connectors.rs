@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::queue::now_ms;
 use crate::runtime::{Connectors, DeployError};
-use crate::store::{ComponentVersion, StateCounts};
+use crate::store::{ComponentVersion, LimitOverrides, StateCounts};
 
 /// Largest component accepted for upload.
 pub const MAX_COMPONENT_BYTES: usize = 64 * 1024 * 1024;
@@ -34,6 +34,8 @@ pub struct ConnectorView {
     pub component: Option<ComponentVersion>,
     /// Paused by an operator: events are queued, nothing is attempted.
     pub paused: bool,
+    /// Operator overrides of `concurrency` and `rate` (null: as configured).
+    pub overrides: LimitOverrides,
     pub deliveries: StateCounts,
     /// Age of the oldest unfinished delivery, in milliseconds.
     pub oldest_pending_age_ms: Option<i64>,
@@ -108,6 +110,7 @@ async fn view(state: &AppState, name: &str) -> Result<ConnectorView, ApiError> {
         allowed_hosts: c.allowed_hosts.clone(),
         component: versions.into_iter().find(|v| v.active),
         paused: state.store.is_paused(name).await?,
+        overrides: state.store.limit_overrides(name).await?,
         deliveries: state.store.state_counts(name).await?,
         oldest_pending_age_ms: state
             .store
@@ -193,6 +196,47 @@ pub async fn pause(
     state
         .store
         .set_paused(&name, paused, &actor.0, now_ms())
+        .await?;
+    state.wakers.wake(&name);
+    Ok(Json(view(&state, &name).await?))
+}
+
+/// `PUT /v1/connectors/{name}/limits` with `{"concurrency": n|null, "rate": r|null}`:
+/// overrides the configured limits at run time on every node (null: as
+/// configured). Takes effect within a second.
+pub async fn limits(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> Result<Json<ConnectorView>, ApiError> {
+    if !state.connector_configs.iter().any(|c| c.name == name) {
+        return Err(unknown(&name));
+    }
+    let limits: LimitOverrides = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_limits",
+            format!("expected {{\"concurrency\": integer or null, \"rate\": number or null}}: {e}"),
+        )
+    })?;
+    if limits.concurrency == Some(0) || limits.concurrency.is_some_and(|c| c > 100_000) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_limits",
+            "concurrency must be between 1 and 100000",
+        ));
+    }
+    if limits.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_limits",
+            "rate must be a positive number of deliveries per second",
+        ));
+    }
+    state
+        .store
+        .set_limits(&name, limits, &actor.0, now_ms())
         .await?;
     state.wakers.wake(&name);
     Ok(Json(view(&state, &name).await?))

@@ -83,6 +83,7 @@ routes! {
     get "/v1/connectors/{name}/versions" => connectors::versions, "admin", "Stored component versions, newest first", "200" "versions";
     put "/v1/connectors/{name}/component" => connectors::upload, "admin", "Hot load: upload and validate a component version", "201" "the new active version";
     post "/v1/connectors/{name}/rollback" => connectors::rollback, "admin", "Re-activate the previous component version", "200" "the active version";
+    put "/v1/connectors/{name}/limits" => connectors::limits, "admin", "Override concurrency and rate at run time (null: as configured)", "200" "the connector";
     post "/v1/connectors/{name}/{action}" => connectors::pause, "admin", "Pause (queue, attempt nothing) or resume a connector", "200" "the connector";
     get "/v1/dead-letters" => operate::dead_letters, "admin", "Dead letters, newest first, filtered", "200" "dead letters";
     post "/v1/dead-letters/{action}" => operate::act_bulk, "admin", "Retry or skip every matching dead letter", "200" "matched and applied counts";

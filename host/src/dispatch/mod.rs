@@ -164,6 +164,25 @@ async fn rescuer(
     }
 }
 
+/// How often a connector's loop re-reads operator overrides of its limits.
+const LIMITS_REFRESH: Duration = Duration::from_secs(1);
+
+/// The limits in force: the configured ones unless an operator overrode them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Limits {
+    concurrency: usize,
+    rate: Option<f64>,
+}
+
+impl Limits {
+    fn of(policy: &ConnectorPolicy) -> Self {
+        Self {
+            concurrency: policy.concurrency,
+            rate: policy.rate,
+        }
+    }
+}
+
 struct ConnectorLoop {
     store: Arc<dyn Store>,
     deliver: Arc<dyn Deliver>,
@@ -179,9 +198,30 @@ struct ConnectorLoop {
 impl ConnectorLoop {
     async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut limits = Limits::of(&self.policy);
+        let mut limits_read_at: Option<std::time::Instant> = None;
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            // Operators change concurrency and rate through the store (shared
+            // by every node); look at most once a second.
+            if limits_read_at.is_none_or(|t| t.elapsed() >= LIMITS_REFRESH) {
+                limits_read_at = Some(std::time::Instant::now());
+                if let Ok(o) = self.store.limit_overrides(&self.policy.name).await {
+                    let next = Limits {
+                        concurrency: o
+                            .concurrency
+                            .map_or(self.policy.concurrency, |c| c as usize),
+                        rate: o.rate.or(self.policy.rate),
+                    };
+                    if next != limits {
+                        tracing::info!(concurrency = next.concurrency, rate = ?next.rate, "connector limits changed");
+                        *lock(&self.bucket) = TokenBucket::new(next.rate, now_ms());
+                        lock(&self.breaker).set_concurrency(next.concurrency);
+                        limits = next;
+                    }
+                }
             }
             // Reap finished attempts first: a slot whose attempt already
             // wrote its completion is free, and counting it as busy would
@@ -189,8 +229,7 @@ impl ConnectorLoop {
             while tasks.try_join_next().is_some() {}
             let now = now_ms();
             let permits = lock(&self.breaker).permits(now, tasks.len());
-            let free = self
-                .policy
+            let free = limits
                 .concurrency
                 .saturating_sub(tasks.len())
                 .min(permits)

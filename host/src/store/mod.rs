@@ -202,6 +202,14 @@ pub struct QueueStats {
     pub oldest_pending_at: Option<Millis>,
 }
 
+/// Run-time overrides of a connector's limits; `None` means as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    pub concurrency: Option<u32>,
+    pub rate: Option<f64>,
+}
+
 /// Deliveries of one connector by state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct StateCounts {
@@ -309,6 +317,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
 
     async fn is_paused(&self, connector: &str) -> StoreResult<bool>;
+
+    /// Overrides a connector's concurrency and rate at run time (`None`: as
+    /// configured), audited.
+    async fn set_limits(
+        &self,
+        connector: &str,
+        limits: LimitOverrides,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<()>;
+
+    async fn limit_overrides(&self, connector: &str) -> StoreResult<LimitOverrides>;
 
     /// Stores a validated component as the connector's next version and makes
     /// it active.

@@ -31,8 +31,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AuditRecord, Claimed, Completion, CompletionKind, ComponentVersion, DeadFilter, DeadLetter,
-    DeliveryView, EventView, IngestCounts, IngestOutcome, LaneView, OperatorAction, QueueStats,
-    Routed, StateCounts, Store, StoreError, StoreResult, StoredEvent,
+    DeliveryView, EventView, IngestCounts, IngestOutcome, LaneView, LimitOverrides, OperatorAction,
+    QueueStats, Routed, StateCounts, Store, StoreError, StoreResult, StoredEvent,
 };
 use crate::queue::{DeliveryState, Millis, OnDead};
 
@@ -160,6 +160,12 @@ enum Work {
     Pause {
         connector: String,
         paused: bool,
+        actor: String,
+        now: Millis,
+    },
+    Limits {
+        connector: String,
+        limits: LimitOverrides,
         actor: String,
         now: Millis,
     },
@@ -436,6 +442,44 @@ impl Writer {
                     .await?;
                 }
                 Answer::Bool(done)
+            }
+            Work::Limits {
+                connector,
+                limits,
+                actor,
+                now,
+            } => {
+                let before: Option<(Option<i64>, Option<f64>)> = sqlx::query_as(
+                    "SELECT concurrency, rate FROM connector_controls WHERE connector = ?1",
+                )
+                .bind(&connector)
+                .fetch_optional(&mut self.conn)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO connector_controls (connector, paused, updated_at, concurrency, rate) \
+                     VALUES (?1, 0, ?2, ?3, ?4) \
+                     ON CONFLICT (connector) DO UPDATE SET concurrency = excluded.concurrency, \
+                         rate = excluded.rate, updated_at = excluded.updated_at",
+                )
+                .bind(&connector)
+                .bind(now)
+                .bind(limits.concurrency.map(i64::from))
+                .bind(limits.rate)
+                .execute(&mut self.conn)
+                .await?;
+                let before = before.map(|(c, r)| serde_json::json!({"concurrency": c, "rate": r}));
+                let after =
+                    serde_json::json!({"concurrency": limits.concurrency, "rate": limits.rate});
+                self.audit(
+                    now,
+                    &actor,
+                    "connector.limits",
+                    &connector,
+                    before,
+                    Some(after),
+                )
+                .await?;
+                Answer::Bool(true)
             }
             Work::Pause {
                 connector,
@@ -1344,6 +1388,35 @@ impl Store for SqliteStore {
             now,
         };
         self.call(work, Reply::Bool).await
+    }
+
+    async fn set_limits(
+        &self,
+        connector: &str,
+        limits: LimitOverrides,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let work = Work::Limits {
+            connector: connector.to_string(),
+            limits,
+            actor: actor.to_string(),
+            now,
+        };
+        self.call(work, Reply::Bool).await.map(|_| ())
+    }
+
+    async fn limit_overrides(&self, connector: &str) -> StoreResult<LimitOverrides> {
+        let row: Option<(Option<i64>, Option<f64>)> =
+            sqlx::query_as("SELECT concurrency, rate FROM connector_controls WHERE connector = ?1")
+                .bind(connector)
+                .fetch_optional(&self.read)
+                .await?;
+        let (concurrency, rate) = row.unwrap_or((None, None));
+        Ok(LimitOverrides {
+            concurrency: concurrency.and_then(|c| u32::try_from(c).ok()),
+            rate,
+        })
     }
 
     async fn is_paused(&self, connector: &str) -> StoreResult<bool> {
