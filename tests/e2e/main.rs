@@ -6,4 +6,5 @@
 mod harness;
 mod hotload;
 mod operator;
+mod outage;
 mod reassign;
