@@ -275,60 +275,30 @@ async fn shutdown_hands_unfinished_attempts_back_to_the_queue() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_rate_limit_bounds_attempts_per_second() {
+/// Drains 60 unkeyed deliveries with `policy` (after applying `overrides`,
+/// if any) and returns how long it took and how many attempts started.
+async fn drain_60(
+    policy: ConnectorPolicy,
+    overrides: Option<switchboard::store::LimitOverrides>,
+) -> (Duration, usize) {
     let t = common::sqlite().await;
     let events: Vec<_> = (0..60)
         .map(|i| common::ev(&format!("r{i}"), "t", &[], &["hss"]))
         .collect();
     t.store.ingest(events, now_ms()).await.unwrap();
+    if let Some(limits) = overrides {
+        t.store
+            .set_limits("hss", limits, "ops", now_ms())
+            .await
+            .unwrap();
+    }
     let rec = Arc::new(Recorder::default());
-    let wakers = Wakers::new(["hss"]);
     let (stop, rx) = watch::channel(false);
     let started = std::time::Instant::now();
     let handle = dispatch::spawn(
         t.store.clone(),
         rec.clone(),
-        vec![policy_with_rate(64, Some(20.0))],
-        settings(Duration::from_secs(5)),
-        wakers,
-        rx,
-    );
-    wait_until("all delivered", async || {
-        t.store.state_counts("hss").await.unwrap().delivered == 60
-    })
-    .await;
-    // 60 attempts at 20/s with a one-second burst cannot finish before 2 s.
-    let elapsed = started.elapsed();
-    stop.send(true).unwrap();
-    handle.await.unwrap();
-    assert!(elapsed >= Duration::from_millis(1_900), "{elapsed:?}");
-    assert_eq!(rec.started.lock().unwrap().len(), 60);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_rate_override_applies_without_a_restart() {
-    let t = common::sqlite().await;
-    let events: Vec<_> = (0..60)
-        .map(|i| common::ev(&format!("o{i}"), "t", &[], &["hss"]))
-        .collect();
-    t.store.ingest(events, now_ms()).await.unwrap();
-    let limits = switchboard::store::LimitOverrides {
-        concurrency: Some(4),
-        rate: Some(20.0),
-    };
-    t.store
-        .set_limits("hss", limits, "ops", now_ms())
-        .await
-        .unwrap();
-    let rec = Arc::new(Recorder::default());
-    let (stop, rx) = watch::channel(false);
-    let started = std::time::Instant::now();
-    // Configured unlimited; the stored override limits it.
-    let handle = dispatch::spawn(
-        t.store.clone(),
-        rec.clone(),
-        vec![policy(64)],
+        vec![policy],
         settings(Duration::from_secs(5)),
         Wakers::new(["hss"]),
         rx,
@@ -340,5 +310,25 @@ async fn an_operator_rate_override_applies_without_a_restart() {
     let elapsed = started.elapsed();
     stop.send(true).unwrap();
     handle.await.unwrap();
+    let attempts = rec.started.lock().unwrap().len();
+    (elapsed, attempts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_bounds_attempts_per_second() {
+    let (elapsed, attempts) = drain_60(policy_with_rate(64, Some(20.0)), None).await;
+    // 60 attempts at 20/s with a one-second burst cannot finish before 2 s.
+    assert!(elapsed >= Duration::from_millis(1_900), "{elapsed:?}");
+    assert_eq!(attempts, 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_rate_override_applies_without_a_restart() {
+    // Configured unlimited; the stored override limits it.
+    let limits = switchboard::store::LimitOverrides {
+        concurrency: Some(4),
+        rate: Some(20.0),
+    };
+    let (elapsed, _) = drain_60(policy(64), Some(limits)).await;
     assert!(elapsed >= Duration::from_millis(1_900), "{elapsed:?}");
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::{free_port, write_config, FakeHss, Gateway};
+use crate::reassign::check_order;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_costs_probes_not_attempts_per_delivery_and_loses_nothing() {
@@ -75,15 +76,5 @@ async fn an_outage_costs_probes_not_attempts_per_delivery_and_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(hss.conflicts().is_empty(), "{:?}", hss.conflicts());
-    let mut per_number: std::collections::HashMap<String, Vec<String>> = Default::default();
-    for a in hss.applied() {
-        per_number
-            .entry(a.msisdn.clone())
-            .or_default()
-            .push(a.event_id.clone());
-    }
-    for m in 0..numbers {
-        let want: Vec<String> = (0..steps).map(|s| format!("n{m}-s{s}")).collect();
-        assert_eq!(per_number[&format!("{m}")], want, "number {m}");
-    }
+    check_order(&hss.applied(), numbers, steps);
 }

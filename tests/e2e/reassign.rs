@@ -107,7 +107,7 @@ async fn wait_applied(hss: &FakeHss, want: usize, log: &std::path::Path) {
 }
 
 /// Every number's operations were applied exactly in posting order, each once.
-fn check_order(applied: &[Applied], numbers: usize, steps: usize) {
+pub(crate) fn check_order(applied: &[Applied], numbers: usize, steps: usize) {
     let mut per_number: HashMap<String, Vec<String>> = HashMap::new();
     for a in applied {
         per_number
