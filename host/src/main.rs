@@ -49,6 +49,16 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Apply the store's migrations and exit (`serve` applies them too; with
+    /// several nodes on one PostgreSQL, run this once before upgrading them).
+    Migrate {
+        /// TOML config file whose `storage.url` to migrate.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Storage URL, overriding the config (sqlite://… or postgres://…).
+        #[arg(long)]
+        storage: Option<String>,
+    },
     /// Connectors: list, show, deploy a component (hot load), versions, roll back.
     #[command(subcommand)]
     Connector(ConnectorCmd),
@@ -201,6 +211,34 @@ fn main() -> anyhow::Result<()> {
                 .build()
                 .context("cannot start the async runtime")?;
             rt.block_on(switchboard::app::run(cfg, shutdown_signal()))?;
+            Ok(())
+        }
+        Command::Migrate { config, storage } => {
+            let url = match storage {
+                Some(url) => url,
+                None => {
+                    Config::load(config.as_deref(), std::env::vars())?
+                        .storage
+                        .url
+                }
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let versions = rt.block_on(switchboard::store::migrate(&url))?;
+            let last = versions.last().copied().unwrap_or(0);
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"schema_version": last, "applied": versions})
+                );
+            } else {
+                println!(
+                    "store migrated: schema version {last} ({} migrations applied)",
+                    versions.len()
+                );
+            }
             Ok(())
         }
         Command::Connector(ConnectorCmd::New { name, dir, sdk }) => {

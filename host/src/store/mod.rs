@@ -12,7 +12,10 @@
 //!   and releases lanes in the same transaction;
 //! - every method takes `now`, so tests drive time.
 
+pub mod postgres;
 pub mod sqlite;
+
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -358,14 +361,214 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
 }
 
-/// Opens the store a URL names, applying migrations.
+/// Opens the store a URL names (`sqlite://…` or `postgres://…`), applying
+/// migrations.
 pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(std::sync::Arc::new(
+            postgres::PostgresStore::open(url).await?,
+        ))
     } else {
         Err(StoreError::InvalidUrl {
             url: url.to_string(),
-            reason: "this build supports sqlite:// URLs (postgres:// is not available yet)".into(),
+            reason: "expected a sqlite:// or postgres:// URL".into(),
         })
     }
+}
+
+/// Applies the migrations of the store a URL names and reports the versions
+/// now applied (`switchboard migrate`).
+pub async fn migrate(url: &str) -> StoreResult<Vec<i64>> {
+    if url.starts_with("sqlite:") {
+        sqlite::SqliteStore::migrate(url).await
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        postgres::PostgresStore::migrate(url).await
+    } else {
+        Err(StoreError::InvalidUrl {
+            url: url.to_string(),
+            reason: "expected a sqlite:// or postgres:// URL".into(),
+        })
+    }
+}
+
+// ---- Pieces both backends share: pure, so they are written (and tested) once.
+
+/// A delivery row as both backends select it: id, connector, state, attempts,
+/// last_error, next_attempt_at, updated_at.
+pub(crate) type DeliveryRow = (i64, String, String, i64, Option<String>, i64, i64);
+
+pub(crate) fn delivery_view(row: DeliveryRow) -> StoreResult<DeliveryView> {
+    let (id, connector, state, attempts, last_error, next, updated_at) = row;
+    let state = DeliveryState::parse(&state)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery state {state:?}")))?;
+    Ok(DeliveryView {
+        id,
+        connector,
+        state,
+        attempts: attempts as u32,
+        last_error,
+        next_attempt_at: matches!(state, DeliveryState::Ready | DeliveryState::Blocked)
+            .then_some(next),
+        updated_at,
+    })
+}
+
+/// An event row: seq, id, type, keys (JSON), payload, accepted_at.
+pub(crate) type EventRow = (i64, String, String, String, String, i64);
+
+pub(crate) fn stored_event(row: EventRow) -> StoreResult<StoredEvent> {
+    let (seq, id, event_type, keys, payload, accepted_at) = row;
+    Ok(StoredEvent {
+        seq,
+        id,
+        event_type,
+        keys: parse_keys(&keys)?,
+        payload,
+        accepted_at,
+    })
+}
+
+pub(crate) fn parse_keys(json: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("stored keys: {e}")))
+}
+
+pub(crate) fn parse_json(text: Option<String>) -> StoreResult<Option<serde_json::Value>> {
+    text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+pub(crate) fn state_counts_of(rows: Vec<(String, i64)>) -> StoreResult<StateCounts> {
+    let mut c = StateCounts::default();
+    for (state, n) in rows {
+        let n = n as u64;
+        match DeliveryState::parse(&state) {
+            Some(DeliveryState::Blocked) => c.blocked = n,
+            Some(DeliveryState::Ready) => c.ready = n,
+            Some(DeliveryState::InFlight) => c.in_flight = n,
+            Some(DeliveryState::Delivered) => c.delivered = n,
+            Some(DeliveryState::Dead) => c.dead = n,
+            Some(DeliveryState::Superseded) => c.superseded = n,
+            Some(DeliveryState::Skipped) => c.skipped = n,
+            None => return Err(StoreError::Corrupt(format!("unknown state {state:?}"))),
+        }
+    }
+    Ok(c)
+}
+
+/// Decides each ingest request against the ids already stored (`known`: id →
+/// digest): duplicates are counted, a reused id with another body makes its
+/// whole request a conflict, and the rest are fresh. Returns one outcome per
+/// request and the fresh events in order; `known` learns the fresh ids.
+pub(crate) fn classify<'a, R: AsRef<[Routed]>>(
+    requests: &'a [R],
+    known: &mut HashMap<String, Vec<u8>>,
+) -> (Vec<IngestOutcome>, Vec<&'a Routed>) {
+    let mut outcomes = Vec::with_capacity(requests.len());
+    let mut fresh = Vec::new();
+    for events in requests {
+        let events = events.as_ref();
+        let mut counts = IngestCounts::default();
+        let mut mine: Vec<&Routed> = Vec::new();
+        let mut conflict = None;
+        for (index, r) in events.iter().enumerate() {
+            match known.get(&r.event.id) {
+                Some(d) if d.as_slice() == r.event.digest => counts.duplicates += 1,
+                Some(_) => {
+                    conflict = Some(IngestOutcome::Conflict {
+                        index,
+                        id: r.event.id.clone(),
+                    });
+                    break;
+                }
+                None => {
+                    known.insert(r.event.id.clone(), r.event.digest.to_vec());
+                    mine.push(r);
+                }
+            }
+        }
+        match conflict {
+            Some(c) => {
+                // Nothing of this request is stored: forget its ids.
+                for r in mine {
+                    known.remove(&r.event.id);
+                }
+                outcomes.push(c);
+            }
+            None => {
+                counts.accepted = mine.len() as u64;
+                counts.unrouted = mine.iter().filter(|r| r.connectors.is_empty()).count() as u64;
+                fresh.extend(mine);
+                outcomes.push(IngestOutcome::Accepted(counts));
+            }
+        }
+    }
+    (outcomes, fresh)
+}
+
+/// A delivery row about to be inserted.
+pub(crate) struct NewDelivery<'a> {
+    pub id: i64,
+    pub seq: i64,
+    pub connector: &'a str,
+    pub blockers: i64,
+}
+
+/// The rows an ingest writes: one delivery per (event, connector) and one
+/// lane entry per (delivery, key), in accept order. `occupied` holds the lanes
+/// that already have an entry and learns the new ones, so a delivery counts
+/// one blocker per lane it does not head.
+pub(crate) struct IngestPlan<'a> {
+    pub deliveries: Vec<NewDelivery<'a>>,
+    /// (connector, key, seq, delivery id)
+    pub lanes: Vec<(&'a str, &'a str, i64, i64)>,
+}
+
+pub(crate) fn plan_ingest<'a>(
+    fresh: &[&'a Routed],
+    seqs: &[i64],
+    mut next_delivery: impl FnMut() -> i64,
+    occupied: &mut HashSet<(String, String)>,
+) -> IngestPlan<'a> {
+    let mut plan = IngestPlan {
+        deliveries: Vec::new(),
+        lanes: Vec::new(),
+    };
+    for (r, &seq) in fresh.iter().zip(seqs) {
+        for (i, c) in r.connectors.iter().enumerate() {
+            if r.connectors[..i].contains(c) {
+                continue; // one delivery per connector, however it was routed
+            }
+            let id = next_delivery();
+            let mut blockers = 0;
+            for k in &r.event.keys {
+                if !occupied.insert((c.clone(), k.clone())) {
+                    blockers += 1;
+                }
+                plan.lanes.push((c, k, seq, id));
+            }
+            plan.deliveries.push(NewDelivery {
+                id,
+                seq,
+                connector: c,
+                blockers,
+            });
+        }
+    }
+    plan
+}
+
+/// How many deliveries `fresh` will create (one per distinct connector).
+pub(crate) fn delivery_count(fresh: &[&Routed]) -> usize {
+    fresh
+        .iter()
+        .map(|r| {
+            r.connectors
+                .iter()
+                .enumerate()
+                .filter(|(i, c)| !r.connectors[..*i].contains(c))
+                .count()
+        })
+        .sum()
 }

@@ -30,11 +30,12 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
+    classify, delivery_view, parse_json, parse_keys, plan_ingest, state_counts_of, stored_event,
     AuditRecord, Claimed, Completion, CompletionKind, ComponentVersion, DeadFilter, DeadLetter,
-    DeliveryView, EventView, IngestCounts, IngestOutcome, LaneView, LimitOverrides, OperatorAction,
-    QueueStats, Routed, StateCounts, Store, StoreError, StoreResult, StoredEvent,
+    DeliveryRow, EventRow, EventView, IngestOutcome, IngestPlan, LaneView, LimitOverrides,
+    OperatorAction, QueueStats, Routed, StateCounts, Store, StoreError, StoreResult, StoredEvent,
 };
-use crate::queue::{DeliveryState, Millis, OnDead};
+use crate::queue::{Millis, OnDead};
 
 /// Most operations applied in one transaction.
 const MAX_GROUP_OPS: usize = 512;
@@ -86,6 +87,31 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(writer.run(rx));
         Ok(Self { tx, read })
+    }
+
+    /// Applies migrations only (`switchboard migrate`); returns the versions
+    /// applied, oldest first.
+    pub async fn migrate(url: &str) -> StoreResult<Vec<i64>> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::InvalidUrl {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .create_if_missing(true);
+        let mut conn = SqliteConnection::connect_with(&opts)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {url}: {e}")))?;
+        MIGRATOR
+            .run(&mut conn)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&mut conn)
+        .await?)
     }
 
     /// The path of a `sqlite://PATH` URL, for diagnostics and benchmarks.
@@ -240,14 +266,6 @@ struct Writer {
     /// evicts its lane, so a stale "occupied" can never block a delivery that
     /// nothing would unblock.
     occupied: HashSet<(String, String)>,
-}
-
-/// A delivery row about to be inserted.
-struct NewDelivery<'a> {
-    id: i64,
-    seq: i64,
-    connector: &'a str,
-    blockers: i64,
 }
 
 impl Writer {
@@ -582,45 +600,7 @@ impl Writer {
                 known.insert(row.try_get(0)?, row.try_get(1)?);
             }
         }
-        let mut outcomes = Vec::with_capacity(requests.len());
-        let mut fresh: Vec<&Routed> = Vec::with_capacity(all.len());
-        for events in requests {
-            let mut counts = IngestCounts::default();
-            let mut mine: Vec<&Routed> = Vec::new();
-            let mut conflict = None;
-            for (index, r) in events.iter().enumerate() {
-                match known.get(&r.event.id) {
-                    Some(d) if d.as_slice() == r.event.digest => counts.duplicates += 1,
-                    Some(_) => {
-                        conflict = Some(IngestOutcome::Conflict {
-                            index,
-                            id: r.event.id.clone(),
-                        });
-                        break;
-                    }
-                    None => {
-                        known.insert(r.event.id.clone(), r.event.digest.to_vec());
-                        mine.push(r);
-                    }
-                }
-            }
-            match conflict {
-                Some(c) => {
-                    // Nothing of this request is stored: forget its ids.
-                    for r in mine {
-                        known.remove(&r.event.id);
-                    }
-                    outcomes.push(c);
-                }
-                None => {
-                    counts.accepted = mine.len() as u64;
-                    counts.unrouted =
-                        mine.iter().filter(|r| r.connectors.is_empty()).count() as u64;
-                    fresh.extend(mine);
-                    outcomes.push(IngestOutcome::Accepted(counts));
-                }
-            }
-        }
+        let (outcomes, fresh) = classify(requests, &mut known);
         if fresh.is_empty() {
             return Ok(outcomes);
         }
@@ -662,34 +642,19 @@ impl Writer {
         }
 
         // 3. Assign sequence numbers and delivery ids; count blockers.
-        let mut seqs = Vec::with_capacity(fresh.len());
-        let mut deliveries: Vec<NewDelivery> = Vec::new();
-        let mut lanes: Vec<(&str, &str, i64, i64)> = Vec::new();
-        for r in &fresh {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            seqs.push(seq);
-            for (i, c) in r.connectors.iter().enumerate() {
-                if r.connectors[..i].contains(c) {
-                    continue; // one delivery per connector, however it was routed
-                }
-                let id = self.next_delivery;
-                self.next_delivery += 1;
-                let mut blockers = 0;
-                for k in &r.event.keys {
-                    if !self.occupied.insert((c.clone(), k.clone())) {
-                        blockers += 1;
-                    }
-                    lanes.push((c, k, seq, id));
-                }
-                deliveries.push(NewDelivery {
-                    id,
-                    seq,
-                    connector: c,
-                    blockers,
-                });
-            }
-        }
+        let seqs: Vec<i64> = (self.next_seq..self.next_seq + fresh.len() as i64).collect();
+        self.next_seq += fresh.len() as i64;
+        let mut next_delivery = self.next_delivery;
+        let IngestPlan { deliveries, lanes } = plan_ingest(
+            &fresh,
+            &seqs,
+            || {
+                next_delivery += 1;
+                next_delivery - 1
+            },
+            &mut self.occupied,
+        );
+        self.next_delivery = next_delivery;
 
         // 4. Write.
         for (chunk, seq_chunk) in fresh.chunks(CHUNK).zip(seqs.chunks(CHUNK)) {
@@ -791,8 +756,12 @@ impl Writer {
                 sep.push_bind(c.1);
             }
             qb.push(")");
-            for row in qb.build().fetch_all(&mut self.conn).await? {
-                let e = event_from_row(&row)?;
+            for row in qb
+                .build_query_as::<EventRow>()
+                .fetch_all(&mut self.conn)
+                .await?
+            {
+                let e = stored_event(row)?;
                 events.insert(e.seq, e);
             }
         }
@@ -997,42 +966,10 @@ impl Writer {
         let Some((connector, seq, keys)) = row else {
             return Ok(false);
         };
-        let keys: Vec<String> =
-            serde_json::from_str(&keys).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let keys = parse_keys(&keys)?;
         self.release_lanes(&connector, seq, &keys, now).await?;
         Ok(true)
     }
-}
-
-/// A delivery from columns id, connector, state, attempts, last_error,
-/// next_attempt_at, updated_at (in that order).
-fn delivery_view(row: &sqlx::sqlite::SqliteRow) -> StoreResult<DeliveryView> {
-    let state: String = row.try_get(2)?;
-    let state = DeliveryState::parse(&state)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery state {state:?}")))?;
-    let next: i64 = row.try_get(5)?;
-    Ok(DeliveryView {
-        id: row.try_get(0)?,
-        connector: row.try_get(1)?,
-        state,
-        attempts: row.try_get::<i64, _>(3)? as u32,
-        last_error: row.try_get(4)?,
-        next_attempt_at: matches!(state, DeliveryState::Ready | DeliveryState::Blocked)
-            .then_some(next),
-        updated_at: row.try_get(6)?,
-    })
-}
-
-fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<StoredEvent> {
-    let keys: String = row.try_get(3)?;
-    Ok(StoredEvent {
-        seq: row.try_get(0)?,
-        id: row.try_get(1)?,
-        event_type: row.try_get(2)?,
-        keys: serde_json::from_str(&keys).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        payload: row.try_get(4)?,
-        accepted_at: row.try_get(5)?,
-    })
 }
 
 #[async_trait]
@@ -1075,7 +1012,7 @@ impl Store for SqliteStore {
     }
 
     async fn event(&self, id: &str) -> StoreResult<Option<EventView>> {
-        let Some(row) = sqlx::query(
+        let Some(row) = sqlx::query_as::<_, EventRow>(
             "SELECT seq, id, type, keys, payload, accepted_at FROM events WHERE id = ?1",
         )
         .bind(id)
@@ -1084,8 +1021,8 @@ impl Store for SqliteStore {
         else {
             return Ok(None);
         };
-        let e = event_from_row(&row)?;
-        let rows = sqlx::query(
+        let e = stored_event(row)?;
+        let rows = sqlx::query_as::<_, DeliveryRow>(
             "SELECT id, connector, state, attempts, last_error, next_attempt_at, updated_at \
              FROM deliveries WHERE event_seq = ?1 ORDER BY id",
         )
@@ -1093,7 +1030,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.read)
         .await?;
         let deliveries = rows
-            .iter()
+            .into_iter()
             .map(delivery_view)
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(Some(EventView {
@@ -1137,21 +1074,7 @@ impl Store for SqliteStore {
         .bind(connector)
         .fetch_all(&self.read)
         .await?;
-        let mut c = StateCounts::default();
-        for (state, n) in rows {
-            let n = n as u64;
-            match DeliveryState::parse(&state) {
-                Some(DeliveryState::Blocked) => c.blocked = n,
-                Some(DeliveryState::Ready) => c.ready = n,
-                Some(DeliveryState::InFlight) => c.in_flight = n,
-                Some(DeliveryState::Delivered) => c.delivered = n,
-                Some(DeliveryState::Dead) => c.dead = n,
-                Some(DeliveryState::Superseded) => c.superseded = n,
-                Some(DeliveryState::Skipped) => c.skipped = n,
-                None => return Err(StoreError::Corrupt(format!("unknown state {state:?}"))),
-            }
-        }
-        Ok(c)
+        state_counts_of(rows)
     }
 
     async fn add_component(
@@ -1287,8 +1210,7 @@ impl Store for SqliteStore {
                     connector: row.try_get(1)?,
                     event_id: row.try_get(2)?,
                     event_type: row.try_get(3)?,
-                    keys: serde_json::from_str(&keys)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    keys: parse_keys(&keys)?,
                     attempts: row.try_get::<i64, _>(5)? as u32,
                     last_error: row.try_get(6)?,
                     died_at: row.try_get(7)?,
@@ -1307,7 +1229,10 @@ impl Store for SqliteStore {
             .bind(key)
             .fetch_one(&self.read)
             .await?;
-            let head = sqlx::query(
+            let head = sqlx::query_as::<
+                _,
+                (i64, String, String, i64, Option<String>, i64, i64, String),
+            >(
                 "SELECT d.id, d.connector, d.state, d.attempts, d.last_error, d.next_attempt_at, \
                      d.updated_at, e.id \
                  FROM lane_entries l \
@@ -1320,7 +1245,12 @@ impl Store for SqliteStore {
             .fetch_optional(&self.read)
             .await?;
             let head = match head {
-                Some(row) => Some((row.try_get::<String, _>(7)?, delivery_view(&row)?)),
+                Some((id, connector, state, attempts, last_error, next, updated, event_id)) => {
+                    Some((
+                        event_id,
+                        delivery_view((id, connector, state, attempts, last_error, next, updated))?,
+                    ))
+                }
                 None => None,
             };
             out.push(LaneView {
@@ -1355,10 +1285,6 @@ impl Store for SqliteStore {
         .bind(limit.clamp(1, 10_000) as i64)
         .fetch_all(&self.read)
         .await?;
-        let parse = |v: Option<String>| -> StoreResult<Option<serde_json::Value>> {
-            v.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
-                .transpose()
-        };
         rows.into_iter()
             .map(|(id, at, actor, action, target, before, after)| {
                 Ok(AuditRecord {
@@ -1367,8 +1293,8 @@ impl Store for SqliteStore {
                     actor,
                     action,
                     target,
-                    before: parse(before)?,
-                    after: parse(after)?,
+                    before: parse_json(before)?,
+                    after: parse_json(after)?,
                 })
             })
             .collect()

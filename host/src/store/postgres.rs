@@ -1,0 +1,1231 @@
+//! PostgreSQL: the backend several gateway nodes share.
+//!
+//! Design:
+//! - **Every write is one transaction** on a pooled connection, at READ
+//!   COMMITTED, retried from the start when PostgreSQL reports a deadlock or
+//!   a serialisation failure. Concurrent commits share WAL flushes on the
+//!   server, so there is no writer task here.
+//! - **Lanes are serialised by advisory locks.** Any transaction that adds to
+//!   or releases from a lane `(connector, key)` first takes
+//!   `pg_advisory_xact_lock` on the lane's 64-bit hash, all of its lanes in
+//!   ascending order (so lock waits never cycle). An ingest takes its `seq`
+//!   values only after it holds its lanes, so inside a lane `seq` order is
+//!   commit order: a delivery never joins a lane ahead of one that committed
+//!   earlier, and a completion always sees every entry that was committed
+//!   before it. Each statement at READ COMMITTED sees the commits of the
+//!   lock's previous holder.
+//! - **Claims** use `FOR UPDATE SKIP LOCKED`, so nodes claiming the same
+//!   connector never wait on each other and never claim a row twice; leases
+//!   carry a random token, so a late completion after a rescue is a no-op on
+//!   every node. The rescuer skips rows another transaction holds.
+//! - Migrations run under sqlx's migration lock, so nodes starting together
+//!   apply them once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Postgres, QueryBuilder};
+
+use super::{
+    classify, delivery_count, delivery_view, parse_json, parse_keys, plan_ingest, state_counts_of,
+    stored_event, AuditRecord, Claimed, Completion, CompletionKind, ComponentVersion, DeadFilter,
+    DeadLetter, DeliveryRow, EventRow, EventView, IngestOutcome, IngestPlan, LaneView,
+    LimitOverrides, OperatorAction, QueueStats, Routed, StateCounts, Store, StoreError,
+    StoreResult, StoredEvent,
+};
+use crate::queue::{Millis, OnDead};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Attempts at a transaction that PostgreSQL aborted as a deadlock victim or
+/// serialisation failure before the error is returned.
+const MAX_TX_ATTEMPTS: usize = 8;
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+/// Why one attempt at a transaction failed: retry it, or give up.
+enum Fail {
+    /// A deadlock, a serialisation failure or a racing insert of the same
+    /// event id: run the whole transaction again.
+    Again(String),
+    Store(StoreError),
+}
+
+impl From<sqlx::Error> for Fail {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            // 40P01 deadlock_detected, 40001 serialization_failure.
+            if matches!(db.code().as_deref(), Some("40P01") | Some("40001")) {
+                return Fail::Again(e.to_string());
+            }
+        }
+        Fail::Store(e.into())
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
+    }
+}
+
+type TxResult<T> = Result<T, Fail>;
+
+/// Runs `$body` (an async block using `$conn`, a transaction) until it
+/// commits or fails for good.
+macro_rules! transaction {
+    ($pool:expr, |$conn:ident| $body:expr) => {{
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result: TxResult<_> = async {
+                let mut tx = $pool.begin().await?;
+                let out = {
+                    let $conn: &mut PgConnection = &mut tx;
+                    $body.await?
+                };
+                tx.commit().await?;
+                Ok(out)
+            }
+            .await;
+            match result {
+                Ok(v) => break Ok(v),
+                Err(Fail::Store(e)) => break Err(e),
+                Err(Fail::Again(why)) if attempt < MAX_TX_ATTEMPTS => {
+                    tracing::debug!(attempt, reason = %why, "store transaction retried");
+                    tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
+                }
+                Err(Fail::Again(why)) => break Err(StoreError::Unavailable(why)),
+            }
+        }
+    }};
+}
+
+fn invalid_url(url: &str, e: impl ToString) -> StoreError {
+    StoreError::InvalidUrl {
+        url: url.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database a `postgres://` URL names and applies
+    /// migrations (under sqlx's migration lock, so nodes starting together
+    /// apply them once).
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let opts = PgConnectOptions::from_str(url).map_err(|e| invalid_url(url, e))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect: {e}")))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    /// Applies migrations only (`switchboard migrate`); returns the versions
+    /// applied, oldest first.
+    pub async fn migrate(url: &str) -> StoreResult<Vec<i64>> {
+        let opts = PgConnectOptions::from_str(url).map_err(|e| invalid_url(url, e))?;
+        let mut conn = PgConnection::connect_with(&opts)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect: {e}")))?;
+        MIGRATOR
+            .run(&mut conn)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&mut conn)
+        .await?)
+    }
+}
+
+/// The advisory-lock id of a lane (or of another named resource): the first
+/// eight bytes of a SHA-256, so ids are stable across nodes and versions. A
+/// collision only makes two lanes wait for each other, never breaks order.
+fn lock_id(kind: &str, a: &str, b: &str) -> i64 {
+    let mut h = Sha256::new();
+    for part in [kind, a, b] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let d = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    i64::from_le_bytes(first)
+}
+
+/// Takes the advisory locks of `ids` for the rest of the transaction, in
+/// ascending order so two transactions never wait on each other in a cycle.
+async fn lock_all(conn: &mut PgConnection, mut ids: Vec<i64>) -> TxResult<()> {
+    ids.sort_unstable();
+    ids.dedup();
+    match ids.len() {
+        0 => {}
+        1 => {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(ids[0])
+                .execute(&mut *conn)
+                .await?;
+        }
+        _ => {
+            // WITH ORDINALITY + ORDER BY pins the order in which the locks
+            // are taken to the sorted array's.
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock(l.id) \
+                 FROM unnest($1::int8[]) WITH ORDINALITY AS l(id, n) ORDER BY l.n",
+            )
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn lane_lock(connector: &str, key: &str) -> i64 {
+    lock_id("lane", connector, key)
+}
+
+async fn audit(
+    conn: &mut PgConnection,
+    now: Millis,
+    actor: &str,
+    action: &str,
+    target: &str,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) -> TxResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, action, target, before, after) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(now)
+    .bind(actor)
+    .bind(action)
+    .bind(target)
+    .bind(before.map(|v| v.to_string()))
+    .bind(after.map(|v| v.to_string()))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// One store-wide ingest: see the module notes for why the lane locks come
+/// before the sequence numbers.
+async fn ingest_tx(
+    conn: &mut PgConnection,
+    events: &[Routed],
+    now: Millis,
+) -> TxResult<IngestOutcome> {
+    let mut locks = Vec::new();
+    for r in events {
+        for c in &r.connectors {
+            for k in &r.event.keys {
+                locks.push(lane_lock(c, k));
+            }
+        }
+    }
+    lock_all(conn, locks).await?;
+
+    // 1. Idempotency.
+    let ids: Vec<&str> = events.iter().map(|r| r.event.id.as_str()).collect();
+    let rows: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT id, digest FROM events WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut known: HashMap<String, Vec<u8>> = rows.into_iter().collect();
+    let (mut outcomes, fresh) = classify(std::slice::from_ref(&events), &mut known);
+    let outcome = outcomes
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt("internal: no ingest answer".into()))?;
+    if fresh.is_empty() {
+        return Ok(outcome);
+    }
+
+    // 2. Sequence numbers (now that the lanes are held) and delivery ids.
+    let seqs: Vec<i64> =
+        sqlx::query_scalar("SELECT nextval('events_seq') FROM generate_series(1, $1)")
+            .bind(fresh.len() as i64)
+            .fetch_all(&mut *conn)
+            .await?;
+    let n_deliveries = delivery_count(&fresh);
+    let delivery_ids: Vec<i64> =
+        sqlx::query_scalar("SELECT nextval('deliveries_id') FROM generate_series(1, $1)")
+            .bind(n_deliveries as i64)
+            .fetch_all(&mut *conn)
+            .await?;
+
+    // 3. Which lanes are occupied already.
+    let mut lane_c = Vec::new();
+    let mut lane_k = Vec::new();
+    let mut asked = HashSet::new();
+    for r in &fresh {
+        for c in &r.connectors {
+            for k in &r.event.keys {
+                if asked.insert((c.as_str(), k.as_str())) {
+                    lane_c.push(c.as_str());
+                    lane_k.push(k.as_str());
+                }
+            }
+        }
+    }
+    let mut occupied: HashSet<(String, String)> = HashSet::new();
+    if !lane_c.is_empty() {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT v.c, v.k FROM unnest($1::text[], $2::text[]) AS v(c, k) \
+             WHERE EXISTS (SELECT 1 FROM lane_entries l WHERE l.connector = v.c AND l.key = v.k)",
+        )
+        .bind(&lane_c)
+        .bind(&lane_k)
+        .fetch_all(&mut *conn)
+        .await?;
+        occupied.extend(rows);
+    }
+    let mut next = delivery_ids.into_iter();
+    let mut exhausted = false;
+    let IngestPlan { deliveries, lanes } = plan_ingest(
+        &fresh,
+        &seqs,
+        || {
+            next.next().unwrap_or_else(|| {
+                exhausted = true;
+                0
+            })
+        },
+        &mut occupied,
+    );
+    if exhausted {
+        return Err(StoreError::Corrupt("internal: too few delivery ids".into()).into());
+    }
+
+    // 4. Write. A racing transaction that inserted one of our ids after our
+    // look-up makes the insert skip it: start again, the look-up will see it.
+    let keys_json: Vec<String> = fresh
+        .iter()
+        .map(|r| serde_json::to_string(&r.event.keys).unwrap_or_else(|_| "[]".into()))
+        .collect();
+    let inserted = sqlx::query(
+        "INSERT INTO events (seq, id, type, keys, payload, digest, accepted_at) \
+         SELECT s, i, t, k, p, d, $7 \
+         FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[]) \
+             AS v(s, i, t, k, p, d) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&seqs)
+    .bind(
+        fresh
+            .iter()
+            .map(|r| r.event.id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        fresh
+            .iter()
+            .map(|r| r.event.event_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(&keys_json)
+    .bind(
+        fresh
+            .iter()
+            .map(|r| r.event.payload.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        fresh
+            .iter()
+            .map(|r| r.event.digest.to_vec())
+            .collect::<Vec<_>>(),
+    )
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted != fresh.len() as u64 {
+        return Err(Fail::Again("an event id was inserted concurrently".into()));
+    }
+    if !deliveries.is_empty() {
+        sqlx::query(
+            "INSERT INTO deliveries (id, event_seq, connector, state, blockers, next_attempt_at, \
+                 created_at, updated_at) \
+             SELECT i, s, c, CASE WHEN b > 0 THEN 'blocked' ELSE 'ready' END, b, $5, $5, $5 \
+             FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[]) AS v(i, s, c, b)",
+        )
+        .bind(deliveries.iter().map(|d| d.id).collect::<Vec<_>>())
+        .bind(deliveries.iter().map(|d| d.seq).collect::<Vec<_>>())
+        .bind(deliveries.iter().map(|d| d.connector).collect::<Vec<_>>())
+        .bind(deliveries.iter().map(|d| d.blockers).collect::<Vec<_>>())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !lanes.is_empty() {
+        sqlx::query(
+            "INSERT INTO lane_entries (connector, key, seq, delivery_id) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])",
+        )
+        .bind(lanes.iter().map(|l| l.0).collect::<Vec<_>>())
+        .bind(lanes.iter().map(|l| l.1).collect::<Vec<_>>())
+        .bind(lanes.iter().map(|l| l.2).collect::<Vec<_>>())
+        .bind(lanes.iter().map(|l| l.3).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(outcome)
+}
+
+/// Removes the entries `(connector, key, seq)` from their lanes; where one
+/// was the head, the new head loses a blocker and becomes ready when it has
+/// none left. The caller holds the lanes' advisory locks.
+async fn release_lanes(
+    conn: &mut PgConnection,
+    entries: &[(String, String, i64)],
+    now: Millis,
+) -> TxResult<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let cs: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    let ks: Vec<&str> = entries.iter().map(|e| e.1.as_str()).collect();
+    let ss: Vec<i64> = entries.iter().map(|e| e.2).collect();
+    let removed: Vec<(String, String, i64)> = sqlx::query_as(
+        "DELETE FROM lane_entries l USING unnest($1::text[], $2::text[], $3::int8[]) AS v(c, k, s) \
+         WHERE l.connector = v.c AND l.key = v.k AND l.seq = v.s \
+         RETURNING l.connector, l.key, l.seq",
+    )
+    .bind(&cs)
+    .bind(&ks)
+    .bind(&ss)
+    .fetch_all(&mut *conn)
+    .await?;
+    if removed.is_empty() {
+        return Ok(());
+    }
+    let cs: Vec<&str> = removed.iter().map(|e| e.0.as_str()).collect();
+    let ks: Vec<&str> = removed.iter().map(|e| e.1.as_str()).collect();
+    let ss: Vec<i64> = removed.iter().map(|e| e.2).collect();
+    let heads: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT v.s, h.seq, h.delivery_id \
+         FROM unnest($1::text[], $2::text[], $3::int8[]) AS v(c, k, s) \
+         CROSS JOIN LATERAL (SELECT seq, delivery_id FROM lane_entries \
+             WHERE connector = v.c AND key = v.k ORDER BY seq LIMIT 1) h",
+    )
+    .bind(&cs)
+    .bind(&ks)
+    .bind(&ss)
+    .fetch_all(&mut *conn)
+    .await?;
+    // One delivery may head several of the released lanes: one decrement each.
+    let mut unblock: BTreeMap<i64, i64> = BTreeMap::new();
+    for (released_seq, head_seq, head_id) in heads {
+        if head_seq > released_seq {
+            *unblock.entry(head_id).or_default() += 1;
+        }
+    }
+    if !unblock.is_empty() {
+        sqlx::query(
+            "UPDATE deliveries d SET blockers = d.blockers - v.n, \
+                 state = CASE WHEN d.blockers = v.n AND d.state = 'blocked' THEN 'ready' \
+                         ELSE d.state END, \
+                 updated_at = $3 \
+             FROM unnest($1::int8[], $2::int8[]) AS v(id, n) WHERE d.id = v.id",
+        )
+        .bind(unblock.keys().copied().collect::<Vec<_>>())
+        .bind(unblock.values().copied().collect::<Vec<_>>())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn complete_tx(
+    conn: &mut PgConnection,
+    items: &[Completion],
+    now: Millis,
+) -> TxResult<Vec<bool>> {
+    let releases = |c: &Completion| match &c.kind {
+        CompletionKind::Delivered => true,
+        CompletionKind::Retry { .. } => false,
+        CompletionKind::Dead { on_dead, .. } => *on_dead == OnDead::Release,
+    };
+    let locks = items
+        .iter()
+        .filter(|c| releases(c))
+        .flat_map(|c| c.keys.iter().map(|k| lane_lock(&c.connector, k)))
+        .collect();
+    lock_all(conn, locks).await?;
+
+    let mut ids = Vec::with_capacity(items.len());
+    let mut leases = Vec::with_capacity(items.len());
+    let mut states = Vec::with_capacity(items.len());
+    let mut next_at: Vec<Option<i64>> = Vec::with_capacity(items.len());
+    let mut errors: Vec<Option<&str>> = Vec::with_capacity(items.len());
+    for c in items {
+        let (state, at, error) = match &c.kind {
+            CompletionKind::Delivered => ("delivered", None, None),
+            CompletionKind::Retry { at, error } => ("ready", Some(*at), Some(error.as_str())),
+            CompletionKind::Dead { error, .. } => ("dead", None, Some(error.as_str())),
+        };
+        ids.push(c.delivery_id);
+        leases.push(c.lease);
+        states.push(state);
+        next_at.push(at);
+        errors.push(error);
+    }
+    let applied: Vec<i64> = sqlx::query_scalar(
+        "UPDATE deliveries d SET state = v.st, \
+             next_attempt_at = COALESCE(v.at, d.next_attempt_at), \
+             last_error = COALESCE(v.err, d.last_error), \
+             lease_until = NULL, lease_token = NULL, updated_at = $6 \
+         FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], $5::text[]) \
+             AS v(id, lease, st, at, err) \
+         WHERE d.id = v.id AND d.state = 'in_flight' AND d.lease_token = v.lease \
+         RETURNING d.id",
+    )
+    .bind(&ids)
+    .bind(&leases)
+    .bind(&states)
+    .bind(&next_at)
+    .bind(&errors)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let applied: HashSet<i64> = applied.into_iter().collect();
+    let mut entries = Vec::new();
+    for c in items {
+        if applied.contains(&c.delivery_id) && releases(c) {
+            for k in &c.keys {
+                entries.push((c.connector.clone(), k.clone(), c.seq));
+            }
+        }
+    }
+    release_lanes(conn, &entries, now).await?;
+    Ok(items
+        .iter()
+        .map(|c| applied.contains(&c.delivery_id))
+        .collect())
+}
+
+/// The delivery's connector, seq and keys, for taking its lane locks.
+async fn delivery_lanes(
+    conn: &mut PgConnection,
+    id: i64,
+) -> TxResult<Option<(String, i64, Vec<String>)>> {
+    let row: Option<(String, i64, String)> = sqlx::query_as(
+        "SELECT d.connector, d.event_seq, e.keys FROM deliveries d \
+         JOIN events e ON e.seq = d.event_seq WHERE d.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        None => Ok(None),
+        Some((c, seq, keys)) => Ok(Some((c, seq, parse_keys(&keys)?))),
+    }
+}
+
+async fn retry_dead_tx(conn: &mut PgConnection, id: i64, now: Millis) -> TxResult<bool> {
+    Ok(sqlx::query(
+        "UPDATE deliveries SET state = CASE WHEN blockers > 0 THEN 'blocked' ELSE 'ready' END, \
+             next_attempt_at = $1, updated_at = $1 \
+         WHERE id = $2 AND state = 'dead'",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+async fn skip_dead_tx(conn: &mut PgConnection, id: i64, now: Millis) -> TxResult<bool> {
+    let Some((connector, seq, keys)) = delivery_lanes(conn, id).await? else {
+        return Ok(false);
+    };
+    lock_all(
+        conn,
+        keys.iter().map(|k| lane_lock(&connector, k)).collect(),
+    )
+    .await?;
+    let done = sqlx::query(
+        "UPDATE deliveries SET state = 'skipped', updated_at = $1 WHERE id = $2 AND state = 'dead'",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if done {
+        let entries: Vec<_> = keys
+            .into_iter()
+            .map(|k| (connector.clone(), k, seq))
+            .collect();
+        release_lanes(conn, &entries, now).await?;
+    }
+    Ok(done)
+}
+
+async fn operator_tx(
+    conn: &mut PgConnection,
+    id: i64,
+    action: OperatorAction,
+    actor: &str,
+    now: Millis,
+) -> TxResult<bool> {
+    let before: Option<(String, i64, Option<String>)> =
+        sqlx::query_as("SELECT state, attempts, last_error FROM deliveries WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (done, name) = match action {
+        OperatorAction::Retry => (retry_dead_tx(conn, id, now).await?, "delivery.retry"),
+        OperatorAction::Skip => (skip_dead_tx(conn, id, now).await?, "delivery.skip"),
+    };
+    if done {
+        let after: Option<String> =
+            sqlx::query_scalar("SELECT state FROM deliveries WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let before = before.map(|(state, attempts, last_error)| {
+            serde_json::json!({"state": state, "attempts": attempts, "last_error": last_error})
+        });
+        let after = after.map(|state| serde_json::json!({"state": state}));
+        audit(conn, now, actor, name, &id.to_string(), before, after).await?;
+    }
+    Ok(done)
+}
+
+async fn active_version(
+    conn: &mut PgConnection,
+    connector: &str,
+) -> TxResult<Option<serde_json::Value>> {
+    let v: Option<(i64, String)> = sqlx::query_as(
+        "SELECT a.version, c.digest FROM active_components a \
+         JOIN components c ON c.connector = a.connector AND c.version = a.version \
+         WHERE a.connector = $1",
+    )
+    .bind(connector)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(v.map(|(version, digest)| serde_json::json!({"version": version, "digest": digest})))
+}
+
+async fn activate(
+    conn: &mut PgConnection,
+    connector: &str,
+    version: i64,
+    now: Millis,
+) -> TxResult<bool> {
+    Ok(sqlx::query(
+        "INSERT INTO active_components (connector, version, activated_at) \
+         SELECT connector, version, $3 FROM components WHERE connector = $1 AND version = $2 \
+         ON CONFLICT (connector) DO UPDATE SET version = excluded.version, \
+             activated_at = excluded.activated_at",
+    )
+    .bind(connector)
+    .bind(version)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Serialises changes to one connector's registry entry or controls across
+/// nodes.
+async fn lock_connector(conn: &mut PgConnection, what: &str, connector: &str) -> TxResult<()> {
+    lock_all(conn, vec![lock_id(what, connector, "")]).await
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ingest(&self, events: Vec<Routed>, now: Millis) -> StoreResult<IngestOutcome> {
+        transaction!(self.pool, |conn| ingest_tx(conn, &events, now))
+    }
+
+    async fn claim(
+        &self,
+        connector: &str,
+        limit: usize,
+        now: Millis,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<Claimed>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lease = rand::random::<i64>() & i64::MAX;
+        let mut claimed: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "UPDATE deliveries d SET state = 'in_flight', attempts = d.attempts + 1, \
+                 lease_until = $1, lease_token = $2, updated_at = $3 \
+             FROM (SELECT id FROM deliveries \
+                   WHERE state = 'ready' AND connector = $4 AND next_attempt_at <= $3 \
+                   AND NOT EXISTS (SELECT 1 FROM connector_controls \
+                                   WHERE connector = $4 AND paused) \
+                   ORDER BY next_attempt_at, id LIMIT $5 \
+                   FOR UPDATE SKIP LOCKED) c \
+             WHERE d.id = c.id \
+             RETURNING d.id, d.event_seq, d.attempts",
+        )
+        .bind(now.saturating_add(lease_ms))
+        .bind(lease)
+        .bind(now)
+        .bind(connector)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        claimed.sort_by_key(|c| c.1);
+        let seqs: Vec<i64> = claimed.iter().map(|c| c.1).collect();
+        let rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT seq, id, type, keys, payload, accepted_at FROM events WHERE seq = ANY($1)",
+        )
+        .bind(&seqs)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events: HashMap<i64, StoredEvent> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let e = stored_event(row)?;
+            events.insert(e.seq, e);
+        }
+        claimed
+            .into_iter()
+            .map(|(id, seq, attempt)| {
+                let event = events.get(&seq).cloned().ok_or_else(|| {
+                    StoreError::Corrupt(format!("delivery {id} refers to missing event {seq}"))
+                })?;
+                Ok(Claimed {
+                    delivery_id: id,
+                    connector: connector.to_string(),
+                    lease,
+                    attempt: attempt as u32,
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    async fn complete(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        transaction!(self.pool, |conn| complete_tx(conn, &items, now))
+    }
+
+    async fn rescue_expired(&self, now: Millis) -> StoreResult<u64> {
+        // SKIP LOCKED: a row another transaction holds is being completed
+        // right now; it is not abandoned.
+        Ok(sqlx::query(
+            "UPDATE deliveries d SET state = 'ready', lease_until = NULL, lease_token = NULL, \
+                 next_attempt_at = $1, updated_at = $1, \
+                 last_error = 'lease expired: the attempt did not finish (gateway stopped or attempt hung)' \
+             FROM (SELECT id FROM deliveries WHERE state = 'in_flight' AND lease_until <= $1 \
+                   FOR UPDATE SKIP LOCKED) x \
+             WHERE d.id = x.id",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    async fn next_due(&self, connector: &str) -> StoreResult<Option<Millis>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'ready' AND connector = $1",
+        )
+        .bind(connector)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn event(&self, id: &str) -> StoreResult<Option<EventView>> {
+        let Some(row) = sqlx::query_as::<_, EventRow>(
+            "SELECT seq, id, type, keys, payload, accepted_at FROM events WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let e = stored_event(row)?;
+        let rows: Vec<DeliveryRow> = sqlx::query_as(
+            "SELECT id, connector, state, attempts, last_error, next_attempt_at, updated_at \
+             FROM deliveries WHERE event_seq = $1 ORDER BY id",
+        )
+        .bind(e.seq)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(EventView {
+            seq: e.seq,
+            id: e.id,
+            event_type: e.event_type,
+            keys: e.keys,
+            payload: serde_json::from_str(&e.payload)
+                .map_err(|err| StoreError::Corrupt(err.to_string()))?,
+            accepted_at: e.accepted_at,
+            deliveries: rows
+                .into_iter()
+                .map(delivery_view)
+                .collect::<StoreResult<_>>()?,
+        }))
+    }
+
+    async fn retry_dead(&self, delivery_id: i64, now: Millis) -> StoreResult<bool> {
+        transaction!(self.pool, |conn| retry_dead_tx(conn, delivery_id, now))
+    }
+
+    async fn skip_dead(&self, delivery_id: i64, now: Millis) -> StoreResult<bool> {
+        transaction!(self.pool, |conn| skip_dead_tx(conn, delivery_id, now))
+    }
+
+    async fn operator_action(
+        &self,
+        delivery_id: i64,
+        action: OperatorAction,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        transaction!(self.pool, |conn| operator_tx(
+            conn,
+            delivery_id,
+            action,
+            actor,
+            now
+        ))
+    }
+
+    async fn dead_letters(&self, f: &DeadFilter) -> StoreResult<Vec<DeadLetter>> {
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "SELECT d.id, d.connector, e.id, e.type, e.keys, d.attempts, d.last_error, d.updated_at \
+             FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.state = 'dead'",
+        );
+        if let Some(c) = &f.connector {
+            qb.push(" AND d.connector = ").push_bind(c.clone());
+        }
+        if let Some(t) = &f.event_type {
+            qb.push(" AND e.type = ").push_bind(t.clone());
+        }
+        if let Some(k) = &f.key {
+            qb.push(" AND jsonb_exists(e.keys::jsonb, ")
+                .push_bind(k.clone())
+                .push(")");
+        }
+        if let Some(t) = f.since {
+            qb.push(" AND d.updated_at >= ").push_bind(t);
+        }
+        if let Some(t) = f.until {
+            qb.push(" AND d.updated_at < ").push_bind(t);
+        }
+        if let Some(id) = f.before_id {
+            qb.push(" AND d.id < ").push_bind(id);
+        }
+        qb.push(" ORDER BY d.id DESC LIMIT ")
+            .push_bind(f.limit.clamp(1, 10_000) as i64);
+        type Row = (
+            i64,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            Option<String>,
+            i64,
+        );
+        let rows: Vec<Row> = qb.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter()
+            .map(
+                |(delivery_id, connector, event_id, event_type, keys, attempts, last_error, at)| {
+                    Ok(DeadLetter {
+                        delivery_id,
+                        connector,
+                        event_id,
+                        event_type,
+                        keys: parse_keys(&keys)?,
+                        attempts: attempts as u32,
+                        last_error,
+                        died_at: at,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    async fn lanes(&self, key: &str, connectors: &[String]) -> StoreResult<Vec<LaneView>> {
+        let mut out = Vec::with_capacity(connectors.len());
+        for c in connectors {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM lane_entries WHERE connector = $1 AND key = $2",
+            )
+            .bind(c)
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?;
+            type Row = (i64, String, String, i64, Option<String>, i64, i64, String);
+            let head: Option<Row> = sqlx::query_as(
+                "SELECT d.id, d.connector, d.state, d.attempts, d.last_error, d.next_attempt_at, \
+                     d.updated_at, e.id \
+                 FROM lane_entries l \
+                 JOIN deliveries d ON d.id = l.delivery_id \
+                 JOIN events e ON e.seq = l.seq \
+                 WHERE l.connector = $1 AND l.key = $2 ORDER BY l.seq LIMIT 1",
+            )
+            .bind(c)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+            let head = match head {
+                Some((id, connector, state, attempts, last_error, next, updated, event_id)) => {
+                    Some((
+                        event_id,
+                        delivery_view((id, connector, state, attempts, last_error, next, updated))?,
+                    ))
+                }
+                None => None,
+            };
+            out.push(LaneView {
+                connector: c.clone(),
+                key: key.to_string(),
+                head,
+                waiting: count.saturating_sub(1).max(0) as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn audit_log(
+        &self,
+        limit: usize,
+        before_id: Option<i64>,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        type Row = (
+            i64,
+            i64,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, at, actor, action, target, before, after FROM audit_log \
+             WHERE id < $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(limit.clamp(1, 10_000) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, at, actor, action, target, before, after)| {
+                Ok(AuditRecord {
+                    id,
+                    at,
+                    actor,
+                    action,
+                    target,
+                    before: parse_json(before)?,
+                    after: parse_json(after)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn state_counts(&self, connector: &str) -> StoreResult<StateCounts> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, COUNT(*) FROM deliveries WHERE connector = $1 GROUP BY state",
+        )
+        .bind(connector)
+        .fetch_all(&self.pool)
+        .await?;
+        state_counts_of(rows)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1 FROM events LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn queue_stats(&self, connector: &str) -> StoreResult<QueueStats> {
+        let (ready, blocked, in_flight, oldest): (i64, i64, i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE state = 'ready'), \
+                 COUNT(*) FILTER (WHERE state = 'blocked'), \
+                 COUNT(*) FILTER (WHERE state = 'in_flight'), \
+                 (SELECT created_at FROM deliveries WHERE connector = $1 \
+                      AND state IN ('blocked', 'ready', 'in_flight') ORDER BY id LIMIT 1) \
+             FROM deliveries WHERE connector = $1 AND state IN ('blocked', 'ready', 'in_flight')",
+        )
+        .bind(connector)
+        .fetch_one(&self.pool)
+        .await?;
+        let dead: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE connector = $1 AND state = 'dead'",
+        )
+        .bind(connector)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(QueueStats {
+            ready: ready as u64,
+            blocked: blocked as u64,
+            in_flight: in_flight as u64,
+            dead: dead as u64,
+            oldest_pending_at: oldest,
+        })
+    }
+
+    async fn set_paused(
+        &self,
+        connector: &str,
+        paused: bool,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        transaction!(self.pool, |conn| async {
+            lock_connector(conn, "controls", connector).await?;
+            let was: Option<bool> =
+                sqlx::query_scalar("SELECT paused FROM connector_controls WHERE connector = $1")
+                    .bind(connector)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            let was = was.unwrap_or(false);
+            if was == paused {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO connector_controls (connector, paused, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (connector) DO UPDATE SET paused = excluded.paused, \
+                     updated_at = excluded.updated_at",
+            )
+            .bind(connector)
+            .bind(paused)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            let action = if paused {
+                "connector.pause"
+            } else {
+                "connector.resume"
+            };
+            audit(
+                conn,
+                now,
+                actor,
+                action,
+                connector,
+                Some(serde_json::json!({"paused": was})),
+                Some(serde_json::json!({"paused": paused})),
+            )
+            .await?;
+            TxResult::Ok(true)
+        })
+    }
+
+    async fn is_paused(&self, connector: &str) -> StoreResult<bool> {
+        let v: Option<bool> =
+            sqlx::query_scalar("SELECT paused FROM connector_controls WHERE connector = $1")
+                .bind(connector)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(v.unwrap_or(false))
+    }
+
+    async fn set_limits(
+        &self,
+        connector: &str,
+        limits: LimitOverrides,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<()> {
+        transaction!(self.pool, |conn| async {
+            lock_connector(conn, "controls", connector).await?;
+            let before: Option<(Option<i64>, Option<f64>)> = sqlx::query_as(
+                "SELECT concurrency, rate FROM connector_controls WHERE connector = $1",
+            )
+            .bind(connector)
+            .fetch_optional(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT INTO connector_controls (connector, paused, updated_at, concurrency, rate) \
+                 VALUES ($1, FALSE, $2, $3, $4) \
+                 ON CONFLICT (connector) DO UPDATE SET concurrency = excluded.concurrency, \
+                     rate = excluded.rate, updated_at = excluded.updated_at",
+            )
+            .bind(connector)
+            .bind(now)
+            .bind(limits.concurrency.map(i64::from))
+            .bind(limits.rate)
+            .execute(&mut *conn)
+            .await?;
+            let before = before.map(|(c, r)| serde_json::json!({"concurrency": c, "rate": r}));
+            let after = serde_json::json!({"concurrency": limits.concurrency, "rate": limits.rate});
+            audit(
+                conn,
+                now,
+                actor,
+                "connector.limits",
+                connector,
+                before,
+                Some(after),
+            )
+            .await?;
+            TxResult::Ok(())
+        })
+    }
+
+    async fn limit_overrides(&self, connector: &str) -> StoreResult<LimitOverrides> {
+        let row: Option<(Option<i64>, Option<f64>)> =
+            sqlx::query_as("SELECT concurrency, rate FROM connector_controls WHERE connector = $1")
+                .bind(connector)
+                .fetch_optional(&self.pool)
+                .await?;
+        let (concurrency, rate) = row.unwrap_or((None, None));
+        Ok(LimitOverrides {
+            concurrency: concurrency.and_then(|c| u32::try_from(c).ok()),
+            rate,
+        })
+    }
+
+    async fn add_component(
+        &self,
+        connector: &str,
+        digest: &str,
+        wasm: &[u8],
+        info: &serde_json::Value,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<ComponentVersion> {
+        let info_text = info.to_string();
+        let version = transaction!(self.pool, |conn| async {
+            lock_connector(conn, "component", connector).await?;
+            let before = active_version(conn, connector).await?;
+            let version: i64 = sqlx::query_scalar(
+                "INSERT INTO components (connector, version, digest, wasm, info, uploaded_at) \
+                 SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5 \
+                 FROM components WHERE connector = $1 RETURNING version",
+            )
+            .bind(connector)
+            .bind(digest)
+            .bind(wasm)
+            .bind(&info_text)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await?;
+            activate(conn, connector, version, now).await?;
+            let after = serde_json::json!({"version": version, "digest": digest});
+            audit(
+                conn,
+                now,
+                actor,
+                "component.deploy",
+                connector,
+                before,
+                Some(after),
+            )
+            .await?;
+            TxResult::Ok(version)
+        })?;
+        Ok(ComponentVersion {
+            connector: connector.to_string(),
+            version,
+            digest: digest.to_string(),
+            info: info.clone(),
+            uploaded_at: now,
+            active: true,
+            size_bytes: wasm.len() as i64,
+        })
+    }
+
+    async fn component_versions(&self, connector: &str) -> StoreResult<Vec<ComponentVersion>> {
+        let rows: Vec<(i64, String, String, i64, i64, bool)> = sqlx::query_as(
+            "SELECT c.version, c.digest, c.info, c.uploaded_at, octet_length(c.wasm)::int8, \
+                 COALESCE(a.version = c.version, FALSE) \
+             FROM components c LEFT JOIN active_components a ON a.connector = c.connector \
+             WHERE c.connector = $1 ORDER BY c.version DESC",
+        )
+        .bind(connector)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(version, digest, info, uploaded_at, size_bytes, active)| {
+                Ok(ComponentVersion {
+                    connector: connector.to_string(),
+                    version,
+                    digest,
+                    info: serde_json::from_str(&info)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    uploaded_at,
+                    active,
+                    size_bytes,
+                })
+            })
+            .collect()
+    }
+
+    async fn component_wasm(&self, connector: &str, version: i64) -> StoreResult<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT wasm FROM components WHERE connector = $1 AND version = $2")
+                .bind(connector)
+                .bind(version)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn activate_component(
+        &self,
+        connector: &str,
+        version: i64,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        transaction!(self.pool, |conn| async {
+            lock_connector(conn, "component", connector).await?;
+            let before = active_version(conn, connector).await?;
+            let done = activate(conn, connector, version, now).await?;
+            if done {
+                let after = serde_json::json!({"version": version});
+                audit(
+                    conn,
+                    now,
+                    actor,
+                    "component.activate",
+                    connector,
+                    before,
+                    Some(after),
+                )
+                .await?;
+            }
+            TxResult::Ok(done)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lock_id;
+
+    #[test]
+    fn lock_ids_are_stable_and_separate_their_parts() {
+        assert_eq!(lock_id("lane", "hss", "k1"), lock_id("lane", "hss", "k1"));
+        assert_ne!(lock_id("lane", "hss", "k1"), lock_id("lane", "hss", "k2"));
+        // "ab" + "c" and "a" + "bc" are different lanes.
+        assert_ne!(lock_id("lane", "ab", "c"), lock_id("lane", "a", "bc"));
+    }
+}
