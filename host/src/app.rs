@@ -82,6 +82,11 @@ pub async fn run(
         shutdown_grace: Duration::from_millis(config.server.shutdown_grace_ms),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(sync_components(
+        connectors.clone(),
+        store.clone(),
+        stop_rx.clone(),
+    ));
     let dispatcher = dispatch::spawn(
         store.clone(),
         Arc::new(connectors.clone()),
@@ -126,6 +131,26 @@ pub async fn run(
     let _ = dispatcher.await;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// How often a node looks for component versions deployed or rolled back
+/// through another node sharing its database.
+const COMPONENT_SYNC: Duration = Duration::from_secs(2);
+
+async fn sync_components(
+    connectors: Connectors,
+    store: std::sync::Arc<dyn store::Store>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(COMPONENT_SYNC) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = connectors.sync(&*store).await {
+            tracing::warn!(error = %e, "cannot check for component changes; will try again");
+        }
+    }
 }
 
 /// A storage URL without its password, for logs.

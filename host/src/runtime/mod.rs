@@ -216,6 +216,30 @@ impl Connectors {
         Ok(())
     }
 
+    /// Installs each connector's active version where it differs from the
+    /// one running here: a deploy or rollback made through another node on
+    /// the same database. Returns how many connectors changed.
+    pub async fn sync(&self, store: &dyn Store) -> Result<usize, DeployError> {
+        let mut changed = 0;
+        for connector in self.slots.keys() {
+            let versions = store.component_versions(connector).await?;
+            let Some(active) = versions.into_iter().find(|v| v.active) else {
+                continue;
+            };
+            if self
+                .current(connector)
+                .is_some_and(|c| c.digest() == active.digest)
+            {
+                continue;
+            }
+            let component = self.load_version(store, connector, active.version).await?;
+            self.install(connector, component);
+            tracing::info!(connector = %connector, version = active.version, digest = %active.digest, "component changed through another node; now serving it");
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
     pub fn current(&self, connector: &str) -> Option<Component> {
         let slot = self.slots.get(connector)?;
         let current = slot.component.read().unwrap_or_else(|p| p.into_inner());
