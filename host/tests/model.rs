@@ -158,13 +158,22 @@ impl Model {
     }
 }
 
-fn run(ops: Vec<Op>) {
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+fn run(ops: Vec<Op>, backend: Backend) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        let mut t = common::sqlite().await;
+        let mut t = match backend {
+            Backend::Sqlite => common::sqlite().await,
+            Backend::Postgres => common::postgres().await,
+        };
         let mut m = Model::default();
         let mut now: i64 = 1_000_000;
         for op in ops {
@@ -374,7 +383,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
     #[test]
-    fn queue_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..80)) {
-        run(ops);
+    fn sqlite_queue_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..80)) {
+        run(ops, Backend::Sqlite);
+    }
+
+    #[test]
+    fn postgres_queue_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..80)) {
+        run(ops, Backend::Postgres);
     }
 }

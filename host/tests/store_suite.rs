@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ev, sqlite};
+use common::{ev, TestStore};
 use switchboard::queue::{DeliveryState, OnDead};
 use switchboard::store::{
     Completion, CompletionKind, IngestCounts, IngestOutcome, LimitOverrides, Store,
@@ -44,9 +44,7 @@ async fn finish(s: &dyn Store, c: &str, now: i64, kind: CompletionKind) -> Vec<S
     claimed.into_iter().map(|d| d.event.id).collect()
 }
 
-#[tokio::test]
-async fn ingest_is_idempotent_and_conflicts_store_nothing() {
-    let t = sqlite().await;
+async fn ingest_is_idempotent_and_conflicts_store_nothing(t: TestStore) {
     let s = &*t.store;
     let out = s
         .ingest(vec![ev("e1", "a", &[], &["c"]), ev("e2", "a", &[], &[])], 1)
@@ -84,9 +82,7 @@ async fn ingest_is_idempotent_and_conflicts_store_nothing() {
     assert_eq!(ids(s, "c", 10, 10).await, vec!["e1", "e4"]);
 }
 
-#[tokio::test]
-async fn a_lane_runs_one_delivery_at_a_time_in_accept_order() {
-    let t = sqlite().await;
+async fn a_lane_runs_one_delivery_at_a_time_in_accept_order(t: TestStore) {
     let s = &*t.store;
     let batch = vec![
         ev(
@@ -113,9 +109,7 @@ async fn a_lane_runs_one_delivery_at_a_time_in_accept_order() {
     assert_eq!(view.deliveries[0].state, DeliveryState::Blocked);
 }
 
-#[tokio::test]
-async fn a_delivery_with_several_keys_waits_for_every_lane() {
-    let t = sqlite().await;
+async fn a_delivery_with_several_keys_waits_for_every_lane(t: TestStore) {
     let s = &*t.store;
     s.ingest(
         vec![ev("a", "t", &["k1"], &["c"]), ev("b", "t", &["k2"], &["c"])],
@@ -140,9 +134,7 @@ async fn a_delivery_with_several_keys_waits_for_every_lane() {
     assert_eq!(ids(s, "c", 10, 4).await, vec!["ab"]);
 }
 
-#[tokio::test]
-async fn connectors_have_independent_lanes() {
-    let t = sqlite().await;
+async fn connectors_have_independent_lanes(t: TestStore) {
     let s = &*t.store;
     s.ingest(
         vec![
@@ -165,9 +157,7 @@ async fn connectors_have_independent_lanes() {
     assert_eq!(ids(s, "y", 10, 4).await, vec!["1"]);
 }
 
-#[tokio::test]
-async fn retry_waits_for_its_time_and_keeps_the_lane() {
-    let t = sqlite().await;
+async fn retry_waits_for_its_time_and_keeps_the_lane(t: TestStore) {
     let s = &*t.store;
     s.ingest(
         vec![ev("1", "t", &["k"], &["c"]), ev("2", "t", &["k"], &["c"])],
@@ -188,9 +178,7 @@ async fn retry_waits_for_its_time_and_keeps_the_lane() {
     assert_eq!(view.deliveries[0].last_error.as_deref(), Some("503"));
 }
 
-#[tokio::test]
-async fn expired_leases_are_rescued_and_late_completions_ignored() {
-    let t = sqlite().await;
+async fn expired_leases_are_rescued_and_late_completions_ignored(t: TestStore) {
     let s = &*t.store;
     s.ingest(
         vec![ev("1", "t", &["k"], &["c"]), ev("2", "t", &["k"], &["c"])],
@@ -221,9 +209,7 @@ async fn expired_leases_are_rescued_and_late_completions_ignored() {
     assert_eq!(ids(s, "c", 10, LEASE + 2).await, vec!["2"]);
 }
 
-#[tokio::test]
-async fn dead_letters_hold_or_release_their_keys() {
-    let t = sqlite().await;
+async fn dead_letters_hold_or_release_their_keys(t: TestStore) {
     let s = &*t.store;
     s.ingest(
         vec![
@@ -285,9 +271,7 @@ async fn dead_letters_hold_or_release_their_keys() {
     assert_eq!(v.deliveries[0].state, DeliveryState::Skipped);
 }
 
-#[tokio::test]
-async fn everything_acknowledged_survives_a_reopen() {
-    let mut t = sqlite().await;
+async fn everything_acknowledged_survives_a_reopen(mut t: TestStore) {
     t.store
         .ingest(
             vec![ev("1", "t", &["k"], &["c"]), ev("2", "t", &["k"], &["c"])],
@@ -317,9 +301,7 @@ async fn everything_acknowledged_survives_a_reopen() {
     assert!(v3.seq > v2.seq && v3.deliveries[0].id > v2.deliveries[0].id);
 }
 
-#[tokio::test]
-async fn lane_rows_are_deleted_on_release() {
-    let t = sqlite().await;
+async fn lane_rows_are_deleted_on_release(t: TestStore) {
     let s = &*t.store;
     for i in 0..20 {
         let id = format!("e{i}");
@@ -333,17 +315,10 @@ async fn lane_rows_are_deleted_on_release() {
     {}
     let counts = s.state_counts("c").await.unwrap();
     assert_eq!(counts.delivered, 20);
-    let pool = sqlx::SqlitePool::connect(&t.url).await.unwrap();
-    let lanes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM lane_entries")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(lanes, 0);
+    assert_eq!(t.count_rows("lane_entries").await, 0);
 }
 
-#[tokio::test]
-async fn a_paused_connector_queues_but_is_never_claimed() {
-    let t = sqlite().await;
+async fn a_paused_connector_queues_but_is_never_claimed(t: TestStore) {
     let s = &*t.store;
     assert!(s.set_paused("c", true, "ops", 0).await.unwrap());
     assert!(
@@ -367,9 +342,7 @@ async fn a_paused_connector_queues_but_is_never_claimed() {
     assert_eq!(actions, ["connector.resume", "connector.pause"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_requests_share_a_commit_and_stay_all_or_nothing_each() {
-    let t = sqlite().await;
+async fn concurrent_requests_share_a_commit_and_stay_all_or_nothing_each(t: TestStore) {
     t.store
         .ingest(vec![ev("taken", "a", &["k"], &["c"])], 0)
         .await
@@ -422,9 +395,7 @@ async fn concurrent_requests_share_a_commit_and_stay_all_or_nothing_each() {
     assert_eq!(delivered, 40, "taken + 39 accepted requests");
 }
 
-#[tokio::test]
-async fn limit_overrides_round_trip_and_are_audited() {
-    let t = sqlite().await;
+async fn limit_overrides_round_trip_and_are_audited(t: TestStore) {
     let s = &*t.store;
     assert_eq!(
         s.limit_overrides("c").await.unwrap(),
@@ -447,3 +418,18 @@ async fn limit_overrides_round_trip_and_are_audited() {
     assert_eq!(audit[0].action, "connector.limits");
     assert_eq!(audit[0].before.as_ref().unwrap()["concurrency"], 2);
 }
+
+for_each_backend!(
+    ingest_is_idempotent_and_conflicts_store_nothing,
+    a_lane_runs_one_delivery_at_a_time_in_accept_order,
+    a_delivery_with_several_keys_waits_for_every_lane,
+    connectors_have_independent_lanes,
+    retry_waits_for_its_time_and_keeps_the_lane,
+    expired_leases_are_rescued_and_late_completions_ignored,
+    dead_letters_hold_or_release_their_keys,
+    everything_acknowledged_survives_a_reopen,
+    lane_rows_are_deleted_on_release,
+    a_paused_connector_queues_but_is_never_claimed,
+    concurrent_requests_share_a_commit_and_stay_all_or_nothing_each,
+    limit_overrides_round_trip_and_are_audited,
+);

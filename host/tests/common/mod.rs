@@ -19,6 +19,19 @@ impl TestStore {
         let url = self.url.clone();
         self.store = store::open(&url).await.expect("reopen store");
     }
+
+    /// Rows in `table`, read past the `Store` boundary (for checking what
+    /// the store keeps on disk).
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        if self.url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap()
+        } else {
+            let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap()
+        }
+    }
 }
 
 /// A fresh, empty SQLite store in its own directory.
@@ -30,6 +43,89 @@ pub async fn sqlite() -> TestStore {
         url,
         _dir: Some(dir),
     }
+}
+
+/// The PostgreSQL server the tests use: `SWITCHBOARD_TEST_PG`, else
+/// `DATABASE_URL`, else the local default. Tests that need it fail (never
+/// skip) when it cannot be reached.
+pub fn pg_base_url() -> String {
+    std::env::var("SWITCHBOARD_TEST_PG")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh, empty PostgreSQL store: its own schema on the test server, so
+/// tests run in parallel without seeing each other.
+pub async fn postgres() -> TestStore {
+    let url = pg_schema_url().await;
+    TestStore {
+        store: store::open(&url).await.unwrap(),
+        url,
+        _dir: None,
+    }
+}
+
+/// The URL of a new, empty schema on the test server. Schemas of earlier
+/// runs older than an hour are dropped on the way.
+pub async fn pg_schema_url() -> String {
+    use sqlx::Connection;
+    let base = pg_base_url();
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL tests need a server at {base} (set SWITCHBOARD_TEST_PG or \
+             DATABASE_URL): {e}"
+            )
+        });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let stale: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sbt\\_%' \
+         AND split_part(nspname, '_', 2)::bigint < $1",
+    )
+    .bind((now - 3600) as i64)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap_or_default();
+    for schema in stale {
+        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&mut conn)
+            .await;
+    }
+    let schema = format!("sbt_{now}_{:08x}", rand::random::<u32>());
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options[search_path]={schema}")
+}
+
+/// Generates, for each `async fn name(t: TestStore)` listed, one test per
+/// backend: `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::sqlite().await).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::postgres().await).await
+                }
+            )*
+        }
+    };
 }
 
 pub fn ev(id: &str, ty: &str, keys: &[&str], connectors: &[&str]) -> Routed {
