@@ -243,10 +243,40 @@ async fn handle(
     (StatusCode::from_u16(status).unwrap(), text)
 }
 
+/// Which store a gateway under test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+impl Db {
+    /// A fresh, empty store of this kind: a file in `dir`, or a new schema on
+    /// the test PostgreSQL server (`SWITCHBOARD_TEST_PG`).
+    pub async fn fresh_url(self, dir: &Path) -> String {
+        match self {
+            Db::Sqlite => format!("sqlite://{}", dir.join("sb.db").display()),
+            Db::Postgres => crate::common::pg_schema_url().await,
+        }
+    }
+}
+
 /// A gateway config: SQLite in `dir`, the webhook connector pointed at `hss`,
 /// short leases and backoff so recovery is quick in tests.
 pub fn write_config(dir: &Path, port: u16, hss: SocketAddr, concurrency: usize) -> PathBuf {
-    let path = dir.join("switchboard.toml");
+    let url = format!("sqlite://{}", dir.join("sb.db").display());
+    write_config_on(&url, dir, port, hss, concurrency)
+}
+
+/// As [`write_config`], on the store `storage` names.
+pub fn write_config_on(
+    storage: &str,
+    dir: &Path,
+    port: u16,
+    hss: SocketAddr,
+    concurrency: usize,
+) -> PathBuf {
+    let path = dir.join(format!("switchboard-{port}.toml"));
     let text = format!(
         r#"
 [server]
@@ -254,7 +284,7 @@ listen = "127.0.0.1:{port}"
 shutdown_grace_ms = 5000
 
 [storage]
-url = "sqlite://{db}"
+url = "{storage}"
 
 [dispatch]
 lease_ms = 3000
@@ -282,7 +312,6 @@ request_timeout_ms = 1500
 [connectors.config]
 url = "http://{hss}/op"
 "#,
-        db = dir.join("sb.db").display(),
         cache = dir.join("cache").display(),
         wasm = wasm("webhook").display(),
     );

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{cli, free_port, wasm, write_config, Gateway, Recorder};
+use crate::harness::{cli, free_port, wasm, write_config_on, Db, Gateway, Recorder};
 
 const V1: &str = "switchboard-webhook/0.1.0";
 const V2: &str = "switchboard-webhook/0.2.0";
@@ -50,11 +50,22 @@ async fn wait_seen(up: &Recorder, n: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_version_under_load_is_used_at_once_and_rollback_restores_the_old() {
+async fn new_version_under_load_is_used_at_once_and_rollback_restores_the_old_sqlite() {
+    new_version_under_load_is_used_at_once_and_rollback_restores_the_old(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_version_under_load_is_used_at_once_and_rollback_restores_the_old_postgres() {
+    new_version_under_load_is_used_at_once_and_rollback_restores_the_old(Db::Postgres).await
+}
+
+async fn new_version_under_load_is_used_at_once_and_rollback_restores_the_old(db: Db) {
     let dir = tempfile::tempdir().unwrap();
     let up = Recorder::default();
     let addr = up.start().await;
-    let gw = Gateway::start(&write_config(dir.path(), free_port(), addr, 16));
+    let url = db.fresh_url(dir.path()).await;
+    let config = write_config_on(&url, dir.path(), free_port(), addr, 16);
+    let gw = Gateway::start(&config);
     let http = reqwest::Client::new();
     let total = 10_000;
 
@@ -155,7 +166,6 @@ async fn new_version_under_load_is_used_at_once_and_rollback_restores_the_old() 
     );
 
     // The registry survives a restart: the rolled-back version stays active.
-    let config = dir.path().join("switchboard.toml");
     gw.terminate();
     let gw = Gateway::start(&config);
     let (_, out, _) = cli(&gw, &["--json", "connector", "show", "hss"]);

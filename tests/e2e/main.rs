@@ -3,6 +3,9 @@
 //! mid-test. Build the connectors first (`make test` does).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cluster;
+#[path = "../../host/tests/common/mod.rs"]
+mod common;
 mod harness;
 mod hotload;
 mod operator;

@@ -7,16 +7,26 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, write_config, FakeHss, Gateway};
+use crate::harness::{free_port, write_config_on, Db, FakeHss, Gateway};
 use crate::reassign::check_order;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outage_costs_probes_not_attempts_per_delivery_and_loses_nothing() {
+async fn an_outage_costs_probes_not_attempts_per_delivery_and_loses_nothing_sqlite() {
+    an_outage_costs_probes_not_attempts_per_delivery_and_loses_nothing(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_costs_probes_not_attempts_per_delivery_and_loses_nothing_postgres() {
+    an_outage_costs_probes_not_attempts_per_delivery_and_loses_nothing(Db::Postgres).await
+}
+
+async fn an_outage_costs_probes_not_attempts_per_delivery_and_loses_nothing(db: Db) {
     let dir = tempfile::tempdir().unwrap();
     let hss = FakeHss::default();
     hss.inner().fail_percent.store(100, Ordering::Relaxed);
     let addr = hss.start().await;
-    let config = write_config(dir.path(), free_port(), addr, 16);
+    let url = db.fresh_url(dir.path()).await;
+    let config = write_config_on(&url, dir.path(), free_port(), addr, 16);
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "[connectors.retry]",
         "[connectors.breaker]\nprobe_max_ms = 2000\n\n[connectors.retry]",

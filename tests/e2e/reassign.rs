@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, write_config, Applied, FakeHss, Gateway};
+use crate::harness::{free_port, write_config_on, Applied, Db, FakeHss, Gateway};
 
 /// Event `s` of number `m`: even steps assign to a customer, odd steps release.
-fn event(m: usize, s: usize) -> Value {
+pub(crate) fn event(m: usize, s: usize) -> Value {
     let customer = format!("C{}", (m + s / 2) % 7);
     let op = if s.is_multiple_of(2) {
         "assign"
@@ -29,7 +29,7 @@ fn event(m: usize, s: usize) -> Value {
 /// Clients that each own some numbers and post their next event per number
 /// in one batch, re-posting the same batch until it is acknowledged (as a
 /// real client does when the gateway is unreachable).
-async fn post_all(
+pub(crate) async fn post_all(
     base: Arc<RwLock<String>>,
     numbers: usize,
     steps: usize,
@@ -78,7 +78,7 @@ async fn post_all(
     }
 }
 
-async fn wait_applied(hss: &FakeHss, want: usize, log: &std::path::Path) {
+pub(crate) async fn wait_applied(hss: &FakeHss, want: usize, log: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let n = hss.applied().len();
@@ -122,12 +122,22 @@ pub(crate) fn check_order(applied: &[Applied], numbers: usize, steps: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reassignments_arrive_in_order_through_a_flaky_register() {
+async fn reassignments_arrive_in_order_through_a_flaky_register_sqlite() {
+    reassignments_arrive_in_order_through_a_flaky_register(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reassignments_arrive_in_order_through_a_flaky_register_postgres() {
+    reassignments_arrive_in_order_through_a_flaky_register(Db::Postgres).await
+}
+
+async fn reassignments_arrive_in_order_through_a_flaky_register(db: Db) {
     let dir = tempfile::tempdir().unwrap();
     let hss = FakeHss::default();
     hss.inner().fail_percent.store(15, Ordering::Relaxed);
     let hss_addr = hss.start().await;
-    let config = write_config(dir.path(), free_port(), hss_addr, 16);
+    let url = db.fresh_url(dir.path()).await;
+    let config = write_config_on(&url, dir.path(), free_port(), hss_addr, 16);
     let gw = Gateway::start(&config);
     let (numbers, steps) = (40, 6);
     let base = Arc::new(RwLock::new(gw.url("")));
@@ -153,13 +163,23 @@ async fn reassignments_arrive_in_order_through_a_flaky_register() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_load_loses_nothing_acknowledged_and_keeps_order() {
+async fn kill_9_mid_load_loses_nothing_acknowledged_and_keeps_order_sqlite() {
+    kill_9_mid_load_loses_nothing_acknowledged_and_keeps_order(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_load_loses_nothing_acknowledged_and_keeps_order_postgres() {
+    kill_9_mid_load_loses_nothing_acknowledged_and_keeps_order(Db::Postgres).await
+}
+
+async fn kill_9_mid_load_loses_nothing_acknowledged_and_keeps_order(db: Db) {
     let dir = tempfile::tempdir().unwrap();
     let hss = FakeHss::default();
     hss.inner().fail_percent.store(5, Ordering::Relaxed);
     let hss_addr = hss.start().await;
     let port = free_port();
-    let config = write_config(dir.path(), port, hss_addr, 16);
+    let url = db.fresh_url(dir.path()).await;
+    let config = write_config_on(&url, dir.path(), port, hss_addr, 16);
     let gw = Gateway::start(&config);
     let (numbers, steps) = (60, 8);
     let base = Arc::new(RwLock::new(gw.url("")));
