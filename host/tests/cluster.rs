@@ -12,8 +12,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use switchboard::queue::now_ms;
+use switchboard::dispatch;
+use switchboard::queue::breaker::BreakerPolicy;
+use switchboard::queue::retry::RetryPolicy;
+use switchboard::queue::{now_ms, OnDead};
 use switchboard::store::{self, Completion, CompletionKind, Store};
+use tokio::sync::watch;
 
 const CONNECTORS: [&str; 2] = ["hss", "crm"];
 const KEYS: usize = 4;
@@ -217,4 +221,133 @@ async fn nodes_racing_on_shared_lanes_keep_order_and_lose_nothing() {
     }
     let left = t.count_rows("lane_entries").await;
     assert_eq!(left, 0, "lanes left behind");
+}
+
+/// A destination double: answers every attempt with `outcome`, counting
+/// attempts with their start time.
+struct Counting {
+    fail: bool,
+    attempts: Mutex<Vec<i64>>,
+}
+
+#[async_trait::async_trait]
+impl dispatch::Deliver for Counting {
+    async fn deliver(&self, _d: &switchboard::store::Claimed) -> dispatch::AttemptOutcome {
+        self.attempts.lock().unwrap().push(now_ms());
+        if self.fail {
+            dispatch::AttemptOutcome::Retry {
+                after: None,
+                reason: "503 down".into(),
+            }
+        } else {
+            dispatch::AttemptOutcome::Done
+        }
+    }
+}
+
+/// Three dispatchers, one per node, all on `t`'s database, delivering
+/// `events` unkeyed events of connector `hss` through `deliver`.
+async fn three_dispatchers(
+    t: &common::TestStore,
+    deliver: Arc<Counting>,
+    rate: Option<f64>,
+    events: usize,
+) -> Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)> {
+    let batch = (0..events)
+        .map(|i| common::ev(&format!("e{i}"), "t", &[], &["hss"]))
+        .collect();
+    t.store.ingest(batch, now_ms()).await.unwrap();
+    let mut running = Vec::new();
+    for _ in 0..3 {
+        let node = store::open(&t.url).await.unwrap();
+        let policy = dispatch::ConnectorPolicy {
+            name: "hss".into(),
+            concurrency: 4,
+            rate,
+            retry: RetryPolicy {
+                initial_backoff_ms: 10,
+                max_backoff_ms: 50,
+                ..RetryPolicy::default()
+            },
+            breaker: BreakerPolicy {
+                failure_threshold: 3,
+                probe_initial_ms: 200,
+                probe_max_ms: 200,
+            },
+            on_dead: OnDead::Hold,
+            attempt_timeout: Duration::from_secs(5),
+        };
+        let settings = dispatch::DispatchSettings {
+            lease_ms: 30_000,
+            rescue_interval: Duration::from_millis(500),
+            poll_interval: Duration::from_millis(20),
+            shutdown_grace: Duration::from_secs(2),
+        };
+        let (stop, rx) = watch::channel(false);
+        let handle = dispatch::spawn(
+            node,
+            deliver.clone(),
+            vec![policy],
+            settings,
+            dispatch::Wakers::new(["hss"]),
+            rx,
+        );
+        running.push((stop, handle));
+    }
+    running
+}
+
+async fn stop_all(running: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>) {
+    for (stop, _) in &running {
+        stop.send(true).unwrap();
+    }
+    for (_, handle) in running {
+        handle.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_destination_gets_one_probe_per_interval_from_the_whole_cluster() {
+    let t = common::postgres().await;
+    let deliver = Arc::new(Counting {
+        fail: true,
+        attempts: Mutex::new(Vec::new()),
+    });
+    let started = now_ms();
+    let running = three_dispatchers(&t, deliver.clone(), None, 300).await;
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    stop_all(running).await;
+    let attempts = deliver.attempts.lock().unwrap().clone();
+    // After the opening wave (each node trips its own breaker or adopts the
+    // shared one within a second), one probe per 200 ms for the cluster:
+    // about 10 in the last two seconds. Three independent breakers would
+    // make about 30.
+    let late = attempts.iter().filter(|&&at| at >= started + 2_000).count();
+    assert!(
+        (5..=14).contains(&late),
+        "{late} attempts in 2 s against a dead destination from 3 nodes \
+         (one probe per 200 ms is about 10)"
+    );
+    assert!(attempts.len() < 60, "{} attempts in all", attempts.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_limit_holds_for_the_cluster_not_per_node() {
+    let t = common::postgres().await;
+    let deliver = Arc::new(Counting {
+        fail: false,
+        attempts: Mutex::new(Vec::new()),
+    });
+    let started = now_ms();
+    let running = three_dispatchers(&t, deliver.clone(), Some(20.0), 1_000).await;
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    stop_all(running).await;
+    let attempts = deliver.attempts.lock().unwrap().clone();
+    let in_window = attempts.iter().filter(|&&at| at < started + 3_000).count();
+    // 20/s for the cluster with a one-second burst: about 20 + 3 × 20 = 80
+    // in 3 s. Per-node buckets would allow three times as many.
+    assert!(
+        (40..=110).contains(&in_window),
+        "{in_window} deliveries in 3 s at a cluster-wide 20/s"
+    );
 }

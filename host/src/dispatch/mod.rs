@@ -222,18 +222,56 @@ impl ConnectorLoop {
                         limits = next;
                     }
                 }
+                self.adopt_shared_health().await;
             }
             // Reap finished attempts first: a slot whose attempt already
             // wrote its completion is free, and counting it as busy would
             // make every claim after the first a claim of one.
             while tasks.try_join_next().is_some() {}
             let now = now_ms();
-            let permits = lock(&self.breaker).permits(now, tasks.len());
-            let free = limits
-                .concurrency
-                .saturating_sub(tasks.len())
-                .min(permits)
-                .min(lock(&self.bucket).available(now));
+            let mut permits = lock(&self.breaker).permits(now, tasks.len());
+            let probe_due = permits > 0 && lock(&self.breaker).next_probe_at().is_some();
+            if probe_due
+                && !self
+                    .store
+                    .take_probe(&self.policy.name, now)
+                    .await
+                    .unwrap_or(false)
+            {
+                // Another node sends this probe: follow the shared schedule.
+                permits = 0;
+                self.adopt_shared_health().await;
+            }
+            let mut free = limits.concurrency.saturating_sub(tasks.len()).min(permits);
+            // The rate is the cluster's when the store is shared, else this
+            // node's own bucket.
+            let mut local_tokens = true;
+            let mut rate_wait = None;
+            if free > 0 {
+                if let Some(rate) = limits.rate {
+                    match self
+                        .store
+                        .take_tokens(&self.policy.name, free, rate, now)
+                        .await
+                    {
+                        Ok(Some(granted)) => {
+                            free = free.min(granted);
+                            local_tokens = false;
+                            if granted == 0 {
+                                // The cluster's bucket is empty: the next
+                                // token is about 1/rate away.
+                                let ms = (1000.0 / rate).ceil().clamp(1.0, 60_000.0) as u64;
+                                rate_wait = Some(Duration::from_millis(ms));
+                            }
+                        }
+                        Ok(None) => free = free.min(lock(&self.bucket).available(now)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot take rate tokens; will try again");
+                            free = 0;
+                        }
+                    }
+                }
+            }
             let mut claimed_all = false;
             if free > 0 {
                 match self
@@ -243,7 +281,9 @@ impl ConnectorLoop {
                 {
                     Ok(batch) => {
                         claimed_all = batch.len() == free;
-                        lock(&self.bucket).take(batch.len(), now);
+                        if local_tokens {
+                            lock(&self.bucket).take(batch.len(), now);
+                        }
                         for d in batch {
                             lock(&self.breaker).on_start(now);
                             self.start(&mut tasks, d);
@@ -260,7 +300,10 @@ impl ConnectorLoop {
                 }
                 continue;
             }
-            let sleep = self.idle_sleep().await;
+            let sleep = match rate_wait {
+                Some(wait) => wait.min(self.settings.poll_interval),
+                None => self.idle_sleep().await,
+            };
             tokio::select! {
                 _ = self.notify.notified() => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -269,6 +312,25 @@ impl ConnectorLoop {
             }
         }
         self.drain(tasks).await;
+    }
+
+    /// Takes in the breaker state the other nodes sharing the store
+    /// published (nothing happens on a store one node owns alone).
+    async fn adopt_shared_health(&self) {
+        let Ok(Some(shared)) = self.store.shared_health(&self.policy.name).await else {
+            return;
+        };
+        let mut b = lock(&self.breaker);
+        let was_open = b.is_open();
+        b.adopt(shared);
+        if b.is_open() != was_open {
+            if was_open {
+                tracing::warn!("another node's probe succeeded: breaker closed, ramping up");
+            } else {
+                tracing::warn!("another node opened the breaker: probing only");
+            }
+            crate::metrics::global().breaker(&self.policy.name, b.state());
+        }
     }
 
     /// Until the earliest retry (or the breaker's next probe) is due, bounded
@@ -324,9 +386,10 @@ impl ConnectorLoop {
                 };
                 crate::metrics::global().attempt(&policy.name, label, started.elapsed());
                 let now = now_ms();
-                {
+                let publish = {
                     let mut b = lock(&breaker);
                     let was_open = b.is_open();
+                    let before = b.state();
                     b.on_result(label != "retry", now);
                     let state = b.state();
                     if b.is_open() != was_open {
@@ -337,6 +400,16 @@ impl ConnectorLoop {
                         }
                     }
                     crate::metrics::global().breaker(&policy.name, state);
+                    // Opened, closed, or reopened after a failed probe: the
+                    // other nodes sharing the store follow.
+                    (std::mem::discriminant(&before) != std::mem::discriminant(&state))
+                        .then(|| b.shared())
+                        .flatten()
+                };
+                if let Some(health) = publish {
+                    if let Err(e) = store.publish_health(&policy.name, health, now).await {
+                        tracing::warn!(error = %e, "cannot share the breaker state with other nodes");
+                    }
                 }
                 let kind = classify(&policy, &d, outcome, now);
                 match &kind {

@@ -61,6 +61,17 @@ pub enum BreakerState {
     },
 }
 
+/// A breaker's state as the nodes sharing a store see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum SharedHealth {
+    Closed,
+    Open {
+        next_probe_at: Millis,
+        probe_interval_ms: u64,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct Breaker {
     policy: BreakerPolicy,
@@ -128,6 +139,49 @@ impl Breaker {
         }
     }
 
+    /// What the other nodes sharing the store should know of this breaker:
+    /// open with its probe schedule, or closed. `None` while probing (the
+    /// probe's result will say).
+    pub fn shared(&self) -> Option<SharedHealth> {
+        match self.state {
+            BreakerState::Closed { .. } => Some(SharedHealth::Closed),
+            BreakerState::Open {
+                next_probe_at,
+                probe_interval_ms,
+            } => Some(SharedHealth::Open {
+                next_probe_at,
+                probe_interval_ms,
+            }),
+            BreakerState::Probing { .. } => None,
+        }
+    }
+
+    /// Takes in the cluster's view, written by whichever node saw the
+    /// destination last: a breaker another node opened opens here too (so a
+    /// dead destination gets one probe per interval from the whole cluster),
+    /// one another node's probe closed closes here and ramps up from 1. A
+    /// probe running here is left to finish.
+    pub fn adopt(&mut self, shared: SharedHealth) {
+        self.state = match (self.state, shared) {
+            (probing @ BreakerState::Probing { .. }, _) => probing,
+            (
+                _,
+                SharedHealth::Open {
+                    next_probe_at,
+                    probe_interval_ms,
+                },
+            ) => BreakerState::Open {
+                next_probe_at,
+                probe_interval_ms,
+            },
+            (closed @ BreakerState::Closed { .. }, SharedHealth::Closed) => closed,
+            (BreakerState::Open { .. }, SharedHealth::Closed) => BreakerState::Closed {
+                consecutive_failures: 0,
+                window: 1,
+            },
+        };
+    }
+
     /// An attempt ended; `healthy` is false only for transient failures.
     pub fn on_result(&mut self, healthy: bool, now: Millis) {
         self.state = match (self.state, healthy) {
@@ -176,6 +230,35 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adopting_the_cluster_view_opens_and_closes_but_never_cuts_a_probe() {
+        let mut b = breaker();
+        let open = SharedHealth::Open {
+            next_probe_at: 5_000,
+            probe_interval_ms: 4_000,
+        };
+        b.adopt(open);
+        assert_eq!(b.permits(4_999, 0), 0, "opened by another node");
+        assert_eq!(b.shared(), Some(open));
+        b.adopt(SharedHealth::Closed);
+        assert_eq!(
+            b.state(),
+            BreakerState::Closed {
+                consecutive_failures: 0,
+                window: 1
+            },
+            "closed by another node's probe: ramp up from one"
+        );
+        b.adopt(open);
+        b.on_start(5_000);
+        b.adopt(SharedHealth::Closed);
+        assert!(
+            matches!(b.state(), BreakerState::Probing { .. }),
+            "a probe in flight decides for itself"
+        );
+        assert_eq!(b.shared(), None);
+    }
 
     fn breaker() -> Breaker {
         Breaker::new(BreakerPolicy::default(), 8)

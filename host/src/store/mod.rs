@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use crate::queue::breaker::SharedHealth;
 use crate::queue::event::NewEvent;
 use crate::queue::{DeliveryState, Millis, OnDead};
 
@@ -359,6 +360,46 @@ pub trait Store: Send + Sync + 'static {
         actor: &str,
         now: Millis,
     ) -> StoreResult<bool>;
+
+    // ---- Cluster-wide health and rate. A store one node owns alone (SQLite)
+    // keeps the defaults: nothing to share, every node decides for itself.
+
+    /// The cluster's view of a connector's breaker; `None` when the store is
+    /// not shared or nobody has published one yet.
+    async fn shared_health(&self, _connector: &str) -> StoreResult<Option<SharedHealth>> {
+        Ok(None)
+    }
+
+    /// Publishes this node's view of a connector's breaker to the cluster.
+    async fn publish_health(
+        &self,
+        _connector: &str,
+        _health: SharedHealth,
+        _now: Millis,
+    ) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Asks for the connector's next probe: `true` for exactly one node per
+    /// probe interval while the shared breaker is open (and always when it is
+    /// closed or the store is not shared). Winning moves the shared schedule
+    /// on by one interval.
+    async fn take_probe(&self, _connector: &str, _now: Millis) -> StoreResult<bool> {
+        Ok(true)
+    }
+
+    /// Takes up to `want` tokens from the connector's cluster-wide bucket
+    /// (`rate` per second, bursts of one second's worth); `None` when the
+    /// store is not shared and the node's own bucket applies.
+    async fn take_tokens(
+        &self,
+        _connector: &str,
+        _want: usize,
+        _rate: f64,
+        _now: Millis,
+    ) -> StoreResult<Option<usize>> {
+        Ok(None)
+    }
 }
 
 /// Opens the store a URL names (`sqlite://…` or `postgres://…`), applying

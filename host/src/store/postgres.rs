@@ -34,8 +34,8 @@ use super::{
     classify, delivery_count, delivery_view, parse_json, parse_keys, plan_ingest, state_counts_of,
     stored_event, AuditRecord, Claimed, Completion, CompletionKind, ComponentVersion, DeadFilter,
     DeadLetter, DeliveryRow, EventRow, EventView, IngestOutcome, IngestPlan, LaneView,
-    LimitOverrides, OperatorAction, QueueStats, Routed, StateCounts, Store, StoreError,
-    StoreResult, StoredEvent,
+    LimitOverrides, OperatorAction, QueueStats, Routed, SharedHealth, StateCounts, Store,
+    StoreError, StoreResult, StoredEvent,
 };
 use crate::queue::{Millis, OnDead};
 
@@ -1214,6 +1214,117 @@ impl Store for PostgresStore {
             }
             TxResult::Ok(done)
         })
+    }
+
+    async fn shared_health(&self, connector: &str) -> StoreResult<Option<SharedHealth>> {
+        let row: Option<(bool, i64, i64)> = sqlx::query_as(
+            "SELECT open, next_probe_at, probe_interval_ms FROM connector_health \
+             WHERE connector = $1",
+        )
+        .bind(connector)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(open, next_probe_at, interval)| {
+            if open {
+                SharedHealth::Open {
+                    next_probe_at,
+                    probe_interval_ms: interval.max(0) as u64,
+                }
+            } else {
+                SharedHealth::Closed
+            }
+        }))
+    }
+
+    async fn publish_health(
+        &self,
+        connector: &str,
+        health: SharedHealth,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let (open, next, interval) = match health {
+            SharedHealth::Closed => (false, 0, 0),
+            SharedHealth::Open {
+                next_probe_at,
+                probe_interval_ms,
+            } => (true, next_probe_at, probe_interval_ms as i64),
+        };
+        sqlx::query(
+            "INSERT INTO connector_health (connector, open, next_probe_at, probe_interval_ms, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (connector) DO UPDATE SET open = excluded.open, \
+                 next_probe_at = excluded.next_probe_at, \
+                 probe_interval_ms = excluded.probe_interval_ms, updated_at = excluded.updated_at",
+        )
+        .bind(connector)
+        .bind(open)
+        .bind(next)
+        .bind(interval)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn take_probe(&self, connector: &str, now: Millis) -> StoreResult<bool> {
+        // One statement: the row lock makes exactly one node win each due
+        // probe; a closed or missing breaker row never stands in the way.
+        let won: Option<bool> = sqlx::query_scalar(
+            "WITH cur AS (SELECT open, next_probe_at FROM connector_health \
+                          WHERE connector = $1 FOR UPDATE), \
+                  moved AS (UPDATE connector_health h \
+                            SET next_probe_at = $2 + h.probe_interval_ms, updated_at = $2 \
+                            FROM cur WHERE h.connector = $1 AND cur.open \
+                                AND cur.next_probe_at <= $2 \
+                            RETURNING 1) \
+             SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM cur WHERE open) THEN TRUE \
+                         ELSE EXISTS (SELECT 1 FROM moved) END",
+        )
+        .bind(connector)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(won.unwrap_or(true))
+    }
+
+    async fn take_tokens(
+        &self,
+        connector: &str,
+        want: usize,
+        rate: f64,
+        now: Millis,
+    ) -> StoreResult<Option<usize>> {
+        if want == 0 || rate.is_nan() || rate <= 0.0 {
+            return Ok(Some(0));
+        }
+        let burst = rate.max(1.0);
+        sqlx::query(
+            "INSERT INTO connector_tokens (connector, tokens, refreshed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (connector) DO NOTHING",
+        )
+        .bind(connector)
+        .bind(burst)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let granted: i64 = sqlx::query_scalar(
+            "WITH cur AS (SELECT LEAST($3::float8, tokens + GREATEST(0, $4 - refreshed_at) \
+                                 * $5::float8 / 1000.0) AS t \
+                          FROM connector_tokens WHERE connector = $1 FOR UPDATE) \
+             UPDATE connector_tokens c \
+             SET tokens = cur.t - LEAST(floor(cur.t), $2::float8), \
+                 refreshed_at = GREATEST(c.refreshed_at, $4) \
+             FROM cur WHERE c.connector = $1 \
+             RETURNING LEAST(floor(cur.t), $2::float8)::int8",
+        )
+        .bind(connector)
+        .bind(want as f64)
+        .bind(burst)
+        .bind(now)
+        .bind(rate)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Some(granted.max(0) as usize))
     }
 }
 
