@@ -419,7 +419,59 @@ async fn limit_overrides_round_trip_and_are_audited(t: TestStore) {
     assert_eq!(audit[0].before.as_ref().unwrap()["concurrency"], 2);
 }
 
+async fn the_component_registry_keeps_versions_and_one_active(t: TestStore) {
+    let s = &*t.store;
+    let info = serde_json::json!({"name": "hss"});
+    let v1 = s
+        .add_component("hss", "sha256:aa", b"one", &info, "ops", 10)
+        .await
+        .unwrap();
+    assert_eq!((v1.version, v1.active, v1.size_bytes), (1, true, 3));
+    // The same bytes as the active version: that version, nothing new (nodes
+    // starting together with one configured file deploy it once).
+    let again = s
+        .add_component("hss", "sha256:aa", b"one", &info, "config", 11)
+        .await
+        .unwrap();
+    assert_eq!((again.version, again.uploaded_at), (1, 10));
+    let v2 = s
+        .add_component("hss", "sha256:bb", b"two!", &info, "ops", 12)
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    let versions = s.component_versions("hss").await.unwrap();
+    let listed: Vec<(i64, bool)> = versions.iter().map(|v| (v.version, v.active)).collect();
+    assert_eq!(listed, vec![(2, true), (1, false)]);
+    assert!(s.activate_component("hss", 1, "ops", 13).await.unwrap());
+    assert!(!s.activate_component("hss", 9, "ops", 14).await.unwrap());
+    assert_eq!(
+        s.component_wasm("hss", 2).await.unwrap().as_deref(),
+        Some(&b"two!"[..])
+    );
+    let active: Vec<i64> = s
+        .component_versions("hss")
+        .await
+        .unwrap()
+        .iter()
+        .filter(|v| v.active)
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(active, vec![1]);
+    let actions: Vec<String> = s
+        .audit_log(10, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(
+        actions,
+        vec!["component.activate", "component.deploy", "component.deploy"]
+    );
+}
+
 for_each_backend!(
+    the_component_registry_keeps_versions_and_one_active,
     ingest_is_idempotent_and_conflicts_store_nothing,
     a_lane_runs_one_delivery_at_a_time_in_accept_order,
     a_delivery_with_several_keys_waits_for_every_lane,

@@ -335,7 +335,7 @@ pub trait Store: Send + Sync + 'static {
     async fn limit_overrides(&self, connector: &str) -> StoreResult<LimitOverrides>;
 
     /// Stores a validated component as the connector's next version and makes
-    /// it active.
+    /// it active; the same bytes as the active version are that version.
     async fn add_component(
         &self,
         connector: &str,
@@ -598,6 +598,17 @@ pub(crate) fn plan_ingest<'a>(
         }
     }
     plan
+}
+
+/// The active version's number when `active` (its `{"version", "digest"}`)
+/// already has `digest`: deploying the same bytes again is a no-op, which also
+/// keeps nodes that start together with one configured file from each adding
+/// a version.
+pub(crate) fn same_digest(active: Option<&serde_json::Value>, digest: &str) -> Option<i64> {
+    let active = active?;
+    (active.get("digest")?.as_str()? == digest)
+        .then(|| active.get("version")?.as_i64())
+        .flatten()
 }
 
 /// How many deliveries `fresh` will create (one per distinct connector).

@@ -31,11 +31,11 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, QueryBuilder};
 
 use super::{
-    classify, delivery_count, delivery_view, parse_json, parse_keys, plan_ingest, state_counts_of,
-    stored_event, AuditRecord, Claimed, Completion, CompletionKind, ComponentVersion, DeadFilter,
-    DeadLetter, DeliveryRow, EventRow, EventView, IngestOutcome, IngestPlan, LaneView,
-    LimitOverrides, OperatorAction, QueueStats, Routed, SharedHealth, StateCounts, Store,
-    StoreError, StoreResult, StoredEvent,
+    classify, delivery_count, delivery_view, parse_json, parse_keys, plan_ingest, same_digest,
+    state_counts_of, stored_event, AuditRecord, Claimed, Completion, CompletionKind,
+    ComponentVersion, DeadFilter, DeadLetter, DeliveryRow, EventRow, EventView, IngestOutcome,
+    IngestPlan, LaneView, LimitOverrides, OperatorAction, QueueStats, Routed, SharedHealth,
+    StateCounts, Store, StoreError, StoreResult, StoredEvent,
 };
 use crate::queue::{Millis, OnDead};
 
@@ -1115,6 +1115,9 @@ impl Store for PostgresStore {
         let version = transaction!(self.pool, |conn| async {
             lock_connector(conn, "component", connector).await?;
             let before = active_version(conn, connector).await?;
+            if let Some(active) = same_digest(before.as_ref(), digest) {
+                return Ok(active);
+            }
             let version: i64 = sqlx::query_scalar(
                 "INSERT INTO components (connector, version, digest, wasm, info, uploaded_at) \
                  SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5 \
@@ -1141,15 +1144,11 @@ impl Store for PostgresStore {
             .await?;
             TxResult::Ok(version)
         })?;
-        Ok(ComponentVersion {
-            connector: connector.to_string(),
-            version,
-            digest: digest.to_string(),
-            info: info.clone(),
-            uploaded_at: now,
-            active: true,
-            size_bytes: wasm.len() as i64,
-        })
+        self.component_versions(connector)
+            .await?
+            .into_iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| StoreError::Corrupt(format!("{connector} version {version} vanished")))
     }
 
     async fn component_versions(&self, connector: &str) -> StoreResult<Vec<ComponentVersion>> {

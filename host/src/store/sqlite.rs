@@ -30,10 +30,11 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    classify, delivery_view, parse_json, parse_keys, plan_ingest, state_counts_of, stored_event,
-    AuditRecord, Claimed, Completion, CompletionKind, ComponentVersion, DeadFilter, DeadLetter,
-    DeliveryRow, EventRow, EventView, IngestOutcome, IngestPlan, LaneView, LimitOverrides,
-    OperatorAction, QueueStats, Routed, StateCounts, Store, StoreError, StoreResult, StoredEvent,
+    classify, delivery_view, parse_json, parse_keys, plan_ingest, same_digest, state_counts_of,
+    stored_event, AuditRecord, Claimed, Completion, CompletionKind, ComponentVersion, DeadFilter,
+    DeadLetter, DeliveryRow, EventRow, EventView, IngestOutcome, IngestPlan, LaneView,
+    LimitOverrides, OperatorAction, QueueStats, Routed, StateCounts, Store, StoreError,
+    StoreResult, StoredEvent,
 };
 use crate::queue::{Millis, OnDead};
 
@@ -414,6 +415,9 @@ impl Writer {
                 now,
             } => {
                 let before = self.active_version(&connector).await?;
+                if let Some(active) = same_digest(before.as_ref(), &digest) {
+                    return Ok(Answer::Count(active as u64));
+                }
                 let version: i64 = sqlx::query_scalar(
                     "INSERT INTO components (connector, version, digest, wasm, info, uploaded_at) \
                      SELECT ?1, COALESCE(MAX(version), 0) + 1, ?2, ?3, ?4, ?5 \
@@ -1095,15 +1099,11 @@ impl Store for SqliteStore {
             now,
         };
         let version = self.call(work, Reply::Count).await? as i64;
-        Ok(ComponentVersion {
-            connector: connector.to_string(),
-            version,
-            digest: digest.to_string(),
-            info: info.clone(),
-            uploaded_at: now,
-            active: true,
-            size_bytes: wasm.len() as i64,
-        })
+        self.component_versions(connector)
+            .await?
+            .into_iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| StoreError::Corrupt(format!("{connector} version {version} vanished")))
     }
 
     async fn component_versions(&self, connector: &str) -> StoreResult<Vec<ComponentVersion>> {
