@@ -64,6 +64,12 @@ struct Opts {
     prefill_batch: usize,
     concurrency: usize,
     dir: Option<PathBuf>,
+    /// A `postgres://` server to run on instead of SQLite (each run gets a
+    /// fresh schema there).
+    storage: Option<String>,
+    /// Gateway nodes sharing the store (PostgreSQL only): each has its own
+    /// store connection pool, HTTP listener and dispatcher.
+    nodes: usize,
 }
 
 impl Default for Opts {
@@ -78,6 +84,8 @@ impl Default for Opts {
             prefill_batch: 1_000,
             concurrency: 64,
             dir: None,
+            storage: None,
+            nodes: 1,
         }
     }
 }
@@ -85,7 +93,8 @@ impl Default for Opts {
 const USAGE: &str = "usage: cargo bench -p switchboard --bench queue -- \
 <ingest-single|ingest-batch|drain|footprint|all> \
 [--duration SECS] [--warmup SECS] [--clients N] [--batch N] \
-[--measured N] [--backlog N] [--prefill-batch N] [--concurrency N] [--dir PATH]";
+[--measured N] [--backlog N] [--prefill-batch N] [--concurrency N] [--dir PATH] \
+[--storage postgres://… [--nodes N]]";
 
 fn parse_args() -> (String, Opts) {
     let mut opts = Opts::default();
@@ -110,6 +119,8 @@ fn parse_args() -> (String, Opts) {
             }
             "--concurrency" => opts.concurrency = value("--concurrency").parse().expect(USAGE),
             "--dir" => opts.dir = Some(PathBuf::from(value("--dir"))),
+            "--storage" => opts.storage = Some(value("--storage")),
+            "--nodes" => opts.nodes = value("--nodes").parse().expect(USAGE),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -118,6 +129,10 @@ fn parse_args() -> (String, Opts) {
             other => panic!("unknown argument {other:?}\n{USAGE}"),
         }
     }
+    assert!(
+        opts.nodes >= 1 && (opts.nodes == 1 || opts.storage.is_some()),
+        "--nodes > 1 needs --storage postgres://… (SQLite has one node)\n{USAGE}"
+    );
     (scenario.unwrap_or_else(|| "all".into()), opts)
 }
 
@@ -227,12 +242,20 @@ impl Gen {
 
 struct Db {
     store: Arc<dyn Store>,
+    /// Every node's store: `store` first, then one more pool per extra node.
+    nodes: Vec<Arc<dyn Store>>,
     url: String,
-    path: PathBuf,
-    _dir: tempfile::TempDir,
+    /// The SQLite file, or `None` on PostgreSQL.
+    path: Option<PathBuf>,
+    /// The PostgreSQL schema this run owns.
+    schema: Option<String>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 async fn fresh_db(opts: &Opts) -> Db {
+    if let Some(base) = &opts.storage {
+        return fresh_pg(base, opts.nodes).await;
+    }
     let parent = opts.dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::Builder::new()
         .prefix("sb-bench-")
@@ -243,10 +266,53 @@ async fn fresh_db(opts: &Opts) -> Db {
     let store = store::open(&url).await.unwrap();
     println!("  database: {} (WAL, synchronous=FULL)", path.display());
     Db {
+        nodes: vec![store.clone()],
         store,
         url,
-        path,
-        _dir: dir,
+        path: Some(path),
+        schema: None,
+        _dir: Some(dir),
+    }
+}
+
+/// A fresh schema on the PostgreSQL server `base` names, opened once per node.
+async fn fresh_pg(base: &str, nodes: usize) -> Db {
+    let mut conn = sqlx::PgConnection::connect(base).await.unwrap();
+    let schema = format!(
+        "sbbench_{}_{:06x}",
+        now_ms() / 1000,
+        rand::random::<u32>() & 0xff_ffff
+    );
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let settings: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, setting FROM pg_settings \
+         WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers', 'server_version')",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options[search_path]={schema}");
+    let mut all = Vec::new();
+    for _ in 0..nodes {
+        all.push(store::open(&url).await.unwrap());
+    }
+    let shown: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!(
+        "  database: PostgreSQL schema {schema} ({}), {nodes} node(s)",
+        shown.join(", ")
+    );
+    Db {
+        store: all[0].clone(),
+        nodes: all,
+        url,
+        path: None,
+        schema: Some(schema),
+        _dir: None,
     }
 }
 
@@ -271,6 +337,20 @@ async fn prefilled(opts: &Opts, n: usize) -> Db {
         done += k;
     }
     let wall = wall.elapsed();
+    if db.path.is_none() {
+        println!(
+            "  prefill: {n} events/deliveries in batches of {} via store.ingest: {:.0} events/s",
+            opts.prefill_batch,
+            n as f64 / in_store.as_secs_f64()
+        );
+        // Fresh statistics, as autovacuum would have them on a live system.
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query("VACUUM ANALYZE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        return db;
+    }
     println!(
         "  prefill: {n} events/deliveries in batches of {} via store.ingest: {:.0} events/s \
          inside store.ingest ({:.1} s), {:.0} events/s wall incl. generating + validating ({:.1} s)",
@@ -280,11 +360,12 @@ async fn prefilled(opts: &Opts, n: usize) -> Db {
         n as f64 / wall.as_secs_f64(),
         wall.as_secs_f64(),
     );
-    let wal_before = file_len(&wal_path(&db.path));
+    let path = db.path.clone().unwrap_or_default();
+    let wal_before = file_len(&wal_path(&path));
     let (busy, _, _) = checkpoint(&db).await;
     println!(
         "  wal_checkpoint(TRUNCATE): busy={busy}, wal {wal_before} -> {} bytes",
-        file_len(&wal_path(&db.path))
+        file_len(&wal_path(&path))
     );
     db
 }
@@ -313,8 +394,11 @@ fn file_len(p: &std::path::Path) -> u64 {
 async fn footprint(db: &Db) {
     let queued = db.store.state_counts(CONNECTOR).await.unwrap();
     let queued_n = queued.ready + queued.blocked;
-    let main = file_len(&db.path);
-    let wal = file_len(&wal_path(&db.path));
+    let (Some(path), None) = (&db.path, &db.schema) else {
+        return pg_footprint(db, queued_n).await;
+    };
+    let main = file_len(path);
+    let wal = file_len(&wal_path(path));
     println!(
         "footprint: {queued_n} queued deliveries ({} ready, {} blocked); db file {} bytes, \
          wal {} bytes, total {:.1} MiB",
@@ -351,6 +435,35 @@ async fn footprint(db: &Db) {
         Err(e) => println!("  (no per-table breakdown: {e})"),
     }
     conn.close().await.unwrap();
+}
+
+/// Bytes of the schema's tables and indexes (heap, TOAST, indexes).
+async fn pg_footprint(db: &Db, queued_n: u64) {
+    let schema = db.schema.clone().unwrap_or_default();
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT c.relname::text, pg_total_relation_size(c.oid) FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY 2 DESC",
+    )
+    .bind(&schema)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let total: i64 = rows.iter().map(|r| r.1).sum();
+    println!(
+        "footprint: {queued_n} queued deliveries; tables + indexes {:.1} MiB = {:.0} bytes per \
+         queued delivery (PostgreSQL, after VACUUM ANALYZE; WAL not counted)",
+        total as f64 / (1024.0 * 1024.0),
+        total as f64 / queued_n.max(1) as f64
+    );
+    for (name, bytes) in rows.into_iter().filter(|r| r.1 >= 64 * 1024) {
+        println!(
+            "  {name:<28} {:>8.1} MiB  {:>6.0} bytes/delivery",
+            bytes as f64 / (1024.0 * 1024.0),
+            bytes as f64 / queued_n.max(1) as f64
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -411,7 +524,13 @@ struct Tally {
 
 async fn ingest_http(opts: &Opts, clients: usize, per_post: usize) {
     let db = fresh_db(opts).await;
-    let (url, server) = serve(db.store.clone()).await;
+    let mut urls = Vec::new();
+    let mut servers = Vec::new();
+    for node in &db.nodes {
+        let (url, server) = serve(node.clone()).await;
+        urls.push(url);
+        servers.push(server);
+    }
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()
@@ -422,7 +541,8 @@ async fn ingest_http(opts: &Opts, clients: usize, per_post: usize) {
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..clients {
         let http = http.clone();
-        let url = url.clone();
+        // Clients spread over the nodes, as behind a load balancer.
+        let url = urls[c % urls.len()].clone();
         tasks.spawn(async move {
             let mut gen = Gen::new();
             gen.rng = StdRng::seed_from_u64(SEED ^ (c as u64 + 1));
@@ -480,7 +600,9 @@ async fn ingest_http(opts: &Opts, clients: usize, per_post: usize) {
         errors += t.errors;
         lat.extend(t.latencies_us);
     }
-    server.abort();
+    for server in servers {
+        server.abort();
+    }
     lat.sort_unstable();
     let secs = opts.duration.as_secs_f64();
     let events = requests * per_post as u64;
@@ -619,21 +741,30 @@ async fn drain_measured(opts: &Opts, db: &Db) -> DrainResult {
     let (stop, stop_rx) = watch::channel(false);
     let target = opts.measured as u64;
     let t0 = Instant::now();
-    let handle = dispatch::spawn(
-        db.store.clone(),
-        deliver.clone(),
-        vec![policy],
-        settings,
-        Wakers::new([CONNECTOR]),
-        stop_rx,
-    );
+    // One dispatcher per node, each claiming through its own pool.
+    let handles: Vec<_> = db
+        .nodes
+        .iter()
+        .map(|node| {
+            dispatch::spawn(
+                node.clone(),
+                deliver.clone(),
+                vec![policy.clone()],
+                settings.clone(),
+                Wakers::new([CONNECTOR]),
+                stop_rx.clone(),
+            )
+        })
+        .collect();
     let deadline = t0 + Duration::from_secs(300);
     while deliver.measured.load(Ordering::Relaxed) < target {
         assert!(Instant::now() < deadline, "drain did not finish in 300 s");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     stop.send(true).unwrap();
-    handle.await.unwrap();
+    for handle in handles {
+        handle.await.unwrap();
+    }
     let elapsed = t0.elapsed();
     let total = deliver.total.load(Ordering::Relaxed);
     let claims = deliver.leases.lock().unwrap().len();
