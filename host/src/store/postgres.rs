@@ -49,20 +49,15 @@ const MAX_TX_ATTEMPTS: usize = 8;
 
 pub struct PostgresStore {
     pool: PgPool,
-    ingests: mpsc::Sender<IngestRequest>,
+    ingests: mpsc::Sender<Queued<Vec<Routed>, IngestOutcome>>,
+    completions: mpsc::Sender<Queued<Vec<Completion>, Vec<bool>>>,
 }
 
 /// Ingest requests applied together per transaction, at most.
 const MAX_GROUP_REQUESTS: usize = 256;
-/// Transactions applying ingest groups at once. More groups in parallel
-/// means more lane-lock waits between them; fewer means longer queues.
-const INGEST_WORKERS: usize = 4;
-
-type IngestRequest = (
-    Vec<Routed>,
-    Millis,
-    oneshot::Sender<StoreResult<IngestOutcome>>,
-);
+/// Transactions applying groups of one kind at once. More groups in
+/// parallel means more lane-lock waits between them; fewer, longer queues.
+const GROUP_WORKERS: usize = 4;
 
 /// Why one attempt at a transaction failed: retry it, or give up.
 enum Fail {
@@ -122,11 +117,20 @@ macro_rules! transaction {
     }};
 }
 
-/// Group commit for ingest: each worker takes every request queued at that
-/// moment (up to [`MAX_GROUP_REQUESTS`]) and applies them in one
-/// transaction, so concurrent single-event requests share round trips and a
-/// WAL flush instead of paying ten statements and an fsync each.
-async fn ingest_worker(pool: PgPool, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<IngestRequest>>>) {
+/// A request to a group-commit worker: the work, its time, where to answer.
+type Queued<Req, Out> = (Req, Millis, oneshot::Sender<StoreResult<Out>>);
+type Queue<Req, Out> = Arc<tokio::sync::Mutex<mpsc::Receiver<Queued<Req, Out>>>>;
+
+/// Group commit: each worker takes every request queued at that moment (up
+/// to [`MAX_GROUP_REQUESTS`]) and applies them in one transaction, so
+/// concurrent callers share round trips and a WAL flush instead of paying a
+/// handful of statements and an fsync each. `apply` answers one output per
+/// request, in order; if the transaction fails, every caller in it hears so.
+async fn group_worker<Req, Out, F, Fut>(what: &'static str, rx: Queue<Req, Out>, apply: F)
+where
+    F: Fn(Vec<Req>, Millis) -> Fut,
+    Fut: std::future::Future<Output = StoreResult<Vec<Out>>>,
+{
     loop {
         let mut group = Vec::new();
         {
@@ -143,30 +147,44 @@ async fn ingest_worker(pool: PgPool, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<I
             }
         }
         let now = group.iter().map(|g| g.1).max().unwrap_or_default();
-        let requests: Vec<Vec<Routed>> =
-            group.iter_mut().map(|g| std::mem::take(&mut g.0)).collect();
-        let result = transaction!(pool, |conn| ingest_tx(conn, &requests, now));
-        match result {
-            Ok(outcomes) if outcomes.len() == group.len() => {
-                for ((_, _, reply), outcome) in group.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+        let (requests, replies): (Vec<Req>, Vec<_>) = group
+            .into_iter()
+            .map(|(req, _, reply)| (req, reply))
+            .unzip();
+        let n = replies.len();
+        match apply(requests, now).await {
+            Ok(outs) if outs.len() == n => {
+                for (reply, out) in replies.into_iter().zip(outs) {
+                    let _ = reply.send(Ok(out));
                 }
             }
             Ok(_) => {
-                for (_, _, reply) in group {
-                    let _ = reply.send(Err(StoreError::Corrupt(
-                        "internal: ingest answers do not match requests".into(),
-                    )));
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Corrupt(format!(
+                        "internal: {what} answers do not match requests"
+                    ))));
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, requests = requests.len(), "ingest transaction failed, rolled back");
-                for (_, _, reply) in group {
+                tracing::warn!(error = %e, requests = n, "{what} transaction failed, rolled back");
+                for reply in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
             }
         }
     }
+}
+
+/// Sends `req` to a group-commit queue and waits for its answer.
+async fn enqueue<Req, Out>(
+    queue: &mpsc::Sender<Queued<Req, Out>>,
+    req: Req,
+    now: Millis,
+) -> StoreResult<Out> {
+    let (tx, rx) = oneshot::channel();
+    let stopped = || StoreError::Unavailable("store workers stopped".into());
+    queue.send((req, now, tx)).await.map_err(|_| stopped())?;
+    rx.await.map_err(|_| stopped())?
 }
 
 fn invalid_url(url: &str, e: impl ToString) -> StoreError {
@@ -199,11 +217,41 @@ impl PostgresStore {
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
         let (ingests, rx) = mpsc::channel(4096);
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        for _ in 0..INGEST_WORKERS {
-            tokio::spawn(ingest_worker(pool.clone(), rx.clone()));
+        let rx: Queue<Vec<Routed>, IngestOutcome> = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..GROUP_WORKERS {
+            let pool = pool.clone();
+            tokio::spawn(group_worker("ingest", rx.clone(), move |requests, now| {
+                let pool = pool.clone();
+                async move { transaction!(pool, |conn| ingest_tx(conn, &requests, now)) }
+            }));
         }
-        Ok(Self { pool, ingests })
+        let (completions, rx) = mpsc::channel(4096);
+        let rx: Queue<Vec<Completion>, Vec<bool>> = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..GROUP_WORKERS {
+            let pool = pool.clone();
+            tokio::spawn(group_worker(
+                "completion",
+                rx.clone(),
+                move |requests, now| {
+                    let pool = pool.clone();
+                    async move {
+                        let sizes: Vec<usize> = requests.iter().map(Vec::len).collect();
+                        let items: Vec<Completion> = requests.into_iter().flatten().collect();
+                        let mut applied =
+                            transaction!(pool, |conn| complete_tx(conn, &items, now))?.into_iter();
+                        Ok(sizes
+                            .into_iter()
+                            .map(|n| applied.by_ref().take(n).collect())
+                            .collect())
+                    }
+                },
+            ));
+        }
+        Ok(Self {
+            pool,
+            ingests,
+            completions,
+        })
     }
 
     /// Applies migrations only (`switchboard migrate`); returns the versions
@@ -734,13 +782,7 @@ async fn lock_connector(conn: &mut PgConnection, what: &str, connector: &str) ->
 #[async_trait]
 impl Store for PostgresStore {
     async fn ingest(&self, events: Vec<Routed>, now: Millis) -> StoreResult<IngestOutcome> {
-        let (tx, rx) = oneshot::channel();
-        let stopped = || StoreError::Unavailable("store ingest workers stopped".into());
-        self.ingests
-            .send((events, now, tx))
-            .await
-            .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        enqueue(&self.ingests, events, now).await
     }
 
     async fn claim(
@@ -807,7 +849,7 @@ impl Store for PostgresStore {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        transaction!(self.pool, |conn| complete_tx(conn, &items, now))
+        enqueue(&self.completions, items, now).await
     }
 
     async fn rescue_expired(&self, now: Millis) -> StoreResult<u64> {
