@@ -4,16 +4,25 @@
 CARGO ?= cargo
 CONNECTORS_WASM := target/wasm32-wasip2/release
 
-.PHONY: run test ci toolchain connectors build lint fmt bench clean-db
+.PHONY: run test ci toolchain connectors build lint fmt bench clean-db postgres
 
 ## Build everything (toolchain, wasm target, connectors, gateway) and run the
 ## gateway on the embedded default with the quick-start config.
 run: build
 	./target/release/switchboard serve --config quickstart.toml
 
-## The whole test suite (unit, store, model-based, API, sandbox, connectors, end-to-end).
-test: connectors
+## The whole test suite (unit, store, model-based, API, sandbox, connectors,
+## end-to-end), on SQLite and on PostgreSQL.
+test: connectors postgres
 	$(CARGO) test --workspace
+
+## The PostgreSQL the tests use ($$SWITCHBOARD_TEST_PG, else the local one):
+## starts the local cluster if it is installed and down.
+postgres:
+	@if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -h 127.0.0.1 -p 5432 -q; then \
+	  echo "starting the local PostgreSQL cluster"; \
+	  pg_ctlcluster --skip-systemctl-redirect "$$(ls /etc/postgresql | head -n1)" main start; \
+	fi
 
 ## What CI runs: lint, then the whole test suite.
 ci: lint test
