@@ -137,7 +137,7 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectorConfig {
     /// Unique name, e.g. `hss-east`.
@@ -179,12 +179,73 @@ pub struct ConnectorConfig {
     pub secret_headers: BTreeMap<String, String>,
 }
 
+impl ConnectorConfig {
+    /// Checks one connector's settings (from the file or the API) against
+    /// the gateway's lease.
+    pub fn validate(&self, lease_ms: u64) -> Result<(), ConfigError> {
+        let c = self;
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if c.name.is_empty()
+            || c.name.len() > 64
+            || !c
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return invalid(format!(
+                "connector name {:?}: use 1 to 64 characters of a-z A-Z 0-9 - _",
+                c.name
+            ));
+        }
+        if c.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return invalid(format!(
+                "connector {:?}: rate must be a positive number of deliveries per second",
+                c.name
+            ));
+        }
+        if c.concurrency == 0 {
+            return invalid(format!(
+                "connector {:?}: concurrency must be at least 1",
+                c.name
+            ));
+        }
+        for r in &c.routes {
+            RoutePattern::parse(r)
+                .map_err(|e| ConfigError::Invalid(format!("connector {:?}: {e}", c.name)))?;
+        }
+        if c.limits.deadline_ms >= lease_ms {
+            return invalid(format!(
+                "connector {:?}: limits.deadline_ms ({}) must be below dispatch.lease_ms ({}), \
+                 or a slow attempt would be handed out twice",
+                c.name, c.limits.deadline_ms, lease_ms
+            ));
+        }
+        if c.limits.memory_mb == 0 || c.limits.deadline_ms == 0 || c.limits.request_timeout_ms == 0
+        {
+            return invalid(format!(
+                "connector {:?}: limits.memory_mb, deadline_ms and request_timeout_ms must be positive",
+                c.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// The config as operators may see it: secret header values replaced.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut c = self.clone();
+        for v in c.secret_headers.values_mut() {
+            *v = "***".into();
+        }
+        serde_json::to_value(&c).unwrap_or(serde_json::Value::Null)
+    }
+}
+
 fn default_concurrency() -> usize {
     16
 }
 
 /// Sandbox limits per attempt.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     pub memory_mb: usize,
@@ -212,7 +273,7 @@ impl Default for LimitsConfig {
 
 /// A connector config value: TOML strings, numbers and booleans are handed to
 /// the component as text.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum ConfigValue {
     String(String),
@@ -294,43 +355,9 @@ impl Config {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         let mut names = std::collections::HashSet::new();
         for c in &self.connectors {
-            if c.name.is_empty()
-                || c.name.len() > 64
-                || !c
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return invalid(format!(
-                    "connector name {:?}: use 1 to 64 characters of a-z A-Z 0-9 - _",
-                    c.name
-                ));
-            }
+            c.validate(self.dispatch.lease_ms)?;
             if !names.insert(&c.name) {
                 return invalid(format!("connector name {:?} is used twice", c.name));
-            }
-            if c.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-                return invalid(format!(
-                    "connector {:?}: rate must be a positive number of deliveries per second",
-                    c.name
-                ));
-            }
-            if c.concurrency == 0 {
-                return invalid(format!(
-                    "connector {:?}: concurrency must be at least 1",
-                    c.name
-                ));
-            }
-            for r in &c.routes {
-                RoutePattern::parse(r)
-                    .map_err(|e| ConfigError::Invalid(format!("connector {:?}: {e}", c.name)))?;
-            }
-            if c.limits.deadline_ms >= self.dispatch.lease_ms {
-                return invalid(format!(
-                    "connector {:?}: limits.deadline_ms ({}) must be below dispatch.lease_ms ({}), \
-                     or a slow attempt would be handed out twice",
-                    c.name, c.limits.deadline_ms, self.dispatch.lease_ms
-                ));
             }
         }
         let mut token_names = std::collections::HashSet::new();

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Millis;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerPolicy {
     /// Consecutive transient failures that open the breaker.
@@ -100,6 +100,12 @@ impl Breaker {
 
     pub fn is_open(&self) -> bool {
         !matches!(self.state, BreakerState::Closed { .. })
+    }
+
+    /// New thresholds and probe intervals (a reconfigured connector); the
+    /// current state stays.
+    pub fn set_policy(&mut self, policy: BreakerPolicy) {
+        self.policy = policy;
     }
 
     pub fn set_concurrency(&mut self, concurrency: usize) {

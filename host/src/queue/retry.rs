@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::Millis;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {
     /// Upper bound of the first retry's delay, in milliseconds.

@@ -361,6 +361,23 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<bool>;
 
+    /// Connector configs set through the operator API, by name: each
+    /// overrides the config file's connector of that name.
+    async fn connector_configs(&self) -> StoreResult<Vec<(String, serde_json::Value)>>;
+
+    /// Creates or replaces a connector's config, audited as
+    /// `connector.config` with `before`/`after` (the caller redacts secrets
+    /// from those; `config` itself is stored whole).
+    async fn put_connector_config(
+        &self,
+        connector: &str,
+        config: &serde_json::Value,
+        before: Option<serde_json::Value>,
+        after: serde_json::Value,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<()>;
+
     // ---- Cluster-wide health and rate. A store one node owns alone (SQLite)
     // keeps the defaults: nothing to share, every node decides for itself.
 

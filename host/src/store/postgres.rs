@@ -1213,6 +1213,55 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn connector_configs(&self) -> StoreResult<Vec<(String, serde_json::Value)>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT connector, config FROM connector_configs ORDER BY connector")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(name, text)| {
+                let v = serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Corrupt(format!("config of {name}: {e}")))?;
+                Ok((name, v))
+            })
+            .collect()
+    }
+
+    async fn put_connector_config(
+        &self,
+        connector: &str,
+        config: &serde_json::Value,
+        before: Option<serde_json::Value>,
+        after: serde_json::Value,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let text = config.to_string();
+        transaction!(self.pool, |conn| async {
+            sqlx::query(
+                "INSERT INTO connector_configs (connector, config, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (connector) DO UPDATE SET config = excluded.config, \
+                     updated_at = excluded.updated_at",
+            )
+            .bind(connector)
+            .bind(&text)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            audit(
+                conn,
+                now,
+                actor,
+                "connector.config",
+                connector,
+                before.clone(),
+                Some(after.clone()),
+            )
+            .await?;
+            TxResult::Ok(())
+        })
+    }
+
     async fn limit_overrides(&self, connector: &str) -> StoreResult<LimitOverrides> {
         let row: Option<(Option<i64>, Option<f64>)> =
             sqlx::query_as("SELECT concurrency, rate FROM connector_controls WHERE connector = $1")

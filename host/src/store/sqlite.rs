@@ -196,6 +196,14 @@ enum Work {
         actor: String,
         now: Millis,
     },
+    PutConfig {
+        connector: String,
+        config: String,
+        before: Option<serde_json::Value>,
+        after: serde_json::Value,
+        actor: String,
+        now: Millis,
+    },
 }
 
 enum Answer {
@@ -496,6 +504,36 @@ impl Writer {
                     now,
                     &actor,
                     "connector.limits",
+                    &connector,
+                    before,
+                    Some(after),
+                )
+                .await?;
+                Answer::Bool(true)
+            }
+            Work::PutConfig {
+                connector,
+                config,
+                before,
+                after,
+                actor,
+                now,
+            } => {
+                sqlx::query(
+                    "INSERT INTO connector_configs (connector, config, updated_at) \
+                     VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (connector) DO UPDATE SET config = excluded.config, \
+                         updated_at = excluded.updated_at",
+                )
+                .bind(&connector)
+                .bind(&config)
+                .bind(now)
+                .execute(&mut self.conn)
+                .await?;
+                self.audit(
+                    now,
+                    &actor,
+                    "connector.config",
                     &connector,
                     before,
                     Some(after),
@@ -1326,6 +1364,40 @@ impl Store for SqliteStore {
         let work = Work::Limits {
             connector: connector.to_string(),
             limits,
+            actor: actor.to_string(),
+            now,
+        };
+        self.call(work, Reply::Bool).await.map(|_| ())
+    }
+
+    async fn connector_configs(&self) -> StoreResult<Vec<(String, serde_json::Value)>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT connector, config FROM connector_configs ORDER BY connector")
+                .fetch_all(&self.read)
+                .await?;
+        rows.into_iter()
+            .map(|(name, text)| {
+                let v = serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Corrupt(format!("config of {name}: {e}")))?;
+                Ok((name, v))
+            })
+            .collect()
+    }
+
+    async fn put_connector_config(
+        &self,
+        connector: &str,
+        config: &serde_json::Value,
+        before: Option<serde_json::Value>,
+        after: serde_json::Value,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let work = Work::PutConfig {
+            connector: connector.to_string(),
+            config: config.to_string(),
+            before,
+            after,
             actor: actor.to_string(),
             now,
         };
