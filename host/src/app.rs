@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::api::{self, AppState, RouteTable};
+use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::dispatch::{self, ConnectorPolicy, DispatchSettings, Wakers};
-use crate::queue::route::RoutePattern;
+use crate::dispatch::{self, DispatchSettings, Wakers};
+use crate::fleet::{self, Fleet};
 use crate::runtime::Connectors;
 use crate::store::{self, StoreError};
 
@@ -48,33 +48,17 @@ pub async fn run(
         cache_dir,
         ..Default::default()
     })?;
-    let connectors = Connectors::new(runtime, &config.connectors);
-    connectors.restore(&*store, &config.connectors).await?;
+    // The file's connectors, then those created or changed through the API
+    // (stored, so they survive restarts and are shared by every node).
+    let fleet = Fleet::new(config.connectors.clone(), config.dispatch.lease_ms);
+    fleet.sync(&*store).await?;
+    let configs = fleet.configs();
+    let connectors = Connectors::new(runtime, &configs);
+    connectors.restore(&*store, &configs).await?;
+    let fleet = fleet.with_runtime(connectors.clone());
 
-    let mut table = Vec::new();
-    for c in &config.connectors {
-        let patterns = c
-            .routes
-            .iter()
-            .map(|r| RoutePattern::parse(r))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StartError::Config(e.to_string()))?;
-        table.push((c.name.clone(), patterns));
-    }
-    let wakers = Wakers::new(config.connectors.iter().map(|c| c.name.as_str()));
-    let policies = config
-        .connectors
-        .iter()
-        .map(|c| ConnectorPolicy {
-            name: c.name.clone(),
-            concurrency: c.concurrency,
-            rate: c.rate,
-            retry: c.retry.clone(),
-            breaker: c.breaker.clone(),
-            on_dead: c.on_dead,
-            attempt_timeout: Duration::from_millis(c.limits.deadline_ms),
-        })
-        .collect();
+    let wakers = Wakers::new(configs.iter().map(|c| c.name.as_str()));
+    let policies = configs.iter().map(fleet::policy_of).collect();
     let settings = DispatchSettings {
         lease_ms: config.dispatch.lease_ms as i64,
         rescue_interval: Duration::from_millis(config.dispatch.rescue_interval_ms),
@@ -82,12 +66,13 @@ pub async fn run(
         shutdown_grace: Duration::from_millis(config.server.shutdown_grace_ms),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(sync_components(
+    tokio::spawn(sync_with_store(
+        fleet.clone(),
         connectors.clone(),
         store.clone(),
         stop_rx.clone(),
     ));
-    let dispatcher = dispatch::spawn(
+    let (dispatcher, control) = dispatch::spawn_controlled(
         store.clone(),
         Arc::new(connectors.clone()),
         policies,
@@ -95,13 +80,13 @@ pub async fn run(
         wakers.clone(),
         stop_rx,
     );
+    fleet.attach_dispatch(control);
 
     let app = api::router(AppState {
         store,
-        routes: Arc::new(RouteTable::new(table)),
+        fleet,
         wakers,
         connectors: Some(connectors),
-        connector_configs: Arc::new(config.connectors.clone()),
         max_body_bytes: config.server.max_body_bytes,
         max_batch: config.server.max_batch,
         tokens: api::auth::Tokens::new(&config.server.tokens),
@@ -133,19 +118,23 @@ pub async fn run(
     Ok(())
 }
 
-/// How often a node looks for component versions deployed or rolled back
-/// through another node sharing its database.
-const COMPONENT_SYNC: Duration = Duration::from_secs(2);
+/// How often a node looks for connector configs and component versions
+/// changed through another node sharing its database.
+const STORE_SYNC: Duration = Duration::from_secs(2);
 
-async fn sync_components(
+async fn sync_with_store(
+    fleet: Fleet,
     connectors: Connectors,
     store: std::sync::Arc<dyn store::Store>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(COMPONENT_SYNC) => {}
+            _ = tokio::time::sleep(STORE_SYNC) => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = fleet.sync(&*store).await {
+            tracing::warn!(error = %e, "cannot check for connector config changes; will try again");
         }
         if let Err(e) = connectors.sync(&*store).await {
             tracing::warn!(error = %e, "cannot check for component changes; will try again");

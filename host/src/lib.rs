@@ -14,6 +14,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod fleet;
 pub mod metrics;
 pub mod queue;
 pub mod runtime;

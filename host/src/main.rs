@@ -161,6 +161,10 @@ enum ConnectorCmd {
     Pause { name: String },
     /// Attempt deliveries again.
     Resume { name: String },
+    /// Create a connector, or replace its settings, from a JSON file (the
+    /// fields of a `[[connectors]]` entry; - for stdin). In force at once, on
+    /// every node.
+    Configure { name: String, file: PathBuf },
     /// Override concurrency and rate at run time, on every node; flags left
     /// out go back to the configured value.
     Limits {
@@ -361,6 +365,13 @@ async fn connector(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
         }
         ConnectorCmd::Pause { name } => set_paused(c, &name, "pause").await?,
         ConnectorCmd::Resume { name } => set_paused(c, &name, "resume").await?,
+        ConnectorCmd::Configure { name, file } => {
+            let body = cli::read_file(&file)?;
+            let v = c
+                .put_json(&cli::path(&["v1", "connectors", &name]), body)
+                .await?;
+            c.print(&v, cli::connector_line);
+        }
         ConnectorCmd::Limits {
             name,
             concurrency,

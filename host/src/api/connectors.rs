@@ -81,8 +81,9 @@ impl From<DeployError> for ApiError {
 }
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<ConnectorView>>, ApiError> {
-    let mut out = Vec::with_capacity(state.connector_configs.len());
-    for c in state.connector_configs.iter() {
+    let configs = state.fleet.configs();
+    let mut out = Vec::with_capacity(configs.len());
+    for c in configs.iter() {
         out.push(view(&state, &c.name).await?);
     }
     Ok(Json(out))
@@ -96,11 +97,7 @@ pub async fn show(
 }
 
 async fn view(state: &AppState, name: &str) -> Result<ConnectorView, ApiError> {
-    let c = state
-        .connector_configs
-        .iter()
-        .find(|c| c.name == name)
-        .ok_or_else(|| unknown(name))?;
+    let c = state.fleet.get(name).ok_or_else(|| unknown(name))?;
     let versions = state.store.component_versions(name).await?;
     Ok(ConnectorView {
         name: c.name.clone(),
@@ -126,7 +123,7 @@ pub async fn versions(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<ComponentVersion>>, ApiError> {
-    if !state.connector_configs.iter().any(|c| c.name == name) {
+    if state.fleet.get(&name).is_none() {
         return Err(unknown(&name));
     }
     Ok(Json(state.store.component_versions(&name).await?))
@@ -179,7 +176,7 @@ pub async fn pause(
     Path((name, action)): Path<(String, String)>,
     Extension(actor): Extension<Actor>,
 ) -> Result<Json<ConnectorView>, ApiError> {
-    if !state.connector_configs.iter().any(|c| c.name == name) {
+    if state.fleet.get(&name).is_none() {
         return Err(unknown(&name));
     }
     let paused = match action.as_str() {
@@ -210,7 +207,7 @@ pub async fn limits(
     Extension(actor): Extension<Actor>,
     body: axum::body::Bytes,
 ) -> Result<Json<ConnectorView>, ApiError> {
-    if !state.connector_configs.iter().any(|c| c.name == name) {
+    if state.fleet.get(&name).is_none() {
         return Err(unknown(&name));
     }
     let limits: LimitOverrides = serde_json::from_slice(&body).map_err(|e| {
@@ -240,4 +237,69 @@ pub async fn limits(
         .await?;
     state.wakers.wake(&name);
     Ok(Json(view(&state, &name).await?))
+}
+
+/// `PUT /v1/connectors/{name}` with the connector's settings as JSON (the
+/// fields of a `[[connectors]]` entry in the config file; `name` may be left
+/// out): creates the connector or replaces its settings. Stored and audited
+/// (secret header values redacted), in force on this node at once and on
+/// every node sharing the store within seconds. The component is uploaded
+/// separately (`PUT /v1/connectors/{name}/component`).
+pub async fn configure(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<ConnectorView>), ApiError> {
+    let invalid = |message: String| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_connector",
+            message,
+        )
+    };
+    let mut value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("request body is not JSON: {e}"),
+        )
+    })?;
+    let Some(fields) = value.as_object_mut() else {
+        return Err(invalid(
+            "expected an object with the connector's settings".into(),
+        ));
+    };
+    match fields.get("name") {
+        None => {
+            fields.insert("name".into(), name.clone().into());
+        }
+        Some(n) if n.as_str() == Some(name.as_str()) => {}
+        Some(n) => {
+            return Err(invalid(format!(
+                "body names connector {n}, the path {name:?}: rename by creating a new connector"
+            )))
+        }
+    }
+    if fields.get("component").is_some_and(|c| !c.is_null()) {
+        return Err(invalid(
+            "\"component\" is a file path for the config file; upload the component with \
+             PUT /v1/connectors/{name}/component"
+                .into(),
+        ));
+    }
+    let config: crate::config::ConnectorConfig =
+        serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+    let created = match state.fleet.put(&*state.store, config, &actor.0).await {
+        Ok(created) => created,
+        Err(crate::fleet::FleetError::Invalid(e)) => return Err(invalid(e.to_string())),
+        Err(crate::fleet::FleetError::Store(e)) => return Err(e.into()),
+    };
+    state.wakers.wake(&name);
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view(&state, &name).await?)))
 }

@@ -73,10 +73,11 @@ async fn ingest_inner(
             )
         })?;
     let events = parse_body(&bytes, state.max_batch)?;
+    let routes = state.fleet.routes();
     let routed: Vec<Routed> = events
         .into_iter()
         .map(|event| Routed {
-            connectors: state.routes.route(&event.event_type),
+            connectors: routes.route(&event.event_type),
             event,
         })
         .collect();

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use axum::Router;
 
-use crate::config::ConnectorConfig;
 use crate::dispatch::Wakers;
+use crate::fleet::Fleet;
 use crate::queue::route::RoutePattern;
 use crate::runtime::Connectors;
 use crate::store::Store;
@@ -45,12 +45,13 @@ impl RouteTable {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    pub routes: Arc<RouteTable>,
+    /// The connectors served, their routes and settings (changeable at run
+    /// time).
+    pub fleet: Fleet,
     pub wakers: Wakers,
     /// The component registry; `None` where the gateway runs without a
     /// runtime (API tests).
     pub connectors: Option<Connectors>,
-    pub connector_configs: Arc<Vec<ConnectorConfig>>,
     pub max_body_bytes: usize,
     pub max_batch: usize,
     pub tokens: auth::Tokens,
@@ -80,6 +81,7 @@ routes! {
     get "/v1/events/{id}" => events::show, "admin", "An event and the state of each of its deliveries", "200" "the event";
     get "/v1/connectors" => connectors::list, "admin", "Every connector with its component and queue", "200" "connectors";
     get "/v1/connectors/{name}" => connectors::show, "admin", "One connector", "200" "the connector";
+    put "/v1/connectors/{name}" => connectors::configure, "admin", "Create a connector or replace its settings, in force at once on every node", "200" "the connector (201 when created)";
     get "/v1/connectors/{name}/versions" => connectors::versions, "admin", "Stored component versions, newest first", "200" "versions";
     put "/v1/connectors/{name}/component" => connectors::upload, "admin", "Hot load: upload and validate a component version", "201" "the new active version";
     post "/v1/connectors/{name}/rollback" => connectors::rollback, "admin", "Re-activate the previous component version", "200" "the active version";
@@ -119,7 +121,7 @@ async fn metrics(
     crate::metrics::global().render(&mut out);
     let now = crate::queue::now_ms();
     let mut rows = Vec::new();
-    for c in state.connector_configs.iter() {
+    for c in state.fleet.configs().iter() {
         rows.push((c.name.clone(), state.store.queue_stats(&c.name).await?));
     }
     let age = |q: &crate::store::QueueStats| {

@@ -132,11 +132,7 @@ pub async fn key(
     State(state): State<AppState>,
     Path(key): Path<String>,
 ) -> Result<Json<Vec<LaneView>>, ApiError> {
-    let names: Vec<String> = state
-        .connector_configs
-        .iter()
-        .map(|c| c.name.clone())
-        .collect();
+    let names = state.fleet.names();
     Ok(Json(state.store.lanes(&key, &names).await?))
 }
 

@@ -76,35 +76,53 @@ pub struct DispatchSettings {
 /// Wakes a connector's loop when new work may be ready.
 #[derive(Default, Clone)]
 pub struct Wakers {
-    inner: Arc<HashMap<String, Arc<Notify>>>,
+    inner: Arc<std::sync::RwLock<HashMap<String, Arc<Notify>>>>,
 }
 
 impl Wakers {
     pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let map = names
+            .into_iter()
+            .map(|n| (n.to_string(), Arc::new(Notify::new())))
+            .collect();
         Self {
-            inner: Arc::new(
-                names
-                    .into_iter()
-                    .map(|n| (n.to_string(), Arc::new(Notify::new())))
-                    .collect(),
-            ),
+            inner: Arc::new(std::sync::RwLock::new(map)),
         }
     }
 
     pub fn wake(&self, connector: &str) {
-        if let Some(n) = self.inner.get(connector) {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = inner.get(connector) {
             n.notify_one();
         }
     }
 
     pub fn wake_all(&self) {
-        for n in self.inner.values() {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        for n in inner.values() {
             n.notify_one();
         }
     }
 
+    /// The connector's waker, created on first use (a connector added at
+    /// run time).
     fn get(&self, connector: &str) -> Arc<Notify> {
-        self.inner.get(connector).cloned().unwrap_or_default()
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.entry(connector.to_string()).or_default().clone()
+    }
+}
+
+/// Adds connectors to a running dispatcher, or changes their policy.
+#[derive(Clone)]
+pub struct DispatchControl {
+    tx: tokio::sync::mpsc::UnboundedSender<ConnectorPolicy>,
+}
+
+impl DispatchControl {
+    /// Starts a loop for a new connector, or hands an existing loop its new
+    /// policy (it applies it before its next claim).
+    pub fn upsert(&self, policy: ConnectorPolicy) {
+        let _ = self.tx.send(policy);
     }
 }
 
@@ -118,9 +136,33 @@ pub fn spawn(
     wakers: Wakers,
     shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+    spawn_controlled(store, deliver, connectors, settings, wakers, shutdown).0
+}
+
+/// [`spawn`], with a handle that adds and reconfigures connectors while it
+/// runs.
+pub fn spawn_controlled(
+    store: Arc<dyn Store>,
+    deliver: Arc<dyn Deliver>,
+    connectors: Vec<ConnectorPolicy>,
+    settings: DispatchSettings,
+    wakers: Wakers,
+    shutdown: watch::Receiver<bool>,
+) -> (tokio::task::JoinHandle<()>, DispatchControl) {
+    let (tx, mut control) = tokio::sync::mpsc::unbounded_channel::<ConnectorPolicy>();
+    let handle = tokio::spawn(async move {
         let mut loops = JoinSet::new();
-        for policy in connectors {
+        let mut policies: HashMap<String, watch::Sender<Arc<ConnectorPolicy>>> = HashMap::new();
+        let start = |loops: &mut JoinSet<()>,
+                     policies: &mut HashMap<String, watch::Sender<Arc<ConnectorPolicy>>>,
+                     policy: ConnectorPolicy| {
+            if let Some(tx) = policies.get(&policy.name) {
+                let _ = tx.send(Arc::new(policy));
+                return;
+            }
+            let policy = Arc::new(policy);
+            let (tx, updates) = watch::channel(policy.clone());
+            policies.insert(policy.name.clone(), tx);
             let l = ConnectorLoop {
                 bucket: Mutex::new(TokenBucket::new(policy.rate, now_ms())),
                 breaker: Arc::new(Mutex::new(Breaker::new(
@@ -130,16 +172,36 @@ pub fn spawn(
                 store: store.clone(),
                 deliver: deliver.clone(),
                 notify: wakers.get(&policy.name),
-                policy: Arc::new(policy),
+                policy,
+                updates,
                 settings: settings.clone(),
                 in_flight: Arc::new(Mutex::new(HashMap::new())),
             };
             let span = tracing::info_span!("dispatch", connector = %l.policy.name);
             loops.spawn(l.run(shutdown.clone()).instrument(span));
+        };
+        for policy in connectors {
+            start(&mut loops, &mut policies, policy);
         }
-        loops.spawn(rescuer(store, settings.rescue_interval, wakers, shutdown));
-        while loops.join_next().await.is_some() {}
-    })
+        loops.spawn(rescuer(
+            store.clone(),
+            settings.rescue_interval,
+            wakers.clone(),
+            shutdown.clone(),
+        ));
+        let mut open = true;
+        loop {
+            tokio::select! {
+                p = control.recv(), if open => match p {
+                    Some(p) if !*shutdown.borrow() => start(&mut loops, &mut policies, p),
+                    Some(_) => {}
+                    None => open = false,
+                },
+                done = loops.join_next() => if done.is_none() { break },
+            }
+        }
+    });
+    (handle, DispatchControl { tx })
 }
 
 async fn rescuer(
@@ -188,6 +250,8 @@ struct ConnectorLoop {
     deliver: Arc<dyn Deliver>,
     notify: Arc<Notify>,
     policy: Arc<ConnectorPolicy>,
+    /// New policies for this connector (reconfigured through the API).
+    updates: watch::Receiver<Arc<ConnectorPolicy>>,
     settings: DispatchSettings,
     /// Claimed deliveries whose completion has not been written yet.
     in_flight: Arc<Mutex<HashMap<i64, Claimed>>>,
@@ -196,13 +260,25 @@ struct ConnectorLoop {
 }
 
 impl ConnectorLoop {
-    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut limits = Limits::of(&self.policy);
         let mut limits_read_at: Option<std::time::Instant> = None;
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            if self.updates.has_changed().unwrap_or(false) {
+                let policy = self.updates.borrow_and_update().clone();
+                tracing::info!("connector reconfigured");
+                lock(&self.breaker).set_policy(policy.breaker.clone());
+                self.policy = policy;
+                // The configured limits in force now; operator overrides are
+                // read again at once.
+                limits = Limits::of(&self.policy);
+                *lock(&self.bucket) = TokenBucket::new(limits.rate, now_ms());
+                lock(&self.breaker).set_concurrency(limits.concurrency);
+                limits_read_at = None;
             }
             // Operators change concurrency and rate through the store (shared
             // by every node); look at most once a second.

@@ -44,33 +44,59 @@ pub fn digest_of(wasm: &[u8]) -> String {
 const NO_COMPONENT_RETRY: Duration = Duration::from_secs(30);
 
 struct Slot {
-    sandbox: Arc<Sandbox>,
+    sandbox: RwLock<Arc<Sandbox>>,
     component: RwLock<Option<Component>>,
 }
 
 /// Connector name → the component and sandbox its deliveries run in.
+/// Connectors created or reconfigured through the API are added or updated
+/// in place ([`Connectors::configure`]).
 #[derive(Clone)]
 pub struct Connectors {
     runtime: Runtime,
-    slots: Arc<HashMap<String, Slot>>,
+    slots: Arc<RwLock<HashMap<String, Arc<Slot>>>>,
 }
 
 impl Connectors {
     pub fn new(runtime: Runtime, configs: &[ConnectorConfig]) -> Self {
-        let slots = configs
-            .iter()
-            .map(|c| {
-                let slot = Slot {
-                    sandbox: Arc::new(sandbox_of(c)),
-                    component: RwLock::new(None),
-                };
-                (c.name.clone(), slot)
-            })
-            .collect();
-        Self {
+        let me = Self {
             runtime,
-            slots: Arc::new(slots),
+            slots: Arc::new(RwLock::new(HashMap::new())),
+        };
+        for c in configs {
+            me.configure(c);
         }
+        me
+    }
+
+    /// Adds a connector, or gives an existing one new sandbox settings
+    /// (allowed hosts, config values, secret headers, limits). Attempts that
+    /// already started keep the settings they started with.
+    pub fn configure(&self, c: &ConnectorConfig) {
+        let sandbox = Arc::new(sandbox_of(c));
+        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        match slots.get(&c.name) {
+            Some(slot) => *slot.sandbox.write().unwrap_or_else(|p| p.into_inner()) = sandbox,
+            None => {
+                slots.insert(
+                    c.name.clone(),
+                    Arc::new(Slot {
+                        sandbox: RwLock::new(sandbox),
+                        component: RwLock::new(None),
+                    }),
+                );
+            }
+        }
+    }
+
+    fn slot(&self, connector: &str) -> Option<Arc<Slot>> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        slots.get(connector).cloned()
+    }
+
+    fn names(&self) -> Vec<String> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        slots.keys().cloned().collect()
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -79,13 +105,13 @@ impl Connectors {
 
     /// Installs `component` for `connector`; returns the version it replaced.
     pub fn install(&self, connector: &str, component: Component) -> Option<Component> {
-        let slot = self.slots.get(connector)?;
+        let slot = self.slot(connector)?;
         let mut current = slot.component.write().unwrap_or_else(|p| p.into_inner());
         current.replace(component)
     }
 
     pub fn is_configured(&self, connector: &str) -> bool {
-        self.slots.contains_key(connector)
+        self.slot(connector).is_some()
     }
 
     /// Validates `wasm` (compiles, implements the world, answers `describe`),
@@ -221,7 +247,7 @@ impl Connectors {
     /// the same database. Returns how many connectors changed.
     pub async fn sync(&self, store: &dyn Store) -> Result<usize, DeployError> {
         let mut changed = 0;
-        for connector in self.slots.keys() {
+        for connector in &self.names() {
             let versions = store.component_versions(connector).await?;
             let Some(active) = versions.into_iter().find(|v| v.active) else {
                 continue;
@@ -241,7 +267,7 @@ impl Connectors {
     }
 
     pub fn current(&self, connector: &str) -> Option<Component> {
-        let slot = self.slots.get(connector)?;
+        let slot = self.slot(connector)?;
         let current = slot.component.read().unwrap_or_else(|p| p.into_inner());
         current.clone()
     }
@@ -302,7 +328,7 @@ fn sandbox_of(c: &ConnectorConfig) -> Sandbox {
 #[async_trait]
 impl Deliver for Connectors {
     async fn deliver(&self, d: &Claimed) -> AttemptOutcome {
-        let Some(slot) = self.slots.get(&d.connector) else {
+        let Some(slot) = self.slot(&d.connector) else {
             return AttemptOutcome::Retry {
                 after: Some(NO_COMPONENT_RETRY),
                 reason: format!("connector {:?} is not configured on this node", d.connector),
@@ -327,7 +353,12 @@ impl Deliver for Connectors {
             keys: d.event.keys.clone(),
             payload: d.event.payload.clone(),
         };
-        match component.deliver(&slot.sandbox, &delivery).await {
+        let sandbox = slot
+            .sandbox
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match component.deliver(&sandbox, &delivery).await {
             Outcome::Done => AttemptOutcome::Done,
             Outcome::Retry { after, reason } => AttemptOutcome::Retry { after, reason },
             Outcome::Reject { reason } => AttemptOutcome::Reject { reason },

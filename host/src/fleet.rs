@@ -1,0 +1,202 @@
+//! The connectors a gateway serves, and changing them while it runs.
+//!
+//! The config file's `[[connectors]]` are the base; a connector created or
+//! changed through the operator API (`PUT /v1/connectors/{name}`) is stored
+//! in the store, overrides the file's connector of that name, survives
+//! restarts and reaches every node sharing the database (each node looks for
+//! changes every 2 s, with the component check). Applying a config updates,
+//! in place, the route table ingest uses, the connector's sandbox (allowed
+//! hosts, config values, secret headers, limits) and its dispatch policy
+//! (concurrency, rate, retry, breaker, dead letters, deadline); a new
+//! connector gets a dispatch loop of its own. Attempts already running finish
+//! with the settings they started with.
+
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use crate::api::RouteTable;
+use crate::config::{ConfigError, ConnectorConfig};
+use crate::dispatch::{ConnectorPolicy, DispatchControl};
+use crate::queue::now_ms;
+use crate::queue::route::RoutePattern;
+use crate::runtime::Connectors;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Current {
+    configs: Arc<Vec<ConnectorConfig>>,
+    routes: Arc<RouteTable>,
+}
+
+#[derive(Clone)]
+pub struct Fleet {
+    current: Arc<RwLock<Current>>,
+    /// Connector deadlines must stay below it (see `ConnectorConfig::validate`).
+    lease_ms: u64,
+    runtime: Option<Connectors>,
+    dispatch: Arc<OnceLock<DispatchControl>>,
+}
+
+/// The dispatcher's view of a connector's config.
+pub fn policy_of(c: &ConnectorConfig) -> ConnectorPolicy {
+    ConnectorPolicy {
+        name: c.name.clone(),
+        concurrency: c.concurrency,
+        rate: c.rate,
+        retry: c.retry.clone(),
+        breaker: c.breaker.clone(),
+        on_dead: c.on_dead,
+        attempt_timeout: Duration::from_millis(c.limits.deadline_ms),
+    }
+}
+
+fn route_table(configs: &[ConnectorConfig]) -> RouteTable {
+    RouteTable::new(
+        configs
+            .iter()
+            .map(|c| {
+                // Validated on the way in; a pattern that still fails to
+                // parse routes nothing rather than everything.
+                let patterns = c
+                    .routes
+                    .iter()
+                    .filter_map(|r| RoutePattern::parse(r).ok())
+                    .collect();
+                (c.name.clone(), patterns)
+            })
+            .collect(),
+    )
+}
+
+impl Fleet {
+    /// The file's connectors (already validated with the config).
+    pub fn new(configs: Vec<ConnectorConfig>, lease_ms: u64) -> Self {
+        let routes = Arc::new(route_table(&configs));
+        Self {
+            current: Arc::new(RwLock::new(Current {
+                configs: Arc::new(configs),
+                routes,
+            })),
+            lease_ms,
+            runtime: None,
+            dispatch: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Applies sandbox changes to this runtime as well.
+    pub fn with_runtime(mut self, runtime: Connectors) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// Applies policy changes and new connectors to this dispatcher as well.
+    pub fn attach_dispatch(&self, control: DispatchControl) {
+        let _ = self.dispatch.set(control);
+    }
+
+    pub fn configs(&self) -> Arc<Vec<ConnectorConfig>> {
+        self.read().configs.clone()
+    }
+
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.read().routes.clone()
+    }
+
+    pub fn get(&self, name: &str) -> Option<ConnectorConfig> {
+        self.read().configs.iter().find(|c| c.name == name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.read().configs.iter().map(|c| c.name.clone()).collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Current> {
+        self.current.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `c` the connector's config on this node. `false` if it was
+    /// already exactly that.
+    pub fn apply(&self, c: ConnectorConfig) -> bool {
+        {
+            let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+            let mut configs: Vec<ConnectorConfig> = cur.configs.as_ref().clone();
+            match configs.iter_mut().find(|x| x.name == c.name) {
+                Some(existing) if same(existing, &c) => return false,
+                Some(existing) => *existing = c.clone(),
+                None => configs.push(c.clone()),
+            }
+            cur.routes = Arc::new(route_table(&configs));
+            cur.configs = Arc::new(configs);
+        }
+        if let Some(runtime) = &self.runtime {
+            runtime.configure(&c);
+        }
+        if let Some(dispatch) = self.dispatch.get() {
+            dispatch.upsert(policy_of(&c));
+        }
+        true
+    }
+
+    /// Validates `c`, stores it (audited, secrets redacted in the audit
+    /// record) and applies it here. Returns whether the connector is new.
+    pub async fn put(
+        &self,
+        store: &dyn Store,
+        c: ConnectorConfig,
+        actor: &str,
+    ) -> Result<bool, FleetError> {
+        c.validate(self.lease_ms)?;
+        let before = self.get(&c.name);
+        let full = serde_json::to_value(&c).map_err(|e| {
+            FleetError::Invalid(ConfigError::Invalid(format!("connector {:?}: {e}", c.name)))
+        })?;
+        store
+            .put_connector_config(
+                &c.name,
+                &full,
+                before.as_ref().map(ConnectorConfig::redacted),
+                c.redacted(),
+                actor,
+                now_ms(),
+            )
+            .await?;
+        tracing::info!(connector = %c.name, actor, created = before.is_none(), "connector configured");
+        self.apply(c);
+        Ok(before.is_none())
+    }
+
+    /// Applies every stored config that differs from what this node runs (at
+    /// start, and when another node changed one). Returns how many changed.
+    pub async fn sync(&self, store: &dyn Store) -> Result<usize, StoreError> {
+        let mut changed = 0;
+        for (name, value) in store.connector_configs().await? {
+            let c: ConnectorConfig = match serde_json::from_value(value) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(connector = %name, error = %e, "stored connector config is unreadable; keeping the one in force");
+                    continue;
+                }
+            };
+            if c.name != name || c.validate(self.lease_ms).is_err() {
+                tracing::error!(connector = %name, "stored connector config is invalid here; keeping the one in force");
+                continue;
+            }
+            if self.apply(c) {
+                tracing::info!(connector = %name, "connector config changed through the API; now in force");
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+}
+
+fn same(a: &ConnectorConfig, b: &ConnectorConfig) -> bool {
+    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+}
