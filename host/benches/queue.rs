@@ -28,14 +28,14 @@ use async_trait::async_trait;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sqlx::Connection;
-use switchboard::api::{router, AppState, RouteTable};
+use switchboard::api::{router, AppState};
 use switchboard::config::{DispatchConfig, ServerConfig};
 use switchboard::dispatch::{
     self, AttemptOutcome, ConnectorPolicy, Deliver, DispatchSettings, Wakers,
 };
+use switchboard::fleet::Fleet;
 use switchboard::queue::event::parse_body;
 use switchboard::queue::retry::RetryPolicy;
-use switchboard::queue::route::RoutePattern;
 use switchboard::queue::{now_ms, OnDead};
 use switchboard::store::{self, Claimed, IngestOutcome, Routed, Store};
 use tokio::sync::watch;
@@ -471,16 +471,13 @@ async fn pg_footprint(db: &Db, queued_n: u64) {
 
 async fn serve(store: Arc<dyn Store>) -> (String, tokio::task::JoinHandle<()>) {
     let server = ServerConfig::default();
-    let routes = RouteTable::new(vec![(
-        CONNECTOR.to_string(),
-        vec![RoutePattern::parse("*").unwrap()],
-    )]);
+    let hss: switchboard::config::ConnectorConfig =
+        serde_json::from_value(serde_json::json!({"name": CONNECTOR, "routes": ["*"]})).unwrap();
     let app = router(AppState {
         store,
-        routes: Arc::new(routes),
+        fleet: Fleet::new(vec![hss], DispatchConfig::default().lease_ms),
         wakers: Wakers::new([CONNECTOR]),
         connectors: None,
-        connector_configs: Default::default(),
         max_body_bytes: server.max_body_bytes,
         max_batch: server.max_batch,
         // No tokens configured: the loopback-only mode, every caller `local`.

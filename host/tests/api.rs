@@ -5,15 +5,12 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use switchboard::api::{router, AppState, RouteTable};
+use switchboard::api::{router, AppState};
 use switchboard::dispatch::Wakers;
-use switchboard::queue::route::RoutePattern;
 use tower::ServiceExt;
 
 struct Api {
@@ -23,16 +20,11 @@ struct Api {
 
 async fn api() -> Api {
     let t = common::sqlite().await;
-    let routes = RouteTable::new(vec![
-        ("hss".into(), vec![RoutePattern::parse("number.*").unwrap()]),
-        ("crm".into(), vec![RoutePattern::parse("*").unwrap()]),
-    ]);
     let app = router(AppState {
         store: t.store.clone(),
-        routes: Arc::new(routes),
+        fleet: common::fleet(&[("hss", &["number.*"]), ("crm", &["*"])]),
         wakers: Wakers::new(["hss", "crm"]),
         connectors: None,
-        connector_configs: Default::default(),
         tokens: switchboard::api::auth::Tokens::new(&[]),
         max_body_bytes: 64 * 1024,
         max_batch: 100,
@@ -129,16 +121,11 @@ async fn same_id_with_another_body_is_a_409_and_stores_nothing_of_the_batch() {
 #[tokio::test]
 async fn unrouted_events_are_kept_and_counted() {
     let t = common::sqlite().await;
-    let routes = RouteTable::new(vec![(
-        "hss".into(),
-        vec![RoutePattern::parse("number.*").unwrap()],
-    )]);
     let app = router(AppState {
         store: t.store.clone(),
-        routes: Arc::new(routes),
+        fleet: common::fleet(&[("hss", &["number.*"])]),
         wakers: Wakers::new(["hss"]),
         connectors: None,
-        connector_configs: Default::default(),
         tokens: switchboard::api::auth::Tokens::new(&[]),
         max_body_bytes: 1 << 20,
         max_batch: 10,

@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use switchboard::api::auth::Tokens;
-use switchboard::api::{router, AppState, RouteTable, ROUTES};
+use switchboard::api::{router, AppState, ROUTES};
 use switchboard::config::{Scope, TokenConfig};
 use switchboard::dispatch::Wakers;
 use tower::ServiceExt;
@@ -23,10 +21,9 @@ async fn app() -> (axum::Router, common::TestStore) {
     let t = common::sqlite().await;
     let app = router(AppState {
         store: t.store.clone(),
-        routes: Arc::new(RouteTable::default()),
+        fleet: common::fleet(&[]),
         wakers: Wakers::new([]),
         connectors: None,
-        connector_configs: Default::default(),
         max_body_bytes: 1 << 20,
         max_batch: 10,
         tokens: Tokens::new(&[

@@ -5,17 +5,14 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use switchboard::api::auth::Tokens;
-use switchboard::api::{router, AppState, RouteTable};
-use switchboard::config::{Config, Scope, TokenConfig};
+use switchboard::api::{router, AppState};
+use switchboard::config::{Scope, TokenConfig};
 use switchboard::dispatch::Wakers;
-use switchboard::queue::route::RoutePattern;
 use switchboard::queue::{now_ms, OnDead};
 use switchboard::store::{Completion, CompletionKind};
 use tower::ServiceExt;
@@ -30,14 +27,6 @@ struct Api {
 
 async fn api() -> Api {
     let t = common::sqlite().await;
-    let config = Config::load(
-        None,
-        [(
-            "SWITCHBOARD_CONNECTORS__0__NAME".to_string(),
-            "hss".to_string(),
-        )],
-    )
-    .unwrap();
     let tokens = Tokens::new(&[
         TokenConfig {
             name: "config-app".into(),
@@ -52,13 +41,9 @@ async fn api() -> Api {
     ]);
     let app = router(AppState {
         store: t.store.clone(),
-        routes: Arc::new(RouteTable::new(vec![(
-            "hss".into(),
-            vec![RoutePattern::parse("*").unwrap()],
-        )])),
+        fleet: common::fleet(&[("hss", &["*"])]),
         wakers: Wakers::new(["hss"]),
         connectors: None,
-        connector_configs: Arc::new(config.connectors),
         max_body_bytes: 1 << 20,
         max_batch: 100,
         tokens,
@@ -427,4 +412,109 @@ async fn metrics_are_valid_prometheus_text_with_bounded_labels() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn connectors_are_created_and_reconfigured_through_the_api_audited_and_stored() {
+    let api = api().await;
+    let sms = json!({
+        "routes": ["quota.*"],
+        "allowed_hosts": ["127.0.0.1:9"],
+        "concurrency": 4,
+        "rate": 10.0,
+        "config": {"url": "http://127.0.0.1:9/send"},
+        "secret_headers": {"authorization": "Bearer s3cr3t"}
+    });
+    // Ingest scope and no token are refused, and nothing is created.
+    let (s, _) = api
+        .call("PUT", "/v1/connectors/sms", Some(INGEST), sms.clone())
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = api
+        .call("GET", "/v1/connectors/sms", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Created: 201, listed, and events of its routes reach it at once.
+    let (s, b) = api
+        .call("PUT", "/v1/connectors/sms", Some(ADMIN), sms.clone())
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(
+        (b["name"].as_str(), b["concurrency"].as_u64()),
+        (Some("sms"), Some(4))
+    );
+    let ev = json!({"id": "q1", "type": "quota.reached", "payload": {}});
+    let (s, b) = api.call("POST", "/v1/events", Some(INGEST), ev).await;
+    assert_eq!(
+        (s, b["unrouted"].as_u64()),
+        (StatusCode::ACCEPTED, Some(0)),
+        "{b}"
+    );
+    let claimed = api
+        .t
+        .store
+        .claim("sms", 10, now_ms(), 30_000)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+
+    // Reconfigured: 200, the new routes in force.
+    let mut changed = sms.clone();
+    changed["routes"] = json!(["quota.*", "usage.*"]);
+    let (s, b) = api
+        .call("PUT", "/v1/connectors/sms", Some(ADMIN), changed)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let ev = json!({"id": "u1", "type": "usage.high", "payload": {}});
+    let (_, b) = api.call("POST", "/v1/events", Some(INGEST), ev).await;
+    assert_eq!(b["unrouted"].as_u64(), Some(0), "{b}");
+
+    // Bad settings: a clear 4xx, and the connector keeps what it had.
+    for (body, code) in [
+        (json!({"concurrency": 0}), "invalid_connector"),
+        (json!({"routes": ["bad pattern!"]}), "invalid_connector"),
+        (
+            json!({"limits": {"deadline_ms": 999999999}}),
+            "invalid_connector",
+        ),
+        (json!({"retries": 3}), "invalid_connector"),
+        (json!({"name": "other"}), "invalid_connector"),
+        (json!({"component": "/tmp/x.wasm"}), "invalid_connector"),
+        (json!([1, 2]), "invalid_connector"),
+    ] {
+        let (s, b) = api
+            .call("PUT", "/v1/connectors/sms", Some(ADMIN), body.clone())
+            .await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(code)),
+            "{body} → {b}"
+        );
+    }
+    let (_, b) = api
+        .call("GET", "/v1/connectors/sms", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(b["routes"], json!(["quota.*", "usage.*"]), "{b}");
+
+    // Stored whole (it survives restarts and reaches other nodes) ...
+    let stored = api.t.store.connector_configs().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].1["secret_headers"]["authorization"],
+        "Bearer s3cr3t"
+    );
+    // ... and audited with the secret redacted.
+    let (_, audit) = api.call("GET", "/v1/audit", Some(ADMIN), Value::Null).await;
+    let configs: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "connector.config")
+        .collect();
+    assert_eq!(configs.len(), 2, "{audit}");
+    assert_eq!(configs[0]["actor"], "alice");
+    assert!(configs[1]["before"].is_null(), "created: nothing before");
+    assert_eq!(configs[0]["before"]["routes"], json!(["quota.*"]));
+    assert!(!audit.to_string().contains("s3cr3t"), "{audit}");
 }

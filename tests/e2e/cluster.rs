@@ -6,11 +6,11 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{free_port, write_config_on, Db, FakeHss, Gateway};
+use crate::harness::{free_port, wasm, write_config_on, Db, FakeHss, Gateway, Recorder};
 use crate::reassign::{check_order, event, wait_applied};
 
 /// Clients that each own some numbers and post their next step of every
@@ -76,6 +76,8 @@ async fn three_nodes_share_the_work_and_survive_losing_one() {
     let dir = tempfile::tempdir().unwrap();
     let hss = FakeHss::default();
     hss.inner().fail_percent.store(5, Ordering::Relaxed);
+    // Slow enough that every node has attempts in flight when one is killed.
+    hss.inner().delay_ms.store(20, Ordering::Relaxed);
     let hss_addr = hss.start().await;
     let url = Db::Postgres.fresh_url(dir.path()).await;
     let configs: Vec<_> = (0..3)
@@ -121,6 +123,19 @@ async fn three_nodes_share_the_work_and_survive_losing_one() {
     let survivor_log = gws[0].as_ref().unwrap().log.clone();
     wait_applied(&hss, numbers * steps, &survivor_log).await;
     assert!(at_kill < numbers * steps, "the kill should land mid-load");
+    // The register may have applied what node 1 sent just before it died;
+    // its leases still have to be taken over before nothing is in flight.
+    let survivor = gws[0].as_ref().unwrap().url("/v1/connectors/hss");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: Value = reqwest::get(&survivor).await.unwrap().json().await.unwrap();
+        let d = &v["deliveries"];
+        if d["in_flight"] == 0 && d["ready"] == 0 && d["blocked"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "deliveries left unfinished: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let rescued = gws
         .iter()
         .flatten()
@@ -151,5 +166,77 @@ async fn three_nodes_share_the_work_and_survive_losing_one() {
             .await
             .unwrap();
         assert_eq!(v["deliveries"][0]["state"], "delivered", "{v}");
+    }
+}
+
+/// A connector created, and its component uploaded, through one node is
+/// served by the others: its routes take events posted to them, and they
+/// deliver with the uploaded component.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_created_through_one_node_is_served_by_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Recorder::default();
+    let up_addr = up.start().await;
+    let hss = FakeHss::default();
+    let hss_addr = hss.start().await;
+    let url = Db::Postgres.fresh_url(dir.path()).await;
+    let a = Gateway::start(&write_config_on(&url, dir.path(), free_port(), hss_addr, 4));
+    let b = Gateway::start(&write_config_on(&url, dir.path(), free_port(), hss_addr, 4));
+    let http = reqwest::Client::new();
+
+    let settings = serde_json::json!({
+        "routes": ["quota.*"],
+        "allowed_hosts": [up_addr.to_string()],
+        "config": {"url": format!("http://{up_addr}/op")},
+        "limits": {"deadline_ms": 2000},
+    });
+    let r = http
+        .put(a.url("/v1/connectors/sms"))
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let wasm = std::fs::read(wasm("webhook")).unwrap();
+    let r = http
+        .put(a.url("/v1/connectors/sms/component"))
+        .body(wasm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+
+    // Node b picks both up within its 2 s store check.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = http.get(b.url("/v1/connectors/sms")).send().await.unwrap();
+        if r.status() == 200 {
+            let v: Value = r.json().await.unwrap();
+            if v["component"]["version"] == 1 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "node b never saw connector sms");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events: Vec<Value> = (0..20)
+        .map(|i| serde_json::json!({"id": format!("q{i}"), "type": "quota.reached", "payload": {"n": i}}))
+        .collect();
+    let r = http
+        .post(b.url("/v1/events"))
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["unrouted"], 0, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while up.seen().len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 20 delivered",
+            up.seen().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -151,6 +151,9 @@ pub struct HssInner {
     pub requests: AtomicU64,
     /// Percent of requests answered 503 without touching state.
     pub fail_percent: AtomicU32,
+    /// Milliseconds each request takes before it is handled (keeps attempts
+    /// in flight).
+    pub delay_ms: AtomicU64,
 }
 
 impl FakeHss {
@@ -183,6 +186,10 @@ async fn handle(
     Json(body): Json<Value>,
 ) -> (StatusCode, String) {
     let n = s.requests.fetch_add(1, Ordering::Relaxed);
+    let delay = s.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let fail = s.fail_percent.load(Ordering::Relaxed) as u64;
     if fail > 0 && (n.wrapping_mul(2654435761) % 100) < fail {
         return (StatusCode::SERVICE_UNAVAILABLE, "try later".into());

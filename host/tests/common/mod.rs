@@ -128,6 +128,21 @@ macro_rules! for_each_backend {
     };
 }
 
+/// A connector as a config file would declare it, with defaults for
+/// everything but its name and routes.
+pub fn connector(name: &str, routes: &[&str]) -> switchboard::config::ConnectorConfig {
+    serde_json::from_value(serde_json::json!({"name": name, "routes": routes})).unwrap()
+}
+
+/// The connectors an API under test serves: `(name, routes)`.
+pub fn fleet(connectors: &[(&str, &[&str])]) -> switchboard::fleet::Fleet {
+    let configs = connectors
+        .iter()
+        .map(|(name, routes)| connector(name, routes))
+        .collect();
+    switchboard::fleet::Fleet::new(configs, 120_000)
+}
+
 pub fn ev(id: &str, ty: &str, keys: &[&str], connectors: &[&str]) -> Routed {
     let body = serde_json::json!({"id": id, "type": ty, "keys": keys, "payload": {"id": id}});
     let mut events = parse_body(body.to_string().as_bytes(), 1).unwrap();
