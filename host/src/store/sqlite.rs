@@ -300,12 +300,18 @@ impl Writer {
             .err()
             .map(StoreError::from);
         let mut replies = Vec::with_capacity(group.len());
-        // Every ingest of the group first, as one batch (see `ingest`); the
-        // other operations then run in arrival order. Either order is a valid
-        // serialisation: the group commits or fails as one.
+        // Every ingest of the group first, as one batch (see `ingest`), then
+        // every completion, as one batch (see `complete_batch`); the other
+        // operations then run in arrival order. Any order is a valid
+        // serialisation: the group commits or fails as one, and no
+        // completion in it can belong to a claim in it (an attempt starts
+        // only after its claim committed).
         let mut slots: Vec<Option<Answer>> = Vec::with_capacity(group.len());
         let mut ingests: Vec<Vec<Routed>> = Vec::new();
         let mut ingest_now = 0;
+        let mut completions: Vec<Completion> = Vec::new();
+        let mut completion_slots: Vec<(usize, usize)> = Vec::new();
+        let mut complete_now = 0;
         let mut rest = Vec::new();
         for (i, (work, reply)) in group.into_iter().enumerate() {
             replies.push(reply);
@@ -315,6 +321,11 @@ impl Writer {
                     ingest_now = ingest_now.max(now);
                     ingests.push(events);
                     rest.push((i, None));
+                }
+                Work::Complete { items, now } => {
+                    complete_now = complete_now.max(now);
+                    completion_slots.push((i, items.len()));
+                    completions.extend(items);
                 }
                 other => rest.push((i, Some(other))),
             }
@@ -327,6 +338,17 @@ impl Writer {
                         if work.is_none() {
                             slots[*i] = outcomes.next().map(Answer::Ingest);
                         }
+                    }
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        if failure.is_none() && !completion_slots.is_empty() {
+            match self.complete_batch(&completions, complete_now).await {
+                Ok(applied) => {
+                    let mut applied = applied.into_iter();
+                    for (i, n) in completion_slots {
+                        slots[i] = Some(Answer::Bools(applied.by_ref().take(n).collect()));
                     }
                 }
                 Err(e) => failure = Some(e),
@@ -404,13 +426,7 @@ impl Writer {
                 now,
                 lease_ms,
             } => Answer::Claim(self.claim(&connector, limit, now, lease_ms).await?),
-            Work::Complete { items, now } => {
-                let mut out = Vec::with_capacity(items.len());
-                for item in items {
-                    out.push(self.complete(item, now).await?);
-                }
-                Answer::Bools(out)
-            }
+            Work::Complete { items, now } => Answer::Bools(self.complete_batch(&items, now).await?),
             Work::Rescue { now } => Answer::Count(self.rescue(now).await?),
             Work::RetryDead { id, now } => Answer::Bool(self.retry_dead(id, now).await?),
             Work::SkipDead { id, now } => Answer::Bool(self.skip_dead(id, now).await?),
@@ -824,87 +840,158 @@ impl Writer {
             .collect()
     }
 
-    async fn complete(&mut self, c: Completion, now: Millis) -> StoreResult<bool> {
-        let (state, next_at, error, release) = match &c.kind {
-            CompletionKind::Delivered => ("delivered", None, None, true),
-            CompletionKind::Retry { at, error } => {
-                ("ready", Some(*at), Some(error.as_str()), false)
-            }
-            CompletionKind::Dead { error, on_dead } => (
-                "dead",
-                None,
-                Some(error.as_str()),
-                *on_dead == OnDead::Release,
-            ),
-        };
-        let done = sqlx::query(
-            "UPDATE deliveries SET state = ?1, next_attempt_at = COALESCE(?2, next_attempt_at), \
-                 last_error = COALESCE(?3, last_error), lease_until = NULL, lease_token = NULL, \
-                 updated_at = ?4 \
-             WHERE id = ?5 AND state = 'in_flight' AND lease_token = ?6",
-        )
-        .bind(state)
-        .bind(next_at)
-        .bind(error)
-        .bind(now)
-        .bind(c.delivery_id)
-        .bind(c.lease)
-        .execute(&mut self.conn)
-        .await?
-        .rows_affected()
-            == 1;
-        if done && release {
-            self.release_lanes(&c.connector, c.seq, &c.keys, now)
-                .await?;
-        }
-        Ok(done)
-    }
-
-    /// Removes a delivery from its lanes; where it was the head, the next
-    /// delivery loses a blocker and becomes ready when it has none left.
-    async fn release_lanes(
+    /// Applies a group's outcomes with a few multi-row statements: one
+    /// update of the deliveries (each only if its lease is still current),
+    /// then one release of every lane entry the delivered and released-dead
+    /// ones held, one look-up of the lanes' new heads and one update of the
+    /// heads that lose a blocker.
+    async fn complete_batch(
         &mut self,
-        connector: &str,
-        seq: i64,
-        keys: &[String],
+        items: &[Completion],
         now: Millis,
-    ) -> StoreResult<()> {
-        for key in keys {
-            self.occupied.remove(&(connector.to_string(), key.clone()));
-            let removed = sqlx::query(
-                "DELETE FROM lane_entries WHERE connector = ?1 AND key = ?2 AND seq = ?3",
-            )
-            .bind(connector)
-            .bind(key)
-            .bind(seq)
-            .execute(&mut self.conn)
-            .await?
-            .rows_affected();
-            if removed == 0 {
-                continue;
+    ) -> StoreResult<Vec<bool>> {
+        let mut applied: HashSet<i64> = HashSet::with_capacity(items.len());
+        for chunk in items.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "UPDATE deliveries SET state = v.column3, \
+                     next_attempt_at = COALESCE(v.column4, deliveries.next_attempt_at), \
+                     last_error = COALESCE(v.column5, deliveries.last_error), \
+                     lease_until = NULL, lease_token = NULL, updated_at = ",
+            );
+            qb.push_bind(now).push(" FROM (VALUES ");
+            let mut sep = qb.separated(", ");
+            for c in chunk {
+                let (state, at, error) = match &c.kind {
+                    CompletionKind::Delivered => ("delivered", None, None),
+                    CompletionKind::Retry { at, error } => {
+                        ("ready", Some(*at), Some(error.as_str()))
+                    }
+                    CompletionKind::Dead { error, .. } => ("dead", None, Some(error.as_str())),
+                };
+                sep.push("(");
+                sep.push_bind_unseparated(c.delivery_id);
+                sep.push_unseparated(", ");
+                sep.push_bind_unseparated(c.lease);
+                sep.push_unseparated(", ");
+                sep.push_bind_unseparated(state);
+                sep.push_unseparated(", ");
+                sep.push_bind_unseparated(at);
+                sep.push_unseparated(", ");
+                sep.push_bind_unseparated(error);
+                sep.push_unseparated(")");
             }
-            let head: Option<(i64, i64)> = sqlx::query_as(
-                "SELECT seq, delivery_id FROM lane_entries WHERE connector = ?1 AND key = ?2 \
-                 ORDER BY seq LIMIT 1",
-            )
-            .bind(connector)
-            .bind(key)
-            .fetch_optional(&mut self.conn)
-            .await?;
-            if let Some((head_seq, head_id)) = head {
-                if head_seq > seq {
-                    sqlx::query(
-                        "UPDATE deliveries SET blockers = blockers - 1, \
-                             state = CASE WHEN blockers = 1 AND state = 'blocked' THEN 'ready' ELSE state END, \
-                             updated_at = ?1 \
-                         WHERE id = ?2",
-                    )
-                    .bind(now)
-                    .bind(head_id)
-                    .execute(&mut self.conn)
-                    .await?;
+            qb.push(
+                ") AS v WHERE deliveries.id = v.column1 AND deliveries.state = 'in_flight' \
+                 AND deliveries.lease_token = v.column2 RETURNING deliveries.id",
+            );
+            for id in qb
+                .build_query_scalar::<i64>()
+                .fetch_all(&mut self.conn)
+                .await?
+            {
+                applied.insert(id);
+            }
+        }
+        let mut entries: Vec<(&str, &str, i64)> = Vec::new();
+        for c in items {
+            let release = match &c.kind {
+                CompletionKind::Delivered => true,
+                CompletionKind::Retry { .. } => false,
+                CompletionKind::Dead { on_dead, .. } => *on_dead == OnDead::Release,
+            };
+            if release && applied.contains(&c.delivery_id) {
+                for k in &c.keys {
+                    entries.push((&c.connector, k, c.seq));
                 }
             }
+        }
+        self.release_entries(&entries, now).await?;
+        Ok(items
+            .iter()
+            .map(|c| applied.contains(&c.delivery_id))
+            .collect())
+    }
+
+    /// Removes lane entries `(connector, key, seq)`; where one was its
+    /// lane's head, the new head loses a blocker (one per lane it heads) and
+    /// becomes ready when it has none left.
+    async fn release_entries(
+        &mut self,
+        entries: &[(&str, &str, i64)],
+        now: Millis,
+    ) -> StoreResult<()> {
+        let mut removed: Vec<(String, String, i64)> = Vec::new();
+        for chunk in entries.chunks(CHUNK) {
+            for (c, k, _) in chunk {
+                self.occupied.remove(&(c.to_string(), k.to_string()));
+            }
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "DELETE FROM lane_entries WHERE (connector, key, seq) IN (VALUES ",
+            );
+            let mut sep = qb.separated(", ");
+            for (c, k, seq) in chunk {
+                sep.push("(");
+                sep.push_bind_unseparated(*c);
+                sep.push_unseparated(", ");
+                sep.push_bind_unseparated(*k);
+                sep.push_unseparated(", ");
+                sep.push_bind_unseparated(*seq);
+                sep.push_unseparated(")");
+            }
+            qb.push(") RETURNING connector, key, seq");
+            removed.extend(
+                qb.build_query_as::<(String, String, i64)>()
+                    .fetch_all(&mut self.conn)
+                    .await?,
+            );
+        }
+        let mut unblock: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+        for chunk in removed.chunks(CHUNK) {
+            let mut qb =
+                QueryBuilder::<Sqlite>::new("SELECT v.column3, l.seq, l.delivery_id FROM (VALUES ");
+            let mut sep = qb.separated(", ");
+            for (c, k, seq) in chunk {
+                sep.push("(");
+                sep.push_bind_unseparated(c.as_str());
+                sep.push_unseparated(", ");
+                sep.push_bind_unseparated(k.as_str());
+                sep.push_unseparated(", ");
+                sep.push_bind_unseparated(*seq);
+                sep.push_unseparated(")");
+            }
+            qb.push(
+                ") AS v JOIN lane_entries l ON l.connector = v.column1 AND l.key = v.column2 \
+                 AND l.seq = (SELECT MIN(seq) FROM lane_entries \
+                              WHERE connector = v.column1 AND key = v.column2)",
+            );
+            for (released, head_seq, head_id) in qb
+                .build_query_as::<(i64, i64, i64)>()
+                .fetch_all(&mut self.conn)
+                .await?
+            {
+                if head_seq > released {
+                    *unblock.entry(head_id).or_default() += 1;
+                }
+            }
+        }
+        let unblock: Vec<(i64, i64)> = unblock.into_iter().collect();
+        for chunk in unblock.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "UPDATE deliveries SET blockers = deliveries.blockers - v.column2, \
+                     state = CASE WHEN deliveries.blockers = v.column2 AND deliveries.state = 'blocked' \
+                             THEN 'ready' ELSE deliveries.state END, updated_at = ",
+            );
+            qb.push_bind(now).push(" FROM (VALUES ");
+            let mut sep = qb.separated(", ");
+            for (id, n) in chunk {
+                sep.push("(");
+                sep.push_bind_unseparated(*id);
+                sep.push_unseparated(", ");
+                sep.push_bind_unseparated(*n);
+                sep.push_unseparated(")");
+            }
+            qb.push(") AS v WHERE deliveries.id = v.column1");
+            qb.build().execute(&mut self.conn).await?;
         }
         Ok(())
     }
@@ -1009,7 +1096,11 @@ impl Writer {
             return Ok(false);
         };
         let keys = parse_keys(&keys)?;
-        self.release_lanes(&connector, seq, &keys, now).await?;
+        let entries: Vec<(&str, &str, i64)> = keys
+            .iter()
+            .map(|k| (connector.as_str(), k.as_str(), seq))
+            .collect();
+        self.release_entries(&entries, now).await?;
         Ok(true)
     }
 }
