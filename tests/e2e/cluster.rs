@@ -240,3 +240,38 @@ async fn a_connector_created_through_one_node_is_served_by_all() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `switchboard migrate` applies the schema to an empty store of either kind
+/// and is a no-op the second time; a bad URL is a clear usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_applies_the_schema_once_on_either_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in [Db::Sqlite, Db::Postgres] {
+        let url = db.fresh_url(dir.path()).await;
+        for _ in 0..2 {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+                .args(["--json", "migrate", "--storage", &url])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{db:?}: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["schema_version"], 8, "{db:?}: {v}");
+            assert_eq!(v["applied"].as_array().unwrap().len(), 8, "{db:?}: {v}");
+        }
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["migrate", "--storage", "mysql://nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("expected a sqlite:// or postgres:// URL"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
