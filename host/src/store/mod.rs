@@ -497,6 +497,136 @@ pub(crate) fn parse_json(text: Option<String>) -> StoreResult<Option<serde_json:
         .transpose()
 }
 
+/// A component version row: version, digest, info (JSON), uploaded_at,
+/// size in bytes, active.
+pub(crate) type VersionRow = (i64, String, String, i64, i64, bool);
+
+pub(crate) fn versions_of(
+    connector: &str,
+    rows: Vec<VersionRow>,
+) -> StoreResult<Vec<ComponentVersion>> {
+    rows.into_iter()
+        .map(|(version, digest, info, uploaded_at, size_bytes, active)| {
+            Ok(ComponentVersion {
+                connector: connector.to_string(),
+                version,
+                digest,
+                info: serde_json::from_str(&info)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                uploaded_at,
+                active,
+                size_bytes,
+            })
+        })
+        .collect()
+}
+
+/// An audit row: id, at, actor, action, target, before, after (JSON).
+pub(crate) type AuditRow = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+pub(crate) fn audit_of(rows: Vec<AuditRow>) -> StoreResult<Vec<AuditRecord>> {
+    rows.into_iter()
+        .map(|(id, at, actor, action, target, before, after)| {
+            Ok(AuditRecord {
+                id,
+                at,
+                actor,
+                action,
+                target,
+                before: parse_json(before)?,
+                after: parse_json(after)?,
+            })
+        })
+        .collect()
+}
+
+/// A dead-letter row: delivery id, connector, event id, type, keys (JSON),
+/// attempts, last error, died at.
+pub(crate) type DeadRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    i64,
+);
+
+pub(crate) fn dead_letters_of(rows: Vec<DeadRow>) -> StoreResult<Vec<DeadLetter>> {
+    rows.into_iter()
+        .map(
+            |(
+                delivery_id,
+                connector,
+                event_id,
+                event_type,
+                keys,
+                attempts,
+                last_error,
+                died_at,
+            )| {
+                Ok(DeadLetter {
+                    delivery_id,
+                    connector,
+                    event_id,
+                    event_type,
+                    keys: parse_keys(&keys)?,
+                    attempts: attempts as u32,
+                    last_error,
+                    died_at,
+                })
+            },
+        )
+        .collect()
+}
+
+/// A lane head row: the delivery's columns as [`DeliveryRow`], then its
+/// event id.
+pub(crate) type LaneHeadRow = (i64, String, String, i64, Option<String>, i64, i64, String);
+
+pub(crate) fn lane_view_of(
+    connector: &str,
+    key: &str,
+    head: Option<LaneHeadRow>,
+    entries: i64,
+) -> StoreResult<LaneView> {
+    let head = match head {
+        Some((id, c, state, attempts, last_error, next, updated, event_id)) => Some((
+            event_id,
+            delivery_view((id, c, state, attempts, last_error, next, updated))?,
+        )),
+        None => None,
+    };
+    Ok(LaneView {
+        connector: connector.to_string(),
+        key: key.to_string(),
+        head,
+        waiting: entries.saturating_sub(1).max(0) as u64,
+    })
+}
+
+/// Stored connector configs: name and JSON text.
+pub(crate) fn configs_of(
+    rows: Vec<(String, String)>,
+) -> StoreResult<Vec<(String, serde_json::Value)>> {
+    rows.into_iter()
+        .map(|(name, text)| {
+            let v = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("config of {name}: {e}")))?;
+            Ok((name, v))
+        })
+        .collect()
+}
+
 pub(crate) fn state_counts_of(rows: Vec<(String, i64)>) -> StoreResult<StateCounts> {
     let mut c = StateCounts::default();
     for (state, n) in rows {

@@ -33,11 +33,12 @@ use sqlx::{Connection, Postgres, QueryBuilder};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    classify, delivery_count, delivery_view, parse_json, parse_keys, plan_ingest, same_digest,
-    state_counts_of, stored_event, AuditRecord, Claimed, Completion, CompletionKind,
-    ComponentVersion, DeadFilter, DeadLetter, DeliveryRow, EventRow, EventView, IngestOutcome,
-    IngestPlan, LaneView, LimitOverrides, OperatorAction, QueueStats, Routed, SharedHealth,
-    StateCounts, Store, StoreError, StoreResult, StoredEvent,
+    audit_of, classify, configs_of, dead_letters_of, delivery_count, delivery_view, lane_view_of,
+    parse_keys, plan_ingest, same_digest, state_counts_of, stored_event, versions_of, AuditRecord,
+    AuditRow, Claimed, Completion, CompletionKind, ComponentVersion, DeadFilter, DeadLetter,
+    DeadRow, DeliveryRow, EventRow, EventView, IngestOutcome, IngestPlan, LaneHeadRow, LaneView,
+    LimitOverrides, OperatorAction, QueueStats, Routed, SharedHealth, StateCounts, Store,
+    StoreError, StoreResult, StoredEvent, VersionRow,
 };
 use crate::queue::{Millis, OnDead};
 
@@ -962,33 +963,8 @@ impl Store for PostgresStore {
         }
         qb.push(" ORDER BY d.id DESC LIMIT ")
             .push_bind(f.limit.clamp(1, 10_000) as i64);
-        type Row = (
-            i64,
-            String,
-            String,
-            String,
-            String,
-            i64,
-            Option<String>,
-            i64,
-        );
-        let rows: Vec<Row> = qb.build_query_as().fetch_all(&self.pool).await?;
-        rows.into_iter()
-            .map(
-                |(delivery_id, connector, event_id, event_type, keys, attempts, last_error, at)| {
-                    Ok(DeadLetter {
-                        delivery_id,
-                        connector,
-                        event_id,
-                        event_type,
-                        keys: parse_keys(&keys)?,
-                        attempts: attempts as u32,
-                        last_error,
-                        died_at: at,
-                    })
-                },
-            )
-            .collect()
+        let rows: Vec<DeadRow> = qb.build_query_as().fetch_all(&self.pool).await?;
+        dead_letters_of(rows)
     }
 
     async fn lanes(&self, key: &str, connectors: &[String]) -> StoreResult<Vec<LaneView>> {
@@ -1001,8 +977,7 @@ impl Store for PostgresStore {
             .bind(key)
             .fetch_one(&self.pool)
             .await?;
-            type Row = (i64, String, String, i64, Option<String>, i64, i64, String);
-            let head: Option<Row> = sqlx::query_as(
+            let head: Option<LaneHeadRow> = sqlx::query_as(
                 "SELECT d.id, d.connector, d.state, d.attempts, d.last_error, d.next_attempt_at, \
                      d.updated_at, e.id \
                  FROM lane_entries l \
@@ -1014,21 +989,7 @@ impl Store for PostgresStore {
             .bind(key)
             .fetch_optional(&self.pool)
             .await?;
-            let head = match head {
-                Some((id, connector, state, attempts, last_error, next, updated, event_id)) => {
-                    Some((
-                        event_id,
-                        delivery_view((id, connector, state, attempts, last_error, next, updated))?,
-                    ))
-                }
-                None => None,
-            };
-            out.push(LaneView {
-                connector: c.clone(),
-                key: key.to_string(),
-                head,
-                waiting: count.saturating_sub(1).max(0) as u64,
-            });
+            out.push(lane_view_of(c, key, head, count)?);
         }
         Ok(out)
     }
@@ -1038,16 +999,7 @@ impl Store for PostgresStore {
         limit: usize,
         before_id: Option<i64>,
     ) -> StoreResult<Vec<AuditRecord>> {
-        type Row = (
-            i64,
-            i64,
-            String,
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<AuditRow> = sqlx::query_as(
             "SELECT id, at, actor, action, target, before, after FROM audit_log \
              WHERE id < $1 ORDER BY id DESC LIMIT $2",
         )
@@ -1055,19 +1007,7 @@ impl Store for PostgresStore {
         .bind(limit.clamp(1, 10_000) as i64)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|(id, at, actor, action, target, before, after)| {
-                Ok(AuditRecord {
-                    id,
-                    at,
-                    actor,
-                    action,
-                    target,
-                    before: parse_json(before)?,
-                    after: parse_json(after)?,
-                })
-            })
-            .collect()
+        audit_of(rows)
     }
 
     async fn state_counts(&self, connector: &str) -> StoreResult<StateCounts> {
@@ -1218,13 +1158,7 @@ impl Store for PostgresStore {
             sqlx::query_as("SELECT connector, config FROM connector_configs ORDER BY connector")
                 .fetch_all(&self.pool)
                 .await?;
-        rows.into_iter()
-            .map(|(name, text)| {
-                let v = serde_json::from_str(&text)
-                    .map_err(|e| StoreError::Corrupt(format!("config of {name}: {e}")))?;
-                Ok((name, v))
-            })
-            .collect()
+        configs_of(rows)
     }
 
     async fn put_connector_config(
@@ -1325,7 +1259,7 @@ impl Store for PostgresStore {
     }
 
     async fn component_versions(&self, connector: &str) -> StoreResult<Vec<ComponentVersion>> {
-        let rows: Vec<(i64, String, String, i64, i64, bool)> = sqlx::query_as(
+        let rows: Vec<VersionRow> = sqlx::query_as(
             "SELECT c.version, c.digest, c.info, c.uploaded_at, octet_length(c.wasm)::int8, \
                  COALESCE(a.version = c.version, FALSE) \
              FROM components c LEFT JOIN active_components a ON a.connector = c.connector \
@@ -1334,20 +1268,7 @@ impl Store for PostgresStore {
         .bind(connector)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|(version, digest, info, uploaded_at, size_bytes, active)| {
-                Ok(ComponentVersion {
-                    connector: connector.to_string(),
-                    version,
-                    digest,
-                    info: serde_json::from_str(&info)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    uploaded_at,
-                    active,
-                    size_bytes,
-                })
-            })
-            .collect()
+        versions_of(connector, rows)
     }
 
     async fn component_wasm(&self, connector: &str, version: i64) -> StoreResult<Option<Vec<u8>>> {

@@ -30,11 +30,12 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    classify, delivery_view, parse_json, parse_keys, plan_ingest, same_digest, state_counts_of,
-    stored_event, AuditRecord, Claimed, Completion, CompletionKind, ComponentVersion, DeadFilter,
-    DeadLetter, DeliveryRow, EventRow, EventView, IngestOutcome, IngestPlan, LaneView,
+    audit_of, classify, configs_of, dead_letters_of, delivery_view, lane_view_of, parse_keys,
+    plan_ingest, same_digest, state_counts_of, stored_event, versions_of, AuditRecord, AuditRow,
+    Claimed, Completion, CompletionKind, ComponentVersion, DeadFilter, DeadLetter, DeadRow,
+    DeliveryRow, EventRow, EventView, IngestOutcome, IngestPlan, LaneHeadRow, LaneView,
     LimitOverrides, OperatorAction, QueueStats, Routed, StateCounts, Store, StoreError,
-    StoreResult, StoredEvent,
+    StoreResult, StoredEvent, VersionRow,
 };
 use crate::queue::{Millis, OnDead};
 
@@ -1236,7 +1237,7 @@ impl Store for SqliteStore {
     }
 
     async fn component_versions(&self, connector: &str) -> StoreResult<Vec<ComponentVersion>> {
-        let rows: Vec<(i64, String, String, i64, i64, bool)> = sqlx::query_as(
+        let rows: Vec<VersionRow> = sqlx::query_as(
             "SELECT c.version, c.digest, c.info, c.uploaded_at, length(c.wasm), \
                  COALESCE(a.version = c.version, 0) \
              FROM components c LEFT JOIN active_components a ON a.connector = c.connector \
@@ -1245,20 +1246,7 @@ impl Store for SqliteStore {
         .bind(connector)
         .fetch_all(&self.read)
         .await?;
-        rows.into_iter()
-            .map(|(version, digest, info, uploaded_at, size_bytes, active)| {
-                Ok(ComponentVersion {
-                    connector: connector.to_string(),
-                    version,
-                    digest,
-                    info: serde_json::from_str(&info)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    uploaded_at,
-                    active,
-                    size_bytes,
-                })
-            })
-            .collect()
+        versions_of(connector, rows)
     }
 
     async fn component_wasm(&self, connector: &str, version: i64) -> StoreResult<Option<Vec<u8>>> {
@@ -1330,22 +1318,8 @@ impl Store for SqliteStore {
         }
         qb.push(" ORDER BY d.id DESC LIMIT ")
             .push_bind(f.limit.clamp(1, 10_000) as i64);
-        let rows = qb.build().fetch_all(&self.read).await?;
-        rows.iter()
-            .map(|row| {
-                let keys: String = row.try_get(4)?;
-                Ok(DeadLetter {
-                    delivery_id: row.try_get(0)?,
-                    connector: row.try_get(1)?,
-                    event_id: row.try_get(2)?,
-                    event_type: row.try_get(3)?,
-                    keys: parse_keys(&keys)?,
-                    attempts: row.try_get::<i64, _>(5)? as u32,
-                    last_error: row.try_get(6)?,
-                    died_at: row.try_get(7)?,
-                })
-            })
-            .collect()
+        let rows: Vec<DeadRow> = qb.build_query_as().fetch_all(&self.read).await?;
+        dead_letters_of(rows)
     }
 
     async fn lanes(&self, key: &str, connectors: &[String]) -> StoreResult<Vec<LaneView>> {
@@ -1358,10 +1332,7 @@ impl Store for SqliteStore {
             .bind(key)
             .fetch_one(&self.read)
             .await?;
-            let head = sqlx::query_as::<
-                _,
-                (i64, String, String, i64, Option<String>, i64, i64, String),
-            >(
+            let head = sqlx::query_as::<_, LaneHeadRow>(
                 "SELECT d.id, d.connector, d.state, d.attempts, d.last_error, d.next_attempt_at, \
                      d.updated_at, e.id \
                  FROM lane_entries l \
@@ -1373,21 +1344,7 @@ impl Store for SqliteStore {
             .bind(key)
             .fetch_optional(&self.read)
             .await?;
-            let head = match head {
-                Some((id, connector, state, attempts, last_error, next, updated, event_id)) => {
-                    Some((
-                        event_id,
-                        delivery_view((id, connector, state, attempts, last_error, next, updated))?,
-                    ))
-                }
-                None => None,
-            };
-            out.push(LaneView {
-                connector: c.clone(),
-                key: key.to_string(),
-                head,
-                waiting: count.saturating_sub(1).max(0) as u64,
-            });
+            out.push(lane_view_of(c, key, head, count)?);
         }
         Ok(out)
     }
@@ -1397,16 +1354,7 @@ impl Store for SqliteStore {
         limit: usize,
         before_id: Option<i64>,
     ) -> StoreResult<Vec<AuditRecord>> {
-        type Row = (
-            i64,
-            i64,
-            String,
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<AuditRow> = sqlx::query_as(
             "SELECT id, at, actor, action, target, before, after FROM audit_log \
              WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
         )
@@ -1414,19 +1362,7 @@ impl Store for SqliteStore {
         .bind(limit.clamp(1, 10_000) as i64)
         .fetch_all(&self.read)
         .await?;
-        rows.into_iter()
-            .map(|(id, at, actor, action, target, before, after)| {
-                Ok(AuditRecord {
-                    id,
-                    at,
-                    actor,
-                    action,
-                    target,
-                    before: parse_json(before)?,
-                    after: parse_json(after)?,
-                })
-            })
-            .collect()
+        audit_of(rows)
     }
 
     async fn set_paused(
@@ -1466,13 +1402,7 @@ impl Store for SqliteStore {
             sqlx::query_as("SELECT connector, config FROM connector_configs ORDER BY connector")
                 .fetch_all(&self.read)
                 .await?;
-        rows.into_iter()
-            .map(|(name, text)| {
-                let v = serde_json::from_str(&text)
-                    .map_err(|e| StoreError::Corrupt(format!("config of {name}: {e}")))?;
-                Ok((name, v))
-            })
-            .collect()
+        configs_of(rows)
     }
 
     async fn put_connector_config(
