@@ -496,6 +496,8 @@ async fn connectors_are_created_and_reconfigured_through_the_api_audited_and_sto
         .call("GET", "/v1/connectors/sms", Some(ADMIN), Value::Null)
         .await;
     assert_eq!(b["routes"], json!(["quota.*", "usage.*"]), "{b}");
+    assert_eq!(b["settings"]["concurrency"], 4, "{b}");
+    assert_eq!(b["settings"]["secret_headers"]["authorization"], "***", "{b}");
 
     // Stored whole (it survives restarts and reaches other nodes) ...
     let stored = api.t.store.connector_configs().await.unwrap();

@@ -41,6 +41,9 @@ pub struct ConnectorView {
     pub oldest_pending_age_ms: Option<i64>,
     /// The breaker as this node last saw it (absent before the first attempt).
     pub breaker: Option<crate::queue::breaker::BreakerState>,
+    /// Every setting in force (as `PUT /v1/connectors/{name}` takes them),
+    /// secret header values redacted.
+    pub settings: serde_json::Value,
 }
 
 fn registry(state: &AppState) -> Result<&Connectors, ApiError> {
@@ -116,6 +119,7 @@ async fn view(state: &AppState, name: &str) -> Result<ConnectorView, ApiError> {
             .oldest_pending_at
             .map(|t| (now_ms() - t).max(0)),
         breaker: crate::metrics::global().breaker_state(name),
+        settings: c.redacted(),
     })
 }
 
