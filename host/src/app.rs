@@ -38,7 +38,11 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let store = store::open(&config.storage.url).await?;
+    // Leases name the node that holds them: this host and its API port.
+    let host = store::default_node();
+    let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+    let node = format!("{host}:{}", config.server.listen.port());
+    let store = store::open_as(&config.storage.url, &node).await?;
 
     let cache_dir = config.runtime.cache_dir.clone().or_else(|| {
         store::sqlite::SqliteStore::path_of(&config.storage.url)

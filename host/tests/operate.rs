@@ -497,7 +497,10 @@ async fn connectors_are_created_and_reconfigured_through_the_api_audited_and_sto
         .await;
     assert_eq!(b["routes"], json!(["quota.*", "usage.*"]), "{b}");
     assert_eq!(b["settings"]["concurrency"], 4, "{b}");
-    assert_eq!(b["settings"]["secret_headers"]["authorization"], "***", "{b}");
+    assert_eq!(
+        b["settings"]["secret_headers"]["authorization"], "***",
+        "{b}"
+    );
 
     // Stored whole (it survives restarts and reaches other nodes) ...
     let stored = api.t.store.connector_configs().await.unwrap();

@@ -187,8 +187,21 @@ async fn expired_leases_are_rescued_and_late_completions_ignored(t: TestStore) {
     .await
     .unwrap();
     let stale = s.claim("c", 10, 0, LEASE).await.unwrap().remove(0);
+    // Operators see which node holds the lease, and only while it is held.
+    let owner =
+        |v: Option<switchboard::store::EventView>| v.unwrap().deliveries[0].lease_owner.clone();
+    let held = owner(s.event("1").await.unwrap()).expect("an in-flight delivery names its node");
+    assert!(
+        held.ends_with(&format!(":{}", std::process::id())),
+        "{held}"
+    );
     assert_eq!(s.rescue_expired(LEASE - 1).await.unwrap(), 0);
     assert_eq!(s.rescue_expired(LEASE).await.unwrap(), 1);
+    assert_eq!(
+        owner(s.event("1").await.unwrap()),
+        None,
+        "rescued: no owner"
+    );
     let fresh = s.claim("c", 10, LEASE, LEASE).await.unwrap().remove(0);
     assert_eq!((fresh.event.id.as_str(), fresh.attempt), ("1", 2));
     // The hung first attempt finally answers: its lease is gone, nothing changes.

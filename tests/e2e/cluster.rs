@@ -260,8 +260,8 @@ async fn migrate_applies_the_schema_once_on_either_backend() {
                 String::from_utf8_lossy(&out.stderr)
             );
             let v: Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(v["schema_version"], 8, "{db:?}: {v}");
-            assert_eq!(v["applied"].as_array().unwrap().len(), 8, "{db:?}: {v}");
+            assert_eq!(v["schema_version"], 9, "{db:?}: {v}");
+            assert_eq!(v["applied"].as_array().unwrap().len(), 9, "{db:?}: {v}");
         }
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))

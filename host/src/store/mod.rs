@@ -117,6 +117,9 @@ pub struct DeliveryView {
     /// When the next attempt may start (for `ready`/`blocked` deliveries).
     pub next_attempt_at: Option<Millis>,
     pub updated_at: Millis,
+    /// The node running it now (for `in_flight` deliveries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_owner: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -420,13 +423,31 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the store a URL names (`sqlite://…` or `postgres://…`), applying
-/// migrations.
+/// migrations; its leases name this process ([`default_node`]).
 pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    open_as(url, &default_node()).await
+}
+
+/// This host's name and process id: who holds a lease, for operators.
+pub fn default_node() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// [`open`], with the name its leases carry (`node`), e.g. `host:port`.
+pub async fn open_as(url: &str, node: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
+        Ok(std::sync::Arc::new(
+            sqlite::SqliteStore::open_as(url, node).await?,
+        ))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Ok(std::sync::Arc::new(
-            postgres::PostgresStore::open(url).await?,
+            postgres::PostgresStore::open_as(url, node).await?,
         ))
     } else {
         Err(StoreError::InvalidUrl {
@@ -455,10 +476,19 @@ pub async fn migrate(url: &str) -> StoreResult<Vec<i64>> {
 
 /// A delivery row as both backends select it: id, connector, state, attempts,
 /// last_error, next_attempt_at, updated_at.
-pub(crate) type DeliveryRow = (i64, String, String, i64, Option<String>, i64, i64);
+pub(crate) type DeliveryRow = (
+    i64,
+    String,
+    String,
+    i64,
+    Option<String>,
+    i64,
+    i64,
+    Option<String>,
+);
 
 pub(crate) fn delivery_view(row: DeliveryRow) -> StoreResult<DeliveryView> {
-    let (id, connector, state, attempts, last_error, next, updated_at) = row;
+    let (id, connector, state, attempts, last_error, next, updated_at, lease_owner) = row;
     let state = DeliveryState::parse(&state)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery state {state:?}")))?;
     Ok(DeliveryView {
@@ -470,6 +500,7 @@ pub(crate) fn delivery_view(row: DeliveryRow) -> StoreResult<DeliveryView> {
         next_attempt_at: matches!(state, DeliveryState::Ready | DeliveryState::Blocked)
             .then_some(next),
         updated_at,
+        lease_owner: lease_owner.filter(|_| state == DeliveryState::InFlight),
     })
 }
 
@@ -591,7 +622,17 @@ pub(crate) fn dead_letters_of(rows: Vec<DeadRow>) -> StoreResult<Vec<DeadLetter>
 
 /// A lane head row: the delivery's columns as [`DeliveryRow`], then its
 /// event id.
-pub(crate) type LaneHeadRow = (i64, String, String, i64, Option<String>, i64, i64, String);
+pub(crate) type LaneHeadRow = (
+    i64,
+    String,
+    String,
+    i64,
+    Option<String>,
+    i64,
+    i64,
+    Option<String>,
+    String,
+);
 
 pub(crate) fn lane_view_of(
     connector: &str,
@@ -600,9 +641,9 @@ pub(crate) fn lane_view_of(
     entries: i64,
 ) -> StoreResult<LaneView> {
     let head = match head {
-        Some((id, c, state, attempts, last_error, next, updated, event_id)) => Some((
+        Some((id, c, state, attempts, last_error, next, updated, owner, event_id)) => Some((
             event_id,
-            delivery_view((id, c, state, attempts, last_error, next, updated))?,
+            delivery_view((id, c, state, attempts, last_error, next, updated, owner))?,
         )),
         None => None,
     };

@@ -50,6 +50,8 @@ const MAX_TX_ATTEMPTS: usize = 8;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Written as the owner of every lease this node takes.
+    node: String,
     ingests: mpsc::Sender<Queued<Vec<Routed>, IngestOutcome>>,
     completions: mpsc::Sender<Queued<Vec<Completion>, Vec<bool>>>,
 }
@@ -200,6 +202,11 @@ impl PostgresStore {
     /// migrations (under sqlx's migration lock, so nodes starting together
     /// apply them once).
     pub async fn open(url: &str) -> StoreResult<Self> {
+        Self::open_as(url, &super::default_node()).await
+    }
+
+    /// [`PostgresStore::open`], with the node name its leases carry.
+    pub async fn open_as(url: &str, node: &str) -> StoreResult<Self> {
         // Plan every statement for its actual arguments. A generic plan made
         // while the tables were nearly empty (sequential scans are cheapest
         // then) would otherwise stay cached as they grow to millions of rows.
@@ -250,6 +257,7 @@ impl PostgresStore {
         }
         Ok(Self {
             pool,
+            node: node.to_string(),
             ingests,
             completions,
         })
@@ -617,7 +625,7 @@ async fn complete_tx(
         "UPDATE deliveries d SET state = v.st, \
              next_attempt_at = COALESCE(v.at, d.next_attempt_at), \
              last_error = COALESCE(v.err, d.last_error), \
-             lease_until = NULL, lease_token = NULL, updated_at = $6 \
+             lease_until = NULL, lease_token = NULL, lease_owner = NULL, updated_at = $6 \
          FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], $5::text[]) \
              AS v(id, lease, st, at, err) \
          WHERE d.id = v.id AND d.state = 'in_flight' AND d.lease_token = v.lease \
@@ -799,7 +807,7 @@ impl Store for PostgresStore {
         let lease = rand::random::<i64>() & i64::MAX;
         let mut claimed: Vec<(i64, i64, i64)> = sqlx::query_as(
             "UPDATE deliveries d SET state = 'in_flight', attempts = d.attempts + 1, \
-                 lease_until = $1, lease_token = $2, updated_at = $3 \
+                 lease_until = $1, lease_token = $2, updated_at = $3, lease_owner = $6 \
              FROM (SELECT id FROM deliveries \
                    WHERE state = 'ready' AND connector = $4 AND next_attempt_at <= $3 \
                    AND NOT EXISTS (SELECT 1 FROM connector_controls \
@@ -814,6 +822,7 @@ impl Store for PostgresStore {
         .bind(now)
         .bind(connector)
         .bind(limit as i64)
+        .bind(&self.node)
         .fetch_all(&self.pool)
         .await?;
         claimed.sort_by_key(|c| c.1);
@@ -857,7 +866,7 @@ impl Store for PostgresStore {
         // SKIP LOCKED: a row another transaction holds is being completed
         // right now; it is not abandoned.
         Ok(sqlx::query(
-            "UPDATE deliveries d SET state = 'ready', lease_until = NULL, lease_token = NULL, \
+            "UPDATE deliveries d SET state = 'ready', lease_until = NULL, lease_token = NULL, lease_owner = NULL, \
                  next_attempt_at = $1, updated_at = $1, \
                  last_error = 'lease expired: the attempt did not finish (gateway stopped or attempt hung)' \
              FROM (SELECT id FROM deliveries WHERE state = 'in_flight' AND lease_until <= $1 \
@@ -891,8 +900,8 @@ impl Store for PostgresStore {
         };
         let e = stored_event(row)?;
         let rows: Vec<DeliveryRow> = sqlx::query_as(
-            "SELECT id, connector, state, attempts, last_error, next_attempt_at, updated_at \
-             FROM deliveries WHERE event_seq = $1 ORDER BY id",
+            "SELECT id, connector, state, attempts, last_error, next_attempt_at, updated_at, \
+                 lease_owner FROM deliveries WHERE event_seq = $1 ORDER BY id",
         )
         .bind(e.seq)
         .fetch_all(&self.pool)
@@ -979,7 +988,7 @@ impl Store for PostgresStore {
             .await?;
             let head: Option<LaneHeadRow> = sqlx::query_as(
                 "SELECT d.id, d.connector, d.state, d.attempts, d.last_error, d.next_attempt_at, \
-                     d.updated_at, e.id \
+                     d.updated_at, d.lease_owner, e.id \
                  FROM lane_entries l \
                  JOIN deliveries d ON d.id = l.delivery_id \
                  JOIN events e ON e.seq = l.seq \

@@ -56,6 +56,11 @@ impl SqliteStore {
     /// Opens (creating if missing) the database a `sqlite://` URL names and
     /// applies migrations.
     pub async fn open(url: &str) -> StoreResult<Self> {
+        Self::open_as(url, &super::default_node()).await
+    }
+
+    /// [`SqliteStore::open`], with the node name its leases carry.
+    pub async fn open_as(url: &str, node: &str) -> StoreResult<Self> {
         let base = SqliteConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl {
             url: url.to_string(),
             reason: e.to_string(),
@@ -84,6 +89,7 @@ impl SqliteStore {
             next_delivery: 0,
             next_lease: rand::random::<u32>() as i64,
             occupied: HashSet::new(),
+            node: node.to_string(),
         };
         writer.reload_counters().await?;
         let (tx, rx) = mpsc::channel(4096);
@@ -276,6 +282,8 @@ struct Writer {
     /// evicts its lane, so a stale "occupied" can never block a delivery that
     /// nothing would unblock.
     occupied: HashSet<(String, String)>,
+    /// Written as the owner of every lease this store hands out.
+    node: String,
 }
 
 impl Writer {
@@ -781,7 +789,7 @@ impl Writer {
         self.next_lease += 1;
         let rows = sqlx::query(
             "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1, \
-                 lease_until = ?1, lease_token = ?2, updated_at = ?3 \
+                 lease_until = ?1, lease_token = ?2, updated_at = ?3, lease_owner = ?6 \
              WHERE id IN (SELECT id FROM deliveries \
                  WHERE state = 'ready' AND connector = ?4 AND next_attempt_at <= ?3 \
                  AND NOT EXISTS (SELECT 1 FROM connector_controls \
@@ -794,6 +802,7 @@ impl Writer {
         .bind(now)
         .bind(connector)
         .bind(limit as i64)
+        .bind(&self.node)
         .fetch_all(&mut self.conn)
         .await?;
         let mut claimed: Vec<(i64, i64, u32)> = Vec::with_capacity(rows.len());
@@ -857,7 +866,7 @@ impl Writer {
                 "UPDATE deliveries SET state = v.column3, \
                      next_attempt_at = COALESCE(v.column4, deliveries.next_attempt_at), \
                      last_error = COALESCE(v.column5, deliveries.last_error), \
-                     lease_until = NULL, lease_token = NULL, updated_at = ",
+                     lease_until = NULL, lease_token = NULL, lease_owner = NULL, updated_at = ",
             );
             qb.push_bind(now).push(" FROM (VALUES ");
             let mut sep = qb.separated(", ");
@@ -1058,7 +1067,7 @@ impl Writer {
 
     async fn rescue(&mut self, now: Millis) -> StoreResult<u64> {
         Ok(sqlx::query(
-            "UPDATE deliveries SET state = 'ready', lease_until = NULL, lease_token = NULL, \
+            "UPDATE deliveries SET state = 'ready', lease_until = NULL, lease_token = NULL, lease_owner = NULL, \
                  next_attempt_at = ?1, updated_at = ?1, \
                  last_error = 'lease expired: the attempt did not finish (gateway stopped or attempt hung)' \
              WHERE state = 'in_flight' AND lease_until <= ?1",
@@ -1157,8 +1166,8 @@ impl Store for SqliteStore {
         };
         let e = stored_event(row)?;
         let rows = sqlx::query_as::<_, DeliveryRow>(
-            "SELECT id, connector, state, attempts, last_error, next_attempt_at, updated_at \
-             FROM deliveries WHERE event_seq = ?1 ORDER BY id",
+            "SELECT id, connector, state, attempts, last_error, next_attempt_at, updated_at, \
+                 lease_owner FROM deliveries WHERE event_seq = ?1 ORDER BY id",
         )
         .bind(e.seq)
         .fetch_all(&self.read)
@@ -1334,7 +1343,7 @@ impl Store for SqliteStore {
             .await?;
             let head = sqlx::query_as::<_, LaneHeadRow>(
                 "SELECT d.id, d.connector, d.state, d.attempts, d.last_error, d.next_attempt_at, \
-                     d.updated_at, e.id \
+                     d.updated_at, d.lease_owner, e.id \
                  FROM lane_entries l \
                  JOIN deliveries d ON d.id = l.delivery_id \
                  JOIN events e ON e.seq = l.seq \
