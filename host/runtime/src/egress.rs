@@ -27,8 +27,12 @@
 //! Limits: `request_timeout` bounds connect + response head; the response
 //! body is capped at `max_response_bytes` (the guest gets
 //! `HTTP-response-body-size`); the wall deadline of the whole call bounds a
-//! slow body. Only `http` upstreams are supported for now: `https` is refused
-//! with a clear error until TLS with the same address gate is wired in.
+//! slow body.
+//!
+//! `https` upstreams go through the same two gates; the TLS handshake then
+//! verifies the certificate for the request's host name (see `tls`). A
+//! failed handshake is `TLS-certificate-error` for the guest and a warning
+//! with the reason in the gateway's log.
 
 use bytes::Bytes;
 use http::uri::Scheme;
@@ -53,7 +57,7 @@ use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequ
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtxView, WasiHttpHooks};
 
 /// The shared, pooled upstream client.
-pub(crate) type HttpClient = Client<HttpConnector<CheckedResolver>, WasiBody>;
+pub(crate) type HttpClient = Client<crate::tls::EgressConnector, WasiBody>;
 
 /// Build the shared client. `pool_idle_timeout` bounds how long an idle
 /// connection is kept; `pool_max_idle_per_host` how many.
@@ -61,6 +65,7 @@ pub(crate) fn build_client(
     pool_idle_timeout: Duration,
     pool_max_idle_per_host: usize,
     connect_timeout: Duration,
+    tls: rustls::ClientConfig,
 ) -> HttpClient {
     let mut connector = HttpConnector::new_with_resolver(CheckedResolver);
     connector.set_nodelay(true);
@@ -68,7 +73,7 @@ pub(crate) fn build_client(
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(pool_idle_timeout)
         .pool_max_idle_per_host(pool_max_idle_per_host)
-        .build(connector)
+        .build(crate::tls::EgressConnector::new(connector, tls))
 }
 
 /// One parsed `allowed_hosts` entry.
@@ -320,6 +325,10 @@ fn classify_client_error(
                 }
             };
         }
+        if let Some(tls) = err.downcast_ref::<crate::tls::TlsError>() {
+            tracing::warn!(connector, error = %tls, "upstream TLS handshake failed");
+            return wasmtime_wasi_http::Error::TlsCertificateError;
+        }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
                 return wasmtime_wasi_http::Error::ConnectionTimeout;
@@ -402,13 +411,6 @@ pub(crate) fn gated_handle(
         tracing::warn!(connector, %why, "egress denied");
         http.table.delete(request)?;
         return Ok(Err(ErrorCode::HttpRequestDenied));
-    }
-    if scheme == Scheme::HTTPS {
-        tracing::warn!(connector, %authority, "https egress is not supported yet");
-        http.table.delete(request)?;
-        return Ok(Err(ErrorCode::InternalError(Some(
-            "https upstreams are not supported by this gateway version".into(),
-        ))));
     }
     match outgoing_handler::Host::handle(&mut http, request, options) {
         Ok(future) => Ok(Ok(future)),

@@ -36,6 +36,7 @@
 
 mod egress;
 mod guest_log;
+mod tls;
 
 use egress::{EgressHooks, EgressPolicy, HttpClient};
 use guest_log::{GuestLog, Source};
@@ -95,6 +96,9 @@ pub struct RuntimeConfig {
     /// Bytes of guest output (stdout, stderr, `log`) forwarded to tracing per
     /// call; the rest is dropped and counted. Default 16 KiB.
     pub log_bytes_per_call: usize,
+    /// PEM file of CA certificates trusted for `https` upstreams in addition
+    /// to the public web roots (an operator's internal PKI). Default none.
+    pub extra_ca_pem: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -107,6 +111,7 @@ impl Default for RuntimeConfig {
             http_pool_max_idle_per_host: 256,
             http_pool_idle_timeout: Duration::from_secs(90),
             log_bytes_per_call: 16 << 10,
+            extra_ca_pem: None,
         }
     }
 }
@@ -230,6 +235,10 @@ pub enum RuntimeError {
         /// Why.
         reason: String,
     },
+    /// The TLS settings for `https` upstreams (e.g. the extra CA file) were
+    /// refused.
+    #[error("TLS for upstreams: {0}")]
+    Tls(String),
     /// The bytes are not a valid WebAssembly component.
     #[error("not a valid wasm component: {0}")]
     Compile(String),
@@ -337,10 +346,12 @@ impl Runtime {
         let stop_ticker = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(&engine, cfg.epoch_tick, stop_ticker.clone())?;
 
+        let tls = tls::client_config(cfg.extra_ca_pem.as_deref()).map_err(RuntimeError::Tls)?;
         let client = egress::build_client(
             cfg.http_pool_idle_timeout,
             cfg.http_pool_max_idle_per_host,
             Limits::default().request_timeout,
+            tls,
         );
         Ok(Runtime {
             shared: Arc::new(Shared {

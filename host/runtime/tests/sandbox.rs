@@ -504,3 +504,153 @@ async fn second_load_hits_the_disk_cache() {
     assert_eq!(first.digest(), second.digest());
     assert_eq!(first.info(), second.info());
 }
+
+// ---- HTTPS upstreams. The certificates in tests/tls are test fixtures: a
+// CA, a server certificate it issued for `localhost`, and an unrelated CA.
+
+fn tls_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/tls")
+        .join(name)
+}
+
+/// An HTTPS upstream on 127.0.0.1 with the `localhost` certificate; answers
+/// 200 and records each request's path and `authorization` header.
+async fn tls_upstream() -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(tls_fixture("server.pem"))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_file(tls_fixture("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let log = log.clone();
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            let auth = req
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string();
+                            log.lock()
+                                .unwrap()
+                                .push((req.uri().path().to_string(), auth));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn runtime_trusting(ca: Option<&str>) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        max_instances: 16,
+        extra_ca_pem: ca.map(tls_fixture),
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime")
+}
+
+#[tokio::test]
+async fn https_upstream_with_a_trusted_certificate_gets_the_delivery_and_secret() {
+    let (port, seen) = tls_upstream().await;
+    let rt = runtime_trusting(Some("ca.pem"));
+    let webhook = load(&rt, "webhook").await;
+    let sb = sandbox(
+        &[&format!("localhost:{port}")],
+        Some(format!("https://localhost:{port}/op")),
+    );
+    let out = webhook.deliver(&sb, &delivery(BEHAVE)).await;
+    assert_eq!(out, Outcome::Done, "{out:?}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, vec![("/op".to_string(), "Bearer s3cret".to_string())]);
+}
+
+#[tokio::test]
+async fn https_upstream_with_an_untrusted_or_misnamed_certificate_is_a_retry() {
+    let (port, seen) = tls_upstream().await;
+    // Not issued by a CA the gateway trusts (public roots, or another CA).
+    for ca in [None, Some("other-ca.pem")] {
+        let rt = runtime_trusting(ca);
+        let webhook = load(&rt, "webhook").await;
+        let sb = sandbox(
+            &[&format!("localhost:{port}")],
+            Some(format!("https://localhost:{port}/op")),
+        );
+        let out = webhook.deliver(&sb, &delivery(BEHAVE)).await;
+        let reason = retry_reason(&out).to_ascii_lowercase();
+        assert!(reason.contains("tls"), "{ca:?}: {reason}");
+    }
+    // Trusted CA, but the certificate names `localhost`, not 127.0.0.1.
+    let rt = runtime_trusting(Some("ca.pem"));
+    let webhook = load(&rt, "webhook").await;
+    let sb = sandbox(
+        &[&format!("127.0.0.1:{port}")],
+        Some(format!("https://127.0.0.1:{port}/op")),
+    );
+    let out = webhook.deliver(&sb, &delivery(BEHAVE)).await;
+    assert!(
+        retry_reason(&out).to_ascii_lowercase().contains("tls"),
+        "{out:?}"
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_or_empty_ca_file_stops_the_runtime_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    for path in [dir.path().join("missing.pem"), empty] {
+        let err = Runtime::new(RuntimeConfig {
+            extra_ca_pem: Some(path.clone()),
+            ..RuntimeConfig::default()
+        })
+        .err()
+        .unwrap_or_else(|| panic!("{} was accepted", path.display()));
+        assert!(matches!(err, RuntimeError::Tls(_)), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+}
