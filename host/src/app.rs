@@ -50,6 +50,7 @@ pub async fn run(
     });
     let runtime = switchboard_runtime::Runtime::new(switchboard_runtime::RuntimeConfig {
         cache_dir,
+        extra_ca_pem: config.runtime.ca_file.clone(),
         ..Default::default()
     })?;
     // The file's connectors, then those created or changed through the API

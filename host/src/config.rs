@@ -135,6 +135,9 @@ pub struct RuntimeConfig {
     /// Where compiled components are cached (default: next to the database,
     /// in `switchboard-cache/`).
     pub cache_dir: Option<PathBuf>,
+    /// PEM file of CA certificates trusted for `https` upstreams besides the
+    /// public web roots (an internal PKI).
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
