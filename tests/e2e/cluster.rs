@@ -80,8 +80,10 @@ async fn three_nodes_share_the_work_and_survive_losing_one() {
     hss.inner().delay_ms.store(20, Ordering::Relaxed);
     let hss_addr = hss.start().await;
     let url = Db::Postgres.fresh_url(dir.path()).await;
-    let configs: Vec<_> = (0..3)
-        .map(|_| write_config_on(&url, dir.path(), free_port(), hss_addr, 8))
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let configs: Vec<_> = ports
+        .iter()
+        .map(|&port| write_config_on(&url, dir.path(), port, hss_addr, 8))
         .collect();
     // Started together: migrations must be applied once, under a lock.
     let starting: Vec<_> = configs
@@ -111,10 +113,26 @@ async fn three_nodes_share_the_work_and_survive_losing_one() {
     while acked.load(Ordering::Relaxed) < numbers * steps / 3 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Node 1 dies holding leases; clients fail over to the others.
+    // Node 1 dies holding leases (leases name their node, host:port);
+    // clients fail over to the others.
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let held_by_1 = || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'in_flight' AND lease_owner LIKE $1",
+        )
+        .bind(format!("%:{}", ports[1]))
+        .fetch_one(&db)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while held_by_1().await.unwrap() < 3 {
+        assert!(Instant::now() < deadline, "node 1 never held 3 leases");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let dead = gws[1].take().unwrap();
     let dead_log = dead.log.clone();
     dead.kill9();
+    let orphaned = held_by_1().await.unwrap();
+    assert!(orphaned > 0, "node 1 died holding no lease");
     let at_kill = hss.applied().len();
     load.await.unwrap();
 
@@ -136,12 +154,17 @@ async fn three_nodes_share_the_work_and_survive_losing_one() {
         assert!(Instant::now() < deadline, "deliveries left unfinished: {v}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_eq!(
+        held_by_1().await.unwrap(),
+        0,
+        "the {orphaned} leases node 1 died with were never taken over"
+    );
     let rescued = gws
         .iter()
         .flatten()
         .map(|g| std::fs::read_to_string(&g.log).unwrap_or_default())
         .any(|log| log.contains("re-queued deliveries whose lease expired"));
-    assert!(rescued, "no survivor took over the killed node's leases");
+    assert!(rescued, "no survivor logged the takeover");
 
     // The dead node comes back and serves again.
     let back = Gateway::start(&configs[1]);
