@@ -77,6 +77,13 @@ pub async fn run(
         store.clone(),
         stop_rx.clone(),
     ));
+    if config.storage.retention_days > 0 {
+        tokio::spawn(retention(
+            store.clone(),
+            config.storage.retention_days,
+            stop_rx.clone(),
+        ));
+    }
     let (dispatcher, control) = dispatch::spawn_controlled(
         store.clone(),
         Arc::new(connectors.clone()),
@@ -143,6 +150,50 @@ async fn sync_with_store(
         }
         if let Err(e) = connectors.sync(&*store).await {
             tracing::warn!(error = %e, "cannot check for component changes; will try again");
+        }
+    }
+}
+
+/// How often finished events past the dedup window are deleted, and how many
+/// per transaction.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+const RETENTION_BATCH: usize = 5_000;
+
+/// Deletes finished events older than the dedup window, in batches, so the
+/// store grows with the window and the backlog, not with all history.
+async fn retention(
+    store: std::sync::Arc<dyn store::Store>,
+    days: u32,
+    mut stop: watch::Receiver<bool>,
+) {
+    let window = i64::from(days) * 24 * 3600 * 1000;
+    loop {
+        let mut purged = 0;
+        loop {
+            let before = crate::queue::now_ms() - window;
+            match store.purge_finished(before, RETENTION_BATCH).await {
+                Ok(n) => {
+                    purged += n;
+                    if (n as usize) < RETENTION_BATCH || *stop.borrow() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot delete events past the dedup window; will try again");
+                    break;
+                }
+            }
+        }
+        if purged > 0 {
+            tracing::info!(
+                events = purged,
+                days,
+                "deleted finished events past the dedup window"
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETENTION_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

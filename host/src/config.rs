@@ -96,12 +96,18 @@ impl Default for ServerConfig {
 pub struct StorageConfig {
     /// `sqlite://PATH` (embedded default) or `postgres://…`.
     pub url: String,
+    /// The dedup window, in days: an event whose deliveries are all final
+    /// (delivered, skipped, superseded) is deleted this long after it was
+    /// accepted, and its id may then be used again. Events with a delivery
+    /// still pending or dead are kept whatever their age. 0 keeps everything.
+    pub retention_days: u32,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             url: "sqlite://./switchboard.db".into(),
+            retention_days: 30,
         }
     }
 }

@@ -483,7 +483,74 @@ async fn the_component_registry_keeps_versions_and_one_active(t: TestStore) {
     );
 }
 
+async fn finished_events_past_the_window_are_purged_and_nothing_else(t: TestStore) {
+    let s = &*t.store;
+    s.ingest(
+        vec![
+            ev("done", "t", &["k1"], &["c"]),
+            ev("dead", "t", &["k2"], &["c"]),
+            ev("unrouted", "t", &[], &[]),
+            ev("waiting", "t", &["k2"], &["c"]),
+        ],
+        100,
+    )
+    .await
+    .unwrap();
+    let claimed = s.claim("c", 10, 100, LEASE).await.unwrap();
+    let items = claimed
+        .iter()
+        .map(|d| {
+            let kind = if d.event.id == "dead" {
+                CompletionKind::Dead {
+                    error: "rejected".into(),
+                    on_dead: OnDead::Hold,
+                }
+            } else {
+                CompletionKind::Delivered
+            };
+            Completion::of(d, kind)
+        })
+        .collect();
+    s.complete(items, 101).await.unwrap();
+    s.ingest(vec![ev("recent", "t", &["k3"], &["c"])], 500)
+        .await
+        .unwrap();
+    finish(s, "c", 501, CompletionKind::Delivered).await;
+
+    // Only events accepted before 200 whose deliveries are all final (or that
+    // had none) go; the dead letter and the one waiting behind it stay.
+    assert_eq!(s.purge_finished(200, 100).await.unwrap(), 2);
+    for (id, kept) in [
+        ("done", false),
+        ("unrouted", false),
+        ("dead", true),
+        ("waiting", true),
+        ("recent", true),
+    ] {
+        assert_eq!(s.event(id).await.unwrap().is_some(), kept, "{id}");
+    }
+    assert_eq!(s.purge_finished(200, 100).await.unwrap(), 0, "nothing more");
+    // Past the window an id may be used again.
+    assert_eq!(
+        s.ingest(vec![ev("done", "t", &["k1"], &["c"])], 600)
+            .await
+            .unwrap(),
+        accepted(1, 0, 0)
+    );
+    // The limit is honoured: "recent" (delivered) and five unrouted events
+    // are due at 800, three at a time.
+    let batch = (0..5)
+        .map(|i| ev(&format!("u{i}"), "t", &[], &[]))
+        .collect();
+    s.ingest(batch, 700).await.unwrap();
+    assert_eq!(s.purge_finished(800, 3).await.unwrap(), 3);
+    assert_eq!(s.purge_finished(800, 3).await.unwrap(), 3);
+    assert_eq!(s.purge_finished(800, 3).await.unwrap(), 0);
+    assert!(s.event("dead").await.unwrap().is_some());
+}
+
 for_each_backend!(
+    finished_events_past_the_window_are_purged_and_nothing_else,
     the_component_registry_keeps_versions_and_one_active,
     ingest_is_idempotent_and_conflicts_store_nothing,
     a_lane_runs_one_delivery_at_a_time_in_accept_order,

@@ -364,6 +364,12 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<bool>;
 
+    /// Deletes up to `limit` of the oldest events accepted before
+    /// `accepted_before` whose deliveries are all final (or that had none),
+    /// with their deliveries; returns how many events went. Events with a
+    /// delivery still pending or dead are never deleted.
+    async fn purge_finished(&self, accepted_before: Millis, limit: usize) -> StoreResult<u64>;
+
     /// Connector configs set through the operator API, by name: each
     /// overrides the config file's connector of that name.
     async fn connector_configs(&self) -> StoreResult<Vec<(String, serde_json::Value)>>;

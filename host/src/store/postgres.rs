@@ -1162,6 +1162,32 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn purge_finished(&self, accepted_before: Millis, limit: usize) -> StoreResult<u64> {
+        transaction!(self.pool, |conn| async {
+            // SKIP LOCKED: an event another node is purging right now is
+            // left to it.
+            let seqs: Vec<i64> = sqlx::query_scalar(
+                "SELECT seq FROM events e WHERE e.accepted_at < $1 AND NOT EXISTS \
+                     (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq \
+                      AND d.state NOT IN ('delivered', 'skipped', 'superseded')) \
+                 ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(accepted_before)
+            .bind(limit as i64)
+            .fetch_all(&mut *conn)
+            .await?;
+            sqlx::query("DELETE FROM deliveries WHERE event_seq = ANY($1)")
+                .bind(&seqs)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM events WHERE seq = ANY($1)")
+                .bind(&seqs)
+                .execute(&mut *conn)
+                .await?;
+            TxResult::Ok(seqs.len() as u64)
+        })
+    }
+
     async fn connector_configs(&self) -> StoreResult<Vec<(String, serde_json::Value)>> {
         let rows: Vec<(String, String)> =
             sqlx::query_as("SELECT connector, config FROM connector_configs ORDER BY connector")

@@ -203,6 +203,10 @@ enum Work {
         actor: String,
         now: Millis,
     },
+    Purge {
+        before: Millis,
+        limit: usize,
+    },
     PutConfig {
         connector: String,
         config: String,
@@ -535,6 +539,31 @@ impl Writer {
                 )
                 .await?;
                 Answer::Bool(true)
+            }
+            Work::Purge { before, limit } => {
+                let seqs: Vec<i64> = sqlx::query_scalar(
+                    "SELECT seq FROM events e WHERE e.accepted_at < ?1 AND NOT EXISTS \
+                         (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq \
+                          AND d.state NOT IN ('delivered', 'skipped', 'superseded')) \
+                     ORDER BY seq LIMIT ?2",
+                )
+                .bind(before)
+                .bind(limit as i64)
+                .fetch_all(&mut self.conn)
+                .await?;
+                for chunk in seqs.chunks(CHUNK) {
+                    for table in ["deliveries WHERE event_seq", "events WHERE seq"] {
+                        let mut qb =
+                            QueryBuilder::<Sqlite>::new(format!("DELETE FROM {table} IN ("));
+                        let mut sep = qb.separated(", ");
+                        for seq in chunk {
+                            sep.push_bind(*seq);
+                        }
+                        qb.push(")");
+                        qb.build().execute(&mut self.conn).await?;
+                    }
+                }
+                Answer::Count(seqs.len() as u64)
             }
             Work::PutConfig {
                 connector,
@@ -1404,6 +1433,14 @@ impl Store for SqliteStore {
             now,
         };
         self.call(work, Reply::Bool).await.map(|_| ())
+    }
+
+    async fn purge_finished(&self, accepted_before: Millis, limit: usize) -> StoreResult<u64> {
+        let work = Work::Purge {
+            before: accepted_before,
+            limit,
+        };
+        self.call(work, Reply::Count).await
     }
 
     async fn connector_configs(&self) -> StoreResult<Vec<(String, serde_json::Value)>> {
