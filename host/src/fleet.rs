@@ -42,6 +42,7 @@ pub struct Fleet {
     lease_ms: u64,
     runtime: Option<Connectors>,
     dispatch: Arc<OnceLock<DispatchControl>>,
+    applying: Arc<std::sync::Mutex<()>>,
 }
 
 /// The dispatcher's view of a connector's config.
@@ -87,6 +88,7 @@ impl Fleet {
             lease_ms,
             runtime: None,
             dispatch: Arc::new(OnceLock::new()),
+            applying: Arc::new(std::sync::Mutex::new(())),
         }
     }
 
@@ -124,6 +126,10 @@ impl Fleet {
     /// Makes `c` the connector's config on this node. `false` if it was
     /// already exactly that.
     pub fn apply(&self, c: ConnectorConfig) -> bool {
+        // One change at a time from table to runtime to dispatcher, so two
+        // racing changes (an API call and a sync) cannot leave the table on
+        // one config and the sandbox or dispatcher on the other.
+        let _one_at_a_time = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         {
             let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
             let mut configs: Vec<ConnectorConfig> = cur.configs.as_ref().clone();

@@ -156,6 +156,7 @@ async fn bad_input_is_a_4xx_json_error_that_stores_nothing() {
         ("missing id", br#"{"type":"t","payload":1}"#.to_vec(), StatusCode::BAD_REQUEST, "missing_field"),
         ("oversize id", format!(r#"{{"id":"{long}","type":"t","payload":1}}"#).into_bytes(), StatusCode::BAD_REQUEST, "invalid_length"),
         ("oversize key", format!(r#"{{"id":"m5","type":"t","keys":["{long}"],"payload":1}}"#).into_bytes(), StatusCode::BAD_REQUEST, "invalid_length"),
+        ("control character in a key", br#"{"id":"m5b","type":"t","keys":["a\u0000b"],"payload":1}"#.to_vec(), StatusCode::BAD_REQUEST, "invalid_value"),
         ("deep nesting", format!(r#"{{"id":"m6","type":"t","payload":{deep}}}"#).into_bytes(), StatusCode::BAD_REQUEST, "malformed_json"),
         ("oversize body", format!(r#"{{"id":"m7","type":"t","payload":"{}"}}"#, "y".repeat(70_000)).into_bytes(), StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
         ("not an object", b"\"hello\"".to_vec(), StatusCode::BAD_REQUEST, "invalid_body"),

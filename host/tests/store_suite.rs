@@ -549,7 +549,40 @@ async fn finished_events_past_the_window_are_purged_and_nothing_else(t: TestStor
     assert!(s.event("dead").await.unwrap().is_some());
 }
 
+async fn two_outcomes_for_one_delivery_in_one_call_apply_once_in_order(t: TestStore) {
+    let s = &*t.store;
+    s.ingest(
+        vec![ev("1", "t", &["k"], &["c"]), ev("2", "t", &["k"], &["c"])],
+        0,
+    )
+    .await
+    .unwrap();
+    let d = s.claim("c", 10, 1, LEASE).await.unwrap().remove(0);
+    // An attempt that reported Delivered, then was abandoned at shutdown and
+    // handed back as a retry under the same lease: only the first counts.
+    let retry = CompletionKind::Retry {
+        at: 5,
+        error: "handed back at shutdown".into(),
+    };
+    let out = s
+        .complete(
+            vec![
+                Completion::of(&d, CompletionKind::Delivered),
+                Completion::of(&d, retry),
+            ],
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, vec![true, false]);
+    let v = s.event("1").await.unwrap().unwrap();
+    assert_eq!(v.deliveries[0].state, DeliveryState::Delivered);
+    // The lane moved on exactly once: 2 runs, alone.
+    assert_eq!(ids(s, "c", 10, 10).await, vec!["2"]);
+}
+
 for_each_backend!(
+    two_outcomes_for_one_delivery_in_one_call_apply_once_in_order,
     finished_events_past_the_window_are_purged_and_nothing_else,
     the_component_registry_keeps_versions_and_one_active,
     ingest_is_idempotent_and_conflicts_store_nothing,

@@ -218,6 +218,13 @@ fn validate_event(value: Value) -> Result<NewEvent, ValidationError> {
                         format!("`keys[{k}]` must be 1 to {MAX_KEY_LEN} characters, got {len}"),
                     ));
                 }
+                if key.chars().any(char::is_control) {
+                    return Err(field_error(
+                        "keys",
+                        "invalid_value",
+                        format!("`keys[{k}]` must not contain control characters"),
+                    ));
+                }
                 if !keys.contains(&key) {
                     keys.push(key);
                 }

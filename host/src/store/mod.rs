@@ -805,6 +805,26 @@ pub(crate) fn same_digest(active: Option<&serde_json::Value>, digest: &str) -> O
         .flatten()
 }
 
+/// Splits a group's completions into rounds in which each delivery appears at
+/// most once, keeping their order: a batch statement matches rows by
+/// delivery id, so two outcomes for one delivery (an attempt abandoned at
+/// shutdown after it had already reported) must be applied one after the
+/// other — the second then finds the lease gone and is refused. Returns the
+/// item indexes of each round.
+pub(crate) fn completion_rounds(items: &[Completion]) -> Vec<Vec<usize>> {
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut seen: HashMap<i64, usize> = HashMap::new();
+    for (i, c) in items.iter().enumerate() {
+        let round = seen.entry(c.delivery_id).or_insert(0);
+        if rounds.len() <= *round {
+            rounds.push(Vec::new());
+        }
+        rounds[*round].push(i);
+        *round += 1;
+    }
+    rounds
+}
+
 /// How many deliveries `fresh` will create (one per distinct connector).
 pub(crate) fn delivery_count(fresh: &[&Routed]) -> usize {
     fresh

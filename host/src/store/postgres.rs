@@ -33,12 +33,12 @@ use sqlx::{Connection, Postgres, QueryBuilder};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    audit_of, classify, configs_of, dead_letters_of, delivery_count, delivery_view, lane_view_of,
-    parse_keys, plan_ingest, same_digest, state_counts_of, stored_event, versions_of, AuditRecord,
-    AuditRow, Claimed, Completion, CompletionKind, ComponentVersion, DeadFilter, DeadLetter,
-    DeadRow, DeliveryRow, EventRow, EventView, IngestOutcome, IngestPlan, LaneHeadRow, LaneView,
-    LimitOverrides, OperatorAction, QueueStats, Routed, SharedHealth, StateCounts, Store,
-    StoreError, StoreResult, StoredEvent, VersionRow,
+    audit_of, classify, completion_rounds, configs_of, dead_letters_of, delivery_count,
+    delivery_view, lane_view_of, parse_keys, plan_ingest, same_digest, state_counts_of,
+    stored_event, versions_of, AuditRecord, AuditRow, Claimed, Completion, CompletionKind,
+    ComponentVersion, DeadFilter, DeadLetter, DeadRow, DeliveryRow, EventRow, EventView,
+    IngestOutcome, IngestPlan, LaneHeadRow, LaneView, LimitOverrides, OperatorAction, QueueStats,
+    Routed, SharedHealth, StateCounts, Store, StoreError, StoreResult, StoredEvent, VersionRow,
 };
 use crate::queue::{Millis, OnDead};
 
@@ -592,6 +592,23 @@ async fn complete_tx(
     items: &[Completion],
     now: Millis,
 ) -> TxResult<Vec<bool>> {
+    let mut out = vec![false; items.len()];
+    for round in completion_rounds(items) {
+        let batch: Vec<Completion> = round.iter().map(|&i| items[i].clone()).collect();
+        let applied = complete_round(conn, &batch, now).await?;
+        for (k, &i) in round.iter().enumerate() {
+            out[i] = applied.get(k).copied().unwrap_or(false);
+        }
+    }
+    Ok(out)
+}
+
+/// [`complete_tx`] for completions of distinct deliveries.
+async fn complete_round(
+    conn: &mut PgConnection,
+    items: &[Completion],
+    now: Millis,
+) -> TxResult<Vec<bool>> {
     let releases = |c: &Completion| match &c.kind {
         CompletionKind::Delivered => true,
         CompletionKind::Retry { .. } => false,
@@ -608,7 +625,8 @@ async fn complete_tx(
     let mut leases = Vec::with_capacity(items.len());
     let mut states = Vec::with_capacity(items.len());
     let mut next_at: Vec<Option<i64>> = Vec::with_capacity(items.len());
-    let mut errors: Vec<Option<&str>> = Vec::with_capacity(items.len());
+    // PostgreSQL text cannot hold NUL; a connector's error text might.
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(items.len());
     for c in items {
         let (state, at, error) = match &c.kind {
             CompletionKind::Delivered => ("delivered", None, None),
@@ -619,7 +637,7 @@ async fn complete_tx(
         leases.push(c.lease);
         states.push(state);
         next_at.push(at);
-        errors.push(error);
+        errors.push(error.map(|e| e.replace('\0', "\u{fffd}")));
     }
     let applied: Vec<i64> = sqlx::query_scalar(
         "UPDATE deliveries d SET state = v.st, \

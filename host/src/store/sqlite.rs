@@ -30,11 +30,11 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    audit_of, classify, configs_of, dead_letters_of, delivery_view, lane_view_of, parse_keys,
-    plan_ingest, same_digest, state_counts_of, stored_event, versions_of, AuditRecord, AuditRow,
-    Claimed, Completion, CompletionKind, ComponentVersion, DeadFilter, DeadLetter, DeadRow,
-    DeliveryRow, EventRow, EventView, IngestOutcome, IngestPlan, LaneHeadRow, LaneView,
-    LimitOverrides, OperatorAction, QueueStats, Routed, StateCounts, Store, StoreError,
+    audit_of, classify, completion_rounds, configs_of, dead_letters_of, delivery_view,
+    lane_view_of, parse_keys, plan_ingest, same_digest, state_counts_of, stored_event, versions_of,
+    AuditRecord, AuditRow, Claimed, Completion, CompletionKind, ComponentVersion, DeadFilter,
+    DeadLetter, DeadRow, DeliveryRow, EventRow, EventView, IngestOutcome, IngestPlan, LaneHeadRow,
+    LaneView, LimitOverrides, OperatorAction, QueueStats, Routed, StateCounts, Store, StoreError,
     StoreResult, StoredEvent, VersionRow,
 };
 use crate::queue::{Millis, OnDead};
@@ -885,6 +885,23 @@ impl Writer {
     /// ones held, one look-up of the lanes' new heads and one update of the
     /// heads that lose a blocker.
     async fn complete_batch(
+        &mut self,
+        items: &[Completion],
+        now: Millis,
+    ) -> StoreResult<Vec<bool>> {
+        let mut out = vec![false; items.len()];
+        for round in completion_rounds(items) {
+            let batch: Vec<Completion> = round.iter().map(|&i| items[i].clone()).collect();
+            let applied = self.complete_round(&batch, now).await?;
+            for (k, &i) in round.iter().enumerate() {
+                out[i] = applied.get(k).copied().unwrap_or(false);
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Writer::complete_batch`] for completions of distinct deliveries.
+    async fn complete_round(
         &mut self,
         items: &[Completion],
         now: Millis,
