@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::harness::{free_port, write_config_on, Applied, Db, FakeHss, Gateway};
 
 /// Event `s` of number `m`: even steps assign to a customer, odd steps release.
-pub(crate) fn event(m: usize, s: usize) -> Value {
+fn event(m: usize, s: usize) -> Value {
     let customer = format!("C{}", (m + s / 2) % 7);
     let op = if s.is_multiple_of(2) {
         "assign"
@@ -28,9 +28,11 @@ pub(crate) fn event(m: usize, s: usize) -> Value {
 
 /// Clients that each own some numbers and post their next event per number
 /// in one batch, re-posting the same batch until it is acknowledged (as a
-/// real client does when the gateway is unreachable).
+/// real client does when the gateway is unreachable). With several gateway
+/// `bases`, client `c` posts step `s` to node `(c + s) % n` and moves on to
+/// the next node while one does not answer (as behind a load balancer).
 pub(crate) async fn post_all(
-    base: Arc<RwLock<String>>,
+    bases: Vec<String>,
     numbers: usize,
     steps: usize,
     clients: usize,
@@ -43,14 +45,15 @@ pub(crate) async fn post_all(
     let mut tasks = Vec::new();
     for c in 0..clients {
         let http = http.clone();
-        let base = base.clone();
+        let bases = bases.clone();
         let acked = acked.clone();
         tasks.push(tokio::spawn(async move {
             let mine: Vec<usize> = (c..numbers).step_by(clients).collect();
             for s in 0..steps {
                 let batch: Vec<Value> = mine.iter().map(|&m| event(m, s)).collect();
+                let mut target = c + s;
                 loop {
-                    let url = format!("{}/v1/events", base.read().unwrap());
+                    let url = format!("{}/v1/events", bases[target % bases.len()]);
                     match http.post(&url).json(&batch).send().await {
                         Ok(r) if r.status() == 202 => {
                             let body: Value = r.json().await.unwrap();
@@ -67,7 +70,10 @@ pub(crate) async fn post_all(
                                 r.text().await.unwrap_or_default()
                             )
                         }
-                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                        _ => {
+                            target += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await
+                        }
                     }
                 }
             }
@@ -140,8 +146,14 @@ async fn reassignments_arrive_in_order_through_a_flaky_register(db: Db) {
     let config = write_config_on(&url, dir.path(), free_port(), hss_addr, 16);
     let gw = Gateway::start(&config);
     let (numbers, steps) = (40, 6);
-    let base = Arc::new(RwLock::new(gw.url("")));
-    post_all(base, numbers, steps, 4, Arc::new(AtomicUsize::new(0))).await;
+    post_all(
+        vec![gw.url("")],
+        numbers,
+        steps,
+        4,
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .await;
     wait_applied(&hss, numbers * steps, &gw.log).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(hss.conflicts().is_empty(), "{:?}", hss.conflicts());
@@ -182,9 +194,10 @@ async fn kill_9_mid_load_loses_nothing_acknowledged_and_keeps_order(db: Db) {
     let config = write_config_on(&url, dir.path(), port, hss_addr, 16);
     let gw = Gateway::start(&config);
     let (numbers, steps) = (60, 8);
-    let base = Arc::new(RwLock::new(gw.url("")));
+    // The restarted gateway listens on the same address.
+    let bases = vec![gw.url("")];
     let acked = Arc::new(AtomicUsize::new(0));
-    let load = tokio::spawn(post_all(base.clone(), numbers, steps, 6, acked.clone()));
+    let load = tokio::spawn(post_all(bases, numbers, steps, 6, acked.clone()));
 
     // Let a third of the load be acknowledged (and some delivered), then kill.
     while acked.load(Ordering::Relaxed) < numbers * steps / 3 {
