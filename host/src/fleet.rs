@@ -42,7 +42,7 @@ pub struct Fleet {
     lease_ms: u64,
     runtime: Option<Connectors>,
     dispatch: Arc<OnceLock<DispatchControl>>,
-    applying: Arc<std::sync::Mutex<()>>,
+    applying: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The dispatcher's view of a connector's config.
@@ -88,7 +88,7 @@ impl Fleet {
             lease_ms,
             runtime: None,
             dispatch: Arc::new(OnceLock::new()),
-            applying: Arc::new(std::sync::Mutex::new(())),
+            applying: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -124,25 +124,32 @@ impl Fleet {
     }
 
     /// Makes `c` the connector's config on this node. `false` if it was
-    /// already exactly that.
-    pub fn apply(&self, c: ConnectorConfig) -> bool {
+    /// already exactly that. A new connector gets its sandbox and its stored
+    /// component before its dispatch loop starts, so its first claims never
+    /// find it without one.
+    pub async fn apply(&self, store: &dyn Store, c: ConnectorConfig) -> bool {
         // One change at a time from table to runtime to dispatcher, so two
         // racing changes (an API call and a sync) cannot leave the table on
         // one config and the sandbox or dispatcher on the other.
-        let _one_at_a_time = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = self.applying.lock().await;
+        if self.get(&c.name).is_some_and(|existing| same(&existing, &c)) {
+            return false;
+        }
+        if let Some(runtime) = &self.runtime {
+            runtime.configure(&c);
+            if let Err(e) = runtime.sync(store).await {
+                tracing::warn!(connector = %c.name, error = %e, "cannot load the connector's component yet; will try again");
+            }
+        }
         {
             let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
             let mut configs: Vec<ConnectorConfig> = cur.configs.as_ref().clone();
             match configs.iter_mut().find(|x| x.name == c.name) {
-                Some(existing) if same(existing, &c) => return false,
                 Some(existing) => *existing = c.clone(),
                 None => configs.push(c.clone()),
             }
             cur.routes = Arc::new(route_table(&configs));
             cur.configs = Arc::new(configs);
-        }
-        if let Some(runtime) = &self.runtime {
-            runtime.configure(&c);
         }
         if let Some(dispatch) = self.dispatch.get() {
             dispatch.upsert(policy_of(&c));
@@ -174,7 +181,7 @@ impl Fleet {
             )
             .await?;
         tracing::info!(connector = %c.name, actor, created = before.is_none(), "connector configured");
-        self.apply(c);
+        self.apply(store, c).await;
         Ok(before.is_none())
     }
 
@@ -194,7 +201,7 @@ impl Fleet {
                 tracing::error!(connector = %name, "stored connector config is invalid here; keeping the one in force");
                 continue;
             }
-            if self.apply(c) {
+            if self.apply(store, c).await {
                 tracing::info!(connector = %name, "connector config changed through the API; now in force");
                 changed += 1;
             }

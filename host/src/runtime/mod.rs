@@ -40,8 +40,10 @@ pub fn digest_of(wasm: &[u8]) -> String {
 }
 
 /// How long a delivery of a connector without a component waits before it is
-/// tried again (the operator may deploy one meanwhile).
-const NO_COMPONENT_RETRY: Duration = Duration::from_secs(30);
+/// tried again: about one store check, since a component deployed through
+/// another node arrives with the next one. A connector that stays without a
+/// component trips its breaker, which then probes at its own, slower pace.
+const NO_COMPONENT_RETRY: Duration = Duration::from_secs(2);
 
 struct Slot {
     sandbox: RwLock<Arc<Sandbox>>,
