@@ -132,7 +132,10 @@ impl Fleet {
         // racing changes (an API call and a sync) cannot leave the table on
         // one config and the sandbox or dispatcher on the other.
         let _one_at_a_time = self.applying.lock().await;
-        if self.get(&c.name).is_some_and(|existing| same(&existing, &c)) {
+        if self
+            .get(&c.name)
+            .is_some_and(|existing| same(&existing, &c))
+        {
             return false;
         }
         if let Some(runtime) = &self.runtime {
