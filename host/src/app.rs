@@ -69,6 +69,7 @@ pub async fn run(
         rescue_interval: Duration::from_millis(config.dispatch.rescue_interval_ms),
         poll_interval: Duration::from_millis(config.dispatch.poll_interval_ms),
         shutdown_grace: Duration::from_millis(config.server.shutdown_grace_ms),
+        clock: crate::clock::Clock::wall(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(sync_with_store(

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::queue::breaker::BreakerPolicy;
 use crate::queue::retry::RetryPolicy;
-use crate::queue::route::RoutePattern;
+use crate::queue::route::RouteSpec;
 use crate::queue::OnDead;
 
 const ENV_SECTIONS: [&str; 5] = ["server", "storage", "dispatch", "runtime", "connectors"];
@@ -155,9 +155,10 @@ pub struct ConnectorConfig {
     /// config file.
     #[serde(default)]
     pub component: Option<PathBuf>,
-    /// Event type patterns routed to this connector (`number.*`, `*`).
+    /// Event type patterns routed to this connector (`number.*`, `*`), or
+    /// tables with options (`{ match = "quota.*", expire_after = "72h" }`).
     #[serde(default)]
-    pub routes: Vec<String>,
+    pub routes: Vec<RouteSpec>,
     /// `host:port` (or `host` for any port) the component may call.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
@@ -219,7 +220,7 @@ impl ConnectorConfig {
             ));
         }
         for r in &c.routes {
-            RoutePattern::parse(r)
+            r.compile()
                 .map_err(|e| ConfigError::Invalid(format!("connector {:?}: {e}", c.name)))?;
         }
         if c.limits.deadline_ms >= lease_ms {

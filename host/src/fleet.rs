@@ -18,7 +18,6 @@ use crate::api::RouteTable;
 use crate::config::{ConfigError, ConnectorConfig};
 use crate::dispatch::{ConnectorPolicy, DispatchControl};
 use crate::queue::now_ms;
-use crate::queue::route::RoutePattern;
 use crate::runtime::Connectors;
 use crate::store::{Store, StoreError};
 
@@ -65,12 +64,8 @@ fn route_table(configs: &[ConnectorConfig]) -> RouteTable {
             .map(|c| {
                 // Validated on the way in; a pattern that still fails to
                 // parse routes nothing rather than everything.
-                let patterns = c
-                    .routes
-                    .iter()
-                    .filter_map(|r| RoutePattern::parse(r).ok())
-                    .collect();
-                (c.name.clone(), patterns)
+                let routes = c.routes.iter().filter_map(|r| r.compile().ok()).collect();
+                (c.name.clone(), routes)
             })
             .collect(),
     )

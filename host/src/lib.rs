@@ -6,12 +6,14 @@
 //! - [`queue`] — the domain: events, delivery states, routing, retry policy; no I/O.
 //! - [`store`] — the durable queue behind the [`store::Store`] boundary.
 //! - [`dispatch`] — claim → run connector → apply outcome; lease rescue.
+//! - [`clock`] — the dispatcher's time: wall clock, or simulated for outage runs.
 //! - [`api`] — HTTP: ingest and event look-up.
 //! - [`config`] — the TOML file and `SWITCHBOARD_*` overrides.
 
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod fleet;

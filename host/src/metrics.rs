@@ -45,6 +45,7 @@ pub struct Metrics {
     attempts: Mutex<BTreeMap<(String, &'static str), u64>>,
     attempt_latency: Mutex<BTreeMap<String, Histogram>>,
     breakers: Mutex<BTreeMap<String, crate::queue::breaker::BreakerState>>,
+    expired: Mutex<BTreeMap<String, u64>>,
 }
 
 pub fn global() -> &'static Metrics {
@@ -82,6 +83,13 @@ impl Metrics {
             .entry(connector.to_string())
             .or_default()
             .observe(latency.as_secs_f64());
+    }
+
+    /// Deliveries of `connector` this process ended as `expired`.
+    pub fn expired(&self, connector: &str, n: u64) {
+        *lock(&self.expired)
+            .entry(connector.to_string())
+            .or_default() += n;
     }
 
     pub fn breaker(&self, connector: &str, state: crate::queue::breaker::BreakerState) {
@@ -155,6 +163,18 @@ impl Metrics {
         for (c, h) in lock(&self.attempt_latency).iter() {
             let label = format!("connector=\"{}\",", escape(c));
             histogram(out, "switchboard_attempt_duration_seconds", &label, h);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_deliveries_expired_total Deliveries ended unstarted by their route's expire_after."
+        );
+        let _ = writeln!(out, "# TYPE switchboard_deliveries_expired_total counter");
+        for (c, n) in lock(&self.expired).iter() {
+            let _ = writeln!(
+                out,
+                "switchboard_deliveries_expired_total{{connector=\"{}\"}} {n}",
+                escape(c)
+            );
         }
     }
 }

@@ -282,6 +282,7 @@ async fn three_dispatchers(
             rescue_interval: Duration::from_millis(500),
             poll_interval: Duration::from_millis(20),
             shutdown_grace: Duration::from_secs(2),
+            clock: switchboard::clock::Clock::wall(),
         };
         let (stop, rx) = watch::channel(false);
         let handle = dispatch::spawn(

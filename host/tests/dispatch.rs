@@ -99,6 +99,7 @@ fn settings(grace: Duration) -> DispatchSettings {
         rescue_interval: Duration::from_millis(200),
         poll_interval: Duration::from_millis(20),
         shutdown_grace: grace,
+        clock: switchboard::clock::Clock::wall(),
     }
 }
 
@@ -331,4 +332,129 @@ async fn an_operator_rate_override_applies_without_a_restart() {
     };
     let (elapsed, _) = drain_60(policy(64), Some(limits)).await;
     assert!(elapsed >= Duration::from_millis(1_900), "{elapsed:?}");
+}
+
+/// A destination that refuses every attempt until `back_at` on the clock,
+/// then accepts; records refused attempts' times and what it received.
+struct Outage {
+    clock: switchboard::clock::Clock,
+    back_at: std::sync::atomic::AtomicI64,
+    refused: Mutex<Vec<i64>>,
+    received: Mutex<Vec<(String, i64)>>,
+}
+
+#[async_trait]
+impl Deliver for Outage {
+    async fn deliver(&self, d: &Claimed) -> AttemptOutcome {
+        let now = self.clock.now();
+        if now < self.back_at.load(std::sync::atomic::Ordering::SeqCst) {
+            self.refused.lock().unwrap().push(now);
+            return AttemptOutcome::Retry {
+                after: None,
+                reason: "connection refused".into(),
+            };
+        }
+        for k in &d.event.keys {
+            self.received.lock().unwrap().push((k.clone(), d.event.seq));
+        }
+        AttemptOutcome::Done
+    }
+}
+
+/// Six simulated hours of outage through the real store and dispatcher on a
+/// simulated clock: a probe budget instead of one attempt per queued
+/// delivery, the stale events of an `expire_after` route expired (releasing
+/// their keys), and after recovery everything else delivered in key order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_outage_costs_probes_and_expires_only_what_may_expire() {
+    use switchboard::clock::Clock;
+    const HOUR: i64 = 3_600_000;
+    let t = common::sqlite().await;
+    let store = t.store.clone();
+    let t0 = 1_700_000_000_000;
+    let clock = Clock::simulated(t0);
+    // 2,000 events on 100 keys; every tenth is a quota notice whose route
+    // expires it after 1 h.
+    let events: Vec<_> = (0..2_000)
+        .map(|i| {
+            let quota = i % 10 == 0;
+            let ty = if quota {
+                "quota.reached"
+            } else {
+                "number.assign"
+            };
+            let key = format!("k{}", i % 100);
+            let mut r = common::ev(&format!("e{i}"), ty, &[&key], &["hss"]);
+            if quota {
+                r.expire_after.insert("hss".into(), HOUR);
+            }
+            r
+        })
+        .collect();
+    store.ingest(events, t0).await.unwrap();
+    let up = Arc::new(Outage {
+        clock: clock.clone(),
+        back_at: std::sync::atomic::AtomicI64::new(t0 + 6 * HOUR),
+        refused: Mutex::new(Vec::new()),
+        received: Mutex::new(Vec::new()),
+    });
+    let (stop, rx) = watch::channel(false);
+    let mut policy = policy(16);
+    policy.retry = RetryPolicy::default();
+    let handle = dispatch::spawn(
+        store.clone(),
+        up.clone(),
+        vec![policy],
+        DispatchSettings {
+            lease_ms: 120_000,
+            rescue_interval: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(1),
+            clock: clock.clone(),
+        },
+        Wakers::new(["hss"]),
+        rx,
+    );
+    // One connector loop and the rescuer sleep on the clock; 10 s ticks.
+    while clock.now() < t0 + 6 * HOUR {
+        clock.step(2, 10_000, t0 + 6 * HOUR).await;
+    }
+    let refused = up.refused.lock().unwrap().clone();
+    // At most a full window (16) before the breaker opens, then one probe
+    // per interval: 1, 2, 4 … 60 s, so about one a minute for six hours.
+    assert!(
+        refused.len() <= 16 + 6 * 60 + 10,
+        "{} attempts during the outage",
+        refused.len()
+    );
+    let late: Vec<_> = refused.iter().filter(|&&at| at > t0 + HOUR).collect();
+    assert!(
+        late.len() >= 5 * 60 - 10,
+        "the breaker kept probing: {} probes after the first hour",
+        late.len()
+    );
+    let counts = store.state_counts("hss").await.unwrap();
+    assert_eq!(counts.expired, 200, "{counts:?}");
+    assert!(up.received.lock().unwrap().is_empty());
+    // Back: everything that may not expire is delivered, in order per key.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while store.state_counts("hss").await.unwrap().delivered < 1_800 {
+        assert!(std::time::Instant::now() < deadline, "drain stalled");
+        clock.step(2, 10_000, i64::MAX).await;
+    }
+    let received = up.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1_800);
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for (k, seq) in received {
+        let prev = last.insert(k.clone(), seq);
+        assert!(prev.is_none_or(|p| p < seq), "{k} out of order");
+    }
+    let counts = store.state_counts("hss").await.unwrap();
+    assert_eq!((counts.delivered, counts.expired), (1_800, 200));
+    assert_eq!(
+        counts.ready + counts.blocked + counts.in_flight + counts.dead,
+        0
+    );
+    let _ = stop.send(true);
+    handle.await.unwrap();
 }

@@ -581,7 +581,86 @@ async fn two_outcomes_for_one_delivery_in_one_call_apply_once_in_order(t: TestSt
     assert_eq!(ids(s, "c", 10, 10).await, vec!["2"]);
 }
 
+/// `ev` whose delivery to each of `expiring` expires `after` ms after it is
+/// accepted.
+fn ev_expiring(
+    id: &str,
+    keys: &[&str],
+    connectors: &[&str],
+    expiring: &[&str],
+    after: i64,
+) -> switchboard::store::Routed {
+    let mut r = ev(id, "t", keys, connectors);
+    for c in expiring {
+        r.expire_after.insert(c.to_string(), after);
+    }
+    r
+}
+
+async fn deliveries_past_their_expiry_end_expired_and_release_their_lanes(t: TestStore) {
+    let s = &*t.store;
+    s.ingest(
+        vec![
+            ev("head", "t", &["k"], &["c"]),
+            ev_expiring("stale", &["k"], &["c", "d"], &["c"], 100),
+            ev("next", "t", &["k"], &["c"]),
+            ev_expiring("alone", &[], &["c"], &["c"], 100),
+            ev_expiring("j1", &["j"], &["c"], &["c"], 100),
+            ev("j2", "t", &["j"], &["c"]),
+        ],
+        0,
+    )
+    .await
+    .unwrap();
+    let head = s.claim("c", 1, 10, LEASE).await.unwrap();
+    assert_eq!(head[0].event.id, "head");
+    assert!(s.expire_due(99, 100).await.unwrap().is_empty(), "not yet");
+    // Past their expiry, ready ones are no longer claimed even before the
+    // sweep ends them.
+    assert!(ids(s, "c", 10, 100).await.is_empty());
+    // The sweep honours its limit; the rest go in the next call.
+    assert_eq!(
+        s.expire_due(100, 2).await.unwrap(),
+        vec![("c".to_string(), 2)]
+    );
+    assert_eq!(
+        s.expire_due(100, 100).await.unwrap(),
+        vec![("c".to_string(), 1)]
+    );
+    assert!(s.expire_due(100, 100).await.unwrap().is_empty());
+    // j1 was the head of j: j2 runs. "stale" expired while blocked behind
+    // "head": once head is done, "next" runs.
+    assert_eq!(ids(s, "c", 10, 101).await, vec!["j2"]);
+    assert!(ids(s, "c", 10, 101).await.is_empty(), "head is in flight");
+    let applied = s
+        .complete(
+            vec![Completion::of(&head[0], CompletionKind::Delivered)],
+            102,
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied, vec![true]);
+    assert_eq!(ids(s, "c", 10, 103).await, vec!["next"]);
+    // The other connector's delivery of "stale" has no expiry on its route.
+    assert_eq!(ids(s, "d", 10, 103).await, vec!["stale"]);
+    let view = s.event("stale").await.unwrap().unwrap();
+    let state_of = |c: &str| {
+        view.deliveries
+            .iter()
+            .find(|d| d.connector == c)
+            .unwrap()
+            .state
+    };
+    assert_eq!(state_of("c"), DeliveryState::Expired);
+    assert_eq!(state_of("d"), DeliveryState::InFlight);
+    let counts = s.state_counts("c").await.unwrap();
+    assert_eq!(counts.expired, 3);
+    // Final: never claimed, never expired twice.
+    assert!(s.expire_due(i64::MAX / 2, 100).await.unwrap().is_empty());
+}
+
 for_each_backend!(
+    deliveries_past_their_expiry_end_expired_and_release_their_lanes,
     two_outcomes_for_one_delivery_in_one_call_apply_once_in_order,
     finished_events_past_the_window_are_purged_and_nothing_else,
     the_component_registry_keeps_versions_and_one_active,

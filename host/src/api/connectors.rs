@@ -26,7 +26,7 @@ pub const MAX_COMPONENT_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Debug, Serialize)]
 pub struct ConnectorView {
     pub name: String,
-    pub routes: Vec<String>,
+    pub routes: Vec<crate::queue::route::RouteSpec>,
     pub concurrency: usize,
     /// Attempts per second at most (absent: unlimited).
     pub rate: Option<f64>,

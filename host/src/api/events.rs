@@ -76,10 +76,7 @@ async fn ingest_inner(
     let routes = state.fleet.routes();
     let routed: Vec<Routed> = events
         .into_iter()
-        .map(|event| Routed {
-            connectors: routes.route(&event.event_type),
-            event,
-        })
+        .map(|event| routes.routed(event))
         .collect();
     let mut touched: Vec<&str> = routed
         .iter()

@@ -18,27 +18,40 @@ use axum::Router;
 
 use crate::dispatch::Wakers;
 use crate::fleet::Fleet;
-use crate::queue::route::RoutePattern;
+use crate::queue::event::NewEvent;
+use crate::queue::route::{expiry_of, Route};
 use crate::runtime::Connectors;
-use crate::store::Store;
+use crate::store::{Routed, Store};
 
 /// Which connectors receive which event types.
 #[derive(Debug, Default, Clone)]
 pub struct RouteTable {
-    entries: Vec<(String, Vec<RoutePattern>)>,
+    entries: Vec<(String, Vec<Route>)>,
 }
 
 impl RouteTable {
-    pub fn new(entries: Vec<(String, Vec<RoutePattern>)>) -> Self {
+    pub fn new(entries: Vec<(String, Vec<Route>)>) -> Self {
         Self { entries }
     }
 
-    pub fn route(&self, event_type: &str) -> Vec<String> {
-        self.entries
-            .iter()
-            .filter(|(_, patterns)| patterns.iter().any(|p| p.matches(event_type)))
-            .map(|(name, _)| name.clone())
-            .collect()
+    /// The connectors that receive `event`, and how long each delivery may
+    /// wait where a route sets `expire_after`.
+    pub fn routed(&self, event: NewEvent) -> Routed {
+        let mut connectors = Vec::new();
+        let mut expire_after = std::collections::BTreeMap::new();
+        for (name, routes) in &self.entries {
+            if let Some(expiry) = expiry_of(routes, &event.event_type) {
+                connectors.push(name.clone());
+                if let Some(ms) = expiry {
+                    expire_after.insert(name.clone(), ms);
+                }
+            }
+        }
+        Routed {
+            event,
+            connectors,
+            expire_after,
+        }
     }
 }
 

@@ -24,10 +24,11 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::clock::Clock;
 use crate::queue::breaker::{Breaker, BreakerPolicy};
 use crate::queue::rate::TokenBucket;
 use crate::queue::retry::{RetryDecision, RetryPolicy};
-use crate::queue::{now_ms, OnDead};
+use crate::queue::OnDead;
 use crate::store::{Claimed, Completion, CompletionKind, Store};
 
 /// How a connector classified one attempt.
@@ -71,6 +72,8 @@ pub struct DispatchSettings {
     pub rescue_interval: Duration,
     pub poll_interval: Duration,
     pub shutdown_grace: Duration,
+    /// The wall clock, except in simulations.
+    pub clock: Clock,
 }
 
 /// Wakes a connector's loop when new work may be ready.
@@ -164,7 +167,7 @@ pub fn spawn_controlled(
             let (tx, updates) = watch::channel(policy.clone());
             policies.insert(policy.name.clone(), tx);
             let l = ConnectorLoop {
-                bucket: Mutex::new(TokenBucket::new(policy.rate, now_ms())),
+                bucket: Mutex::new(TokenBucket::new(policy.rate, settings.clock.now())),
                 breaker: Arc::new(Mutex::new(Breaker::new(
                     policy.breaker.clone(),
                     policy.concurrency,
@@ -186,6 +189,7 @@ pub fn spawn_controlled(
         loops.spawn(rescuer(
             store.clone(),
             settings.rescue_interval,
+            settings.clock.clone(),
             wakers.clone(),
             shutdown.clone(),
         ));
@@ -207,11 +211,12 @@ pub fn spawn_controlled(
 async fn rescuer(
     store: Arc<dyn Store>,
     every: Duration,
+    clock: Clock,
     wakers: Wakers,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        match store.rescue_expired(now_ms()).await {
+        match store.rescue_expired(clock.now()).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::warn!(count = n, "re-queued deliveries whose lease expired");
@@ -219,9 +224,40 @@ async fn rescuer(
             }
             Err(e) => tracing::warn!(error = %e, "lease rescue failed; will try again"),
         }
+        expire(store.as_ref(), clock.now(), &wakers).await;
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = clock.sleep(every) => {}
             _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Deliveries expired per store call; the sweep repeats while calls come
+/// back full.
+const EXPIRE_BATCH: usize = 1_000;
+
+/// Ends every delivery past its route's `expire_after` as `expired`, in
+/// batches, and wakes the connectors whose lanes that released.
+pub async fn expire(store: &dyn Store, now: crate::queue::Millis, wakers: &Wakers) -> u64 {
+    let mut total = 0;
+    loop {
+        match store.expire_due(now, EXPIRE_BATCH).await {
+            Ok(counts) => {
+                let n: u64 = counts.iter().map(|(_, n)| n).sum();
+                for (connector, k) in &counts {
+                    tracing::info!(connector = %connector, count = k, "deliveries expired unstarted (expire_after)");
+                    crate::metrics::global().expired(connector, *k);
+                    wakers.wake(connector);
+                }
+                total += n;
+                if n < EXPIRE_BATCH as u64 {
+                    return total;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "expiry sweep failed; will try again");
+                return total;
+            }
         }
     }
 }
@@ -263,7 +299,8 @@ impl ConnectorLoop {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut limits = Limits::of(&self.policy);
-        let mut limits_read_at: Option<std::time::Instant> = None;
+        let clock = self.settings.clock.clone();
+        let mut limits_read_at: Option<crate::queue::Millis> = None;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -276,14 +313,14 @@ impl ConnectorLoop {
                 // The configured limits in force now; operator overrides are
                 // read again at once.
                 limits = Limits::of(&self.policy);
-                *lock(&self.bucket) = TokenBucket::new(limits.rate, now_ms());
+                *lock(&self.bucket) = TokenBucket::new(limits.rate, clock.now());
                 lock(&self.breaker).set_concurrency(limits.concurrency);
                 limits_read_at = None;
             }
             // Operators change concurrency and rate through the store (shared
             // by every node); look at most once a second.
-            if limits_read_at.is_none_or(|t| t.elapsed() >= LIMITS_REFRESH) {
-                limits_read_at = Some(std::time::Instant::now());
+            if limits_read_at.is_none_or(|t| clock.now() - t >= LIMITS_REFRESH.as_millis() as i64) {
+                limits_read_at = Some(clock.now());
                 if let Ok(o) = self.store.limit_overrides(&self.policy.name).await {
                     let next = Limits {
                         concurrency: o
@@ -293,7 +330,7 @@ impl ConnectorLoop {
                     };
                     if next != limits {
                         tracing::info!(concurrency = next.concurrency, rate = ?next.rate, "connector limits changed");
-                        *lock(&self.bucket) = TokenBucket::new(next.rate, now_ms());
+                        *lock(&self.bucket) = TokenBucket::new(next.rate, clock.now());
                         lock(&self.breaker).set_concurrency(next.concurrency);
                         limits = next;
                     }
@@ -304,7 +341,7 @@ impl ConnectorLoop {
             // wrote its completion is free, and counting it as busy would
             // make every claim after the first a claim of one.
             while tasks.try_join_next().is_some() {}
-            let now = now_ms();
+            let now = clock.now();
             let mut permits = lock(&self.breaker).permits(now, tasks.len());
             let probe_due = permits > 0 && lock(&self.breaker).next_probe_at().is_some();
             if probe_due
@@ -383,7 +420,7 @@ impl ConnectorLoop {
             tokio::select! {
                 _ = self.notify.notified() => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = tokio::time::sleep(sleep) => {}
+                _ = clock.sleep(sleep) => {}
                 _ = shutdown.wait_for(|s| *s) => break,
             }
         }
@@ -413,15 +450,16 @@ impl ConnectorLoop {
     /// by the poll interval.
     async fn idle_sleep(&self) -> Duration {
         let poll = self.settings.poll_interval;
+        let now = self.settings.clock.now();
         let probe = lock(&self.breaker).next_probe_at();
-        let token = lock(&self.bucket).next_token_at(now_ms());
+        let token = lock(&self.bucket).next_token_at(now);
         if let Some(at) = probe.or(token) {
-            let wait = at.saturating_sub(now_ms()).max(1) as u64;
+            let wait = at.saturating_sub(now).max(1) as u64;
             return poll.min(Duration::from_millis(wait));
         }
         match self.store.next_due(&self.policy.name).await {
             Ok(Some(at)) => {
-                let wait = at.saturating_sub(now_ms()).max(1) as u64;
+                let wait = at.saturating_sub(now).max(1) as u64;
                 poll.min(Duration::from_millis(wait))
             }
             _ => poll,
@@ -435,6 +473,7 @@ impl ConnectorLoop {
         let in_flight = self.in_flight.clone();
         let notify = self.notify.clone();
         let breaker = self.breaker.clone();
+        let clock = self.settings.clock.clone();
         lock(&in_flight).insert(d.delivery_id, d.clone());
         let span = tracing::info_span!(
             "attempt",
@@ -444,6 +483,8 @@ impl ConnectorLoop {
         );
         tasks.spawn(
             async move {
+                // A simulated clock stands still until the outcome is stored.
+                let _busy = clock.busy();
                 let started = std::time::Instant::now();
                 let outcome = match tokio::time::timeout(policy.attempt_timeout, deliver.deliver(&d)).await {
                     Ok(o) => o,
@@ -461,7 +502,7 @@ impl ConnectorLoop {
                     AttemptOutcome::Reject { .. } => "reject",
                 };
                 crate::metrics::global().attempt(&policy.name, label, started.elapsed());
-                let now = now_ms();
+                let now = clock.now();
                 let publish = {
                     let mut b = lock(&breaker);
                     let was_open = b.is_open();
@@ -533,7 +574,7 @@ impl ConnectorLoop {
             count = left.len(),
             "attempts still running at the end of the shutdown grace period are handed back to the queue"
         );
-        let now = now_ms();
+        let now = self.settings.clock.now();
         let items = left
             .iter()
             .map(|d| {

@@ -36,10 +36,13 @@ pub enum DeliveryState {
     Superseded,
     /// Dropped by an operator; final, keys released.
     Skipped,
+    /// Not started before its route's `expire_after` passed; final, keys
+    /// released, never attempted again.
+    Expired,
 }
 
 impl DeliveryState {
-    pub const ALL: [DeliveryState; 7] = [
+    pub const ALL: [DeliveryState; 8] = [
         DeliveryState::Blocked,
         DeliveryState::Ready,
         DeliveryState::InFlight,
@@ -47,6 +50,7 @@ impl DeliveryState {
         DeliveryState::Dead,
         DeliveryState::Superseded,
         DeliveryState::Skipped,
+        DeliveryState::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +62,7 @@ impl DeliveryState {
             DeliveryState::Dead => "dead",
             DeliveryState::Superseded => "superseded",
             DeliveryState::Skipped => "skipped",
+            DeliveryState::Expired => "expired",
         }
     }
 
@@ -70,7 +75,10 @@ impl DeliveryState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            DeliveryState::Delivered | DeliveryState::Superseded | DeliveryState::Skipped
+            DeliveryState::Delivered
+                | DeliveryState::Superseded
+                | DeliveryState::Skipped
+                | DeliveryState::Expired
         )
     }
 }

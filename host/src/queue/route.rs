@@ -3,8 +3,20 @@
 //! A pattern is an event type (`number.assign`), a prefix wildcard
 //! (`number.*` matches `number.assign` and `number.port.in` but not `number`),
 //! or `*` for every type.
+//!
+//! A connector's `routes` list holds patterns, or tables that add an
+//! `expire_after` for events that go stale:
+//!
+//! ```toml
+//! routes = ["number.*", { match = "quota.*", expire_after = "72h" }]
+//! ```
 
 use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::Millis;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutePattern {
@@ -57,9 +69,217 @@ impl fmt::Display for RoutePattern {
     }
 }
 
+/// One entry of a connector's `routes` as configured: a bare pattern, or a
+/// rule with options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum RouteSpec {
+    Pattern(String),
+    Rule(RouteRule),
+}
+
+/// `{ match = "quota.*", expire_after = "72h" }`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// A delivery of this route not started this long after its event was
+    /// accepted ends as `expired` instead ("90s", "15m", "72h", "3d").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_after: Option<String>,
+}
+
+impl From<&str> for RouteSpec {
+    fn from(p: &str) -> Self {
+        RouteSpec::Pattern(p.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for RouteSpec {
+    /// A string or a table, each with its own error message (an untagged
+    /// enum would only say that nothing matched).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RouteSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "an event type pattern such as \"number.*\", or a table such as \
+                     { match = \"quota.*\", expire_after = \"72h\" }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RouteSpec, E> {
+                Ok(RouteSpec::Pattern(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RouteSpec, A::Error> {
+                RouteRule::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RouteSpec::Rule)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl RouteSpec {
+    pub fn pattern(&self) -> &str {
+        match self {
+            RouteSpec::Pattern(p) => p,
+            RouteSpec::Rule(r) => &r.pattern,
+        }
+    }
+
+    /// The checked route, or why it is invalid.
+    pub fn compile(&self) -> Result<Route, String> {
+        let pattern = RoutePattern::parse(self.pattern()).map_err(|e| e.to_string())?;
+        let expire_after_ms = match self {
+            RouteSpec::Rule(RouteRule {
+                expire_after: Some(d),
+                ..
+            }) => Some(parse_duration(d).map_err(|reason| {
+                format!("route {:?}: expire_after {d:?}: {reason}", self.pattern())
+            })?),
+            _ => None,
+        };
+        Ok(Route {
+            pattern,
+            expire_after_ms,
+        })
+    }
+}
+
+/// A route ready to match: its pattern and how long its deliveries may wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub pattern: RoutePattern,
+    /// `None`: its deliveries never expire.
+    pub expire_after_ms: Option<Millis>,
+}
+
+/// How long a connector's delivery of an event of this type may wait before
+/// it expires, given the connector's routes: `None` when no route matches;
+/// `Some(None)` (never) when any matching route has no `expire_after`, so a
+/// route without one is never made to expire by another; else the longest.
+pub fn expiry_of(routes: &[Route], event_type: &str) -> Option<Option<Millis>> {
+    let mut matched = false;
+    let mut longest: Option<Millis> = Some(0);
+    for r in routes.iter().filter(|r| r.pattern.matches(event_type)) {
+        matched = true;
+        longest = match (longest, r.expire_after_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+    }
+    matched.then_some(longest)
+}
+
+/// `"90s"`, `"15m"`, `"72h"`, `"3d"` (also `"500ms"`) → milliseconds.
+pub fn parse_duration(s: &str) -> Result<Millis, &'static str> {
+    const HINT: &str = "use a positive whole number with a unit: ms, s, m, h or d (\"72h\")";
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or(HINT)?;
+    let (n, unit) = s.split_at(split);
+    let n: i64 = n.parse().map_err(|_| HINT)?;
+    let scale: i64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(HINT),
+    };
+    match n.checked_mul(scale) {
+        Some(ms) if ms > 0 => Ok(ms),
+        _ => Err(HINT),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(500));
+        assert_eq!(parse_duration("90s"), Ok(90_000));
+        assert_eq!(parse_duration("15m"), Ok(900_000));
+        assert_eq!(parse_duration("72h"), Ok(259_200_000));
+        assert_eq!(parse_duration("3d"), Ok(259_200_000));
+        for bad in [
+            "",
+            "72",
+            "h",
+            "0s",
+            "-1h",
+            "1.5h",
+            "1 h",
+            "1w",
+            "99999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn a_route_without_expiry_is_never_made_to_expire_by_another() {
+        let routes: Vec<Route> = [
+            RouteSpec::Rule(RouteRule {
+                pattern: "quota.*".into(),
+                expire_after: Some("1h".into()),
+            }),
+            RouteSpec::Rule(RouteRule {
+                pattern: "quota.reached".into(),
+                expire_after: Some("2h".into()),
+            }),
+            RouteSpec::from("quota.reset"),
+        ]
+        .iter()
+        .map(|r| r.compile().unwrap())
+        .collect();
+        assert_eq!(expiry_of(&routes, "quota.used"), Some(Some(3_600_000)));
+        assert_eq!(expiry_of(&routes, "quota.reached"), Some(Some(7_200_000)));
+        assert_eq!(expiry_of(&routes, "quota.reset"), Some(None));
+        assert_eq!(expiry_of(&routes, "number.assign"), None);
+    }
+
+    #[test]
+    fn route_specs_read_from_toml_with_clear_errors() {
+        #[derive(Deserialize)]
+        struct C {
+            routes: Vec<RouteSpec>,
+        }
+        let c: C =
+            toml::from_str(r#"routes = ["number.*", { match = "quota.*", expire_after = "72h" }]"#)
+                .unwrap();
+        assert_eq!(c.routes[0], RouteSpec::from("number.*"));
+        assert_eq!(
+            c.routes[1].compile().unwrap().expire_after_ms,
+            Some(259_200_000)
+        );
+        let e = toml::from_str::<C>(r#"routes = [{ match = "a", expire = "1h" }]"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("expire"), "{e}");
+        let e = toml::from_str::<C>("routes = [3]")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("event type pattern"), "{e}");
+        let spec = RouteSpec::Rule(RouteRule {
+            pattern: "a".into(),
+            expire_after: Some("soon".into()),
+        });
+        assert!(spec.compile().unwrap_err().contains("expire_after"));
+        // The JSON form (configs stored through the API) round-trips.
+        let json = serde_json::to_value(&c.routes).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!(["number.*", {"match": "quota.*", "expire_after": "72h"}])
+        );
+        let back: Vec<RouteSpec> = serde_json::from_value(json).unwrap();
+        assert_eq!(back, c.routes);
+    }
 
     #[test]
     fn patterns_match_as_documented() {

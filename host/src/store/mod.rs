@@ -15,7 +15,7 @@
 pub mod postgres;
 pub mod sqlite;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -29,6 +29,21 @@ use crate::queue::{DeliveryState, Millis, OnDead};
 pub struct Routed {
     pub event: NewEvent,
     pub connectors: Vec<String>,
+    /// Connectors whose delivery expires this many milliseconds after the
+    /// event is accepted if it has not started (a route's `expire_after`);
+    /// the others never expire.
+    pub expire_after: BTreeMap<String, Millis>,
+}
+
+impl Routed {
+    /// `event` for `connectors`, none of them expiring.
+    pub fn new(event: NewEvent, connectors: Vec<String>) -> Self {
+        Self {
+            event,
+            connectors,
+            expire_after: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -120,6 +135,9 @@ pub struct DeliveryView {
     /// The node running it now (for `in_flight` deliveries).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_owner: Option<String>,
+    /// When it expires unless started (its route's `expire_after`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -227,6 +245,7 @@ pub struct StateCounts {
     pub dead: u64,
     pub superseded: u64,
     pub skipped: u64,
+    pub expired: u64,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -270,6 +289,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Re-queues deliveries whose lease expired (a crashed or hung attempt).
     async fn rescue_expired(&self, now: Millis) -> StoreResult<u64>;
+
+    /// Ends up to `limit` blocked or ready deliveries whose route's
+    /// `expire_after` has passed as `expired` (final, keys released).
+    /// Returns how many per connector.
+    async fn expire_due(&self, now: Millis, limit: usize) -> StoreResult<Vec<(String, u64)>>;
 
     /// The earliest `next_attempt_at` among `connector`'s ready deliveries.
     async fn next_due(&self, connector: &str) -> StoreResult<Option<Millis>>;
@@ -481,7 +505,7 @@ pub async fn migrate(url: &str) -> StoreResult<Vec<i64>> {
 // ---- Pieces both backends share: pure, so they are written (and tested) once.
 
 /// A delivery row as both backends select it: id, connector, state, attempts,
-/// last_error, next_attempt_at, updated_at.
+/// last_error, next_attempt_at, updated_at, lease_owner, expires_at.
 pub(crate) type DeliveryRow = (
     i64,
     String,
@@ -491,10 +515,12 @@ pub(crate) type DeliveryRow = (
     i64,
     i64,
     Option<String>,
+    Option<i64>,
 );
 
 pub(crate) fn delivery_view(row: DeliveryRow) -> StoreResult<DeliveryView> {
-    let (id, connector, state, attempts, last_error, next, updated_at, lease_owner) = row;
+    let (id, connector, state, attempts, last_error, next, updated_at, lease_owner, expires_at) =
+        row;
     let state = DeliveryState::parse(&state)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery state {state:?}")))?;
     Ok(DeliveryView {
@@ -507,6 +533,7 @@ pub(crate) fn delivery_view(row: DeliveryRow) -> StoreResult<DeliveryView> {
             .then_some(next),
         updated_at,
         lease_owner: lease_owner.filter(|_| state == DeliveryState::InFlight),
+        expires_at,
     })
 }
 
@@ -637,6 +664,7 @@ pub(crate) type LaneHeadRow = (
     i64,
     i64,
     Option<String>,
+    Option<i64>,
     String,
 );
 
@@ -647,10 +675,14 @@ pub(crate) fn lane_view_of(
     entries: i64,
 ) -> StoreResult<LaneView> {
     let head = match head {
-        Some((id, c, state, attempts, last_error, next, updated, owner, event_id)) => Some((
-            event_id,
-            delivery_view((id, c, state, attempts, last_error, next, updated, owner))?,
-        )),
+        Some((id, c, state, attempts, last_error, next, updated, owner, expires, event_id)) => {
+            Some((
+                event_id,
+                delivery_view((
+                    id, c, state, attempts, last_error, next, updated, owner, expires,
+                ))?,
+            ))
+        }
         None => None,
     };
     Ok(LaneView {
@@ -686,6 +718,7 @@ pub(crate) fn state_counts_of(rows: Vec<(String, i64)>) -> StoreResult<StateCoun
             Some(DeliveryState::Dead) => c.dead = n,
             Some(DeliveryState::Superseded) => c.superseded = n,
             Some(DeliveryState::Skipped) => c.skipped = n,
+            Some(DeliveryState::Expired) => c.expired = n,
             None => return Err(StoreError::Corrupt(format!("unknown state {state:?}"))),
         }
     }
@@ -748,6 +781,7 @@ pub(crate) struct NewDelivery<'a> {
     pub seq: i64,
     pub connector: &'a str,
     pub blockers: i64,
+    pub expires_at: Option<Millis>,
 }
 
 /// The rows an ingest writes: one delivery per (event, connector) and one
@@ -765,6 +799,7 @@ pub(crate) fn plan_ingest<'a>(
     seqs: &[i64],
     mut next_delivery: impl FnMut() -> i64,
     occupied: &mut HashSet<(String, String)>,
+    now: Millis,
 ) -> IngestPlan<'a> {
     let mut plan = IngestPlan {
         deliveries: Vec::new(),
@@ -788,6 +823,7 @@ pub(crate) fn plan_ingest<'a>(
                 seq,
                 connector: c,
                 blockers,
+                expires_at: r.expire_after.get(c).map(|ms| now.saturating_add(*ms)),
             });
         }
     }

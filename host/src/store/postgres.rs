@@ -441,6 +441,7 @@ async fn ingest_tx(
             })
         },
         &mut occupied,
+        now,
     );
     if exhausted {
         return Err(StoreError::Corrupt("internal: too few delivery ids".into()).into());
@@ -495,15 +496,17 @@ async fn ingest_tx(
     if !deliveries.is_empty() {
         sqlx::query(
             "INSERT INTO deliveries (id, event_seq, connector, state, blockers, next_attempt_at, \
-                 created_at, updated_at) \
-             SELECT i, s, c, CASE WHEN b > 0 THEN 'blocked' ELSE 'ready' END, b, $5, $5, $5 \
-             FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[]) AS v(i, s, c, b)",
+                 created_at, updated_at, expires_at) \
+             SELECT i, s, c, CASE WHEN b > 0 THEN 'blocked' ELSE 'ready' END, b, $5, $5, $5, x \
+             FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], $6::int8[]) \
+                 AS v(i, s, c, b, x)",
         )
         .bind(deliveries.iter().map(|d| d.id).collect::<Vec<_>>())
         .bind(deliveries.iter().map(|d| d.seq).collect::<Vec<_>>())
         .bind(deliveries.iter().map(|d| d.connector).collect::<Vec<_>>())
         .bind(deliveries.iter().map(|d| d.blockers).collect::<Vec<_>>())
         .bind(now)
+        .bind(deliveries.iter().map(|d| d.expires_at).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
     }
@@ -673,6 +676,59 @@ async fn complete_round(
         .collect())
 }
 
+/// Ends up to `limit` blocked or ready deliveries past their `expires_at` as
+/// `expired` and releases their lane entries, under their lanes' locks. A
+/// candidate claimed or completed meanwhile is left alone (the update
+/// re-checks the state).
+async fn expire_tx(
+    conn: &mut PgConnection,
+    now: Millis,
+    limit: usize,
+) -> TxResult<Vec<(String, u64)>> {
+    let candidates: Vec<(i64, String, i64, String)> = sqlx::query_as(
+        "SELECT d.id, d.connector, d.event_seq, e.keys FROM deliveries d \
+         JOIN events e ON e.seq = d.event_seq \
+         WHERE d.expires_at IS NOT NULL AND d.state IN ('blocked', 'ready') \
+         AND d.expires_at <= $1 ORDER BY d.expires_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut lanes: HashMap<i64, (String, i64, Vec<String>)> = HashMap::new();
+    let mut locks = Vec::new();
+    for (id, connector, seq, keys) in candidates {
+        let keys = parse_keys(&keys)?;
+        locks.extend(keys.iter().map(|k| lane_lock(&connector, k)));
+        lanes.insert(id, (connector, seq, keys));
+    }
+    lock_all(conn, locks).await?;
+    let ids: Vec<i64> = lanes.keys().copied().collect();
+    let expired: Vec<i64> = sqlx::query_scalar(
+        "UPDATE deliveries SET state = 'expired', updated_at = $1, \
+             last_error = 'expired: not started within its route''s expire_after' \
+         WHERE id = ANY($2) AND state IN ('blocked', 'ready') AND expires_at <= $1 \
+         RETURNING id",
+    )
+    .bind(now)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut entries = Vec::new();
+    for id in expired {
+        if let Some((connector, seq, keys)) = lanes.remove(&id) {
+            *counts.entry(connector.clone()).or_default() += 1;
+            entries.extend(keys.into_iter().map(|k| (connector.clone(), k, seq)));
+        }
+    }
+    release_lanes(conn, &entries, now).await?;
+    Ok(counts.into_iter().collect())
+}
+
 /// The delivery's connector, seq and keys, for taking its lane locks.
 async fn delivery_lanes(
     conn: &mut PgConnection,
@@ -828,6 +884,7 @@ impl Store for PostgresStore {
                  lease_until = $1, lease_token = $2, updated_at = $3, lease_owner = $6 \
              FROM (SELECT id FROM deliveries \
                    WHERE state = 'ready' AND connector = $4 AND next_attempt_at <= $3 \
+                   AND (expires_at IS NULL OR expires_at > $3) \
                    AND NOT EXISTS (SELECT 1 FROM connector_controls \
                                    WHERE connector = $4 AND paused) \
                    ORDER BY next_attempt_at, id LIMIT $5 \
@@ -897,6 +954,12 @@ impl Store for PostgresStore {
         .rows_affected())
     }
 
+    async fn expire_due(&self, now: Millis, limit: usize) -> StoreResult<Vec<(String, u64)>> {
+        transaction!(self.pool, |conn| async {
+            expire_tx(conn, now, limit).await
+        })
+    }
+
     async fn next_due(&self, connector: &str) -> StoreResult<Option<Millis>> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'ready' AND connector = $1",
@@ -919,7 +982,7 @@ impl Store for PostgresStore {
         let e = stored_event(row)?;
         let rows: Vec<DeliveryRow> = sqlx::query_as(
             "SELECT id, connector, state, attempts, last_error, next_attempt_at, updated_at, \
-                 lease_owner FROM deliveries WHERE event_seq = $1 ORDER BY id",
+                 lease_owner, expires_at FROM deliveries WHERE event_seq = $1 ORDER BY id",
         )
         .bind(e.seq)
         .fetch_all(&self.pool)
@@ -1006,7 +1069,7 @@ impl Store for PostgresStore {
             .await?;
             let head: Option<LaneHeadRow> = sqlx::query_as(
                 "SELECT d.id, d.connector, d.state, d.attempts, d.last_error, d.next_attempt_at, \
-                     d.updated_at, d.lease_owner, e.id \
+                     d.updated_at, d.lease_owner, d.expires_at, e.id \
                  FROM lane_entries l \
                  JOIN deliveries d ON d.id = l.delivery_id \
                  JOIN events e ON e.seq = l.seq \
@@ -1187,7 +1250,7 @@ impl Store for PostgresStore {
             let seqs: Vec<i64> = sqlx::query_scalar(
                 "SELECT seq FROM events e WHERE e.accepted_at < $1 AND NOT EXISTS \
                      (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq \
-                      AND d.state NOT IN ('delivered', 'skipped', 'superseded')) \
+                      AND d.state NOT IN ('delivered', 'skipped', 'superseded', 'expired')) \
                  ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
             )
             .bind(accepted_before)

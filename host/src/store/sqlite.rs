@@ -163,6 +163,10 @@ enum Work {
     Rescue {
         now: Millis,
     },
+    Expire {
+        now: Millis,
+        limit: usize,
+    },
     RetryDead {
         id: i64,
         now: Millis,
@@ -223,6 +227,7 @@ enum Answer {
     Bools(Vec<bool>),
     Count(u64),
     Bool(bool),
+    Expired(Vec<(String, u64)>),
 }
 
 enum Reply {
@@ -231,6 +236,7 @@ enum Reply {
     Bools(oneshot::Sender<StoreResult<Vec<bool>>>),
     Count(oneshot::Sender<StoreResult<u64>>),
     Bool(oneshot::Sender<StoreResult<bool>>),
+    Expired(oneshot::Sender<StoreResult<Vec<(String, u64)>>>),
 }
 
 impl Reply {
@@ -270,6 +276,12 @@ impl Reply {
             Reply::Bool(tx) => {
                 let _ = tx.send(result.and_then(|a| match a {
                     Answer::Bool(v) => Ok(v),
+                    _ => mismatch(),
+                }));
+            }
+            Reply::Expired(tx) => {
+                let _ = tx.send(result.and_then(|a| match a {
+                    Answer::Expired(v) => Ok(v),
                     _ => mismatch(),
                 }));
             }
@@ -441,6 +453,7 @@ impl Writer {
             } => Answer::Claim(self.claim(&connector, limit, now, lease_ms).await?),
             Work::Complete { items, now } => Answer::Bools(self.complete_batch(&items, now).await?),
             Work::Rescue { now } => Answer::Count(self.rescue(now).await?),
+            Work::Expire { now, limit } => Answer::Expired(self.expire(now, limit).await?),
             Work::RetryDead { id, now } => Answer::Bool(self.retry_dead(id, now).await?),
             Work::SkipDead { id, now } => Answer::Bool(self.skip_dead(id, now).await?),
             Work::AddComponent {
@@ -544,7 +557,7 @@ impl Writer {
                 let seqs: Vec<i64> = sqlx::query_scalar(
                     "SELECT seq FROM events e WHERE e.accepted_at < ?1 AND NOT EXISTS \
                          (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq \
-                          AND d.state NOT IN ('delivered', 'skipped', 'superseded')) \
+                          AND d.state NOT IN ('delivered', 'skipped', 'superseded', 'expired')) \
                      ORDER BY seq LIMIT ?2",
                 )
                 .bind(before)
@@ -749,6 +762,7 @@ impl Writer {
                 next_delivery - 1
             },
             &mut self.occupied,
+            now,
         );
         self.next_delivery = next_delivery;
 
@@ -777,7 +791,7 @@ impl Writer {
         }
         for chunk in deliveries.chunks(CHUNK) {
             let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO deliveries (id, event_seq, connector, state, blockers, next_attempt_at, created_at, updated_at) ",
+                "INSERT INTO deliveries (id, event_seq, connector, state, blockers, next_attempt_at, created_at, updated_at, expires_at) ",
             );
             qb.push_values(chunk, |mut b, d| {
                 let state = if d.blockers > 0 { "blocked" } else { "ready" };
@@ -788,7 +802,8 @@ impl Writer {
                     .push_bind(d.blockers)
                     .push_bind(now)
                     .push_bind(now)
-                    .push_bind(now);
+                    .push_bind(now)
+                    .push_bind(d.expires_at);
             });
             qb.build().execute(&mut self.conn).await?;
         }
@@ -821,6 +836,7 @@ impl Writer {
                  lease_until = ?1, lease_token = ?2, updated_at = ?3, lease_owner = ?6 \
              WHERE id IN (SELECT id FROM deliveries \
                  WHERE state = 'ready' AND connector = ?4 AND next_attempt_at <= ?3 \
+                 AND (expires_at IS NULL OR expires_at > ?3) \
                  AND NOT EXISTS (SELECT 1 FROM connector_controls \
                                  WHERE connector = ?4 AND paused = 1) \
                  ORDER BY next_attempt_at, id LIMIT ?5) \
@@ -1124,6 +1140,37 @@ impl Writer {
         .rows_affected())
     }
 
+    /// Ends up to `limit` not-yet-started deliveries whose `expires_at` has
+    /// passed as `expired`, releasing their lane entries (a blocked one may
+    /// expire behind a head that still waits: removing an entry that is not
+    /// its lane's head unblocks nothing, and its successors stay in order).
+    async fn expire(&mut self, now: Millis, limit: usize) -> StoreResult<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64, String)> = sqlx::query_as(
+            "UPDATE deliveries SET state = 'expired', updated_at = ?1, \
+                 last_error = 'expired: not started within its route''s expire_after' \
+             WHERE id IN (SELECT id FROM deliveries \
+                 WHERE expires_at IS NOT NULL AND state IN ('blocked', 'ready') \
+                 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2) \
+             RETURNING connector, event_seq, (SELECT keys FROM events WHERE seq = event_seq)",
+        )
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut self.conn)
+        .await?;
+        let mut keys: Vec<(String, Vec<String>, i64)> = Vec::with_capacity(rows.len());
+        let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+        for (connector, seq, k) in rows {
+            *counts.entry(connector.clone()).or_default() += 1;
+            keys.push((connector, parse_keys(&k)?, seq));
+        }
+        let entries: Vec<(&str, &str, i64)> = keys
+            .iter()
+            .flat_map(|(c, ks, seq)| ks.iter().map(move |k| (c.as_str(), k.as_str(), *seq)))
+            .collect();
+        self.release_entries(&entries, now).await?;
+        Ok(counts.into_iter().collect())
+    }
+
     async fn retry_dead(&mut self, id: i64, now: Millis) -> StoreResult<bool> {
         Ok(sqlx::query(
             "UPDATE deliveries SET state = CASE WHEN blockers > 0 THEN 'blocked' ELSE 'ready' END, \
@@ -1191,6 +1238,10 @@ impl Store for SqliteStore {
         self.call(Work::Rescue { now }, Reply::Count).await
     }
 
+    async fn expire_due(&self, now: Millis, limit: usize) -> StoreResult<Vec<(String, u64)>> {
+        self.call(Work::Expire { now, limit }, Reply::Expired).await
+    }
+
     async fn next_due(&self, connector: &str) -> StoreResult<Option<Millis>> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'ready' AND connector = ?1",
@@ -1213,7 +1264,7 @@ impl Store for SqliteStore {
         let e = stored_event(row)?;
         let rows = sqlx::query_as::<_, DeliveryRow>(
             "SELECT id, connector, state, attempts, last_error, next_attempt_at, updated_at, \
-                 lease_owner FROM deliveries WHERE event_seq = ?1 ORDER BY id",
+                 lease_owner, expires_at FROM deliveries WHERE event_seq = ?1 ORDER BY id",
         )
         .bind(e.seq)
         .fetch_all(&self.read)
@@ -1389,7 +1440,7 @@ impl Store for SqliteStore {
             .await?;
             let head = sqlx::query_as::<_, LaneHeadRow>(
                 "SELECT d.id, d.connector, d.state, d.attempts, d.last_error, d.next_attempt_at, \
-                     d.updated_at, d.lease_owner, e.id \
+                     d.updated_at, d.lease_owner, d.expires_at, e.id \
                  FROM lane_entries l \
                  JOIN deliveries d ON d.id = l.delivery_id \
                  JOIN events e ON e.seq = l.seq \

@@ -146,8 +146,8 @@ pub fn fleet(connectors: &[(&str, &[&str])]) -> switchboard::fleet::Fleet {
 pub fn ev(id: &str, ty: &str, keys: &[&str], connectors: &[&str]) -> Routed {
     let body = serde_json::json!({"id": id, "type": ty, "keys": keys, "payload": {"id": id}});
     let mut events = parse_body(body.to_string().as_bytes(), 1).unwrap();
-    Routed {
-        event: events.remove(0),
-        connectors: connectors.iter().map(|c| c.to_string()).collect(),
-    }
+    Routed::new(
+        events.remove(0),
+        connectors.iter().map(|c| c.to_string()).collect(),
+    )
 }
