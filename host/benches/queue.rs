@@ -232,10 +232,7 @@ impl Gen {
         parse_body(body.as_bytes(), n)
             .unwrap()
             .into_iter()
-            .map(|event| Routed {
-                event,
-                connectors: vec![CONNECTOR.to_string()],
-            })
+            .map(|event| Routed::new(event, vec![CONNECTOR.to_string()]))
             .collect()
     }
 }
@@ -733,6 +730,7 @@ async fn drain_measured(opts: &Opts, db: &Db) -> DrainResult {
         rescue_interval: Duration::from_millis(defaults.rescue_interval_ms),
         poll_interval: Duration::from_millis(defaults.poll_interval_ms),
         shutdown_grace: Duration::from_secs(30),
+        clock: switchboard::clock::Clock::wall(),
     };
     let deliver = Arc::new(DoneAtOnce::new(measured_last));
     let (stop, stop_rx) = watch::channel(false);
