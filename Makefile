@@ -47,6 +47,7 @@ fmt:
 	$(CARGO) fmt --all
 	cd connectors && $(CARGO) fmt --all
 
-## Queue benchmarks (see BENCHMARKS.md).
+## Queue and outage benchmarks (see BENCHMARKS.md).
 bench: connectors
 	$(CARGO) bench -p switchboard --bench queue -- all
+	$(CARGO) bench -p switchboard --bench outage
