@@ -262,20 +262,58 @@ pub fn connector_line(c: &Value) -> String {
         None => "no component".into(),
     };
     format!(
-        "{:<16} {:<28} {}ready {:>8}  blocked {:>8}  in flight {:>4}  dead {:>6}  delivered {:>10}",
+        "{:<16} {:<28} {:<12} ready {:>8}  blocked {:>8}  in flight {:>4}  dead {:>6}  delivered {:>10}",
         c["name"].as_str().unwrap_or("?"),
         component,
-        if c["paused"].as_bool() == Some(true) {
-            "PAUSED  "
-        } else {
-            ""
-        },
+        health_text(c, crate::queue::now_ms()),
         d["ready"],
         d["blocked"],
         d["in_flight"],
         d["dead"],
         d["delivered"]
     )
+}
+
+/// A connector's health in a few words, from its `GET /v1/connectors` view:
+/// `PAUSED`, `closed`, `ramp 4/64` (slow start after an outage), `open, probe
+/// in 42s (every 60s)`, `probing`, or `idle` before the first attempt.
+pub fn health_text(c: &Value, now_ms: i64) -> String {
+    if c["paused"].as_bool() == Some(true) {
+        return "PAUSED".into();
+    }
+    let b = &c["breaker"];
+    match b["state"].as_str() {
+        None => "idle".into(),
+        Some("closed") => {
+            let limit = c["overrides"]["concurrency"]
+                .as_u64()
+                .or_else(|| c["concurrency"].as_u64())
+                .unwrap_or(0);
+            match b["window"].as_u64() {
+                Some(w) if w < limit => format!("ramp {w}/{limit}"),
+                _ => "closed".into(),
+            }
+        }
+        Some("open") => {
+            let every = b["probe_interval_ms"].as_i64().unwrap_or(0) / 1000;
+            let due = b["next_probe_at"].as_i64().unwrap_or(now_ms);
+            let wait = (due - now_ms).max(0);
+            format!("open, probe in {}s (every {every}s)", (wait + 999) / 1000)
+        }
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Milliseconds as a short age: `850ms`, `42s`, `17m`, `5h`, `3d`.
+pub fn age_text(ms: Option<i64>) -> String {
+    match ms {
+        None => "-".into(),
+        Some(ms) if ms < 1_000 => format!("{ms}ms"),
+        Some(ms) if ms < 60_000 => format!("{}s", ms / 1_000),
+        Some(ms) if ms < 3_600_000 => format!("{}m", ms / 60_000),
+        Some(ms) if ms < 86_400_000 => format!("{}h", ms / 3_600_000),
+        Some(ms) => format!("{}d", ms / 86_400_000),
+    }
 }
 
 pub fn event_text(v: &Value) -> String {
@@ -344,6 +382,41 @@ mod tests {
     #[test]
     fn path_segments_are_encoded() {
         assert_eq!(path(&["v1", "events", "a/b c?"]), "/v1/events/a%2Fb%20c%3F");
+    }
+
+    #[test]
+    fn health_names_pause_ramp_and_the_next_probe() {
+        use serde_json::json;
+        let at = 1_000_000;
+        let open = json!({"paused": false, "concurrency": 64, "breaker":
+            {"state": "open", "next_probe_at": at + 41_200, "probe_interval_ms": 60_000}});
+        assert_eq!(health_text(&open, at), "open, probe in 42s (every 60s)");
+        let overdue = json!({"breaker": {"state": "open", "next_probe_at": at - 5, "probe_interval_ms": 1_000}});
+        assert_eq!(health_text(&overdue, at), "open, probe in 0s (every 1s)");
+        let paused = json!({"paused": true, "breaker": open["breaker"].clone()});
+        assert_eq!(health_text(&paused, at), "PAUSED");
+        let ramp = json!({"concurrency": 64, "overrides": {"concurrency": 16},
+            "breaker": {"state": "closed", "consecutive_failures": 0, "window": 4}});
+        assert_eq!(health_text(&ramp, at), "ramp 4/16");
+        let full = json!({"concurrency": 64, "overrides": {"concurrency": null},
+            "breaker": {"state": "closed", "consecutive_failures": 1, "window": 64}});
+        assert_eq!(health_text(&full, at), "closed");
+        let probing = json!({"breaker": {"state": "probing", "probe_interval_ms": 4_000}});
+        assert_eq!(health_text(&probing, at), "probing");
+        assert_eq!(
+            health_text(&json!({"paused": false, "breaker": null}), at),
+            "idle"
+        );
+    }
+
+    #[test]
+    fn ages_are_short() {
+        assert_eq!(age_text(None), "-");
+        assert_eq!(age_text(Some(850)), "850ms");
+        assert_eq!(age_text(Some(42_999)), "42s");
+        assert_eq!(age_text(Some(17 * 60_000)), "17m");
+        assert_eq!(age_text(Some(5 * 3_600_000 + 1)), "5h");
+        assert_eq!(age_text(Some(3 * 86_400_000)), "3d");
     }
 
     #[test]

@@ -414,9 +414,19 @@ async fn status(c: &Client, once: bool, every: u64) -> Result<(), CliError> {
                 // Clear and home: the table refreshes in place.
                 screen.push_str("\x1b[2J\x1b[H");
             }
+            let wall = switchboard::queue::now_ms();
             screen.push_str(&format!(
-                "{:<16} {:>9} {:>9} {:>9} {:>7} {:>12} {:>10}\n",
-                "CONNECTOR", "READY", "BLOCKED", "IN FLIGHT", "DEAD", "DELIVERED", "PER SEC"
+                "{:<16} {:<32} {:>9} {:>9} {:>9} {:>7} {:>8} {:>12} {:>10} {:>7}\n",
+                "CONNECTOR",
+                "HEALTH",
+                "READY",
+                "BLOCKED",
+                "IN FLIGHT",
+                "DEAD",
+                "EXPIRED",
+                "DELIVERED",
+                "PER SEC",
+                "OLDEST"
             ));
             for conn in v.as_array().into_iter().flatten() {
                 let d = &conn["deliveries"];
@@ -433,8 +443,17 @@ async fn status(c: &Client, once: bool, every: u64) -> Result<(), CliError> {
                     .map(|r| format!("{r:.0}"))
                     .unwrap_or_else(|| "-".into());
                 screen.push_str(&format!(
-                    "{:<16} {:>9} {:>9} {:>9} {:>7} {:>12} {:>10}\n",
-                    name, d["ready"], d["blocked"], d["in_flight"], d["dead"], d["delivered"], rate
+                    "{:<16} {:<32} {:>9} {:>9} {:>9} {:>7} {:>8} {:>12} {:>10} {:>7}\n",
+                    name,
+                    cli::health_text(conn, wall),
+                    d["ready"],
+                    d["blocked"],
+                    d["in_flight"],
+                    d["dead"],
+                    d["expired"],
+                    d["delivered"],
+                    rate,
+                    cli::age_text(conn["oldest_pending_age_ms"].as_i64())
                 ));
             }
             print!("{screen}");

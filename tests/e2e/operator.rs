@@ -200,6 +200,13 @@ async fn a_paused_connector_accepts_and_queues_then_delivers_on_resume() {
     let (code, out, _) = cli(&gw, &["connector", "pause", "hss"]);
     assert_eq!(code, 0);
     assert!(out.contains("PAUSED"), "{out}");
+    let (code, out, _) = cli(&gw, &["status", "--once"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("hss") && l.contains("PAUSED")),
+        "{out}"
+    );
     let ev = json!({"id": "p1", "type": "number.assign", "keys": ["msisdn:9"],
                     "payload": {"op": "assign", "msisdn": "9", "customer": "A"}});
     let r = reqwest::Client::new()

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, write_config_on, Db, FakeHss, Gateway};
+use crate::harness::{cli, free_port, write_config_on, Db, FakeHss, Gateway};
 use crate::reassign::check_order;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,6 +72,15 @@ async fn an_outage_costs_probes_not_attempts_per_delivery_and_loses_nothing(db: 
         .await
         .unwrap();
     assert_ne!(v["breaker"]["state"], "closed", "{v}");
+    // `switchboard status` shows the open breaker and when it probes next.
+    let (code, out, err) = cli(&gw, &["status", "--once"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().any(
+            |l| l.starts_with("hss") && (l.contains("open, probe in") || l.contains("probing"))
+        ),
+        "{out}"
+    );
 
     // The destination comes back: everything is delivered, in order.
     hss.inner().fail_percent.store(0, Ordering::Relaxed);
