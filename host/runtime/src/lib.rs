@@ -290,6 +290,10 @@ pub struct CacheStats {
     pub misses: usize,
 }
 
+/// Bytes of each pooled linear memory kept resident between instances (see
+/// [`Runtime::new`]).
+const KEEP_RESIDENT_BYTES: usize = 256 << 10;
+
 impl Runtime {
     /// Build the engine, the linker and the background epoch ticker.
     ///
@@ -306,15 +310,18 @@ impl Runtime {
             .total_tables(n.saturating_mul(4))
             .total_stacks(n)
             .max_memory_size(cfg.max_memory_bytes)
-            // Keep a few recently used pages resident so the next instance in
-            // a slot does not page-fault its way back in, and so a teardown
-            // that fits needs no madvise (no TLB-shootdown IPIs). Kept small
-            // on purpose: without userfaultfd write-protection, Linux's
+            // Keep the first 256 KiB of each slot's memory resident, so the
+            // next instance in the slot does not page-fault its way back in
+            // and a teardown that fits needs no madvise (no TLB-shootdown
+            // IPIs). Not more: without userfaultfd write-protection, Linux's
             // PAGEMAP_SCAN reports every resident page as written, so
-            // teardown memsets *all* of it, touched or not. At 1 MiB that
-            // memset was ~50% of a webhook delivery's CPU (overhead bench:
-            // ~300 µs CPU/delivery at 1 MiB, ~140-150 µs at 16-64 KiB).
-            .linear_memory_keep_resident(64 << 10)
+            // teardown memsets all of it, touched or not (at 1 MiB that
+            // memset was ~50% of a webhook delivery's CPU). 256 KiB covers a
+            // connector built with the SDK's 128 KiB stack (stack, data and
+            // the heap of a typical delivery); a guest with Rust's default
+            // 1 MiB stack touches pages past it whatever this is set to.
+            // BENCHMARKS.md, "Guest stack size", has the measurements.
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
             .table_keep_resident(64 << 10);
 
         let mut config = Config::new();

@@ -418,6 +418,31 @@ mod tests {
         assert_eq!(parse_body(bad, 10).unwrap_err().code, "malformed_json");
     }
 
+    /// An object payload nested `depth` levels deep: `{"deep":[[…[1]…]]}`.
+    fn nested_payload(depth: usize) -> String {
+        format!(
+            r#"{{"deep":{}1{}}}"#,
+            "[".repeat(depth - 1),
+            "]".repeat(depth - 1)
+        )
+    }
+
+    /// The deepest payload ingest accepts is 126 levels (the JSON parser's
+    /// limit of 128, less the event object around the payload). Connectors are built to parse and re-encode
+    /// that much on their 128 KiB stack: `sdk/harness/tests/connectors/crm.rs`
+    /// delivers a payload this deep.
+    #[test]
+    fn payloads_nest_at_most_126_deep() {
+        let event = |depth| {
+            format!(
+                r#"{{"id":"e","type":"t","payload":{}}}"#,
+                nested_payload(depth)
+            )
+        };
+        assert!(parse_body(event(126).as_bytes(), 10).is_ok());
+        assert_eq!(err(&event(127)).code, "malformed_json");
+    }
+
     #[test]
     fn oversize_batch_is_refused() {
         let items: Vec<String> = (0..11)

@@ -399,7 +399,13 @@ fn render(
     let cargo_config = "[build]\n\
          # Connectors are WebAssembly components. Tests run natively instead:\n\
          #   cargo test --target host-tuple\n\
-         target = \"wasm32-wasip2\"\n"
+         target = \"wasm32-wasip2\"\n\
+         \n\
+         [target.wasm32-wasip2]\n\
+         # A 128 KiB stack (Rust's default is 1 MiB): small enough that what a\n\
+         # delivery touches stays in the memory the gateway keeps resident\n\
+         # between instances, large enough for any payload ingest accepts.\n\
+         rustflags = [\"-C\", \"link-arg=-zstack-size=131072\"]\n"
         .to_string();
 
     let lib_rs = TEMPLATE_LIB.replacen(
@@ -635,6 +641,15 @@ mod tests {
 
         let config: toml::Table = read(".cargo/config.toml").parse().unwrap();
         assert_eq!(config["build"]["target"].as_str(), Some("wasm32-wasip2"));
+        let flags = config["target"]["wasm32-wasip2"]["rustflags"]
+            .as_array()
+            .unwrap();
+        assert!(
+            flags
+                .iter()
+                .any(|f| f.as_str() == Some("link-arg=-zstack-size=131072")),
+            "{flags:?}"
+        );
         let toolchain: toml::Table = read("rust-toolchain.toml").parse().unwrap();
         assert_eq!(
             toolchain["toolchain"]["channel"].as_str(),

@@ -113,3 +113,24 @@ async fn refuses_what_it_cannot_map_without_calling_the_crm() {
     }
     assert!(up.requests().is_empty(), "no order for refused input");
 }
+
+/// The deepest payload the gateway accepts (126 levels; see
+/// `payloads_nest_at_most_126_deep` in the host) is parsed and re-encoded
+/// inside the component without running out of the 128 KiB stack that
+/// connectors are built with (`connectors/.cargo/config.toml`).
+#[tokio::test]
+async fn a_payload_nested_as_deep_as_ingest_allows_fits_the_connector_stack() {
+    let up = FakeUpstream::start().await;
+    let h = crm(&up);
+    let arrays = 125; // inside the payload object: 126 levels in all
+    let deep = format!("{}1{}", "[".repeat(arrays), "]".repeat(arrays));
+    let payload = format!(r#"{{"msisdn":"2065551234","customer":"A2","deep":{deep}}}"#);
+    up.push(Reply::status(201).json(&json!({"id": "so-1", "state": "acknowledged"})));
+    let outcome = h
+        .deliver(event("customer.update").payload_text(payload))
+        .await;
+    assert_eq!(outcome, Outcome::Done);
+    let req = up.last_request().unwrap();
+    let body = String::from_utf8(req.body).unwrap();
+    assert!(body.contains(&format!(r#""deep":{deep}"#)), "{body}");
+}
