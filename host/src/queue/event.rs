@@ -428,9 +428,9 @@ mod tests {
     }
 
     /// The deepest payload ingest accepts is 126 levels (the JSON parser's
-    /// limit of 128, less the event object around the payload). Connectors are built to parse and re-encode
-    /// that much on their 128 KiB stack: `sdk/harness/tests/connectors/crm.rs`
-    /// delivers a payload this deep.
+    /// limit of 128, less the event object around the payload). Connectors
+    /// are built to parse and re-encode that much on their 128 KiB stack:
+    /// `sdk/harness/tests/connectors/crm.rs` delivers a payload this deep.
     #[test]
     fn payloads_nest_at_most_126_deep() {
         let event = |depth| {
