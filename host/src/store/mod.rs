@@ -12,6 +12,7 @@
 //!   and releases lanes in the same transaction;
 //! - every method takes `now`, so tests drive time.
 
+mod migrations;
 pub mod postgres;
 pub mod sqlite;
 

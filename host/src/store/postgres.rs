@@ -23,18 +23,19 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, QueryBuilder};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
     audit_of, classify, completion_rounds, configs_of, dead_letters_of, delivery_count,
-    delivery_view, lane_view_of, parse_keys, plan_ingest, same_digest, state_counts_of,
+    delivery_view, lane_view_of, migrations, parse_keys, plan_ingest, same_digest, state_counts_of,
     stored_event, versions_of, AuditRecord, AuditRow, Claimed, Completion, CompletionKind,
     ComponentVersion, DeadFilter, DeadLetter, DeadRow, DeliveryRow, EventRow, EventView,
     IngestOutcome, IngestPlan, LaneHeadRow, LaneView, LimitOverrides, OperatorAction, QueueStats,
@@ -42,7 +43,7 @@ use super::{
 };
 use crate::queue::{Millis, OnDead};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(migrations::POSTGRES));
 
 /// Attempts at a transaction that PostgreSQL aborted as a deadlock victim or
 /// serialisation failure before the error is returned.

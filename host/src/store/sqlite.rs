@@ -19,9 +19,11 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
@@ -31,11 +33,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     audit_of, classify, completion_rounds, configs_of, dead_letters_of, delivery_view,
-    lane_view_of, parse_keys, plan_ingest, same_digest, state_counts_of, stored_event, versions_of,
-    AuditRecord, AuditRow, Claimed, Completion, CompletionKind, ComponentVersion, DeadFilter,
-    DeadLetter, DeadRow, DeliveryRow, EventRow, EventView, IngestOutcome, IngestPlan, LaneHeadRow,
-    LaneView, LimitOverrides, OperatorAction, QueueStats, Routed, StateCounts, Store, StoreError,
-    StoreResult, StoredEvent, VersionRow,
+    lane_view_of, migrations, parse_keys, plan_ingest, same_digest, state_counts_of, stored_event,
+    versions_of, AuditRecord, AuditRow, Claimed, Completion, CompletionKind, ComponentVersion,
+    DeadFilter, DeadLetter, DeadRow, DeliveryRow, EventRow, EventView, IngestOutcome, IngestPlan,
+    LaneHeadRow, LaneView, LimitOverrides, OperatorAction, QueueStats, Routed, StateCounts, Store,
+    StoreError, StoreResult, StoredEvent, VersionRow,
 };
 use crate::queue::{Millis, OnDead};
 
@@ -52,7 +54,7 @@ const MAX_GROUP_OPS: usize = 512;
 /// the number of distinct statement texts, each cached prepared, small).
 const CHUNK: usize = 64;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(migrations::SQLITE));
 
 pub struct SqliteStore {
     tx: mpsc::Sender<(Work, Reply)>,

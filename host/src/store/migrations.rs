@@ -1,0 +1,115 @@
+//! Schema migrations, embedded in the binary and applied at start.
+//!
+//! sqlx's `migrate!` macro would list the directory at compile time, but it
+//! is a procedural macro that builds a second copy of sqlx (every driver,
+//! SQLite's C sources included) just to read a few files. Listing the files
+//! here costs one line per migration; `every_file_is_listed` fails when a
+//! file is added to a directory and not here. The migrations are the same
+//! values the macro produces (version, description, SHA-384 checksum), so a
+//! database migrated by either is accepted by the other.
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// `(file stem, SQL)` for each file of `host/migrations/<dir>`, in order.
+macro_rules! embed {
+    ($dir:literal: $($stem:literal),+ $(,)?) => {
+        &[$((
+            $stem,
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/", $dir, "/", $stem, ".sql")),
+        )),+]
+    };
+}
+
+/// The SQLite schema.
+pub(super) const SQLITE: &[(&str, &str)] = embed!("sqlite":
+    "0001_queue",
+    "0002_components",
+    "0003_audit",
+    "0004_pending_index",
+    "0005_connector_controls",
+    "0006_connector_limits",
+    "0007_connector_health",
+    "0008_connector_configs",
+    "0009_lease_owner",
+    "0010_expiry",
+);
+
+/// The PostgreSQL schema.
+pub(super) const POSTGRES: &[(&str, &str)] = embed!("postgres":
+    "0001_queue",
+    "0002_components",
+    "0003_audit",
+    "0004_pending_index",
+    "0005_connector_controls",
+    "0006_connector_limits",
+    "0007_connector_health",
+    "0008_connector_configs",
+    "0009_lease_owner",
+    "0010_expiry",
+);
+
+/// A migrator over `files`. A stem that is not `<version>_<description>`
+/// is a build mistake that `every_file_is_listed` catches; at run time it
+/// becomes version 0, which sqlx then reports as an unknown migration rather
+/// than skipping it silently.
+pub(super) fn migrator(files: &'static [(&'static str, &'static str)]) -> Migrator {
+    let migrations = files
+        .iter()
+        .map(|(stem, sql)| {
+            let (version, description) = stem.split_once('_').unwrap_or(("0", stem));
+            Migration::new(
+                version.parse().unwrap_or(0),
+                Cow::Owned(description.replace('_', " ")),
+                MigrationType::Simple,
+                Cow::Borrowed(sql),
+                sql.starts_with("-- no-transaction"),
+            )
+        })
+        .collect::<Vec<_>>();
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// What sqlx's own directory resolver (the one behind `migrate!`) makes
+    /// of a directory: version, description and checksum of every migration.
+    async fn resolved(dir: &str) -> Vec<(i64, String, Vec<u8>)> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(dir);
+        Migrator::new(path)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| (m.version, m.description.to_string(), m.checksum.to_vec()))
+            .collect()
+    }
+
+    fn embedded(files: &'static [(&'static str, &'static str)]) -> Vec<(i64, String, Vec<u8>)> {
+        migrator(files)
+            .iter()
+            .map(|m| (m.version, m.description.to_string(), m.checksum.to_vec()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_file_is_listed() {
+        for (dir, files) in [("sqlite", SQLITE), ("postgres", POSTGRES)] {
+            let on_disk = resolved(dir).await;
+            assert!(on_disk.len() >= 10, "{dir}: {on_disk:?}");
+            assert_eq!(
+                embedded(files),
+                on_disk,
+                "host/migrations/{dir} and store/migrations.rs disagree: list every file there, in order"
+            );
+        }
+    }
+}
