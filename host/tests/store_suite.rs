@@ -7,7 +7,7 @@ mod common;
 use common::{ev, TestStore};
 use switchboard::queue::{DeliveryState, OnDead};
 use switchboard::store::{
-    Completion, CompletionKind, IngestCounts, IngestOutcome, LimitOverrides, Store,
+    Completion, CompletionKind, IngestCounts, IngestOutcome, LimitOverrides, QueueStats, Store,
 };
 
 const LEASE: i64 = 30_000;
@@ -659,7 +659,89 @@ async fn deliveries_past_their_expiry_end_expired_and_release_their_lanes(t: Tes
     assert!(s.expire_due(i64::MAX / 2, 100).await.unwrap().is_empty());
 }
 
+/// The depth figures of `/metrics` and `switchboard status` through every
+/// move a delivery makes: promotion, expiry, claim, dead letter, operator
+/// retry, delivery.
+async fn queue_stats_follow_every_transition(t: TestStore) {
+    let s = &*t.store;
+    let stats = |ready, blocked, in_flight, dead, oldest_pending_at| QueueStats {
+        ready,
+        blocked,
+        in_flight,
+        dead,
+        oldest_pending_at,
+    };
+    async fn check(t: &TestStore, want: QueueStats, when: &str) {
+        assert_eq!(t.store.queue_stats("c").await.unwrap(), want, "{when}");
+        if t.url.starts_with("sqlite:") {
+            // SQLite's pending index follows a flag kept beside `state`.
+            let wrong = t
+                .count_rows(
+                    "deliveries WHERE pending != (state IN ('blocked', 'ready', 'in_flight'))",
+                )
+                .await;
+            assert_eq!(wrong, 0, "{when}: pending flag disagrees with state");
+        }
+    }
+    check(&t, stats(0, 0, 0, 0, None), "empty").await;
+    s.ingest(vec![ev("a1", "t", &["k"], &["c"])], 10)
+        .await
+        .unwrap();
+    s.ingest(
+        vec![
+            ev("a2", "t", &["k"], &["c"]),
+            ev_expiring("x", &["j"], &["c"], &["c"], 100),
+        ],
+        20,
+    )
+    .await
+    .unwrap();
+    s.ingest(vec![ev("x2", "t", &["j"], &["c"])], 30)
+        .await
+        .unwrap();
+    check(&t, stats(2, 2, 0, 0, Some(10)), "queued").await;
+
+    assert_eq!(s.expire_due(150, 100).await.unwrap(), vec![("c".into(), 1)]);
+    check(&t, stats(2, 1, 0, 0, Some(10)), "x expired, x2 promoted").await;
+
+    let a1 = s.claim("c", 1, 160, LEASE).await.unwrap();
+    assert_eq!(a1.len(), 1);
+    assert_eq!(a1[0].event.id, "a1");
+    check(&t, stats(1, 1, 1, 0, Some(10)), "a1 claimed").await;
+
+    let a1_id = a1[0].delivery_id;
+    let dead = Completion::of(
+        &a1[0],
+        CompletionKind::Dead {
+            error: "rejected".into(),
+            on_dead: OnDead::Hold,
+        },
+    );
+    assert_eq!(s.complete(vec![dead], 170).await.unwrap(), vec![true]);
+    check(&t, stats(1, 1, 0, 1, Some(20)), "a1 dead, holding k").await;
+
+    assert!(s.retry_dead(a1_id, 180).await.unwrap());
+    check(&t, stats(2, 1, 0, 0, Some(10)), "a1 retried").await;
+
+    let mut done = finish(s, "c", 190, CompletionKind::Delivered).await;
+    done.sort();
+    assert_eq!(done, vec!["a1", "x2"]);
+    check(
+        &t,
+        stats(1, 0, 0, 0, Some(20)),
+        "a1 and x2 delivered, a2 promoted",
+    )
+    .await;
+
+    assert_eq!(
+        finish(s, "c", 200, CompletionKind::Delivered).await,
+        vec!["a2"]
+    );
+    check(&t, stats(0, 0, 0, 0, None), "all delivered").await;
+}
+
 for_each_backend!(
+    queue_stats_follow_every_transition,
     deliveries_past_their_expiry_end_expired_and_release_their_lanes,
     two_outcomes_for_one_delivery_in_one_call_apply_once_in_order,
     finished_events_past_the_window_are_purged_and_nothing_else,

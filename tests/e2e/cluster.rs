@@ -202,18 +202,19 @@ async fn a_connector_created_through_one_node_is_served_by_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_applies_the_schema_once_on_either_backend() {
     let dir = tempfile::tempdir().unwrap();
-    // Every migration shipped, on both backends (they are numbered alike).
-    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
-        .unwrap()
-        .count();
-    assert_eq!(
-        migrations,
-        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+    // Every migration shipped for the backend (each has its own schema
+    // history: SQLite has one the PostgreSQL schema does not need).
+    let shipped = |dir: &str| {
+        std::fs::read_dir(format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR")))
             .unwrap()
             .count()
-    );
+    };
     for db in [Db::Sqlite, Db::Postgres] {
         let url = db.fresh_url(dir.path()).await;
+        let migrations = shipped(match db {
+            Db::Sqlite => "sqlite",
+            Db::Postgres => "postgres",
+        });
         for _ in 0..2 {
             let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
                 .args(["--json", "migrate", "--storage", &url])

@@ -34,6 +34,7 @@ pub(super) const SQLITE: &[(&str, &str)] = embed!("sqlite":
     "0008_connector_configs",
     "0009_lease_owner",
     "0010_expiry",
+    "0011_pending_flag",
 );
 
 /// The PostgreSQL schema.

@@ -945,7 +945,7 @@ impl Writer {
         let mut applied: HashSet<i64> = HashSet::with_capacity(items.len());
         for chunk in items.chunks(CHUNK) {
             let mut qb = QueryBuilder::<Sqlite>::new(
-                "UPDATE deliveries SET state = v.column3, \
+                "UPDATE deliveries SET state = v.column3, pending = (v.column3 = 'ready'), \
                      next_attempt_at = COALESCE(v.column4, deliveries.next_attempt_at), \
                      last_error = COALESCE(v.column5, deliveries.last_error), \
                      lease_until = NULL, lease_token = NULL, lease_owner = NULL, updated_at = ",
@@ -1166,7 +1166,7 @@ impl Writer {
     /// its lane's head unblocks nothing, and its successors stay in order).
     async fn expire(&mut self, now: Millis, limit: usize) -> StoreResult<Vec<(String, u64)>> {
         let rows: Vec<(String, i64, String)> = sqlx::query_as(
-            "UPDATE deliveries SET state = 'expired', updated_at = ?1, \
+            "UPDATE deliveries SET state = 'expired', pending = 0, updated_at = ?1, \
                  last_error = 'expired: not started within its route''s expire_after' \
              WHERE id IN (SELECT id FROM deliveries \
                  WHERE expires_at IS NOT NULL AND state IN ('blocked', 'ready') \
@@ -1194,7 +1194,7 @@ impl Writer {
     async fn retry_dead(&mut self, id: i64, now: Millis) -> StoreResult<bool> {
         Ok(sqlx::query(
             "UPDATE deliveries SET state = CASE WHEN blockers > 0 THEN 'blocked' ELSE 'ready' END, \
-                 next_attempt_at = ?1, updated_at = ?1 \
+                 pending = 1, next_attempt_at = ?1, updated_at = ?1 \
              WHERE id = ?2 AND state = 'dead'",
         )
         .bind(now)
@@ -1587,7 +1587,7 @@ impl Store for SqliteStore {
                  COUNT(*) FILTER (WHERE state = 'blocked'), \
                  COUNT(*) FILTER (WHERE state = 'in_flight') \
              FROM deliveries INDEXED BY deliveries_pending \
-             WHERE connector = ?1 AND state IN ('blocked', 'ready', 'in_flight')",
+             WHERE connector = ?1 AND pending = 1",
         )
         .bind(connector)
         .fetch_one(&self.read)
@@ -1595,7 +1595,7 @@ impl Store for SqliteStore {
         let oldest: Option<i64> = sqlx::query_scalar(
             "SELECT created_at FROM deliveries WHERE id = \
                  (SELECT MIN(id) FROM deliveries INDEXED BY deliveries_pending \
-                  WHERE connector = ?1 AND state IN ('blocked', 'ready', 'in_flight'))",
+                  WHERE connector = ?1 AND pending = 1)",
         )
         .bind(connector)
         .fetch_optional(&self.read)
