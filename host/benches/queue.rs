@@ -750,6 +750,18 @@ async fn drain(opts: &Opts) {
     );
 }
 
+/// Bytes this process has caused to be written to storage so far (Linux's
+/// `/proc/self/io`), or `None` where that is not available.
+fn bytes_written() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Runs the dispatcher until every delivery of the first `opts.measured`
 /// events has been attempted, then stops it; the dispatcher's shutdown waits
 /// for the completions of the attempts it started, so the clock stops once all
@@ -780,6 +792,7 @@ async fn drain_measured(opts: &Opts, db: &Db) -> DrainResult {
     let deliver = Arc::new(DoneAtOnce::new(measured_last));
     let (stop, stop_rx) = watch::channel(false);
     let target = opts.measured as u64;
+    let written_before = bytes_written();
     let t0 = Instant::now();
     // One dispatcher per node, each claiming through its own pool.
     let handles: Vec<_> = db
@@ -806,6 +819,9 @@ async fn drain_measured(opts: &Opts, db: &Db) -> DrainResult {
         handle.await.unwrap();
     }
     let elapsed = t0.elapsed();
+    let written = bytes_written()
+        .zip(written_before)
+        .map(|(a, b)| a.saturating_sub(b));
     let total = deliver.total.load(Ordering::Relaxed);
     let claims = deliver.leases.lock().unwrap().len();
     let after = db.store.state_counts(CONNECTOR).await.unwrap();
@@ -834,6 +850,15 @@ async fn drain_measured(opts: &Opts, db: &Db) -> DrainResult {
         after.blocked,
         after.delivered
     );
+    if let Some(w) = written {
+        // Unlike the rate, this hardly moves with the machine's load: it is
+        // the pages the work dirtied (WAL frames, and checkpoints if one ran).
+        println!(
+            "drain: {:.1} MiB written to disk, {:.1} KiB per delivery (/proc/self/io write_bytes)",
+            w as f64 / (1 << 20) as f64,
+            w as f64 / 1024.0 / total.max(1) as f64
+        );
+    }
     DrainResult {
         rate,
         promotions: before.blocked.saturating_sub(after.blocked) as f64 / total.max(1) as f64,
