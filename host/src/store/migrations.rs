@@ -22,39 +22,35 @@ macro_rules! embed {
     };
 }
 
+/// `embed!` of the migrations both backends have, numbered alike, then
+/// each backend's own.
+macro_rules! embed_with_shared {
+    ($dir:literal $(, $own:literal)* $(,)?) => {
+        embed!($dir:
+            "0001_queue",
+            "0002_components",
+            "0003_audit",
+            "0004_pending_index",
+            "0005_connector_controls",
+            "0006_connector_limits",
+            "0007_connector_health",
+            "0008_connector_configs",
+            "0009_lease_owner",
+            "0010_expiry",
+            $($own,)*
+        )
+    };
+}
+
 /// The SQLite schema.
-pub(super) const SQLITE: &[(&str, &str)] = embed!("sqlite":
-    "0001_queue",
-    "0002_components",
-    "0003_audit",
-    "0004_pending_index",
-    "0005_connector_controls",
-    "0006_connector_limits",
-    "0007_connector_health",
-    "0008_connector_configs",
-    "0009_lease_owner",
-    "0010_expiry",
-    "0011_pending_flag",
-);
+pub(super) const SQLITE: &[(&str, &str)] = embed_with_shared!("sqlite", "0011_pending_flag");
 
 /// The PostgreSQL schema.
-pub(super) const POSTGRES: &[(&str, &str)] = embed!("postgres":
-    "0001_queue",
-    "0002_components",
-    "0003_audit",
-    "0004_pending_index",
-    "0005_connector_controls",
-    "0006_connector_limits",
-    "0007_connector_health",
-    "0008_connector_configs",
-    "0009_lease_owner",
-    "0010_expiry",
-);
+pub(super) const POSTGRES: &[(&str, &str)] = embed_with_shared!("postgres");
 
 /// A migrator over `files`. A stem that is not `<version>_<description>`
-/// is a build mistake that `every_file_is_listed` catches; at run time it
-/// becomes version 0, which sqlx then reports as an unknown migration rather
-/// than skipping it silently.
+/// is a build mistake that `every_file_is_listed` catches (the versions it
+/// compares would differ: such a stem is read as version 0).
 pub(super) fn migrator(files: &'static [(&'static str, &'static str)]) -> Migrator {
     let migrations = files
         .iter()
