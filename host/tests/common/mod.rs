@@ -34,6 +34,21 @@ impl TestStore {
     }
 }
 
+impl TestStore {
+    /// SQLite keeps a `pending` flag beside `state` so that moves between
+    /// pending states leave its pending index alone; every statement that
+    /// makes a delivery final, or brings it back from dead, must set it.
+    /// Deliveries whose flag disagrees with their state (always 0 on
+    /// PostgreSQL, which has no such flag).
+    pub async fn pending_flag_mismatches(&self) -> i64 {
+        if !self.url.starts_with("sqlite:") {
+            return 0;
+        }
+        self.count_rows("deliveries WHERE pending != (state IN ('blocked', 'ready', 'in_flight'))")
+            .await
+    }
+}
+
 /// A fresh, empty SQLite store in its own directory.
 pub async fn sqlite() -> TestStore {
     let dir = tempfile::tempdir().unwrap();
