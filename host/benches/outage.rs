@@ -44,6 +44,10 @@ use switchboard::queue::{now_ms, Millis, OnDead};
 use switchboard::store::{self, Claimed, IngestOutcome, Routed, Store};
 use tokio::sync::watch;
 
+/// The allocator the `switchboard` binary runs with (`host/src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DOWN: &str = "hss";
 const UP: &str = "crm";
 const HOUR: Millis = 3_600_000;

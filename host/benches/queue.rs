@@ -40,6 +40,10 @@ use switchboard::queue::{now_ms, OnDead};
 use switchboard::store::{self, Claimed, IngestOutcome, Routed, Store};
 use tokio::sync::watch;
 
+/// The allocator the `switchboard` binary runs with (`host/src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CONNECTOR: &str = "hss";
 /// Every generator starts from this seed, so the measured deliveries of both
 /// drain runs carry the same keys.

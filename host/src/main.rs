@@ -8,6 +8,12 @@ use clap::{Parser, Subcommand};
 use switchboard::cli::{self, CliError, Client};
 use switchboard::config::Config;
 
+/// mimalloc rather than glibc's malloc: a Wasm delivery allocates and frees
+/// hundreds of small objects across threads (store, resource table, HTTP
+/// parts), where glibc spent ~13% of the CPU; BENCHMARKS.md, "Allocator".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchboard",
