@@ -138,7 +138,8 @@ impl Request {
         }
     }
 
-    /// Add a header (repeatable).
+    /// Add a header (repeatable). `Content-Length` is set by
+    /// [`Request::send`] from the body; one added here is replaced.
     ///
     /// ```no_run
     /// let r = switchboard_sdk::http::get("http://crm.local/x").header("Accept", "application/json");
@@ -210,12 +211,8 @@ impl Request {
         }
         let target = parse_url(&self.url)?;
 
-        let headers = Fields::new();
-        for (name, value) in &self.headers {
-            headers
-                .append(name, value)
-                .map_err(|e| Error::Transport(format!("header `{name}`: {e:?}")))?;
-        }
+        let framed = has_body(self.method, self.body.len());
+        let headers = fields(&self.headers, framed.then_some(self.body.len()))?;
         let req = OutgoingRequest::new(headers);
         let method = match self.method {
             HttpMethod::Get => Method::Get,
@@ -235,9 +232,16 @@ impl Request {
             .and_then(|()| req.set_path_with_query(Some(&target.path_with_query)))
             .map_err(|()| Error::InvalidUrl(self.url.clone()))?;
 
-        let body = req
-            .body()
-            .map_err(|()| Error::Transport("request body already taken".into()))?;
+        // A request without a body never opens one, so it goes out with
+        // neither `content-length` nor chunked framing.
+        let body = if framed {
+            Some(
+                req.body()
+                    .map_err(|()| Error::Transport("request body already taken".into()))?,
+            )
+        } else {
+            None
+        };
 
         let options = self.timeout.map(|t| {
             let nanos = u64::try_from(t.as_nanos()).unwrap_or(u64::MAX);
@@ -251,8 +255,10 @@ impl Request {
 
         let pending = outgoing_handler::handle(req, options).map_err(from_error_code)?;
 
-        write_body(&body, &self.body)?;
-        OutgoingBody::finish(body, None).map_err(from_error_code)?;
+        if let Some(body) = body {
+            write_body(&body, &self.body)?;
+            OutgoingBody::finish(body, None).map_err(from_error_code)?;
+        }
 
         pending.subscribe().block();
         let resp = match pending.get() {
@@ -274,6 +280,42 @@ impl Request {
         drop(incoming);
         Ok(Response::from_parts(status, headers, body))
     }
+}
+
+/// Whether a request carries a body: any bytes, or a POST, PUT or PATCH
+/// (which sends `content-length: 0` when empty).
+fn has_body(method: HttpMethod, len: usize) -> bool {
+    len > 0
+        || matches!(
+            method,
+            HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch
+        )
+}
+
+/// The request's header fields. A body is framed by length: `content-length`
+/// is set from it (replacing one the caller set), so a request is never sent
+/// chunked — some upstream APIs, and proxies in front of them, refuse chunked
+/// requests. One host call when every header is valid; the slow path names
+/// the bad one.
+fn fields(headers: &[(String, Vec<u8>)], body_len: Option<usize>) -> Result<Fields, Error> {
+    let mut list: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .filter(|(name, _)| name != "content-length")
+        .cloned()
+        .collect();
+    if let Some(len) = body_len {
+        list.push(("content-length".into(), len.to_string().into_bytes()));
+    }
+    if let Ok(fields) = Fields::from_list(&list) {
+        return Ok(fields);
+    }
+    let fields = Fields::new();
+    for (name, value) in &list {
+        fields
+            .append(name, value)
+            .map_err(|e| Error::Transport(format!("header `{name}`: {e:?}")))?;
+    }
+    Ok(fields)
 }
 
 fn write_body(body: &OutgoingBody, bytes: &[u8]) -> Result<(), Error> {

@@ -93,6 +93,9 @@ async fn release_deletes_the_subscriber() {
     );
     assert_eq!(req.header("idempotency-key"), Some("dlv-r"));
     assert!(req.body.is_empty());
+    // No body: no framing headers at all (not an empty chunked body).
+    assert_eq!(req.header("transfer-encoding"), None);
+    assert_eq!(req.header("content-length"), None);
 }
 
 #[tokio::test]

@@ -51,6 +51,11 @@ async fn posts_payload_verbatim_with_spec_headers() {
         req.body_text(),
         r#"{ "msisdn":"2065551234",  "customer":"A2" }"#
     );
+    // Framed by length, not chunked: some upstream APIs (and the proxies in
+    // front of them) refuse chunked request bodies.
+    let length = req.body_text().len().to_string();
+    assert_eq!(req.header("content-length"), Some(length.as_str()));
+    assert_eq!(req.header("transfer-encoding"), None);
 }
 
 #[tokio::test]
