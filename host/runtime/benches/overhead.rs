@@ -204,25 +204,13 @@ fn main() {
             "floor of that ratio with a fresh sandbox per delivery (native + sandbox only): {:.2}x",
             1.0 + n / s
         );
-        println!(
-            "all runs native: {:?}",
-            native
-                .iter()
+        let runs = |v: &[Duration]| {
+            v.iter()
                 .map(|d| format!("{:.0}/s", rate(d)))
                 .collect::<Vec<_>>()
-        );
-        println!(
-            "all runs wasm:   {:?}",
-            wasm.iter()
-                .map(|d| format!("{:.0}/s", rate(d)))
-                .collect::<Vec<_>>()
-        );
-        println!(
-            "all runs sandbox only: {:?}",
-            sandbox
-                .iter()
-                .map(|d| format!("{:.0}/s", rate(d)))
-                .collect::<Vec<_>>()
-        );
+        };
+        println!("all runs native: {:?}", runs(&native));
+        println!("all runs wasm:   {:?}", runs(&wasm));
+        println!("all runs sandbox only: {:?}", runs(&sandbox));
     });
 }
