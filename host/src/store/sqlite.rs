@@ -50,9 +50,27 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
 /// Most operations applied in one transaction.
 const MAX_GROUP_OPS: usize = 512;
-/// Rows per multi-row statement (keeps bind counts far below SQLite's limit and
-/// the number of distinct statement texts, each cached prepared, small).
-const CHUNK: usize = 64;
+/// Most rows in one multi-row statement: few statements per commit group
+/// (each is a round trip to SQLite's thread), bind counts far below SQLite's
+/// limit of 32,766. A power of two, see [`runs`].
+const MAX_ROWS: usize = 256;
+
+/// Splits `items` into runs of `MAX_ROWS`, then of falling powers of two
+/// (300 rows: 256, 32, 8, 4): each kind of statement has at most nine
+/// distinct texts, so all of them stay in the prepared-statement cache
+/// instead of being parsed again for every odd-sized tail.
+fn runs<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = MAX_ROWS.min(1 << rest.len().ilog2());
+        let (run, tail) = rest.split_at(n);
+        rest = tail;
+        Some(run)
+    })
+}
 
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(migrations::SQLITE));
 
@@ -95,6 +113,7 @@ impl SqliteStore {
         for pragma in [
             format!("PRAGMA cache_size = -{}", WRITER_CACHE_KIB),
             format!("PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}"),
+            "PRAGMA temp_store = MEMORY".to_string(),
         ] {
             sqlx::query(&pragma).execute(&mut conn).await?;
         }
@@ -584,7 +603,7 @@ impl Writer {
                 .bind(limit as i64)
                 .fetch_all(&mut self.conn)
                 .await?;
-                for chunk in seqs.chunks(CHUNK) {
+                for chunk in runs(&seqs) {
                     for table in ["deliveries WHERE event_seq", "events WHERE seq"] {
                         let mut qb =
                             QueryBuilder::<Sqlite>::new(format!("DELETE FROM {table} IN ("));
@@ -718,7 +737,7 @@ impl Writer {
         // 1. Idempotency: which ids exist already, and with which digest.
         let all: Vec<&Routed> = requests.iter().flatten().collect();
         let mut known: HashMap<String, Vec<u8>> = HashMap::new();
-        for chunk in all.chunks(CHUNK) {
+        for chunk in runs(&all) {
             let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, digest FROM events WHERE id IN (");
             let mut sep = qb.separated(", ");
             for r in chunk {
@@ -751,7 +770,7 @@ impl Writer {
                 }
             }
         }
-        for chunk in unknown.chunks(CHUNK) {
+        for chunk in runs(&unknown) {
             let mut qb = QueryBuilder::<Sqlite>::new("SELECT v.column1, v.column2 FROM (VALUES ");
             let mut sep = qb.separated(", ");
             for (c, k) in chunk {
@@ -787,9 +806,9 @@ impl Writer {
         self.next_delivery = next_delivery;
 
         // 4. Write.
-        for (chunk, seq_chunk) in fresh.chunks(CHUNK).zip(seqs.chunks(CHUNK)) {
+        for (chunk, seq_chunk) in runs(&fresh).zip(runs(&seqs)) {
             let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (seq, id, type, keys, payload, digest, accepted_at) ",
+                "INSERT OR FAIL INTO events (seq, id, type, keys, payload, digest, accepted_at) ",
             );
             let keys_json: Vec<String> = chunk
                 .iter()
@@ -809,9 +828,9 @@ impl Writer {
             );
             qb.build().execute(&mut self.conn).await?;
         }
-        for chunk in deliveries.chunks(CHUNK) {
+        for chunk in runs(&deliveries) {
             let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO deliveries (id, event_seq, connector, state, blockers, next_attempt_at, created_at, updated_at, expires_at) ",
+                "INSERT OR FAIL INTO deliveries (id, event_seq, connector, state, blockers, next_attempt_at, created_at, updated_at, expires_at) ",
             );
             qb.push_values(chunk, |mut b, d| {
                 let state = if d.blockers > 0 { "blocked" } else { "ready" };
@@ -827,9 +846,9 @@ impl Writer {
             });
             qb.build().execute(&mut self.conn).await?;
         }
-        for chunk in lanes.chunks(CHUNK) {
+        for chunk in runs(&lanes) {
             let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO lane_entries (connector, key, seq, delivery_id) ",
+                "INSERT OR FAIL INTO lane_entries (connector, key, seq, delivery_id) ",
             );
             qb.push_values(chunk, |mut b, (c, k, seq, id)| {
                 b.push_bind(*c).push_bind(*k).push_bind(*seq).push_bind(*id);
@@ -880,7 +899,7 @@ impl Writer {
         }
         claimed.sort_by_key(|c| c.1);
         let mut events: HashMap<i64, StoredEvent> = HashMap::with_capacity(claimed.len());
-        for chunk in claimed.chunks(CHUNK) {
+        for chunk in runs(&claimed) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "SELECT seq, id, type, keys, payload, accepted_at FROM events WHERE seq IN (",
             );
@@ -943,7 +962,7 @@ impl Writer {
         now: Millis,
     ) -> StoreResult<Vec<bool>> {
         let mut applied: HashSet<i64> = HashSet::with_capacity(items.len());
-        for chunk in items.chunks(CHUNK) {
+        for chunk in runs(&items) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "UPDATE deliveries SET state = v.column3, pending = (v.column3 = 'ready'), \
                      next_attempt_at = COALESCE(v.column4, deliveries.next_attempt_at), \
@@ -1013,7 +1032,7 @@ impl Writer {
         now: Millis,
     ) -> StoreResult<()> {
         let mut removed: Vec<(String, String, i64)> = Vec::new();
-        for chunk in entries.chunks(CHUNK) {
+        for chunk in runs(&entries) {
             for (c, k, _) in chunk {
                 self.occupied.remove(&(c.to_string(), k.to_string()));
             }
@@ -1038,7 +1057,7 @@ impl Writer {
             );
         }
         let mut unblock: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
-        for chunk in removed.chunks(CHUNK) {
+        for chunk in runs(&removed) {
             let mut qb =
                 QueryBuilder::<Sqlite>::new("SELECT v.column3, l.seq, l.delivery_id FROM (VALUES ");
             let mut sep = qb.separated(", ");
@@ -1067,7 +1086,7 @@ impl Writer {
             }
         }
         let unblock: Vec<(i64, i64)> = unblock.into_iter().collect();
-        for chunk in unblock.chunks(CHUNK) {
+        for chunk in runs(&unblock) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "UPDATE deliveries SET blockers = deliveries.blockers - v.column2, \
                      state = CASE WHEN deliveries.blockers = v.column2 AND deliveries.state = 'blocked' \
@@ -1620,5 +1639,27 @@ impl Store for SqliteStore {
             .fetch_optional(&self.read)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{runs, MAX_ROWS};
+
+    #[test]
+    fn runs_cover_every_item_once_in_few_distinct_sizes() {
+        let mut sizes = std::collections::BTreeSet::new();
+        for n in 0..=3 * MAX_ROWS + 1 {
+            let items: Vec<usize> = (0..n).collect();
+            let joined: Vec<usize> = runs(&items).flatten().copied().collect();
+            assert_eq!(joined, items, "n = {n}");
+            for run in runs(&items) {
+                assert!(run.len().is_power_of_two() && run.len() <= MAX_ROWS);
+                sizes.insert(run.len());
+            }
+        }
+        assert_eq!(sizes.len(), MAX_ROWS.ilog2() as usize + 1);
+        let split: Vec<usize> = runs(&[0u8; 300]).map(<[u8]>::len).collect();
+        assert_eq!(split, [256, 32, 8, 4]);
     }
 }
