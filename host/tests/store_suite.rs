@@ -755,3 +755,56 @@ for_each_backend!(
     concurrent_requests_share_a_commit_and_stay_all_or_nothing_each,
     limit_overrides_round_trip_and_are_audited,
 );
+
+/// SQLite's ingest inserts use `OR FAIL`, which keeps the rows a multi-row
+/// statement wrote before the one that failed: only the commit group's
+/// transaction undoes them. An event row planted by another connection under
+/// a sequence number the writer is about to hand out makes row 101 of a
+/// 300-event request fail.
+#[tokio::test]
+async fn sqlite_a_request_that_fails_part_way_leaves_nothing_and_the_store_recovers() {
+    let t = common::sqlite().await;
+    let s = &*t.store;
+    s.ingest(vec![ev("first", "t", &["k0"], &["c"])], 0)
+        .await
+        .unwrap();
+    let first_seq = s.event("first").await.unwrap().unwrap().seq;
+    let pool = sqlx::SqlitePool::connect(&t.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (seq, id, type, keys, payload, digest, accepted_at) \
+         VALUES (?1, 'planted', 't', '[]', '{}', x'00', 0)",
+    )
+    .bind(first_seq + 101)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let batch = || -> Vec<_> {
+        (0..300)
+            .map(|i| {
+                let key = format!("k{i}");
+                ev(&format!("e{i}"), "t", &[key.as_str(), "shared"], &["c"])
+            })
+            .collect()
+    };
+    let err = s
+        .ingest(batch(), 1)
+        .await
+        .expect_err("the planted row must fail the request");
+    assert!(err.to_string().contains("events.seq"), "{err}");
+    assert!(s.event("e0").await.unwrap().is_none());
+    assert_eq!(t.count_rows("events").await, 2, "first and planted only");
+    assert_eq!(t.count_rows("deliveries").await, 1);
+    assert_eq!(t.count_rows("lane_entries").await, 1);
+
+    // The writer re-reads its counters after a rollback, so the same request
+    // now goes through whole, ordered after everything before it.
+    assert_eq!(s.ingest(batch(), 2).await.unwrap(), accepted(300, 0, 0));
+    assert_eq!(t.count_rows("deliveries").await, 301);
+    assert_eq!(t.count_rows("lane_entries").await, 1 + 2 * 300);
+    let e0 = s.event("e0").await.unwrap().unwrap();
+    assert!(e0.seq > first_seq + 101);
+    // `first` holds k0, so e0 waits for it; e1 shares `shared` with e0.
+    assert_eq!(ids(s, "c", 10, 3).await, vec!["first"]);
+}

@@ -962,7 +962,7 @@ impl Writer {
         now: Millis,
     ) -> StoreResult<Vec<bool>> {
         let mut applied: HashSet<i64> = HashSet::with_capacity(items.len());
-        for chunk in runs(&items) {
+        for chunk in runs(items) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "UPDATE deliveries SET state = v.column3, pending = (v.column3 = 'ready'), \
                      next_attempt_at = COALESCE(v.column4, deliveries.next_attempt_at), \
@@ -1032,7 +1032,7 @@ impl Writer {
         now: Millis,
     ) -> StoreResult<()> {
         let mut removed: Vec<(String, String, i64)> = Vec::new();
-        for chunk in runs(&entries) {
+        for chunk in runs(entries) {
             for (c, k, _) in chunk {
                 self.occupied.remove(&(c.to_string(), k.to_string()));
             }
