@@ -161,6 +161,9 @@ impl Model {
 #[derive(Debug, Clone, Copy)]
 enum Backend {
     Sqlite,
+    /// SQLite moving its in-memory lane entries to the table every few
+    /// deliveries.
+    SqliteFlushing,
     Postgres,
 }
 
@@ -172,6 +175,7 @@ fn run(ops: Vec<Op>, backend: Backend) {
     rt.block_on(async move {
         let mut t = match backend {
             Backend::Sqlite => common::sqlite().await,
+            Backend::SqliteFlushing => common::sqlite_flushing().await,
             Backend::Postgres => common::postgres().await,
         };
         let mut m = Model::default();
@@ -396,6 +400,11 @@ proptest! {
     #[test]
     fn sqlite_queue_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..80)) {
         run(ops, Backend::Sqlite);
+    }
+
+    #[test]
+    fn sqlite_flushing_lanes_often_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..80)) {
+        run(ops, Backend::SqliteFlushing);
     }
 
     #[test]

@@ -43,7 +43,8 @@ macro_rules! embed_with_shared {
 }
 
 /// The SQLite schema.
-pub(super) const SQLITE: &[(&str, &str)] = embed_with_shared!("sqlite", "0011_pending_flag");
+pub(super) const SQLITE: &[(&str, &str)] =
+    embed_with_shared!("sqlite", "0011_pending_flag", "0012_lane_watermark");
 
 /// The PostgreSQL schema.
 pub(super) const POSTGRES: &[(&str, &str)] = embed_with_shared!("postgres");

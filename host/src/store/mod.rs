@@ -14,6 +14,7 @@
 
 mod migrations;
 pub mod postgres;
+mod recent_lanes;
 pub mod sqlite;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

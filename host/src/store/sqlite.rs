@@ -31,6 +31,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
+use super::recent_lanes::RecentLanes;
 use super::{
     audit_of, classify, completion_rounds, configs_of, dead_letters_of, delivery_view,
     lane_view_of, migrations, parse_keys, plan_ingest, same_digest, state_counts_of, stored_event,
@@ -72,6 +73,26 @@ fn runs<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
+/// When the writer moves the lane entries it holds in memory into
+/// `lane_entries` (see [`RecentLanes`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LaneFlush {
+    /// Entries held: bounds the writer's memory (~100 bytes an entry).
+    pub entries: usize,
+    /// Deliveries created since the last flush: bounds the rebuild at start,
+    /// which reads each of them back.
+    pub deliveries: i64,
+}
+
+impl Default for LaneFlush {
+    fn default() -> Self {
+        Self {
+            entries: 65_536,
+            deliveries: 262_144,
+        }
+    }
+}
+
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(migrations::SQLITE));
 
 pub struct SqliteStore {
@@ -88,6 +109,12 @@ impl SqliteStore {
 
     /// [`SqliteStore::open`], with the node name its leases carry.
     pub async fn open_as(url: &str, node: &str) -> StoreResult<Self> {
+        Self::open_tuned(url, node, LaneFlush::default()).await
+    }
+
+    /// [`SqliteStore::open_as`], with when to flush the lane entries the
+    /// writer holds (tests use tiny values to flush all the time).
+    pub async fn open_tuned(url: &str, node: &str, flush: LaneFlush) -> StoreResult<Self> {
         let base = SqliteConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl {
             url: url.to_string(),
             reason: e.to_string(),
@@ -128,9 +155,13 @@ impl SqliteStore {
             next_delivery: 0,
             next_lease: rand::random::<u32>() as i64,
             occupied: HashSet::new(),
+            recent: RecentLanes::default(),
+            watermark: 0,
+            flush,
+            flush_now: false,
             node: node.to_string(),
         };
-        writer.reload_counters().await?;
+        writer.reload().await?;
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(writer.run(rx));
         Ok(Self { tx, read })
@@ -258,6 +289,11 @@ enum Work {
         actor: String,
         now: Millis,
     },
+    /// Read-only, but the writer holds the newest lane entries.
+    Lanes {
+        key: String,
+        connectors: Vec<String>,
+    },
 }
 
 enum Answer {
@@ -267,6 +303,7 @@ enum Answer {
     Count(u64),
     Bool(bool),
     Expired(Vec<(String, u64)>),
+    Lanes(Vec<LaneView>),
 }
 
 enum Reply {
@@ -276,6 +313,7 @@ enum Reply {
     Count(oneshot::Sender<StoreResult<u64>>),
     Bool(oneshot::Sender<StoreResult<bool>>),
     Expired(oneshot::Sender<StoreResult<Vec<(String, u64)>>>),
+    Lanes(oneshot::Sender<StoreResult<Vec<LaneView>>>),
 }
 
 impl Reply {
@@ -324,6 +362,12 @@ impl Reply {
                     _ => mismatch(),
                 }));
             }
+            Reply::Lanes(tx) => {
+                let _ = tx.send(result.and_then(|a| match a {
+                    Answer::Lanes(v) => Ok(v),
+                    _ => mismatch(),
+                }));
+            }
         }
     }
 }
@@ -337,6 +381,14 @@ struct Writer {
     /// evicts its lane, so a stale "occupied" can never block a delivery that
     /// nothing would unblock.
     occupied: HashSet<(String, String)>,
+    /// The lane entries of deliveries from `watermark` on; earlier ones are
+    /// in `lane_entries` (see [`RecentLanes`]).
+    recent: RecentLanes,
+    /// `lane_watermark.delivery_id` as last committed.
+    watermark: i64,
+    flush: LaneFlush,
+    /// Flush at the end of this transaction whatever the thresholds say.
+    flush_now: bool,
     /// Written as the owner of every lease this store hands out.
     node: String,
 }
@@ -439,6 +491,17 @@ impl Writer {
                 None => {}
             }
         }
+        let mut flushed = None;
+        if failure.is_none()
+            && (self.flush_now
+                || self.recent.len() >= self.flush.entries
+                || self.next_delivery - self.watermark >= self.flush.deliveries)
+        {
+            match self.flush_lanes().await {
+                Ok(w) => flushed = Some(w),
+                Err(e) => failure = Some(e),
+            }
+        }
         if failure.is_none() {
             if let Err(e) = sqlx::query("COMMIT").execute(&mut self.conn).await {
                 failure = Some(e.into());
@@ -446,6 +509,11 @@ impl Writer {
         }
         match failure {
             None => {
+                if let Some(w) = flushed {
+                    self.recent.clear();
+                    self.watermark = w;
+                    self.flush_now = false;
+                }
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     reply.send(Ok(answer));
                 }
@@ -453,14 +521,149 @@ impl Writer {
             Some(err) => {
                 tracing::warn!(error = %err, ops = replies.len(), "store transaction failed, rolled back");
                 let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
-                if let Err(e) = self.reload_counters().await {
-                    tracing::error!(error = %e, "cannot reload store counters after rollback");
+                // The lane entries held in memory may include the rolled-back
+                // group's: rebuild them from what was committed.
+                if let Err(e) = self.reload().await {
+                    tracing::error!(error = %e, "cannot reload store state after rollback");
                 }
                 for reply in replies {
                     reply.send(Err(err.clone()));
                 }
             }
         }
+    }
+
+    /// Each connector's lane of `key`: its head and how many wait behind it,
+    /// counting the entries held in memory and those in the table.
+    async fn lane_views(&mut self, key: &str, connectors: &[String]) -> StoreResult<Vec<LaneView>> {
+        let mut out = Vec::with_capacity(connectors.len());
+        for c in connectors {
+            let (in_table, table_head): (i64, Option<i64>) = sqlx::query_as(
+                "SELECT COUNT(*), (SELECT delivery_id FROM lane_entries \
+                     WHERE connector = ?1 AND key = ?2 ORDER BY seq LIMIT 1) \
+                 FROM lane_entries WHERE connector = ?1 AND key = ?2",
+            )
+            .bind(c)
+            .bind(key)
+            .fetch_one(&mut self.conn)
+            .await?;
+            let table_head = match table_head {
+                Some(id) => Some((
+                    sqlx::query_scalar::<_, i64>("SELECT event_seq FROM deliveries WHERE id = ?1")
+                        .bind(id)
+                        .fetch_one(&mut self.conn)
+                        .await?,
+                    id,
+                )),
+                None => None,
+            };
+            let head = match (self.recent.head(c, key), table_head) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let head = match head {
+                Some((_, id)) => {
+                    sqlx::query_as::<_, LaneHeadRow>(
+                        "SELECT d.id, d.connector, d.state, d.attempts, d.last_error, \
+                             d.next_attempt_at, d.updated_at, d.lease_owner, d.expires_at, e.id \
+                         FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?1",
+                    )
+                    .bind(id)
+                    .fetch_optional(&mut self.conn)
+                    .await?
+                }
+                None => None,
+            };
+            let count = in_table + self.recent.count(c, key) as i64;
+            out.push(lane_view_of(c, key, head, count)?);
+        }
+        Ok(out)
+    }
+
+    /// Re-reads what the writer keeps between transactions from the
+    /// database: its counters and the lane entries it holds in memory. Runs
+    /// at open and after a rolled-back transaction.
+    async fn reload(&mut self) -> StoreResult<()> {
+        self.reload_counters().await?;
+        self.watermark = sqlx::query_scalar("SELECT delivery_id FROM lane_watermark WHERE id = 1")
+            .fetch_one(&mut self.conn)
+            .await?;
+        self.recent.clear();
+        self.occupied.clear();
+        self.flush_now = false;
+        // Every delivery from the watermark on that holds its lanes and is
+        // not dead: a dead one that holds them moved its entries to
+        // `lane_entries` when it died, and one brought back from dead keeps
+        // them there, which the EXISTS check below finds.
+        let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(
+            "SELECT d.id, d.connector, d.event_seq, e.keys FROM deliveries d \
+             JOIN events e ON e.seq = d.event_seq \
+             WHERE d.id >= ?1 AND d.state IN ('blocked', 'ready', 'in_flight') ORDER BY d.id",
+        )
+        .bind(self.watermark)
+        .fetch_all(&mut self.conn)
+        .await?;
+        let mut entries: Vec<(String, String, i64, i64)> = Vec::new();
+        for (id, connector, seq, keys) in rows {
+            for key in parse_keys(&keys)? {
+                entries.push((connector.clone(), key, seq, id));
+            }
+        }
+        let mut in_table: HashSet<(String, String, i64)> = HashSet::new();
+        for chunk in runs(&entries) {
+            let mut qb =
+                QueryBuilder::<Sqlite>::new("SELECT v.column1, v.column2, v.column3 FROM (VALUES ");
+            let mut sep = qb.separated(", ");
+            for (c, k, seq, _) in chunk {
+                sep.push("(");
+                sep.push_bind_unseparated(c.as_str());
+                sep.push_unseparated(", ");
+                sep.push_bind_unseparated(k.as_str());
+                sep.push_unseparated(", ");
+                sep.push_bind_unseparated(*seq);
+                sep.push_unseparated(")");
+            }
+            qb.push(
+                ") AS v WHERE EXISTS (SELECT 1 FROM lane_entries l \
+                 WHERE l.connector = v.column1 AND l.key = v.column2 AND l.seq = v.column3)",
+            );
+            in_table.extend(
+                qb.build_query_as::<(String, String, i64)>()
+                    .fetch_all(&mut self.conn)
+                    .await?,
+            );
+        }
+        for (c, k, seq, id) in entries {
+            if !in_table.contains(&(c.clone(), k.clone(), seq)) {
+                self.recent.push(&c, &k, seq, id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every lane entry held in memory to `lane_entries`, in key
+    /// order, and moves the watermark past every delivery so far. Returns
+    /// the new watermark; the caller forgets the entries once it committed.
+    async fn flush_lanes(&mut self) -> StoreResult<i64> {
+        let entries = self.recent.sorted();
+        for chunk in runs(&entries) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT OR FAIL INTO lane_entries (connector, key, seq, delivery_id) ",
+            );
+            qb.push_values(chunk, |mut b, (c, k, seq, id)| {
+                b.push_bind(*c).push_bind(*k).push_bind(*seq).push_bind(*id);
+            });
+            qb.build().execute(&mut self.conn).await?;
+        }
+        sqlx::query("UPDATE lane_watermark SET delivery_id = ?1 WHERE id = 1")
+            .bind(self.next_delivery)
+            .execute(&mut self.conn)
+            .await?;
+        tracing::debug!(
+            entries = entries.len(),
+            "lane entries written to lane_entries"
+        );
+        Ok(self.next_delivery)
     }
 
     async fn reload_counters(&mut self) -> StoreResult<()> {
@@ -647,6 +850,9 @@ impl Writer {
                 .await?;
                 Answer::Bool(true)
             }
+            Work::Lanes { key, connectors } => {
+                Answer::Lanes(self.lane_views(&key, &connectors).await?)
+            }
             Work::Pause {
                 connector,
                 paused,
@@ -753,18 +959,24 @@ impl Writer {
             return Ok(outcomes);
         }
 
-        // 2. Which lanes these deliveries join are occupied already.
+        // 2. Which lanes these deliveries join are occupied already: those
+        //    with an entry held in memory, and those with one in the table.
         let mut unknown: Vec<(&str, &str)> = Vec::new();
         let mut asked: HashSet<(&str, &str)> = HashSet::new();
         for r in &fresh {
             for c in &r.connectors {
                 for k in &r.event.keys {
                     let lane = (c.as_str(), k.as_str());
-                    if !self
-                        .occupied
-                        .contains(&(lane.0.to_string(), lane.1.to_string()))
-                        && asked.insert(lane)
-                    {
+                    if !asked.insert(lane) {
+                        continue;
+                    }
+                    let owned = (lane.0.to_string(), lane.1.to_string());
+                    if self.occupied.contains(&owned) {
+                        continue;
+                    }
+                    if self.recent.count(lane.0, lane.1) > 0 {
+                        self.occupied.insert(owned);
+                    } else {
                         unknown.push(lane);
                     }
                 }
@@ -846,14 +1058,10 @@ impl Writer {
             });
             qb.build().execute(&mut self.conn).await?;
         }
-        for chunk in runs(&lanes) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT OR FAIL INTO lane_entries (connector, key, seq, delivery_id) ",
-            );
-            qb.push_values(chunk, |mut b, (c, k, seq, id)| {
-                b.push_bind(*c).push_bind(*k).push_bind(*seq).push_bind(*id);
-            });
-            qb.build().execute(&mut self.conn).await?;
+        // The lane entries stay in memory until the next flush (see
+        // `RecentLanes`): a rebuild finds them from the rows above.
+        for (c, k, seq, id) in lanes {
+            self.recent.push(c, k, seq, id);
         }
         Ok(outcomes)
     }
@@ -1004,17 +1212,37 @@ impl Writer {
             }
         }
         let mut entries: Vec<(&str, &str, i64)> = Vec::new();
+        let mut held: Vec<(&str, &str, i64, i64)> = Vec::new();
         for c in items {
-            let release = match &c.kind {
-                CompletionKind::Delivered => true,
-                CompletionKind::Retry { .. } => false,
-                CompletionKind::Dead { on_dead, .. } => *on_dead == OnDead::Release,
-            };
-            if release && applied.contains(&c.delivery_id) {
-                for k in &c.keys {
-                    entries.push((&c.connector, k, c.seq));
+            if !applied.contains(&c.delivery_id) {
+                continue;
+            }
+            match &c.kind {
+                CompletionKind::Retry { .. } => {}
+                CompletionKind::Dead { on_dead, .. } if *on_dead == OnDead::Hold => {
+                    // Held entries go to the table now: a rebuild from the
+                    // deliveries could not tell them from released ones.
+                    for k in &c.keys {
+                        if self.recent.remove(&c.connector, k, c.seq) {
+                            held.push((&c.connector, k, c.seq, c.delivery_id));
+                        }
+                    }
+                }
+                CompletionKind::Delivered | CompletionKind::Dead { .. } => {
+                    for k in &c.keys {
+                        entries.push((&c.connector, k, c.seq));
+                    }
                 }
             }
+        }
+        for chunk in runs(&held) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT OR FAIL INTO lane_entries (connector, key, seq, delivery_id) ",
+            );
+            qb.push_values(chunk, |mut b, (c, k, seq, id)| {
+                b.push_bind(*c).push_bind(*k).push_bind(*seq).push_bind(*id);
+            });
+            qb.build().execute(&mut self.conn).await?;
         }
         self.release_entries(&entries, now).await?;
         Ok(items
@@ -1031,11 +1259,18 @@ impl Writer {
         entries: &[(&str, &str, i64)],
         now: Millis,
     ) -> StoreResult<()> {
+        // Remove each entry where it is: held in memory, else in the table.
         let mut removed: Vec<(String, String, i64)> = Vec::new();
-        for chunk in runs(entries) {
-            for (c, k, _) in chunk {
-                self.occupied.remove(&(c.to_string(), k.to_string()));
+        let mut in_table: Vec<(&str, &str, i64)> = Vec::new();
+        for &(c, k, seq) in entries {
+            self.occupied.remove(&(c.to_string(), k.to_string()));
+            if self.recent.remove(c, k, seq) {
+                removed.push((c.to_string(), k.to_string(), seq));
+            } else {
+                in_table.push((c, k, seq));
             }
+        }
+        for chunk in runs(&in_table) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "DELETE FROM lane_entries WHERE (connector, key, seq) IN (VALUES ",
             );
@@ -1056,18 +1291,33 @@ impl Writer {
                     .await?,
             );
         }
-        let mut unblock: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
-        for chunk in runs(&removed) {
-            let mut qb =
-                QueryBuilder::<Sqlite>::new("SELECT v.column3, l.seq, l.delivery_id FROM (VALUES ");
+        // Per lane, the earliest entry released. The lane's head after the
+        // release moves up one lane (loses one blocker) if an entry before
+        // it went: however many went, it is now the head of one more lane.
+        let mut lanes: HashMap<(String, String), i64> = HashMap::new();
+        for (c, k, seq) in removed {
+            let first = lanes.entry((c, k)).or_insert(seq);
+            *first = (*first).min(seq);
+        }
+        let lanes: Vec<((String, String), i64)> = lanes.into_iter().collect();
+        // The new head of each lane: the first entry held here or in the
+        // table, whichever comes first.
+        let mut heads: HashMap<(String, String), (i64, i64)> = HashMap::new();
+        for ((c, k), _) in &lanes {
+            if let Some(head) = self.recent.head(c, k) {
+                heads.insert((c.clone(), k.clone()), head);
+            }
+        }
+        for chunk in runs(&lanes) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "SELECT v.column1, v.column2, l.seq, l.delivery_id FROM (VALUES ",
+            );
             let mut sep = qb.separated(", ");
-            for (c, k, seq) in chunk {
+            for ((c, k), _) in chunk {
                 sep.push("(");
                 sep.push_bind_unseparated(c.as_str());
                 sep.push_unseparated(", ");
                 sep.push_bind_unseparated(k.as_str());
-                sep.push_unseparated(", ");
-                sep.push_bind_unseparated(*seq);
                 sep.push_unseparated(")");
             }
             qb.push(
@@ -1075,12 +1325,21 @@ impl Writer {
                  AND l.seq = (SELECT MIN(seq) FROM lane_entries \
                               WHERE connector = v.column1 AND key = v.column2)",
             );
-            for (released, head_seq, head_id) in qb
-                .build_query_as::<(i64, i64, i64)>()
+            for (c, k, seq, id) in qb
+                .build_query_as::<(String, String, i64, i64)>()
                 .fetch_all(&mut self.conn)
                 .await?
             {
-                if head_seq > released {
+                let head = heads.entry((c, k)).or_insert((seq, id));
+                if seq < head.0 {
+                    *head = (seq, id);
+                }
+            }
+        }
+        let mut unblock: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+        for (lane, first_released) in &lanes {
+            if let Some(&(head_seq, head_id)) = heads.get(lane) {
+                if head_seq > *first_released {
                     *unblock.entry(head_id).or_default() += 1;
                 }
             }
@@ -1211,7 +1470,7 @@ impl Writer {
     }
 
     async fn retry_dead(&mut self, id: i64, now: Millis) -> StoreResult<bool> {
-        Ok(sqlx::query(
+        let retried = sqlx::query(
             "UPDATE deliveries SET state = CASE WHEN blockers > 0 THEN 'blocked' ELSE 'ready' END, \
                  pending = 1, next_attempt_at = ?1, updated_at = ?1 \
              WHERE id = ?2 AND state = 'dead'",
@@ -1221,7 +1480,16 @@ impl Writer {
         .execute(&mut self.conn)
         .await?
         .rows_affected()
-            == 1)
+            == 1;
+        // A rebuild takes every pending delivery from the watermark on to
+        // hold its lanes, but one that released them when it died runs again
+        // without them. Moving the watermark past it keeps a rebuild from
+        // giving it back lanes it no longer holds (a held one's entries are
+        // in the table already).
+        if retried && id >= self.watermark {
+            self.flush_now = true;
+        }
+        Ok(retried)
     }
 
     async fn skip_dead(&mut self, id: i64, now: Millis) -> StoreResult<bool> {
@@ -1468,30 +1736,14 @@ impl Store for SqliteStore {
     }
 
     async fn lanes(&self, key: &str, connectors: &[String]) -> StoreResult<Vec<LaneView>> {
-        let mut out = Vec::with_capacity(connectors.len());
-        for c in connectors {
-            let count: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM lane_entries WHERE connector = ?1 AND key = ?2",
-            )
-            .bind(c)
-            .bind(key)
-            .fetch_one(&self.read)
-            .await?;
-            let head = sqlx::query_as::<_, LaneHeadRow>(
-                "SELECT d.id, d.connector, d.state, d.attempts, d.last_error, d.next_attempt_at, \
-                     d.updated_at, d.lease_owner, d.expires_at, e.id \
-                 FROM lane_entries l \
-                 JOIN deliveries d ON d.id = l.delivery_id \
-                 JOIN events e ON e.seq = l.seq \
-                 WHERE l.connector = ?1 AND l.key = ?2 ORDER BY l.seq LIMIT 1",
-            )
-            .bind(c)
-            .bind(key)
-            .fetch_optional(&self.read)
-            .await?;
-            out.push(lane_view_of(c, key, head, count)?);
-        }
-        Ok(out)
+        self.call(
+            Work::Lanes {
+                key: key.to_string(),
+                connectors: connectors.to_vec(),
+            },
+            Reply::Lanes,
+        )
+        .await
     }
 
     async fn audit_log(

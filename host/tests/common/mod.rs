@@ -4,11 +4,15 @@
 use std::sync::Arc;
 
 use switchboard::queue::event::parse_body;
+use switchboard::store::sqlite::{LaneFlush, SqliteStore};
 use switchboard::store::{self, Routed, Store};
 
 pub struct TestStore {
     pub store: Arc<dyn Store>,
     pub url: String,
+    /// A SQLite store opened with these lane-flush thresholds (and reopened
+    /// with them).
+    flush: Option<LaneFlush>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -17,7 +21,14 @@ impl TestStore {
     pub async fn reopen(&mut self) {
         // Give the writer task a moment to see its channel close.
         let url = self.url.clone();
-        self.store = store::open(&url).await.expect("reopen store");
+        self.store = match self.flush {
+            Some(flush) => Arc::new(
+                SqliteStore::open_tuned(&url, &store::default_node(), flush)
+                    .await
+                    .expect("reopen store"),
+            ),
+            None => store::open(&url).await.expect("reopen store"),
+        };
     }
 
     /// Rows in `table`, read past the `Store` boundary (for checking what
@@ -56,6 +67,29 @@ pub async fn sqlite() -> TestStore {
     TestStore {
         store: store::open(&url).await.unwrap(),
         url,
+        flush: None,
+        _dir: Some(dir),
+    }
+}
+
+/// A fresh SQLite store whose writer moves the lane entries it holds in
+/// memory into `lane_entries` after every few deliveries, so that lanes mix
+/// entries held in memory with entries in the table.
+pub async fn sqlite_flushing() -> TestStore {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sb.db").display());
+    let flush = LaneFlush {
+        entries: 3,
+        deliveries: 4,
+    };
+    TestStore {
+        store: Arc::new(
+            SqliteStore::open_tuned(&url, &store::default_node(), flush)
+                .await
+                .unwrap(),
+        ),
+        url,
+        flush: Some(flush),
         _dir: Some(dir),
     }
 }
@@ -76,6 +110,7 @@ pub async fn postgres() -> TestStore {
     TestStore {
         store: store::open(&url).await.unwrap(),
         url,
+        flush: None,
         _dir: None,
     }
 }
@@ -129,6 +164,16 @@ macro_rules! for_each_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::common::sqlite().await).await
+                }
+            )*
+        }
+        /// SQLite with lane entries moved from memory to the table every
+        /// few deliveries.
+        mod sqlite_flushing {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::sqlite_flushing().await).await
                 }
             )*
         }
