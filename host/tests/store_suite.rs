@@ -715,6 +715,29 @@ async fn deliveries_past_their_expiry_end_expired_and_release_their_lanes(t: Tes
 /// The depth figures of `/metrics` and `switchboard status` through every
 /// move a delivery makes: promotion, expiry, claim, dead letter, operator
 /// retry, delivery.
+/// Two entries of one lane released in one call, the head and the one
+/// behind it: the next delivery becomes the lane's head once, so it loses
+/// one blocker, not two.
+async fn a_lane_releasing_its_head_and_the_next_at_once_moves_up_once(t: TestStore) {
+    let s = &*t.store;
+    s.ingest(
+        vec![
+            ev_expiring("x1", &["k"], &["c"], &["c"], 100),
+            ev_expiring("x2", &["k"], &["c"], &["c"], 100),
+            ev("x3", "t", &["k", "other"], &["c"]),
+            ev("o", "t", &["other"], &["c"]),
+        ],
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.expire_due(150, 100).await.unwrap(), vec![("c".into(), 2)]);
+    assert_eq!(ids(s, "c", 10, 160).await, vec!["x3"]);
+    let v = s.event("x3").await.unwrap().unwrap();
+    assert_eq!(v.deliveries[0].state, DeliveryState::InFlight);
+    assert!(ids(s, "c", 10, 170).await.is_empty(), "o waits behind x3");
+}
+
 async fn queue_stats_follow_every_transition(t: TestStore) {
     let s = &*t.store;
     let stats = |ready, blocked, in_flight, dead, oldest_pending_at| QueueStats {
@@ -790,6 +813,7 @@ async fn queue_stats_follow_every_transition(t: TestStore) {
 }
 
 for_each_backend!(
+    a_lane_releasing_its_head_and_the_next_at_once_moves_up_once,
     queue_stats_follow_every_transition,
     deliveries_past_their_expiry_end_expired_and_release_their_lanes,
     two_outcomes_for_one_delivery_in_one_call_apply_once_in_order,

@@ -553,9 +553,18 @@ async fn release_lanes(
     if removed.is_empty() {
         return Ok(());
     }
-    let cs: Vec<&str> = removed.iter().map(|e| e.0.as_str()).collect();
-    let ks: Vec<&str> = removed.iter().map(|e| e.1.as_str()).collect();
-    let ss: Vec<i64> = removed.iter().map(|e| e.2).collect();
+    // Per lane, the earliest entry released: the lane's new head moves up
+    // one lane (loses one blocker) if that entry was before it, however many
+    // entries of the lane went (an expiry sweep can take a head and the one
+    // behind it at once).
+    let mut first: HashMap<(&str, &str), i64> = HashMap::new();
+    for (c, k, seq) in &removed {
+        let at = first.entry((c.as_str(), k.as_str())).or_insert(*seq);
+        *at = (*at).min(*seq);
+    }
+    let cs: Vec<&str> = first.keys().map(|l| l.0).collect();
+    let ks: Vec<&str> = first.keys().map(|l| l.1).collect();
+    let ss: Vec<i64> = first.values().copied().collect();
     let heads: Vec<(i64, i64, i64)> = sqlx::query_as(
         "SELECT v.s, h.seq, h.delivery_id \
          FROM unnest($1::text[], $2::text[], $3::int8[]) AS v(c, k, s) \
