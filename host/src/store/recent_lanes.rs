@@ -6,11 +6,11 @@
 //! the backlog: with a backlog of a few hundred thousand deliveries every
 //! commit group dirtied about one 4 KiB page per key per event, and writing
 //! those pages to the WAL (and again at checkpoints) cost two thirds of
-//! batch-ingest throughput. The writer keeps new entries here and writes
-//! them in one sorted pass once there are enough of them (a flush), so each
-//! leaf is written once for many entries. Most entries never reach the
-//! table: a delivery that completes before the next flush releases its
-//! entries here.
+//! batch-ingest throughput. The writer keeps new entries here and, once
+//! there are enough of them, sweeps them into the table in key order, a
+//! slice per commit group (a flush), so each leaf is written once for many
+//! entries. Most entries never reach the table: a delivery that completes
+//! before the sweep reaches its lanes releases its entries here.
 //!
 //! Nothing here needs to survive a crash: the entries of deliveries at or
 //! above the store's lane watermark are rebuilt from `deliveries` and
@@ -21,13 +21,18 @@
 use std::collections::{HashMap, VecDeque};
 
 /// (connector, key)
-type Lane = (String, String);
+pub(crate) type Lane = (String, String);
+
+/// (connector, key, seq, delivery id), as a row of `lane_entries`.
+pub(crate) type Entry = (String, String, i64, i64);
 
 #[derive(Debug, Default)]
 pub(crate) struct RecentLanes {
     /// Per lane, (seq, delivery id) in ascending seq.
     lanes: HashMap<Lane, VecDeque<(i64, i64)>>,
     entries: usize,
+    /// The lanes a sweep has still to visit, in `lane_entries`' key order.
+    to_sweep: VecDeque<Lane>,
 }
 
 impl RecentLanes {
@@ -84,13 +89,46 @@ impl RecentLanes {
             .map_or(0, VecDeque::len)
     }
 
-    /// Every entry, sorted as `lane_entries`' primary key: (connector, key,
-    /// seq, delivery id).
-    pub fn sorted(&self) -> Vec<(&str, &str, i64, i64)> {
-        let mut out: Vec<_> = self
+    /// Starts a sweep: every lane held now, in key order.
+    pub fn start_sweep(&mut self) {
+        let mut lanes: Vec<Lane> = self.lanes.keys().cloned().collect();
+        lanes.sort_unstable();
+        self.to_sweep = lanes.into();
+    }
+
+    /// Takes the sweep's next whole lanes until at least `max` entries are
+    /// taken, in `lane_entries`' key order. Lanes created since the sweep
+    /// started wait for the next one. True when the sweep has visited every
+    /// lane.
+    pub fn sweep(&mut self, max: usize) -> (Vec<Entry>, bool) {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(lane) = self.to_sweep.pop_front() else {
+                break;
+            };
+            if let Some(entries) = self.lanes.remove(&lane) {
+                self.entries -= entries.len();
+                out.extend(
+                    entries
+                        .into_iter()
+                        .map(|(s, d)| (lane.0.clone(), lane.1.clone(), s, d)),
+                );
+            }
+        }
+        (out, self.to_sweep.is_empty())
+    }
+
+    /// Takes every entry, in `lane_entries`' key order, and ends any sweep.
+    pub fn take_all(&mut self) -> Vec<Entry> {
+        self.to_sweep.clear();
+        self.entries = 0;
+        let mut out: Vec<Entry> = self
             .lanes
-            .iter()
-            .flat_map(|((c, k), e)| e.iter().map(move |&(s, d)| (c.as_str(), k.as_str(), s, d)))
+            .drain()
+            .flat_map(|((c, k), e)| {
+                e.into_iter()
+                    .map(move |(s, d)| (c.clone(), k.clone(), s, d))
+            })
             .collect();
         out.sort_unstable();
         out
@@ -99,6 +137,7 @@ impl RecentLanes {
     pub fn clear(&mut self) {
         self.lanes.clear();
         self.entries = 0;
+        self.to_sweep.clear();
     }
 }
 
@@ -117,16 +156,47 @@ mod tests {
         assert_eq!(r.len(), 5);
         assert_eq!(r.head("c", "k"), Some((2, 20)));
         assert_eq!(r.count("c", "k"), 3);
+        let e = |c: &str, k: &str, s: i64, d: i64| (c.to_string(), k.to_string(), s, d);
         assert_eq!(
-            r.sorted(),
+            r.take_all(),
             vec![
-                ("c", "k", 2, 20),
-                ("c", "k", 5, 50),
-                ("c", "k", 9, 90),
-                ("c", "other", 1, 10),
-                ("d", "k", 3, 30),
+                e("c", "k", 2, 20),
+                e("c", "k", 5, 50),
+                e("c", "k", 9, 90),
+                e("c", "other", 1, 10),
+                e("d", "k", 3, 30),
             ]
         );
+        assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn a_sweep_takes_whole_lanes_in_key_order_and_only_those_it_started_with() {
+        let mut r = RecentLanes::default();
+        let e = |c: &str, k: &str, s: i64, d: i64| (c.to_string(), k.to_string(), s, d);
+        r.push("c", "b", 2, 20);
+        r.push("c", "a", 1, 10);
+        r.push("c", "a", 4, 40);
+        r.push("c", "c", 3, 30);
+        r.start_sweep();
+        let (taken, done) = r.sweep(1);
+        assert_eq!(
+            (taken, done),
+            (vec![e("c", "a", 1, 10), e("c", "a", 4, 40)], false),
+            "a whole lane, past the limit"
+        );
+        // Entries added meanwhile go with their lane if the sweep has not
+        // reached it yet; new lanes wait for the next sweep.
+        r.push("c", "c", 5, 50);
+        r.push("c", "0", 6, 60);
+        assert!(r.remove("c", "b", 2), "released before the sweep got there");
+        let (taken, done) = r.sweep(100);
+        assert_eq!(
+            (taken, done),
+            (vec![e("c", "c", 3, 30), e("c", "c", 5, 50)], true)
+        );
+        assert_eq!((r.len(), r.head("c", "0")), (1, Some((6, 60))));
+        assert_eq!(r.sweep(100), (vec![], true), "nothing left to visit");
     }
 
     #[test]

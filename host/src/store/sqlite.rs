@@ -31,7 +31,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
-use super::recent_lanes::RecentLanes;
+use super::recent_lanes::{Entry, RecentLanes};
 use super::{
     audit_of, classify, completion_rounds, configs_of, dead_letters_of, delivery_view,
     lane_view_of, migrations, parse_keys, plan_ingest, same_digest, state_counts_of, stored_event,
@@ -73,15 +73,22 @@ fn runs<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-/// When the writer moves the lane entries it holds in memory into
-/// `lane_entries` (see [`RecentLanes`]).
+/// When and how fast the writer moves the lane entries it holds in memory
+/// into `lane_entries` (see [`RecentLanes`]). A flush sweeps the lanes in
+/// key order, a slice per commit group, so no commit stalls behind writing
+/// all of them; once the sweep has passed every lane, the watermark moves to
+/// where the sweep started.
 #[derive(Debug, Clone, Copy)]
 pub struct LaneFlush {
-    /// Entries held: bounds the writer's memory (~100 bytes an entry).
+    /// Entries held that start a sweep: bounds the writer's memory (~150
+    /// bytes an entry).
     pub entries: usize,
-    /// Deliveries created since the last flush: bounds the rebuild at start,
-    /// which reads each of them back.
+    /// Deliveries created since the watermark that start a sweep: bounds the
+    /// rebuild at start, which reads each of them back.
     pub deliveries: i64,
+    /// Entries written per commit group during a sweep, at least; an eighth
+    /// of those held when that is more, so a sweep outpaces any ingest.
+    pub slice: usize,
 }
 
 impl Default for LaneFlush {
@@ -89,8 +96,18 @@ impl Default for LaneFlush {
         Self {
             entries: 65_536,
             deliveries: 262_144,
+            slice: 8_192,
         }
     }
+}
+
+/// A flush under way (the lanes it has still to visit are in
+/// [`RecentLanes`]).
+#[derive(Debug)]
+struct Sweep {
+    /// The first delivery id not yet created when it started: every entry
+    /// of an earlier delivery is in the table once the sweep ends.
+    started_at: i64,
 }
 
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(migrations::SQLITE));
@@ -158,6 +175,7 @@ impl SqliteStore {
             recent: RecentLanes::default(),
             watermark: 0,
             flush,
+            sweep: None,
             flush_now: false,
             node: node.to_string(),
         };
@@ -387,7 +405,8 @@ struct Writer {
     /// `lane_watermark.delivery_id` as last committed.
     watermark: i64,
     flush: LaneFlush,
-    /// Flush at the end of this transaction whatever the thresholds say.
+    sweep: Option<Sweep>,
+    /// Flush everything at the end of this transaction.
     flush_now: bool,
     /// Written as the owner of every lease this store hands out.
     node: String,
@@ -492,13 +511,9 @@ impl Writer {
             }
         }
         let mut flushed = None;
-        if failure.is_none()
-            && (self.flush_now
-                || self.recent.len() >= self.flush.entries
-                || self.next_delivery - self.watermark >= self.flush.deliveries)
-        {
+        if failure.is_none() {
             match self.flush_lanes().await {
-                Ok(w) => flushed = Some(w),
+                Ok(w) => flushed = w,
                 Err(e) => failure = Some(e),
             }
         }
@@ -510,9 +525,7 @@ impl Writer {
         match failure {
             None => {
                 if let Some(w) = flushed {
-                    self.recent.clear();
                     self.watermark = w;
-                    self.flush_now = false;
                 }
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     reply.send(Ok(answer));
@@ -590,6 +603,7 @@ impl Writer {
             .await?;
         self.recent.clear();
         self.occupied.clear();
+        self.sweep = None;
         self.flush_now = false;
         // Every delivery from the watermark on that holds its lanes and is
         // not dead: a dead one that holds them moved its entries to
@@ -641,29 +655,69 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes every lane entry held in memory to `lane_entries`, in key
-    /// order, and moves the watermark past every delivery so far. Returns
-    /// the new watermark; the caller forgets the entries once it committed.
-    async fn flush_lanes(&mut self) -> StoreResult<i64> {
-        let entries = self.recent.sorted();
+    /// Goes on with the flush under way, or starts one when the thresholds
+    /// say so: writes the next slice of lanes held in memory to
+    /// `lane_entries`. Returns the new watermark when a flush ended; it is
+    /// in the transaction, so it counts once the group commits (a rollback
+    /// rebuilds everything from what was committed).
+    async fn flush_lanes(&mut self) -> StoreResult<Option<i64>> {
+        if self.flush_now {
+            // Everything at once, and the watermark past every delivery.
+            self.flush_now = false;
+            self.sweep = Some(Sweep {
+                started_at: self.next_delivery,
+            });
+            let entries = self.recent.take_all();
+            return self.write_slice(entries, true).await;
+        }
+        if self.sweep.is_none()
+            && (self.recent.len() >= self.flush.entries
+                || self.next_delivery - self.watermark >= self.flush.deliveries)
+        {
+            self.sweep = Some(Sweep {
+                started_at: self.next_delivery,
+            });
+            self.recent.start_sweep();
+        }
+        if self.sweep.is_none() {
+            return Ok(None);
+        }
+        let max = self.flush.slice.max(self.recent.len() / 8);
+        let (entries, done) = self.recent.sweep(max);
+        self.write_slice(entries, done).await
+    }
+
+    /// Writes one slice of a sweep; `done` when it ends the sweep.
+    async fn write_slice(&mut self, entries: Vec<Entry>, done: bool) -> StoreResult<Option<i64>> {
         for chunk in runs(&entries) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT OR FAIL INTO lane_entries (connector, key, seq, delivery_id) ",
             );
             qb.push_values(chunk, |mut b, (c, k, seq, id)| {
-                b.push_bind(*c).push_bind(*k).push_bind(*seq).push_bind(*id);
+                b.push_bind(c.as_str())
+                    .push_bind(k.as_str())
+                    .push_bind(*seq)
+                    .push_bind(*id);
             });
             qb.build().execute(&mut self.conn).await?;
         }
+        if !done {
+            return Ok(None);
+        }
+        let Some(sweep) = self.sweep.take() else {
+            return Ok(None);
+        };
+        let watermark = sweep.started_at;
         sqlx::query("UPDATE lane_watermark SET delivery_id = ?1 WHERE id = 1")
-            .bind(self.next_delivery)
+            .bind(watermark)
             .execute(&mut self.conn)
             .await?;
         tracing::debug!(
-            entries = entries.len(),
-            "lane entries written to lane_entries"
+            watermark,
+            held = self.recent.len(),
+            "lane entries swept into lane_entries"
         );
-        Ok(self.next_delivery)
+        Ok(Some(watermark))
     }
 
     async fn reload_counters(&mut self) -> StoreResult<()> {

@@ -73,14 +73,16 @@ pub async fn sqlite() -> TestStore {
 }
 
 /// A fresh SQLite store whose writer moves the lane entries it holds in
-/// memory into `lane_entries` after every few deliveries, so that lanes mix
-/// entries held in memory with entries in the table.
+/// memory into `lane_entries` after every few deliveries, a couple of lanes
+/// per commit, so that lanes mix entries held in memory with entries in the
+/// table and a flush is nearly always under way.
 pub async fn sqlite_flushing() -> TestStore {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("sb.db").display());
     let flush = LaneFlush {
         entries: 3,
         deliveries: 4,
+        slice: 2,
     };
     TestStore {
         store: Arc::new(
