@@ -12,6 +12,11 @@
 //! - Because the writer is the only writer, it assigns `seq` and delivery ids
 //!   itself (reloaded from the table after any failed transaction), which lets
 //!   one ingest write all its rows with a few multi-row statements.
+//! - The writer holds the lane entries of its most recent deliveries in
+//!   memory and sweeps them into `lane_entries` in key order, a slice per
+//!   group, rebuilding them from the tables at open and after a rollback
+//!   (see `recent_lanes`): random keys would otherwise dirty a random page
+//!   of that table per key per event.
 //! - If any statement of a group fails, the whole group rolls back and every
 //!   caller in it gets [`StoreError::Unavailable`]: nothing half-applied, and
 //!   the ingest API answers 503 so the client retries.
