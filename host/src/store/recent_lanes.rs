@@ -60,8 +60,12 @@ impl RecentLanes {
 
     /// Removes the entry of `seq` from the lane; false when it is not here.
     pub fn remove(&mut self, connector: &str, key: &str, seq: i64) -> bool {
-        let lane = (connector.to_string(), key.to_string());
-        let Some(entries) = self.lanes.get_mut(&lane) else {
+        self.remove_from(&(connector.to_string(), key.to_string()), seq)
+    }
+
+    /// [`RecentLanes::remove`] for a caller that holds the lane's name.
+    pub fn remove_from(&mut self, lane: &Lane, seq: i64) -> bool {
+        let Some(entries) = self.lanes.get_mut(lane) else {
             return false;
         };
         let Ok(at) = entries.binary_search_by_key(&seq, |&(s, _)| s) else {
@@ -69,7 +73,7 @@ impl RecentLanes {
         };
         entries.remove(at);
         if entries.is_empty() {
-            self.lanes.remove(&lane);
+            self.lanes.remove(lane);
         }
         self.entries -= 1;
         true
@@ -80,6 +84,11 @@ impl RecentLanes {
         self.lanes
             .get(&(connector.to_string(), key.to_string()))
             .and_then(|e| e.front().copied())
+    }
+
+    /// Whether any entry of the lane is held here.
+    pub fn holds(&self, lane: &Lane) -> bool {
+        self.lanes.contains_key(lane)
     }
 
     /// Entries of the lane held here.
@@ -207,10 +216,12 @@ mod tests {
         assert!(!r.remove("c", "k", 2), "no entry of seq 2");
         assert!(!r.remove("d", "k", 1), "another connector's lane");
         assert!(r.remove("c", "k", 1));
+        assert!(r.holds(&("c".to_string(), "k".to_string())));
         assert_eq!(r.head("c", "k"), Some((4, 40)));
         assert!(r.remove("c", "k", 4));
         assert_eq!(r.head("c", "k"), None);
         assert_eq!(r.count("c", "k"), 0);
+        assert!(!r.holds(&("c".to_string(), "k".to_string())));
         assert_eq!(r.len(), 0);
         assert!(r.lanes.is_empty());
         r.push("c", "k", 7, 70);

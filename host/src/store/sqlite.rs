@@ -1033,7 +1033,7 @@ impl Writer {
                     if self.occupied.contains(&owned) {
                         continue;
                     }
-                    if self.recent.count(lane.0, lane.1) > 0 {
+                    if self.recent.holds(&owned) {
                         self.occupied.insert(owned);
                     } else {
                         unknown.push(lane);
@@ -1322,9 +1322,10 @@ impl Writer {
         let mut removed: Vec<(String, String, i64)> = Vec::new();
         let mut in_table: Vec<(&str, &str, i64)> = Vec::new();
         for &(c, k, seq) in entries {
-            self.occupied.remove(&(c.to_string(), k.to_string()));
-            if self.recent.remove(c, k, seq) {
-                removed.push((c.to_string(), k.to_string(), seq));
+            let lane = (c.to_string(), k.to_string());
+            self.occupied.remove(&lane);
+            if self.recent.remove_from(&lane, seq) {
+                removed.push((lane.0, lane.1, seq));
             } else {
                 in_table.push((c, k, seq));
             }
