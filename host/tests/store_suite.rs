@@ -738,6 +738,60 @@ async fn a_lane_releasing_its_head_and_the_next_at_once_moves_up_once(t: TestSto
     assert!(ids(s, "c", 10, 170).await.is_empty(), "o waits behind x3");
 }
 
+/// A dead letter that holds its lane keeps an entry in the lane table. Once
+/// an operator skips it, the lane holds whatever is queued behind it and
+/// nothing more: an event on it then waits only for those, and a lane left
+/// empty takes the next event at once (a store that remembered the lane as
+/// occupied would block that event for ever).
+async fn a_lane_emptied_of_its_dead_letter_takes_the_next_event_at_once(t: TestStore) {
+    let s = &*t.store;
+    let hold = CompletionKind::Dead {
+        error: "400".into(),
+        on_dead: OnDead::Hold,
+    };
+    // Lane "one": a dead letter, one event behind it, then nothing.
+    s.ingest(vec![ev("a1", "t", &["one"], &["c"])], 0)
+        .await
+        .unwrap();
+    assert_eq!(finish(s, "c", 1, hold.clone()).await, vec!["a1"]);
+    s.ingest(vec![ev("a2", "t", &["one"], &["c"])], 2)
+        .await
+        .unwrap();
+    assert!(ids(s, "c", 10, 3).await.is_empty(), "a2 waits behind a1");
+    let a1 = s.event("a1").await.unwrap().unwrap().deliveries[0].id;
+    assert!(s.skip_dead(a1, 4).await.unwrap());
+    assert_eq!(
+        finish(s, "c", 5, CompletionKind::Delivered).await,
+        vec!["a2"]
+    );
+    s.ingest(vec![ev("a3", "t", &["one"], &["c"])], 6)
+        .await
+        .unwrap();
+    assert_eq!(ids(s, "c", 10, 7).await, vec!["a3"], "the lane is empty");
+
+    // Lane "two": a dead letter and two events behind it, each ingested on
+    // its own; skipping the dead letter leaves the second behind the first.
+    s.ingest(vec![ev("b1", "t", &["two"], &["c"])], 10)
+        .await
+        .unwrap();
+    assert_eq!(finish(s, "c", 11, hold).await, vec!["b1"]);
+    for (i, id) in ["b2", "b3"].into_iter().enumerate() {
+        s.ingest(vec![ev(id, "t", &["two"], &["c"])], 12 + i as i64)
+            .await
+            .unwrap();
+    }
+    let b1 = s.event("b1").await.unwrap().unwrap().deliveries[0].id;
+    assert!(s.skip_dead(b1, 14).await.unwrap());
+    assert_eq!(
+        finish(s, "c", 15, CompletionKind::Delivered).await,
+        vec!["b2"]
+    );
+    s.ingest(vec![ev("b4", "t", &["two"], &["c"])], 16)
+        .await
+        .unwrap();
+    assert_eq!(ids(s, "c", 10, 17).await, vec!["b3"], "b4 waits behind b3");
+}
+
 async fn queue_stats_follow_every_transition(t: TestStore) {
     let s = &*t.store;
     let stats = |ready, blocked, in_flight, dead, oldest_pending_at| QueueStats {
@@ -813,6 +867,7 @@ async fn queue_stats_follow_every_transition(t: TestStore) {
 }
 
 for_each_backend!(
+    a_lane_emptied_of_its_dead_letter_takes_the_next_event_at_once,
     a_lane_releasing_its_head_and_the_next_at_once_moves_up_once,
     queue_stats_follow_every_transition,
     deliveries_past_their_expiry_end_expired_and_release_their_lanes,

@@ -16,6 +16,7 @@ mod migrations;
 pub mod postgres;
 mod recent_lanes;
 pub mod sqlite;
+mod table_lanes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

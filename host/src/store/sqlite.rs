@@ -17,6 +17,9 @@
 //!   group, rebuilding them from the tables at open and after a rollback
 //!   (see `recent_lanes`): random keys would otherwise dirty a random page
 //!   of that table per key per event.
+//! - A counting filter of the lanes that have rows in `lane_entries` (see
+//!   `lane_filter`) lets the writer skip looking up lanes the table cannot
+//!   hold, which most new lanes of an ingest and most released lanes are.
 //! - If any statement of a group fails, the whole group rolls back and every
 //!   caller in it gets [`StoreError::Unavailable`]: nothing half-applied, and
 //!   the ingest API answers 503 so the client retries.
@@ -28,6 +31,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -37,6 +41,7 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use super::recent_lanes::{Entry, RecentLanes};
+use super::table_lanes::{InTable, TableLanes};
 use super::{
     audit_of, classify, completion_rounds, configs_of, dead_letters_of, delivery_view,
     lane_view_of, migrations, parse_keys, plan_ingest, same_digest, state_counts_of, stored_event,
@@ -94,6 +99,13 @@ pub struct LaneFlush {
     /// Entries written per commit group during a sweep, at least; an eighth
     /// of those held when that is more, so a sweep outpaces any ingest.
     pub slice: usize,
+    /// Slots (one byte each) of the filter that tells which lanes have no
+    /// entry in the table, so that neither an ingest nor a release has to
+    /// look (see [`TableLanes`]); rounded up to a power of two.
+    pub filter_slots: usize,
+    /// Lanes remembered as having entries in the table, at most (~100 bytes
+    /// each), so that later events on them need not look either.
+    pub known_lanes: usize,
 }
 
 impl Default for LaneFlush {
@@ -102,6 +114,8 @@ impl Default for LaneFlush {
             entries: 65_536,
             deliveries: 262_144,
             slice: 8_192,
+            filter_slots: 1 << 24,
+            known_lanes: 131_072,
         }
     }
 }
@@ -178,6 +192,7 @@ impl SqliteStore {
             next_lease: rand::random::<u32>() as i64,
             occupied: HashSet::new(),
             recent: RecentLanes::default(),
+            table_lanes: TableLanes::new(flush.filter_slots, flush.known_lanes),
             watermark: 0,
             flush,
             sweep: None,
@@ -407,6 +422,9 @@ struct Writer {
     /// The lane entries of deliveries from `watermark` on; earlier ones are
     /// in `lane_entries` (see [`RecentLanes`]).
     recent: RecentLanes,
+    /// Which lanes have entries in `lane_entries`, as far as memory can
+    /// tell: every row written there or deleted goes through it.
+    table_lanes: TableLanes,
     /// `lane_watermark.delivery_id` as last committed.
     watermark: i64,
     flush: LaneFlush,
@@ -610,6 +628,15 @@ impl Writer {
         self.occupied.clear();
         self.sweep = None;
         self.flush_now = false;
+        self.table_lanes.clear();
+        {
+            let mut rows =
+                sqlx::query_as::<_, (String, String)>("SELECT connector, key FROM lane_entries")
+                    .fetch(&mut self.conn);
+            while let Some((c, k)) = rows.try_next().await? {
+                self.table_lanes.added(&c, &k);
+            }
+        }
         // Every delivery from the watermark on that holds its lanes and is
         // not dead: a dead one that holds them moved its entries to
         // `lane_entries` when it died, and one brought back from dead keeps
@@ -629,7 +656,11 @@ impl Writer {
             }
         }
         let mut in_table: HashSet<(String, String, i64)> = HashSet::new();
-        for chunk in runs(&entries) {
+        let maybe: Vec<&(String, String, i64, i64)> = entries
+            .iter()
+            .filter(|(c, k, _, _)| self.table_lanes.may_hold(c, k))
+            .collect();
+        for chunk in runs(&maybe) {
             let mut qb =
                 QueryBuilder::<Sqlite>::new("SELECT v.column1, v.column2, v.column3 FROM (VALUES ");
             let mut sep = qb.separated(", ");
@@ -694,6 +725,9 @@ impl Writer {
 
     /// Writes one slice of a sweep; `done` when it ends the sweep.
     async fn write_slice(&mut self, entries: Vec<Entry>, done: bool) -> StoreResult<Option<i64>> {
+        for (c, k, _, _) in &entries {
+            self.table_lanes.added(c, k);
+        }
         for chunk in runs(&entries) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT OR FAIL INTO lane_entries (connector, key, seq, delivery_id) ",
@@ -1035,8 +1069,14 @@ impl Writer {
                     }
                     if self.recent.holds(&owned) {
                         self.occupied.insert(owned);
-                    } else {
-                        unknown.push(lane);
+                        continue;
+                    }
+                    match self.table_lanes.get(&owned) {
+                        InTable::Yes => {
+                            self.occupied.insert(owned);
+                        }
+                        InTable::Maybe => unknown.push(lane),
+                        InTable::No => {}
                     }
                 }
             }
@@ -1056,7 +1096,9 @@ impl Writer {
                  WHERE l.connector = v.column1 AND l.key = v.column2)",
             );
             for row in qb.build().fetch_all(&mut self.conn).await? {
-                self.occupied.insert((row.try_get(0)?, row.try_get(1)?));
+                let lane: (String, String) = (row.try_get(0)?, row.try_get(1)?);
+                self.table_lanes.found(lane.clone());
+                self.occupied.insert(lane);
             }
         }
 
@@ -1294,6 +1336,9 @@ impl Writer {
                 }
             }
         }
+        for (c, k, _, _) in &held {
+            self.table_lanes.added(c, k);
+        }
         for chunk in runs(&held) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT OR FAIL INTO lane_entries (connector, key, seq, delivery_id) ",
@@ -1330,6 +1375,7 @@ impl Writer {
                 in_table.push((c, k, seq));
             }
         }
+        let from_table = removed.len();
         for chunk in runs(&in_table) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "DELETE FROM lane_entries WHERE (connector, key, seq) IN (VALUES ",
@@ -1345,15 +1391,18 @@ impl Writer {
                 sep.push_unseparated(")");
             }
             qb.push(") RETURNING connector, key, seq");
-            removed.extend(
-                qb.build_query_as::<(String, String, i64)>()
-                    .fetch_all(&mut self.conn)
-                    .await?,
-            );
+            let rows = qb
+                .build_query_as::<(String, String, i64)>()
+                .fetch_all(&mut self.conn)
+                .await?;
+            removed.extend(rows);
         }
         // Per lane, the earliest entry released. The lane's head after the
         // release moves up one lane (loses one blocker) if an entry before
         // it went: however many went, it is now the head of one more lane.
+        for (c, k, _) in &removed[from_table..] {
+            self.table_lanes.removed(&(c.clone(), k.clone()));
+        }
         let mut lanes: HashMap<(String, String), i64> = HashMap::new();
         for (c, k, seq) in removed {
             let first = lanes.entry((c, k)).or_insert(seq);
@@ -1361,19 +1410,25 @@ impl Writer {
         }
         let lanes: Vec<((String, String), i64)> = lanes.into_iter().collect();
         // The new head of each lane: the first entry held here or in the
-        // table, whichever comes first.
+        // table, whichever comes first. Only lanes the filter cannot rule
+        // out are looked up in the table.
         let mut heads: HashMap<(String, String), (i64, i64)> = HashMap::new();
-        for ((c, k), _) in &lanes {
+        let mut look_up: Vec<&(String, String)> = Vec::new();
+        for (lane, _) in &lanes {
+            let (c, k) = lane;
             if let Some(head) = self.recent.head(c, k) {
-                heads.insert((c.clone(), k.clone()), head);
+                heads.insert(lane.clone(), head);
+            }
+            if self.table_lanes.get(lane) != InTable::No {
+                look_up.push(lane);
             }
         }
-        for chunk in runs(&lanes) {
+        for chunk in runs(&look_up) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "SELECT v.column1, v.column2, l.seq, l.delivery_id FROM (VALUES ",
             );
             let mut sep = qb.separated(", ");
-            for ((c, k), _) in chunk {
+            for (c, k) in chunk {
                 sep.push("(");
                 sep.push_bind_unseparated(c.as_str());
                 sep.push_unseparated(", ");

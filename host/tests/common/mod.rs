@@ -75,7 +75,10 @@ pub async fn sqlite() -> TestStore {
 /// A fresh SQLite store whose writer moves the lane entries it holds in
 /// memory into `lane_entries` after every few deliveries, a couple of lanes
 /// per commit, so that lanes mix entries held in memory with entries in the
-/// table and a flush is nearly always under way.
+/// table and a flush is nearly always under way. Its filter of the lanes in
+/// the table has eight slots, so lanes share slots all the time and its
+/// "maybe" is wrong as often as right, and it remembers two lanes found in
+/// the table, so it forgets them all the time.
 pub async fn sqlite_flushing() -> TestStore {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("sb.db").display());
@@ -83,6 +86,8 @@ pub async fn sqlite_flushing() -> TestStore {
         entries: 3,
         deliveries: 4,
         slice: 2,
+        filter_slots: 8,
+        known_lanes: 2,
     };
     TestStore {
         store: Arc::new(
