@@ -53,8 +53,12 @@ use super::{
 use crate::queue::{Millis, OnDead};
 
 /// Upper bound of the writer connection's page cache (filled only as pages
-/// are used; readers keep SQLite's default).
-const WRITER_CACHE_KIB: u32 = 256 * 1024;
+/// are used; readers keep SQLite's default). Not more: a bigger cache costs
+/// at every commit (`perf` puts 6–9% of batch-ingest CPU in SQLite's cache
+/// truncation at the end of a write transaction), and since most lane
+/// lookups are answered from memory, 64 MiB beat 256 in every pairing
+/// measured (BENCHMARKS.md, "Lane-table lookups answered from memory").
+const WRITER_CACHE_KIB: u32 = 64 * 1024;
 /// WAL pages (4 KiB) after which a commit checkpoints: ~40 MiB of WAL at most
 /// in steady state, against SQLite's default of 1,000.
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
