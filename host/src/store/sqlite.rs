@@ -31,7 +31,6 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -632,15 +631,7 @@ impl Writer {
         self.occupied.clear();
         self.sweep = None;
         self.flush_now = false;
-        self.table_lanes.clear();
-        {
-            let mut rows =
-                sqlx::query_as::<_, (String, String)>("SELECT connector, key FROM lane_entries")
-                    .fetch(&mut self.conn);
-            while let Some((c, k)) = rows.try_next().await? {
-                self.table_lanes.added(&c, &k);
-            }
-        }
+        self.count_table_lanes().await?;
         // Every delivery from the watermark on that holds its lanes and is
         // not dead: a dead one that holds them moved its entries to
         // `lane_entries` when it died, and one brought back from dead keeps
@@ -693,6 +684,65 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// Rebuilds [`TableLanes`] from every row of `lane_entries`. Rows come
+    /// back a page at a time, each page framed into one string by SQLite
+    /// (`<bytes>,<connector><bytes>,<key>` per row): fetched a row at a
+    /// time, 1,800,000 rows took 4.1 s, nearly all of it per-row overhead
+    /// between SQLite's thread and this task.
+    async fn count_table_lanes(&mut self) -> StoreResult<()> {
+        const FRAMED: &str = "SELECT group_concat(octet_length(connector) || ',' || connector \
+                              || octet_length(key) || ',' || key, '') FROM (SELECT connector, key \
+                              FROM lane_entries WHERE (connector, key, seq) > (?1, ?2, ?3)";
+        self.table_lanes.clear();
+        let page = self.flush.slice.max(1) as i64;
+        let mut after = (String::new(), String::new(), i64::MIN);
+        loop {
+            // The page's last row, if there are more rows than a page.
+            let end: Option<(String, String, i64)> = sqlx::query_as(
+                "SELECT connector, key, seq FROM lane_entries \
+                 WHERE (connector, key, seq) > (?1, ?2, ?3) \
+                 ORDER BY connector, key, seq LIMIT 1 OFFSET ?4",
+            )
+            .bind(&after.0)
+            .bind(&after.1)
+            .bind(after.2)
+            .bind(page - 1)
+            .fetch_optional(&mut self.conn)
+            .await?;
+            let framed: Option<String> = match &end {
+                Some((c, k, seq)) => {
+                    sqlx::query_scalar(&format!(
+                        "{FRAMED} AND (connector, key, seq) <= (?4, ?5, ?6) \
+                         ORDER BY connector, key, seq)"
+                    ))
+                    .bind(&after.0)
+                    .bind(&after.1)
+                    .bind(after.2)
+                    .bind(c)
+                    .bind(k)
+                    .bind(seq)
+                    .fetch_one(&mut self.conn)
+                    .await?
+                }
+                None => {
+                    sqlx::query_scalar(&format!("{FRAMED} ORDER BY connector, key, seq)"))
+                        .bind(&after.0)
+                        .bind(&after.1)
+                        .bind(after.2)
+                        .fetch_one(&mut self.conn)
+                        .await?
+                }
+            };
+            for (c, k) in unframe_lanes(framed.as_deref().unwrap_or(""))? {
+                self.table_lanes.added(c, k);
+            }
+            match end {
+                Some(e) => after = e,
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Goes on with the flush under way, or starts one when the thresholds
@@ -2013,9 +2063,52 @@ impl Store for SqliteStore {
     }
 }
 
+/// Splits what [`Writer::count_table_lanes`] has SQLite frame: per row,
+/// the connector's length in bytes, a comma and the connector, then the
+/// same for the key.
+fn unframe_lanes(mut framed: &str) -> StoreResult<Vec<(&str, &str)>> {
+    fn field<'a>(rest: &mut &'a str) -> StoreResult<&'a str> {
+        let bad = || StoreError::Corrupt("lane_entries: a framed row does not parse".into());
+        let (len, tail) = rest.split_once(',').ok_or_else(bad)?;
+        let len: usize = len.parse().map_err(|_| bad())?;
+        if tail.len() < len || !tail.is_char_boundary(len) {
+            return Err(bad());
+        }
+        let (value, tail) = tail.split_at(len);
+        *rest = tail;
+        Ok(value)
+    }
+    let mut out = Vec::new();
+    while !framed.is_empty() {
+        let c = field(&mut framed)?;
+        let k = field(&mut framed)?;
+        out.push((c, k));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{runs, MAX_ROWS};
+    use super::{runs, unframe_lanes, MAX_ROWS};
+
+    #[test]
+    fn framed_lanes_split_back_whatever_the_keys_hold() {
+        let lanes = [
+            ("hss", "msisdn:2065551234"),
+            ("crm", "a,b,3,c"),
+            ("sms", ""),
+            ("hss", "3,ü€,x"),
+        ];
+        let framed: String = lanes
+            .iter()
+            .map(|(c, k)| format!("{},{c}{},{k}", c.len(), k.len()))
+            .collect();
+        assert_eq!(unframe_lanes(&framed).unwrap(), lanes);
+        assert!(unframe_lanes("").unwrap().is_empty());
+        for bad in ["3,hss", "x,hss0,", "3,hss9,short", "3,hss1,ü"] {
+            assert!(unframe_lanes(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn runs_cover_every_item_once_in_few_distinct_sizes() {
