@@ -18,8 +18,9 @@
 //!   (see `recent_lanes`): random keys would otherwise dirty a random page
 //!   of that table per key per event.
 //! - A counting filter of the lanes that have rows in `lane_entries` (see
-//!   `lane_filter`) lets the writer skip looking up lanes the table cannot
-//!   hold, which most new lanes of an ingest and most released lanes are.
+//!   `table_lanes`), and a bounded set of lanes known to have some, let the
+//!   writer skip looking up most new lanes of an ingest and most released
+//!   lanes.
 //! - If any statement of a group fails, the whole group rolls back and every
 //!   caller in it gets [`StoreError::Unavailable`]: nothing half-applied, and
 //!   the ingest API answers 503 so the client retries.
@@ -1445,18 +1446,18 @@ impl Writer {
                 sep.push_unseparated(")");
             }
             qb.push(") RETURNING connector, key, seq");
-            let rows = qb
-                .build_query_as::<(String, String, i64)>()
-                .fetch_all(&mut self.conn)
-                .await?;
-            removed.extend(rows);
+            removed.extend(
+                qb.build_query_as::<(String, String, i64)>()
+                    .fetch_all(&mut self.conn)
+                    .await?,
+            );
+        }
+        for (c, k, _) in &removed[from_table..] {
+            self.table_lanes.removed(&(c.clone(), k.clone()));
         }
         // Per lane, the earliest entry released. The lane's head after the
         // release moves up one lane (loses one blocker) if an entry before
         // it went: however many went, it is now the head of one more lane.
-        for (c, k, _) in &removed[from_table..] {
-            self.table_lanes.removed(&(c.clone(), k.clone()));
-        }
         let mut lanes: HashMap<(String, String), i64> = HashMap::new();
         for (c, k, seq) in removed {
             let first = lanes.entry((c, k)).or_insert(seq);

@@ -5,7 +5,7 @@
 //! to be checked for entries in the table (is the new delivery blocked? who
 //! is the lane's new head?). Asked of SQLite, each check is a random descent
 //! of a B-tree as large as the backlog, and with a few hundred thousand
-//! deliveries queued those lookups were a third of batch-ingest time
+//! deliveries queued those lookups were about a quarter of batch-ingest time
 //! (BENCHMARKS.md). Two answers come from memory instead:
 //!
 //! - **"Certainly not there"**, from a counting Bloom filter ([`LaneFilter`])
