@@ -9,6 +9,15 @@
 //! the host's egress check — everything a real delivery pays.
 //!
 //! Usage: cargo bench -p switchboard-runtime --bench overhead -- [DELIVERIES] [CONCURRENCY]
+//!
+//! `--only native|wasm|sandbox` runs one side alone, three times, for a
+//! profiler (`perf record`, `strace -c`) to see that side without the others.
+//!
+//! `--only reload` measures what hot-loading leaves behind instead: it loads
+//! `webhook.wasm` DELIVERIES times (a fresh compile each time, as a deploy
+//! of new bytes does), delivers a few events through each version while the
+//! previous one is dropped, and prints the process's resident memory as it
+//! goes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,10 +159,72 @@ async fn run_wasm(guest: Guest, url: &str, total: u64, concurrency: u64) -> Dura
     start.elapsed()
 }
 
+/// Resident set size of this process, from `/proc/self/status`.
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// Load `webhook.wasm` `versions` times into one runtime, each load
+/// replacing the previous version the way a deploy does, with deliveries in
+/// flight across each swap; print resident memory along the way.
+async fn reload(url: &str, versions: u64) {
+    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let wasm = std::fs::read(wasm_path("webhook")).unwrap();
+    let sandbox = Arc::new(Sandbox {
+        allowed_hosts: vec![url.to_string()],
+        config: [("url".to_string(), format!("http://{url}/op"))].into(),
+        ..Sandbox::default()
+    });
+    let mut current = rt.load(&wasm).await.unwrap();
+    let report_every = (versions / 10).max(1);
+    println!("versions loaded: 1, resident: {:.1} MiB", rss_mib());
+    let start = Instant::now();
+    for n in 2..=versions {
+        // Deliveries on the running version while the next one compiles.
+        let mut inflight = Vec::new();
+        for i in 0..8u64 {
+            let (c, s) = (current.clone(), sandbox.clone());
+            inflight.push(tokio::spawn(async move {
+                let d = Delivery {
+                    id: format!("{n}-{i}"),
+                    attempt: 1,
+                    event_id: "evt-1".into(),
+                    event_type: "number.assign".into(),
+                    keys: vec!["msisdn:2065551234".into()],
+                    payload: PAYLOAD.into(),
+                };
+                c.deliver(&s, &d).await
+            }));
+        }
+        current = rt.load(&wasm).await.unwrap();
+        for t in inflight {
+            assert_eq!(t.await.unwrap(), Outcome::Done);
+        }
+        if n % report_every == 0 || n == versions {
+            println!(
+                "versions loaded: {n}, resident: {:.1} MiB ({:.0} ms per load and swap)",
+                rss_mib(),
+                start.elapsed().as_secs_f64() * 1e3 / (n - 1) as f64
+            );
+        }
+    }
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    let only = all
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| all.get(i + 1).cloned().unwrap_or_default());
+    let args: Vec<String> = all
+        .iter()
+        .filter(|a| !a.starts_with("--") && Some(*a) != only.as_ref())
+        .cloned()
         .collect();
     let total: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(40_000);
     let concurrency: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(64);
@@ -163,6 +234,25 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let url = upstream().await;
+        if only.as_deref() == Some("reload") {
+            reload(&url, total).await;
+            return;
+        }
+        if let Some(side) = only {
+            for _ in 0..3 {
+                let took = match side.as_str() {
+                    "native" => run_native(&url, total, concurrency).await,
+                    "wasm" => run_wasm(Guest::Webhook, &url, total, concurrency).await,
+                    "sandbox" => run_wasm(Guest::SandboxOnly, &url, total, concurrency).await,
+                    other => panic!("--only takes native, wasm or sandbox, not `{other}`"),
+                };
+                println!(
+                    "{side}: {:.0} deliveries/s",
+                    total as f64 / took.as_secs_f64()
+                );
+            }
+            return;
+        }
         // Warm both paths (connections, compiled code) before measuring.
         run_native(&url, 2_000, concurrency).await;
         run_wasm(Guest::Webhook, &url, 2_000, concurrency).await;
