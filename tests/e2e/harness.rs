@@ -50,10 +50,22 @@ impl Gateway {
     /// Starts `switchboard serve --config <config>` and waits for it to listen.
     pub fn start(config: &Path) -> Gateway {
         let dir = config.parent().unwrap();
-        let log = dir.join(format!("gateway-{}.log", rand_suffix()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["serve", "--config"])
-            .arg(config)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        cmd.args(["serve", "--config"]).arg(config);
+        Self::spawn(cmd, dir)
+    }
+
+    /// Starts `switchboard serve <args>` in the working directory `cwd` (its
+    /// log goes there too) and waits for it to listen.
+    pub fn start_in(cwd: &Path, args: &[&str]) -> Gateway {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        cmd.arg("serve").args(args).current_dir(cwd);
+        Self::spawn(cmd, cwd)
+    }
+
+    fn spawn(mut cmd: Command, log_dir: &Path) -> Gateway {
+        let log = log_dir.join(format!("gateway-{}.log", rand_suffix()));
+        let mut child = cmd
             .env("SWITCHBOARD_LOG", "info,switchboard=debug")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -10,4 +10,5 @@ mod harness;
 mod hotload;
 mod operator;
 mod outage;
+mod quickstart;
 mod reassign;

@@ -73,8 +73,9 @@ use bindings::switchboard::connector as wit;
 /// node; see [`RuntimeConfig::default`].
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
-    /// Directory for cached compiled components. `None` disables the cache
-    /// (every load compiles, 20–130 ms each).
+    /// Directory for cached compiled components, created if missing; a
+    /// relative path is taken from the working directory. `None` disables
+    /// the cache (every load compiles, 20–130 ms each).
     pub cache_dir: Option<PathBuf>,
     /// Most connector calls that can run at once across all connectors (the
     /// pooling allocator's instance slots). Default 500.
@@ -338,6 +339,10 @@ impl Runtime {
                     reason,
                 };
                 std::fs::create_dir_all(dir).map_err(|e| cache_err(e.to_string()))?;
+                // wasmtime takes only an absolute directory; a relative one
+                // (the default next to `sqlite://./switchboard.db`) is taken
+                // from the working directory, as every other path is.
+                let dir = std::path::absolute(dir).map_err(|e| cache_err(e.to_string()))?;
                 let mut cache_cfg = wasmtime::CacheConfig::new();
                 cache_cfg.with_directory(dir);
                 let cache =

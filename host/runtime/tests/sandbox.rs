@@ -505,6 +505,32 @@ async fn second_load_hits_the_disk_cache() {
     assert_eq!(first.info(), second.info());
 }
 
+#[tokio::test]
+async fn a_relative_cache_directory_is_taken_from_the_working_directory() {
+    // The gateway's default cache sits next to the database, and the
+    // quick-start database is `sqlite://./switchboard.db`: a relative path.
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    let up = "../".repeat(cwd.components().count() - 1);
+    let relative = PathBuf::from(up).join(dir.path().strip_prefix("/").unwrap().join("cache"));
+    assert!(relative.is_relative());
+    let cfg = RuntimeConfig {
+        cache_dir: Some(relative),
+        max_instances: 8,
+        ..RuntimeConfig::default()
+    };
+    let bytes = wasm("webhook");
+
+    let rt = Runtime::new(cfg.clone()).expect("a relative cache directory is accepted");
+    rt.load(&bytes).await.unwrap();
+    assert_eq!(rt.cache_stats().misses, 1, "{:?}", rt.cache_stats());
+    assert!(dir.path().join("cache").is_dir());
+
+    let rt2 = Runtime::new(cfg).unwrap();
+    rt2.load(&bytes).await.unwrap();
+    assert_eq!(rt2.cache_stats().hits, 1, "{:?}", rt2.cache_stats());
+}
+
 // ---- HTTPS upstreams. The certificates in tests/tls are test fixtures: a
 // CA, a server certificate it issued for `localhost`, and an unrelated CA.
 

@@ -1,0 +1,92 @@
+//! What `make run` does on a fresh machine: `switchboard serve --config
+//! quickstart.toml` from a directory holding nothing but the built
+//! connectors, with the file exactly as shipped. Its paths are relative (the
+//! database, the compile cache beside it, the component), so this runs in a
+//! directory of its own with `target` linked in.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{free_port, wasm, Gateway};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quick_start_config_serves_as_shipped_from_a_fresh_directory() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let quickstart = repo.join("quickstart.toml");
+    // <target>/wasm32-wasip2/release/webhook.wasm → <target>
+    let target = wasm("webhook").ancestors().nth(3).unwrap().to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&target, dir.path().join("target")).unwrap();
+
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "--config",
+        quickstart.to_str().unwrap(),
+        "--listen",
+        &listen,
+    ];
+    let gw = Gateway::start_in(dir.path(), &args);
+
+    // Created relative to the working directory, as the README says.
+    assert!(dir.path().join("switchboard.db").is_file());
+    assert!(dir.path().join("switchboard-cache").is_dir());
+
+    let client = reqwest::Client::new();
+    let event = json!({"id": "evt-000123", "type": "number.assign",
+                       "keys": ["msisdn:2065551234", "customer:A2"],
+                       "payload": {"msisdn": "2065551234", "customer": "A2"}});
+    let resp = client
+        .post(gw.url("/v1/events"))
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["accepted"], 1, "{body}");
+
+    let connector: Value = client
+        .get(gw.url("/v1/connectors/webhook"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        connector.to_string().contains("sha256:"),
+        "the quick-start connector runs a component: {connector}"
+    );
+
+    // Nothing listens on the quick-start receiver's port here (or something
+    // unrelated does): either way the delivery is attempted and kept.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ev: Value = client
+            .get(gw.url("/v1/events/evt-000123"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let d = &ev["deliveries"][0];
+        if d["attempts"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never attempted: {ev}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A restart serves the same directory again and finds its compile cache.
+    assert!(gw.terminate().success());
+    let gw = Gateway::start_in(dir.path(), &args);
+    let resp = client.get(gw.url("/readyz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let cached = std::fs::read_dir(dir.path().join("switchboard-cache"))
+        .unwrap()
+        .count();
+    assert!(cached > 0, "the compile cache is empty");
+}
