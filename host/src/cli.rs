@@ -158,7 +158,7 @@ pub fn dead_text(v: &Value) -> String {
                 d["type"].as_str().unwrap_or("?"),
                 d["attempts"],
                 fmt_time(d["died_at"].as_i64()),
-                d["last_error"].as_str().unwrap_or("")
+                one_line(d["last_error"].as_str().unwrap_or(""))
             )
         })
         .collect();
@@ -188,7 +188,7 @@ pub fn lanes_text(v: &Value) -> String {
                         .unwrap_or_default(),
                     d["last_error"]
                         .as_str()
-                        .map(|e| format!(", last error: {e}"))
+                        .map(|e| format!(", last error: {}", one_line(e)))
                         .unwrap_or_default(),
                     l["waiting"]
                 ));
@@ -337,11 +337,28 @@ pub fn event_text(v: &Value) -> String {
                 .unwrap_or_default(),
             d["last_error"]
                 .as_str()
-                .map(|e| format!("  last error: {e}"))
+                .map(|e| format!("  last error: {}", one_line(e)))
                 .unwrap_or_default(),
         ));
     }
     out.trim_end().to_string()
+}
+
+/// An error as one line of a table: an upstream's reason may carry the
+/// start of an HTML page, with newlines and tabs; runs of whitespace and
+/// control characters become one space.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for word in text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+    {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
 }
 
 fn fmt_time(ms: Option<i64>) -> String {
@@ -382,6 +399,30 @@ mod tests {
     #[test]
     fn path_segments_are_encoded() {
         assert_eq!(path(&["v1", "events", "a/b c?"]), "/v1/events/a%2Fb%20c%3F");
+    }
+
+    #[test]
+    fn an_upstream_page_in_a_last_error_stays_on_its_delivery_line() {
+        use serde_json::json;
+        let page = "HTTP 501: <!DOCTYPE HTML>\n<html lang=\"en\">\r\n\t<head>\u{7}</head>";
+        let v = json!({"id": "evt-1", "type": "number.assign", "keys": ["msisdn:1"],
+            "accepted_at": 0,
+            "deliveries": [{"id": 1, "connector": "webhook", "state": "ready",
+                            "attempts": 3, "last_error": page}]});
+        let text = event_text(&v);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(
+            text.ends_with(
+                "last error: HTTP 501: <!DOCTYPE HTML> <html lang=\"en\"> <head> </head>"
+            ),
+            "{text}"
+        );
+        let dead = dead_text(&json!([{"delivery_id": 1, "connector": "webhook",
+            "event_id": "evt-1", "type": "number.assign", "attempts": 3, "died_at": 0,
+            "last_error": page}]));
+        assert_eq!(dead.lines().count(), 1, "{dead}");
+        assert_eq!(one_line("  a \n\n b\t"), "a b");
+        assert_eq!(one_line(""), "");
     }
 
     #[test]

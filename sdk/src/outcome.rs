@@ -117,13 +117,27 @@ impl Outcome {
     }
 }
 
-/// `": <first bytes of body>"`, cut on a character boundary, or `""`.
+/// `": <first bytes of body>"` on one line (runs of whitespace and control
+/// characters become one space, so an HTML error page does not break the
+/// operator's tables and logs), cut on a character boundary; or `""`.
 fn body_excerpt(body: &[u8]) -> String {
-    if body.is_empty() {
+    let raw = String::from_utf8_lossy(body);
+    let mut text = String::with_capacity(raw.len().min(4 * REASON_BODY_BYTES));
+    for word in raw
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+    {
+        if text.len() > REASON_BODY_BYTES {
+            break;
+        }
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(word);
+    }
+    if text.is_empty() {
         return String::new();
     }
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
     let mut end = text.len().min(REASON_BODY_BYTES);
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -186,6 +200,29 @@ mod tests {
         assert!(reason.starts_with("HTTP 422: éé"), "{reason}");
         assert!(reason.ends_with('…'));
         assert!(reason.len() < 300);
+    }
+
+    #[test]
+    fn an_html_error_page_becomes_a_one_line_reason() {
+        let page = "<!DOCTYPE HTML>\n<html>\r\n\t<body>\n  <h1>Error response</h1>\u{0}</body>";
+        let o = Outcome::from_status(&resp(501, &[], page));
+        let Outcome::Retry { reason, .. } = o else {
+            panic!("not a retry")
+        };
+        assert_eq!(
+            reason,
+            "HTTP 501: <!DOCTYPE HTML> <html> <body> <h1>Error response</h1> </body>"
+        );
+        // Whitespace alone is no excerpt.
+        let o = Outcome::from_status(&resp(404, &[], " \r\n\t "));
+        assert_eq!(o, Outcome::reject("HTTP 404"));
+        // A long page is still cut, with the ellipsis.
+        let long = format!("<p>\n{}</p>", "word ".repeat(200));
+        let Outcome::Reject { reason } = Outcome::from_status(&resp(400, &[], &long)) else {
+            panic!("not a reject")
+        };
+        assert!(reason.ends_with('…') && !reason.contains('\n'), "{reason}");
+        assert!(reason.len() < 300, "{}", reason.len());
     }
 
     #[test]
