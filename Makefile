@@ -3,6 +3,9 @@
 
 CARGO ?= cargo
 CONNECTORS_WASM := target/wasm32-wasip2/release
+# The SDK builds for wasm32-wasip2 by default; its unit tests run natively.
+# Deferred (`=`), so it is read after `make toolchain` has run.
+HOST_TRIPLE = $(shell rustc -vV | sed -n 's/^host: //p')
 
 .PHONY: run test ci toolchain connectors build lint fmt bench clean-db postgres
 
@@ -12,9 +15,11 @@ run: build
 	./target/release/switchboard serve --config quickstart.toml
 
 ## The whole test suite (unit, store, model-based, API, sandbox, connectors,
-## end-to-end), on SQLite and on PostgreSQL.
+## end-to-end), on SQLite and on PostgreSQL, then the SDK's unit tests
+## (natively: the SDK itself builds for wasm32-wasip2).
 test: connectors postgres
 	$(CARGO) test --workspace
+	$(CARGO) test --manifest-path sdk/Cargo.toml --target $(HOST_TRIPLE)
 
 ## The PostgreSQL the tests use ($$SWITCHBOARD_TEST_PG, else the local one):
 ## starts the local cluster if it is installed and down.
@@ -42,10 +47,13 @@ lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd connectors && $(CARGO) fmt --all -- --check && $(CARGO) clippy --release -- -D warnings
+	$(CARGO) fmt --manifest-path sdk/Cargo.toml -- --check
+	$(CARGO) clippy --manifest-path sdk/Cargo.toml --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
 	cd connectors && $(CARGO) fmt --all
+	$(CARGO) fmt --manifest-path sdk/Cargo.toml
 
 ## Queue and outage benchmarks (see BENCHMARKS.md).
 bench: connectors
