@@ -19,7 +19,7 @@ run: build
 ## (natively: the SDK itself builds for wasm32-wasip2).
 test: connectors postgres
 	$(CARGO) test --workspace
-	$(CARGO) test --manifest-path sdk/Cargo.toml --target $(HOST_TRIPLE)
+	cd sdk && $(CARGO) test --target $(HOST_TRIPLE)
 
 ## The PostgreSQL the tests use ($$SWITCHBOARD_TEST_PG, else the local one):
 ## starts the local cluster if it is installed and down.
@@ -47,13 +47,12 @@ lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd connectors && $(CARGO) fmt --all -- --check && $(CARGO) clippy --release -- -D warnings
-	$(CARGO) fmt --manifest-path sdk/Cargo.toml -- --check
-	$(CARGO) clippy --manifest-path sdk/Cargo.toml --all-targets -- -D warnings
+	cd sdk && $(CARGO) fmt -- --check && $(CARGO) clippy --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
 	cd connectors && $(CARGO) fmt --all
-	$(CARGO) fmt --manifest-path sdk/Cargo.toml
+	cd sdk && $(CARGO) fmt
 
 ## Queue and outage benchmarks (see BENCHMARKS.md).
 bench: connectors
