@@ -340,14 +340,13 @@ impl Config {
             }
             None => (toml::Table::new(), "(defaults)".to_string()),
         };
-        apply_env(&mut table, env)?;
-        let mut config: Config =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    path: origin,
-                    message: e.to_string(),
-                })?;
+        let vars = config_vars(env);
+        let from_file = table.clone();
+        apply_env(&mut table, &vars)?;
+        let mut config: Config = match toml::Value::Table(table).try_into() {
+            Ok(config) => config,
+            Err(e) => return Err(blame(from_file, &vars, origin, e)),
+        };
         if let Some(dir) = path.and_then(Path::parent) {
             for c in &mut config.connectors {
                 if let Some(component) = &c.component {
@@ -396,31 +395,78 @@ impl Config {
     }
 }
 
-fn apply_env(
-    table: &mut toml::Table,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+/// The `SWITCHBOARD_*` variables that address a config key, in the order
+/// they are applied, each with its key path.
+fn config_vars(env: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
     let mut vars: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(k, _)| k.starts_with("SWITCHBOARD_"))
+        .filter(|(k, _)| {
+            k.strip_prefix("SWITCHBOARD_").is_some_and(|rest| {
+                let mut path = rest.split("__");
+                let section = path.next().unwrap_or("").to_ascii_lowercase();
+                path.next().is_some() && ENV_SECTIONS.contains(&section.as_str())
+            })
+        })
         .collect();
     vars.sort();
+    vars
+}
+
+fn apply_env(table: &mut toml::Table, vars: &[(String, String)]) -> Result<(), ConfigError> {
     for (var, value) in vars {
         let path: Vec<String> = var["SWITCHBOARD_".len()..]
             .split("__")
             .map(str::to_ascii_lowercase)
             .collect();
-        if path.len() < 2 || !ENV_SECTIONS.contains(&path[0].as_str()) {
-            continue;
-        }
         let err = |message: String| ConfigError::Env {
             var: var.clone(),
             message,
         };
-        let parsed = parse_scalar(&value);
+        let parsed = parse_scalar(value);
         set_path(table, &path, parsed).map_err(err)?;
     }
     Ok(())
+}
+
+/// Which input a config that does not deserialize should be blamed on: the
+/// file (or the defaults) if it fails alone, else the first environment
+/// variable whose override makes it fail — so `SWITCHBOARD_SERVER__LISTNE`
+/// is reported as that variable, not as a fault in the file.
+fn blame(
+    from_file: toml::Table,
+    vars: &[(String, String)],
+    origin: String,
+    whole: toml::de::Error,
+) -> ConfigError {
+    let check = |t: &toml::Table| toml::Value::Table(t.clone()).try_into::<Config>().err();
+    if let Some(e) = check(&from_file) {
+        return ConfigError::Parse {
+            path: origin,
+            message: e.to_string(),
+        };
+    }
+    let mut table = from_file;
+    for (i, var) in vars.iter().enumerate() {
+        if apply_env(&mut table, &vars[i..=i]).is_err() {
+            break;
+        }
+        if let Some(e) = check(&table) {
+            // toml puts "in `section`" on a line of its own; there is no
+            // file snippet to keep aligned here, so make it one line.
+            return ConfigError::Env {
+                var: var.0.clone(),
+                message: e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            };
+        }
+    }
+    ConfigError::Parse {
+        path: format!("{origin} with the SWITCHBOARD_* environment"),
+        message: whole.to_string(),
+    }
 }
 
 fn parse_scalar(raw: &str) -> toml::Value {
@@ -526,6 +572,34 @@ url = "http://127.0.0.1:18080/op"
         assert!(e.to_string().contains("route"), "{e}");
         let e = load("", &[("SWITCHBOARD_SERVER__LISTN", "1")]).unwrap_err();
         assert!(e.to_string().contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_environment_variable_is_named_not_blamed_on_the_file() {
+        let file = "[server]\nlisten = \"127.0.0.1:1\"\n";
+        let env = [
+            ("SWITCHBOARD_SERVER__MAX_BATCH", "5"),
+            ("SWITCHBOARD_SERVER__LISTNE", "127.0.0.1:2"),
+        ];
+        let e = load(file, &env).unwrap_err();
+        let ConfigError::Env { var, message } = &e else {
+            panic!("not blamed on the environment: {e}")
+        };
+        assert_eq!(var, "SWITCHBOARD_SERVER__LISTNE");
+        assert!(message.contains("listne"), "{message}");
+        // A wrong type, too.
+        let e = load(file, &[("SWITCHBOARD_SERVER__MAX_BATCH", "many")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("environment variable SWITCHBOARD_SERVER__MAX_BATCH:"),
+            "{e}"
+        );
+        // A fault in the file is still the file's, whatever the environment says.
+        let e = load("[server]\nlisten_port = 3\n", &env).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Parse { message, .. } if message.contains("listen_port")),
+            "{e}"
+        );
     }
 
     #[test]

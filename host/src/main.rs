@@ -202,7 +202,16 @@ enum EventCmd {
     Show { id: String },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    // The error and its causes on one line, never a backtrace: a typo in the
+    // config is not a crash, whatever RUST_BACKTRACE says.
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_json);
     let remote = Remote {

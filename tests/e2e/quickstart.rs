@@ -90,3 +90,30 @@ async fn the_quick_start_config_serves_as_shipped_from_a_fresh_directory() {
         .count();
     assert!(cached > 0, "the compile cache is empty");
 }
+
+#[test]
+fn a_config_mistake_is_one_line_naming_its_source_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("SWITCHBOARD_SERVER__LISTNE", "127.0.0.1:7400")
+        // However the operator's shell is set up: a typo is not a crash.
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with(
+            "error: environment variable SWITCHBOARD_SERVER__LISTNE: unknown field `listne`"
+        ),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("switchboard.db").exists(),
+        "nothing was created"
+    );
+}
