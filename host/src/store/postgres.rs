@@ -191,6 +191,24 @@ async fn enqueue<Req, Out>(
     rx.await.map_err(|_| stopped())?
 }
 
+/// One connection, made directly so that a failure says why. A pool that
+/// cannot connect only reports that it timed out waiting, after its acquire
+/// timeout; an operator needs "connection refused" or "password
+/// authentication failed", and where (the URL without its password).
+async fn connect_once(opts: &PgConnectOptions) -> StoreResult<PgConnection> {
+    PgConnection::connect_with(opts).await.map_err(|e| {
+        let db = opts.get_database().unwrap_or("");
+        let at = match opts.get_socket() {
+            Some(socket) => socket.display().to_string(),
+            None => format!("{}:{}", opts.get_host(), opts.get_port()),
+        };
+        StoreError::Unavailable(format!(
+            "cannot connect to PostgreSQL as {:?} at {at}, database {db:?}: {e}",
+            opts.get_username()
+        ))
+    })
+}
+
 fn invalid_url(url: &str, e: impl ToString) -> StoreError {
     StoreError::InvalidUrl {
         url: url.to_string(),
@@ -214,6 +232,7 @@ impl PostgresStore {
         let opts = PgConnectOptions::from_str(url)
             .map_err(|e| invalid_url(url, e))?
             .options([("plan_cache_mode", "force_custom_plan")]);
+        connect_once(&opts).await?.close().await.ok();
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .min_connections(1)
@@ -268,9 +287,7 @@ impl PostgresStore {
     /// applied, oldest first.
     pub async fn migrate(url: &str) -> StoreResult<Vec<i64>> {
         let opts = PgConnectOptions::from_str(url).map_err(|e| invalid_url(url, e))?;
-        let mut conn = PgConnection::connect_with(&opts)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot connect: {e}")))?;
+        let mut conn = connect_once(&opts).await?;
         MIGRATOR
             .run(&mut conn)
             .await
@@ -1550,6 +1567,22 @@ impl Store for PostgresStore {
 #[cfg(test)]
 mod tests {
     use super::lock_id;
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_named_with_the_reason_not_a_pool_timeout() {
+        // Port 1 on loopback: nothing listens there.
+        let url = "postgres://switchboard:s3cret@127.0.0.1:1/queue";
+        for e in [
+            super::PostgresStore::open(url).await.err().unwrap(),
+            super::PostgresStore::migrate(url).await.err().unwrap(),
+        ] {
+            let text = e.to_string();
+            assert!(text.contains("127.0.0.1:1"), "{text}");
+            assert!(text.contains("\"queue\""), "{text}");
+            assert!(text.to_lowercase().contains("refused"), "{text}");
+            assert!(!text.contains("s3cret"), "the password leaked: {text}");
+        }
+    }
 
     #[test]
     fn lock_ids_are_stable_and_separate_their_parts() {

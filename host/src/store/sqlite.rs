@@ -140,9 +140,25 @@ pub struct SqliteStore {
     read: SqlitePool,
 }
 
+/// Creates the directory a database file is to live in, as the file itself
+/// is created when missing (`sqlite://./data/switchboard.db` on a fresh
+/// machine). Nothing to do for an in-memory database.
+fn create_parent_dir(opts: &SqliteConnectOptions, url: &str) -> StoreResult<()> {
+    match opts.get_filename().parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::create_dir_all(dir)
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot create directory {} for {url}: {e}",
+                    dir.display()
+                ))
+            }),
+        _ => Ok(()),
+    }
+}
+
 impl SqliteStore {
-    /// Opens (creating if missing) the database a `sqlite://` URL names and
-    /// applies migrations.
+    /// Opens (creating if missing, with its directory) the database a
+    /// `sqlite://` URL names and applies migrations.
     pub async fn open(url: &str) -> StoreResult<Self> {
         Self::open_as(url, &super::default_node()).await
     }
@@ -165,6 +181,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .statement_cache_capacity(512)
             .foreign_keys(false);
+        create_parent_dir(&base, url)?;
         let mut conn = SqliteConnection::connect_with(&base.clone().create_if_missing(true))
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {url}: {e}")))?;
@@ -220,6 +237,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .create_if_missing(true);
+        create_parent_dir(&opts, url)?;
         let mut conn = SqliteConnection::connect_with(&opts)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {url}: {e}")))?;
@@ -2091,6 +2109,28 @@ fn unframe_lanes(mut framed: &str) -> StoreResult<Vec<(&str, &str)>> {
 #[cfg(test)]
 mod tests {
     use super::{runs, unframe_lanes, MAX_ROWS};
+
+    #[tokio::test]
+    async fn a_database_in_a_directory_that_does_not_exist_yet_is_created_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("data/switchboard/queue.db");
+        let url = format!("sqlite://{}", file.display());
+        super::SqliteStore::migrate(&url).await.unwrap();
+        assert!(file.is_file());
+        let file = dir.path().join("other/queue.db");
+        let url = format!("sqlite://{}", file.display());
+        drop(super::SqliteStore::open(&url).await.unwrap());
+        assert!(file.is_file());
+        // A directory that cannot be made is an error that says which.
+        std::fs::write(dir.path().join("plain"), b"").unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plain/x/queue.db").display());
+        let e = super::SqliteStore::open(&url)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("plain/x"), "{e}");
+    }
 
     #[test]
     fn framed_lanes_split_back_whatever_the_keys_hold() {
