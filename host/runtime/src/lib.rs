@@ -256,6 +256,12 @@ struct Shared {
     engine: Engine,
     linker: Linker<State>,
     client: HttpClient,
+    /// One permit per instance slot of the pool. A call takes one before it
+    /// instantiates and gives it back after its store is gone, so calls
+    /// beyond `max_instances` wait for a slot instead of failing to
+    /// instantiate (which would count against the connector as a failed
+    /// attempt, and refuse a deploy as an invalid component).
+    slots: Arc<tokio::sync::Semaphore>,
     cfg: RuntimeConfig,
     cache: Option<wasmtime::Cache>,
     stop_ticker: Arc<AtomicBool>,
@@ -370,6 +376,7 @@ impl Runtime {
                 engine,
                 linker,
                 client,
+                slots: Arc::new(tokio::sync::Semaphore::new(n as usize)),
                 cfg,
                 cache,
                 stop_ticker,
@@ -540,17 +547,39 @@ impl Component {
         &self.inner.info
     }
 
+    /// Waits up to `deadline` for an instance slot.
+    async fn slot(&self, deadline: Duration) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slots = self.inner.shared.slots.clone();
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        match tokio::time::timeout(deadline, slots.acquire_owned()).await {
+            Ok(Ok(permit)) => Some(permit),
+            // The semaphore is never closed; treat it like a timeout anyway.
+            Ok(Err(_)) | Err(_) => None,
+        }
+    }
+
     async fn describe(&self) -> Result<ConnectorInfo, RuntimeError> {
         let sandbox = Sandbox::default();
+        let deadline = sandbox.limits.deadline;
+        let started = tokio::time::Instant::now();
+        let Some(_slot) = self.slot(deadline).await else {
+            return Err(RuntimeError::Describe(format!(
+                "no sandbox slot free within {deadline:?}: all {} are in use",
+                self.inner.shared.cfg.max_instances.max(1)
+            )));
+        };
         let name: Arc<str> = Arc::from("(loading)");
         let (mut store, log) = self.new_store(&sandbox, name, Arc::from("describe"));
-        let deadline = sandbox.limits.deadline;
         let pre = self.inner.pre.clone();
-        let result = tokio::time::timeout(deadline, async {
+        let result = tokio::time::timeout(deadline.saturating_sub(started.elapsed()), async {
             let instance = pre.instantiate_async(&mut store).await?;
             instance.call_describe(&mut store).await
         })
         .await;
+        // The slot is free again only once the instance is torn down.
+        drop(store);
         log.finish();
         let info = match result {
             Err(_) => {
@@ -668,6 +697,19 @@ impl Component {
     /// Run one delivery in a fresh sandbox. Never panics, never errors: a
     /// sandbox failure is [`Outcome::Retry`] with the reason.
     pub async fn deliver(&self, sandbox: &Sandbox, delivery: &Delivery) -> Outcome {
+        let deadline = sandbox.limits.deadline;
+        let started = tokio::time::Instant::now();
+        // Waiting for a slot counts against the call's wall-clock deadline.
+        let Some(slot) = self.slot(deadline).await else {
+            return Outcome::Retry {
+                after: None,
+                reason: format!(
+                    "no sandbox slot free within the wall-clock deadline of {deadline:?}: \
+                     all {} are in use (runtime max_instances)",
+                    self.inner.shared.cfg.max_instances.max(1)
+                ),
+            };
+        };
         let connector: Arc<str> = Arc::from(self.inner.info.name.as_str());
         let (mut store, log) =
             self.new_store(sandbox, connector.clone(), Arc::from(delivery.id.as_str()));
@@ -679,13 +721,15 @@ impl Component {
             keys: delivery.keys.clone(),
             payload: delivery.payload.clone(),
         };
-        let deadline = sandbox.limits.deadline;
         let pre = self.inner.pre.clone();
-        let result = tokio::time::timeout(deadline, async {
+        let result = tokio::time::timeout(deadline.saturating_sub(started.elapsed()), async {
             let instance = pre.instantiate_async(&mut store).await?;
             instance.call_deliver(&mut store, &wit_delivery).await
         })
         .await;
+        // The slot is free again only once the instance is torn down.
+        drop(store);
+        drop(slot);
         log.finish();
         let outcome = match result {
             Err(_) => Outcome::Retry {

@@ -127,6 +127,11 @@ async fn op(State(up): State<Upstream>, headers: HeaderMap, body: String) -> imp
     (StatusCode::from_u16(status).unwrap(), map, body)
 }
 
+async fn pause() -> &'static str {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    "ok"
+}
+
 async fn slow() -> &'static str {
     tokio::time::sleep(Duration::from_secs(5)).await;
     "late"
@@ -145,6 +150,7 @@ async fn upstream() -> (Upstream, String) {
     let app = Router::new()
         .route("/op", any(op))
         .route("/slow", any(slow))
+        .route("/pause", any(pause))
         .route("/big", get(big).post(big))
         .with_state(up.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -503,6 +509,62 @@ async fn second_load_hits_the_disk_cache() {
     assert_eq!(rt2.cache_stats().misses, 0);
     assert_eq!(first.digest(), second.digest());
     assert_eq!(first.info(), second.info());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_calls_than_instance_slots_wait_for_a_slot_instead_of_failing() {
+    // Two slots, six deliveries each holding its instance ~300 ms on a slow
+    // upstream, and a load (describe) in the middle: nothing fails for want
+    // of a slot; the surplus waits its turn.
+    let rt = Runtime::new(RuntimeConfig {
+        max_instances: 2,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let webhook = load(&rt, "webhook").await;
+    let (_up, host) = upstream().await;
+    let sb = Arc::new(sandbox(
+        &[host.as_str()],
+        Some(format!("http://{host}/pause")),
+    ));
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let (w, sb) = (webhook.clone(), sb.clone());
+            tokio::spawn(async move { w.deliver(&sb, &delivery(r#"{"n":1}"#)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let again = rt.load(&wasm("webhook")).await;
+    assert!(
+        again.is_ok(),
+        "load while every slot is busy: {:?}",
+        again.err()
+    );
+    for c in calls {
+        assert_eq!(c.await.unwrap(), Outcome::Done);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_gets_no_slot_within_its_deadline_is_a_retry_that_says_so() {
+    let rt = Runtime::new(RuntimeConfig {
+        max_instances: 1,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let webhook = load(&rt, "webhook").await;
+    let (_up, host) = upstream().await;
+    let mut sb = sandbox(&[host.as_str()], Some(format!("http://{host}/slow")));
+    let busy = {
+        let (w, sb) = (webhook.clone(), sb.clone());
+        tokio::spawn(async move { w.deliver(&sb, &delivery(r#"{"n":1}"#)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sb.limits.deadline = Duration::from_millis(300);
+    let out = webhook.deliver(&sb, &delivery(r#"{"n":2}"#)).await;
+    let reason = retry_reason(&out);
+    assert!(reason.contains("no sandbox slot"), "{reason}");
+    assert_eq!(busy.await.unwrap(), Outcome::Done);
 }
 
 #[tokio::test]
