@@ -48,16 +48,31 @@ pub async fn run(
         store::sqlite::SqliteStore::path_of(&config.storage.url)
             .and_then(|p| p.parent().map(|d| d.join("switchboard-cache")))
     });
+    let defaults = switchboard_runtime::RuntimeConfig::default();
+    let max_instances = config
+        .runtime
+        .max_instances
+        .unwrap_or(defaults.max_instances);
     let runtime = switchboard_runtime::Runtime::new(switchboard_runtime::RuntimeConfig {
         cache_dir,
         extra_ca_pem: config.runtime.ca_file.clone(),
-        ..Default::default()
+        max_instances,
+        ..defaults
     })?;
     // The file's connectors, then those created or changed through the API
     // (stored, so they survive restarts and are shared by every node).
     let fleet = Fleet::new(config.connectors.clone(), config.dispatch.lease_ms);
     fleet.sync(&*store).await?;
     let configs = fleet.configs();
+    let concurrency: usize = configs.iter().map(|c| c.concurrency).sum();
+    if concurrency > max_instances as usize {
+        tracing::warn!(
+            concurrency,
+            max_instances,
+            "the connectors' concurrency adds up to more than runtime.max_instances: \
+             when all are busy, calls wait for a free instance slot"
+        );
+    }
     let connectors = Connectors::new(runtime, &configs);
     connectors.restore(&*store, &configs).await?;
     let fleet = fleet.with_runtime(connectors.clone());

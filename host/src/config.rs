@@ -144,6 +144,10 @@ pub struct RuntimeConfig {
     /// PEM file of CA certificates trusted for `https` upstreams besides the
     /// public web roots (an internal PKI).
     pub ca_file: Option<PathBuf>,
+    /// Connector calls that can run at once on this node, all connectors
+    /// together (instance slots; default 500). Calls beyond it wait for a
+    /// slot within their deadline.
+    pub max_instances: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -387,6 +391,9 @@ impl Config {
                  (name, token, scopes) or listen on a loopback address",
                 self.server.listen
             ));
+        }
+        if self.runtime.max_instances == Some(0) {
+            return invalid("runtime.max_instances must be at least 1".into());
         }
         if self.server.max_batch == 0 || self.server.max_body_bytes == 0 {
             return invalid("server.max_batch and server.max_body_bytes must be positive".into());
@@ -662,6 +669,9 @@ url = "http://127.0.0.1:18080/op"
         assert!(load("[[connectors]]\nname = \"a\"\nroutes = [\"Bad*\"]\n", &[]).is_err());
         assert!(load("[[connectors]]\nname = \"a b\"\n", &[]).is_err());
         assert!(load("[server]\nlisten = \"nowhere\"\n", &[]).is_err());
+        assert!(load("[runtime]\nmax_instances = 0\n", &[]).is_err());
+        let c = load("", &[("SWITCHBOARD_RUNTIME__MAX_INSTANCES", "64")]).unwrap();
+        assert_eq!(c.runtime.max_instances, Some(64));
     }
 
     #[test]
