@@ -206,9 +206,28 @@ fn main() {
     // The error and its causes on one line, never a backtrace: a typo in the
     // config is not a crash, whatever RUST_BACKTRACE says.
     if let Err(e) = run() {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_line(&e));
         std::process::exit(1);
     }
+}
+
+/// An error and its causes as `outer: cause: root`, each said once: many
+/// errors repeat their source in their own message, and printing the chain
+/// as well gave "Address already in use (os error 98): Address already in
+/// use (os error 98)".
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn run() -> anyhow::Result<()> {
@@ -580,4 +599,27 @@ async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot listen on 127.0.0.1:7400: {source}")]
+    struct Listen {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let e = anyhow::Error::new(Listen { source: io }).context("serve");
+        assert_eq!(
+            error_line(&e),
+            "serve: cannot listen on 127.0.0.1:7400: Address already in use"
+        );
+        let plain = anyhow::anyhow!("root").context("middle").context("outer");
+        assert_eq!(error_line(&plain), "outer: middle: root");
+    }
 }
