@@ -97,6 +97,16 @@ impl Gateway {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `GET path` on the API, as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        reqwest::get(self.url(path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// SIGKILL: no shutdown, no flush; only what was committed survives.
     pub fn kill9(mut self) {
         self.child.kill().unwrap();

@@ -47,14 +47,7 @@ async fn the_quick_start_config_serves_as_shipped_from_a_fresh_directory() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["accepted"], 1, "{body}");
 
-    let connector: Value = client
-        .get(gw.url("/v1/connectors/webhook"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let connector = gw.get_json("/v1/connectors/webhook").await;
     assert!(
         connector.to_string().contains("sha256:"),
         "the quick-start connector runs a component: {connector}"
@@ -64,14 +57,7 @@ async fn the_quick_start_config_serves_as_shipped_from_a_fresh_directory() {
     // unrelated does): either way the delivery is attempted and kept.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ev: Value = client
-            .get(gw.url("/v1/events/evt-000123"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ev = gw.get_json("/v1/events/evt-000123").await;
         let d = &ev["deliveries"][0];
         if d["attempts"].as_u64().unwrap_or(0) >= 1 {
             break;
