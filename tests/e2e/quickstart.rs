@@ -66,6 +66,29 @@ async fn the_quick_start_config_serves_as_shipped_from_a_fresh_directory() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // The sandbox's instance slots are on /metrics (no tokens: loopback).
+    let metrics = client
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "switchboard_sandbox_slots 500"),
+        "{metrics}"
+    );
+    for name in [
+        "switchboard_sandbox_slots_in_use ",
+        "switchboard_sandbox_slot_waits_total 0",
+        "switchboard_sandbox_slot_timeouts_total 0",
+    ] {
+        assert!(metrics.lines().any(|l| l.starts_with(name)), "{name}");
+    }
+
     // A restart serves the same directory again and finds its compile cache.
     assert!(gw.terminate().success());
     let gw = Gateway::start_in(dir.path(), &args);

@@ -262,6 +262,8 @@ struct Shared {
     /// instantiate (which would count against the connector as a failed
     /// attempt, and refuse a deploy as an invalid component).
     slots: Arc<tokio::sync::Semaphore>,
+    slot_waits: std::sync::atomic::AtomicU64,
+    slot_timeouts: std::sync::atomic::AtomicU64,
     cfg: RuntimeConfig,
     cache: Option<wasmtime::Cache>,
     stop_ticker: Arc<AtomicBool>,
@@ -295,6 +297,20 @@ pub struct CacheStats {
     pub hits: usize,
     /// Loads that compiled (and stored the result).
     pub misses: usize,
+}
+
+/// Instance-slot counters, for metrics: how full the pool is, and how often
+/// a call had to wait for a slot or gave up waiting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlotStats {
+    /// Slots in the pool (`max_instances`).
+    pub total: u32,
+    /// Slots held by a call right now.
+    pub in_use: u32,
+    /// Calls that found every slot taken and waited.
+    pub waited: u64,
+    /// Calls that got no slot within their deadline (each a retry).
+    pub timed_out: u64,
 }
 
 /// Bytes of each pooled linear memory kept resident between instances (see
@@ -377,11 +393,26 @@ impl Runtime {
                 linker,
                 client,
                 slots: Arc::new(tokio::sync::Semaphore::new(n as usize)),
+                slot_waits: Default::default(),
+                slot_timeouts: Default::default(),
                 cfg,
                 cache,
                 stop_ticker,
             }),
         })
+    }
+
+    /// Instance-slot counters.
+    pub fn slot_stats(&self) -> SlotStats {
+        let s = &self.shared;
+        let total = s.cfg.max_instances.max(1);
+        let free = u32::try_from(s.slots.available_permits()).unwrap_or(total);
+        SlotStats {
+            total,
+            in_use: total.saturating_sub(free),
+            waited: s.slot_waits.load(Ordering::Relaxed),
+            timed_out: s.slot_timeouts.load(Ordering::Relaxed),
+        }
     }
 
     /// Compile-cache counters (all zero without a cache directory).
@@ -549,14 +580,18 @@ impl Component {
 
     /// Waits up to `deadline` for an instance slot.
     async fn slot(&self, deadline: Duration) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let slots = self.inner.shared.slots.clone();
-        if let Ok(permit) = slots.clone().try_acquire_owned() {
+        let shared = &self.inner.shared;
+        if let Ok(permit) = shared.slots.clone().try_acquire_owned() {
             return Some(permit);
         }
-        match tokio::time::timeout(deadline, slots.acquire_owned()).await {
+        shared.slot_waits.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(deadline, shared.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Some(permit),
             // The semaphore is never closed; treat it like a timeout anyway.
-            Ok(Err(_)) | Err(_) => None,
+            Ok(Err(_)) | Err(_) => {
+                shared.slot_timeouts.fetch_add(1, Ordering::Relaxed);
+                None
+            }
         }
     }
 

@@ -543,6 +543,9 @@ async fn more_calls_than_instance_slots_wait_for_a_slot_instead_of_failing() {
     for c in calls {
         assert_eq!(c.await.unwrap(), Outcome::Done);
     }
+    let slots = rt.slot_stats();
+    assert_eq!((slots.total, slots.in_use, slots.timed_out), (2, 0, 0));
+    assert!(slots.waited >= 4, "{slots:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,7 +567,10 @@ async fn a_call_that_gets_no_slot_within_its_deadline_is_a_retry_that_says_so() 
     let out = webhook.deliver(&sb, &delivery(r#"{"n":2}"#)).await;
     let reason = retry_reason(&out);
     assert!(reason.contains("no sandbox slot"), "{reason}");
+    let slots = rt.slot_stats();
+    assert_eq!((slots.in_use, slots.waited, slots.timed_out), (1, 1, 1));
     assert_eq!(busy.await.unwrap(), Outcome::Done);
+    assert_eq!(rt.slot_stats().in_use, 0);
 }
 
 #[tokio::test]

@@ -185,6 +185,40 @@ async fn metrics(
             );
         }
     }
+    if let Some(connectors) = &state.connectors {
+        let slots = connectors.runtime().slot_stats();
+        let series: [(&str, &str, &str, u64); 4] = [
+            (
+                "switchboard_sandbox_slots",
+                "gauge",
+                "Instance slots for connector calls on this node (runtime.max_instances).",
+                slots.total.into(),
+            ),
+            (
+                "switchboard_sandbox_slots_in_use",
+                "gauge",
+                "Instance slots held by a connector call now.",
+                slots.in_use.into(),
+            ),
+            (
+                "switchboard_sandbox_slot_waits_total",
+                "counter",
+                "Connector calls that found every slot taken and waited.",
+                slots.waited,
+            ),
+            (
+                "switchboard_sandbox_slot_timeouts_total",
+                "counter",
+                "Connector calls that got no slot within their deadline (retried).",
+                slots.timed_out,
+            ),
+        ];
+        for (name, kind, help, value) in series {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
