@@ -97,6 +97,16 @@ impl Gateway {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `GET path` on the API, as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        reqwest::get(self.url(path))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `GET path` on the API, as JSON.
     pub async fn get_json(&self, path: &str) -> Value {
         reqwest::get(self.url(path))

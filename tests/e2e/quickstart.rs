@@ -67,14 +67,7 @@ async fn the_quick_start_config_serves_as_shipped_from_a_fresh_directory() {
     }
 
     // The sandbox's instance slots are on /metrics (no tokens: loopback).
-    let metrics = client
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.get_text("/metrics").await;
     assert!(
         metrics
             .lines()
@@ -94,10 +87,16 @@ async fn the_quick_start_config_serves_as_shipped_from_a_fresh_directory() {
     let gw = Gateway::start_in(dir.path(), &args);
     let resp = client.get(gw.url("/readyz")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    let cached = std::fs::read_dir(dir.path().join("switchboard-cache"))
-        .unwrap()
-        .count();
-    assert!(cached > 0, "the compile cache is empty");
+    let metrics = gw.get_text("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "switchboard_component_cache_hits_total 1"),
+        "the restart recompiled: {metrics}"
+    );
+    assert!(metrics
+        .lines()
+        .any(|l| l == "switchboard_component_cache_misses_total 0"));
 }
 
 #[test]

@@ -187,7 +187,20 @@ async fn metrics(
     }
     if let Some(connectors) = &state.connectors {
         let slots = connectors.runtime().slot_stats();
-        let series: [(&str, &str, &str, u64); 4] = [
+        let cache = connectors.runtime().cache_stats();
+        let series: [(&str, &str, &str, u64); 6] = [
+            (
+                "switchboard_component_cache_hits_total",
+                "counter",
+                "Component loads served from the on-disk compile cache.",
+                cache.hits as u64,
+            ),
+            (
+                "switchboard_component_cache_misses_total",
+                "counter",
+                "Component loads that compiled (and filled the cache).",
+                cache.misses as u64,
+            ),
             (
                 "switchboard_sandbox_slots",
                 "gauge",
