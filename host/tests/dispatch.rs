@@ -458,3 +458,91 @@ async fn a_long_outage_costs_probes_and_expires_only_what_may_expire() {
     let _ = stop.send(true);
     handle.await.unwrap();
 }
+
+/// Answers `Busy` (the gateway had no sandbox slot) to the first `busy`
+/// calls, then delivers; notes the connector's breaker as each call sees it.
+struct Saturated {
+    name: &'static str,
+    busy: std::sync::atomic::AtomicU32,
+    calls: Mutex<Vec<(u32, Option<switchboard::queue::breaker::BreakerState>)>>,
+}
+
+#[async_trait]
+impl Deliver for Saturated {
+    async fn deliver(&self, d: &Claimed) -> AttemptOutcome {
+        let breaker = switchboard::metrics::global().breaker_state(self.name);
+        self.calls.lock().unwrap().push((d.attempt, breaker));
+        let left = self.busy.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.busy
+                .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            return AttemptOutcome::Busy {
+                reason: "no sandbox slot free".into(),
+            };
+        }
+        AttemptOutcome::Done
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_gateway_neither_trips_the_breaker_nor_backs_off() {
+    use switchboard::queue::breaker::BreakerState;
+    const NAME: &str = "saturated";
+    let t = common::sqlite().await;
+    let store = t.store.clone();
+    let events = (0..3)
+        .map(|i| {
+            common::ev(
+                &format!("b{i}"),
+                "number.assign",
+                &[&format!("k{i}")],
+                &[NAME],
+            )
+        })
+        .collect();
+    store.ingest(events, now_ms()).await.unwrap();
+    // Nine busy answers: three rounds for three events, well past the
+    // breaker's five consecutive failures if they counted.
+    let up = Arc::new(Saturated {
+        name: NAME,
+        busy: std::sync::atomic::AtomicU32::new(9),
+        calls: Mutex::new(Vec::new()),
+    });
+    let mut policy = policy(4);
+    policy.name = NAME.into();
+    // A retry policy that would wait a minute after the first failure.
+    policy.retry = RetryPolicy {
+        initial_backoff_ms: 60_000,
+        max_backoff_ms: 60_000,
+        ..RetryPolicy::default()
+    };
+    let (stop, rx) = watch::channel(false);
+    let handle = dispatch::spawn(
+        store.clone(),
+        up.clone(),
+        vec![policy],
+        settings(Duration::from_secs(1)),
+        Wakers::new([NAME]),
+        rx,
+    );
+    wait_until("all three delivered after the busy answers", async || {
+        store.state_counts(NAME).await.unwrap().delivered == 3
+    })
+    .await;
+    let calls = up.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 12, "{calls:?}");
+    for (attempt, breaker) in &calls {
+        assert!(
+            matches!(
+                breaker,
+                None | Some(BreakerState::Closed {
+                    consecutive_failures: 0,
+                    ..
+                })
+            ),
+            "attempt {attempt} saw the breaker at {breaker:?}"
+        );
+    }
+    let _ = stop.send(true);
+    handle.await.unwrap();
+}

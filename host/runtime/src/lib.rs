@@ -196,6 +196,13 @@ pub enum Outcome {
         /// Why, for operators.
         reason: String,
     },
+    /// The connector was not called: every sandbox slot of this runtime was
+    /// taken for as long as the call could wait. Not the connector's fault
+    /// (the gateway is saturated); try again shortly.
+    Busy {
+        /// Why, for operators.
+        reason: String,
+    },
 }
 
 /// One configuration key a connector declares.
@@ -250,6 +257,10 @@ pub enum RuntimeError {
     /// `describe` failed, trapped or timed out.
     #[error("component's describe() failed: {0}")]
     Describe(String),
+    /// No sandbox slot was free to run `describe`: the runtime is saturated,
+    /// the component was not judged.
+    #[error("cannot check the component now: {0}")]
+    Busy(String),
 }
 
 struct Shared {
@@ -578,14 +589,21 @@ impl Component {
         &self.inner.info
     }
 
-    /// Waits up to `deadline` for an instance slot.
+    /// Waits for an instance slot, at most `deadline` less a margin (a
+    /// tenth of it, or a second if that is more, but never more than nine
+    /// tenths): a call that gets no slot ends as [`Outcome::Busy`] before
+    /// any timer the caller set to the same deadline fires.
     async fn slot(&self, deadline: Duration) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let shared = &self.inner.shared;
         if let Ok(permit) = shared.slots.clone().try_acquire_owned() {
             return Some(permit);
         }
         shared.slot_waits.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(deadline, shared.slots.clone().acquire_owned()).await {
+        let margin = (deadline / 10)
+            .max(Duration::from_secs(1))
+            .min(deadline / 10 * 9);
+        let patience = deadline.saturating_sub(margin);
+        match tokio::time::timeout(patience, shared.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Some(permit),
             // The semaphore is never closed; treat it like a timeout anyway.
             Ok(Err(_)) | Err(_) => {
@@ -600,8 +618,8 @@ impl Component {
         let deadline = sandbox.limits.deadline;
         let started = tokio::time::Instant::now();
         let Some(_slot) = self.slot(deadline).await else {
-            return Err(RuntimeError::Describe(format!(
-                "no sandbox slot free within {deadline:?}: all {} are in use",
+            return Err(RuntimeError::Busy(format!(
+                "all {} sandbox slots stayed in use (runtime max_instances); try again",
                 self.inner.shared.cfg.max_instances.max(1)
             )));
         };
@@ -736,15 +754,15 @@ impl Component {
         let started = tokio::time::Instant::now();
         // Waiting for a slot counts against the call's wall-clock deadline.
         let Some(slot) = self.slot(deadline).await else {
-            return Outcome::Retry {
-                after: None,
+            return Outcome::Busy {
                 reason: format!(
-                    "no sandbox slot free within the wall-clock deadline of {deadline:?}: \
-                     all {} are in use (runtime max_instances)",
+                    "no sandbox slot free within {:?}: all {} are in use (runtime max_instances)",
+                    started.elapsed(),
                     self.inner.shared.cfg.max_instances.max(1)
                 ),
             };
         };
+        let waited = started.elapsed();
         let connector: Arc<str> = Arc::from(self.inner.info.name.as_str());
         let (mut store, log) =
             self.new_store(sandbox, connector.clone(), Arc::from(delivery.id.as_str()));
@@ -767,6 +785,13 @@ impl Component {
         drop(slot);
         log.finish();
         let outcome = match result {
+            Err(_) if waited >= Duration::from_millis(1) => Outcome::Retry {
+                after: None,
+                reason: format!(
+                    "connector exceeded its wall-clock deadline of {deadline:?}, \
+                     {waited:?} of it spent waiting for a sandbox slot"
+                ),
+            },
             Err(_) => Outcome::Retry {
                 after: None,
                 reason: format!("connector exceeded its wall-clock deadline of {deadline:?}"),
@@ -795,6 +820,9 @@ impl Component {
             }
             Outcome::Reject { reason } => {
                 tracing::debug!(connector = %connector, delivery_id = %delivery.id, %reason, "rejected")
+            }
+            Outcome::Busy { reason } => {
+                tracing::debug!(connector = %connector, delivery_id = %delivery.id, %reason, "busy")
             }
         }
         outcome

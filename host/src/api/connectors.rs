@@ -78,6 +78,11 @@ impl From<DeployError> for ApiError {
                 "no_previous_version",
                 format!("connector {name:?} has no earlier version to roll back to"),
             ),
+            DeployError::Busy(reason) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("the running version stays: {reason}"),
+            ),
             DeployError::Store(e) => e.into(),
         }
     }

@@ -42,7 +42,16 @@ pub enum AttemptOutcome {
     Reject {
         reason: String,
     },
+    /// The gateway could not run the attempt now (no free sandbox slot):
+    /// tried again shortly, at no cost to the connector's breaker or its
+    /// retry backoff.
+    Busy {
+        reason: String,
+    },
 }
+
+/// How soon a [`AttemptOutcome::Busy`] delivery is tried again.
+pub const BUSY_RETRY: Duration = Duration::from_secs(1);
 
 /// Runs one attempt of a delivery. The Wasm runtime implements it; tests use
 /// in-process doubles. Implementations classify every failure (trap, timeout,
@@ -500,10 +509,14 @@ impl ConnectorLoop {
                     AttemptOutcome::Done => "done",
                     AttemptOutcome::Retry { .. } => "retry",
                     AttemptOutcome::Reject { .. } => "reject",
+                    AttemptOutcome::Busy { .. } => "busy",
                 };
                 crate::metrics::global().attempt(&policy.name, label, started.elapsed());
                 let now = clock.now();
-                let publish = {
+                // A busy gateway says nothing about the connector's health.
+                let publish = if label == "busy" {
+                    None
+                } else {
                     let mut b = lock(&breaker);
                     let was_open = b.is_open();
                     let before = b.state();
@@ -604,6 +617,10 @@ pub fn classify(
         AttemptOutcome::Reject { reason } => CompletionKind::Dead {
             error: format!("rejected: {reason}"),
             on_dead: policy.on_dead,
+        },
+        AttemptOutcome::Busy { reason } => CompletionKind::Retry {
+            at: now + BUSY_RETRY.as_millis() as i64,
+            error: reason,
         },
         AttemptOutcome::Retry { after, reason } => {
             match policy.retry.next(

@@ -30,6 +30,10 @@ pub enum DeployError {
     Invalid(String),
     #[error("connector {0:?} has no earlier version to roll back to")]
     NoPreviousVersion(String),
+    /// Every sandbox slot stayed busy: the upload was not judged, and the
+    /// running version stays.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -129,11 +133,10 @@ impl Connectors {
         if !self.is_configured(connector) {
             return Err(DeployError::UnknownConnector(connector.to_string()));
         }
-        let component = self
-            .runtime
-            .load(wasm)
-            .await
-            .map_err(|e| DeployError::Invalid(e.to_string()))?;
+        let component = self.runtime.load(wasm).await.map_err(|e| match e {
+            switchboard_runtime::RuntimeError::Busy(_) => DeployError::Busy(e.to_string()),
+            e => DeployError::Invalid(e.to_string()),
+        })?;
         let info = info_json(&component);
         let stored = store
             .add_component(connector, component.digest(), wasm, &info, actor, now_ms())
@@ -184,10 +187,10 @@ impl Connectors {
             .component_wasm(connector, version)
             .await?
             .ok_or_else(|| DeployError::Invalid(format!("version {version} is not stored")))?;
-        self.runtime
-            .load(&wasm)
-            .await
-            .map_err(|e| DeployError::Invalid(format!("stored version {version}: {e}")))
+        self.runtime.load(&wasm).await.map_err(|e| match e {
+            switchboard_runtime::RuntimeError::Busy(_) => DeployError::Busy(e.to_string()),
+            e => DeployError::Invalid(format!("stored version {version}: {e}")),
+        })
     }
 
     /// At start: deploys each connector's configured component file if its
@@ -364,6 +367,7 @@ impl Deliver for Connectors {
             Outcome::Done => AttemptOutcome::Done,
             Outcome::Retry { after, reason } => AttemptOutcome::Retry { after, reason },
             Outcome::Reject { reason } => AttemptOutcome::Reject { reason },
+            Outcome::Busy { reason } => AttemptOutcome::Busy { reason },
         }
     }
 }

@@ -487,9 +487,10 @@ impl From<Delivery> for switchboard_runtime::Delivery {
 /// assert_eq!(o.reason(), Some("HTTP 404"));
 /// ```
 pub trait OutcomeExt {
-    /// `"done"`, `"retry"` or `"reject"`.
+    /// `"done"`, `"retry"`, `"reject"`, or `"busy"` (the sandbox had no free
+    /// slot; the connector was not called).
     fn kind(&self) -> &'static str;
-    /// The reason of a retry or reject.
+    /// The reason of a retry, reject or busy.
     fn reason(&self) -> Option<&str>;
     /// The delay a retry asks for (e.g. from `Retry-After`).
     fn retry_after(&self) -> Option<Duration>;
@@ -501,13 +502,16 @@ impl OutcomeExt for Outcome {
             Outcome::Done => "done",
             Outcome::Retry { .. } => "retry",
             Outcome::Reject { .. } => "reject",
+            Outcome::Busy { .. } => "busy",
         }
     }
 
     fn reason(&self) -> Option<&str> {
         match self {
             Outcome::Done => None,
-            Outcome::Retry { reason, .. } | Outcome::Reject { reason } => Some(reason),
+            Outcome::Retry { reason, .. }
+            | Outcome::Reject { reason }
+            | Outcome::Busy { reason } => Some(reason),
         }
     }
 
