@@ -3,9 +3,6 @@
 
 CARGO ?= cargo
 CONNECTORS_WASM := target/wasm32-wasip2/release
-# The SDK builds for wasm32-wasip2 by default; its unit tests run natively.
-# Deferred (`=`), so it is read after `make toolchain` has run.
-HOST_TRIPLE = $(shell rustc -vV | sed -n 's/^host: //p')
 
 .PHONY: run test ci toolchain connectors build lint fmt bench clean-db postgres
 
@@ -19,7 +16,7 @@ run: build
 ## (natively: the SDK itself builds for wasm32-wasip2).
 test: connectors postgres
 	$(CARGO) test --workspace
-	cd sdk && $(CARGO) test --target $(HOST_TRIPLE)
+	cd sdk && $(CARGO) test --target host-tuple
 
 ## The PostgreSQL the tests use ($$SWITCHBOARD_TEST_PG, else the local one):
 ## starts the local cluster if it is installed and down.

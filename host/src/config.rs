@@ -436,33 +436,40 @@ fn apply_env(table: &mut toml::Table, vars: &[(String, String)]) -> Result<(), C
 }
 
 /// Which input a config that does not deserialize should be blamed on: the
-/// file (or the defaults) if it fails alone, else the first environment
-/// variable whose override makes it fail — so `SWITCHBOARD_SERVER__LISTNE`
-/// is reported as that variable, not as a fault in the file.
+/// file (or the defaults) if it fails alone; else the one environment
+/// variable without which the rest deserializes — so
+/// `SWITCHBOARD_SERVER__LISTNE` is reported as that variable, not as a fault
+/// in the file; else (several at fault) the merged whole.
 fn blame(
     from_file: toml::Table,
     vars: &[(String, String)],
     origin: String,
     whole: toml::de::Error,
 ) -> ConfigError {
-    let check = |t: &toml::Table| toml::Value::Table(t.clone()).try_into::<Config>().err();
-    if let Some(e) = check(&from_file) {
+    let fails = |vars: &[(String, String)]| {
+        let mut table = from_file.clone();
+        apply_env(&mut table, vars).is_err()
+            || toml::Value::Table(table).try_into::<Config>().is_err()
+    };
+    if let Err(e) = toml::Value::Table(from_file.clone()).try_into::<Config>() {
         return ConfigError::Parse {
             path: origin,
             message: e.to_string(),
         };
     }
-    let mut table = from_file;
-    for (i, var) in vars.iter().enumerate() {
-        if apply_env(&mut table, &vars[i..=i]).is_err() {
-            break;
-        }
-        if let Some(e) = check(&table) {
+    for (i, (var, _)) in vars.iter().enumerate() {
+        let others: Vec<(String, String)> = vars
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, v)| v.clone())
+            .collect();
+        if !fails(&others) {
             // toml puts "in `section`" on a line of its own; there is no
             // file snippet to keep aligned here, so make it one line.
             return ConfigError::Env {
-                var: var.0.clone(),
-                message: e
+                var: var.clone(),
+                message: whole
                     .to_string()
                     .split_whitespace()
                     .collect::<Vec<_>>()
@@ -599,6 +606,21 @@ url = "http://127.0.0.1:18080/op"
         assert!(
             e.to_string()
                 .starts_with("environment variable SWITCHBOARD_SERVER__MAX_BATCH:"),
+            "{e}"
+        );
+        // Variables that are fine together but not alone are not blamed for
+        // another's typo.
+        let e = load(
+            file,
+            &[
+                ("SWITCHBOARD_CONNECTORS__0__COMPONENT", "/x.wasm"),
+                ("SWITCHBOARD_CONNECTORS__0__NAME", "b"),
+                ("SWITCHBOARD_STORAGE__URLL", "sqlite://x.db"),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Env { var, .. } if var == "SWITCHBOARD_STORAGE__URLL"),
             "{e}"
         );
         // A fault in the file is still the file's, whatever the environment says.

@@ -217,15 +217,19 @@ fn main() {
 /// use (os error 98)".
 fn error_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
+    let mut previous = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
-        if text.is_empty() || line.contains(&text) {
+        // Said already by the error it caused (only that one: a short root
+        // cause such as "timed out" may well appear further up, too).
+        if text.is_empty() || previous.contains(&text) {
             continue;
         }
         if !line.is_empty() {
             line.push_str(": ");
         }
         line.push_str(&text);
+        previous = text;
     }
     line
 }
@@ -621,5 +625,9 @@ mod tests {
         );
         let plain = anyhow::anyhow!("root").context("middle").context("outer");
         assert_eq!(error_line(&plain), "outer: middle: root");
+        let repeated = anyhow::anyhow!("timed out")
+            .context("connect")
+            .context("probe timed out");
+        assert_eq!(error_line(&repeated), "probe timed out: connect: timed out");
     }
 }

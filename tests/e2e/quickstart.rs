@@ -1,8 +1,8 @@
 //! What `make run` does on a fresh machine: `switchboard serve --config
-//! quickstart.toml` from a directory holding nothing but the built
-//! connectors, with the file exactly as shipped. Its paths are relative (the
-//! database, the compile cache beside it, the component), so this runs in a
-//! directory of its own with `target` linked in.
+//! quickstart.toml`, with the file exactly as shipped, from a directory
+//! holding nothing else but the built connectors (`target`, linked in). Its
+//! paths are relative (the component, the database, the compile cache
+//! beside it), so they all resolve in that directory.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,19 +14,20 @@ use crate::harness::{free_port, wasm, Gateway};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quick_start_config_serves_as_shipped_from_a_fresh_directory() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let quickstart = repo.join("quickstart.toml");
     // <target>/wasm32-wasip2/release/webhook.wasm → <target>
     let target = wasm("webhook").ancestors().nth(3).unwrap().to_path_buf();
     let dir = tempfile::tempdir().unwrap();
+    // The file as shipped, beside the built connectors: its relative paths
+    // (component, database, cache) all resolve in this directory.
+    std::fs::copy(
+        repo.join("quickstart.toml"),
+        dir.path().join("quickstart.toml"),
+    )
+    .unwrap();
     std::os::unix::fs::symlink(&target, dir.path().join("target")).unwrap();
 
     let listen = format!("127.0.0.1:{}", free_port());
-    let args = [
-        "--config",
-        quickstart.to_str().unwrap(),
-        "--listen",
-        &listen,
-    ];
+    let args = ["--config", "quickstart.toml", "--listen", &listen];
     let gw = Gateway::start_in(dir.path(), &args);
 
     // Created relative to the working directory, as the README says.

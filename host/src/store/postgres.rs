@@ -191,22 +191,44 @@ async fn enqueue<Req, Out>(
     rx.await.map_err(|_| stopped())?
 }
 
+/// How long start-up waits for a PostgreSQL that refuses connections or is
+/// still starting (as the pool would: its acquire timeout).
+const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
+
 /// One connection, made directly so that a failure says why. A pool that
-/// cannot connect only reports that it timed out waiting, after its acquire
-/// timeout; an operator needs "connection refused" or "password
-/// authentication failed", and where (the URL without its password).
-async fn connect_once(opts: &PgConnectOptions) -> StoreResult<PgConnection> {
-    PgConnection::connect_with(opts).await.map_err(|e| {
-        let db = opts.get_database().unwrap_or("");
-        let at = match opts.get_socket() {
-            Some(socket) => socket.display().to_string(),
-            None => format!("{}:{}", opts.get_host(), opts.get_port()),
+/// cannot connect only reports that it timed out waiting; an operator needs
+/// "connection refused" or "password authentication failed", and where (the
+/// URL without its password). A server that is down or still starting is
+/// tried again until `patience` runs out, as a pool would; any other error
+/// (unknown role, bad password, no such database) is final at once.
+async fn connect_once(opts: &PgConnectOptions, patience: Duration) -> StoreResult<PgConnection> {
+    let give_up = tokio::time::Instant::now() + patience;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let e = match PgConnection::connect_with(opts).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => e,
         };
-        StoreError::Unavailable(format!(
-            "cannot connect to PostgreSQL as {:?} at {at}, database {db:?}: {e}",
-            opts.get_username()
-        ))
-    })
+        let transient = match &e {
+            sqlx::Error::Io(_) => true,
+            // cannot_connect_now: "the database system is starting up"
+            sqlx::Error::Database(db) => db.code().as_deref() == Some("57P03"),
+            _ => false,
+        };
+        if !transient || tokio::time::Instant::now() + pause > give_up {
+            let db = opts.get_database().unwrap_or("");
+            let at = match opts.get_socket() {
+                Some(socket) => socket.display().to_string(),
+                None => format!("{}:{}", opts.get_host(), opts.get_port()),
+            };
+            return Err(StoreError::Unavailable(format!(
+                "cannot connect to PostgreSQL as {:?} at {at}, database {db:?}: {e}",
+                opts.get_username()
+            )));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
 }
 
 fn invalid_url(url: &str, e: impl ToString) -> StoreError {
@@ -232,7 +254,11 @@ impl PostgresStore {
         let opts = PgConnectOptions::from_str(url)
             .map_err(|e| invalid_url(url, e))?
             .options([("plan_cache_mode", "force_custom_plan")]);
-        connect_once(&opts).await?.close().await.ok();
+        connect_once(&opts, CONNECT_PATIENCE)
+            .await?
+            .close()
+            .await
+            .ok();
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .min_connections(1)
@@ -287,7 +313,7 @@ impl PostgresStore {
     /// applied, oldest first.
     pub async fn migrate(url: &str) -> StoreResult<Vec<i64>> {
         let opts = PgConnectOptions::from_str(url).map_err(|e| invalid_url(url, e))?;
-        let mut conn = connect_once(&opts).await?;
+        let mut conn = connect_once(&opts, CONNECT_PATIENCE).await?;
         MIGRATOR
             .run(&mut conn)
             .await
@@ -1569,19 +1595,24 @@ mod tests {
     use super::lock_id;
 
     #[tokio::test]
-    async fn an_unreachable_server_is_named_with_the_reason_not_a_pool_timeout() {
+    async fn an_unreachable_server_is_named_with_the_reason_after_waiting_for_it() {
+        use std::str::FromStr;
         // Port 1 on loopback: nothing listens there.
-        let url = "postgres://switchboard:s3cret@127.0.0.1:1/queue";
-        for e in [
-            super::PostgresStore::open(url).await.err().unwrap(),
-            super::PostgresStore::migrate(url).await.err().unwrap(),
-        ] {
-            let text = e.to_string();
-            assert!(text.contains("127.0.0.1:1"), "{text}");
-            assert!(text.contains("\"queue\""), "{text}");
-            assert!(text.to_lowercase().contains("refused"), "{text}");
-            assert!(!text.contains("s3cret"), "the password leaked: {text}");
-        }
+        let opts =
+            super::PgConnectOptions::from_str("postgres://switchboard:s3cret@127.0.0.1:1/queue")
+                .unwrap();
+        let started = std::time::Instant::now();
+        let e = super::connect_once(&opts, std::time::Duration::from_millis(300))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("127.0.0.1:1"), "{e}");
+        assert!(e.contains("\"queue\""), "{e}");
+        assert!(e.to_lowercase().contains("refused"), "{e}");
+        assert!(!e.contains("s3cret"), "the password leaked: {e}");
+        // Refused is transient (a server still starting): it was tried again.
+        assert!(started.elapsed() >= std::time::Duration::from_millis(150));
     }
 
     #[test]
