@@ -1,13 +1,23 @@
 //! The operator CLI: talks to a running gateway over its HTTP API.
 //!
-//! Human output by default, `--json` for scripts. Exit codes: 0 success,
-//! 1 the gateway refused the request (the error is printed), 2 bad usage,
-//! 3 the gateway could not be reached.
+//! Text for people by default, `--format json` for scripts. Exit codes:
+//! 0 success, 1 the gateway refused the request (the error is printed) or
+//! the output could not be written, 2 bad usage, 3 the gateway could not be
+//! reached.
+//!
+//! Output is the same whether a person or a pipe reads it, and holds no
+//! escape codes: lists are [`Table`]s (columns as wide as their widest
+//! cell, numbers right-aligned under their header), every value is put on
+//! one line with its control characters removed, and a reader that goes away
+//! early (`| head`) ends the output, not the process with a panic. Only
+//! `status` on a terminal redraws the screen, and the gateway's log is
+//! coloured only on a terminal without `NO_COLOR` (both in `main.rs`).
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
+use Align::{Left, Right};
 
 /// A failed CLI call, with the exit code scripts rely on.
 #[derive(Debug, thiserror::Error)]
@@ -18,27 +28,38 @@ pub enum CliError {
     Usage(String),
     #[error("cannot reach the gateway at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    #[error("cannot write the output: {0}")]
+    Output(std::io::Error),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Refused(_) => 1,
+            CliError::Refused(_) | CliError::Output(_) => 1,
             CliError::Usage(_) => 2,
             CliError::Unreachable { .. } => 3,
         }
     }
 }
 
+/// What the operator commands print: `text` for people, `json` (the API's own
+/// answer) for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
 pub struct Client {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
-    pub json: bool,
+    pub format: Format,
 }
 
 impl Client {
-    pub fn new(base: &str, json: bool, token: Option<String>) -> Result<Self, CliError> {
+    pub fn new(base: &str, format: Format, token: Option<String>) -> Result<Self, CliError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()
@@ -47,7 +68,7 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             http,
             token,
-            json,
+            format,
         })
     }
 
@@ -107,16 +128,33 @@ impl Client {
             .await
     }
 
-    /// Prints `value` as JSON, or through `human` unless `--json`.
-    pub fn print(&self, value: &Value, human: impl FnOnce(&Value) -> String) {
-        if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).unwrap_or_default()
-            );
-        } else {
-            println!("{}", human(value));
+    /// Whether `--format json` (or `--json`) was given.
+    pub fn json(&self) -> bool {
+        self.format == Format::Json
+    }
+
+    /// Prints `value` as JSON with `--format json`, else through `human`.
+    pub fn print(
+        &self,
+        value: &Value,
+        human: impl FnOnce(&Value) -> String,
+    ) -> Result<(), CliError> {
+        match self.format {
+            Format::Json => emit(&serde_json::to_string_pretty(value).unwrap_or_default()),
+            Format::Text => emit(&human(value)),
         }
+    }
+}
+
+/// Writes `text` and a newline to stdout. A reader that has gone (`| head`,
+/// a pager quit early) is not an error: nobody is left to tell, and the
+/// command's effect on the gateway has happened either way.
+pub fn emit(text: &str) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.map_err(CliError::Output),
     }
 }
 
@@ -144,28 +182,32 @@ pub fn query(pairs: &[(&str, String)]) -> String {
     url.query().map(|q| format!("?{q}")).unwrap_or_default()
 }
 
+/// `dlq list`: one dead letter per row, newest first.
 pub fn dead_text(v: &Value) -> String {
-    let rows: Vec<String> = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|d| {
-            format!(
-                "{:<8} {:<16} {:<24} {:<20} attempts {:<3} died {}  {}",
-                d["delivery_id"],
-                d["connector"].as_str().unwrap_or("?"),
-                d["event_id"].as_str().unwrap_or("?"),
-                d["type"].as_str().unwrap_or("?"),
-                d["attempts"],
-                fmt_time(d["died_at"].as_i64()),
-                one_line(d["last_error"].as_str().unwrap_or(""))
-            )
-        })
-        .collect();
-    if rows.is_empty() {
+    let mut t = Table::new(&[
+        ("ID", Right),
+        ("CONNECTOR", Left),
+        ("EVENT", Left),
+        ("TYPE", Left),
+        ("ATTEMPTS", Right),
+        ("DIED", Left),
+        ("LAST ERROR", Left),
+    ]);
+    for d in v.as_array().into_iter().flatten() {
+        t.row([
+            text(&d["delivery_id"]),
+            text(&d["connector"]),
+            text(&d["event_id"]),
+            text(&d["type"]),
+            text(&d["attempts"]),
+            fmt_time(d["died_at"].as_i64()),
+            text(&d["last_error"]),
+        ]);
+    }
+    if t.is_empty() {
         "no dead letters".into()
     } else {
-        rows.join("\n")
+        t.render()
     }
 }
 
@@ -201,23 +243,32 @@ pub fn lanes_text(v: &Value) -> String {
     out.join("\n")
 }
 
+/// `audit`: one operator action per row, newest first; `before` and `after`
+/// as compact JSON.
 pub fn audit_text(v: &Value) -> String {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| {
-            format!(
-                "{}  {:<12} {:<20} {:<16} before {}  after {}",
-                fmt_time(a["at"].as_i64()),
-                a["actor"].as_str().unwrap_or("?"),
-                a["action"].as_str().unwrap_or("?"),
-                a["target"].as_str().unwrap_or("?"),
-                a["before"],
-                a["after"]
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut t = Table::new(&[
+        ("AT", Left),
+        ("ACTOR", Left),
+        ("ACTION", Left),
+        ("TARGET", Left),
+        ("BEFORE", Left),
+        ("AFTER", Left),
+    ]);
+    for a in v.as_array().into_iter().flatten() {
+        t.row([
+            fmt_time(a["at"].as_i64()),
+            text(&a["actor"]),
+            text(&a["action"]),
+            text(&a["target"]),
+            compact(&a["before"]),
+            compact(&a["after"]),
+        ]);
+    }
+    if t.is_empty() {
+        "no audit records".into()
+    } else {
+        t.render()
+    }
 }
 
 pub fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {
@@ -230,48 +281,122 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {
     std::fs::read(path).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))
 }
 
-pub fn version_line(v: &Value) -> String {
-    format!(
-        "{:>4}  {}  {} {}  {} bytes  uploaded {}{}",
-        v["version"],
-        v["digest"].as_str().unwrap_or(""),
-        v["info"]["name"].as_str().unwrap_or("?"),
-        v["info"]["version"].as_str().unwrap_or("?"),
-        v["size_bytes"],
-        fmt_time(v["uploaded_at"].as_i64()),
-        if v["active"].as_bool() == Some(true) {
-            "  (active)"
-        } else {
-            ""
-        }
-    )
+/// `connector versions` (an array, newest first), or the one version a
+/// deploy or rollback answers with (an object).
+pub fn versions_text(v: &Value) -> String {
+    let mut t = Table::new(&[
+        ("VERSION", Right),
+        ("ACTIVE", Left),
+        ("COMPONENT", Left),
+        ("BYTES", Right),
+        ("UPLOADED", Left),
+        ("DIGEST", Left),
+    ]);
+    for v in one_or_many(v) {
+        t.row([
+            text(&v["version"]),
+            if v["active"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            }
+            .into(),
+            format!(
+                "{} {}",
+                text(&v["info"]["name"]),
+                text(&v["info"]["version"])
+            ),
+            text(&v["size_bytes"]),
+            fmt_time(v["uploaded_at"].as_i64()),
+            text(&v["digest"]),
+        ]);
+    }
+    t.render()
 }
 
-pub fn connector_line(c: &Value) -> String {
-    let d = &c["deliveries"];
-    let component = match c["component"].as_object() {
-        Some(_) => format!(
-            "v{} {}",
-            c["component"]["version"],
-            c["component"]["digest"]
-                .as_str()
-                .unwrap_or("")
-                .get(..19)
-                .unwrap_or("")
-        ),
-        None => "no component".into(),
-    };
-    format!(
-        "{:<16} {:<28} {:<12} ready {:>8}  blocked {:>8}  in flight {:>4}  dead {:>6}  delivered {:>10}",
-        c["name"].as_str().unwrap_or("?"),
-        component,
-        health_text(c, crate::queue::now_ms()),
-        d["ready"],
-        d["blocked"],
-        d["in_flight"],
-        d["dead"],
-        d["delivered"]
-    )
+/// `connector list` (an array) or `show`/`pause`/`configure` (one object):
+/// each connector with its active component, health and queue.
+pub fn connectors_text(v: &Value) -> String {
+    let now = crate::queue::now_ms();
+    let mut t = Table::new(&[
+        ("CONNECTOR", Left),
+        ("COMPONENT", Left),
+        ("HEALTH", Left),
+        ("READY", Right),
+        ("BLOCKED", Right),
+        ("IN FLIGHT", Right),
+        ("DEAD", Right),
+        ("DELIVERED", Right),
+    ]);
+    for c in one_or_many(v) {
+        let d = &c["deliveries"];
+        let component = match c["component"].as_object() {
+            Some(_) => format!(
+                "v{} {}",
+                c["component"]["version"],
+                c["component"]["digest"]
+                    .as_str()
+                    .unwrap_or("")
+                    .get(..19)
+                    .unwrap_or("")
+            ),
+            None => "no component".into(),
+        };
+        t.row([
+            text(&c["name"]),
+            component,
+            health_text(c, now),
+            text(&d["ready"]),
+            text(&d["blocked"]),
+            text(&d["in_flight"]),
+            text(&d["dead"]),
+            text(&d["delivered"]),
+        ]);
+    }
+    t.render()
+}
+
+/// `status`: per connector, health, queue depth, throughput and the age of
+/// the oldest pending delivery, from `GET /v1/connectors`. PER SEC is the
+/// rise in `delivered` since `before` (an earlier answer and the seconds
+/// since it); `-` without one.
+pub fn status_table(v: &Value, before: Option<(&Value, f64)>, now_ms: i64) -> Table {
+    let mut t = Table::new(&[
+        ("CONNECTOR", Left),
+        ("HEALTH", Left),
+        ("READY", Right),
+        ("BLOCKED", Right),
+        ("IN FLIGHT", Right),
+        ("DEAD", Right),
+        ("EXPIRED", Right),
+        ("DELIVERED", Right),
+        ("PER SEC", Right),
+        ("OLDEST", Right),
+    ]);
+    for c in v.as_array().into_iter().flatten() {
+        let d = &c["deliveries"];
+        let rate = before
+            .and_then(|(p, secs)| {
+                let then = p.as_array()?.iter().find(|x| x["name"] == c["name"])?;
+                let then = then["deliveries"]["delivered"].as_u64()?;
+                let delivered = d["delivered"].as_u64()?.saturating_sub(then);
+                (secs > 0.0).then(|| format!("{:.0}", delivered as f64 / secs))
+            })
+            .unwrap_or_else(|| "-".into());
+        t.row([
+            text(&c["name"]),
+            health_text(c, now_ms),
+            text(&d["ready"]),
+            text(&d["blocked"]),
+            text(&d["in_flight"]),
+            text(&d["dead"]),
+            text(&d["expired"]),
+            text(&d["delivered"]),
+            rate,
+            age_text(c["oldest_pending_age_ms"].as_i64()),
+        ]);
+    }
+    t
 }
 
 /// A connector's health in a few words, from its `GET /v1/connectors` view:
@@ -316,32 +441,165 @@ pub fn age_text(ms: Option<i64>) -> String {
     }
 }
 
+/// `event show`: the event on one line, then a table of its deliveries.
 pub fn event_text(v: &Value) -> String {
-    let mut out = format!(
-        "event {}  type {}  keys {}  accepted {}\n",
-        v["id"].as_str().unwrap_or("?"),
-        v["type"].as_str().unwrap_or("?"),
-        v["keys"],
+    let head = format!(
+        "event {}  type {}  keys {}  accepted {}",
+        text(&v["id"]),
+        text(&v["type"]),
+        compact(&v["keys"]),
         fmt_time(v["accepted_at"].as_i64())
     );
+    let mut t = Table::new(&[
+        ("ID", Right),
+        ("CONNECTOR", Left),
+        ("STATE", Left),
+        ("ATTEMPTS", Right),
+        ("NEXT ATTEMPT", Left),
+        ("LAST ERROR", Left),
+    ]);
     for d in v["deliveries"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "  delivery {:<8} {:<16} {:<10} attempts {:<3}{}{}\n",
-            d["id"],
-            d["connector"].as_str().unwrap_or("?"),
-            d["state"].as_str().unwrap_or("?"),
-            d["attempts"],
-            d["next_attempt_at"]
-                .as_i64()
-                .map(|t| format!("  next {}", fmt_time(Some(t))))
-                .unwrap_or_default(),
-            d["last_error"]
-                .as_str()
-                .map(|e| format!("  last error: {}", one_line(e)))
-                .unwrap_or_default(),
-        ));
+        t.row([
+            text(&d["id"]),
+            text(&d["connector"]),
+            text(&d["state"]),
+            text(&d["attempts"]),
+            fmt_time(d["next_attempt_at"].as_i64()),
+            text(&d["last_error"]),
+        ]);
     }
-    out.trim_end().to_string()
+    if t.is_empty() {
+        format!("{head}\nno deliveries (no connector routes this type)")
+    } else {
+        format!("{head}\n{}", t.render())
+    }
+}
+
+/// How a column's cells line up under its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    /// Text: first characters in one column.
+    Left,
+    /// Numbers and ages: last digits in one column, under the header's end.
+    Right,
+}
+/// A table of text for a terminal, a pipe or a file alike.
+///
+/// Each column is as wide as its widest cell or its header, so a long
+/// connector name or health text widens its own column instead of pushing
+/// the rest of the row out of line; header and rows are padded the same way;
+/// two spaces separate columns; no line ends in blanks. Cells are put on one
+/// line (runs of whitespace and control characters become one space), so a
+/// value can neither break a row nor carry an escape code to the terminal,
+/// and an empty cell prints as `-` so no column is ever blank. Width is
+/// counted in `char`s: right for the ASCII the gateway's names and numbers
+/// are made of, not for double-width scripts.
+#[derive(Debug, Clone)]
+pub struct Table {
+    columns: Vec<(&'static str, Align)>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(columns: &[(&'static str, Align)]) -> Table {
+        Table {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row; cells beyond the columns are dropped, missing ones print
+    /// as `-`.
+    pub fn row(&mut self, cells: impl IntoIterator<Item = String>) -> &mut Table {
+        let mut row: Vec<String> = cells
+            .into_iter()
+            .take(self.columns.len())
+            .map(|c| one_line(&c))
+            .map(|c| if c.is_empty() { "-".into() } else { c })
+            .collect();
+        row.resize(self.columns.len(), "-".into());
+        self.rows.push(row);
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The header and the rows, one per line, without a final newline.
+    pub fn render(&self) -> String {
+        self.render_wider(&mut Vec::new())
+    }
+
+    /// As [`Table::render`], with each column at least as wide as `widths`
+    /// says, which then holds the widths used: a table redrawn in place
+    /// passes the same `widths` every time, so its columns never jump left
+    /// when a long health text or a big number goes away.
+    pub fn render_wider(&self, widths: &mut Vec<usize>) -> String {
+        widths.resize(self.columns.len(), 0);
+        for (i, (name, _)) in self.columns.iter().enumerate() {
+            let widest = self
+                .rows
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([name.chars().count()])
+                .max()
+                .unwrap_or(0);
+            widths[i] = widths[i].max(widest);
+        }
+        let header = self.columns.iter().map(|(name, _)| name.to_string());
+        let mut lines = Vec::with_capacity(self.rows.len() + 1);
+        for cells in std::iter::once(header.collect::<Vec<_>>()).chain(self.rows.iter().cloned()) {
+            let mut line = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                let pad = " ".repeat(widths[i].saturating_sub(cell.chars().count()));
+                match self.columns[i].1 {
+                    Left => {
+                        line.push_str(cell);
+                        line.push_str(&pad);
+                    }
+                    Right => {
+                        line.push_str(&pad);
+                        line.push_str(cell);
+                    }
+                }
+            }
+            lines.push(line.trim_end().to_string());
+        }
+        lines.join("\n")
+    }
+}
+
+/// A JSON string as itself, `-` for null or absent, anything else (a
+/// number) as JSON. Cells are formatted to strings before they are padded:
+/// `{:>9}` on a `Value` pads nothing (its `Display` ignores the width), which
+/// is how numbers once slid out from under their headers.
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Any JSON value on one line, `-` for null.
+fn compact(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// An array's items, or a single object as the only one.
+fn one_or_many(v: &Value) -> Vec<&Value> {
+    match v {
+        Value::Array(items) => items.iter().collect(),
+        Value::Null => Vec::new(),
+        one => vec![one],
+    }
 }
 
 /// An error as one line of a table: an upstream's reason may carry the
@@ -410,19 +668,164 @@ mod tests {
             "deliveries": [{"id": 1, "connector": "webhook", "state": "ready",
                             "attempts": 3, "last_error": page}]});
         let text = event_text(&v);
-        assert_eq!(text.lines().count(), 2, "{text}");
+        assert_eq!(text.lines().count(), 3, "{text}");
         assert!(
-            text.ends_with(
-                "last error: HTTP 501: <!DOCTYPE HTML> <html lang=\"en\"> <head> </head>"
-            ),
+            text.ends_with("HTTP 501: <!DOCTYPE HTML> <html lang=\"en\"> <head> </head>"),
             "{text}"
         );
         let dead = dead_text(&json!([{"delivery_id": 1, "connector": "webhook",
             "event_id": "evt-1", "type": "number.assign", "attempts": 3, "died_at": 0,
             "last_error": page}]));
-        assert_eq!(dead.lines().count(), 1, "{dead}");
+        assert_eq!(dead.lines().count(), 2, "{dead}");
         assert_eq!(one_line("  a \n\n b\t"), "a b");
         assert_eq!(one_line(""), "");
+    }
+
+    /// Where each column's header ends, and where each row's cell in it ends.
+    fn ends(table: &str, header: &str) -> Vec<usize> {
+        let mut lines = table.lines();
+        let at = lines.next().unwrap().find(header).unwrap() + header.len();
+        lines
+            .map(|l| {
+                let before: String = l.chars().take(at).collect();
+                assert!(l.chars().nth(at).is_none_or(|c| c == ' '), "{table}");
+                before.trim_end().chars().count()
+            })
+            .chain([at])
+            .collect()
+    }
+
+    #[test]
+    fn table_columns_are_as_wide_as_their_widest_cell() {
+        let mut t = Table::new(&[("NAME", Left), ("READY", Right), ("NOTE", Left)]);
+        t.row([
+            "a-connector-name-longer-than-any-old-column".into(),
+            "7".into(),
+            "x".into(),
+        ])
+        .row(["hss".into(), "123456789012".into(), "".into()]);
+        let text = t.render();
+        assert_eq!(
+            text,
+            "NAME                                                READY  NOTE\n\
+             a-connector-name-longer-than-any-old-column             7  x\n\
+             hss                                          123456789012  -"
+        );
+        let e = ends(&text, "READY");
+        assert!(e.iter().all(|&x| x == e[0]), "{e:?}\n{text}");
+    }
+
+    #[test]
+    fn table_cells_stay_on_one_line_without_escape_codes() {
+        let mut t = Table::new(&[("ID", Right), ("LAST ERROR", Left)]);
+        t.row(["1".into(), "red \x1b[31mALERT\x1b[0m\nsecond line\t".into()])
+            .row(["2".into()]);
+        let text = t.render();
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert_eq!(
+            text.lines().nth(2),
+            Some(" 2  -"),
+            "missing cells print as -"
+        );
+        assert!(text.lines().all(|l| l == l.trim_end()), "{text:?}");
+        let header_only = Table::new(&[("A", Left), ("B", Right)]);
+        assert!(header_only.is_empty());
+        assert_eq!(header_only.render(), "A  B");
+    }
+
+    #[test]
+    fn a_redrawn_table_keeps_its_widest_columns() {
+        let table = |health: &str, ready: &str| {
+            let mut t = Table::new(&[("HEALTH", Left), ("READY", Right)]);
+            t.row([health.into(), ready.into()]);
+            t
+        };
+        let mut widths = Vec::new();
+        let first = table("open, probe in 42s (every 60s)", "1234").render_wider(&mut widths);
+        let second = table("closed", "7").render_wider(&mut widths);
+        assert_eq!(
+            first.lines().next(),
+            second.lines().next(),
+            "{first}\n{second}"
+        );
+        let row = format!("{:<30}  {:>5}", "closed", "7");
+        assert_eq!(second.lines().nth(1), Some(row.as_str()));
+        assert_eq!(
+            table("closed", "7").render(),
+            "HEALTH  READY\nclosed      7"
+        );
+    }
+
+    #[test]
+    fn status_numbers_end_under_their_headers_whatever_the_name_and_health() {
+        use serde_json::json;
+        let at = 1_000_000;
+        let conn = |name: &str, ready: u64, delivered: u64, breaker: Value| {
+            json!({"name": name, "paused": false, "concurrency": 4, "breaker": breaker,
+                   "oldest_pending_age_ms": ready * 1000,
+                   "deliveries": {"ready": ready, "blocked": 0, "in_flight": 1, "dead": 0,
+                                  "expired": 0, "delivered": delivered}})
+        };
+        let open =
+            json!({"state": "open", "next_probe_at": at + 41_200, "probe_interval_ms": 600_000});
+        let before = json!([conn("hss", 0, 100, Value::Null)]);
+        let now = json!([
+            conn("hss", 0, 130, Value::Null),
+            conn("billing-and-provisioning-eu-west-1", 123_456, 7, open),
+        ]);
+        let text = status_table(&now, Some((&before, 2.0)), at).render();
+        for header in [
+            "READY",
+            "BLOCKED",
+            "IN FLIGHT",
+            "DEAD",
+            "EXPIRED",
+            "DELIVERED",
+            "PER SEC",
+            "OLDEST",
+        ] {
+            let e = ends(&text, header);
+            assert!(e.iter().all(|&x| x == e[0]), "{header}: {e:?}\n{text}");
+        }
+        let hss = text.lines().nth(1).unwrap();
+        assert!(hss.starts_with("hss  ") && hss.contains(" 15 "), "{text}");
+        assert!(text.contains("open, probe in 42s (every 600s)"), "{text}");
+        let new = text.lines().nth(2).unwrap();
+        assert!(
+            new.contains("  -  "),
+            "no rate without an earlier answer: {text}"
+        );
+        assert!(!text.contains('\x1b'));
+    }
+
+    #[test]
+    fn single_connectors_and_versions_print_as_one_row_tables() {
+        use serde_json::json;
+        let version = json!({"version": 12, "active": true, "digest": "sha256:abc",
+            "info": {"name": "webhook", "version": "0.2.0"}, "size_bytes": 1234567,
+            "uploaded_at": 0});
+        let one = versions_text(&version);
+        assert_eq!(one.lines().count(), 2, "{one}");
+        assert!(
+            one.contains("webhook 0.2.0") && one.contains(" yes "),
+            "{one}"
+        );
+        let many = versions_text(&json!([version, {"version": 3, "active": false,
+            "digest": "sha256:def", "info": {"name": "webhook", "version": "0.1.0"},
+            "size_bytes": 9, "uploaded_at": 0}]));
+        for header in ["VERSION", "BYTES"] {
+            let e = ends(&many, header);
+            assert!(e.iter().all(|&x| x == e[0]), "{header}: {e:?}\n{many}");
+        }
+        let c = json!({"name": "hss", "paused": true, "component": null,
+            "deliveries": {"ready": 5, "blocked": 0, "in_flight": 0, "dead": 0, "delivered": 0}});
+        let shown = connectors_text(&c);
+        assert_eq!(shown.lines().count(), 2, "{shown}");
+        assert!(
+            shown.contains("no component") && shown.contains("PAUSED"),
+            "{shown}"
+        );
     }
 
     #[test]

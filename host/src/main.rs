@@ -1,11 +1,12 @@
 //! The `switchboard` command: parse, load config, wire, run.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use switchboard::cli::{self, CliError, Client};
+use switchboard::cli::{self, CliError, Client, Format};
 use switchboard::config::Config;
 
 /// mimalloc rather than glibc's malloc: a Wasm delivery allocates and frees
@@ -32,8 +33,12 @@ struct Cli {
         default_value = "http://127.0.0.1:7400"
     )]
     url: String,
-    /// Print machine-readable JSON instead of text.
-    #[arg(long, global = true)]
+    /// What the commands print: text for people, or the API's JSON for
+    /// scripts.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Same as `--format json` (the older spelling, kept for scripts).
+    #[arg(long, global = true, conflicts_with = "format")]
     json: bool,
     /// Bearer token for the operator commands (needed when the gateway has
     /// tokens configured).
@@ -77,9 +82,10 @@ enum Command {
     /// Keys: why is this key blocked.
     #[command(subcommand)]
     Key(KeyCmd),
-    /// Per-connector queue depth and throughput, refreshing in place
-    /// (`--once` prints a single snapshot).
+    /// Per-connector queue depth and throughput, refreshing in place on a
+    /// terminal; into a pipe or a file, one snapshot and exit.
     Status {
+        /// One snapshot and exit, on a terminal too.
         #[arg(long)]
         once: bool,
         /// Refresh interval in seconds.
@@ -237,9 +243,10 @@ fn error_line(e: &anyhow::Error) -> String {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_json);
+    let format = if cli.json { Format::Json } else { cli.format };
     let remote = Remote {
         url: cli.url.clone(),
-        json: cli.json,
+        format,
         token: cli.token.clone(),
     };
     match cli.command {
@@ -270,27 +277,29 @@ fn run() -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             let versions = rt.block_on(switchboard::store::migrate(&url))?;
             let last = versions.last().copied().unwrap_or(0);
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"schema_version": last, "applied": versions})
-                );
-            } else {
-                println!(
+            let text = match format {
+                Format::Json => {
+                    serde_json::json!({"schema_version": last, "applied": versions}).to_string()
+                }
+                Format::Text => format!(
                     "store migrated: schema version {last} ({} migrations applied)",
                     versions.len()
-                );
-            }
+                ),
+            };
+            cli::emit(&text)?;
             Ok(())
         }
         Command::Connector(ConnectorCmd::New { name, dir, sdk }) => {
             match switchboard_connector_test::scaffold::scaffold(&name, &dir, &sdk) {
                 Ok(path) => {
-                    println!("created {}", path.display());
-                    println!(
-                        "next: cd {} && cargo build --release && cargo test --target host-tuple",
-                        path.display()
-                    );
+                    let text = match format {
+                        Format::Json => serde_json::json!({ "created": path }).to_string(),
+                        Format::Text => format!(
+                            "created {0}\nnext: cd {0} && cargo build --release && cargo test --target host-tuple",
+                            path.display()
+                        ),
+                    };
+                    cli::emit(&text)?;
                     Ok(())
                 }
                 Err(e) => {
@@ -305,8 +314,7 @@ fn run() -> anyhow::Result<()> {
         Command::Key(KeyCmd::Why { key }) => operator(&remote, |c| {
             Box::pin(async move {
                 let v = c.get(&cli::path(&["v1", "keys", &key])).await?;
-                c.print(&v, cli::lanes_text);
-                Ok(())
+                c.print(&v, cli::lanes_text)
             })
         }),
         Command::Status { once, every } => {
@@ -315,8 +323,7 @@ fn run() -> anyhow::Result<()> {
         Command::Audit { limit } => operator(&remote, |c| {
             Box::pin(async move {
                 let v = c.get(&format!("/v1/audit?limit={limit}")).await?;
-                c.print(&v, cli::audit_text);
-                Ok(())
+                c.print(&v, cli::audit_text)
             })
         }),
     }
@@ -325,14 +332,14 @@ fn run() -> anyhow::Result<()> {
 type CliFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CliError>> + 'a>>;
 
-/// Runs an operator command and exits with its documented code.
 /// Where and how the operator commands talk to the gateway.
 struct Remote {
     url: String,
-    json: bool,
+    format: Format,
     token: Option<String>,
 }
 
+/// Runs an operator command and exits with its documented code.
 fn operator(
     cli: &Remote,
     f: impl for<'a> FnOnce(&'a Client) -> CliFuture<'a>,
@@ -341,7 +348,7 @@ fn operator(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = Client::new(&cli.url, cli.json, cli.token.clone())
+    let result = Client::new(&cli.url, cli.format, cli.token.clone())
         .and_then(|client| rt.block_on(f(&client)));
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -354,28 +361,18 @@ async fn set_paused(c: &Client, name: &str, action: &str) -> Result<(), CliError
     let v = c
         .post_empty(&cli::path(&["v1", "connectors", name, action]))
         .await?;
-    c.print(&v, |v| format!("{action}d:\n{}", cli::connector_line(v)));
-    Ok(())
+    c.print(&v, |v| format!("{action}d:\n{}", cli::connectors_text(v)))
 }
 
 async fn connector(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
     match cmd {
         ConnectorCmd::List => {
             let v = c.get("/v1/connectors").await?;
-            c.print(&v, |v| {
-                v.as_array()
-                    .map(|a| {
-                        a.iter()
-                            .map(cli::connector_line)
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    })
-                    .unwrap_or_default()
-            });
+            c.print(&v, cli::connectors_text)?;
         }
         ConnectorCmd::Show { name } => {
             let v = c.get(&cli::path(&["v1", "connectors", &name])).await?;
-            c.print(&v, cli::connector_line);
+            c.print(&v, cli::connectors_text)?;
         }
         ConnectorCmd::Deploy { name, file } => {
             let wasm = cli::read_file(&file)?;
@@ -383,23 +380,14 @@ async fn connector(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
                 .put_bytes(&cli::path(&["v1", "connectors", &name, "component"]), wasm)
                 .await?;
             c.print(&v, |v| {
-                format!("deployed {name}:\n{}", cli::version_line(v))
-            });
+                format!("deployed {name}:\n{}", cli::versions_text(v))
+            })?;
         }
         ConnectorCmd::Versions { name } => {
             let v = c
                 .get(&cli::path(&["v1", "connectors", &name, "versions"]))
                 .await?;
-            c.print(&v, |v| {
-                v.as_array()
-                    .map(|a| {
-                        a.iter()
-                            .map(cli::version_line)
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    })
-                    .unwrap_or_default()
-            });
+            c.print(&v, cli::versions_text)?;
         }
         ConnectorCmd::Pause { name } => set_paused(c, &name, "pause").await?,
         ConnectorCmd::Resume { name } => set_paused(c, &name, "resume").await?,
@@ -408,7 +396,7 @@ async fn connector(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
             let v = c
                 .put_json(&cli::path(&["v1", "connectors", &name]), body)
                 .await?;
-            c.print(&v, cli::connector_line);
+            c.print(&v, cli::connectors_text)?;
         }
         ConnectorCmd::Limits {
             name,
@@ -422,7 +410,7 @@ async fn connector(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
                     body.to_string().into_bytes(),
                 )
                 .await?;
-            c.print(&v, |v| format!("limits of {name}: {}", v["overrides"]));
+            c.print(&v, |v| format!("limits of {name}: {}", v["overrides"]))?;
         }
         ConnectorCmd::New { .. } => {
             return Err(CliError::Usage("`connector new` runs locally".into()));
@@ -432,71 +420,40 @@ async fn connector(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
                 .post_empty(&cli::path(&["v1", "connectors", &name, "rollback"]))
                 .await?;
             c.print(&v, |v| {
-                format!("rolled back {name} to:\n{}", cli::version_line(v))
-            });
+                format!("rolled back {name} to:\n{}", cli::versions_text(v))
+            })?;
         }
     }
     Ok(())
 }
 
+/// `status`: on a terminal, the table redrawn in place every `every`
+/// seconds; into a pipe or a file (or with `--once`), one snapshot and exit,
+/// so `switchboard status | grep hss` ends and a file holds no escape codes.
 async fn status(c: &Client, once: bool, every: u64) -> Result<(), CliError> {
+    let terminal = std::io::stdout().is_terminal();
+    let once = once || !terminal;
+    // A dumb terminal cannot clear: snapshots follow one another there.
+    let redraw = terminal && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
     let mut previous: Option<(std::time::Instant, serde_json::Value)> = None;
+    let mut widths = Vec::new();
     loop {
         let v = c.get("/v1/connectors").await?;
         let now = std::time::Instant::now();
-        if c.json {
-            c.print(&v, |_| String::new());
+        if c.json() {
+            c.print(&v, |_| String::new())?;
         } else {
-            let mut screen = String::new();
-            if !once {
+            let before = previous
+                .as_ref()
+                .map(|(t, p)| (p, now.duration_since(*t).as_secs_f64()));
+            let table = cli::status_table(&v, before, switchboard::queue::now_ms())
+                .render_wider(&mut widths);
+            if once || !redraw {
+                cli::emit(&table)?;
+            } else {
                 // Clear and home: the table refreshes in place.
-                screen.push_str("\x1b[2J\x1b[H");
+                cli::emit(&format!("\x1b[2J\x1b[H{table}"))?;
             }
-            let wall = switchboard::queue::now_ms();
-            screen.push_str(&format!(
-                "{:<16} {:<32} {:>9} {:>9} {:>9} {:>7} {:>8} {:>12} {:>10} {:>7}\n",
-                "CONNECTOR",
-                "HEALTH",
-                "READY",
-                "BLOCKED",
-                "IN FLIGHT",
-                "DEAD",
-                "EXPIRED",
-                "DELIVERED",
-                "PER SEC",
-                "OLDEST"
-            ));
-            for conn in v.as_array().into_iter().flatten() {
-                let d = &conn["deliveries"];
-                let name = conn["name"].as_str().unwrap_or("?");
-                let rate = previous
-                    .as_ref()
-                    .and_then(|(t, p)| {
-                        let before = p.as_array()?.iter().find(|x| x["name"] == conn["name"])?
-                            ["deliveries"]["delivered"]
-                            .as_u64()?;
-                        let secs = now.duration_since(*t).as_secs_f64();
-                        Some(d["delivered"].as_u64()?.saturating_sub(before) as f64 / secs)
-                    })
-                    .map(|r| format!("{r:.0}"))
-                    .unwrap_or_else(|| "-".into());
-                screen.push_str(&format!(
-                    "{:<16} {:<32} {:>9} {:>9} {:>9} {:>7} {:>8} {:>12} {:>10} {:>7}\n",
-                    name,
-                    cli::health_text(conn, wall),
-                    d["ready"],
-                    d["blocked"],
-                    d["in_flight"],
-                    d["dead"],
-                    d["expired"],
-                    d["delivered"],
-                    rate,
-                    cli::age_text(conn["oldest_pending_age_ms"].as_i64())
-                ));
-            }
-            print!("{screen}");
-            use std::io::Write as _;
-            let _ = std::io::stdout().flush();
         }
         if once {
             return Ok(());
@@ -512,8 +469,7 @@ async fn dlq(c: &Client, cmd: DlqCmd) -> Result<(), CliError> {
             let v = c
                 .get(&format!("/v1/dead-letters{}", filter.query()))
                 .await?;
-            c.print(&v, cli::dead_text);
-            return Ok(());
+            return c.print(&v, cli::dead_text);
         }
         DlqCmd::Retry { ids, all, filter } => ("retry", ids, all, filter),
         DlqCmd::Skip { ids, all, filter } => ("skip", ids, all, filter),
@@ -528,14 +484,14 @@ async fn dlq(c: &Client, cmd: DlqCmd) -> Result<(), CliError> {
                     "{action}: {} of {} dead letters",
                     v["applied"], v["matched"]
                 )
-            });
+            })?;
         }
         (false, false) => {
             for id in ids {
                 let v = c
                     .post_empty(&cli::path(&["v1", "deliveries", &id.to_string(), action]))
                     .await?;
-                c.print(&v, |v| format!("{action}: delivery {}", v["delivery_id"]));
+                c.print(&v, |v| format!("{action}: delivery {}", v["delivery_id"]))?;
             }
         }
         _ => {
@@ -557,11 +513,11 @@ async fn event(c: &Client, cmd: EventCmd) -> Result<(), CliError> {
                     "accepted {}, duplicates {}, unrouted {}",
                     v["accepted"], v["duplicates"], v["unrouted"]
                 )
-            });
+            })?;
         }
         EventCmd::Show { id } => {
             let v = c.get(&cli::path(&["v1", "events", &id])).await?;
-            c.print(&v, cli::event_text);
+            c.print(&v, cli::event_text)?;
         }
     }
     Ok(())
@@ -571,14 +527,28 @@ fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SWITCHBOARD_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,wasmtime=warn,cranelift=warn"));
+    let colour = log_colour(
+        json,
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
         builder.init();
     }
+}
+
+/// Colour in the log only for a person at a terminal: never in a file, a
+/// pipe or a journal (escape codes there are noise a search trips over),
+/// never in JSON, and never when `NO_COLOR` is set to anything but the empty
+/// string (https://no-color.org).
+fn log_colour(json: bool, stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    !json && stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 async fn shutdown_signal() {
@@ -607,7 +577,24 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::error_line;
+    use super::{error_line, log_colour};
+    use std::ffi::OsStr;
+
+    #[test]
+    fn the_log_is_coloured_only_on_a_terminal_without_no_color() {
+        assert!(log_colour(false, true, None));
+        assert!(
+            log_colour(false, true, Some(OsStr::new(""))),
+            "empty is unset"
+        );
+        assert!(!log_colour(false, false, None), "a file or a pipe");
+        assert!(!log_colour(false, true, Some(OsStr::new("1"))));
+        assert!(
+            !log_colour(false, true, Some(OsStr::new("false"))),
+            "any value"
+        );
+        assert!(!log_colour(true, true, None), "JSON lines");
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("cannot listen on 127.0.0.1:7400: {source}")]

@@ -10,5 +10,6 @@ mod harness;
 mod hotload;
 mod operator;
 mod outage;
+mod piped;
 mod quickstart;
 mod reassign;
