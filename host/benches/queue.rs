@@ -510,7 +510,7 @@ async fn serve(store: Arc<dyn Store>) -> (String, tokio::task::JoinHandle<()>) {
         serde_json::from_value(serde_json::json!({"name": CONNECTOR, "routes": ["*"]})).unwrap();
     let app = router(AppState {
         store,
-        fleet: Fleet::new(vec![hss], DispatchConfig::default().lease_ms),
+        fleet: Fleet::new(vec![hss], switchboard::config::Bounds::default()),
         wakers: Wakers::new([CONNECTOR]),
         connectors: None,
         max_body_bytes: server.max_body_bytes,

@@ -38,6 +38,18 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    // Whoever built `config` (file, environment, flags, a test), what runs
+    // is what was checked: above all, never an admin API beyond loopback
+    // without tokens.
+    config
+        .validate()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    match switchboard_runtime::raise_nofile_limit() {
+        Ok((before, after, hard)) => {
+            tracing::info!(soft_before = before, soft = after, hard, "open-files limit")
+        }
+        Err(e) => tracing::warn!(error = %e, "open-files limit left as it is"),
+    }
     // Leases name the node that holds them: this host and its API port.
     let host = store::default_node();
     let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
@@ -57,11 +69,21 @@ pub async fn run(
         cache_dir,
         extra_ca_pem: config.runtime.ca_file.clone(),
         max_instances,
+        max_memory_bytes: config.runtime.max_memory_mb().saturating_mul(1 << 20),
+        max_egress_connections: config.runtime.max_egress_connections,
         ..defaults
     })?;
+    let egress = runtime.egress_stats();
+    tracing::info!(
+        ceiling = egress.ceiling,
+        "upstream connections, all connectors together (runtime.max_egress_connections)"
+    );
     // The file's connectors, then those created or changed through the API
     // (stored, so they survive restarts and are shared by every node).
-    let fleet = Fleet::new(config.connectors.clone(), config.dispatch.lease_ms);
+    let fleet = Fleet::new(
+        config.connectors.clone(),
+        crate::config::Bounds::of(&config),
+    );
     fleet.sync(&*store).await?;
     let configs = fleet.configs();
     let concurrency: usize = configs.iter().map(|c| c.concurrency).sum();

@@ -148,6 +148,47 @@ pub struct RuntimeConfig {
     /// together (instance slots; default 500). Calls beyond it wait for a
     /// slot within their deadline.
     pub max_instances: Option<u32>,
+    /// Largest `limits.memory_mb` a connector may have (default 256); a
+    /// connector asking for more is refused.
+    pub max_memory_mb: Option<usize>,
+    /// Upstream connections open at once, all connectors together (default:
+    /// the open-files limit less a reserve of a quarter of it, at least
+    /// 128, for the listener, the database and files).
+    pub max_egress_connections: Option<usize>,
+}
+
+impl RuntimeConfig {
+    /// `max_memory_mb`, defaulted.
+    pub fn max_memory_mb(&self) -> usize {
+        self.max_memory_mb.unwrap_or(DEFAULT_MAX_MEMORY_MB)
+    }
+}
+
+/// Default of `runtime.max_memory_mb`.
+pub const DEFAULT_MAX_MEMORY_MB: usize = 256;
+
+/// What a connector's settings are checked against: gateway-wide settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// `dispatch.lease_ms`: attempt deadlines must stay below it.
+    pub lease_ms: u64,
+    /// `runtime.max_memory_mb`: the largest `limits.memory_mb`.
+    pub max_memory_mb: usize,
+}
+
+impl Bounds {
+    pub fn of(config: &Config) -> Bounds {
+        Bounds {
+            lease_ms: config.dispatch.lease_ms,
+            max_memory_mb: config.runtime.max_memory_mb(),
+        }
+    }
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds::of(&Config::default())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -187,17 +228,65 @@ pub struct ConnectorConfig {
     /// Values handed to the component (`config::get`).
     #[serde(default)]
     pub config: BTreeMap<String, ConfigValue>,
-    /// Headers added to every outgoing request by the host (credentials), so
-    /// the component never holds them.
+    /// Headers the host adds to outgoing requests (credentials), so the
+    /// component never holds them: `name = "value"` (only for a connector
+    /// with a single allowed host) or `name = { value = "…", hosts = [...] }`
+    /// naming the `allowed_hosts` entries it is sent to.
     #[serde(default)]
-    pub secret_headers: BTreeMap<String, String>,
+    pub secret_headers: BTreeMap<String, SecretHeader>,
+}
+
+/// One secret header: its value, and the allowed hosts it is sent to.
+#[derive(Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum SecretHeader {
+    /// Sent to the connector's only allowed host.
+    Value(String),
+    /// Sent to the listed `allowed_hosts` entries only.
+    Scoped { value: String, hosts: Vec<String> },
+}
+
+impl SecretHeader {
+    pub fn value(&self) -> &str {
+        match self {
+            SecretHeader::Value(v) | SecretHeader::Scoped { value: v, .. } => v,
+        }
+    }
+
+    /// The hosts it is for; empty: every allowed host (valid only with one).
+    pub fn hosts(&self) -> &[String] {
+        match self {
+            SecretHeader::Value(_) => &[],
+            SecretHeader::Scoped { hosts, .. } => hosts,
+        }
+    }
+
+    fn redacted(&self) -> SecretHeader {
+        match self {
+            SecretHeader::Value(_) => SecretHeader::Value("***".into()),
+            SecretHeader::Scoped { hosts, .. } => SecretHeader::Scoped {
+                value: "***".into(),
+                hosts: hosts.clone(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for SecretHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretHeader")
+            .field("value", &"<redacted>")
+            .field("hosts", &self.hosts())
+            .finish()
+    }
 }
 
 impl ConnectorConfig {
     /// Checks one connector's settings (from the file or the API) against
-    /// the gateway's lease.
-    pub fn validate(&self, lease_ms: u64) -> Result<(), ConfigError> {
+    /// the gateway-wide bounds. The message names the field at fault.
+    pub fn validate(&self, bounds: &Bounds) -> Result<(), ConfigError> {
         let c = self;
+        let lease_ms = bounds.lease_ms;
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if c.name.is_empty()
             || c.name.len() > 64
@@ -234,21 +323,92 @@ impl ConnectorConfig {
                 c.name, c.limits.deadline_ms, lease_ms
             ));
         }
-        if c.limits.memory_mb == 0 || c.limits.deadline_ms == 0 || c.limits.request_timeout_ms == 0
-        {
+        let l = &c.limits;
+        for (field, value) in [
+            ("memory_mb", l.memory_mb as u64),
+            ("deadline_ms", l.deadline_ms),
+            ("cpu_budget_ms", l.cpu_budget_ms),
+            ("request_timeout_ms", l.request_timeout_ms),
+            ("max_response_bytes", l.max_response_bytes as u64),
+            ("host_memory_mb", l.host_memory_mb as u64),
+            ("max_host_resources", l.max_host_resources as u64),
+            ("max_concurrent_requests", l.max_concurrent_requests as u64),
+            ("max_request_bytes", l.max_request_bytes),
+            ("max_connections", l.max_connections as u64),
+        ] {
+            if value == 0 {
+                return invalid(format!(
+                    "connector {:?}: limits.{field} must be positive",
+                    c.name
+                ));
+            }
+        }
+        if l.memory_mb > bounds.max_memory_mb {
             return invalid(format!(
-                "connector {:?}: limits.memory_mb, deadline_ms and request_timeout_ms must be positive",
-                c.name
+                "connector {:?}: limits.memory_mb ({}) is above the gateway's maximum of {} \
+                 (runtime.max_memory_mb)",
+                c.name, l.memory_mb, bounds.max_memory_mb
             ));
         }
+        if l.host_memory_mb > MAX_HOST_MEMORY_MB {
+            return invalid(format!(
+                "connector {:?}: limits.host_memory_mb ({}) is above the maximum of {MAX_HOST_MEMORY_MB}",
+                c.name, l.host_memory_mb
+            ));
+        }
+        if l.max_host_resources > MAX_HOST_RESOURCES {
+            return invalid(format!(
+                "connector {:?}: limits.max_host_resources ({}) is above the maximum of {MAX_HOST_RESOURCES}",
+                c.name, l.max_host_resources
+            ));
+        }
+        c.sandbox_limits()
+            .check()
+            .map_err(|why| ConfigError::Invalid(format!("connector {:?}: limits.{why}", c.name)))?;
+        for (name, secret) in &c.secret_headers {
+            if secret.hosts().is_empty() && c.allowed_hosts.len() > 1 {
+                return invalid(format!(
+                    "connector {:?}: secret_headers.{name} has no `hosts` and the connector has \
+                     {} allowed_hosts: say which of them it is for, \
+                     e.g. {name} = {{ value = \"…\", hosts = [{:?}] }}",
+                    c.name,
+                    c.allowed_hosts.len(),
+                    c.allowed_hosts[0]
+                ));
+            }
+            if let Some(h) = secret.hosts().iter().find(|h| !c.allowed_hosts.contains(h)) {
+                return invalid(format!(
+                    "connector {:?}: secret_headers.{name}.hosts names {h:?}, which is not one of \
+                     its allowed_hosts {:?}",
+                    c.name, c.allowed_hosts
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The per-call sandbox limits these settings give.
+    pub fn sandbox_limits(&self) -> switchboard_runtime::Limits {
+        let l = &self.limits;
+        switchboard_runtime::Limits {
+            memory_bytes: l.memory_mb.saturating_mul(1 << 20),
+            deadline: std::time::Duration::from_millis(l.deadline_ms),
+            cpu_budget: std::time::Duration::from_millis(l.cpu_budget_ms),
+            request_timeout: std::time::Duration::from_millis(l.request_timeout_ms),
+            max_response_bytes: l.max_response_bytes,
+            host_memory_bytes: l.host_memory_mb.saturating_mul(1 << 20),
+            max_host_resources: l.max_host_resources,
+            max_concurrent_requests: l.max_concurrent_requests,
+            max_request_bytes: l.max_request_bytes,
+            max_connections: l.max_connections,
+        }
     }
 
     /// The config as operators may see it: secret header values replaced.
     pub fn redacted(&self) -> serde_json::Value {
         let mut c = self.clone();
         for v in c.secret_headers.values_mut() {
-            *v = "***".into();
+            *v = v.redacted();
         }
         serde_json::to_value(&c).unwrap_or(serde_json::Value::Null)
     }
@@ -271,7 +431,26 @@ pub struct LimitsConfig {
     pub request_timeout_ms: u64,
     /// Largest response body a component may read.
     pub max_response_bytes: usize,
+    /// Host memory one attempt's HTTP resources may hold (header fields,
+    /// requests, buffered body chunks, connection buffers), in MiB.
+    pub host_memory_mb: usize,
+    /// Host resources (HTTP fields, requests, bodies, streams) one attempt
+    /// may hold at once.
+    pub max_host_resources: usize,
+    /// Outgoing requests in flight at once within one attempt.
+    pub max_concurrent_requests: usize,
+    /// Request-body bytes one attempt may send upstream, all requests
+    /// together.
+    pub max_request_bytes: u64,
+    /// Upstream connections the connector may have open, all its attempts
+    /// together (its own pool).
+    pub max_connections: usize,
 }
+
+/// Upper bound of `limits.host_memory_mb`.
+pub const MAX_HOST_MEMORY_MB: usize = 1024;
+/// Upper bound of `limits.max_host_resources`.
+pub const MAX_HOST_RESOURCES: usize = 100_000;
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -281,6 +460,11 @@ impl Default for LimitsConfig {
             cpu_budget_ms: 5_000,
             request_timeout_ms: 10_000,
             max_response_bytes: 4 * 1024 * 1024,
+            host_memory_mb: 16,
+            max_host_resources: 1000,
+            max_concurrent_requests: 8,
+            max_request_bytes: 64 * 1024 * 1024,
+            max_connections: 128,
         }
     }
 }
@@ -322,11 +506,30 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Command-line settings that override the file and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `serve --listen`.
+    pub listen: Option<SocketAddr>,
+}
+
 impl Config {
-    /// Loads defaults, then `path` (if any), then the environment.
+    /// Loads defaults, then `path` (if any), then the environment, and
+    /// validates the result.
     pub fn load(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        Config::load_with(path, env, &Overrides::default())
+    }
+
+    /// Like [`Config::load`], with command-line overrides applied last. The
+    /// configuration is validated once, as it will run: a check that ran
+    /// before an override could be bypassed by it.
+    pub fn load_with(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
     ) -> Result<Config, ConfigError> {
         let (mut table, origin) = match path {
             Some(p) => {
@@ -360,15 +563,21 @@ impl Config {
                 }
             }
         }
+        if let Some(listen) = overrides.listen {
+            config.server.listen = listen;
+        }
         config.validate()?;
         Ok(config)
     }
 
+    /// Checks the whole configuration. [`crate::app::run`] calls it again on
+    /// what it is given, so no caller can start an unchecked gateway.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         let mut names = std::collections::HashSet::new();
+        let bounds = Bounds::of(self);
         for c in &self.connectors {
-            c.validate(self.dispatch.lease_ms)?;
+            c.validate(&bounds)?;
             if !names.insert(&c.name) {
                 return invalid(format!("connector name {:?} is used twice", c.name));
             }
@@ -394,6 +603,11 @@ impl Config {
         }
         if self.runtime.max_instances == Some(0) {
             return invalid("runtime.max_instances must be at least 1".into());
+        }
+        if self.runtime.max_memory_mb == Some(0) || self.runtime.max_egress_connections == Some(0) {
+            return invalid(
+                "runtime.max_memory_mb and runtime.max_egress_connections must be positive".into(),
+            );
         }
         if self.server.max_batch == 0 || self.server.max_body_bytes == 0 {
             return invalid("server.max_batch and server.max_body_bytes must be positive".into());
@@ -650,7 +864,7 @@ url = "http://127.0.0.1:18080/op"
         assert_eq!(c.server.listen.port(), 9999);
         assert_eq!(c.connectors[0].concurrency, 3);
         assert_eq!(
-            c.connectors[0].secret_headers["authorization"],
+            c.connectors[0].secret_headers["authorization"].value(),
             "Bearer s3cret"
         );
     }
@@ -712,6 +926,128 @@ url = "http://127.0.0.1:18080/op"
         );
         let short = "[[server.tokens]]\nname = \"a\"\ntoken = \"short\"\nscopes = [\"admin\"]\n";
         assert!(load(short, &[]).is_err());
+    }
+
+    /// Every way to give the address (file, environment, `--listen`) ×
+    /// every kind of address: only loopback is served without tokens, and
+    /// the check sees the address that will actually be used.
+    #[test]
+    fn the_listen_address_is_checked_whichever_way_it_is_given() {
+        let cases = [
+            ("127.0.0.1:7400", true),
+            ("[::1]:7400", true),
+            ("0.0.0.0:7400", false),
+            ("[::]:7400", false),
+            ("192.0.2.10:7400", false),
+        ];
+        let token = "[[server.tokens]]\nname = \"ops\"\ntoken = \"0123456789abcdef-secret\"\nscopes = [\"admin\"]\n";
+        for (addr, loopback) in cases {
+            let parsed: SocketAddr = addr.parse().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("c.toml");
+            let load_via = |file: &str, env: &[(&str, &str)], flag: Option<SocketAddr>| {
+                std::fs::write(&p, file).unwrap();
+                Config::load_with(
+                    Some(&p),
+                    env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+                    &Overrides { listen: flag },
+                )
+            };
+            let from_file = format!("[server]\nlisten = \"{addr}\"\n");
+            let sources: [(&str, Result<Config, ConfigError>); 3] = [
+                ("file", load_via(&from_file, &[], None)),
+                (
+                    "env",
+                    load_via("", &[("SWITCHBOARD_SERVER__LISTEN", addr)], None),
+                ),
+                // A loopback file and environment, overridden by the flag.
+                (
+                    "flag",
+                    load_via(
+                        "[server]\nlisten = \"127.0.0.1:7400\"\n",
+                        &[("SWITCHBOARD_SERVER__LISTEN", "127.0.0.1:7401")],
+                        Some(parsed),
+                    ),
+                ),
+            ];
+            for (source, result) in sources {
+                match (loopback, result) {
+                    (true, Ok(c)) => assert_eq!(c.server.listen, parsed, "{source} {addr}"),
+                    (false, Err(e)) => assert!(
+                        e.to_string().contains("without authentication"),
+                        "{source} {addr}: {e}"
+                    ),
+                    (_, r) => panic!("{source} {addr}: {r:?}"),
+                }
+            }
+            // With a token, every address is accepted, the flag included.
+            let with_token = load_via(token, &[], Some(parsed)).unwrap();
+            assert_eq!(with_token.server.listen, parsed);
+        }
+    }
+
+    #[test]
+    fn limits_above_their_maximum_are_refused_naming_the_field() {
+        let conn = |limits: &str| {
+            format!(
+                "[[connectors]]\nname = \"hss\"\nallowed_hosts = [\"a:1\"]\n[connectors.limits]\n{limits}\n"
+            )
+        };
+        let e = load(&conn("memory_mb = 512"), &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("limits.memory_mb (512)") && e.contains("maximum of 256"),
+            "{e}"
+        );
+        let raised = format!(
+            "[runtime]\nmax_memory_mb = 1024\n{}",
+            conn("memory_mb = 512")
+        );
+        assert!(load(&raised, &[]).is_ok());
+        let e = load(&conn("max_host_resources = 0"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("limits.max_host_resources must be positive"),
+            "{e}"
+        );
+        let e = load(&conn("host_memory_mb = 1\nmax_host_resources = 5000"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.host_memory_mb"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_must_say_which_of_several_hosts_it_is_for() {
+        let conn = |hosts: &str, secret: &str| {
+            format!(
+                "[[connectors]]\nname = \"crm\"\nallowed_hosts = {hosts}\n[connectors.secret_headers]\nauthorization = {secret}\n"
+            )
+        };
+        // One allowed host: a plain value goes to it.
+        assert!(load(&conn("[\"crm:443\"]", "\"Bearer x\""), &[]).is_ok());
+        let e = load(&conn("[\"crm:443\", \"sms:443\"]", "\"Bearer x\""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("secret_headers.authorization has no `hosts`"),
+            "{e}"
+        );
+        let scoped = "{ value = \"Bearer x\", hosts = [\"crm:443\"] }";
+        let c = load(&conn("[\"crm:443\", \"sms:443\"]", scoped), &[]).unwrap();
+        let secret = &c.connectors[0].secret_headers["authorization"];
+        assert_eq!(secret.value(), "Bearer x");
+        assert_eq!(secret.hosts(), ["crm:443".to_string()]);
+        assert!(
+            !format!("{c:?}").contains("Bearer x"),
+            "secrets never in debug output"
+        );
+        let redacted = c.connectors[0].redacted();
+        assert_eq!(redacted["secret_headers"]["authorization"]["value"], "***");
+        let stray = "{ value = \"Bearer x\", hosts = [\"evil:443\"] }";
+        let e = load(&conn("[\"crm:443\", \"sms:443\"]", stray), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not one of its allowed_hosts"), "{e}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use crate::api::RouteTable;
-use crate::config::{ConfigError, ConnectorConfig};
+use crate::config::{Bounds, ConfigError, ConnectorConfig};
 use crate::dispatch::{ConnectorPolicy, DispatchControl};
 use crate::queue::now_ms;
 use crate::runtime::Connectors;
@@ -37,8 +37,9 @@ struct Current {
 #[derive(Clone)]
 pub struct Fleet {
     current: Arc<RwLock<Current>>,
-    /// Connector deadlines must stay below it (see `ConnectorConfig::validate`).
-    lease_ms: u64,
+    /// What connector settings are checked against (see
+    /// `ConnectorConfig::validate`).
+    bounds: Bounds,
     runtime: Option<Connectors>,
     dispatch: Arc<OnceLock<DispatchControl>>,
     applying: Arc<tokio::sync::Mutex<()>>,
@@ -73,14 +74,14 @@ fn route_table(configs: &[ConnectorConfig]) -> RouteTable {
 
 impl Fleet {
     /// The file's connectors (already validated with the config).
-    pub fn new(configs: Vec<ConnectorConfig>, lease_ms: u64) -> Self {
+    pub fn new(configs: Vec<ConnectorConfig>, bounds: Bounds) -> Self {
         let routes = Arc::new(route_table(&configs));
         Self {
             current: Arc::new(RwLock::new(Current {
                 configs: Arc::new(configs),
                 routes,
             })),
-            lease_ms,
+            bounds,
             runtime: None,
             dispatch: Arc::new(OnceLock::new()),
             applying: Arc::new(tokio::sync::Mutex::new(())),
@@ -163,7 +164,7 @@ impl Fleet {
         c: ConnectorConfig,
         actor: &str,
     ) -> Result<bool, FleetError> {
-        c.validate(self.lease_ms)?;
+        c.validate(&self.bounds)?;
         let before = self.get(&c.name);
         let full = serde_json::to_value(&c).map_err(|e| {
             FleetError::Invalid(ConfigError::Invalid(format!("connector {:?}: {e}", c.name)))
@@ -195,7 +196,7 @@ impl Fleet {
                     continue;
                 }
             };
-            if c.name != name || c.validate(self.lease_ms).is_err() {
+            if c.name != name || c.validate(&self.bounds).is_err() {
                 tracing::error!(connector = %name, "stored connector config is invalid here; keeping the one in force");
                 continue;
             }

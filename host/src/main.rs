@@ -251,10 +251,8 @@ fn run() -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Serve { config, listen } => {
-            let mut cfg = Config::load(config.as_deref(), std::env::vars())?;
-            if let Some(l) = listen {
-                cfg.server.listen = l;
-            }
+            let overrides = switchboard::config::Overrides { listen };
+            let cfg = Config::load_with(config.as_deref(), std::env::vars(), &overrides)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

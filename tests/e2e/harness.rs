@@ -55,6 +55,19 @@ impl Gateway {
         Self::spawn(cmd, dir)
     }
 
+    /// Like [`Gateway::start`], with the process's open-files limit (soft and
+    /// hard) set to `nofile` by `prlimit`, as a tight production host would.
+    pub fn start_with_nofile(config: &Path, nofile: u64) -> Gateway {
+        let dir = config.parent().unwrap();
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["serve", "--config"])
+            .arg(config);
+        Self::spawn(cmd, dir)
+    }
+
     /// Starts `switchboard serve <args>` in the working directory `cwd` (its
     /// log goes there too) and waits for it to listen.
     pub fn start_in(cwd: &Path, args: &[&str]) -> Gateway {

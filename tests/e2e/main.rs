@@ -13,3 +13,4 @@ mod outage;
 mod piped;
 mod quickstart;
 mod reassign;
+mod sandbox;

@@ -18,16 +18,30 @@
 //!    passed gate 1 only because the operator listed exactly that IP, which
 //!    is how a deliberately allowed special address is expressed.
 //!
-//! The HTTP client is shared by every connector of a [`crate::Runtime`] and
-//! pools connections per (scheme, authority). Sharing is safe because both
-//! gates run per request, and the address gate does not depend on which
-//! connector asks. Secret headers are injected here, after the guest is done
-//! with the request, so a guest never sees them.
+//! Each connector has a client of its own ([`Pools`]), pooling connections
+//! per (scheme, authority), so one connector's connections can neither
+//! crowd out nor be reused by another's. Secret headers are injected here,
+//! after the guest is done with the request, and only into requests to the
+//! hosts each secret names, so a guest never sees them and an allowed host
+//! never gets another host's credential.
 //!
-//! Limits: `request_timeout` bounds connect + response head; the response
-//! body is capped at `max_response_bytes` (the guest gets
-//! `HTTP-response-body-size`); the wall deadline of the whole call bounds a
-//! slow body.
+//! Limits, so that one connector cannot exhaust the process:
+//! - per call: at most `max_concurrent_requests` requests in flight (one
+//!   more fails at once with `connection-limit-reached`), and at most
+//!   `max_request_bytes` of request bodies sent in all;
+//! - per connector: at most `max_connections` open connections, idle ones
+//!   included (a request that needs one more waits for one, within its
+//!   timeout);
+//! - per process: at most the egress ceiling of connections, all connectors
+//!   together, kept below `RLIMIT_NOFILE` with a reserve for the listener,
+//!   the database and files, so `/healthz` and the API keep answering;
+//! - `request_timeout` bounds connect + response head; the response body is
+//!   capped at `max_response_bytes` (the guest gets
+//!   `HTTP-response-body-size`); the wall deadline of the whole call bounds
+//!   a slow body.
+//!
+//! A per-call limit hit is recorded in the call's budget (`budget`), which
+//! makes the attempt a retry naming the limit.
 //!
 //! `https` upstreams go through the same two gates; the TLS handshake then
 //! verifies the certificate for the request's host name (see `tls`). A
@@ -56,24 +70,85 @@ use wasmtime_wasi_http::p2::bindings::http::types::{
 use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequest};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtxView, WasiHttpHooks};
 
-/// The shared, pooled upstream client.
+/// A connector's pooled upstream client.
 pub(crate) type HttpClient = Client<crate::tls::EgressConnector, WasiBody>;
 
-/// Build the shared client. `pool_idle_timeout` bounds how long an idle
-/// connection is kept; `pool_max_idle_per_host` how many.
-pub(crate) fn build_client(
-    pool_idle_timeout: Duration,
-    pool_max_idle_per_host: usize,
+/// Every connector's client, created on first use: each connector has a
+/// pool of its own, capped at its `max_connections`, and every connection
+/// also counts against the process's egress ceiling.
+pub(crate) struct Pools {
+    idle_timeout: Duration,
+    max_idle_per_host: usize,
     connect_timeout: Duration,
-    tls: rustls::ClientConfig,
-) -> HttpClient {
-    let mut connector = HttpConnector::new_with_resolver(CheckedResolver);
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(pool_idle_timeout)
-        .pool_max_idle_per_host(pool_max_idle_per_host)
-        .build(crate::tls::EgressConnector::new(connector, tls))
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    process: std::sync::Arc<tokio::sync::Semaphore>,
+    ceiling: usize,
+    clients: std::sync::Mutex<std::collections::HashMap<String, (usize, HttpClient)>>,
+}
+
+impl Pools {
+    pub(crate) fn new(
+        idle_timeout: Duration,
+        max_idle_per_host: usize,
+        connect_timeout: Duration,
+        tls: rustls::ClientConfig,
+        ceiling: usize,
+    ) -> Pools {
+        let ceiling = ceiling.max(1);
+        Pools {
+            idle_timeout,
+            max_idle_per_host,
+            connect_timeout,
+            tls: std::sync::Arc::new(tls),
+            process: std::sync::Arc::new(tokio::sync::Semaphore::new(ceiling)),
+            ceiling,
+            clients: Default::default(),
+        }
+    }
+
+    /// The process-wide ceiling on upstream connections.
+    pub(crate) fn ceiling(&self) -> usize {
+        self.ceiling
+    }
+
+    /// Upstream connections open now, all connectors together.
+    pub(crate) fn open(&self) -> usize {
+        self.ceiling
+            .saturating_sub(self.process.available_permits())
+    }
+
+    /// `connector`'s client. A changed `max_connections` gives the
+    /// connector a new pool; connections of the old one close as their
+    /// calls finish.
+    pub(crate) fn client(&self, connector: &str, max_connections: usize) -> HttpClient {
+        let max_connections = max_connections.clamp(1, self.ceiling);
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((max, client)) = clients.get(connector) {
+            if *max == max_connections {
+                return client.clone();
+            }
+        }
+        let mut http = HttpConnector::new_with_resolver(CheckedResolver);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(self.connect_timeout));
+        let permits = crate::tls::ConnectionPermits {
+            connector: std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections)),
+            process: self.process.clone(),
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(self.idle_timeout)
+            .pool_max_idle_per_host(self.max_idle_per_host.min(max_connections))
+            // Half of `budget::CONNECTION_BUFFERS` each for reading and
+            // writing: a response head must fit in it.
+            .http1_max_buf_size(crate::budget::CONNECTION_BUFFERS / 2)
+            .build(crate::tls::EgressConnector::new(
+                http,
+                self.tls.clone(),
+                permits,
+            ));
+        clients.insert(connector.to_string(), (max_connections, client.clone()));
+        client
+    }
 }
 
 /// One parsed `allowed_hosts` entry.
@@ -246,13 +321,24 @@ impl tower::Service<Name> for CheckedResolver {
     }
 }
 
+/// A secret header and the allowed hosts it goes to.
+pub(crate) struct ScopedSecret {
+    pub(crate) name: HeaderName,
+    pub(crate) value: HeaderValue,
+    /// `None`: every allowed host.
+    pub(crate) hosts: Option<EgressPolicy>,
+}
+
 /// Per-call `wasi:http` hooks: the send path of one delivery.
 pub(crate) struct EgressHooks {
     pub(crate) client: HttpClient,
-    pub(crate) secret_headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) secret_headers: Vec<ScopedSecret>,
     pub(crate) request_timeout: Duration,
     pub(crate) max_response_bytes: usize,
     pub(crate) connector: std::sync::Arc<str>,
+    pub(crate) budget: std::sync::Arc<crate::budget::CallBudget>,
+    /// Outgoing-body chunk size (see `budget`).
+    pub(crate) body_chunk: usize,
 }
 
 impl WasiHttpHooks for EgressHooks {
@@ -263,6 +349,15 @@ impl WasiHttpHooks for EgressHooks {
     fn default_scheme(&mut self) -> Option<Scheme> {
         // Require guests to say what they mean.
         None
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        // With one slot kept free by wasmtime, a body buffers two chunks.
+        1
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        self.body_chunk
     }
 
     fn send_request(
@@ -278,9 +373,34 @@ impl WasiHttpHooks for EgressHooks {
                 )>,
             > + Send,
     > {
-        for (name, value) in &self.secret_headers {
-            request.headers_mut().insert(name.clone(), value.clone());
+        let Some(permit) = self.budget.request_permit() else {
+            return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
+        };
+        let scheme = request.uri().scheme().cloned().unwrap_or(Scheme::HTTP);
+        let authority = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default();
+        for secret in &self.secret_headers {
+            let for_this_host = secret
+                .hosts
+                .as_ref()
+                .is_none_or(|hosts| hosts.check(&scheme, &authority).is_ok());
+            if for_this_host {
+                request
+                    .headers_mut()
+                    .insert(secret.name.clone(), secret.value.clone());
+            }
         }
+        let budget = self.budget.clone();
+        let request = request.map(|body| {
+            CountedBody {
+                inner: body,
+                budget,
+            }
+            .boxed_unsync()
+        });
         // The guest may ask for shorter timeouts, never longer ones.
         let timeout = options
             .and_then(|o| o.first_byte_timeout.or(o.connect_timeout))
@@ -299,6 +419,7 @@ impl WasiHttpHooks for EgressHooks {
                     inner: body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync(),
                     remaining: max,
                     limit: max,
+                    _permit: permit,
                 }
                 .boxed_unsync()
             });
@@ -345,10 +466,49 @@ fn classify_client_error(
 }
 
 /// A response body that fails once more than `limit` bytes have been read.
+/// It holds its call's permit for one request in flight until it is done.
 struct CappedBody {
     inner: WasiBody,
     remaining: usize,
     limit: usize,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// A request body whose bytes count against the call's
+/// `max_request_bytes`; past it the request fails.
+struct CountedBody {
+    inner: WasiBody,
+    budget: std::sync::Arc<crate::budget::CallBudget>,
+}
+
+impl Body for CountedBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                if let Err(limit) = self.budget.send(data.len()) {
+                    return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
+                        Some(limit),
+                    ))));
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl Body for CappedBody {

@@ -9,6 +9,10 @@
 //!   carry the guest's panic message.
 //! - Writes never fail: output past the budget is dropped, not an error the
 //!   guest could trip over.
+//! - Guest text is never written raw: it is logged as the `text` field,
+//!   quoted with newlines, control characters and terminal escapes escaped,
+//!   so a connector cannot forge a gateway log line or drive an operator's
+//!   terminal. Text that reaches retry reasons is escaped the same way.
 
 use std::collections::VecDeque;
 use std::io;
@@ -139,7 +143,7 @@ impl Inner {
             if self.tail.len() == TAIL_LINES {
                 self.tail.pop_front();
             }
-            self.tail.push_back(cut(text, 512).to_string());
+            self.tail.push_back(escape(cut(text, 512)));
         }
         let level = match source {
             Source::Stdout => Level::Info,
@@ -161,14 +165,40 @@ impl Inner {
             Some(Source::Stderr) => "stderr",
         };
         let (c, d) = (&*self.connector, &*self.delivery_id);
+        // `?` quotes and escapes the guest's text (Rust string escapes).
         match level {
-            Level::Trace => tracing::trace!(connector = c, delivery_id = d, stream, "{message}"),
-            Level::Debug => tracing::debug!(connector = c, delivery_id = d, stream, "{message}"),
-            Level::Info => tracing::info!(connector = c, delivery_id = d, stream, "{message}"),
-            Level::Warn => tracing::warn!(connector = c, delivery_id = d, stream, "{message}"),
-            Level::Error => tracing::error!(connector = c, delivery_id = d, stream, "{message}"),
+            Level::Trace => {
+                tracing::trace!(connector = c, delivery_id = d, stream, text = ?message, "connector output")
+            }
+            Level::Debug => {
+                tracing::debug!(connector = c, delivery_id = d, stream, text = ?message, "connector output")
+            }
+            Level::Info => {
+                tracing::info!(connector = c, delivery_id = d, stream, text = ?message, "connector output")
+            }
+            Level::Warn => {
+                tracing::warn!(connector = c, delivery_id = d, stream, text = ?message, "connector output")
+            }
+            Level::Error => {
+                tracing::error!(connector = c, delivery_id = d, stream, text = ?message, "connector output")
+            }
         }
     }
+}
+
+/// `s` on one line with nothing a terminal acts on: control characters
+/// (newlines, escape sequences, carriage returns, Unicode line
+/// separators) become Rust escapes such as `\n` and `\u{1b}`.
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Cut `s` to at most `max` bytes on a character boundary.
@@ -238,6 +268,22 @@ mod tests {
         let big = "x".repeat(100);
         log.log(Level::Info, &big);
         assert_eq!(log.lock().dropped, 100);
+    }
+
+    #[test]
+    fn guest_text_cannot_forge_log_lines_or_drive_a_terminal() {
+        let forged = "ok\n2026-01-01T00:00:00Z ERROR switchboard: store corrupted\x1b[2J\r";
+        let escaped = escape(forged);
+        assert!(!escaped.contains(['\n', '\r', '\x1b']), "{escaped}");
+        assert!(
+            escaped.contains("\\n2026") && escaped.contains("\\u{1b}[2J"),
+            "{escaped}"
+        );
+        assert_eq!(escape("plain text é"), "plain text é");
+
+        let log = GuestLog::new("c".into(), "d".into(), 1024);
+        log.write(Source::Stderr, b"boom\x1b[31m red\n");
+        assert_eq!(log.stderr_tail().as_deref(), Some("boom\\u{1b}[31m red"));
     }
 
     #[test]

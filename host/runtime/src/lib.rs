@@ -34,11 +34,13 @@
 //!   so time spent waiting on the upstream does not consume it (the wall
 //!   deadline bounds that).
 
+mod budget;
 mod egress;
 mod guest_log;
 mod tls;
 
-use egress::{EgressHooks, EgressPolicy, HttpClient};
+use budget::{CallBudget, HostCaps, LimitHit};
+use egress::{EgressHooks, EgressPolicy, Pools, ScopedSecret};
 use guest_log::{GuestLog, Source};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -100,6 +102,12 @@ pub struct RuntimeConfig {
     /// PEM file of CA certificates trusted for `https` upstreams in addition
     /// to the public web roots (an operator's internal PKI). Default none.
     pub extra_ca_pem: Option<PathBuf>,
+    /// Upstream connections open at once, all connectors together: the
+    /// process-wide ceiling on egress descriptors. `None` derives it from
+    /// the process's `RLIMIT_NOFILE`, keeping a reserve (a quarter of it,
+    /// at least 128) for the listener, the database and files; see
+    /// [`egress_ceiling`].
+    pub max_egress_connections: Option<usize>,
 }
 
 impl Default for RuntimeConfig {
@@ -113,6 +121,7 @@ impl Default for RuntimeConfig {
             http_pool_idle_timeout: Duration::from_secs(90),
             log_bytes_per_call: 16 << 10,
             extra_ca_pem: None,
+            max_egress_connections: None,
         }
     }
 }
@@ -131,6 +140,23 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Largest response body the guest may read. Default 4 MiB.
     pub max_response_bytes: usize,
+    /// Host memory the call's `wasi:http` resources may hold (header
+    /// fields, requests, buffered body chunks, connection buffers); see
+    /// the `budget` module for how it bounds the worst case. Default 16 MiB.
+    pub host_memory_bytes: usize,
+    /// Host resources (handles: fields, requests, bodies, streams,
+    /// pollables) the call may hold at once. Default 1,000.
+    pub max_host_resources: usize,
+    /// Outgoing requests in flight at once within one call; one more fails
+    /// at once. Default 8.
+    pub max_concurrent_requests: usize,
+    /// Request-body bytes one call may send upstream, all requests
+    /// together. Default 64 MiB (the ingest limit is 10 MiB).
+    pub max_request_bytes: u64,
+    /// Upstream connections this connector may have open (its own pool),
+    /// all its calls together; a call that needs one more waits for one,
+    /// within its request timeout. Default 128.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -141,22 +167,64 @@ impl Default for Limits {
             cpu_budget: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             max_response_bytes: 4 << 20,
+            host_memory_bytes: 16 << 20,
+            max_host_resources: 1000,
+            max_concurrent_requests: 8,
+            max_request_bytes: 64 << 20,
+            max_connections: 128,
         }
+    }
+}
+
+impl Limits {
+    /// Checks that the limits can be applied together: the host memory
+    /// budget must leave each resource enough room (see the `budget`
+    /// module). The error names the setting to change.
+    pub fn check(&self) -> Result<(), String> {
+        HostCaps::of(self).map(|_| ())
+    }
+}
+
+/// A header the host adds to outgoing requests (a credential the guest
+/// never sees), and the hosts it is for.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretHeader {
+    /// Header name.
+    pub name: String,
+    /// Header value; never logged.
+    pub value: String,
+    /// `allowed_hosts` entries (`host:port` or `host`) whose requests get
+    /// it; empty means every allowed host.
+    pub hosts: Vec<String>,
+}
+
+impl fmt::Debug for SecretHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretHeader")
+            .field("name", &self.name)
+            .field("value", &"<redacted>")
+            .field("hosts", &self.hosts)
+            .finish()
     }
 }
 
 /// What a connector may do on one call.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sandbox {
+    /// The deployed connector's name (e.g. `hss-east`): its upstream
+    /// connections are pooled and capped under this name. Empty: the
+    /// component's own name.
+    pub connector: String,
     /// Hosts reachable over `wasi:http`: `"host:port"`, or `"host"` for any
     /// port. A host that is an IP literal also allows that IP even if it is
     /// otherwise prohibited (link-local, loopback, metadata).
     pub allowed_hosts: Vec<String>,
     /// Configuration visible to the guest through `config.get`.
     pub config: BTreeMap<String, String>,
-    /// Headers set on every outgoing request (credentials); the guest never
-    /// sees them. Invalid names/values are skipped with a warning.
-    pub secret_headers: Vec<(String, String)>,
+    /// Headers set on outgoing requests to their hosts (credentials); the
+    /// guest never sees them. Invalid names/values are skipped with a
+    /// warning.
+    pub secret_headers: Vec<SecretHeader>,
     /// Resource limits.
     pub limits: Limits,
 }
@@ -266,7 +334,7 @@ pub enum RuntimeError {
 struct Shared {
     engine: Engine,
     linker: Linker<State>,
-    client: HttpClient,
+    pools: Pools,
     /// One permit per instance slot of the pool. A call takes one before it
     /// instantiates and gives it back after its store is gone, so calls
     /// beyond `max_instances` wait for a slot instead of failing to
@@ -322,6 +390,56 @@ pub struct SlotStats {
     pub waited: u64,
     /// Calls that got no slot within their deadline (each a retry).
     pub timed_out: u64,
+}
+
+/// Upstream-connection counters, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EgressStats {
+    /// Most upstream connections open at once, all connectors together.
+    pub ceiling: usize,
+    /// Upstream connections open now (idle pooled ones included).
+    pub open: usize,
+}
+
+/// The process's soft `RLIMIT_NOFILE` (1,024 if it cannot be read).
+pub fn nofile_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
+        .min(1 << 20)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft
+/// limit before and after, and the hard limit. Call once at start-up,
+/// before [`Runtime::new`] derives its egress ceiling from it.
+pub fn raise_nofile_limit() -> Result<(u64, u64, u64), String> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let before = getrlimit(Resource::Nofile);
+    let show = |v: Option<u64>| v.unwrap_or(u64::MAX);
+    if before.current != before.maximum {
+        let raised = rustix::process::Rlimit {
+            current: before.maximum,
+            maximum: before.maximum,
+        };
+        setrlimit(Resource::Nofile, raised)
+            .map_err(|e| format!("cannot raise the open-files limit: {e}"))?;
+    }
+    let after = getrlimit(Resource::Nofile);
+    Ok((
+        show(before.current),
+        show(after.current),
+        show(after.maximum),
+    ))
+}
+
+/// The egress ceiling for a process that may open `nofile` descriptors: a
+/// quarter of them, and at least 128, stay in reserve for the listener and
+/// its clients, the database and files; the rest may be upstream
+/// connections (at least 16).
+pub fn egress_ceiling(nofile: u64) -> usize {
+    let nofile = usize::try_from(nofile).unwrap_or(usize::MAX);
+    let reserve = (nofile / 4).max(128);
+    nofile.saturating_sub(reserve).max(16)
 }
 
 /// Bytes of each pooled linear memory kept resident between instances (see
@@ -392,17 +510,21 @@ impl Runtime {
         spawn_epoch_ticker(&engine, cfg.epoch_tick, stop_ticker.clone())?;
 
         let tls = tls::client_config(cfg.extra_ca_pem.as_deref()).map_err(RuntimeError::Tls)?;
-        let client = egress::build_client(
+        let ceiling = cfg
+            .max_egress_connections
+            .unwrap_or_else(|| egress_ceiling(nofile_limit()));
+        let pools = Pools::new(
             cfg.http_pool_idle_timeout,
             cfg.http_pool_max_idle_per_host,
             Limits::default().request_timeout,
             tls,
+            ceiling,
         );
         Ok(Runtime {
             shared: Arc::new(Shared {
                 engine,
                 linker,
-                client,
+                pools,
                 slots: Arc::new(tokio::sync::Semaphore::new(n as usize)),
                 slot_waits: Default::default(),
                 slot_timeouts: Default::default(),
@@ -423,6 +545,14 @@ impl Runtime {
             in_use: total.saturating_sub(free),
             waited: s.slot_waits.load(Ordering::Relaxed),
             timed_out: s.slot_timeouts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Upstream connections: the process-wide ceiling and how many are open.
+    pub fn egress_stats(&self) -> EgressStats {
+        EgressStats {
+            ceiling: self.shared.pools.ceiling(),
+            open: self.shared.pools.open(),
         }
     }
 
@@ -624,7 +754,8 @@ impl Component {
             )));
         };
         let name: Arc<str> = Arc::from("(loading)");
-        let (mut store, log) = self.new_store(&sandbox, name, Arc::from("describe"));
+        let caps = HostCaps::of(&sandbox.limits).map_err(RuntimeError::Describe)?;
+        let (mut store, log, _budget) = self.new_store(&sandbox, caps, name, Arc::from("describe"));
         let pre = self.inner.pre.clone();
         let result = tokio::time::timeout(deadline.saturating_sub(started.elapsed()), async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -641,7 +772,7 @@ impl Component {
                 )))
             }
             Ok(Err(e)) => {
-                return Err(RuntimeError::Describe(failure_reason(&e, &log)));
+                return Err(RuntimeError::Describe(failure_reason(&e, &log, &caps)));
             }
             Ok(Ok(info)) => info,
         };
@@ -666,9 +797,10 @@ impl Component {
     fn new_store(
         &self,
         sandbox: &Sandbox,
+        caps: HostCaps,
         connector: Arc<str>,
         delivery_id: Arc<str>,
-    ) -> (Store<State>, GuestLog) {
+    ) -> (Store<State>, GuestLog, Arc<CallBudget>) {
         let shared = &self.inner.shared;
         let limits = &sandbox.limits;
         let log = GuestLog::new(
@@ -685,20 +817,35 @@ impl Component {
             .build();
 
         let mut secret_headers = Vec::with_capacity(sandbox.secret_headers.len());
-        for (name, value) in &sandbox.secret_headers {
+        for secret in &sandbox.secret_headers {
             match (
-                http::HeaderName::try_from(name.as_str()),
-                http::HeaderValue::try_from(value.as_str()),
+                http::HeaderName::try_from(secret.name.as_str()),
+                http::HeaderValue::try_from(secret.value.as_str()),
             ) {
-                (Ok(n), Ok(mut v)) => {
-                    v.set_sensitive(true);
-                    secret_headers.push((n, v));
+                (Ok(name), Ok(mut value)) => {
+                    value.set_sensitive(true);
+                    secret_headers.push(ScopedSecret {
+                        name,
+                        value,
+                        hosts: (!secret.hosts.is_empty()).then(|| EgressPolicy::new(&secret.hosts)),
+                    });
                 }
                 _ => {
-                    tracing::warn!(connector = %connector, header = %name, "skipping invalid secret header")
+                    tracing::warn!(connector = %connector, header = %secret.name, "skipping invalid secret header")
                 }
             }
         }
+        let pool_name = if sandbox.connector.is_empty() {
+            &*connector
+        } else {
+            sandbox.connector.as_str()
+        };
+        let client = shared.pools.client(pool_name, limits.max_connections);
+        let call_budget = CallBudget::new(limits);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(caps.resource_bytes);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(caps.resources);
 
         let memory = limits.memory_bytes.min(shared.cfg.max_memory_bytes);
         let tick = shared.cfg.epoch_tick.max(Duration::from_millis(1));
@@ -708,14 +855,16 @@ impl Component {
 
         let state = State {
             wasi,
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            http,
+            table,
             hooks: EgressHooks {
-                client: shared.client.clone(),
+                client,
                 secret_headers,
                 request_timeout: limits.request_timeout,
                 max_response_bytes: limits.max_response_bytes,
                 connector: connector.clone(),
+                budget: call_budget.clone(),
+                body_chunk: caps.body_chunk,
             },
             policy: EgressPolicy::new(&sandbox.allowed_hosts),
             config: sandbox.config.clone(),
@@ -744,13 +893,22 @@ impl Component {
                 Box::pin(tokio::task::yield_now()),
             ))
         });
-        (store, log)
+        (store, log, call_budget)
     }
 
     /// Run one delivery in a fresh sandbox. Never panics, never errors: a
     /// sandbox failure is [`Outcome::Retry`] with the reason.
     pub async fn deliver(&self, sandbox: &Sandbox, delivery: &Delivery) -> Outcome {
         let deadline = sandbox.limits.deadline;
+        let caps = match HostCaps::of(&sandbox.limits) {
+            Ok(caps) => caps,
+            Err(why) => {
+                return Outcome::Retry {
+                    after: None,
+                    reason: format!("connector limits cannot be applied: {why}"),
+                }
+            }
+        };
         let started = tokio::time::Instant::now();
         // Waiting for a slot counts against the call's wall-clock deadline.
         let Some(slot) = self.slot(deadline).await else {
@@ -764,8 +922,12 @@ impl Component {
         };
         let waited = started.elapsed();
         let connector: Arc<str> = Arc::from(self.inner.info.name.as_str());
-        let (mut store, log) =
-            self.new_store(sandbox, connector.clone(), Arc::from(delivery.id.as_str()));
+        let (mut store, log, budget) = self.new_store(
+            sandbox,
+            caps,
+            connector.clone(),
+            Arc::from(delivery.id.as_str()),
+        );
         let wit_delivery = wit::types::Delivery {
             id: delivery.id.clone(),
             attempt: delivery.attempt,
@@ -784,7 +946,19 @@ impl Component {
         drop(store);
         drop(slot);
         log.finish();
+        if let Ok(Err(e)) = &result {
+            if let Some(hit) = limit_hit_of(e, &caps) {
+                budget.record(hit);
+            }
+        }
         let outcome = match result {
+            // A host limit the call hit decides the outcome, whatever the
+            // guest made of the error code it got (it may not even have
+            // noticed: a refused request it did not wait for).
+            _ if budget.hit().is_some() => Outcome::Retry {
+                after: None,
+                reason: budget.hit().map(|h| h.reason()).unwrap_or_default(),
+            },
             Err(_) if waited >= Duration::from_millis(1) => Outcome::Retry {
                 after: None,
                 reason: format!(
@@ -798,15 +972,15 @@ impl Component {
             },
             Ok(Err(e)) => Outcome::Retry {
                 after: None,
-                reason: failure_reason(&e, &log),
+                reason: failure_reason(&e, &log, &caps),
             },
             Ok(Ok(wit::types::Outcome::Done)) => Outcome::Done,
             Ok(Ok(wit::types::Outcome::Retry(info))) => Outcome::Retry {
                 after: info.after_ms.map(Duration::from_millis),
-                reason: guest_log::cut(&info.reason, 4096).to_string(),
+                reason: guest_log::escape(guest_log::cut(&info.reason, 4096)),
             },
             Ok(Ok(wit::types::Outcome::Reject(reason))) => Outcome::Reject {
-                reason: guest_log::cut(&reason, 4096).to_string(),
+                reason: guest_log::escape(guest_log::cut(&reason, 4096)),
             },
         };
         // Debug only: the gateway's dispatcher logs every outcome with its
@@ -830,31 +1004,53 @@ impl Component {
 }
 
 /// A one-line reason for a failed call, for operators.
-fn failure_reason(e: &wasmtime::Error, log: &GuestLog) -> String {
+fn failure_reason(e: &wasmtime::Error, log: &GuestLog, caps: &HostCaps) -> String {
+    let full = format!("{e:#}");
+    let limit_hit = limit_hit_of(e, caps);
     let detail = if let Some(Interrupted::CpuBudget(b)) = e.downcast_ref::<Interrupted>() {
         format!("connector exceeded its CPU budget of {b:?}")
+    } else if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        format!(
+            "connector called exit({}) instead of returning an outcome",
+            exit.0
+        )
+    } else if let Some(hit) = limit_hit {
+        hit.reason()
+    } else if full.contains("forcing trap when growing memory") {
+        "connector exceeded its memory limit".to_string()
     } else if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
-        let full = format!("{e:#}");
-        if full.contains("forcing trap when growing memory") {
-            "connector exceeded its memory limit".to_string()
-        } else {
-            format!("connector trapped: {trap}")
-        }
+        format!("connector trapped: {trap}")
     } else {
-        let full = format!("{e:#}");
-        if full.contains("forcing trap when growing memory") {
-            "connector exceeded its memory limit".to_string()
-        } else {
-            format!(
-                "connector failed: {}",
-                guest_log::cut(full.lines().next().unwrap_or(""), 512)
-            )
-        }
+        format!(
+            "connector failed: {}",
+            guest_log::cut(full.lines().next().unwrap_or(""), 512)
+        )
     };
     match log.stderr_tail() {
         Some(tail) => format!("{detail}; stderr: {tail}"),
         None => detail,
     }
+}
+
+/// The host limit a trap came from, if it came from one: wasmtime traps
+/// when the resource table is full or a `fields` map would outgrow its
+/// size limit.
+fn limit_hit_of(e: &wasmtime::Error, caps: &HostCaps) -> Option<LimitHit> {
+    e.chain().find_map(|cause| {
+        if matches!(
+            cause.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        ) {
+            return Some(LimitHit::Resources(caps.resources));
+        }
+        match cause.downcast_ref::<wasmtime_wasi_http::FieldMapError>() {
+            Some(
+                wasmtime_wasi_http::FieldMapError::TotalSizeTooBig
+                | wasmtime_wasi_http::FieldMapError::TooManyFields,
+            ) => Some(LimitHit::FieldsSize(caps.resource_bytes)),
+            _ => None,
+        }
+    })
 }
 
 /// Per-call store data.

@@ -52,30 +52,78 @@ pub(crate) fn client_config(extra_ca_pem: Option<&Path>) -> Result<rustls::Clien
     Ok(config)
 }
 
-/// `http` and `https` connections for the shared client.
+/// `http` and `https` connections for one connector's client, each counted
+/// against the connector's and the process's connection caps.
 #[derive(Clone)]
 pub(crate) struct EgressConnector {
     http: HttpConnector<CheckedResolver>,
     tls: TlsConnector,
+    permits: ConnectionPermits,
 }
 
 impl EgressConnector {
-    pub(crate) fn new(mut http: HttpConnector<CheckedResolver>, tls: rustls::ClientConfig) -> Self {
+    pub(crate) fn new(
+        mut http: HttpConnector<CheckedResolver>,
+        tls: Arc<rustls::ClientConfig>,
+        permits: ConnectionPermits,
+    ) -> Self {
         // The scheme decides TLS here, not in HttpConnector.
         http.enforce_http(false);
         Self {
             http,
-            tls: TlsConnector::from(Arc::new(tls)),
+            tls: TlsConnector::from(tls),
+            permits,
         }
+    }
+}
+
+/// The two caps every new upstream connection counts against: its
+/// connector's (`max_connections`) and the process's egress ceiling. A
+/// connection holds one permit of each until it is closed, idle in the pool
+/// included, since it holds a descriptor all that time.
+#[derive(Clone)]
+pub(crate) struct ConnectionPermits {
+    pub(crate) connector: Arc<tokio::sync::Semaphore>,
+    pub(crate) process: Arc<tokio::sync::Semaphore>,
+}
+
+/// Held by an open connection; released when it closes.
+pub(crate) struct ConnectionPermit {
+    _connector: tokio::sync::OwnedSemaphorePermit,
+    _process: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl ConnectionPermits {
+    /// Waits for a permit of each (the connector's first, so a connector at
+    /// its own cap never holds process permits while it waits). The caller's
+    /// request timeout bounds the wait.
+    async fn acquire(&self) -> Result<ConnectionPermit, BoxError> {
+        let closed = || Box::new(io::Error::other("egress connection limits closed")) as BoxError;
+        let connector = self
+            .connector
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| closed())?;
+        let process = self
+            .process
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| closed())?;
+        Ok(ConnectionPermit {
+            _connector: connector,
+            _process: process,
+        })
     }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl tower::Service<Uri> for EgressConnector {
-    type Response = MaybeTls;
+    type Response = EgressStream;
     type Error = BoxError;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<MaybeTls, BoxError>> + Send>>;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<EgressStream, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.http.poll_ready(cx).map_err(Into::into)
@@ -84,12 +132,17 @@ impl tower::Service<Uri> for EgressConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let host = uri.host().unwrap_or_default().to_string();
-        let connecting = self.http.call(uri);
+        let mut http = self.http.clone();
         let tls = self.tls.clone();
+        let permits = self.permits.clone();
         Box::pin(async move {
-            let tcp = connecting.await.map_err(|e| Box::new(e) as BoxError)?;
+            let permit = permits.acquire().await?;
+            let tcp = http.call(uri).await.map_err(|e| Box::new(e) as BoxError)?;
             if !https {
-                return Ok(MaybeTls::Plain(tcp));
+                return Ok(EgressStream {
+                    io: MaybeTls::Plain(tcp),
+                    _permit: permit,
+                });
             }
             // An IPv6 literal comes bracketed in the URI.
             let name = host
@@ -103,7 +156,10 @@ impl tower::Service<Uri> for EgressConnector {
                 .connect(server_name, tcp.into_inner())
                 .await
                 .map_err(|e| Box::new(TlsError(e)) as BoxError)?;
-            Ok(MaybeTls::Tls(Box::new(TokioIo::new(stream))))
+            Ok(EgressStream {
+                io: MaybeTls::Tls(Box::new(TokioIo::new(stream))),
+                _permit: permit,
+            })
         })
     }
 }
@@ -126,54 +182,60 @@ impl std::error::Error for TlsError {
 }
 
 /// A plain or TLS upstream connection.
-pub(crate) enum MaybeTls {
+/// An upstream connection and the permits it holds.
+pub(crate) struct EgressStream {
+    io: MaybeTls,
+    _permit: ConnectionPermit,
+}
+
+enum MaybeTls {
     Plain(TokioIo<TcpStream>),
     Tls(Box<TokioIo<TlsStream<TcpStream>>>),
 }
 
-impl Connection for MaybeTls {
+impl Connection for EgressStream {
     fn connected(&self) -> Connected {
-        match self {
+        match &self.io {
             MaybeTls::Plain(s) => s.connected(),
             MaybeTls::Tls(s) => s.inner().get_ref().0.connected(),
         }
     }
 }
 
-impl Read for MaybeTls {
+impl Read for EgressStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
+        match &mut self.get_mut().io {
             MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
 
-impl Write for MaybeTls {
+impl Write for EgressStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
+        match &mut self.get_mut().io {
             MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
+        match &mut self.get_mut().io {
             MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
+        match &mut self.get_mut().io {
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }

@@ -8,6 +8,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{delivery, load, wasm};
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -18,21 +22,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchboard_runtime::{
-    Component, Delivery, Limits, Outcome, Runtime, RuntimeConfig, RuntimeError, Sandbox,
+    Limits, Outcome, Runtime, RuntimeConfig, RuntimeError, Sandbox, SecretHeader,
 };
-
-fn wasm(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read guest {}: {e}\nBuild the guest components first: \
-             `cd connectors && cargo build --release`",
-            path.display()
-        )
-    })
-}
 
 fn runtime() -> Runtime {
     Runtime::new(RuntimeConfig {
@@ -40,23 +31,6 @@ fn runtime() -> Runtime {
         ..RuntimeConfig::default()
     })
     .expect("runtime")
-}
-
-async fn load(rt: &Runtime, name: &str) -> Component {
-    rt.load(&wasm(name))
-        .await
-        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
-}
-
-fn delivery(payload: &str) -> Delivery {
-    Delivery {
-        id: "dlv-1".into(),
-        attempt: 1,
-        event_id: "evt-000123".into(),
-        event_type: "number.assign".into(),
-        keys: vec!["msisdn:2065551234".into()],
-        payload: payload.into(),
-    }
 }
 
 const BEHAVE: &str = "\"behave\"";
@@ -69,8 +43,13 @@ fn sandbox(allowed: &[&str], url: Option<String>) -> Sandbox {
     Sandbox {
         allowed_hosts: allowed.iter().map(|s| s.to_string()).collect(),
         config,
-        secret_headers: vec![("authorization".into(), "Bearer s3cret".into())],
+        secret_headers: vec![SecretHeader {
+            name: "authorization".into(),
+            value: "Bearer s3cret".into(),
+            hosts: Vec::new(),
+        }],
         limits: Limits::default(),
+        ..Sandbox::default()
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use switchboard_runtime::{Component, Delivery, Limits, Outcome, Runtime, Sandbox};
+use switchboard_runtime::{Component, Delivery, Outcome, Runtime, Sandbox, SecretHeader};
 
 use sha2::{Digest, Sha256};
 
@@ -309,6 +309,7 @@ fn info_json(c: &Component) -> serde_json::Value {
 
 fn sandbox_of(c: &ConnectorConfig) -> Sandbox {
     Sandbox {
+        connector: c.name.clone(),
         allowed_hosts: c.allowed_hosts.clone(),
         config: c
             .config
@@ -318,15 +319,13 @@ fn sandbox_of(c: &ConnectorConfig) -> Sandbox {
         secret_headers: c
             .secret_headers
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(name, secret)| SecretHeader {
+                name: name.clone(),
+                value: secret.value().to_string(),
+                hosts: secret.hosts().to_vec(),
+            })
             .collect(),
-        limits: Limits {
-            memory_bytes: c.limits.memory_mb.saturating_mul(1 << 20),
-            deadline: Duration::from_millis(c.limits.deadline_ms),
-            cpu_budget: Duration::from_millis(c.limits.cpu_budget_ms),
-            request_timeout: Duration::from_millis(c.limits.request_timeout_ms),
-            max_response_bytes: c.limits.max_response_bytes,
-        },
+        limits: c.sandbox_limits(),
     }
 }
 

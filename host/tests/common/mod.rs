@@ -207,7 +207,7 @@ pub fn fleet(connectors: &[(&str, &[&str])]) -> switchboard::fleet::Fleet {
         .iter()
         .map(|(name, routes)| connector(name, routes))
         .collect();
-    switchboard::fleet::Fleet::new(configs, 120_000)
+    switchboard::fleet::Fleet::new(configs, switchboard::config::Bounds::default())
 }
 
 pub fn ev(id: &str, ty: &str, keys: &[&str], connectors: &[&str]) -> Routed {

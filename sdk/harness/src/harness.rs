@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use switchboard_runtime::{
-    Component, ConnectorInfo, Limits, Outcome, Runtime, RuntimeConfig, Sandbox,
+    Component, ConnectorInfo, Limits, Outcome, Runtime, RuntimeConfig, Sandbox, SecretHeader,
 };
 use tokio::sync::OnceCell;
 
@@ -97,7 +97,7 @@ impl fmt::Debug for Harness {
                     .sandbox
                     .secret_headers
                     .iter()
-                    .map(|(n, _)| n.as_str())
+                    .map(|s| s.name.as_str())
                     .collect::<Vec<_>>(),
             )
             .field("limits", &self.sandbox.limits)
@@ -233,9 +233,11 @@ impl Harness {
     /// let h = switchboard_connector_test::Harness::connector("webhook").secret_header("authorization", "Bearer x");
     /// ```
     pub fn secret_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Harness {
-        self.sandbox
-            .secret_headers
-            .push((name.into(), value.into()));
+        self.sandbox.secret_headers.push(SecretHeader {
+            name: name.into(),
+            value: value.into(),
+            hosts: Vec::new(),
+        });
         self
     }
 
