@@ -207,3 +207,142 @@ async fn a_non_json_content_type_is_refused() {
     let resp = api.app.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
+
+#[tokio::test]
+async fn an_empty_batch_is_accepted_with_zero_counts() {
+    let api = api().await;
+    let (s, b) = api.post("[]").await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b, json!({"accepted": 0, "duplicates": 0, "unrouted": 0}));
+}
+
+#[tokio::test]
+async fn keys_null_is_refused_as_the_wrong_type() {
+    let api = api().await;
+    let (s, b) = api
+        .post(json!({"id": "kn", "type": "t", "keys": null, "payload": 1}).to_string())
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(
+        (b["error"]["code"].as_str(), b["error"]["field"].as_str()),
+        (Some("invalid_type"), Some("keys"))
+    );
+    assert!(!api.exists("kn").await);
+}
+
+/// Sends a raw request and returns status, content type, `Allow` and body.
+async fn raw(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Body>,
+) -> (StatusCode, String, Option<String>, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(body.into()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let header = |name| {
+        resp.headers()
+            .get(name)
+            .map(|v: &axum::http::HeaderValue| v.to_str().unwrap().to_string())
+    };
+    let ct = header("content-type").unwrap_or_default();
+    let allow = header("allow");
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, ct, allow, value)
+}
+
+/// Every 4xx the router or an extractor answers (bad query strings, path
+/// segments, bodies, methods) is the JSON envelope, never axum's text/plain.
+#[tokio::test]
+async fn every_4xx_is_the_json_error_envelope() {
+    let api = api().await;
+    let json = [("content-type", "application/json")];
+    let big = format!(r#"{{"routes": ["{}"]}}"#, "a".repeat(70 * 1024));
+    // method, path and query, headers, body, status, error code
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        Vec<u8>,
+        StatusCode,
+        &'a str,
+    );
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        ("GET", "/v1/audit?limit=abc", &[], vec![], StatusCode::BAD_REQUEST, "invalid_query"),
+        ("GET", "/v1/audit?limit=0", &[], vec![], StatusCode::BAD_REQUEST, "invalid_query"),
+        ("GET", "/v1/audit?limit=1001", &[], vec![], StatusCode::BAD_REQUEST, "invalid_query"),
+        ("GET", "/v1/audit?before_id=x", &[], vec![], StatusCode::BAD_REQUEST, "invalid_query"),
+        ("GET", "/v1/dead-letters?since=x", &[], vec![], StatusCode::BAD_REQUEST, "invalid_query"),
+        ("GET", "/v1/dead-letters?until=", &[], vec![], StatusCode::BAD_REQUEST, "invalid_query"),
+        ("GET", "/v1/dead-letters?limit=-1", &[], vec![], StatusCode::BAD_REQUEST, "invalid_query"),
+        ("GET", "/v1/dead-letters?nonsense=1", &[], vec![], StatusCode::BAD_REQUEST, "invalid_query"),
+        ("GET", "/v1/dead-letters?key=a%00b", &[], vec![], StatusCode::BAD_REQUEST, "invalid_query"),
+        ("POST", "/v1/dead-letters/retry?limit=abc", &[], vec![], StatusCode::BAD_REQUEST, "invalid_query"),
+        ("POST", "/v1/dead-letters/explode", &[], vec![], StatusCode::NOT_FOUND, "not_found"),
+        ("POST", "/v1/deliveries/abc/retry", &[], vec![], StatusCode::BAD_REQUEST, "invalid_path"),
+        ("POST", "/v1/deliveries/99999999999999999999/skip", &[], vec![], StatusCode::BAD_REQUEST, "invalid_path"),
+        ("POST", "/v1/deliveries/1/explode", &[], vec![], StatusCode::NOT_FOUND, "not_found"),
+        ("GET", "/v1/keys/a%00b", &[], vec![], StatusCode::BAD_REQUEST, "invalid_path"),
+        ("GET", "/v1/events/%01", &[], vec![], StatusCode::BAD_REQUEST, "invalid_path"),
+        ("GET", "/v1/events/%FF", &[], vec![], StatusCode::BAD_REQUEST, "invalid_path"),
+        ("PUT", "/v1/connectors/hss", &json, b"{".to_vec(), StatusCode::BAD_REQUEST, "invalid_json"),
+        ("PUT", "/v1/connectors/hss", &[("content-type", "text/plain")], b"{}".to_vec(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        ("PUT", "/v1/connectors/hss", &json, big.clone().into_bytes(), StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+        ("PUT", "/v1/connectors/hss/limits", &json, b"[".to_vec(), StatusCode::BAD_REQUEST, "invalid_limits"),
+        ("PUT", "/v1/connectors/hss/limits", &[("content-type", "application/xml")], b"{}".to_vec(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        ("PUT", "/v1/connectors/hss/limits", &json, big.into_bytes(), StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+        ("PUT", "/v1/connectors/hss/component", &[("content-type", "application/wasm"), ("content-length", "67108865")], b"\0asm".to_vec(), StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+        ("PUT", "/v1/connectors/hss/component", &[("content-type", "text/plain")], b"\0asm".to_vec(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        ("PUT", "/v1/connectors/hss/component", &[("content-type", "application/wasm")], vec![], StatusCode::BAD_REQUEST, "empty_body"),
+        ("DELETE", "/v1/events", &[], vec![], StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        ("POST", "/healthz", &[], vec![], StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        ("PATCH", "/v1/connectors/hss", &[], vec![], StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        ("GET", "/v1/nowhere", &[], vec![], StatusCode::NOT_FOUND, "not_found"),
+    ];
+    for (method, uri, headers, body, status, code) in cases {
+        let (s, ct, allow, b) = raw(&api.app, method, uri, headers, body).await;
+        let case = format!("{method} {uri}: {s} {ct} {b}");
+        assert_eq!(s, status, "{case}");
+        assert_eq!(ct, "application/json", "{case}");
+        assert_eq!(b["error"]["code"], code, "{case}");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{case}"
+        );
+        if s == StatusCode::METHOD_NOT_ALLOWED {
+            assert!(
+                allow.is_some_and(|a| !a.is_empty()),
+                "{case}: no Allow header"
+            );
+        }
+    }
+    // None of it disturbed the gateway.
+    let (s, _) = api.call("GET", "/readyz", Body::empty()).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn empty_text_filters_mean_no_filter() {
+    let api = api().await;
+    let (s, b) = api
+        .call(
+            "GET",
+            "/v1/dead-letters?connector=&type=&key=&limit=5",
+            Body::empty(),
+        )
+        .await;
+    assert_eq!((s, b), (StatusCode::OK, json!([])));
+}

@@ -7,21 +7,38 @@
 //! running finish on the version they started with.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::Extension;
 use axum::Json;
 use serde::Serialize;
 
 use super::auth::Actor;
 use super::error::ApiError;
+use super::extract::{declared_len, read_body, JsonBody, Path, MAX_COMPONENT_BYTES};
+use super::openapi::{Param, Ty};
 use super::AppState;
 use crate::queue::now_ms;
 use crate::runtime::{Connectors, DeployError};
 use crate::store::{ComponentVersion, LimitOverrides, StateCounts};
 
-/// Largest component accepted for upload.
-pub const MAX_COMPONENT_BYTES: usize = 64 * 1024 * 1024;
+/// A connector's name (`[[connectors]] name`).
+pub const NAME: Param = Param::path(
+    "name",
+    Ty::Pattern("^[A-Za-z0-9_-]{1,64}$"),
+    "The connector's name",
+)
+.example("hss");
+
+pub const PAUSE_ACTION: Param = Param::path(
+    "action",
+    Ty::OneOf(&["pause", "resume"]),
+    "pause: queue, attempt nothing; resume: attempt again",
+)
+.example("pause");
+
+/// The largest `concurrency` an operator may set at run time.
+pub const MAX_CONCURRENCY_OVERRIDE: u32 = 100_000;
 
 #[derive(Debug, Serialize)]
 pub struct ConnectorView {
@@ -138,22 +155,35 @@ pub async fn versions(
     Ok(Json(state.store.component_versions(&name).await?))
 }
 
+/// The media types a component upload may be sent as (or none).
+pub const COMPONENT_MEDIA_TYPES: [&str; 2] = ["application/wasm", "application/octet-stream"];
+
 pub async fn upload(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Extension(actor): Extension<Actor>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<ComponentVersion>), ApiError> {
-    let registry = registry(&state)?;
-    let wasm = axum::body::to_bytes(body, MAX_COMPONENT_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("a component may be at most {MAX_COMPONENT_BYTES} bytes"),
-            )
-        })?;
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let text = ct.to_str().unwrap_or("");
+        let essence = text.split(';').next().unwrap_or("").trim();
+        if !COMPONENT_MEDIA_TYPES
+            .iter()
+            .any(|m| essence.eq_ignore_ascii_case(m))
+        {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("send the component as application/wasm, got {text:?}"),
+            ));
+        }
+    }
+    // Before reading up to 64 MiB for a connector that does not exist.
+    if state.fleet.get(&name).is_none() {
+        return Err(unknown(&name));
+    }
+    let wasm = read_body(body, declared_len(&headers), MAX_COMPONENT_BYTES, "").await?;
     if wasm.is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -161,6 +191,7 @@ pub async fn upload(
             "send the component's .wasm bytes as the request body",
         ));
     }
+    let registry = registry(&state)?;
     let stored = registry
         .deploy(&*state.store, &name, &wasm, &actor.0)
         .await?;
@@ -214,23 +245,37 @@ pub async fn limits(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Extension(actor): Extension<Actor>,
-    body: axum::body::Bytes,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<ConnectorView>, ApiError> {
     if state.fleet.get(&name).is_none() {
         return Err(unknown(&name));
     }
-    let limits: LimitOverrides = serde_json::from_slice(&body).map_err(|e| {
+    let invalid = |detail: String| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_limits",
-            format!("expected {{\"concurrency\": integer or null, \"rate\": number or null}}: {e}"),
+            format!(
+                "expected {{\"concurrency\": integer or null, \"rate\": number or null}}: {detail}"
+            ),
         )
-    })?;
-    if limits.concurrency == Some(0) || limits.concurrency.is_some_and(|c| c > 100_000) {
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
+    // serde would also read a struct from an array (`[8, null]`).
+    if !value.is_object() {
+        return Err(invalid("the body is not an object".into()));
+    }
+    let limits: LimitOverrides =
+        serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+    if limits.concurrency == Some(0)
+        || limits
+            .concurrency
+            .is_some_and(|c| c > MAX_CONCURRENCY_OVERRIDE)
+    {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_limits",
-            "concurrency must be between 1 and 100000",
+            format!("concurrency must be between 1 and {MAX_CONCURRENCY_OVERRIDE}"),
         ));
     }
     if limits.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
@@ -258,7 +303,7 @@ pub async fn configure(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Extension(actor): Extension<Actor>,
-    body: axum::body::Bytes,
+    JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<ConnectorView>), ApiError> {
     let invalid = |message: String| {
         ApiError::new(
@@ -296,6 +341,32 @@ pub async fn configure(
              PUT /v1/connectors/{name}/component"
                 .into(),
         ));
+    }
+    // serde would also read these tables from arrays (`"retry": [1, 2, 3]`).
+    for table in ["retry", "breaker", "limits"] {
+        if fields.get(table).is_some_and(|t| !t.is_object()) {
+            return Err(invalid(format!("`{table}` must be an object")));
+        }
+    }
+    // A secret header is untagged (a value, or a table): serde would read
+    // the table from an array too, and ignore keys it does not know.
+    if let Some(serde_json::Value::Object(headers)) = fields.get("secret_headers") {
+        for (header, secret) in headers {
+            if let Some(table) = secret.as_object() {
+                if let Some(k) = table
+                    .keys()
+                    .find(|k| !matches!(k.as_str(), "value" | "hosts"))
+                {
+                    return Err(invalid(format!(
+                        "secret_headers.{header}: unknown field `{k}`, expected `value` and `hosts`"
+                    )));
+                }
+            } else if !secret.is_string() {
+                return Err(invalid(format!(
+                    "secret_headers.{header}: expected a string, or {{\"value\": …, \"hosts\": […]}}"
+                )));
+            }
+        }
     }
     let config: crate::config::ConnectorConfig =
         serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;

@@ -40,6 +40,11 @@ impl ApiError {
         self.body.index = Some(index);
         self
     }
+
+    pub fn with_field(mut self, field: &'static str) -> Self {
+        self.body.field = Some(field);
+        self
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -89,6 +94,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The router's fallback: no route has this path.
 pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// The route exists but not with this method; axum adds the `Allow` header.
+pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed here; the Allow header lists what is"),
+    )
 }

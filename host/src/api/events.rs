@@ -1,14 +1,16 @@
 //! `POST /v1/events` and `GET /v1/events/{id}` (SPEC §4.1).
 
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Serialize;
 
 use super::error::ApiError;
+use super::extract::{declared_len, read_body, require_json, Path};
+use super::openapi::{Param, Ty};
 use super::AppState;
-use crate::queue::event::parse_body;
+use crate::queue::event::{parse_body, MAX_ID_LEN};
 use crate::queue::now_ms;
 use crate::store::{EventView, IngestCounts, IngestOutcome, Routed};
 
@@ -49,30 +51,19 @@ async fn ingest_inner(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<IngestAnswer>), ApiError> {
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("");
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        if !essence.eq_ignore_ascii_case("application/json") {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                format!("content-type must be application/json, got {ct:?}"),
-            ));
-        }
-    }
-    let bytes = axum::body::to_bytes(body, state.max_body_bytes)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!(
-                    "request body exceeds {} bytes; split it into smaller batches",
-                    state.max_body_bytes
-                ),
-            )
-        })?;
+    require_json(headers)?;
+    let bytes = read_body(
+        body,
+        declared_len(headers),
+        state.max_body_bytes,
+        "; split it into smaller batches",
+    )
+    .await?;
     let events = parse_body(&bytes, state.max_batch)?;
+    if events.is_empty() {
+        // An empty batch is well formed and has nothing to make durable.
+        return Ok((StatusCode::ACCEPTED, Json(IngestCounts::default().into())));
+    }
     let routes = state.fleet.routes();
     let routed: Vec<Routed> = events
         .into_iter()
@@ -107,10 +98,20 @@ async fn ingest_inner(
     }
 }
 
+pub const EVENT_ID: Param = Param::path(
+    "id",
+    Ty::Text {
+        max_len: MAX_ID_LEN,
+    },
+    "The event's id",
+)
+.example("evt-000123");
+
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<EventView>, ApiError> {
+    super::extract::stored_text("id", &id, MAX_ID_LEN)?;
     match state.store.event(&id).await? {
         Some(view) => Ok(Json(view)),
         None => Err(ApiError::new(

@@ -1,14 +1,19 @@
-//! HTTP API: ingest (`POST /v1/events`), event look-up, health.
+//! HTTP API: ingest (`POST /v1/events`), event look-up, the operator API,
+//! health, metrics, and the OpenAPI document of all of it.
 //!
 //! Errors are typed JSON with a stable code:
 //! `{"error": {"code": "...", "message": "...", "index": i, "field": "..."}}`.
-//! Bad input is always a 4xx and stores nothing; a store that cannot commit
-//! is a 503 (retry later); an internal fault is a logged 500 without detail.
+//! Every 4xx is that envelope, whoever answers it: a handler, an extractor
+//! (`extract`: query strings, path segments, bodies and their limits) or the
+//! router (404 for no such path, 405 with `Allow` for no such method). Bad
+//! input stores nothing; a store that cannot commit is a 503 (retry later);
+//! an internal fault is a logged 500 without detail.
 
 pub mod auth;
 mod connectors;
 pub mod error;
 mod events;
+pub mod extract;
 pub mod openapi;
 mod operate;
 
@@ -16,6 +21,8 @@ use std::sync::Arc;
 
 use axum::Router;
 
+use self::openapi::{Body, Content, Reply};
+use crate::config::Scope;
 use crate::dispatch::Wakers;
 use crate::fleet::Fleet;
 use crate::queue::event::NewEvent;
@@ -71,16 +78,17 @@ pub struct AppState {
 }
 
 /// The route table: the router and the OpenAPI document are both built from
-/// it, so neither can drift from the other.
+/// it, so neither can drift from the other. Each entry is the handler and
+/// the fields of its [`openapi::RouteDoc`] (the rest as
+/// [`openapi::RouteDoc::DEFAULT`]: admin scope, no parameters, no body).
 macro_rules! routes {
-    ($($method:ident $path:literal => $handler:expr, $scope:literal, $summary:literal, $ok:literal $okdesc:literal;)*) => {
+    ($($method:ident $path:literal => $handler:expr, { $($field:ident: $value:expr),* $(,)? })*) => {
         /// Every route, as documented in `/v1/openapi.json`.
         pub const ROUTES: &[openapi::RouteDoc] = &[$(openapi::RouteDoc {
             method: stringify!($method),
             path: $path,
-            scope: $scope,
-            summary: $summary,
-            ok: ($ok, $okdesc),
+            $($field: $value,)*
+            ..openapi::RouteDoc::DEFAULT
         }),*];
 
         fn add_routes(router: Router<AppState>) -> Router<AppState> {
@@ -90,29 +98,127 @@ macro_rules! routes {
 }
 
 routes! {
-    post "/v1/events" => events::ingest, "ingest", "Ingest one event or a batch; 202 once durable", "202" "accepted, duplicates, unrouted";
-    get "/v1/events/{id}" => events::show, "admin", "An event and the state of each of its deliveries", "200" "the event";
-    get "/v1/connectors" => connectors::list, "admin", "Every connector with its component and queue", "200" "connectors";
-    get "/v1/connectors/{name}" => connectors::show, "admin", "One connector", "200" "the connector";
-    put "/v1/connectors/{name}" => connectors::configure, "admin", "Create a connector or replace its settings, in force at once on every node", "200" "the connector (201 when created)";
-    get "/v1/connectors/{name}/versions" => connectors::versions, "admin", "Stored component versions, newest first", "200" "versions";
-    put "/v1/connectors/{name}/component" => connectors::upload, "admin", "Hot load: upload and validate a component version", "201" "the new active version";
-    post "/v1/connectors/{name}/rollback" => connectors::rollback, "admin", "Re-activate the previous component version", "200" "the active version";
-    put "/v1/connectors/{name}/limits" => connectors::limits, "admin", "Override concurrency and rate at run time (null: as configured)", "200" "the connector";
-    post "/v1/connectors/{name}/{action}" => connectors::pause, "admin", "Pause (queue, attempt nothing) or resume a connector", "200" "the connector";
-    get "/v1/dead-letters" => operate::dead_letters, "admin", "Dead letters, newest first, filtered", "200" "dead letters";
-    post "/v1/dead-letters/{action}" => operate::act_bulk, "admin", "Retry or skip every matching dead letter", "200" "matched and applied counts";
-    post "/v1/deliveries/{id}/{action}" => operate::act, "admin", "Retry or skip one dead letter", "200" "done";
-    get "/v1/keys/{key}" => operate::key, "admin", "Why is this key blocked: each connector's lane head", "200" "lanes";
-    get "/v1/audit" => operate::audit, "admin", "Operator actions, newest first", "200" "audit records";
-    get "/v1/openapi.json" => openapi_json, "none", "This document", "200" "OpenAPI 3 document";
-    get "/metrics" => metrics, "admin", "Prometheus text exposition", "200" "metrics";
-    get "/healthz" => health, "none", "Process up", "200" "ok";
-    get "/readyz" => ready, "none", "Store reachable and migrated", "200" "ready";
+    post "/v1/events" => events::ingest, {
+        scope: Some(Scope::Ingest),
+        summary: "Ingest one event or a batch; 202 once durable",
+        body: Body::Events,
+        ok: &[Reply::json(202, "accepted, duplicates and unrouted counts; the new events are durable", "IngestAnswer")],
+        errors: &[400, 409, 413, 415, 503],
+    }
+    get "/v1/events/{id}" => events::show, {
+        summary: "An event and the state of each of its deliveries",
+        path_params: &[events::EVENT_ID],
+        ok: &[Reply::json(200, "the event", "EventView")],
+        errors: &[400, 404, 503],
+    }
+    get "/v1/connectors" => connectors::list, {
+        summary: "Every connector with its component and queue",
+        ok: &[Reply::list(200, "connectors", "Connector")],
+        errors: &[503],
+    }
+    get "/v1/connectors/{name}" => connectors::show, {
+        summary: "One connector",
+        path_params: &[connectors::NAME],
+        ok: &[Reply::json(200, "the connector", "Connector")],
+        errors: &[404, 503],
+    }
+    put "/v1/connectors/{name}" => connectors::configure, {
+        summary: "Create a connector or replace its settings, in force at once on every node",
+        path_params: &[connectors::NAME],
+        body: Body::Json("ConnectorSettings"),
+        ok: &[Reply::json(200, "replaced: the connector", "Connector"),
+              Reply::json(201, "created: the connector", "Connector")],
+        errors: &[400, 413, 415, 422, 503],
+    }
+    get "/v1/connectors/{name}/versions" => connectors::versions, {
+        summary: "Stored component versions, newest first",
+        path_params: &[connectors::NAME],
+        ok: &[Reply::list(200, "versions", "ComponentVersion")],
+        errors: &[404, 503],
+    }
+    put "/v1/connectors/{name}/component" => connectors::upload, {
+        summary: "Hot load: upload and validate a component version",
+        path_params: &[connectors::NAME],
+        body: Body::Component,
+        ok: &[Reply::json(201, "the new active version", "ComponentVersion")],
+        errors: &[400, 404, 413, 415, 422, 503],
+    }
+    post "/v1/connectors/{name}/rollback" => connectors::rollback, {
+        summary: "Re-activate the previous component version",
+        path_params: &[connectors::NAME],
+        ok: &[Reply::json(200, "the active version", "ComponentVersion")],
+        errors: &[404, 409, 503],
+    }
+    put "/v1/connectors/{name}/limits" => connectors::limits, {
+        summary: "Override concurrency and rate at run time (null: as configured)",
+        path_params: &[connectors::NAME],
+        body: Body::Json("LimitOverrides"),
+        ok: &[Reply::json(200, "the connector", "Connector")],
+        errors: &[400, 404, 413, 415, 503],
+    }
+    post "/v1/connectors/{name}/{action}" => connectors::pause, {
+        summary: "Pause (queue, attempt nothing) or resume a connector",
+        path_params: &[connectors::NAME, connectors::PAUSE_ACTION],
+        ok: &[Reply::json(200, "the connector", "Connector")],
+        errors: &[404, 503],
+    }
+    get "/v1/dead-letters" => operate::dead_letters, {
+        summary: "Dead letters, newest first, filtered",
+        query: operate::DEAD_FILTERS,
+        ok: &[Reply::list(200, "dead letters", "DeadLetter")],
+        errors: &[400, 503],
+    }
+    post "/v1/dead-letters/{action}" => operate::act_bulk, {
+        summary: "Retry or skip every matching dead letter, up to `limit`",
+        path_params: &[operate::ACTION],
+        query: operate::BULK_FILTERS,
+        ok: &[Reply::json(200, "matched and applied counts", "BulkAnswer")],
+        errors: &[400, 404, 503],
+    }
+    post "/v1/deliveries/{id}/{action}" => operate::act, {
+        summary: "Retry or skip one dead letter",
+        path_params: &[operate::DELIVERY_ID, operate::ACTION],
+        ok: &[Reply::json(200, "done", "ActionAnswer")],
+        errors: &[400, 404, 409, 503],
+    }
+    get "/v1/keys/{key}" => operate::key, {
+        summary: "Why is this key blocked: each connector's lane head",
+        path_params: &[operate::KEY],
+        ok: &[Reply::list(200, "one lane per connector", "Lane")],
+        errors: &[400, 503],
+    }
+    get "/v1/audit" => operate::audit, {
+        summary: "Operator actions, newest first",
+        query: operate::AUDIT_QUERY,
+        ok: &[Reply::list(200, "audit records", "AuditRecord")],
+        errors: &[400, 503],
+    }
+    get "/v1/openapi.json" => openapi_json, {
+        scope: None,
+        summary: "This document",
+        ok: &[Reply { status: 200, description: "OpenAPI 3 document", content: Content::Document }],
+    }
+    get "/metrics" => metrics, {
+        summary: "Prometheus text exposition",
+        ok: &[Reply { status: 200, description: "metrics", content: Content::Metrics }],
+        errors: &[503],
+    }
+    get "/healthz" => health, {
+        scope: None,
+        summary: "Process up",
+        ok: &[Reply::json(200, "ok", "Status")],
+    }
+    get "/readyz" => ready, {
+        scope: None,
+        summary: "Store reachable and migrated",
+        ok: &[Reply::json(200, "ready", "Status")],
+        errors: &[503],
+    }
 }
 
 pub fn router(state: AppState) -> Router {
     add_routes(Router::new())
+        .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.tokens.clone(),
@@ -121,8 +227,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn openapi_json() -> axum::Json<serde_json::Value> {
-    axum::Json(openapi::document(ROUTES))
+async fn openapi_json(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(openapi::document(
+        ROUTES,
+        &openapi::Settings {
+            max_batch: state.max_batch,
+            max_body_bytes: state.max_body_bytes,
+        },
+    ))
 }
 
 /// Prometheus text exposition: process counters and per-connector queues.

@@ -54,8 +54,9 @@ pub(crate) fn is_type_byte(b: u8) -> bool {
     matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-')
 }
 
-/// Parses and validates an ingest body: one event object or an array of them.
-/// `max_batch` bounds the number of events in one request.
+/// Parses and validates an ingest body: one event object or an array of them
+/// (an empty array is a batch of none). `max_batch` bounds the number of
+/// events in one request.
 pub fn parse_body(body: &[u8], max_batch: usize) -> Result<Vec<NewEvent>, ValidationError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ValidationError::body(
@@ -65,12 +66,6 @@ pub fn parse_body(body: &[u8], max_batch: usize) -> Result<Vec<NewEvent>, Valida
     })?;
     match value {
         Value::Array(items) => {
-            if items.is_empty() {
-                return Err(ValidationError::body(
-                    "empty_batch",
-                    "a batch must hold at least one event",
-                ));
-            }
             if items.len() > max_batch {
                 return Err(ValidationError::body(
                     "batch_too_large",
@@ -192,7 +187,9 @@ fn validate_event(value: Value) -> Result<NewEvent, ValidationError> {
     }
 
     let keys = match map.remove("keys") {
-        None | Some(Value::Null) => Vec::new(),
+        // Absent means none; `null` is refused like any other non-array, so
+        // the one spelling of "no keys" is to leave the field out (or `[]`).
+        None => Vec::new(),
         Some(Value::Array(items)) => {
             if items.len() > MAX_KEYS {
                 return Err(field_error(
@@ -300,6 +297,11 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_batch_is_valid_and_holds_nothing() {
+        assert_eq!(parse_body(b"[]", 10), Ok(Vec::new()));
+    }
+
+    #[test]
     fn digest_ignores_formatting_but_not_content() {
         let a = parse_body(br#"{"id":"e","type":"t","payload":{"a":1,"b":2}}"#, 1).unwrap();
         let b = parse_body(br#"{ "payload": {"b":2, "a":1}, "type":"t", "id":"e" }"#, 1).unwrap();
@@ -324,7 +326,6 @@ mod tests {
         let cases: Vec<(String, &str, Option<&str>)> = vec![
             ("{".into(), "malformed_json", None),
             ("42".into(), "invalid_body", None),
-            ("[]".into(), "empty_batch", None),
             (
                 r#"{"type":"t","payload":1}"#.into(),
                 "missing_field",
@@ -362,6 +363,11 @@ mod tests {
             ),
             (
                 r#"{"id":"e","type":"t","keys":"k","payload":1}"#.into(),
+                "invalid_type",
+                Some("keys"),
+            ),
+            (
+                r#"{"id":"e","type":"t","keys":null,"payload":1}"#.into(),
                 "invalid_type",
                 Some("keys"),
             ),
