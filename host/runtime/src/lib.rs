@@ -37,6 +37,7 @@
 mod budget;
 mod egress;
 mod guest_log;
+mod resolve;
 mod tls;
 
 use budget::{CallBudget, HostCaps, LimitHit};

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::egress::CheckedResolver;
+use crate::resolve::CheckedResolver;
 
 /// The TLS client settings every upstream connection shares: web roots, the
 /// operator's extra CAs, HTTP/1.1.
