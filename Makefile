@@ -4,7 +4,7 @@
 CARGO ?= cargo
 CONNECTORS_WASM := target/wasm32-wasip2/release
 
-.PHONY: run test ci toolchain connectors build lint fmt bench clean-db postgres
+.PHONY: run test contract ci toolchain connectors build lint fmt bench clean-db postgres
 
 ## Build everything (toolchain, wasm target, connectors, gateway) and run the
 ## gateway on the embedded default with the quick-start config.
@@ -13,10 +13,18 @@ run: build
 
 ## The whole test suite (unit, store, model-based, API, sandbox, connectors,
 ## end-to-end), on SQLite and on PostgreSQL, then the SDK's unit tests
-## (natively: the SDK itself builds for wasm32-wasip2).
+## (natively: the SDK itself builds for wasm32-wasip2), then the contract test.
 test: connectors postgres
 	$(CARGO) test --workspace
 	cd sdk && $(CARGO) test --target host-tuple
+	$(MAKE) contract
+
+## Contract test: the release gateway against its own OpenAPI document, with
+## Schemathesis (pinned with hashes in contract/requirements.txt, installed
+## into target/contract/venv), every check, a fixed seed; a few minutes.
+contract: connectors
+	$(CARGO) build --release -p switchboard
+	contract/run.sh
 
 ## The PostgreSQL the tests use ($$SWITCHBOARD_TEST_PG, else the local one):
 ## starts the local cluster if it is installed and down.
@@ -55,3 +63,20 @@ fmt:
 bench: connectors
 	$(CARGO) bench -p switchboard --bench queue -- all
 	$(CARGO) bench -p switchboard --bench outage
+
+## End-to-end figures (see BENCHMARKS.md, "End-to-end"): the release gateway
+## and the webhook connector between a load generator posting a telecom mix
+## and an HSS-like sink, beside the same requests sent to the sink directly;
+## prints one table. BACKEND=sqlite|postgres, MODE=single|batch (BATCH events
+## per request), CONCURRENCY posting connections, EVENTS in the run. `cargo
+## bench` builds the `switchboard` binary itself, with the release settings.
+BACKEND ?= sqlite
+MODE ?= single
+CONCURRENCY ?= 64
+EVENTS ?= 20000
+BATCH ?= 100
+.PHONY: bench-e2e
+bench-e2e: connectors $(if $(filter postgres,$(BACKEND)),postgres)
+	@echo "commit $$(git rev-parse --short HEAD), load average $$(cut -d' ' -f1-3 /proc/loadavg)"
+	$(CARGO) bench -p switchboard --bench e2e -- --backend $(BACKEND) --mode $(MODE) \
+	  --concurrency $(CONCURRENCY) --events $(EVENTS) --batch $(BATCH)
