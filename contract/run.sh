@@ -13,7 +13,8 @@
 # whenever that file changes.
 #
 # Settings (environment):
-#   SWITCHBOARD_BIN    the gateway binary (default target/release/switchboard)
+#   SWITCHBOARD_BIN    the gateway binary (default target/release/switchboard;
+#                      `make contract` passes the test build, target/debug/switchboard)
 #   CONTRACT_EXAMPLES  examples per operation (default 300)
 #   CONTRACT_SEED      overrides the seed in contract/schemathesis.toml
 #   PYTHON             the interpreter the virtualenv is made from (python3)

@@ -243,13 +243,22 @@ pub enum SecretHeader {
     /// Sent to the connector's only allowed host.
     Value(String),
     /// Sent to the listed `allowed_hosts` entries only.
-    Scoped { value: String, hosts: Vec<String> },
+    Scoped(ScopedSecret),
+}
+
+/// `{ value = "…", hosts = [...] }`.
+#[derive(Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopedSecret {
+    pub value: String,
+    pub hosts: Vec<String>,
 }
 
 impl SecretHeader {
     pub fn value(&self) -> &str {
         match self {
-            SecretHeader::Value(v) | SecretHeader::Scoped { value: v, .. } => v,
+            SecretHeader::Value(v) => v,
+            SecretHeader::Scoped(s) => &s.value,
         }
     }
 
@@ -257,17 +266,17 @@ impl SecretHeader {
     pub fn hosts(&self) -> &[String] {
         match self {
             SecretHeader::Value(_) => &[],
-            SecretHeader::Scoped { hosts, .. } => hosts,
+            SecretHeader::Scoped(s) => &s.hosts,
         }
     }
 
     fn redacted(&self) -> SecretHeader {
         match self {
             SecretHeader::Value(_) => SecretHeader::Value("***".into()),
-            SecretHeader::Scoped { hosts, .. } => SecretHeader::Scoped {
+            SecretHeader::Scoped(s) => SecretHeader::Scoped(ScopedSecret {
                 value: "***".into(),
-                hosts: hosts.clone(),
-            },
+                hosts: s.hosts.clone(),
+            }),
         }
     }
 }
@@ -1014,6 +1023,12 @@ url = "http://127.0.0.1:18080/op"
             .unwrap_err()
             .to_string();
         assert!(e.contains("limits.host_memory_mb"), "{e}");
+    }
+
+    #[test]
+    fn a_scoped_secret_with_an_unknown_key_is_refused() {
+        let file = "[[connectors]]\nname = \"crm\"\nallowed_hosts = [\"crm:443\"]\n[connectors.secret_headers]\nauthorization = { value = \"x\", hosts = [\"crm:443\"], host = \"crm\" }\n";
+        assert!(load(file, &[]).is_err());
     }
 
     #[test]
