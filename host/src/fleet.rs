@@ -1,4 +1,5 @@
-//! The connectors a gateway serves, and changing them while it runs.
+//! The connectors a gateway serves, which connectors each event type routes
+//! to ([`RouteTable`]), and changing them while it runs.
 //!
 //! The config file's `[[connectors]]` are the base; a connector created or
 //! changed through the operator API (`PUT /v1/connectors/{name}`) is stored
@@ -14,12 +15,13 @@
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use crate::api::RouteTable;
 use crate::config::{Bounds, ConfigError, ConnectorConfig};
 use crate::dispatch::{ConnectorPolicy, DispatchControl};
+use crate::queue::event::NewEvent;
 use crate::queue::now_ms;
+use crate::queue::route::{expiry_of, Route};
 use crate::runtime::Connectors;
-use crate::store::{Store, StoreError};
+use crate::store::{Routed, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -55,6 +57,38 @@ pub fn policy_of(c: &ConnectorConfig) -> ConnectorPolicy {
         breaker: c.breaker.clone(),
         on_dead: c.on_dead,
         attempt_timeout: Duration::from_millis(c.limits.deadline_ms),
+    }
+}
+
+/// Which connectors receive which event types.
+#[derive(Debug, Default, Clone)]
+pub struct RouteTable {
+    entries: Vec<(String, Vec<Route>)>,
+}
+
+impl RouteTable {
+    pub fn new(entries: Vec<(String, Vec<Route>)>) -> Self {
+        Self { entries }
+    }
+
+    /// The connectors that receive `event`, and how long each delivery may
+    /// wait where a route sets `expire_after`.
+    pub fn routed(&self, event: NewEvent) -> Routed {
+        let mut connectors = Vec::new();
+        let mut expire_after = std::collections::BTreeMap::new();
+        for (name, routes) in &self.entries {
+            if let Some(expiry) = expiry_of(routes, &event.event_type) {
+                connectors.push(name.clone());
+                if let Some(ms) = expiry {
+                    expire_after.insert(name.clone(), ms);
+                }
+            }
+        }
+        Routed {
+            event,
+            connectors,
+            expire_after,
+        }
     }
 }
 

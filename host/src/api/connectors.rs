@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::auth::Actor;
 use super::error::ApiError;
 use super::extract::{declared_len, read_body, JsonBody, Path, MAX_COMPONENT_BYTES};
-use super::openapi::{Param, Ty};
+use super::openapi::{Param, Ty, COMPONENT_MEDIA_TYPES, MAX_CONCURRENCY_OVERRIDE};
 use super::AppState;
 use crate::queue::now_ms;
 use crate::runtime::{Connectors, DeployError};
@@ -36,9 +36,6 @@ pub const PAUSE_ACTION: Param = Param::path(
     "pause: queue, attempt nothing; resume: attempt again",
 )
 .example("pause");
-
-/// The largest `concurrency` an operator may set at run time.
-pub const MAX_CONCURRENCY_OVERRIDE: u32 = 100_000;
 
 #[derive(Debug, Serialize)]
 pub struct ConnectorView {
@@ -154,9 +151,6 @@ pub async fn versions(
     }
     Ok(Json(state.store.component_versions(&name).await?))
 }
-
-/// The media types a component upload may be sent as (or none).
-pub const COMPONENT_MEDIA_TYPES: [&str; 2] = ["application/wasm", "application/octet-stream"];
 
 pub async fn upload(
     State(state): State<AppState>,

@@ -25,42 +25,8 @@ use self::openapi::{Body, Content, Reply};
 use crate::config::Scope;
 use crate::dispatch::Wakers;
 use crate::fleet::Fleet;
-use crate::queue::event::NewEvent;
-use crate::queue::route::{expiry_of, Route};
 use crate::runtime::Connectors;
-use crate::store::{Routed, Store};
-
-/// Which connectors receive which event types.
-#[derive(Debug, Default, Clone)]
-pub struct RouteTable {
-    entries: Vec<(String, Vec<Route>)>,
-}
-
-impl RouteTable {
-    pub fn new(entries: Vec<(String, Vec<Route>)>) -> Self {
-        Self { entries }
-    }
-
-    /// The connectors that receive `event`, and how long each delivery may
-    /// wait where a route sets `expire_after`.
-    pub fn routed(&self, event: NewEvent) -> Routed {
-        let mut connectors = Vec::new();
-        let mut expire_after = std::collections::BTreeMap::new();
-        for (name, routes) in &self.entries {
-            if let Some(expiry) = expiry_of(routes, &event.event_type) {
-                connectors.push(name.clone());
-                if let Some(ms) = expiry {
-                    expire_after.insert(name.clone(), ms);
-                }
-            }
-        }
-        Routed {
-            event,
-            connectors,
-            expire_after,
-        }
-    }
-}
+use crate::store::Store;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -57,6 +57,13 @@ pub enum In {
     Query,
 }
 
+/// The media types a component upload may be sent as (or none); the
+/// upload handler enforces them, the document states them.
+pub const COMPONENT_MEDIA_TYPES: [&str; 2] = ["application/wasm", "application/octet-stream"];
+
+/// The largest `concurrency` an operator may set at run time.
+pub const MAX_CONCURRENCY_OVERRIDE: u32 = 100_000;
+
 /// A path or query parameter.
 #[derive(Debug, Clone, Copy)]
 pub struct Param {
@@ -263,7 +270,7 @@ fn request_body(body: Body) -> Option<Value> {
             let binary = json!({"schema": {"type": "string", "format": "binary", "minLength": 1},
                                 "description": "The component's `.wasm` bytes (a WebAssembly component implementing the connector world)"});
             let mut m = Map::new();
-            for media in super::connectors::COMPONENT_MEDIA_TYPES {
+            for media in COMPONENT_MEDIA_TYPES {
                 m.insert(media.to_string(), binary.clone());
             }
             Value::Object(m)
@@ -436,7 +443,7 @@ fn schemas(settings: &Settings) -> Value {
             "additionalProperties": false,
             "description": "Run-time overrides of a connector's limits; null or absent: as configured",
             "properties": {
-                "concurrency": {"type": "integer", "minimum": 1, "maximum": super::connectors::MAX_CONCURRENCY_OVERRIDE, "nullable": true},
+                "concurrency": {"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY_OVERRIDE, "nullable": true},
                 "rate": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "nullable": true,
                          "description": "attempts per second at most"}
             }
