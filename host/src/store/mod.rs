@@ -263,12 +263,58 @@ pub enum StoreError {
     InvalidUrl { url: String, reason: String },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The store refused a statement for a reason retrying cannot fix: a
+    /// constraint the code should have upheld, a malformed statement. A bug,
+    /// answered 500 and logged, never passed off as a passing outage.
+    #[error("store refused the statement: {0}")]
+    Internal(String),
 }
 
 impl From<sqlx::Error> for StoreError {
+    /// Unavailable only where waiting can help (connection, I/O, disk full,
+    /// locks, resources, shutdown); undecodable rows are corrupt; the rest
+    /// (constraint violations, syntax, a missing row the code expected) is
+    /// internal.
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
+        use sqlx::Error as E;
+        let text = e.to_string();
+        match &e {
+            E::Io(_)
+            | E::Tls(_)
+            | E::Protocol(_)
+            | E::PoolTimedOut
+            | E::PoolClosed
+            | E::WorkerCrashed => StoreError::Unavailable(text),
+            E::Database(db) => {
+                let postgres = db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some();
+                if transient_database_error(postgres, db.code().as_deref()) {
+                    StoreError::Unavailable(text)
+                } else {
+                    StoreError::Internal(text)
+                }
+            }
+            E::Decode(_) | E::ColumnDecode { .. } => StoreError::Corrupt(text),
+            _ => StoreError::Internal(text),
+        }
     }
+}
+
+/// Whether a database error code says "not now" rather than "never":
+/// PostgreSQL SQLSTATE classes 08 (connection), 40 (serialization, deadlock),
+/// 53 (insufficient resources: disk full, out of memory), 57 (operator
+/// intervention: shutdown, cannot connect now) and 58 (system, I/O);
+/// SQLite's primary codes BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL,
+/// CANTOPEN and PROTOCOL (sqlx gives the extended code, whose low byte is
+/// the primary one).
+fn transient_database_error(postgres: bool, code: Option<&str>) -> bool {
+    let Some(code) = code else { return false };
+    if postgres {
+        return matches!(code.get(..2), Some("08" | "40" | "53" | "57" | "58"));
+    }
+    code.parse::<u32>()
+        .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14 | 15))
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -876,4 +922,36 @@ pub(crate) fn delivery_count(fresh: &[&Routed]) -> usize {
                 .count()
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transient_database_error;
+
+    #[test]
+    fn only_errors_that_waiting_can_fix_are_transient() {
+        // SQLite BUSY, BUSY_SNAPSHOT (extended), FULL, IOERR_FSYNC;
+        // PostgreSQL connection failure, deadlock, disk full, shutdown.
+        for transient in ["5", "517", "13", "1034"] {
+            assert!(
+                transient_database_error(false, Some(transient)),
+                "{transient}"
+            );
+        }
+        for transient in ["08006", "40P01", "53100", "57P01"] {
+            assert!(
+                transient_database_error(true, Some(transient)),
+                "{transient}"
+            );
+        }
+        // SQLite CONSTRAINT_UNIQUE and ERROR; PostgreSQL unique_violation,
+        // check_violation and syntax_error.
+        for bug in ["2067", "1"] {
+            assert!(!transient_database_error(false, Some(bug)), "{bug}");
+        }
+        for bug in ["23505", "23514", "42601"] {
+            assert!(!transient_database_error(true, Some(bug)), "{bug}");
+        }
+        assert!(!transient_database_error(true, None));
+    }
 }
