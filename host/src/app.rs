@@ -9,9 +9,9 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::connectors::Connectors;
 use crate::dispatch::{self, DispatchSettings, Wakers};
 use crate::fleet::{self, Fleet};
-use crate::runtime::Connectors;
 use crate::store::{self, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,9 +19,9 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("wasm runtime: {0}")]
-    Runtime(#[from] switchboard_runtime::RuntimeError),
+    Runtime(#[from] switchboard_sandbox::RuntimeError),
     #[error(transparent)]
-    Components(#[from] crate::runtime::RestoreError),
+    Components(#[from] crate::connectors::RestoreError),
     #[error("invalid config: {0}")]
     Config(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -44,7 +44,7 @@ pub async fn run(
     config
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
-    match switchboard_runtime::raise_nofile_limit() {
+    match switchboard_sandbox::raise_nofile_limit() {
         Ok((before, after, hard)) => {
             tracing::info!(soft_before = before, soft = after, hard, "open-files limit")
         }
@@ -60,12 +60,12 @@ pub async fn run(
         store::sqlite::SqliteStore::path_of(&config.storage.url)
             .and_then(|p| p.parent().map(|d| d.join("switchboard-cache")))
     });
-    let defaults = switchboard_runtime::RuntimeConfig::default();
+    let defaults = switchboard_sandbox::RuntimeConfig::default();
     let max_instances = config
         .runtime
         .max_instances
         .unwrap_or(defaults.max_instances);
-    let runtime = switchboard_runtime::Runtime::new(switchboard_runtime::RuntimeConfig {
+    let runtime = switchboard_sandbox::Runtime::new(switchboard_sandbox::RuntimeConfig {
         cache_dir,
         extra_ca_pem: config.runtime.ca_file.clone(),
         max_instances,

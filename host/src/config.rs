@@ -397,9 +397,9 @@ impl ConnectorConfig {
     }
 
     /// The per-call sandbox limits these settings give.
-    pub fn sandbox_limits(&self) -> switchboard_runtime::Limits {
+    pub fn sandbox_limits(&self) -> switchboard_sandbox::Limits {
         let l = &self.limits;
-        switchboard_runtime::Limits {
+        switchboard_sandbox::Limits {
             memory_bytes: l.memory_mb.saturating_mul(1 << 20),
             deadline: std::time::Duration::from_millis(l.deadline_ms),
             cpu_budget: std::time::Duration::from_millis(l.cpu_budget_ms),

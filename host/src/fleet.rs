@@ -16,11 +16,11 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use crate::config::{Bounds, ConfigError, ConnectorConfig};
+use crate::connectors::Connectors;
 use crate::dispatch::{ConnectorPolicy, DispatchControl};
 use crate::queue::event::NewEvent;
 use crate::queue::now_ms;
 use crate::queue::route::{expiry_of, Route};
-use crate::runtime::Connectors;
 use crate::store::{Routed, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]

@@ -18,8 +18,8 @@ use super::error::ApiError;
 use super::extract::{declared_len, read_body, JsonBody, Path, MAX_COMPONENT_BYTES};
 use super::openapi::{Param, Ty, COMPONENT_MEDIA_TYPES, MAX_CONCURRENCY_OVERRIDE};
 use super::AppState;
+use crate::connectors::{Connectors, DeployError};
 use crate::queue::now_ms;
-use crate::runtime::{Connectors, DeployError};
 use crate::store::{ComponentVersion, LimitOverrides, StateCounts};
 
 /// A connector's name (`[[connectors]] name`).

@@ -23,9 +23,9 @@ use axum::Router;
 
 use self::openapi::{Body, Content, Reply};
 use crate::config::Scope;
+use crate::connectors::Connectors;
 use crate::dispatch::Wakers;
 use crate::fleet::Fleet;
-use crate::runtime::Connectors;
 use crate::store::Store;
 
 #[derive(Clone)]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use switchboard_runtime::{
+use switchboard_sandbox::{
     Component, ConnectorInfo, Limits, Outcome, Runtime, RuntimeConfig, Sandbox, SecretHeader,
 };
 use tokio::sync::OnceCell;
@@ -270,7 +270,7 @@ impl Harness {
     /// let outcome = h.deliver(Delivery::new("number.assign").payload_text("{}")).await;
     /// # }
     /// ```
-    pub async fn deliver(&self, delivery: impl Into<switchboard_runtime::Delivery>) -> Outcome {
+    pub async fn deliver(&self, delivery: impl Into<switchboard_sandbox::Delivery>) -> Outcome {
         let delivery = delivery.into();
         match self.component().await {
             Ok(component) => component.deliver(&self.sandbox, &delivery).await,
@@ -467,9 +467,9 @@ impl Delivery {
     }
 }
 
-impl From<Delivery> for switchboard_runtime::Delivery {
+impl From<Delivery> for switchboard_sandbox::Delivery {
     fn from(d: Delivery) -> Self {
-        switchboard_runtime::Delivery {
+        switchboard_sandbox::Delivery {
             id: d.id,
             attempt: d.attempt,
             event_id: d.event_id,
@@ -543,7 +543,7 @@ mod tests {
 
     #[test]
     fn delivery_defaults_and_conversion() {
-        let d: switchboard_runtime::Delivery = Delivery::new("number.assign")
+        let d: switchboard_sandbox::Delivery = Delivery::new("number.assign")
             .key("msisdn:1")
             .payload(serde_json::json!({"a": 1}))
             .into();

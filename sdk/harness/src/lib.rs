@@ -1,7 +1,7 @@
 //! # switchboard-connector-test — unit-test a connector without the gateway
 //!
 //! A connector is a `.wasm` component; this crate runs it natively in the
-//! gateway's own sandbox (`switchboard-runtime`: the same memory cap, CPU
+//! gateway's own sandbox (`switchboard-sandbox`: the same memory cap, CPU
 //! budget, egress gates and secret-header injection as in production) and
 //! points it at a [`FakeUpstream`], a local HTTP server whose answers a test
 //! scripts and whose requests it records.
@@ -56,7 +56,7 @@
 //! `harness` feature, for the gateway CLI.
 //!
 //! ## Design
-//! - Each [`Harness`] owns a small [`switchboard_runtime::Runtime`] and
+//! - Each [`Harness`] owns a small [`switchboard_sandbox::Runtime`] and
 //!   compiles its component on first use (tens of milliseconds). Nothing is
 //!   shared between harnesses, so tests stay independent under `cargo
 //!   test`'s parallelism and across Tokio runtimes.
@@ -81,6 +81,6 @@ pub use scaffold::{scaffold, ScaffoldError};
 #[cfg(feature = "harness")]
 pub use serde_json::{self, json};
 #[cfg(feature = "harness")]
-pub use switchboard_runtime::{self as runtime, ConfigField, ConnectorInfo, Limits, Outcome};
+pub use switchboard_sandbox::{self as runtime, ConfigField, ConnectorInfo, Limits, Outcome};
 #[cfg(feature = "harness")]
 pub use upstream::{FakeUpstream, RecordedRequest, Reply};

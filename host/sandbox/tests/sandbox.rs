@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchboard_runtime::{
+use switchboard_sandbox::{
     Limits, Outcome, Runtime, RuntimeConfig, RuntimeError, Sandbox, SecretHeader,
 };
 

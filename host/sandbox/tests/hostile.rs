@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use switchboard_runtime::{Component, Limits, Outcome, Runtime, RuntimeConfig, Sandbox};
+use switchboard_sandbox::{Component, Limits, Outcome, Runtime, RuntimeConfig, Sandbox};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::path::PathBuf;
-use switchboard_runtime::{Component, Delivery, Runtime};
+use switchboard_sandbox::{Component, Delivery, Runtime};
 
 /// The bytes of the built guest `name` (`connectors/…`, wasm32-wasip2).
 pub fn wasm(name: &str) -> Vec<u8> {

@@ -1,4 +1,4 @@
-//! The gateway's side of the Wasm runtime: which component version and
+//! Connectors as the gateway runs them: which component version and
 //! sandbox each connector runs, and the [`Deliver`] implementation that runs
 //! an attempt in it.
 //!
@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use switchboard_runtime::{Component, Delivery, Outcome, Runtime, Sandbox, SecretHeader};
+use switchboard_sandbox::{Component, Delivery, Outcome, Runtime, Sandbox, SecretHeader};
 
 use sha2::{Digest, Sha256};
 
@@ -134,7 +134,7 @@ impl Connectors {
             return Err(DeployError::UnknownConnector(connector.to_string()));
         }
         let component = self.runtime.load(wasm).await.map_err(|e| match e {
-            switchboard_runtime::RuntimeError::Busy(_) => DeployError::Busy(e.to_string()),
+            switchboard_sandbox::RuntimeError::Busy(_) => DeployError::Busy(e.to_string()),
             e => DeployError::Invalid(e.to_string()),
         })?;
         let info = info_json(&component);
@@ -188,7 +188,7 @@ impl Connectors {
             .await?
             .ok_or_else(|| DeployError::Invalid(format!("version {version} is not stored")))?;
         self.runtime.load(&wasm).await.map_err(|e| match e {
-            switchboard_runtime::RuntimeError::Busy(_) => DeployError::Busy(e.to_string()),
+            switchboard_sandbox::RuntimeError::Busy(_) => DeployError::Busy(e.to_string()),
             e => DeployError::Invalid(format!("stored version {version}: {e}")),
         })
     }

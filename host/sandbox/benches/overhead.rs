@@ -8,7 +8,7 @@
 //! delivery, the guest's request building and response classification, and
 //! the host's egress check — everything a real delivery pays.
 //!
-//! Usage: cargo bench -p switchboard-runtime --bench overhead -- [DELIVERIES] [CONCURRENCY]
+//! Usage: cargo bench -p switchboard-sandbox --bench overhead -- [DELIVERIES] [CONCURRENCY]
 //!
 //! `--only native|wasm|sandbox` runs one side alone, three times, for a
 //! profiler (`perf record`, `strace -c`) to see that side without the others.
@@ -28,7 +28,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use switchboard_runtime::{Delivery, Outcome, Runtime, RuntimeConfig, Sandbox};
+use switchboard_sandbox::{Delivery, Outcome, Runtime, RuntimeConfig, Sandbox};
 
 /// The allocator the `switchboard` binary runs with (`host/src/main.rs`),
 /// for both sides.

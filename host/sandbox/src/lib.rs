@@ -1,4 +1,4 @@
-//! # switchboard-runtime — the WebAssembly connector sandbox
+//! # switchboard-sandbox — the WebAssembly connector sandbox
 //!
 //! Runs connector components (the WIT world `switchboard:connector/connector`
 //! in `wit/switchboard-connector-0.1.0`) for the gateway:
