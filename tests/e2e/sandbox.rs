@@ -209,9 +209,15 @@ url = "http://{up}/op"
         why.contains("limits.max_concurrent_requests"),
         "{flood_event}"
     );
-    // And the gateway said what descriptors it has.
+    // And the gateway said what descriptors it has, and kept a reserve of
+    // them: 512 less a quarter (at least 128) for upstream connections.
     let log = std::fs::read_to_string(&gw.log).unwrap();
     assert!(log.contains("open-files limit"), "{log}");
+    let metrics = gw.get_text("/metrics").await;
+    assert!(
+        metrics.contains("\nswitchboard_egress_connections_max 384\n"),
+        "{metrics}"
+    );
 }
 
 /// `serve --listen` with a wildcard or other non-loopback address and no

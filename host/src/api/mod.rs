@@ -268,7 +268,8 @@ async fn metrics(
     if let Some(connectors) = &state.connectors {
         let slots = connectors.runtime().slot_stats();
         let cache = connectors.runtime().cache_stats();
-        let series: [(&str, &str, &str, u64); 6] = [
+        let egress = connectors.runtime().egress_stats();
+        let series: [(&str, &str, &str, u64); 8] = [
             (
                 "switchboard_component_cache_hits_total",
                 "counter",
@@ -304,6 +305,18 @@ async fn metrics(
                 "counter",
                 "Connector calls that got no slot within their deadline (retried).",
                 slots.timed_out,
+            ),
+            (
+                "switchboard_egress_connections",
+                "gauge",
+                "Upstream connections open now, all connectors together (idle pooled ones included).",
+                egress.open as u64,
+            ),
+            (
+                "switchboard_egress_connections_max",
+                "gauge",
+                "Ceiling on upstream connections, below the open-files limit (runtime.max_egress_connections).",
+                egress.ceiling as u64,
             ),
         ];
         for (name, kind, help, value) in series {
