@@ -1,0 +1,385 @@
+//! One function per operator command, with the clap arguments it takes.
+//!
+//! Each returns how it failed as a [`CliError`], whose exit code the binary
+//! exits with; none exits the process itself. The commands that ask the
+//! gateway run on a current-thread runtime of their own ([`Remote::run`]):
+//! they send one request at a time, so they need no worker threads. `connector
+//! new` and the report of `migrate` run without the gateway.
+
+use std::future::Future;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+
+use super::table::{
+    audit_text, connectors_text, dead_text, event_text, lanes_text, status_table, versions_text,
+};
+use super::{emit, path, query, read_file, CliError, Client, Format};
+
+#[derive(clap::Args)]
+pub struct DlqFilter {
+    #[arg(long)]
+    connector: Option<String>,
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    #[arg(long)]
+    key: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+}
+
+impl DlqFilter {
+    fn query(&self) -> String {
+        let mut q = vec![("limit", self.limit.to_string())];
+        if let Some(c) = &self.connector {
+            q.push(("connector", c.clone()));
+        }
+        if let Some(t) = &self.event_type {
+            q.push(("type", t.clone()));
+        }
+        if let Some(k) = &self.key {
+            q.push(("key", k.clone()));
+        }
+        query(&q)
+    }
+}
+
+#[derive(Subcommand)]
+pub enum DlqCmd {
+    /// Dead letters, newest first.
+    List(DlqFilter),
+    /// Back to ready in the same lane position: by id, or every match with --all.
+    Retry {
+        ids: Vec<i64>,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: DlqFilter,
+    },
+    /// Final; releases the keys: by id, or every match with --all.
+    Skip {
+        ids: Vec<i64>,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: DlqFilter,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeyCmd {
+    /// Per connector: the lane's head delivery, its state, attempts, last
+    /// error, next attempt, and how many wait behind it.
+    Why { key: String },
+}
+
+#[derive(Subcommand)]
+pub enum ConnectorCmd {
+    /// Every configured connector with its component and queue.
+    List,
+    /// One connector.
+    Show { name: String },
+    /// Upload a component (.wasm) as the connector's next version; validated
+    /// before it is accepted, used by new deliveries at once.
+    Deploy { name: String, file: PathBuf },
+    /// Stored component versions, newest first.
+    Versions { name: String },
+    /// Re-activate the version uploaded before the active one.
+    Rollback { name: String },
+    /// Stop attempting deliveries (events are still accepted and queued).
+    Pause { name: String },
+    /// Attempt deliveries again.
+    Resume { name: String },
+    /// Create a connector, or replace its settings, from a JSON file (the
+    /// fields of a `[[connectors]]` entry; - for stdin). In force at once, on
+    /// every node.
+    Configure { name: String, file: PathBuf },
+    /// Override concurrency and rate at run time, on every node; flags left
+    /// out go back to the configured value.
+    Limits {
+        name: String,
+        #[arg(long)]
+        concurrency: Option<u32>,
+        /// Deliveries per second.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Scaffold a new connector crate (builds for wasm32-wasip2, with tests
+    /// against a fake upstream) in DIR/NAME.
+    New {
+        name: String,
+        /// Parent directory of the new crate.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The guest SDK the crate depends on (by path).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk"))]
+        sdk: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum EventCmd {
+    /// POST an event or a batch (JSON file, or - for stdin).
+    Send { file: PathBuf },
+    /// An event and the state of each of its deliveries.
+    Show { id: String },
+}
+
+/// Where and how the operator commands talk to the gateway: the global
+/// `--url`, `--format` (or `--json`) and `--token`.
+pub struct Remote {
+    pub url: String,
+    pub format: Format,
+    pub token: Option<String>,
+}
+
+impl Remote {
+    /// Runs one command against the gateway to its end. The future owns its
+    /// [`Client`], so a command is an `async move` block and needs no boxing.
+    fn run<F>(&self, command: impl FnOnce(Client) -> F) -> Result<(), CliError>
+    where
+        F: Future<Output = Result<(), CliError>>,
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(CliError::Runtime)?;
+        let client = Client::new(&self.url, self.format, self.token.clone())?;
+        rt.block_on(command(client))
+    }
+}
+
+/// `migrate`'s report, once the store is migrated: the schema version now in
+/// force and the migrations this run applied (none when it was up to date).
+pub fn migrated(versions: &[i64], format: Format) -> Result<(), CliError> {
+    let last = versions.last().copied().unwrap_or(0);
+    let text = match format {
+        Format::Json => {
+            serde_json::json!({"schema_version": last, "applied": versions}).to_string()
+        }
+        Format::Text => format!(
+            "store migrated: schema version {last} ({} migrations applied)",
+            versions.len()
+        ),
+    };
+    emit(&text)
+}
+
+/// `connector …`: `new` scaffolds a crate here, without the gateway; the
+/// rest ask the gateway.
+pub fn connector(remote: &Remote, cmd: ConnectorCmd) -> Result<(), CliError> {
+    match cmd {
+        ConnectorCmd::New { name, dir, sdk } => connector_new(&name, &dir, &sdk, remote.format),
+        cmd => remote.run(|c| async move { connector_on(&c, cmd).await }),
+    }
+}
+
+/// `connector new`: a refusal (a bad name, a directory in the way) is a
+/// usage error.
+fn connector_new(name: &str, dir: &Path, sdk: &Path, format: Format) -> Result<(), CliError> {
+    let path = switchboard_connector_test::scaffold::scaffold(name, dir, sdk)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let text = match format {
+        Format::Json => serde_json::json!({ "created": path }).to_string(),
+        Format::Text => format!(
+            "created {0}\nnext: cd {0} && cargo build --release && cargo test --target host-tuple",
+            path.display()
+        ),
+    };
+    emit(&text)
+}
+
+async fn connector_on(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
+    match cmd {
+        ConnectorCmd::List => {
+            let v = c.get("/v1/connectors").await?;
+            c.print(&v, connectors_text)?;
+        }
+        ConnectorCmd::Show { name } => {
+            let v = c.get(&path(&["v1", "connectors", &name])).await?;
+            c.print(&v, connectors_text)?;
+        }
+        ConnectorCmd::Deploy { name, file } => {
+            let wasm = read_file(&file)?;
+            let v = c
+                .put_bytes(&path(&["v1", "connectors", &name, "component"]), wasm)
+                .await?;
+            c.print(&v, |v| format!("deployed {name}:\n{}", versions_text(v)))?;
+        }
+        ConnectorCmd::Versions { name } => {
+            let v = c
+                .get(&path(&["v1", "connectors", &name, "versions"]))
+                .await?;
+            c.print(&v, versions_text)?;
+        }
+        ConnectorCmd::Pause { name } => set_paused(c, &name, "pause").await?,
+        ConnectorCmd::Resume { name } => set_paused(c, &name, "resume").await?,
+        ConnectorCmd::Configure { name, file } => {
+            let body = read_file(&file)?;
+            let v = c
+                .put_json(&path(&["v1", "connectors", &name]), body)
+                .await?;
+            c.print(&v, connectors_text)?;
+        }
+        ConnectorCmd::Limits {
+            name,
+            concurrency,
+            rate,
+        } => {
+            let body = serde_json::json!({"concurrency": concurrency, "rate": rate});
+            let v = c
+                .put_json(
+                    &path(&["v1", "connectors", &name, "limits"]),
+                    body.to_string().into_bytes(),
+                )
+                .await?;
+            c.print(&v, |v| format!("limits of {name}: {}", v["overrides"]))?;
+        }
+        ConnectorCmd::New { .. } => {
+            return Err(CliError::Usage("`connector new` runs locally".into()));
+        }
+        ConnectorCmd::Rollback { name } => {
+            let v = c
+                .post_empty(&path(&["v1", "connectors", &name, "rollback"]))
+                .await?;
+            c.print(&v, |v| {
+                format!("rolled back {name} to:\n{}", versions_text(v))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+async fn set_paused(c: &Client, name: &str, action: &str) -> Result<(), CliError> {
+    let v = c
+        .post_empty(&path(&["v1", "connectors", name, action]))
+        .await?;
+    c.print(&v, |v| format!("{action}d:\n{}", connectors_text(v)))
+}
+
+/// `event send | show`.
+pub fn event(remote: &Remote, cmd: EventCmd) -> Result<(), CliError> {
+    remote.run(|c| async move {
+        match cmd {
+            EventCmd::Send { file } => {
+                let body = read_file(&file)?;
+                let v = c.post_json("/v1/events", body).await?;
+                c.print(&v, |v| {
+                    format!(
+                        "accepted {}, duplicates {}, unrouted {}",
+                        v["accepted"], v["duplicates"], v["unrouted"]
+                    )
+                })
+            }
+            EventCmd::Show { id } => {
+                let v = c.get(&path(&["v1", "events", &id])).await?;
+                c.print(&v, event_text)
+            }
+        }
+    })
+}
+
+/// `dlq list | retry | skip`: retry and skip take delivery ids, or `--all`
+/// with the list's filters, never both.
+pub fn dlq(remote: &Remote, cmd: DlqCmd) -> Result<(), CliError> {
+    remote.run(|c| async move { dlq_on(&c, cmd).await })
+}
+
+async fn dlq_on(c: &Client, cmd: DlqCmd) -> Result<(), CliError> {
+    let (action, ids, all, filter) = match cmd {
+        DlqCmd::List(filter) => {
+            let v = c
+                .get(&format!("/v1/dead-letters{}", filter.query()))
+                .await?;
+            return c.print(&v, dead_text);
+        }
+        DlqCmd::Retry { ids, all, filter } => ("retry", ids, all, filter),
+        DlqCmd::Skip { ids, all, filter } => ("skip", ids, all, filter),
+    };
+    match (ids.is_empty(), all) {
+        (true, true) => {
+            let v = c
+                .post_empty(&format!("/v1/dead-letters/{action}{}", filter.query()))
+                .await?;
+            c.print(&v, |v| {
+                format!(
+                    "{action}: {} of {} dead letters",
+                    v["applied"], v["matched"]
+                )
+            })?;
+        }
+        (false, false) => {
+            for id in ids {
+                let v = c
+                    .post_empty(&path(&["v1", "deliveries", &id.to_string(), action]))
+                    .await?;
+                c.print(&v, |v| format!("{action}: delivery {}", v["delivery_id"]))?;
+            }
+        }
+        _ => {
+            return Err(CliError::Usage(
+                "name delivery ids, or use --all (with filters) — not both".into(),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// `key why KEY`.
+pub fn key(remote: &Remote, cmd: KeyCmd) -> Result<(), CliError> {
+    let KeyCmd::Why { key } = cmd;
+    remote.run(|c| async move {
+        let v = c.get(&path(&["v1", "keys", &key])).await?;
+        c.print(&v, lanes_text)
+    })
+}
+
+/// `audit`: the newest `limit` operator actions.
+pub fn audit(remote: &Remote, limit: usize) -> Result<(), CliError> {
+    remote.run(|c| async move {
+        let v = c.get(&format!("/v1/audit?limit={limit}")).await?;
+        c.print(&v, audit_text)
+    })
+}
+
+/// `status`: on a terminal, the table redrawn in place every `every`
+/// seconds (at least one); into a pipe or a file (or with `--once`), one
+/// snapshot and exit, so `switchboard status | grep hss` ends and a file
+/// holds no escape codes.
+pub fn status(remote: &Remote, once: bool, every: u64) -> Result<(), CliError> {
+    let every = every.max(1);
+    remote.run(|c| async move { status_on(&c, once, every).await })
+}
+
+async fn status_on(c: &Client, once: bool, every: u64) -> Result<(), CliError> {
+    let terminal = std::io::stdout().is_terminal();
+    let once = once || !terminal;
+    // A dumb terminal cannot clear: snapshots follow one another there.
+    let redraw = terminal && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
+    let mut previous: Option<(std::time::Instant, serde_json::Value)> = None;
+    let mut widths = Vec::new();
+    loop {
+        let v = c.get("/v1/connectors").await?;
+        let now = std::time::Instant::now();
+        if c.json() {
+            c.print(&v, |_| String::new())?;
+        } else {
+            let before = previous
+                .as_ref()
+                .map(|(t, p)| (p, now.duration_since(*t).as_secs_f64()));
+            let table = status_table(&v, before, crate::queue::now_ms()).render_wider(&mut widths);
+            if once || !redraw {
+                emit(&table)?;
+            } else {
+                // Clear and home: the table refreshes in place.
+                emit(&format!("\x1b[2J\x1b[H{table}"))?;
+            }
+        }
+        if once {
+            return Ok(());
+        }
+        previous = Some((now, v));
+        tokio::time::sleep(std::time::Duration::from_secs(every)).await;
+    }
+}
