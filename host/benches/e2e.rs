@@ -707,11 +707,13 @@ struct GatewayFigures {
     cpu_us_per_event: f64,
     /// The gateway's CPU time over the measured run's wall time.
     busy_cores: f64,
-    /// All PostgreSQL server processes' CPU per event (other clients' too).
-    db_cpu_us_per_event: Option<f64>,
+    /// The PostgreSQL server's CPU per event, when it runs on this machine.
+    db: Option<DbCpu>,
     /// Every process's CPU time (`/proc/stat`) over the run's wall time:
     /// above the gateway's, the bench's and the database's, something else ran.
     machine_busy_cores: f64,
+    /// Time all cores waited for the disk, over the run's wall time.
+    machine_iowait_cores: f64,
     rss_kib: u64,
     hwm_kib: u64,
     log_warnings: Vec<String>,
@@ -845,11 +847,10 @@ url = "http://{sink_addr}/op"
     let db1 = postgres_ticks(opts.backend);
     let machine1 = machine_ticks();
     let busy = measured_from.elapsed();
-    let db_ticks: Option<u64> = (opts.backend == Backend::Postgres).then(|| {
-        db1.iter()
-            .map(|(pid, t)| t.saturating_sub(db0.get(pid).copied().unwrap_or(0)))
-            .sum()
-    });
+    let db = match &schema {
+        Some(schema) => Some(db_cpu(schema, &db0, &db1).await),
+        None => None,
+    };
     let (rss_kib, hwm_kib) = memory(gateway.pid);
     let log_warnings = gateway.warnings();
     drop(gateway);
@@ -880,8 +881,13 @@ url = "http://{sink_addr}/op"
         Some(GatewayFigures {
             cpu_us_per_event: ticks_us(cpu1 - cpu0) / delivered,
             busy_cores: ticks_us(cpu1 - cpu0) / 1e6 / busy.as_secs_f64(),
-            db_cpu_us_per_event: db_ticks.map(|t| ticks_us(t) / delivered),
-            machine_busy_cores: ticks_us(machine1 - machine0) / 1e6 / busy.as_secs_f64(),
+            db: db.map(|d| DbCpu {
+                sessions_us: d.sessions_us / delivered,
+                background_us: d.background_us / delivered,
+                others_us: d.others_us / delivered,
+            }),
+            machine_busy_cores: ticks_us(machine1.0 - machine0.0) / 1e6 / busy.as_secs_f64(),
+            machine_iowait_cores: ticks_us(machine1.1 - machine0.1) / 1e6 / busy.as_secs_f64(),
             rss_kib,
             hwm_kib,
             log_warnings,
@@ -959,28 +965,32 @@ fn print_table(rows: &[Row]) {
     println!();
     println!(
         "| run | delivered ev/s | of ceiling | ingest ev/s | gateway CPU µs/ev | \
-         bench CPU µs/ev | gateway RSS / peak MiB | request p50 / p99 ms | \
-         event→delivery p50 / p99 ms | lost | reordered |"
+         database CPU µs/ev | bench CPU µs/ev | gateway RSS / peak MiB | \
+         request p50 / p99 ms | event→delivery p50 / p99 ms | lost | reordered |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let share = match (ceiling, &r.gateway) {
             (Some(c), Some(_)) if c > 0.0 => format!("{:.0}%", 100.0 * r.delivered_per_s / c),
             _ => dash(),
         };
-        let (cpu, rss) = match &r.gateway {
+        let (cpu, db, rss) = match &r.gateway {
             Some(g) => (
                 format!("{:.0}", g.cpu_us_per_event),
+                g.db.as_ref().map_or_else(
+                    || "in the gateway".to_string(),
+                    |d| format!("{:.0}", d.sessions_us + d.background_us),
+                ),
                 format!(
                     "{:.0} / {:.0}",
                     g.rss_kib as f64 / 1024.0,
                     g.hwm_kib as f64 / 1024.0
                 ),
             ),
-            None => (dash(), dash()),
+            None => (dash(), dash(), dash()),
         };
         println!(
-            "| {} | {} | {share} | {} | {cpu} | {:.0} | {rss} | {:.2} / {:.2} | {:.2} / {:.2} | {} | {} |",
+            "| {} | {} | {share} | {} | {cpu} | {db} | {:.0} | {rss} | {:.2} / {:.2} | {:.2} / {:.2} | {} | {} |",
             r.name,
             thousands(r.delivered_per_s),
             r.ingest_per_s.map_or_else(dash, thousands),
@@ -1009,13 +1019,18 @@ fn print_table(rows: &[Row]) {
             r.gateway
                 .as_ref()
                 .map(|g| format!(
-                    ", gateway busy {:.2} cores on average{}, the machine {:.2} cores, \
-                     {} WARN/ERROR lines in the gateway log",
+                    ", gateway busy {:.2} cores on average{}, the machine {:.2} cores \
+                     (and {:.2} waiting for the disk), {} WARN/ERROR lines in the gateway log",
                     g.busy_cores,
-                    g.db_cpu_us_per_event
-                        .map(|us| format!(", the PostgreSQL server {us:.0} µs/event"))
+                    g.db.as_ref()
+                        .map(|d| format!(
+                            ", PostgreSQL µs/event: {:.0} in the gateway's sessions, \
+                             {:.0} in its background processes, {:.0} for other clients",
+                            d.sessions_us, d.background_us, d.others_us
+                        ))
                         .unwrap_or_default(),
                     g.machine_busy_cores,
+                    g.machine_iowait_cores,
                     g.log_warnings.len()
                 ))
                 .unwrap_or_default(),
@@ -1158,7 +1173,12 @@ async fn fresh_schema() -> (String, String) {
     let shown: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("  PostgreSQL schema {schema} ({})", shown.join(", "));
     let sep = if base.contains('?') { '&' } else { '?' };
-    (format!("{base}{sep}options[search_path]={schema}"), schema)
+    // The application name tells the gateway's sessions apart from other
+    // clients' in `pg_stat_activity`, so their CPU can be counted.
+    (
+        format!("{base}{sep}options[search_path]={schema}&application_name={schema}"),
+        schema,
+    )
 }
 
 async fn drop_schema(schema: &str) {
@@ -1199,8 +1219,8 @@ fn cpu_ticks(pid: &str) -> u64 {
 }
 
 /// Busy clock ticks of all cores together (`/proc/stat`: user, nice,
-/// system, irq, softirq; not idle, iowait nor steal).
-fn machine_ticks() -> u64 {
+/// system, irq, softirq; not idle, iowait nor steal), and iowait.
+fn machine_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let cpu: Vec<u64> = stat
         .lines()
@@ -1210,7 +1230,50 @@ fn machine_ticks() -> u64 {
         .skip(1)
         .filter_map(|f| f.parse().ok())
         .collect();
-    [0, 1, 2, 5, 6].iter().filter_map(|&i| cpu.get(i)).sum()
+    let busy = [0, 1, 2, 5, 6].iter().filter_map(|&i| cpu.get(i)).sum();
+    (busy, cpu.get(4).copied().unwrap_or(0))
+}
+
+/// The PostgreSQL server's CPU over the measured run, in µs.
+struct DbCpu {
+    /// The backends serving the gateway's connections.
+    sessions_us: f64,
+    /// WAL writer, checkpointer, background writer, autovacuum, postmaster,
+    /// and processes gone by the end of the run.
+    background_us: f64,
+    /// Backends serving any other client (other work on a shared server).
+    others_us: f64,
+}
+
+/// Splits the `postgres` processes' CPU between the start (`before`) and the
+/// end (`after`) of the run by whom they serve (`pg_stat_activity`); the
+/// gateway's sessions carry `application_name = schema`.
+async fn db_cpu(schema: &str, before: &HashMap<u32, u64>, after: &HashMap<u32, u64>) -> DbCpu {
+    let mut sessions: Vec<(i32, String, String)> = Vec::new();
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_base_url()).await {
+        sessions = sqlx::query_as(
+            "SELECT pid, coalesce(backend_type, ''), coalesce(application_name, '') \
+             FROM pg_stat_activity",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
+        let _ = conn.close().await;
+    }
+    let mut cpu = DbCpu {
+        sessions_us: 0.0,
+        background_us: 0.0,
+        others_us: 0.0,
+    };
+    for (pid, ticks) in after {
+        let us = ticks_us(ticks.saturating_sub(before.get(pid).copied().unwrap_or(0)));
+        match sessions.iter().find(|(p, _, _)| *p as u32 == *pid) {
+            Some((_, _, app)) if app == schema => cpu.sessions_us += us,
+            Some((_, kind, _)) if kind == "client backend" => cpu.others_us += us,
+            _ => cpu.background_us += us,
+        }
+    }
+    cpu
 }
 
 /// utime + stime of every `postgres` process by pid (empty for SQLite): the
