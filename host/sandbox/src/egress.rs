@@ -305,11 +305,16 @@ impl WasiHttpHooks for EgressHooks {
                     .insert(secret.name.clone(), secret.value.clone());
             }
         }
+        // Request-body bytes count against the call's `max_request_bytes`.
         let budget = self.budget.clone();
         let request = request.map(|body| {
-            CountedBody {
+            MeteredBody {
                 inner: body,
-                budget,
+                meter: move |n| {
+                    budget.send(n).map_err(|limit| {
+                        wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit))
+                    })
+                },
             }
             .boxed_unsync()
         });
@@ -326,12 +331,20 @@ impl WasiHttpHooks for EgressHooks {
                 Ok(Err(e)) => return Err(classify_client_error(&connector, &e)),
                 Ok(Ok(r)) => r,
             };
+            // The response body is capped at `max_response_bytes`, and holds
+            // the call's permit for this request until it is done.
+            let limit = u64::try_from(max).unwrap_or(u64::MAX);
+            let mut remaining = max;
             let response = response.map(|body| {
-                CappedBody {
+                MeteredBody {
                     inner: body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync(),
-                    remaining: max,
-                    limit: max,
-                    _permit: permit,
+                    meter: move |n: usize| {
+                        let _in_flight = &permit;
+                        remaining = remaining
+                            .checked_sub(n)
+                            .ok_or(wasmtime_wasi_http::Error::HttpResponseBodySize(Some(limit)))?;
+                        Ok(())
+                    },
                 }
                 .boxed_unsync()
             });
@@ -377,23 +390,18 @@ fn classify_client_error(
     }
 }
 
-/// A response body that fails once more than `limit` bytes have been read.
-/// It holds its call's permit for one request in flight until it is done.
-struct CappedBody {
+/// A body whose data frames pass `meter` first: the first frame it refuses
+/// ends the body with the meter's error. Whatever the meter holds (a
+/// request-in-flight permit) lives as long as the body.
+struct MeteredBody<M> {
     inner: WasiBody,
-    remaining: usize,
-    limit: usize,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    meter: M,
 }
 
-/// A request body whose bytes count against the call's
-/// `max_request_bytes`; past it the request fails.
-struct CountedBody {
-    inner: WasiBody,
-    budget: std::sync::Arc<crate::budget::CallBudget>,
-}
-
-impl Body for CountedBody {
+impl<M> Body for MeteredBody<M>
+where
+    M: FnMut(usize) -> Result<(), wasmtime_wasi_http::Error> + Unpin,
+{
     type Data = Bytes;
     type Error = wasmtime_wasi_http::Error;
 
@@ -404,43 +412,10 @@ impl Body for CountedBody {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
-                if let Err(limit) = self.budget.send(data.len()) {
-                    return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
-                        Some(limit),
-                    ))));
+                let len = data.len();
+                if let Err(e) = (self.meter)(len) {
+                    return Poll::Ready(Some(Err(e)));
                 }
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Body for CappedBody {
-    type Data = Bytes;
-    type Error = wasmtime_wasi_http::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                if data.len() > self.remaining {
-                    let limit = u64::try_from(self.limit).unwrap_or(u64::MAX);
-                    return Poll::Ready(Some(Err(
-                        wasmtime_wasi_http::Error::HttpResponseBodySize(Some(limit)),
-                    )));
-                }
-                self.remaining -= data.len();
             }
         }
         polled
