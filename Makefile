@@ -66,7 +66,7 @@ bench: connectors
 	$(CARGO) bench -p switchboard --bench queue -- all
 	$(CARGO) bench -p switchboard --bench outage
 
-## End-to-end figures (see BENCHMARKS.md, "End-to-end"): the release gateway
+## End-to-end figures (see docs/benchmarks-history.md, "End-to-end"): the release gateway
 ## and the webhook connector between a load generator posting a telecom mix
 ## and an HSS-like sink, beside the same requests sent to the sink directly;
 ## prints one table. BACKEND=sqlite|postgres, MODE=single|batch (BATCH events

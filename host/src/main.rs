@@ -12,7 +12,7 @@ use switchboard::config::Config;
 
 /// mimalloc rather than glibc's malloc: a Wasm delivery allocates and frees
 /// hundreds of small objects across threads (store, resource table, HTTP
-/// parts), where glibc spent ~13% of the CPU; BENCHMARKS.md, "Allocator".
+/// parts), where glibc spent ~13% of the CPU; docs/benchmarks-history.md, "Allocator".
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -473,7 +473,7 @@ impl Runtime {
             // connector built with the SDK's 128 KiB stack (stack, data and
             // the heap of a typical delivery); a guest with Rust's default
             // 1 MiB stack touches pages past it whatever this is set to.
-            // BENCHMARKS.md, "Guest stack size", has the measurements.
+            // docs/benchmarks-history.md, "Guest stack size", has the measurements.
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
             .table_keep_resident(64 << 10);
 

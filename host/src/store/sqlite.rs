@@ -57,7 +57,7 @@ use crate::queue::{Millis, OnDead};
 /// at every commit (`perf` puts 6–9% of batch-ingest CPU in SQLite's cache
 /// truncation at the end of a write transaction), and since most lane
 /// lookups are answered from memory, 64 MiB beat 256 in every pairing
-/// measured (BENCHMARKS.md, "Lane-table lookups answered from memory").
+/// measured (docs/benchmarks-history.md, "Lane-table lookups answered from memory").
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
 /// WAL pages (4 KiB) after which a commit checkpoints: ~40 MiB of WAL at most
 /// in steady state, against SQLite's default of 1,000.
@@ -189,7 +189,7 @@ impl SqliteStore {
             .run(&mut conn)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        // The writer's page cache and checkpoint cadence (BENCHMARKS.md,
+        // The writer's page cache and checkpoint cadence (docs/benchmarks-history.md,
         // "SQLite writer settings"): with random keys nearly every statement
         // touches a page that SQLite's default 2 MiB cache no longer holds,
         // and the default checkpoint every 1,000 WAL pages copies the same
