@@ -95,6 +95,16 @@ pub async fn run(
              when all are busy, calls wait for a free instance slot"
         );
     }
+    let connections: usize = configs.iter().map(|c| c.limits.max_connections).sum();
+    if connections > egress.ceiling {
+        tracing::warn!(
+            connections,
+            ceiling = egress.ceiling,
+            "the connectors' limits.max_connections add up to more than the egress ceiling \
+             (runtime.max_egress_connections): one connector at its cap can make the others \
+             wait for a connection"
+        );
+    }
     let connectors = Connectors::new(runtime, &configs);
     connectors.restore(&*store, &configs).await?;
     let fleet = fleet.with_runtime(connectors.clone());

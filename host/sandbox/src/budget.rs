@@ -10,7 +10,8 @@
 //!
 //! - the call's resource table holds at most **R** entries;
 //! - every resource holds at most **S** bytes, where
-//!   `S = (M − C × CONNECTION_BUFFERS) / R` (15 KiB with the defaults):
+//!   `S = (M − C × CONNECTION_BUFFERS) / R` (15,728 bytes, 15.4 KiB, with the
+//!   defaults):
 //!   a `fields` map is capped at S (wasmtime counts each name and value
 //!   plus the size of its `HeaderName`/`HeaderValue`), and an outgoing body
 //!   buffers at most two chunks of S/2 (one chunk in flight, one slot
@@ -21,7 +22,9 @@
 //!   (2 × 64 KiB).
 //!
 //! So the worst case of one call is `R × S + C × CONNECTION_BUFFERS ≤ M`:
-//! 1,000 × 15 KiB + 8 × 128 KiB = 15.6 MiB with the defaults. Request and
+//! 1,000 × 15,728 + 8 × 131,072 = 16,776,576 bytes ≤ 16 MiB with the
+//! defaults. (TLS buffers of `https` connections are rustls's own and are
+//! not in this sum.) Request and
 //! response heads move *into* other resources (an outgoing request takes its
 //! `fields`), so they are not counted twice; response bodies the guest reads
 //! land in its own linear memory, under `memory_bytes`; and everything is

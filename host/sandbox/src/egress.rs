@@ -80,18 +80,17 @@ pub(crate) type HttpClient = Client<crate::tls::EgressConnector, WasiBody>;
 pub(crate) struct Pools {
     idle_timeout: Duration,
     max_idle_per_host: usize,
-    connect_timeout: Duration,
     tls: std::sync::Arc<rustls::ClientConfig>,
     process: std::sync::Arc<tokio::sync::Semaphore>,
     ceiling: usize,
-    clients: std::sync::Mutex<std::collections::HashMap<String, (usize, HttpClient)>>,
+    /// Connector → the settings its client was built with, and the client.
+    clients: std::sync::Mutex<std::collections::HashMap<String, (PoolSettings, HttpClient)>>,
 }
 
 impl Pools {
     pub(crate) fn new(
         idle_timeout: Duration,
         max_idle_per_host: usize,
-        connect_timeout: Duration,
         tls: rustls::ClientConfig,
         ceiling: usize,
     ) -> Pools {
@@ -99,7 +98,6 @@ impl Pools {
         Pools {
             idle_timeout,
             max_idle_per_host,
-            connect_timeout,
             tls: std::sync::Arc::new(tls),
             process: std::sync::Arc::new(tokio::sync::Semaphore::new(ceiling)),
             ceiling,
@@ -118,20 +116,29 @@ impl Pools {
             .saturating_sub(self.process.available_permits())
     }
 
-    /// `connector`'s client. A changed `max_connections` gives the
-    /// connector a new pool; connections of the old one close as their
-    /// calls finish.
-    pub(crate) fn client(&self, connector: &str, max_connections: usize) -> HttpClient {
+    /// `connector`'s client, connecting within `connect_timeout` (its
+    /// `request_timeout`). Changed settings give the connector a new pool;
+    /// connections of the old one close as their calls finish.
+    pub(crate) fn client(
+        &self,
+        connector: &str,
+        max_connections: usize,
+        connect_timeout: Duration,
+    ) -> HttpClient {
         let max_connections = max_connections.clamp(1, self.ceiling);
+        let settings = PoolSettings {
+            max_connections,
+            connect_timeout,
+        };
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((max, client)) = clients.get(connector) {
-            if *max == max_connections {
+        if let Some((built, client)) = clients.get(connector) {
+            if *built == settings {
                 return client.clone();
             }
         }
         let mut http = HttpConnector::new_with_resolver(CheckedResolver);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(self.connect_timeout));
+        http.set_connect_timeout(Some(connect_timeout));
         let permits = crate::tls::ConnectionPermits {
             connector: std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections)),
             process: self.process.clone(),
@@ -147,9 +154,16 @@ impl Pools {
                 self.tls.clone(),
                 permits,
             ));
-        clients.insert(connector.to_string(), (max_connections, client.clone()));
+        clients.insert(connector.to_string(), (settings, client.clone()));
         client
     }
+}
+
+/// What a connector's client is built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PoolSettings {
+    max_connections: usize,
+    connect_timeout: Duration,
 }
 
 /// One parsed `allowed_hosts` entry.

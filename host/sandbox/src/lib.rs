@@ -517,7 +517,6 @@ impl Runtime {
         let pools = Pools::new(
             cfg.http_pool_idle_timeout,
             cfg.http_pool_max_idle_per_host,
-            Limits::default().request_timeout,
             tls,
             ceiling,
         );
@@ -841,7 +840,9 @@ impl Component {
         } else {
             sandbox.connector.as_str()
         };
-        let client = shared.pools.client(pool_name, limits.max_connections);
+        let client = shared
+            .pools
+            .client(pool_name, limits.max_connections, limits.request_timeout);
         let call_budget = CallBudget::new(limits);
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(caps.resource_bytes);
