@@ -40,6 +40,9 @@
 //! (acknowledged but not delivered within `--timeout`) and reordered.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -1125,43 +1128,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The PostgreSQL server: `SWITCHBOARD_TEST_PG`, else `DATABASE_URL`, else the local default.
-fn pg_base_url() -> String {
-    std::env::var("SWITCHBOARD_TEST_PG")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
+use common::pg_base_url;
 
-/// A new, empty schema for this run, and the URL that uses it. Schemas of
-/// earlier runs older than an hour (left by a run that was interrupted) are
-/// dropped on the way.
+/// A new, empty schema for this run (made as the test suite makes them, and
+/// dropped the same way when stale), and the URL that uses it.
 async fn fresh_schema() -> (String, String) {
     let base = pg_base_url();
+    let tested = common::pg_schema_url().await;
+    let schema = tested
+        .rsplit("search_path]=")
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let mut conn = sqlx::PgConnection::connect(&base)
         .await
         .unwrap_or_else(|e| panic!("no PostgreSQL at {base} (set SWITCHBOARD_TEST_PG): {e}"));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let stale: Vec<String> = sqlx::query_scalar(
-        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sbe2e\\_%' \
-         AND split_part(nspname, '_', 2)::bigint < $1",
-    )
-    .bind((now - 3600) as i64)
-    .fetch_all(&mut conn)
-    .await
-    .unwrap_or_default();
-    for schema in stale {
-        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .execute(&mut conn)
-            .await;
-    }
-    let schema = format!("sbe2e_{now}_{:08x}", rand::random::<u32>());
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
     let settings: Vec<(String, String)> = sqlx::query_as(
         "SELECT name, setting FROM pg_settings \
          WHERE name IN ('fsync', 'synchronous_commit', 'server_version')",
@@ -1172,13 +1153,9 @@ async fn fresh_schema() -> (String, String) {
     let _ = conn.close().await;
     let shown: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("  PostgreSQL schema {schema} ({})", shown.join(", "));
-    let sep = if base.contains('?') { '&' } else { '?' };
     // The application name tells the gateway's sessions apart from other
     // clients' in `pg_stat_activity`, so their CPU can be counted.
-    (
-        format!("{base}{sep}options[search_path]={schema}&application_name={schema}"),
-        schema,
-    )
+    (format!("{tested}&application_name={schema}"), schema)
 }
 
 async fn drop_schema(schema: &str) {
