@@ -331,7 +331,7 @@ async fn run(o: Opts) {
     }
     let outage_real = real.elapsed();
     let refused = up.refused.lock().unwrap().clone();
-    let counts = store.state_counts(DOWN).await.unwrap();
+    let counts = store.catalog().state_counts(DOWN).await.unwrap();
     println!(
         "outage: {} simulated hours in {:.1} s real ({steps} clock steps); {} events for each \
          connector arrived during it",
@@ -407,7 +407,7 @@ async fn run(o: Opts) {
         o.concurrency,
         up.out_of_order.load(Ordering::SeqCst)
     );
-    let counts = store.state_counts(DOWN).await.unwrap();
+    let counts = store.catalog().state_counts(DOWN).await.unwrap();
     println!(
         "recovery: {DOWN} now {} delivered, {} ready, {} blocked, {} in flight, {} dead",
         counts.delivered, counts.ready, counts.blocked, counts.in_flight, counts.dead

@@ -417,7 +417,7 @@ fn file_len(p: &std::path::Path) -> u64 {
 }
 
 async fn footprint(db: &Db) {
-    let queued = db.store.state_counts(CONNECTOR).await.unwrap();
+    let queued = db.store.catalog().state_counts(CONNECTOR).await.unwrap();
     let queued_n = queued.ready + queued.blocked;
     let (Some(path), None) = (&db.path, &db.schema) else {
         return pg_footprint(db, queued_n).await;
@@ -653,7 +653,7 @@ async fn ingest_http(opts: &Opts, clients: usize, per_post: usize) {
     );
     // The request handler only answered after the commit, so the rows are
     // there; confirm the shape the scenario promises (one delivery per event).
-    let counts = db.store.state_counts(CONNECTOR).await.unwrap();
+    let counts = db.store.catalog().state_counts(CONNECTOR).await.unwrap();
     println!(
         "ingest: store now holds {} deliveries ({} ready, {} blocked behind a shared key)",
         counts.ready + counts.blocked,
@@ -784,8 +784,15 @@ fn bytes_written() -> Option<u64> {
 /// ready are interleaved: they are claim + complete work too).
 async fn drain_measured(opts: &Opts, db: &Db) -> DrainResult {
     let last_id = format!("e{}", opts.measured - 1);
-    let measured_last = db.store.event(&last_id).await.unwrap().unwrap().seq;
-    let before = db.store.state_counts(CONNECTOR).await.unwrap();
+    let measured_last = db
+        .store
+        .catalog()
+        .event(&last_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .seq;
+    let before = db.store.catalog().state_counts(CONNECTOR).await.unwrap();
     let defaults = DispatchConfig::default();
     let policy = ConnectorPolicy {
         name: CONNECTOR.into(),
@@ -838,7 +845,7 @@ async fn drain_measured(opts: &Opts, db: &Db) -> DrainResult {
         .map(|(a, b)| a.saturating_sub(b));
     let total = deliver.total.load(Ordering::Relaxed);
     let claims = deliver.leases.lock().unwrap().len();
-    let after = db.store.state_counts(CONNECTOR).await.unwrap();
+    let after = db.store.catalog().state_counts(CONNECTOR).await.unwrap();
     // Every attempt answered Done, so every one must now be delivered.
     assert_eq!(
         after.delivered, total,

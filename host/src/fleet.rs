@@ -204,6 +204,7 @@ impl Fleet {
             FleetError::Invalid(ConfigError::Invalid(format!("connector {:?}: {e}", c.name)))
         })?;
         store
+            .catalog()
             .put_connector_config(
                 &c.name,
                 &full,
@@ -222,7 +223,7 @@ impl Fleet {
     /// start, and when another node changed one). Returns how many changed.
     pub async fn sync(&self, store: &dyn Store) -> Result<usize, StoreError> {
         let mut changed = 0;
-        for (name, value) in store.connector_configs().await? {
+        for (name, value) in store.catalog().connector_configs().await? {
             let c: ConnectorConfig = match serde_json::from_value(value) {
                 Ok(c) => c,
                 Err(e) => {

@@ -188,7 +188,7 @@ async fn nodes_racing_on_shared_lanes_keep_order_and_lose_nothing() {
     loop {
         let mut delivered = 0;
         for c in CONNECTORS {
-            delivered += t.store.state_counts(c).await.unwrap().delivered;
+            delivered += t.store.catalog().state_counts(c).await.unwrap().delivered;
         }
         if delivered == (EVENTS * CONNECTORS.len()) as u64 {
             break;

@@ -15,7 +15,7 @@ use switchboard::dispatch::{
 };
 use switchboard::queue::retry::RetryPolicy;
 use switchboard::queue::{now_ms, DeliveryState, OnDead};
-use switchboard::store::{Claimed, Store};
+use switchboard::store::{Claimed, OperatorAction, Store};
 use tokio::sync::watch;
 
 /// Records every attempt; fails each event's first attempt when asked; checks
@@ -170,7 +170,13 @@ async fn order_per_key_holds_under_concurrency_and_retries() {
         run.wakers.wake("hss");
     }
     wait_until("all delivered", async || {
-        t.store.state_counts("hss").await.unwrap().delivered == n
+        t.store
+            .catalog()
+            .state_counts("hss")
+            .await
+            .unwrap()
+            .delivered
+            == n
     })
     .await;
     run.stop.send(true).unwrap();
@@ -218,28 +224,40 @@ async fn a_dead_letter_holds_its_keys_and_nothing_else() {
         .unwrap();
     let run = start(t.store.clone(), rec.clone(), 4, Duration::from_secs(5));
     wait_until("other delivered", async || {
-        t.store.state_counts("hss").await.unwrap().delivered == 1
+        t.store
+            .catalog()
+            .state_counts("hss")
+            .await
+            .unwrap()
+            .delivered
+            == 1
     })
     .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let bad = t.store.event("bad").await.unwrap().unwrap();
+    let bad = t.store.catalog().event("bad").await.unwrap().unwrap();
     assert_eq!(bad.deliveries[0].state, DeliveryState::Dead);
     assert_eq!(
         bad.deliveries[0].last_error.as_deref(),
         Some("rejected: 400 number unknown")
     );
-    let behind = t.store.event("behind").await.unwrap().unwrap();
+    let behind = t.store.catalog().event("behind").await.unwrap().unwrap();
     assert_eq!(behind.deliveries[0].state, DeliveryState::Blocked);
 
     // The operator skips the dead letter; the lane moves on.
     assert!(t
         .store
-        .skip_dead(bad.deliveries[0].id, now_ms())
+        .operator_action(bad.deliveries[0].id, OperatorAction::Skip, "ops", now_ms())
         .await
         .unwrap());
     run.wakers.wake("hss");
     wait_until("behind delivered", async || {
-        t.store.state_counts("hss").await.unwrap().delivered == 2
+        t.store
+            .catalog()
+            .state_counts("hss")
+            .await
+            .unwrap()
+            .delivered
+            == 2
     })
     .await;
     run.stop.send(true).unwrap();
@@ -267,7 +285,7 @@ async fn shutdown_hands_unfinished_attempts_back_to_the_queue() {
         .await
         .expect("shutdown within grace")
         .unwrap();
-    let v = t.store.event("slow").await.unwrap().unwrap();
+    let v = t.store.catalog().event("slow").await.unwrap().unwrap();
     assert_eq!(v.deliveries[0].state, DeliveryState::Ready);
     assert_eq!(v.deliveries[0].attempts, 1);
     assert_eq!(
@@ -289,6 +307,7 @@ async fn drain_60(
     t.store.ingest(events, now_ms()).await.unwrap();
     if let Some(limits) = overrides {
         t.store
+            .catalog()
             .set_limits("hss", limits, "ops", now_ms())
             .await
             .unwrap();
@@ -305,7 +324,13 @@ async fn drain_60(
         rx,
     );
     wait_until("all delivered", async || {
-        t.store.state_counts("hss").await.unwrap().delivered == 60
+        t.store
+            .catalog()
+            .state_counts("hss")
+            .await
+            .unwrap()
+            .delivered
+            == 60
     })
     .await;
     let elapsed = started.elapsed();
@@ -433,12 +458,12 @@ async fn a_long_outage_costs_probes_and_expires_only_what_may_expire() {
         "the breaker kept probing: {} probes after the first hour",
         late.len()
     );
-    let counts = store.state_counts("hss").await.unwrap();
+    let counts = store.catalog().state_counts("hss").await.unwrap();
     assert_eq!(counts.expired, 200, "{counts:?}");
     assert!(up.received.lock().unwrap().is_empty());
     // Back: everything that may not expire is delivered, in order per key.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while store.state_counts("hss").await.unwrap().delivered < 1_800 {
+    while store.catalog().state_counts("hss").await.unwrap().delivered < 1_800 {
         assert!(std::time::Instant::now() < deadline, "drain stalled");
         clock.step(2, 10_000, i64::MAX).await;
     }
@@ -449,7 +474,7 @@ async fn a_long_outage_costs_probes_and_expires_only_what_may_expire() {
         let prev = last.insert(k.clone(), seq);
         assert!(prev.is_none_or(|p| p < seq), "{k} out of order");
     }
-    let counts = store.state_counts("hss").await.unwrap();
+    let counts = store.catalog().state_counts("hss").await.unwrap();
     assert_eq!((counts.delivered, counts.expired), (1_800, 200));
     assert_eq!(
         counts.ready + counts.blocked + counts.in_flight + counts.dead,
@@ -526,7 +551,7 @@ async fn a_busy_gateway_neither_trips_the_breaker_nor_backs_off() {
         rx,
     );
     wait_until("all three delivered after the busy answers", async || {
-        store.state_counts(NAME).await.unwrap().delivered == 3
+        store.catalog().state_counts(NAME).await.unwrap().delivered == 3
     })
     .await;
     let calls = up.calls.lock().unwrap().clone();

@@ -127,7 +127,7 @@ async fn tokens_and_scopes_are_enforced_and_nothing_changes_on_refusal() {
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(
-        api.t.store.event("e1").await.unwrap().is_none(),
+        api.t.store.catalog().event("e1").await.unwrap().is_none(),
         "refused ingest stores nothing"
     );
     let (s, _) = api
@@ -503,7 +503,7 @@ async fn connectors_are_created_and_reconfigured_through_the_api_audited_and_sto
     );
 
     // Stored whole (it survives restarts and reaches other nodes) ...
-    let stored = api.t.store.connector_configs().await.unwrap();
+    let stored = api.t.store.catalog().connector_configs().await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(
         stored[0].1["secret_headers"]["authorization"],

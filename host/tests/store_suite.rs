@@ -7,7 +7,8 @@ mod common;
 use common::{ev, TestStore};
 use switchboard::queue::{DeliveryState, OnDead};
 use switchboard::store::{
-    Completion, CompletionKind, IngestCounts, IngestOutcome, LimitOverrides, QueueStats, Store,
+    Completion, CompletionKind, IngestCounts, IngestOutcome, LimitOverrides, OperatorAction,
+    QueueStats, Store,
 };
 
 const LEASE: i64 = 30_000;
@@ -70,7 +71,7 @@ async fn ingest_is_idempotent_and_conflicts_store_nothing(t: TestStore) {
             id: "e1".into()
         }
     );
-    assert!(s.event("e3").await.unwrap().is_none());
+    assert!(s.catalog().event("e3").await.unwrap().is_none());
     // The same id twice in one batch with the same body is one event.
     let out = s
         .ingest(
@@ -105,7 +106,7 @@ async fn a_lane_runs_one_delivery_at_a_time_in_accept_order(t: TestStore) {
         ids(s, "hss", 10, 1).await.is_empty(),
         "assign must wait for release"
     );
-    let view = s.event("assign-A2").await.unwrap().unwrap();
+    let view = s.catalog().event("assign-A2").await.unwrap().unwrap();
     assert_eq!(view.deliveries[0].state, DeliveryState::Blocked);
 }
 
@@ -171,10 +172,10 @@ async fn retry_waits_for_its_time_and_keeps_the_lane(t: TestStore) {
     };
     assert_eq!(finish(s, "c", 1, retry).await, vec!["1"]);
     assert!(ids(s, "c", 10, 4_999).await.is_empty());
-    assert_eq!(s.next_due("c").await.unwrap(), Some(5_000));
+    assert_eq!(s.catalog().next_due("c").await.unwrap(), Some(5_000));
     let d = s.claim("c", 10, 5_000, LEASE).await.unwrap();
     assert_eq!((d[0].event.id.as_str(), d[0].attempt), ("1", 2));
-    let view = s.event("1").await.unwrap().unwrap();
+    let view = s.catalog().event("1").await.unwrap().unwrap();
     assert_eq!(view.deliveries[0].last_error.as_deref(), Some("503"));
 }
 
@@ -190,7 +191,8 @@ async fn expired_leases_are_rescued_and_late_completions_ignored(t: TestStore) {
     // Operators see which node holds the lease, and only while it is held.
     let owner =
         |v: Option<switchboard::store::EventView>| v.unwrap().deliveries[0].lease_owner.clone();
-    let held = owner(s.event("1").await.unwrap()).expect("an in-flight delivery names its node");
+    let held =
+        owner(s.catalog().event("1").await.unwrap()).expect("an in-flight delivery names its node");
     assert!(
         held.ends_with(&format!(":{}", std::process::id())),
         "{held}"
@@ -198,7 +200,7 @@ async fn expired_leases_are_rescued_and_late_completions_ignored(t: TestStore) {
     assert_eq!(s.rescue_expired(LEASE - 1).await.unwrap(), 0);
     assert_eq!(s.rescue_expired(LEASE).await.unwrap(), 1);
     assert_eq!(
-        owner(s.event("1").await.unwrap()),
+        owner(s.catalog().event("1").await.unwrap()),
         None,
         "rescued: no owner"
     );
@@ -261,10 +263,15 @@ async fn dead_letters_hold_or_release_their_keys(t: TestStore) {
     );
 
     // Operator retry puts h1 back at the head of its lane.
-    let h1 = s.event("h1").await.unwrap().unwrap().deliveries[0].id;
-    assert!(s.retry_dead(h1, 4).await.unwrap());
+    let h1 = s.catalog().event("h1").await.unwrap().unwrap().deliveries[0].id;
+    assert!(s
+        .operator_action(h1, OperatorAction::Retry, "ops", 4)
+        .await
+        .unwrap());
     assert!(
-        !s.retry_dead(h1, 4).await.unwrap(),
+        !s.operator_action(h1, OperatorAction::Retry, "ops", 4)
+            .await
+            .unwrap(),
         "only dead deliveries can be retried"
     );
     let again = s.claim("c", 10, 5, LEASE).await.unwrap();
@@ -278,9 +285,12 @@ async fn dead_letters_hold_or_release_their_keys(t: TestStore) {
         .await
         .unwrap();
     // Skip is final and releases the lane.
-    assert!(s.skip_dead(h1, 7).await.unwrap());
+    assert!(s
+        .operator_action(h1, OperatorAction::Skip, "ops", 7)
+        .await
+        .unwrap());
     assert_eq!(ids(s, "c", 10, 8).await, vec!["h2"]);
-    let v = s.event("h1").await.unwrap().unwrap();
+    let v = s.catalog().event("h1").await.unwrap().unwrap();
     assert_eq!(v.deliveries[0].state, DeliveryState::Skipped);
 }
 
@@ -295,7 +305,7 @@ async fn everything_acknowledged_survives_a_reopen(mut t: TestStore) {
     let _in_flight = t.store.claim("c", 10, 1, LEASE).await.unwrap();
     t.reopen().await;
     let s = &*t.store;
-    assert_eq!(s.state_counts("c").await.unwrap().in_flight, 1);
+    assert_eq!(s.catalog().state_counts("c").await.unwrap().in_flight, 1);
     assert_eq!(s.rescue_expired(1 + LEASE).await.unwrap(), 1);
     assert_eq!(
         finish(s, "c", 1 + LEASE, CompletionKind::Delivered).await,
@@ -309,8 +319,8 @@ async fn everything_acknowledged_survives_a_reopen(mut t: TestStore) {
     s.ingest(vec![ev("3", "t", &["k"], &["c"])], 3 + LEASE)
         .await
         .unwrap();
-    let v3 = s.event("3").await.unwrap().unwrap();
-    let v2 = s.event("2").await.unwrap().unwrap();
+    let v3 = s.catalog().event("3").await.unwrap().unwrap();
+    let v2 = s.catalog().event("2").await.unwrap().unwrap();
     assert!(v3.seq > v2.seq && v3.deliveries[0].id > v2.deliveries[0].id);
 }
 
@@ -349,7 +359,11 @@ async fn lanes_and_held_dead_letters_survive_reopens(mut t: TestStore) {
     let k1 = t.store.lanes("k1", &["c".into()]).await.unwrap().remove(0);
     assert_eq!(k1.head.map(|(e, _)| e).as_deref(), Some("a"));
     assert_eq!(k1.waiting, 1);
-    assert!(t.store.skip_dead(a[0].delivery_id, 4).await.unwrap());
+    assert!(t
+        .store
+        .operator_action(a[0].delivery_id, OperatorAction::Skip, "ops", 4)
+        .await
+        .unwrap());
     t.reopen().await;
     let s = &*t.store;
     assert_eq!(
@@ -379,16 +393,16 @@ async fn lane_rows_are_deleted_on_release(t: TestStore) {
         .await
         .is_empty()
     {}
-    let counts = s.state_counts("c").await.unwrap();
+    let counts = s.catalog().state_counts("c").await.unwrap();
     assert_eq!(counts.delivered, 20);
     assert_eq!(t.count_rows("lane_entries").await, 0);
 }
 
 async fn a_paused_connector_queues_but_is_never_claimed(t: TestStore) {
     let s = &*t.store;
-    assert!(s.set_paused("c", true, "ops", 0).await.unwrap());
+    assert!(s.catalog().set_paused("c", true, "ops", 0).await.unwrap());
     assert!(
-        !s.set_paused("c", true, "ops", 0).await.unwrap(),
+        !s.catalog().set_paused("c", true, "ops", 0).await.unwrap(),
         "already paused"
     );
     s.ingest(vec![ev("1", "t", &[], &["c", "other"])], 1)
@@ -400,10 +414,10 @@ async fn a_paused_connector_queues_but_is_never_claimed(t: TestStore) {
         vec!["1"],
         "other connectors are unaffected"
     );
-    assert!(s.is_paused("c").await.unwrap());
-    assert!(s.set_paused("c", false, "ops", 3).await.unwrap());
+    assert!(s.catalog().is_paused("c").await.unwrap());
+    assert!(s.catalog().set_paused("c", false, "ops", 3).await.unwrap());
     assert_eq!(ids(s, "c", 10, 4).await, vec!["1"]);
-    let audit = s.audit_log(10, None).await.unwrap();
+    let audit = s.catalog().audit_log(10, None).await.unwrap();
     let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
     assert_eq!(actions, ["connector.resume", "connector.pause"]);
 }
@@ -447,7 +461,7 @@ async fn concurrent_requests_share_a_commit_and_stay_all_or_nothing_each(t: Test
             assert_eq!(out, accepted(2, 0, 1), "request {i}");
         }
     }
-    assert!(t.store.event("x7").await.unwrap().is_none());
+    assert!(t.store.catalog().event("x7").await.unwrap().is_none());
     // Every accepted keyed delivery is in the lane, strictly one at a time.
     let mut delivered = 0;
     loop {
@@ -464,23 +478,24 @@ async fn concurrent_requests_share_a_commit_and_stay_all_or_nothing_each(t: Test
 async fn limit_overrides_round_trip_and_are_audited(t: TestStore) {
     let s = &*t.store;
     assert_eq!(
-        s.limit_overrides("c").await.unwrap(),
+        s.catalog().limit_overrides("c").await.unwrap(),
         LimitOverrides::default()
     );
     let set = LimitOverrides {
         concurrency: Some(2),
         rate: Some(5.0),
     };
-    s.set_limits("c", set, "ops", 1).await.unwrap();
-    assert_eq!(s.limit_overrides("c").await.unwrap(), set);
+    s.catalog().set_limits("c", set, "ops", 1).await.unwrap();
+    assert_eq!(s.catalog().limit_overrides("c").await.unwrap(), set);
     // A pause keeps the overrides; clearing them keeps the pause.
-    s.set_paused("c", true, "ops", 2).await.unwrap();
-    assert_eq!(s.limit_overrides("c").await.unwrap(), set);
-    s.set_limits("c", LimitOverrides::default(), "ops", 3)
+    s.catalog().set_paused("c", true, "ops", 2).await.unwrap();
+    assert_eq!(s.catalog().limit_overrides("c").await.unwrap(), set);
+    s.catalog()
+        .set_limits("c", LimitOverrides::default(), "ops", 3)
         .await
         .unwrap();
-    assert!(s.is_paused("c").await.unwrap());
-    let audit = s.audit_log(10, None).await.unwrap();
+    assert!(s.catalog().is_paused("c").await.unwrap());
+    let audit = s.catalog().audit_log(10, None).await.unwrap();
     assert_eq!(audit[0].action, "connector.limits");
     assert_eq!(audit[0].before.as_ref().unwrap()["concurrency"], 2);
 }
@@ -489,6 +504,7 @@ async fn the_component_registry_keeps_versions_and_one_active(t: TestStore) {
     let s = &*t.store;
     let info = serde_json::json!({"name": "hss"});
     let v1 = s
+        .catalog()
         .add_component("hss", "sha256:aa", b"one", &info, "ops", 10)
         .await
         .unwrap();
@@ -496,25 +512,40 @@ async fn the_component_registry_keeps_versions_and_one_active(t: TestStore) {
     // The same bytes as the active version: that version, nothing new (nodes
     // starting together with one configured file deploy it once).
     let again = s
+        .catalog()
         .add_component("hss", "sha256:aa", b"one", &info, "config", 11)
         .await
         .unwrap();
     assert_eq!((again.version, again.uploaded_at), (1, 10));
     let v2 = s
+        .catalog()
         .add_component("hss", "sha256:bb", b"two!", &info, "ops", 12)
         .await
         .unwrap();
     assert_eq!(v2.version, 2);
-    let versions = s.component_versions("hss").await.unwrap();
+    let versions = s.catalog().component_versions("hss").await.unwrap();
     let listed: Vec<(i64, bool)> = versions.iter().map(|v| (v.version, v.active)).collect();
     assert_eq!(listed, vec![(2, true), (1, false)]);
-    assert!(s.activate_component("hss", 1, "ops", 13).await.unwrap());
-    assert!(!s.activate_component("hss", 9, "ops", 14).await.unwrap());
+    assert!(s
+        .catalog()
+        .activate_component("hss", 1, "ops", 13)
+        .await
+        .unwrap());
+    assert!(!s
+        .catalog()
+        .activate_component("hss", 9, "ops", 14)
+        .await
+        .unwrap());
     assert_eq!(
-        s.component_wasm("hss", 2).await.unwrap().as_deref(),
+        s.catalog()
+            .component_wasm("hss", 2)
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&b"two!"[..])
     );
     let active: Vec<i64> = s
+        .catalog()
         .component_versions("hss")
         .await
         .unwrap()
@@ -524,6 +555,7 @@ async fn the_component_registry_keeps_versions_and_one_active(t: TestStore) {
         .collect();
     assert_eq!(active, vec![1]);
     let actions: Vec<String> = s
+        .catalog()
         .audit_log(10, None)
         .await
         .unwrap()
@@ -580,7 +612,7 @@ async fn finished_events_past_the_window_are_purged_and_nothing_else(t: TestStor
         ("waiting", true),
         ("recent", true),
     ] {
-        assert_eq!(s.event(id).await.unwrap().is_some(), kept, "{id}");
+        assert_eq!(s.catalog().event(id).await.unwrap().is_some(), kept, "{id}");
     }
     assert_eq!(s.purge_finished(200, 100).await.unwrap(), 0, "nothing more");
     // Past the window an id may be used again.
@@ -599,7 +631,7 @@ async fn finished_events_past_the_window_are_purged_and_nothing_else(t: TestStor
     assert_eq!(s.purge_finished(800, 3).await.unwrap(), 3);
     assert_eq!(s.purge_finished(800, 3).await.unwrap(), 3);
     assert_eq!(s.purge_finished(800, 3).await.unwrap(), 0);
-    assert!(s.event("dead").await.unwrap().is_some());
+    assert!(s.catalog().event("dead").await.unwrap().is_some());
 }
 
 async fn two_outcomes_for_one_delivery_in_one_call_apply_once_in_order(t: TestStore) {
@@ -628,7 +660,7 @@ async fn two_outcomes_for_one_delivery_in_one_call_apply_once_in_order(t: TestSt
         .await
         .unwrap();
     assert_eq!(out, vec![true, false]);
-    let v = s.event("1").await.unwrap().unwrap();
+    let v = s.catalog().event("1").await.unwrap().unwrap();
     assert_eq!(v.deliveries[0].state, DeliveryState::Delivered);
     // The lane moved on exactly once: 2 runs, alone.
     assert_eq!(ids(s, "c", 10, 10).await, vec!["2"]);
@@ -696,7 +728,7 @@ async fn deliveries_past_their_expiry_end_expired_and_release_their_lanes(t: Tes
     assert_eq!(ids(s, "c", 10, 103).await, vec!["next"]);
     // The other connector's delivery of "stale" has no expiry on its route.
     assert_eq!(ids(s, "d", 10, 103).await, vec!["stale"]);
-    let view = s.event("stale").await.unwrap().unwrap();
+    let view = s.catalog().event("stale").await.unwrap().unwrap();
     let state_of = |c: &str| {
         view.deliveries
             .iter()
@@ -706,7 +738,7 @@ async fn deliveries_past_their_expiry_end_expired_and_release_their_lanes(t: Tes
     };
     assert_eq!(state_of("c"), DeliveryState::Expired);
     assert_eq!(state_of("d"), DeliveryState::InFlight);
-    let counts = s.state_counts("c").await.unwrap();
+    let counts = s.catalog().state_counts("c").await.unwrap();
     assert_eq!(counts.expired, 3);
     // Final: never claimed, never expired twice.
     assert!(s.expire_due(i64::MAX / 2, 100).await.unwrap().is_empty());
@@ -733,7 +765,7 @@ async fn a_lane_releasing_its_head_and_the_next_at_once_moves_up_once(t: TestSto
     .unwrap();
     assert_eq!(s.expire_due(150, 100).await.unwrap(), vec![("c".into(), 2)]);
     assert_eq!(ids(s, "c", 10, 160).await, vec!["x3"]);
-    let v = s.event("x3").await.unwrap().unwrap();
+    let v = s.catalog().event("x3").await.unwrap().unwrap();
     assert_eq!(v.deliveries[0].state, DeliveryState::InFlight);
     assert!(ids(s, "c", 10, 170).await.is_empty(), "o waits behind x3");
 }
@@ -758,8 +790,11 @@ async fn a_lane_emptied_of_its_dead_letter_takes_the_next_event_at_once(t: TestS
         .await
         .unwrap();
     assert!(ids(s, "c", 10, 3).await.is_empty(), "a2 waits behind a1");
-    let a1 = s.event("a1").await.unwrap().unwrap().deliveries[0].id;
-    assert!(s.skip_dead(a1, 4).await.unwrap());
+    let a1 = s.catalog().event("a1").await.unwrap().unwrap().deliveries[0].id;
+    assert!(s
+        .operator_action(a1, OperatorAction::Skip, "ops", 4)
+        .await
+        .unwrap());
     assert_eq!(
         finish(s, "c", 5, CompletionKind::Delivered).await,
         vec!["a2"]
@@ -780,8 +815,11 @@ async fn a_lane_emptied_of_its_dead_letter_takes_the_next_event_at_once(t: TestS
             .await
             .unwrap();
     }
-    let b1 = s.event("b1").await.unwrap().unwrap().deliveries[0].id;
-    assert!(s.skip_dead(b1, 14).await.unwrap());
+    let b1 = s.catalog().event("b1").await.unwrap().unwrap().deliveries[0].id;
+    assert!(s
+        .operator_action(b1, OperatorAction::Skip, "ops", 14)
+        .await
+        .unwrap());
     assert_eq!(
         finish(s, "c", 15, CompletionKind::Delivered).await,
         vec!["b2"]
@@ -846,7 +884,10 @@ async fn queue_stats_follow_every_transition(t: TestStore) {
     assert_eq!(s.complete(vec![dead], 170).await.unwrap(), vec![true]);
     check(&t, stats(1, 1, 0, 1, Some(20)), "a1 dead, holding k").await;
 
-    assert!(s.retry_dead(a1_id, 180).await.unwrap());
+    assert!(s
+        .operator_action(a1_id, OperatorAction::Retry, "ops", 180)
+        .await
+        .unwrap());
     check(&t, stats(2, 1, 0, 0, Some(10)), "a1 retried").await;
 
     let mut done = finish(s, "c", 190, CompletionKind::Delivered).await;
@@ -901,7 +942,7 @@ async fn sqlite_a_request_that_fails_part_way_leaves_nothing_and_the_store_recov
     s.ingest(vec![ev("first", "t", &["k0"], &["c"])], 0)
         .await
         .unwrap();
-    let first_seq = s.event("first").await.unwrap().unwrap().seq;
+    let first_seq = s.catalog().event("first").await.unwrap().unwrap().seq;
     let pool = sqlx::SqlitePool::connect(&t.url).await.unwrap();
     sqlx::query(
         "INSERT INTO events (seq, id, type, keys, payload, digest, accepted_at) \
@@ -926,7 +967,7 @@ async fn sqlite_a_request_that_fails_part_way_leaves_nothing_and_the_store_recov
         .await
         .expect_err("the planted row must fail the request");
     assert!(err.to_string().contains("events.seq"), "{err}");
-    assert!(s.event("e0").await.unwrap().is_none());
+    assert!(s.catalog().event("e0").await.unwrap().is_none());
     assert_eq!(t.count_rows("events").await, 2, "first and planted only");
     assert_eq!(t.count_rows("deliveries").await, 1);
     let lane = |key: &'static str| async move {
@@ -943,7 +984,7 @@ async fn sqlite_a_request_that_fails_part_way_leaves_nothing_and_the_store_recov
     assert_eq!(lane("shared").await, (Some("e0".to_string()), 299));
     assert_eq!(lane("k0").await, (Some("first".to_string()), 1));
     assert_eq!(lane("k299").await, (Some("e299".to_string()), 0));
-    let e0 = s.event("e0").await.unwrap().unwrap();
+    let e0 = s.catalog().event("e0").await.unwrap().unwrap();
     assert!(e0.seq > first_seq + 101);
     // `first` holds k0, so e0 waits for it; e1 shares `shared` with e0.
     assert_eq!(ids(s, "c", 10, 3).await, vec!["first"]);

@@ -120,7 +120,7 @@ pub async fn show(
 
 async fn view(state: &AppState, name: &str) -> Result<ConnectorView, ApiError> {
     let c = state.fleet.get(name).ok_or_else(|| unknown(name))?;
-    let versions = state.store.component_versions(name).await?;
+    let versions = state.store.catalog().component_versions(name).await?;
     Ok(ConnectorView {
         name: c.name.clone(),
         routes: c.routes.clone(),
@@ -128,9 +128,9 @@ async fn view(state: &AppState, name: &str) -> Result<ConnectorView, ApiError> {
         rate: c.rate,
         allowed_hosts: c.allowed_hosts.clone(),
         component: versions.into_iter().find(|v| v.active),
-        paused: state.store.is_paused(name).await?,
-        overrides: state.store.limit_overrides(name).await?,
-        deliveries: state.store.state_counts(name).await?,
+        paused: state.store.catalog().is_paused(name).await?,
+        overrides: state.store.catalog().limit_overrides(name).await?,
+        deliveries: state.store.catalog().state_counts(name).await?,
         oldest_pending_age_ms: state
             .store
             .queue_stats(name)
@@ -149,7 +149,7 @@ pub async fn versions(
     if state.fleet.get(&name).is_none() {
         return Err(unknown(&name));
     }
-    Ok(Json(state.store.component_versions(&name).await?))
+    Ok(Json(state.store.catalog().component_versions(&name).await?))
 }
 
 pub async fn upload(
@@ -226,6 +226,7 @@ pub async fn pause(
     };
     state
         .store
+        .catalog()
         .set_paused(&name, paused, &actor.0, now_ms())
         .await?;
     state.wakers.wake(&name);
@@ -281,6 +282,7 @@ pub async fn limits(
     }
     state
         .store
+        .catalog()
         .set_limits(&name, limits, &actor.0, now_ms())
         .await?;
     state.wakers.wake(&name);

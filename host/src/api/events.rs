@@ -112,7 +112,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<EventView>, ApiError> {
     super::extract::stored_text("id", &id, MAX_ID_LEN)?;
-    match state.store.event(&id).await? {
+    match state.store.catalog().event(&id).await? {
         Some(view) => Ok(Json(view)),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -341,6 +341,6 @@ async fn health() -> axum::Json<serde_json::Value> {
 async fn ready(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<axum::Json<serde_json::Value>, error::ApiError> {
-    state.store.ping().await?;
+    state.store.catalog().ping().await?;
     Ok(axum::Json(serde_json::json!({"status": "ready"})))
 }

@@ -173,7 +173,9 @@ pub async fn dead_letters(
     State(state): State<AppState>,
     Query(q): Query<DeadQuery>,
 ) -> Result<Json<Vec<DeadLetter>>, ApiError> {
-    Ok(Json(state.store.dead_letters(&q.filter(100)?).await?))
+    Ok(Json(
+        state.store.catalog().dead_letters(&q.filter(100)?).await?,
+    ))
 }
 
 #[derive(Debug, Serialize)]
@@ -236,7 +238,7 @@ pub async fn act_bulk(
 ) -> Result<Json<BulkAnswer>, ApiError> {
     let (op, name) = action_of(&action)?;
     let filter = q.filter(MAX_LIMIT)?;
-    let dead = state.store.dead_letters(&filter).await?;
+    let dead = state.store.catalog().dead_letters(&filter).await?;
     let mut applied = 0;
     for d in &dead {
         if state
@@ -280,6 +282,7 @@ pub async fn audit(
     Ok(Json(
         state
             .store
+            .catalog()
             .audit_log(limit_of(q.limit, 100)?, q.before_id)
             .await?,
     ))

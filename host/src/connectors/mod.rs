@@ -139,6 +139,7 @@ impl Connectors {
         })?;
         let info = info_json(&component);
         let stored = store
+            .catalog()
             .add_component(connector, component.digest(), wasm, &info, actor, now_ms())
             .await?;
         self.install(connector, component);
@@ -156,7 +157,7 @@ impl Connectors {
         if !self.is_configured(connector) {
             return Err(DeployError::UnknownConnector(connector.to_string()));
         }
-        let versions = store.component_versions(connector).await?;
+        let versions = store.catalog().component_versions(connector).await?;
         let active = versions.iter().find(|v| v.active).map(|v| v.version);
         let previous = versions
             .iter()
@@ -167,6 +168,7 @@ impl Connectors {
             .load_version(store, connector, previous.version)
             .await?;
         store
+            .catalog()
             .activate_component(connector, previous.version, actor, now_ms())
             .await?;
         self.install(connector, component);
@@ -184,6 +186,7 @@ impl Connectors {
         version: i64,
     ) -> Result<Component, DeployError> {
         let wasm = store
+            .catalog()
             .component_wasm(connector, version)
             .await?
             .ok_or_else(|| DeployError::Invalid(format!("version {version} is not stored")))?;
@@ -203,7 +206,7 @@ impl Connectors {
         configs: &[ConnectorConfig],
     ) -> Result<(), RestoreError> {
         for c in configs {
-            let versions = store.component_versions(&c.name).await?;
+            let versions = store.catalog().component_versions(&c.name).await?;
             if let Some(path) = &c.component {
                 let wasm = tokio::fs::read(path)
                     .await
@@ -224,7 +227,7 @@ impl Connectors {
                     continue;
                 }
             }
-            let versions = store.component_versions(&c.name).await?;
+            let versions = store.catalog().component_versions(&c.name).await?;
             match versions.iter().find(|v| v.active) {
                 Some(active) => {
                     let component = self
@@ -253,7 +256,7 @@ impl Connectors {
     pub async fn sync(&self, store: &dyn Store) -> Result<usize, DeployError> {
         let mut changed = 0;
         for connector in &self.names() {
-            let versions = store.component_versions(connector).await?;
+            let versions = store.catalog().component_versions(connector).await?;
             let Some(active) = versions.into_iter().find(|v| v.active) else {
                 continue;
             };

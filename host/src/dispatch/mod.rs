@@ -330,7 +330,12 @@ impl ConnectorLoop {
             // by every node); look at most once a second.
             if limits_read_at.is_none_or(|t| clock.now() - t >= LIMITS_REFRESH.as_millis() as i64) {
                 limits_read_at = Some(clock.now());
-                if let Ok(o) = self.store.limit_overrides(&self.policy.name).await {
+                if let Ok(o) = self
+                    .store
+                    .catalog()
+                    .limit_overrides(&self.policy.name)
+                    .await
+                {
                     let next = Limits {
                         concurrency: o
                             .concurrency
@@ -353,13 +358,15 @@ impl ConnectorLoop {
             let now = clock.now();
             let mut permits = lock(&self.breaker).permits(now, tasks.len());
             let probe_due = permits > 0 && lock(&self.breaker).next_probe_at().is_some();
-            if probe_due
-                && !self
-                    .store
+            let cluster = self.store.cluster();
+            let won = match cluster {
+                Some(cluster) if probe_due => cluster
                     .take_probe(&self.policy.name, now)
                     .await
-                    .unwrap_or(false)
-            {
+                    .unwrap_or(false),
+                _ => true,
+            };
+            if !won {
                 // Another node sends this probe: follow the shared schedule.
                 permits = 0;
                 self.adopt_shared_health().await;
@@ -371,12 +378,16 @@ impl ConnectorLoop {
             let mut rate_wait = None;
             if free > 0 {
                 if let Some(rate) = limits.rate {
-                    match self
-                        .store
-                        .take_tokens(&self.policy.name, free, rate, now)
-                        .await
-                    {
-                        Ok(Some(granted)) => {
+                    let taken = match cluster {
+                        Some(cluster) => Some(
+                            cluster
+                                .take_tokens(&self.policy.name, free, rate, now)
+                                .await,
+                        ),
+                        None => None,
+                    };
+                    match taken {
+                        Some(Ok(granted)) => {
                             free = free.min(granted);
                             local_tokens = false;
                             if granted == 0 {
@@ -386,8 +397,8 @@ impl ConnectorLoop {
                                 rate_wait = Some(Duration::from_millis(ms));
                             }
                         }
-                        Ok(None) => free = free.min(lock(&self.bucket).available(now)),
-                        Err(e) => {
+                        None => free = free.min(lock(&self.bucket).available(now)),
+                        Some(Err(e)) => {
                             tracing::warn!(error = %e, "cannot take rate tokens; will try again");
                             free = 0;
                         }
@@ -439,7 +450,10 @@ impl ConnectorLoop {
     /// Takes in the breaker state the other nodes sharing the store
     /// published (nothing happens on a store one node owns alone).
     async fn adopt_shared_health(&self) {
-        let Ok(Some(shared)) = self.store.shared_health(&self.policy.name).await else {
+        let Some(cluster) = self.store.cluster() else {
+            return;
+        };
+        let Ok(Some(shared)) = cluster.shared_health(&self.policy.name).await else {
             return;
         };
         let mut b = lock(&self.breaker);
@@ -466,7 +480,7 @@ impl ConnectorLoop {
             let wait = at.saturating_sub(now).max(1) as u64;
             return poll.min(Duration::from_millis(wait));
         }
-        match self.store.next_due(&self.policy.name).await {
+        match self.store.catalog().next_due(&self.policy.name).await {
             Ok(Some(at)) => {
                 let wait = at.saturating_sub(now).max(1) as u64;
                 poll.min(Duration::from_millis(wait))
@@ -536,8 +550,8 @@ impl ConnectorLoop {
                         .then(|| b.shared())
                         .flatten()
                 };
-                if let Some(health) = publish {
-                    if let Err(e) = store.publish_health(&policy.name, health, now).await {
+                if let (Some(health), Some(cluster)) = (publish, store.cluster()) {
+                    if let Err(e) = cluster.publish_health(&policy.name, health, now).await {
                         tracing::warn!(error = %e, "cannot share the breaker state with other nodes");
                     }
                 }

@@ -13,6 +13,7 @@
 
 pub mod breaker;
 pub mod event;
+pub mod lanes;
 pub mod rate;
 pub mod retry;
 pub mod route;
@@ -68,6 +69,14 @@ impl DeliveryState {
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Waiting for or running an attempt: it holds a place in the queue.
+    pub fn is_pending(self) -> bool {
+        matches!(
+            self,
+            DeliveryState::Blocked | DeliveryState::Ready | DeliveryState::InFlight
+        )
     }
 
     /// Final states never change again (a dead delivery can still be retried

@@ -12,42 +12,23 @@
 //!   and releases lanes in the same transaction;
 //! - every method takes `now`, so tests drive time.
 
+pub mod catalog;
 mod migrations;
 pub mod postgres;
 mod recent_lanes;
 pub mod sqlite;
 mod table_lanes;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use self::catalog::Catalog;
 pub use crate::queue::breaker::SharedHealth;
-use crate::queue::event::NewEvent;
+pub use crate::queue::lanes::Routed;
+use crate::queue::lanes::Step;
 use crate::queue::{DeliveryState, Millis, OnDead};
-
-/// An event and the connectors its type routes to.
-#[derive(Debug, Clone)]
-pub struct Routed {
-    pub event: NewEvent,
-    pub connectors: Vec<String>,
-    /// Connectors whose delivery expires this many milliseconds after the
-    /// event is accepted if it has not started (a route's `expire_after`);
-    /// the others never expire.
-    pub expire_after: BTreeMap<String, Millis>,
-}
-
-impl Routed {
-    /// `event` for `connectors`, none of them expiring.
-    pub fn new(event: NewEvent, connectors: Vec<String>) -> Self {
-        Self {
-            event,
-            connectors,
-            expire_after: BTreeMap::new(),
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct IngestCounts {
@@ -93,6 +74,26 @@ pub enum CompletionKind {
     Delivered,
     Retry { at: Millis, error: String },
     Dead { error: String, on_dead: OnDead },
+}
+
+impl CompletionKind {
+    /// The lane step this outcome is (`queue::lanes`).
+    pub fn step(&self) -> Step {
+        match self {
+            CompletionKind::Delivered => Step::Delivered,
+            CompletionKind::Retry { .. } => Step::Retry,
+            CompletionKind::Dead { on_dead, .. } => Step::Dead(*on_dead),
+        }
+    }
+
+    /// When it runs again (a retry) and the error it records.
+    pub(crate) fn next_at_and_error(&self) -> (Option<Millis>, Option<&str>) {
+        match self {
+            CompletionKind::Delivered => (None, None),
+            CompletionKind::Retry { at, error } => (Some(*at), Some(error)),
+            CompletionKind::Dead { error, .. } => (None, Some(error)),
+        }
+    }
 }
 
 /// The result of one attempt, applied if `lease` is still current.
@@ -319,6 +320,16 @@ fn transient_database_error(postgres: bool, code: Option<&str>) -> bool {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// `last_error` of a delivery whose lease ran out.
+pub(crate) const LEASE_EXPIRED: &str =
+    "lease expired: the attempt did not finish (gateway stopped or attempt hung)";
+/// `last_error` of a delivery that expired.
+pub(crate) const EXPIRED: &str = "expired: not started within its route's expire_after";
+
+/// The queue engine of one backend: the operations each backend implements
+/// natively, because they move deliveries through their lanes (the rules
+/// are `queue::lanes`; a store only stores). Beside it, every store has a
+/// [`Catalog`] (written once) and, where nodes share it, a [`Cluster`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores events and their deliveries atomically; durable on return.
@@ -344,20 +355,9 @@ pub trait Store: Send + Sync + 'static {
     /// Returns how many per connector.
     async fn expire_due(&self, now: Millis, limit: usize) -> StoreResult<Vec<(String, u64)>>;
 
-    /// The earliest `next_attempt_at` among `connector`'s ready deliveries.
-    async fn next_due(&self, connector: &str) -> StoreResult<Option<Millis>>;
-
-    async fn event(&self, id: &str) -> StoreResult<Option<EventView>>;
-
-    /// Operator retry of a dead delivery: back to ready in the same lane
-    /// position. `false` if it is not dead.
-    async fn retry_dead(&self, delivery_id: i64, now: Millis) -> StoreResult<bool>;
-
-    /// Operator skip of a dead delivery: final, its keys released.
-    async fn skip_dead(&self, delivery_id: i64, now: Millis) -> StoreResult<bool>;
-
-    /// [`Store::retry_dead`] or [`Store::skip_dead`] by `actor`, with its
-    /// audit record written in the same transaction.
+    /// An operator's retry (back to the queue in the same lane position) or
+    /// skip (final, keys released) of a dead delivery, with its audit record
+    /// in the same transaction. `false` if it is not dead.
     async fn operator_action(
         &self,
         delivery_id: i64,
@@ -366,76 +366,11 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<bool>;
 
-    async fn dead_letters(&self, filter: &DeadFilter) -> StoreResult<Vec<DeadLetter>>;
-
     /// The lane of `key` in each of `connectors`.
     async fn lanes(&self, key: &str, connectors: &[String]) -> StoreResult<Vec<LaneView>>;
 
-    /// The newest audit records, newest first.
-    async fn audit_log(
-        &self,
-        limit: usize,
-        before_id: Option<i64>,
-    ) -> StoreResult<Vec<AuditRecord>>;
-
-    /// Counts by state for one connector (an operator view: scans).
-    async fn state_counts(&self, connector: &str) -> StoreResult<StateCounts>;
-
-    /// Reachable and migrated.
-    async fn ping(&self) -> StoreResult<()>;
-
+    /// What waits for one connector, cheap enough for every metrics scrape.
     async fn queue_stats(&self, connector: &str) -> StoreResult<QueueStats>;
-
-    /// Pauses or resumes a connector (no claims while paused), audited.
-    /// `false` if it already was in that state.
-    async fn set_paused(
-        &self,
-        connector: &str,
-        paused: bool,
-        actor: &str,
-        now: Millis,
-    ) -> StoreResult<bool>;
-
-    async fn is_paused(&self, connector: &str) -> StoreResult<bool>;
-
-    /// Overrides a connector's concurrency and rate at run time (`None`: as
-    /// configured), audited.
-    async fn set_limits(
-        &self,
-        connector: &str,
-        limits: LimitOverrides,
-        actor: &str,
-        now: Millis,
-    ) -> StoreResult<()>;
-
-    async fn limit_overrides(&self, connector: &str) -> StoreResult<LimitOverrides>;
-
-    /// Stores a validated component as the connector's next version and makes
-    /// it active; the same bytes as the active version are that version.
-    async fn add_component(
-        &self,
-        connector: &str,
-        digest: &str,
-        wasm: &[u8],
-        info: &serde_json::Value,
-        actor: &str,
-        now: Millis,
-    ) -> StoreResult<ComponentVersion>;
-
-    /// Every stored version of `connector`'s component, newest first.
-    async fn component_versions(&self, connector: &str) -> StoreResult<Vec<ComponentVersion>>;
-
-    /// The bytes of one version.
-    async fn component_wasm(&self, connector: &str, version: i64) -> StoreResult<Option<Vec<u8>>>;
-
-    /// Makes `version` the active one. `false` if there is no such version.
-    async fn activate_component(
-        &self,
-        connector: &str,
-        version: i64,
-        actor: &str,
-        now: Millis,
-    ) -> StoreResult<bool>;
 
     /// Deletes up to `limit` of the oldest events accepted before
     /// `accepted_before` whose deliveries are all final (or that had none),
@@ -443,62 +378,46 @@ pub trait Store: Send + Sync + 'static {
     /// delivery still pending or dead are never deleted.
     async fn purge_finished(&self, accepted_before: Millis, limit: usize) -> StoreResult<u64>;
 
-    /// Connector configs set through the operator API, by name: each
-    /// overrides the config file's connector of that name.
-    async fn connector_configs(&self) -> StoreResult<Vec<(String, serde_json::Value)>>;
+    /// Connector configs, controls and versions, the audit log, and the
+    /// queue's read-only views.
+    fn catalog(&self) -> &Catalog;
 
-    /// Creates or replaces a connector's config, audited as
-    /// `connector.config` with `before`/`after` (the caller redacts secrets
-    /// from those; `config` itself is stored whole).
-    async fn put_connector_config(
-        &self,
-        connector: &str,
-        config: &serde_json::Value,
-        before: Option<serde_json::Value>,
-        after: serde_json::Value,
-        actor: &str,
-        now: Millis,
-    ) -> StoreResult<()>;
-
-    // ---- Cluster-wide health and rate. A store one node owns alone (SQLite)
-    // keeps the defaults: nothing to share, every node decides for itself.
-
-    /// The cluster's view of a connector's breaker; `None` when the store is
-    /// not shared or nobody has published one yet.
-    async fn shared_health(&self, _connector: &str) -> StoreResult<Option<SharedHealth>> {
-        Ok(None)
+    /// Coordination between the nodes sharing this store; `None` for a
+    /// store one node owns alone (SQLite), where each node decides alone.
+    fn cluster(&self) -> Option<&dyn Cluster> {
+        None
     }
+}
+
+/// Cluster-wide breaker and rate, for nodes sharing one store.
+#[async_trait]
+pub trait Cluster: Send + Sync {
+    /// The cluster's view of a connector's breaker; `None` while nobody has
+    /// published one.
+    async fn shared_health(&self, connector: &str) -> StoreResult<Option<SharedHealth>>;
 
     /// Publishes this node's view of a connector's breaker to the cluster.
     async fn publish_health(
         &self,
-        _connector: &str,
-        _health: SharedHealth,
-        _now: Millis,
-    ) -> StoreResult<()> {
-        Ok(())
-    }
+        connector: &str,
+        health: SharedHealth,
+        now: Millis,
+    ) -> StoreResult<()>;
 
     /// Asks for the connector's next probe: `true` for exactly one node per
-    /// probe interval while the shared breaker is open (and always when it is
-    /// closed or the store is not shared). Winning moves the shared schedule
-    /// on by one interval.
-    async fn take_probe(&self, _connector: &str, _now: Millis) -> StoreResult<bool> {
-        Ok(true)
-    }
+    /// probe interval while the shared breaker is open (and always when it
+    /// is closed). Winning moves the shared schedule on by one interval.
+    async fn take_probe(&self, connector: &str, now: Millis) -> StoreResult<bool>;
 
     /// Takes up to `want` tokens from the connector's cluster-wide bucket
-    /// (`rate` per second, bursts of one second's worth); `None` when the
-    /// store is not shared and the node's own bucket applies.
+    /// (`rate` per second, bursts of one second's worth).
     async fn take_tokens(
         &self,
-        _connector: &str,
-        _want: usize,
-        _rate: f64,
-        _now: Millis,
-    ) -> StoreResult<Option<usize>> {
-        Ok(None)
-    }
+        connector: &str,
+        want: usize,
+        rate: f64,
+        now: Millis,
+    ) -> StoreResult<usize>;
 }
 
 /// Opens the store a URL names (`sqlite://…` or `postgres://…`), applying
@@ -824,61 +743,6 @@ pub(crate) fn classify<'a, R: AsRef<[Routed]>>(
     (outcomes, fresh)
 }
 
-/// A delivery row about to be inserted.
-pub(crate) struct NewDelivery<'a> {
-    pub id: i64,
-    pub seq: i64,
-    pub connector: &'a str,
-    pub blockers: i64,
-    pub expires_at: Option<Millis>,
-}
-
-/// The rows an ingest writes: one delivery per (event, connector) and one
-/// lane entry per (delivery, key), in accept order. `occupied` holds the lanes
-/// that already have an entry and learns the new ones, so a delivery counts
-/// one blocker per lane it does not head.
-pub(crate) struct IngestPlan<'a> {
-    pub deliveries: Vec<NewDelivery<'a>>,
-    /// (connector, key, seq, delivery id)
-    pub lanes: Vec<(&'a str, &'a str, i64, i64)>,
-}
-
-pub(crate) fn plan_ingest<'a>(
-    fresh: &[&'a Routed],
-    seqs: &[i64],
-    mut next_delivery: impl FnMut() -> i64,
-    occupied: &mut HashSet<(String, String)>,
-    now: Millis,
-) -> IngestPlan<'a> {
-    let mut plan = IngestPlan {
-        deliveries: Vec::new(),
-        lanes: Vec::new(),
-    };
-    for (r, &seq) in fresh.iter().zip(seqs) {
-        for (i, c) in r.connectors.iter().enumerate() {
-            if r.connectors[..i].contains(c) {
-                continue; // one delivery per connector, however it was routed
-            }
-            let id = next_delivery();
-            let mut blockers = 0;
-            for k in &r.event.keys {
-                if !occupied.insert((c.clone(), k.clone())) {
-                    blockers += 1;
-                }
-                plan.lanes.push((c, k, seq, id));
-            }
-            plan.deliveries.push(NewDelivery {
-                id,
-                seq,
-                connector: c,
-                blockers,
-                expires_at: r.expire_after.get(c).map(|ms| now.saturating_add(*ms)),
-            });
-        }
-    }
-    plan
-}
-
 /// The active version's number when `active` (its `{"version", "digest"}`)
 /// already has `digest`: deploying the same bytes again is a no-op, which also
 /// keeps nodes that start together with one configured file from each adding
@@ -888,6 +752,36 @@ pub(crate) fn same_digest(active: Option<&serde_json::Value>, digest: &str) -> O
     (active.get("digest")?.as_str()? == digest)
         .then(|| active.get("version")?.as_i64())
         .flatten()
+}
+
+/// The deliveries a claim took — (id, event seq, attempts) — with their
+/// events, as the dispatcher gets them: in accept order.
+pub(crate) fn claims_of(
+    connector: &str,
+    lease: i64,
+    mut taken: Vec<(i64, i64, i64)>,
+    events: Vec<EventRow>,
+) -> StoreResult<Vec<Claimed>> {
+    let mut events: HashMap<i64, StoredEvent> = events
+        .into_iter()
+        .map(|row| stored_event(row).map(|e| (e.seq, e)))
+        .collect::<StoreResult<_>>()?;
+    taken.sort_by_key(|t| t.1);
+    taken
+        .into_iter()
+        .map(|(id, seq, attempt)| {
+            let event = events.remove(&seq).ok_or_else(|| {
+                StoreError::Corrupt(format!("delivery {id} refers to missing event {seq}"))
+            })?;
+            Ok(Claimed {
+                delivery_id: id,
+                connector: connector.to_string(),
+                lease,
+                attempt: attempt as u32,
+                event,
+            })
+        })
+        .collect()
 }
 
 /// Splits a group's completions into rounds in which each delivery appears at
@@ -908,20 +802,6 @@ pub(crate) fn completion_rounds(items: &[Completion]) -> Vec<Vec<usize>> {
         *round += 1;
     }
     rounds
-}
-
-/// How many deliveries `fresh` will create (one per distinct connector).
-pub(crate) fn delivery_count(fresh: &[&Routed]) -> usize {
-    fresh
-        .iter()
-        .map(|r| {
-            r.connectors
-                .iter()
-                .enumerate()
-                .filter(|(i, c)| !r.connectors[..*i].contains(c))
-                .count()
-        })
-        .sum()
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@
 //! - Migrations run under sqlx's migration lock, so nodes starting together
 //!   apply them once.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -30,18 +30,19 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Connection, Postgres, QueryBuilder};
+use sqlx::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::catalog::{self, Conn, Pools};
 use super::{
-    audit_of, classify, completion_rounds, configs_of, dead_letters_of, delivery_count,
-    delivery_view, lane_view_of, migrations, parse_keys, plan_ingest, same_digest, state_counts_of,
-    stored_event, versions_of, AuditRecord, AuditRow, Claimed, Completion, CompletionKind,
-    ComponentVersion, DeadFilter, DeadLetter, DeadRow, DeliveryRow, EventRow, EventView,
-    IngestOutcome, IngestPlan, LaneHeadRow, LaneView, LimitOverrides, OperatorAction, QueueStats,
-    Routed, SharedHealth, StateCounts, Store, StoreError, StoreResult, StoredEvent, VersionRow,
+    claims_of, classify, completion_rounds, lane_view_of, migrations, parse_keys, Catalog, Claimed,
+    Cluster, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView, OperatorAction,
+    QueueStats, Routed, SharedHealth, Store, StoreError, StoreResult,
 };
-use crate::queue::{Millis, OnDead};
+use crate::queue::lanes::{
+    self, delivery_count, first_released, plan_accept, promotions, AcceptPlan, Step,
+};
+use crate::queue::Millis;
 
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(migrations::POSTGRES));
 
@@ -51,6 +52,7 @@ const MAX_TX_ATTEMPTS: usize = 8;
 
 pub struct PostgresStore {
     pool: PgPool,
+    catalog: Catalog,
     /// Written as the owner of every lease this node takes.
     node: String,
     ingests: mpsc::Sender<Queued<Vec<Routed>, IngestOutcome>>,
@@ -302,6 +304,7 @@ impl PostgresStore {
             ));
         }
         Ok(Self {
+            catalog: Catalog::new(Pools::Postgres(pool.clone())),
             pool,
             node: node.to_string(),
             ingests,
@@ -329,7 +332,7 @@ impl PostgresStore {
 /// The advisory-lock id of a lane (or of another named resource): the first
 /// eight bytes of a SHA-256, so ids are stable across nodes and versions. A
 /// collision only makes two lanes wait for each other, never breaks order.
-fn lock_id(kind: &str, a: &str, b: &str) -> i64 {
+pub(crate) fn lock_id(kind: &str, a: &str, b: &str) -> i64 {
     let mut h = Sha256::new();
     for part in [kind, a, b] {
         h.update((part.len() as u64).to_le_bytes());
@@ -371,30 +374,6 @@ async fn lock_all(conn: &mut PgConnection, mut ids: Vec<i64>) -> TxResult<()> {
 
 fn lane_lock(connector: &str, key: &str) -> i64 {
     lock_id("lane", connector, key)
-}
-
-async fn audit(
-    conn: &mut PgConnection,
-    now: Millis,
-    actor: &str,
-    action: &str,
-    target: &str,
-    before: Option<serde_json::Value>,
-    after: Option<serde_json::Value>,
-) -> TxResult<()> {
-    sqlx::query(
-        "INSERT INTO audit_log (at, actor, action, target, before, after) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(now)
-    .bind(actor)
-    .bind(action)
-    .bind(target)
-    .bind(before.map(|v| v.to_string()))
-    .bind(after.map(|v| v.to_string()))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// The ingest requests waiting at one moment, applied in one transaction:
@@ -475,7 +454,10 @@ async fn ingest_tx(
     }
     let mut next = delivery_ids.into_iter();
     let mut exhausted = false;
-    let IngestPlan { deliveries, lanes } = plan_ingest(
+    let AcceptPlan {
+        deliveries,
+        entries: lanes,
+    } = plan_accept(
         &fresh,
         &seqs,
         || {
@@ -541,9 +523,9 @@ async fn ingest_tx(
         sqlx::query(
             "INSERT INTO deliveries (id, event_seq, connector, state, blockers, next_attempt_at, \
                  created_at, updated_at, expires_at) \
-             SELECT i, s, c, CASE WHEN b > 0 THEN 'blocked' ELSE 'ready' END, b, $5, $5, $5, x \
-             FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], $6::int8[]) \
-                 AS v(i, s, c, b, x)",
+             SELECT i, s, c, st, b, $5, $5, $5, x \
+             FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], $6::int8[], \
+                 $7::text[]) AS v(i, s, c, b, x, st)",
         )
         .bind(deliveries.iter().map(|d| d.id).collect::<Vec<_>>())
         .bind(deliveries.iter().map(|d| d.seq).collect::<Vec<_>>())
@@ -551,6 +533,12 @@ async fn ingest_tx(
         .bind(deliveries.iter().map(|d| d.blockers).collect::<Vec<_>>())
         .bind(now)
         .bind(deliveries.iter().map(|d| d.expires_at).collect::<Vec<_>>())
+        .bind(
+            deliveries
+                .iter()
+                .map(|d| d.state().as_str())
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *conn)
         .await?;
     }
@@ -596,49 +584,37 @@ async fn release_lanes(
     if removed.is_empty() {
         return Ok(());
     }
-    // Per lane, the earliest entry released: the lane's new head moves up
-    // one lane (loses one blocker) if that entry was before it, however many
-    // entries of the lane went (an expiry sweep can take a head and the one
-    // behind it at once).
-    let mut first: HashMap<(&str, &str), i64> = HashMap::new();
-    for (c, k, seq) in &removed {
-        let at = first.entry((c.as_str(), k.as_str())).or_insert(*seq);
-        *at = (*at).min(*seq);
-    }
-    let cs: Vec<&str> = first.keys().map(|l| l.0).collect();
-    let ks: Vec<&str> = first.keys().map(|l| l.1).collect();
-    let ss: Vec<i64> = first.values().copied().collect();
-    let heads: Vec<(i64, i64, i64)> = sqlx::query_as(
-        "SELECT v.s, h.seq, h.delivery_id \
-         FROM unnest($1::text[], $2::text[], $3::int8[]) AS v(c, k, s) \
+    let first = first_released(removed.into_iter().map(|(c, k, seq)| ((c, k), seq)));
+    let cs: Vec<&str> = first.keys().map(|l| l.0.as_str()).collect();
+    let ks: Vec<&str> = first.keys().map(|l| l.1.as_str()).collect();
+    let heads: HashMap<(String, String), (i64, i64)> = sqlx::query_as(
+        "SELECT v.c, v.k, h.seq, h.delivery_id \
+         FROM unnest($1::text[], $2::text[]) AS v(c, k) \
          CROSS JOIN LATERAL (SELECT seq, delivery_id FROM lane_entries \
              WHERE connector = v.c AND key = v.k ORDER BY seq LIMIT 1) h",
     )
     .bind(&cs)
     .bind(&ks)
-    .bind(&ss)
     .fetch_all(&mut *conn)
-    .await?;
-    // One delivery may head several of the released lanes: one decrement each.
-    let mut unblock: BTreeMap<i64, i64> = BTreeMap::new();
-    for (released_seq, head_seq, head_id) in heads {
-        if head_seq > released_seq {
-            *unblock.entry(head_id).or_default() += 1;
-        }
-    }
+    .await?
+    .into_iter()
+    .map(|(c, k, seq, id): (String, String, i64, i64)| ((c, k), (seq, id)))
+    .collect();
+    let unblock = promotions(&first, |lane| heads.get(lane).copied());
     if !unblock.is_empty() {
-        sqlx::query(
-            "UPDATE deliveries d SET blockers = d.blockers - v.n, \
-                 state = CASE WHEN d.blockers = v.n AND d.state = 'blocked' THEN 'ready' \
-                         ELSE d.state END, \
-                 updated_at = $3 \
-             FROM unnest($1::int8[], $2::int8[]) AS v(id, n) WHERE d.id = v.id",
-        )
-        .bind(unblock.keys().copied().collect::<Vec<_>>())
-        .bind(unblock.values().copied().collect::<Vec<_>>())
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+        static UNBLOCK: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE deliveries d SET blockers = d.blockers - v.n, state = {}, updated_at = $3 \
+                 FROM unnest($1::int8[], $2::int8[]) AS v(id, n) WHERE d.id = v.id",
+                lanes::sql::unblocked_state("d", "v.n")
+            )
+        });
+        sqlx::query(&UNBLOCK)
+            .bind(unblock.keys().copied().collect::<Vec<_>>())
+            .bind(unblock.values().copied().collect::<Vec<_>>())
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -665,11 +641,7 @@ async fn complete_round(
     items: &[Completion],
     now: Millis,
 ) -> TxResult<Vec<bool>> {
-    let releases = |c: &Completion| match &c.kind {
-        CompletionKind::Delivered => true,
-        CompletionKind::Retry { .. } => false,
-        CompletionKind::Dead { on_dead, .. } => *on_dead == OnDead::Release,
-    };
+    let releases = |c: &Completion| c.kind.step().releases();
     let locks = items
         .iter()
         .filter(|c| releases(c))
@@ -684,11 +656,8 @@ async fn complete_round(
     // PostgreSQL text cannot hold NUL; a connector's error text might.
     let mut errors: Vec<Option<String>> = Vec::with_capacity(items.len());
     for c in items {
-        let (state, at, error) = match &c.kind {
-            CompletionKind::Delivered => ("delivered", None, None),
-            CompletionKind::Retry { at, error } => ("ready", Some(*at), Some(error.as_str())),
-            CompletionKind::Dead { error, .. } => ("dead", None, Some(error.as_str())),
-        };
+        let state = c.kind.step().state().as_str();
+        let (at, error) = c.kind.next_at_and_error();
         ids.push(c.delivery_id);
         leases.push(c.lease);
         states.push(state);
@@ -738,16 +707,25 @@ async fn expire_tx(
     now: Millis,
     limit: usize,
 ) -> TxResult<Vec<(String, u64)>> {
-    let candidates: Vec<(i64, String, i64, String)> = sqlx::query_as(
-        "SELECT d.id, d.connector, d.event_seq, e.keys FROM deliveries d \
-         JOIN events e ON e.seq = d.event_seq \
-         WHERE d.expires_at IS NOT NULL AND d.state IN ('blocked', 'ready') \
-         AND d.expires_at <= $1 ORDER BY d.expires_at LIMIT $2",
-    )
-    .bind(now)
-    .bind(limit as i64)
-    .fetch_all(&mut *conn)
-    .await?;
+    static CANDIDATES: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT d.id, d.connector, d.event_seq, e.keys FROM deliveries d \
+             JOIN events e ON e.seq = d.event_seq WHERE {} ORDER BY d.expires_at LIMIT $2",
+            lanes::sql::expirable("$1")
+        )
+    });
+    static EXPIRE: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE deliveries SET state = $3, updated_at = $1, last_error = $4 \
+             WHERE id = ANY($2) AND {} RETURNING id",
+            lanes::sql::expirable("$1")
+        )
+    });
+    let candidates: Vec<(i64, String, i64, String)> = sqlx::query_as(&CANDIDATES)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *conn)
+        .await?;
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
@@ -760,16 +738,13 @@ async fn expire_tx(
     }
     lock_all(conn, locks).await?;
     let ids: Vec<i64> = lanes.keys().copied().collect();
-    let expired: Vec<i64> = sqlx::query_scalar(
-        "UPDATE deliveries SET state = 'expired', updated_at = $1, \
-             last_error = 'expired: not started within its route''s expire_after' \
-         WHERE id = ANY($2) AND state IN ('blocked', 'ready') AND expires_at <= $1 \
-         RETURNING id",
-    )
-    .bind(now)
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
+    let expired: Vec<i64> = sqlx::query_scalar(&EXPIRE)
+        .bind(now)
+        .bind(&ids)
+        .bind(Step::Expired.state().as_str())
+        .bind(super::EXPIRED)
+        .fetch_all(&mut *conn)
+        .await?;
     let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
     let mut entries = Vec::new();
     for id in expired {
@@ -801,16 +776,19 @@ async fn delivery_lanes(
 }
 
 async fn retry_dead_tx(conn: &mut PgConnection, id: i64, now: Millis) -> TxResult<bool> {
-    Ok(sqlx::query(
-        "UPDATE deliveries SET state = CASE WHEN blockers > 0 THEN 'blocked' ELSE 'ready' END, \
-             next_attempt_at = $1, updated_at = $1 \
-         WHERE id = $2 AND state = 'dead'",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
+    static RETRY: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE deliveries SET state = {}, next_attempt_at = $1, updated_at = $1 \
+             WHERE id = $2 AND state = 'dead'",
+            lanes::sql::REQUEUED_STATE
+        )
+    });
+    Ok(sqlx::query(&RETRY)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
         == 1)
 }
 
@@ -824,10 +802,11 @@ async fn skip_dead_tx(conn: &mut PgConnection, id: i64, now: Millis) -> TxResult
     )
     .await?;
     let done = sqlx::query(
-        "UPDATE deliveries SET state = 'skipped', updated_at = $1 WHERE id = $2 AND state = 'dead'",
+        "UPDATE deliveries SET state = $3, updated_at = $1 WHERE id = $2 AND state = 'dead'",
     )
     .bind(now)
     .bind(id)
+    .bind(Step::Skipped.state().as_str())
     .execute(&mut *conn)
     .await?
     .rows_affected()
@@ -849,70 +828,15 @@ async fn operator_tx(
     actor: &str,
     now: Millis,
 ) -> TxResult<bool> {
-    let before: Option<(String, i64, Option<String>)> =
-        sqlx::query_as("SELECT state, attempts, last_error FROM deliveries WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let (done, name) = match action {
-        OperatorAction::Retry => (retry_dead_tx(conn, id, now).await?, "delivery.retry"),
-        OperatorAction::Skip => (skip_dead_tx(conn, id, now).await?, "delivery.skip"),
+    let before = catalog::before_action(Conn::Postgres(conn), id).await?;
+    let done = match action {
+        OperatorAction::Retry => retry_dead_tx(conn, id, now).await?,
+        OperatorAction::Skip => skip_dead_tx(conn, id, now).await?,
     };
     if done {
-        let after: Option<String> =
-            sqlx::query_scalar("SELECT state FROM deliveries WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?;
-        let before = before.map(|(state, attempts, last_error)| {
-            serde_json::json!({"state": state, "attempts": attempts, "last_error": last_error})
-        });
-        let after = after.map(|state| serde_json::json!({"state": state}));
-        audit(conn, now, actor, name, &id.to_string(), before, after).await?;
+        catalog::audit_action(Conn::Postgres(conn), id, action, actor, now, before).await?;
     }
     Ok(done)
-}
-
-async fn active_version(
-    conn: &mut PgConnection,
-    connector: &str,
-) -> TxResult<Option<serde_json::Value>> {
-    let v: Option<(i64, String)> = sqlx::query_as(
-        "SELECT a.version, c.digest FROM active_components a \
-         JOIN components c ON c.connector = a.connector AND c.version = a.version \
-         WHERE a.connector = $1",
-    )
-    .bind(connector)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(v.map(|(version, digest)| serde_json::json!({"version": version, "digest": digest})))
-}
-
-async fn activate(
-    conn: &mut PgConnection,
-    connector: &str,
-    version: i64,
-    now: Millis,
-) -> TxResult<bool> {
-    Ok(sqlx::query(
-        "INSERT INTO active_components (connector, version, activated_at) \
-         SELECT connector, version, $3 FROM components WHERE connector = $1 AND version = $2 \
-         ON CONFLICT (connector) DO UPDATE SET version = excluded.version, \
-             activated_at = excluded.activated_at",
-    )
-    .bind(connector)
-    .bind(version)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1)
-}
-
-/// Serialises changes to one connector's registry entry or controls across
-/// nodes.
-async fn lock_connector(conn: &mut PgConnection, what: &str, connector: &str) -> TxResult<()> {
-    lock_all(conn, vec![lock_id(what, connector, "")]).await
 }
 
 #[async_trait]
@@ -932,55 +856,37 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let lease = rand::random::<i64>() & i64::MAX;
-        let mut claimed: Vec<(i64, i64, i64)> = sqlx::query_as(
-            "UPDATE deliveries d SET state = 'in_flight', attempts = d.attempts + 1, \
-                 lease_until = $1, lease_token = $2, updated_at = $3, lease_owner = $6 \
-             FROM (SELECT id FROM deliveries \
-                   WHERE state = 'ready' AND connector = $4 AND next_attempt_at <= $3 \
-                   AND (expires_at IS NULL OR expires_at > $3) \
-                   AND NOT EXISTS (SELECT 1 FROM connector_controls \
-                                   WHERE connector = $4 AND paused) \
-                   ORDER BY next_attempt_at, id LIMIT $5 \
-                   FOR UPDATE SKIP LOCKED) c \
-             WHERE d.id = c.id \
-             RETURNING d.id, d.event_seq, d.attempts",
-        )
-        .bind(now.saturating_add(lease_ms))
-        .bind(lease)
-        .bind(now)
-        .bind(connector)
-        .bind(limit as i64)
-        .bind(&self.node)
-        .fetch_all(&self.pool)
-        .await?;
-        claimed.sort_by_key(|c| c.1);
+        static CLAIM: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE deliveries d SET state = 'in_flight', attempts = d.attempts + 1, \
+                     lease_until = $1, lease_token = $2, updated_at = $3, lease_owner = $6 \
+                 FROM (SELECT id FROM deliveries WHERE connector = $4 AND {} \
+                       AND NOT EXISTS (SELECT 1 FROM connector_controls \
+                                       WHERE connector = $4 AND paused) \
+                       ORDER BY next_attempt_at, id LIMIT $5 \
+                       FOR UPDATE SKIP LOCKED) c \
+                 WHERE d.id = c.id \
+                 RETURNING d.id, d.event_seq, d.attempts",
+                lanes::sql::claimable("$3")
+            )
+        });
+        let claimed: Vec<(i64, i64, i64)> = sqlx::query_as(&CLAIM)
+            .bind(now.saturating_add(lease_ms))
+            .bind(lease)
+            .bind(now)
+            .bind(connector)
+            .bind(limit as i64)
+            .bind(&self.node)
+            .fetch_all(&self.pool)
+            .await?;
         let seqs: Vec<i64> = claimed.iter().map(|c| c.1).collect();
-        let rows: Vec<EventRow> = sqlx::query_as(
+        let events: Vec<EventRow> = sqlx::query_as(
             "SELECT seq, id, type, keys, payload, accepted_at FROM events WHERE seq = ANY($1)",
         )
         .bind(&seqs)
         .fetch_all(&self.pool)
         .await?;
-        let mut events: HashMap<i64, StoredEvent> = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let e = stored_event(row)?;
-            events.insert(e.seq, e);
-        }
-        claimed
-            .into_iter()
-            .map(|(id, seq, attempt)| {
-                let event = events.get(&seq).cloned().ok_or_else(|| {
-                    StoreError::Corrupt(format!("delivery {id} refers to missing event {seq}"))
-                })?;
-                Ok(Claimed {
-                    delivery_id: id,
-                    connector: connector.to_string(),
-                    lease,
-                    attempt: attempt as u32,
-                    event,
-                })
-            })
-            .collect()
+        claims_of(connector, lease, claimed, events)
     }
 
     async fn complete(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Vec<bool>> {
@@ -993,74 +899,28 @@ impl Store for PostgresStore {
     async fn rescue_expired(&self, now: Millis) -> StoreResult<u64> {
         // SKIP LOCKED: a row another transaction holds is being completed
         // right now; it is not abandoned.
-        Ok(sqlx::query(
-            "UPDATE deliveries d SET state = 'ready', lease_until = NULL, lease_token = NULL, lease_owner = NULL, \
-                 next_attempt_at = $1, updated_at = $1, \
-                 last_error = 'lease expired: the attempt did not finish (gateway stopped or attempt hung)' \
-             FROM (SELECT id FROM deliveries WHERE state = 'in_flight' AND lease_until <= $1 \
-                   FOR UPDATE SKIP LOCKED) x \
-             WHERE d.id = x.id",
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        static RESCUE: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE deliveries d SET state = $2, lease_until = NULL, lease_token = NULL, \
+                     lease_owner = NULL, next_attempt_at = $1, updated_at = $1, last_error = $3 \
+                 FROM (SELECT id FROM deliveries WHERE {} FOR UPDATE SKIP LOCKED) x \
+                 WHERE d.id = x.id",
+                lanes::sql::lease_expired("$1")
+            )
+        });
+        Ok(sqlx::query(&RESCUE)
+            .bind(now)
+            .bind(Step::LeaseExpired.state().as_str())
+            .bind(super::LEASE_EXPIRED)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     async fn expire_due(&self, now: Millis, limit: usize) -> StoreResult<Vec<(String, u64)>> {
         transaction!(self.pool, |conn| async {
             expire_tx(conn, now, limit).await
         })
-    }
-
-    async fn next_due(&self, connector: &str) -> StoreResult<Option<Millis>> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'ready' AND connector = $1",
-        )
-        .bind(connector)
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
-    async fn event(&self, id: &str) -> StoreResult<Option<EventView>> {
-        let Some(row) = sqlx::query_as::<_, EventRow>(
-            "SELECT seq, id, type, keys, payload, accepted_at FROM events WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let e = stored_event(row)?;
-        let rows: Vec<DeliveryRow> = sqlx::query_as(
-            "SELECT id, connector, state, attempts, last_error, next_attempt_at, updated_at, \
-                 lease_owner, expires_at FROM deliveries WHERE event_seq = $1 ORDER BY id",
-        )
-        .bind(e.seq)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(Some(EventView {
-            seq: e.seq,
-            id: e.id,
-            event_type: e.event_type,
-            keys: e.keys,
-            payload: serde_json::from_str(&e.payload)
-                .map_err(|err| StoreError::Corrupt(err.to_string()))?,
-            accepted_at: e.accepted_at,
-            deliveries: rows
-                .into_iter()
-                .map(delivery_view)
-                .collect::<StoreResult<_>>()?,
-        }))
-    }
-
-    async fn retry_dead(&self, delivery_id: i64, now: Millis) -> StoreResult<bool> {
-        transaction!(self.pool, |conn| retry_dead_tx(conn, delivery_id, now))
-    }
-
-    async fn skip_dead(&self, delivery_id: i64, now: Millis) -> StoreResult<bool> {
-        transaction!(self.pool, |conn| skip_dead_tx(conn, delivery_id, now))
     }
 
     async fn operator_action(
@@ -1077,37 +937,6 @@ impl Store for PostgresStore {
             actor,
             now
         ))
-    }
-
-    async fn dead_letters(&self, f: &DeadFilter) -> StoreResult<Vec<DeadLetter>> {
-        let mut qb = QueryBuilder::<Postgres>::new(
-            "SELECT d.id, d.connector, e.id, e.type, e.keys, d.attempts, d.last_error, d.updated_at \
-             FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.state = 'dead'",
-        );
-        if let Some(c) = &f.connector {
-            qb.push(" AND d.connector = ").push_bind(c.clone());
-        }
-        if let Some(t) = &f.event_type {
-            qb.push(" AND e.type = ").push_bind(t.clone());
-        }
-        if let Some(k) = &f.key {
-            qb.push(" AND jsonb_exists(e.keys::jsonb, ")
-                .push_bind(k.clone())
-                .push(")");
-        }
-        if let Some(t) = f.since {
-            qb.push(" AND d.updated_at >= ").push_bind(t);
-        }
-        if let Some(t) = f.until {
-            qb.push(" AND d.updated_at < ").push_bind(t);
-        }
-        if let Some(id) = f.before_id {
-            qb.push(" AND d.id < ").push_bind(id);
-        }
-        qb.push(" ORDER BY d.id DESC LIMIT ")
-            .push_bind(f.limit.clamp(1, 10_000) as i64);
-        let rows: Vec<DeadRow> = qb.build_query_as().fetch_all(&self.pool).await?;
-        dead_letters_of(rows)
     }
 
     async fn lanes(&self, key: &str, connectors: &[String]) -> StoreResult<Vec<LaneView>> {
@@ -1137,39 +966,6 @@ impl Store for PostgresStore {
         Ok(out)
     }
 
-    async fn audit_log(
-        &self,
-        limit: usize,
-        before_id: Option<i64>,
-    ) -> StoreResult<Vec<AuditRecord>> {
-        let rows: Vec<AuditRow> = sqlx::query_as(
-            "SELECT id, at, actor, action, target, before, after FROM audit_log \
-             WHERE id < $1 ORDER BY id DESC LIMIT $2",
-        )
-        .bind(before_id.unwrap_or(i64::MAX))
-        .bind(limit.clamp(1, 10_000) as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        audit_of(rows)
-    }
-
-    async fn state_counts(&self, connector: &str) -> StoreResult<StateCounts> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT state, COUNT(*) FROM deliveries WHERE connector = $1 GROUP BY state",
-        )
-        .bind(connector)
-        .fetch_all(&self.pool)
-        .await?;
-        state_counts_of(rows)
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1 FROM events LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     async fn queue_stats(&self, connector: &str) -> StoreResult<QueueStats> {
         let (ready, blocked, in_flight, oldest): (i64, i64, i64, Option<i64>) = sqlx::query_as(
             "SELECT COUNT(*) FILTER (WHERE state = 'ready'), \
@@ -1197,115 +993,17 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn set_paused(
-        &self,
-        connector: &str,
-        paused: bool,
-        actor: &str,
-        now: Millis,
-    ) -> StoreResult<bool> {
-        transaction!(self.pool, |conn| async {
-            lock_connector(conn, "controls", connector).await?;
-            let was: Option<bool> =
-                sqlx::query_scalar("SELECT paused FROM connector_controls WHERE connector = $1")
-                    .bind(connector)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            let was = was.unwrap_or(false);
-            if was == paused {
-                return Ok(false);
-            }
-            sqlx::query(
-                "INSERT INTO connector_controls (connector, paused, updated_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (connector) DO UPDATE SET paused = excluded.paused, \
-                     updated_at = excluded.updated_at",
-            )
-            .bind(connector)
-            .bind(paused)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-            let action = if paused {
-                "connector.pause"
-            } else {
-                "connector.resume"
-            };
-            audit(
-                conn,
-                now,
-                actor,
-                action,
-                connector,
-                Some(serde_json::json!({"paused": was})),
-                Some(serde_json::json!({"paused": paused})),
-            )
-            .await?;
-            TxResult::Ok(true)
-        })
-    }
-
-    async fn is_paused(&self, connector: &str) -> StoreResult<bool> {
-        let v: Option<bool> =
-            sqlx::query_scalar("SELECT paused FROM connector_controls WHERE connector = $1")
-                .bind(connector)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(v.unwrap_or(false))
-    }
-
-    async fn set_limits(
-        &self,
-        connector: &str,
-        limits: LimitOverrides,
-        actor: &str,
-        now: Millis,
-    ) -> StoreResult<()> {
-        transaction!(self.pool, |conn| async {
-            lock_connector(conn, "controls", connector).await?;
-            let before: Option<(Option<i64>, Option<f64>)> = sqlx::query_as(
-                "SELECT concurrency, rate FROM connector_controls WHERE connector = $1",
-            )
-            .bind(connector)
-            .fetch_optional(&mut *conn)
-            .await?;
-            sqlx::query(
-                "INSERT INTO connector_controls (connector, paused, updated_at, concurrency, rate) \
-                 VALUES ($1, FALSE, $2, $3, $4) \
-                 ON CONFLICT (connector) DO UPDATE SET concurrency = excluded.concurrency, \
-                     rate = excluded.rate, updated_at = excluded.updated_at",
-            )
-            .bind(connector)
-            .bind(now)
-            .bind(limits.concurrency.map(i64::from))
-            .bind(limits.rate)
-            .execute(&mut *conn)
-            .await?;
-            let before = before.map(|(c, r)| serde_json::json!({"concurrency": c, "rate": r}));
-            let after = serde_json::json!({"concurrency": limits.concurrency, "rate": limits.rate});
-            audit(
-                conn,
-                now,
-                actor,
-                "connector.limits",
-                connector,
-                before,
-                Some(after),
-            )
-            .await?;
-            TxResult::Ok(())
-        })
-    }
-
     async fn purge_finished(&self, accepted_before: Millis, limit: usize) -> StoreResult<u64> {
         transaction!(self.pool, |conn| async {
             // SKIP LOCKED: an event another node is purging right now is
             // left to it.
-            let seqs: Vec<i64> = sqlx::query_scalar(
+            let seqs: Vec<i64> = sqlx::query_scalar(&format!(
                 "SELECT seq FROM events e WHERE e.accepted_at < $1 AND NOT EXISTS \
                      (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq \
-                      AND d.state NOT IN ('delivered', 'skipped', 'superseded', 'expired')) \
+                      AND d.state NOT IN ({})) \
                  ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
-            )
+                lanes::sql::final_states()
+            ))
             .bind(accepted_before)
             .bind(limit as i64)
             .fetch_all(&mut *conn)
@@ -1322,162 +1020,17 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn connector_configs(&self) -> StoreResult<Vec<(String, serde_json::Value)>> {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT connector, config FROM connector_configs ORDER BY connector")
-                .fetch_all(&self.pool)
-                .await?;
-        configs_of(rows)
+    fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
-    async fn put_connector_config(
-        &self,
-        connector: &str,
-        config: &serde_json::Value,
-        before: Option<serde_json::Value>,
-        after: serde_json::Value,
-        actor: &str,
-        now: Millis,
-    ) -> StoreResult<()> {
-        let text = config.to_string();
-        transaction!(self.pool, |conn| async {
-            sqlx::query(
-                "INSERT INTO connector_configs (connector, config, updated_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (connector) DO UPDATE SET config = excluded.config, \
-                     updated_at = excluded.updated_at",
-            )
-            .bind(connector)
-            .bind(&text)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-            audit(
-                conn,
-                now,
-                actor,
-                "connector.config",
-                connector,
-                before.clone(),
-                Some(after.clone()),
-            )
-            .await?;
-            TxResult::Ok(())
-        })
+    fn cluster(&self) -> Option<&dyn Cluster> {
+        Some(self)
     }
+}
 
-    async fn limit_overrides(&self, connector: &str) -> StoreResult<LimitOverrides> {
-        let row: Option<(Option<i64>, Option<f64>)> =
-            sqlx::query_as("SELECT concurrency, rate FROM connector_controls WHERE connector = $1")
-                .bind(connector)
-                .fetch_optional(&self.pool)
-                .await?;
-        let (concurrency, rate) = row.unwrap_or((None, None));
-        Ok(LimitOverrides {
-            concurrency: concurrency.and_then(|c| u32::try_from(c).ok()),
-            rate,
-        })
-    }
-
-    async fn add_component(
-        &self,
-        connector: &str,
-        digest: &str,
-        wasm: &[u8],
-        info: &serde_json::Value,
-        actor: &str,
-        now: Millis,
-    ) -> StoreResult<ComponentVersion> {
-        let info_text = info.to_string();
-        let version = transaction!(self.pool, |conn| async {
-            lock_connector(conn, "component", connector).await?;
-            let before = active_version(conn, connector).await?;
-            if let Some(active) = same_digest(before.as_ref(), digest) {
-                return Ok(active);
-            }
-            let version: i64 = sqlx::query_scalar(
-                "INSERT INTO components (connector, version, digest, wasm, info, uploaded_at) \
-                 SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5 \
-                 FROM components WHERE connector = $1 RETURNING version",
-            )
-            .bind(connector)
-            .bind(digest)
-            .bind(wasm)
-            .bind(&info_text)
-            .bind(now)
-            .fetch_one(&mut *conn)
-            .await?;
-            activate(conn, connector, version, now).await?;
-            let after = serde_json::json!({"version": version, "digest": digest});
-            audit(
-                conn,
-                now,
-                actor,
-                "component.deploy",
-                connector,
-                before,
-                Some(after),
-            )
-            .await?;
-            TxResult::Ok(version)
-        })?;
-        self.component_versions(connector)
-            .await?
-            .into_iter()
-            .find(|v| v.version == version)
-            .ok_or_else(|| StoreError::Corrupt(format!("{connector} version {version} vanished")))
-    }
-
-    async fn component_versions(&self, connector: &str) -> StoreResult<Vec<ComponentVersion>> {
-        let rows: Vec<VersionRow> = sqlx::query_as(
-            "SELECT c.version, c.digest, c.info, c.uploaded_at, octet_length(c.wasm)::int8, \
-                 COALESCE(a.version = c.version, FALSE) \
-             FROM components c LEFT JOIN active_components a ON a.connector = c.connector \
-             WHERE c.connector = $1 ORDER BY c.version DESC",
-        )
-        .bind(connector)
-        .fetch_all(&self.pool)
-        .await?;
-        versions_of(connector, rows)
-    }
-
-    async fn component_wasm(&self, connector: &str, version: i64) -> StoreResult<Option<Vec<u8>>> {
-        Ok(
-            sqlx::query_scalar("SELECT wasm FROM components WHERE connector = $1 AND version = $2")
-                .bind(connector)
-                .bind(version)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
-    }
-
-    async fn activate_component(
-        &self,
-        connector: &str,
-        version: i64,
-        actor: &str,
-        now: Millis,
-    ) -> StoreResult<bool> {
-        transaction!(self.pool, |conn| async {
-            lock_connector(conn, "component", connector).await?;
-            let before = active_version(conn, connector).await?;
-            let done = activate(conn, connector, version, now).await?;
-            if done {
-                let after = serde_json::json!({"version": version});
-                audit(
-                    conn,
-                    now,
-                    actor,
-                    "component.activate",
-                    connector,
-                    before,
-                    Some(after),
-                )
-                .await?;
-            }
-            TxResult::Ok(done)
-        })
-    }
-
+#[async_trait]
+impl Cluster for PostgresStore {
     async fn shared_health(&self, connector: &str) -> StoreResult<Option<SharedHealth>> {
         let row: Option<(bool, i64, i64)> = sqlx::query_as(
             "SELECT open, next_probe_at, probe_interval_ms FROM connector_health \
@@ -1555,9 +1108,9 @@ impl Store for PostgresStore {
         want: usize,
         rate: f64,
         now: Millis,
-    ) -> StoreResult<Option<usize>> {
+    ) -> StoreResult<usize> {
         if want == 0 || rate.is_nan() || rate <= 0.0 {
-            return Ok(Some(0));
+            return Ok(0);
         }
         let burst = rate.max(1.0);
         sqlx::query(
@@ -1586,7 +1139,7 @@ impl Store for PostgresStore {
         .bind(rate)
         .fetch_one(&self.pool)
         .await?;
-        Ok(Some(granted.max(0) as usize))
+        Ok(granted.max(0) as usize)
     }
 }
 

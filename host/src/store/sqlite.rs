@@ -40,17 +40,16 @@ use sqlx::sqlite::{
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
+use super::catalog::{self, Conn, Pools};
 use super::recent_lanes::{Entry, RecentLanes};
 use super::table_lanes::{InTable, TableLanes};
 use super::{
-    audit_of, classify, completion_rounds, configs_of, dead_letters_of, delivery_view,
-    lane_view_of, migrations, parse_keys, plan_ingest, same_digest, state_counts_of, stored_event,
-    versions_of, AuditRecord, AuditRow, Claimed, Completion, CompletionKind, ComponentVersion,
-    DeadFilter, DeadLetter, DeadRow, DeliveryRow, EventRow, EventView, IngestOutcome, IngestPlan,
-    LaneHeadRow, LaneView, LimitOverrides, OperatorAction, QueueStats, Routed, StateCounts, Store,
-    StoreError, StoreResult, StoredEvent, VersionRow,
+    claims_of, classify, completion_rounds, lane_view_of, migrations, parse_keys, Catalog, Claimed,
+    Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView, OperatorAction, QueueStats, Routed,
+    Store, StoreError, StoreResult,
 };
-use crate::queue::{Millis, OnDead};
+use crate::queue::lanes::{self, first_released, plan_accept, promotions, AcceptPlan, Step};
+use crate::queue::Millis;
 
 /// Upper bound of the writer connection's page cache (filled only as pages
 /// are used; readers keep SQLite's default). Not more: a bigger cache costs
@@ -138,6 +137,7 @@ static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(migr
 pub struct SqliteStore {
     tx: mpsc::Sender<(Work, Reply)>,
     read: SqlitePool,
+    catalog: Catalog,
 }
 
 /// Creates the directory a database file is to live in, as the file itself
@@ -204,8 +204,19 @@ impl SqliteStore {
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
-            .connect_with(base.read_only(true))
+            .connect_with(base.clone().read_only(true))
             .await?;
+        // The catalog's writes (configs, controls, versions) never touch
+        // lanes: they take their own connection and SQLite's write lock.
+        let catalog_write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .connect_with(base)
+            .await?;
+        let catalog = Catalog::new(Pools::Sqlite {
+            read: read.clone(),
+            write: catalog_write,
+        });
         let mut writer = Writer {
             conn,
             next_seq: 0,
@@ -223,7 +234,7 @@ impl SqliteStore {
         writer.reload().await?;
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(writer.run(rx));
-        Ok(Self { tx, read })
+        Ok(Self { tx, read, catalog })
     }
 
     /// Applies migrations only (`switchboard migrate`); returns the versions
@@ -260,21 +271,21 @@ impl SqliteStore {
         Some(Path::new(rest.split('?').next().unwrap_or(rest)))
     }
 
-    async fn call<T>(
-        &self,
-        work: Work,
-        reply: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Reply,
-    ) -> StoreResult<T> {
+    /// Queues `work` for the writer and waits for its answer, given only
+    /// once the transaction holding it committed.
+    async fn call<T: Send + 'static>(&self, work: Work) -> StoreResult<T> {
+        let stopped = || StoreError::Unavailable("store writer stopped".into());
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send((work, reply(tx)))
-            .await
-            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
+        self.tx.send((work, tx)).await.map_err(|_| stopped())?;
+        let answer = rx.await.map_err(|_| stopped())??;
+        answer
+            .downcast::<T>()
+            .map(|v| *v)
+            .map_err(|_| StoreError::Internal("store writer answered the wrong kind".into()))
     }
 }
 
+/// What the writer applies, in one transaction with whatever else is queued.
 enum Work {
     Ingest {
         events: Vec<Routed>,
@@ -297,57 +308,15 @@ enum Work {
         now: Millis,
         limit: usize,
     },
-    RetryDead {
-        id: i64,
-        now: Millis,
-    },
-    SkipDead {
-        id: i64,
-        now: Millis,
-    },
-    AddComponent {
-        connector: String,
-        digest: String,
-        wasm: Vec<u8>,
-        info: String,
-        actor: String,
-        now: Millis,
-    },
-    Activate {
-        connector: String,
-        version: i64,
-        actor: String,
-        now: Millis,
-    },
     Operator {
         id: i64,
         action: OperatorAction,
         actor: String,
         now: Millis,
     },
-    Pause {
-        connector: String,
-        paused: bool,
-        actor: String,
-        now: Millis,
-    },
-    Limits {
-        connector: String,
-        limits: LimitOverrides,
-        actor: String,
-        now: Millis,
-    },
     Purge {
         before: Millis,
         limit: usize,
-    },
-    PutConfig {
-        connector: String,
-        config: String,
-        before: Option<serde_json::Value>,
-        after: serde_json::Value,
-        actor: String,
-        now: Millis,
     },
     /// Read-only, but the writer holds the newest lane entries.
     Lanes {
@@ -356,81 +325,9 @@ enum Work {
     },
 }
 
-enum Answer {
-    Ingest(IngestOutcome),
-    Claim(Vec<Claimed>),
-    Bools(Vec<bool>),
-    Count(u64),
-    Bool(bool),
-    Expired(Vec<(String, u64)>),
-    Lanes(Vec<LaneView>),
-}
-
-enum Reply {
-    Ingest(oneshot::Sender<StoreResult<IngestOutcome>>),
-    Claim(oneshot::Sender<StoreResult<Vec<Claimed>>>),
-    Bools(oneshot::Sender<StoreResult<Vec<bool>>>),
-    Count(oneshot::Sender<StoreResult<u64>>),
-    Bool(oneshot::Sender<StoreResult<bool>>),
-    Expired(oneshot::Sender<StoreResult<Vec<(String, u64)>>>),
-    Lanes(oneshot::Sender<StoreResult<Vec<LaneView>>>),
-}
-
-impl Reply {
-    /// Answers the caller. A caller that went away (request cancelled) is
-    /// fine to ignore: its work is committed or rolled back either way.
-    fn send(self, result: StoreResult<Answer>) {
-        fn mismatch<T>() -> StoreResult<T> {
-            Err(StoreError::Corrupt(
-                "internal: answer of the wrong kind".into(),
-            ))
-        }
-        match self {
-            Reply::Ingest(tx) => {
-                let _ = tx.send(result.and_then(|a| match a {
-                    Answer::Ingest(v) => Ok(v),
-                    _ => mismatch(),
-                }));
-            }
-            Reply::Claim(tx) => {
-                let _ = tx.send(result.and_then(|a| match a {
-                    Answer::Claim(v) => Ok(v),
-                    _ => mismatch(),
-                }));
-            }
-            Reply::Bools(tx) => {
-                let _ = tx.send(result.and_then(|a| match a {
-                    Answer::Bools(v) => Ok(v),
-                    _ => mismatch(),
-                }));
-            }
-            Reply::Count(tx) => {
-                let _ = tx.send(result.and_then(|a| match a {
-                    Answer::Count(v) => Ok(v),
-                    _ => mismatch(),
-                }));
-            }
-            Reply::Bool(tx) => {
-                let _ = tx.send(result.and_then(|a| match a {
-                    Answer::Bool(v) => Ok(v),
-                    _ => mismatch(),
-                }));
-            }
-            Reply::Expired(tx) => {
-                let _ = tx.send(result.and_then(|a| match a {
-                    Answer::Expired(v) => Ok(v),
-                    _ => mismatch(),
-                }));
-            }
-            Reply::Lanes(tx) => {
-                let _ = tx.send(result.and_then(|a| match a {
-                    Answer::Lanes(v) => Ok(v),
-                    _ => mismatch(),
-                }));
-            }
-        }
-    }
-}
+/// The result of one [`Work`], of the type its caller expects.
+type Answer = Box<dyn std::any::Any + Send>;
+type Reply = oneshot::Sender<StoreResult<Answer>>;
 
 struct Writer {
     conn: SqliteConnection,
@@ -516,7 +413,7 @@ impl Writer {
                     let mut outcomes = outcomes.into_iter();
                     for (i, work) in &rest {
                         if work.is_none() {
-                            slots[*i] = outcomes.next().map(Answer::Ingest);
+                            slots[*i] = outcomes.next().map(|o| Box::new(o) as Answer);
                         }
                     }
                 }
@@ -528,7 +425,8 @@ impl Writer {
                 Ok(applied) => {
                     let mut applied = applied.into_iter();
                     for (i, n) in completion_slots {
-                        slots[i] = Some(Answer::Bools(applied.by_ref().take(n).collect()));
+                        let mine: Vec<bool> = applied.by_ref().take(n).collect();
+                        slots[i] = Some(Box::new(mine));
                     }
                 }
                 Err(e) => failure = Some(e),
@@ -548,8 +446,8 @@ impl Writer {
             match slot {
                 Some(a) => answers.push(a),
                 None if failure.is_none() => {
-                    failure = Some(StoreError::Corrupt(
-                        "internal: operation without an answer".into(),
+                    failure = Some(StoreError::Internal(
+                        "store writer: an operation without an answer".into(),
                     ))
                 }
                 None => {}
@@ -573,7 +471,9 @@ impl Writer {
                     self.watermark = w;
                 }
                 for (reply, answer) in replies.into_iter().zip(answers) {
-                    reply.send(Ok(answer));
+                    // A caller that went away (request cancelled) is fine
+                    // to ignore: its work committed either way.
+                    let _ = reply.send(Ok(answer));
                 }
             }
             Some(err) => {
@@ -585,7 +485,7 @@ impl Writer {
                     tracing::error!(error = %e, "cannot reload store state after rollback");
                 }
                 for reply in replies {
-                    reply.send(Err(err.clone()));
+                    let _ = reply.send(Err(err.clone()));
                 }
             }
         }
@@ -848,251 +748,66 @@ impl Writer {
         Ok(match work {
             Work::Ingest { events, now } => {
                 let mut out = self.ingest(&[events], now).await?;
-                Answer::Ingest(
-                    out.pop()
-                        .ok_or_else(|| StoreError::Corrupt("internal: no ingest answer".into()))?,
-                )
+                let outcome = out
+                    .pop()
+                    .ok_or_else(|| StoreError::Internal("store writer: no ingest answer".into()))?;
+                Box::new(outcome)
             }
             Work::Claim {
                 connector,
                 limit,
                 now,
                 lease_ms,
-            } => Answer::Claim(self.claim(&connector, limit, now, lease_ms).await?),
-            Work::Complete { items, now } => Answer::Bools(self.complete_batch(&items, now).await?),
-            Work::Rescue { now } => Answer::Count(self.rescue(now).await?),
-            Work::Expire { now, limit } => Answer::Expired(self.expire(now, limit).await?),
-            Work::RetryDead { id, now } => Answer::Bool(self.retry_dead(id, now).await?),
-            Work::SkipDead { id, now } => Answer::Bool(self.skip_dead(id, now).await?),
-            Work::AddComponent {
-                connector,
-                digest,
-                wasm,
-                info,
-                actor,
-                now,
-            } => {
-                let before = self.active_version(&connector).await?;
-                if let Some(active) = same_digest(before.as_ref(), &digest) {
-                    return Ok(Answer::Count(active as u64));
-                }
-                let version: i64 = sqlx::query_scalar(
-                    "INSERT INTO components (connector, version, digest, wasm, info, uploaded_at) \
-                     SELECT ?1, COALESCE(MAX(version), 0) + 1, ?2, ?3, ?4, ?5 \
-                     FROM components WHERE connector = ?1 RETURNING version",
-                )
-                .bind(&connector)
-                .bind(&digest)
-                .bind(&wasm)
-                .bind(&info)
-                .bind(now)
-                .fetch_one(&mut self.conn)
-                .await?;
-                self.activate(&connector, version, now).await?;
-                let after = serde_json::json!({"version": version, "digest": digest});
-                self.audit(
-                    now,
-                    &actor,
-                    "component.deploy",
-                    &connector,
-                    before,
-                    Some(after),
-                )
-                .await?;
-                Answer::Count(version as u64)
-            }
-            Work::Activate {
-                connector,
-                version,
-                actor,
-                now,
-            } => {
-                let before = self.active_version(&connector).await?;
-                let done = self.activate(&connector, version, now).await?;
-                if done {
-                    let after = serde_json::json!({"version": version});
-                    self.audit(
-                        now,
-                        &actor,
-                        "component.activate",
-                        &connector,
-                        before,
-                        Some(after),
-                    )
-                    .await?;
-                }
-                Answer::Bool(done)
-            }
-            Work::Limits {
-                connector,
-                limits,
-                actor,
-                now,
-            } => {
-                let before: Option<(Option<i64>, Option<f64>)> = sqlx::query_as(
-                    "SELECT concurrency, rate FROM connector_controls WHERE connector = ?1",
-                )
-                .bind(&connector)
-                .fetch_optional(&mut self.conn)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO connector_controls (connector, paused, updated_at, concurrency, rate) \
-                     VALUES (?1, 0, ?2, ?3, ?4) \
-                     ON CONFLICT (connector) DO UPDATE SET concurrency = excluded.concurrency, \
-                         rate = excluded.rate, updated_at = excluded.updated_at",
-                )
-                .bind(&connector)
-                .bind(now)
-                .bind(limits.concurrency.map(i64::from))
-                .bind(limits.rate)
-                .execute(&mut self.conn)
-                .await?;
-                let before = before.map(|(c, r)| serde_json::json!({"concurrency": c, "rate": r}));
-                let after =
-                    serde_json::json!({"concurrency": limits.concurrency, "rate": limits.rate});
-                self.audit(
-                    now,
-                    &actor,
-                    "connector.limits",
-                    &connector,
-                    before,
-                    Some(after),
-                )
-                .await?;
-                Answer::Bool(true)
-            }
-            Work::Purge { before, limit } => {
-                let seqs: Vec<i64> = sqlx::query_scalar(
-                    "SELECT seq FROM events e WHERE e.accepted_at < ?1 AND NOT EXISTS \
-                         (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq \
-                          AND d.state NOT IN ('delivered', 'skipped', 'superseded', 'expired')) \
-                     ORDER BY seq LIMIT ?2",
-                )
-                .bind(before)
-                .bind(limit as i64)
-                .fetch_all(&mut self.conn)
-                .await?;
-                for chunk in runs(&seqs) {
-                    for table in ["deliveries WHERE event_seq", "events WHERE seq"] {
-                        let mut qb =
-                            QueryBuilder::<Sqlite>::new(format!("DELETE FROM {table} IN ("));
-                        let mut sep = qb.separated(", ");
-                        for seq in chunk {
-                            sep.push_bind(*seq);
-                        }
-                        qb.push(")");
-                        qb.build().execute(&mut self.conn).await?;
-                    }
-                }
-                Answer::Count(seqs.len() as u64)
-            }
-            Work::PutConfig {
-                connector,
-                config,
-                before,
-                after,
-                actor,
-                now,
-            } => {
-                sqlx::query(
-                    "INSERT INTO connector_configs (connector, config, updated_at) \
-                     VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (connector) DO UPDATE SET config = excluded.config, \
-                         updated_at = excluded.updated_at",
-                )
-                .bind(&connector)
-                .bind(&config)
-                .bind(now)
-                .execute(&mut self.conn)
-                .await?;
-                self.audit(
-                    now,
-                    &actor,
-                    "connector.config",
-                    &connector,
-                    before,
-                    Some(after),
-                )
-                .await?;
-                Answer::Bool(true)
-            }
-            Work::Lanes { key, connectors } => {
-                Answer::Lanes(self.lane_views(&key, &connectors).await?)
-            }
-            Work::Pause {
-                connector,
-                paused,
-                actor,
-                now,
-            } => {
-                let was: Option<bool> = sqlx::query_scalar(
-                    "SELECT paused FROM connector_controls WHERE connector = ?1",
-                )
-                .bind(&connector)
-                .fetch_optional(&mut self.conn)
-                .await?;
-                let was = was.unwrap_or(false);
-                if was == paused {
-                    Answer::Bool(false)
-                } else {
-                    sqlx::query(
-                        "INSERT INTO connector_controls (connector, paused, updated_at) VALUES (?1, ?2, ?3) \
-                         ON CONFLICT (connector) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
-                    )
-                    .bind(&connector)
-                    .bind(paused)
-                    .bind(now)
-                    .execute(&mut self.conn)
-                    .await?;
-                    let action = if paused {
-                        "connector.pause"
-                    } else {
-                        "connector.resume"
-                    };
-                    self.audit(
-                        now,
-                        &actor,
-                        action,
-                        &connector,
-                        Some(serde_json::json!({"paused": was})),
-                        Some(serde_json::json!({"paused": paused})),
-                    )
-                    .await?;
-                    Answer::Bool(true)
-                }
-            }
+            } => Box::new(self.claim(&connector, limit, now, lease_ms).await?),
+            Work::Complete { items, now } => Box::new(self.complete_batch(&items, now).await?),
+            Work::Rescue { now } => Box::new(self.rescue(now).await?),
+            Work::Expire { now, limit } => Box::new(self.expire(now, limit).await?),
+            Work::Purge { before, limit } => Box::new(self.purge(before, limit).await?),
+            Work::Lanes { key, connectors } => Box::new(self.lane_views(&key, &connectors).await?),
             Work::Operator {
                 id,
                 action,
                 actor,
                 now,
             } => {
-                let before: Option<(String, i64, Option<String>)> = sqlx::query_as(
-                    "SELECT state, attempts, last_error FROM deliveries WHERE id = ?1",
-                )
-                .bind(id)
-                .fetch_optional(&mut self.conn)
-                .await?;
-                let (done, name) = match action {
-                    OperatorAction::Retry => (self.retry_dead(id, now).await?, "delivery.retry"),
-                    OperatorAction::Skip => (self.skip_dead(id, now).await?, "delivery.skip"),
+                let before = catalog::before_action(Conn::Sqlite(&mut self.conn), id).await?;
+                let done = match action {
+                    OperatorAction::Retry => self.retry_dead(id, now).await?,
+                    OperatorAction::Skip => self.skip_dead(id, now).await?,
                 };
                 if done {
-                    let after: Option<(String,)> =
-                        sqlx::query_as("SELECT state FROM deliveries WHERE id = ?1")
-                            .bind(id)
-                            .fetch_optional(&mut self.conn)
-                            .await?;
-                    let before = before.map(|(state, attempts, last_error)| {
-                        serde_json::json!({"state": state, "attempts": attempts, "last_error": last_error})
-                    });
-                    let after = after.map(|(state,)| serde_json::json!({"state": state}));
-                    self.audit(now, &actor, name, &id.to_string(), before, after)
-                        .await?;
+                    let conn = Conn::Sqlite(&mut self.conn);
+                    catalog::audit_action(conn, id, action, &actor, now, before).await?;
                 }
-                Answer::Bool(done)
+                Box::new(done)
             }
         })
+    }
+
+    async fn purge(&mut self, before: Millis, limit: usize) -> StoreResult<u64> {
+        let seqs: Vec<i64> = sqlx::query_scalar(&format!(
+            "SELECT seq FROM events e WHERE e.accepted_at < ?1 AND NOT EXISTS \
+                 (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq \
+                  AND d.state NOT IN ({})) \
+             ORDER BY seq LIMIT ?2",
+            lanes::sql::final_states()
+        ))
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&mut self.conn)
+        .await?;
+        for chunk in runs(&seqs) {
+            for table in ["deliveries WHERE event_seq", "events WHERE seq"] {
+                let mut qb = QueryBuilder::<Sqlite>::new(format!("DELETE FROM {table} IN ("));
+                let mut sep = qb.separated(", ");
+                for seq in chunk {
+                    sep.push_bind(*seq);
+                }
+                qb.push(")");
+                qb.build().execute(&mut self.conn).await?;
+            }
+        }
+        Ok(seqs.len() as u64)
     }
 
     /// Applies every ingest request of a commit group as one batch: one
@@ -1179,7 +894,10 @@ impl Writer {
         let seqs: Vec<i64> = (self.next_seq..self.next_seq + fresh.len() as i64).collect();
         self.next_seq += fresh.len() as i64;
         let mut next_delivery = self.next_delivery;
-        let IngestPlan { deliveries, lanes } = plan_ingest(
+        let AcceptPlan {
+            deliveries,
+            entries,
+        } = plan_accept(
             &fresh,
             &seqs,
             || {
@@ -1219,11 +937,10 @@ impl Writer {
                 "INSERT OR FAIL INTO deliveries (id, event_seq, connector, state, blockers, next_attempt_at, created_at, updated_at, expires_at) ",
             );
             qb.push_values(chunk, |mut b, d| {
-                let state = if d.blockers > 0 { "blocked" } else { "ready" };
                 b.push_bind(d.id)
                     .push_bind(d.seq)
                     .push_bind(d.connector)
-                    .push_bind(state)
+                    .push_bind(d.state().as_str())
                     .push_bind(d.blockers)
                     .push_bind(now)
                     .push_bind(now)
@@ -1234,7 +951,7 @@ impl Writer {
         }
         // The lane entries stay in memory until the next flush (see
         // `RecentLanes`): a rebuild finds them from the rows above.
-        for (c, k, seq, id) in lanes {
+        for (c, k, seq, id) in entries {
             self.recent.push(c, k, seq, id);
         }
         Ok(outcomes)
@@ -1252,68 +969,48 @@ impl Writer {
         }
         let lease = self.next_lease;
         self.next_lease += 1;
-        let rows = sqlx::query(
-            "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1, \
-                 lease_until = ?1, lease_token = ?2, updated_at = ?3, lease_owner = ?6 \
-             WHERE id IN (SELECT id FROM deliveries \
-                 WHERE state = 'ready' AND connector = ?4 AND next_attempt_at <= ?3 \
-                 AND (expires_at IS NULL OR expires_at > ?3) \
-                 AND NOT EXISTS (SELECT 1 FROM connector_controls \
-                                 WHERE connector = ?4 AND paused = 1) \
-                 ORDER BY next_attempt_at, id LIMIT ?5) \
-             RETURNING id, event_seq, attempts",
-        )
-        .bind(now.saturating_add(lease_ms))
-        .bind(lease)
-        .bind(now)
-        .bind(connector)
-        .bind(limit as i64)
-        .bind(&self.node)
-        .fetch_all(&mut self.conn)
-        .await?;
-        let mut claimed: Vec<(i64, i64, u32)> = Vec::with_capacity(rows.len());
-        for row in rows {
-            claimed.push((
-                row.try_get(0)?,
-                row.try_get(1)?,
-                row.try_get::<i64, _>(2)? as u32,
-            ));
-        }
-        claimed.sort_by_key(|c| c.1);
-        let mut events: HashMap<i64, StoredEvent> = HashMap::with_capacity(claimed.len());
-        for chunk in runs(&claimed) {
+        static CLAIM: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1, \
+                     lease_until = ?1, lease_token = ?2, updated_at = ?3, lease_owner = ?6 \
+                 WHERE id IN (SELECT id FROM deliveries WHERE connector = ?4 AND {} \
+                     AND NOT EXISTS (SELECT 1 FROM connector_controls \
+                                     WHERE connector = ?4 AND paused = 1) \
+                     ORDER BY next_attempt_at, id LIMIT ?5) \
+                 RETURNING id, event_seq, attempts",
+                lanes::sql::claimable("?3")
+            )
+        });
+        let rows = sqlx::query(&CLAIM)
+            .bind(now.saturating_add(lease_ms))
+            .bind(lease)
+            .bind(now)
+            .bind(connector)
+            .bind(limit as i64)
+            .bind(&self.node)
+            .fetch_all(&mut self.conn)
+            .await?;
+        let taken: Vec<(i64, i64, i64)> = rows
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        let mut events = Vec::with_capacity(taken.len());
+        for chunk in runs(&taken) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "SELECT seq, id, type, keys, payload, accepted_at FROM events WHERE seq IN (",
             );
             let mut sep = qb.separated(", ");
-            for c in chunk {
-                sep.push_bind(c.1);
+            for t in chunk {
+                sep.push_bind(t.1);
             }
             qb.push(")");
-            for row in qb
-                .build_query_as::<EventRow>()
-                .fetch_all(&mut self.conn)
-                .await?
-            {
-                let e = stored_event(row)?;
-                events.insert(e.seq, e);
-            }
+            events.extend(
+                qb.build_query_as::<EventRow>()
+                    .fetch_all(&mut self.conn)
+                    .await?,
+            );
         }
-        claimed
-            .into_iter()
-            .map(|(id, seq, attempt)| {
-                let event = events.get(&seq).cloned().ok_or_else(|| {
-                    StoreError::Corrupt(format!("delivery {id} refers to missing event {seq}"))
-                })?;
-                Ok(Claimed {
-                    delivery_id: id,
-                    connector: connector.to_string(),
-                    lease,
-                    attempt,
-                    event,
-                })
-            })
-            .collect()
+        claims_of(connector, lease, taken, events)
     }
 
     /// Applies a group's outcomes with a few multi-row statements: one
@@ -1354,13 +1051,8 @@ impl Writer {
             qb.push_bind(now).push(" FROM (VALUES ");
             let mut sep = qb.separated(", ");
             for c in chunk {
-                let (state, at, error) = match &c.kind {
-                    CompletionKind::Delivered => ("delivered", None, None),
-                    CompletionKind::Retry { at, error } => {
-                        ("ready", Some(*at), Some(error.as_str()))
-                    }
-                    CompletionKind::Dead { error, .. } => ("dead", None, Some(error.as_str())),
-                };
+                let state = c.kind.step().state().as_str();
+                let (at, error) = c.kind.next_at_and_error();
                 sep.push("(");
                 sep.push_bind_unseparated(c.delivery_id);
                 sep.push_unseparated(", ");
@@ -1391,21 +1083,18 @@ impl Writer {
             if !applied.contains(&c.delivery_id) {
                 continue;
             }
-            match &c.kind {
-                CompletionKind::Retry { .. } => {}
-                CompletionKind::Dead { on_dead, .. } if *on_dead == OnDead::Hold => {
-                    // Held entries go to the table now: a rebuild from the
-                    // deliveries could not tell them from released ones.
-                    for k in &c.keys {
-                        if self.recent.remove(&c.connector, k, c.seq) {
-                            held.push((&c.connector, k, c.seq, c.delivery_id));
-                        }
+            let step = c.kind.step();
+            if step.parks() {
+                // Parked entries go to the table now: a rebuild from the
+                // pending deliveries would not find them.
+                for k in &c.keys {
+                    if self.recent.remove(&c.connector, k, c.seq) {
+                        held.push((&c.connector, k, c.seq, c.delivery_id));
                     }
                 }
-                CompletionKind::Delivered | CompletionKind::Dead { .. } => {
-                    for k in &c.keys {
-                        entries.push((&c.connector, k, c.seq));
-                    }
+            } else if step.releases() {
+                for k in &c.keys {
+                    entries.push((&c.connector, k, c.seq));
                 }
             }
         }
@@ -1473,21 +1162,13 @@ impl Writer {
         for (c, k, _) in &removed[from_table..] {
             self.table_lanes.removed(&(c.clone(), k.clone()));
         }
-        // Per lane, the earliest entry released. The lane's head after the
-        // release moves up one lane (loses one blocker) if an entry before
-        // it went: however many went, it is now the head of one more lane.
-        let mut lanes: HashMap<(String, String), i64> = HashMap::new();
-        for (c, k, seq) in removed {
-            let first = lanes.entry((c, k)).or_insert(seq);
-            *first = (*first).min(seq);
-        }
-        let lanes: Vec<((String, String), i64)> = lanes.into_iter().collect();
+        let first = first_released(removed.into_iter().map(|(c, k, seq)| ((c, k), seq)));
         // The new head of each lane: the first entry held here or in the
         // table, whichever comes first. Only lanes the filter cannot rule
         // out are looked up in the table.
         let mut heads: HashMap<(String, String), (i64, i64)> = HashMap::new();
         let mut look_up: Vec<&(String, String)> = Vec::new();
-        for (lane, _) in &lanes {
+        for lane in first.keys() {
             let (c, k) = lane;
             if let Some(head) = self.recent.head(c, k) {
                 heads.insert(lane.clone(), head);
@@ -1524,21 +1205,15 @@ impl Writer {
                 }
             }
         }
-        let mut unblock: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
-        for (lane, first_released) in &lanes {
-            if let Some(&(head_seq, head_id)) = heads.get(lane) {
-                if head_seq > *first_released {
-                    *unblock.entry(head_id).or_default() += 1;
-                }
-            }
-        }
-        let unblock: Vec<(i64, i64)> = unblock.into_iter().collect();
+        let unblock: Vec<(i64, i64)> = promotions(&first, |lane| heads.get(lane).copied())
+            .into_iter()
+            .collect();
         for chunk in runs(&unblock) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "UPDATE deliveries SET blockers = deliveries.blockers - v.column2, \
-                     state = CASE WHEN deliveries.blockers = v.column2 AND deliveries.state = 'blocked' \
-                             THEN 'ready' ELSE deliveries.state END, updated_at = ",
-            );
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "UPDATE deliveries SET blockers = deliveries.blockers - v.column2, state = {}, \
+                 updated_at = ",
+                lanes::sql::unblocked_state("deliveries", "v.column2")
+            ));
             qb.push_bind(now).push(" FROM (VALUES ");
             let mut sep = qb.separated(", ");
             for (id, n) in chunk {
@@ -1554,76 +1229,22 @@ impl Writer {
         Ok(())
     }
 
-    async fn active_version(&mut self, connector: &str) -> StoreResult<Option<serde_json::Value>> {
-        let v: Option<(i64, String)> = sqlx::query_as(
-            "SELECT a.version, c.digest FROM active_components a \
-             JOIN components c ON c.connector = a.connector AND c.version = a.version \
-             WHERE a.connector = ?1",
-        )
-        .bind(connector)
-        .fetch_optional(&mut self.conn)
-        .await?;
-        Ok(v.map(|(version, digest)| serde_json::json!({"version": version, "digest": digest})))
-    }
-
-    async fn audit(
-        &mut self,
-        now: Millis,
-        actor: &str,
-        action: &str,
-        target: &str,
-        before: Option<serde_json::Value>,
-        after: Option<serde_json::Value>,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, action, target, before, after) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .bind(now)
-        .bind(actor)
-        .bind(action)
-        .bind(target)
-        .bind(before.map(|v| v.to_string()))
-        .bind(after.map(|v| v.to_string()))
-        .execute(&mut self.conn)
-        .await?;
-        Ok(())
-    }
-
-    async fn activate(&mut self, connector: &str, version: i64, now: Millis) -> StoreResult<bool> {
-        let exists: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM components WHERE connector = ?1 AND version = ?2",
-        )
-        .bind(connector)
-        .bind(version)
-        .fetch_optional(&mut self.conn)
-        .await?;
-        if exists.is_none() {
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO active_components (connector, version, activated_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (connector) DO UPDATE SET version = excluded.version, activated_at = excluded.activated_at",
-        )
-        .bind(connector)
-        .bind(version)
-        .bind(now)
-        .execute(&mut self.conn)
-        .await?;
-        Ok(true)
-    }
-
     async fn rescue(&mut self, now: Millis) -> StoreResult<u64> {
-        Ok(sqlx::query(
-            "UPDATE deliveries SET state = 'ready', lease_until = NULL, lease_token = NULL, lease_owner = NULL, \
-                 next_attempt_at = ?1, updated_at = ?1, \
-                 last_error = 'lease expired: the attempt did not finish (gateway stopped or attempt hung)' \
-             WHERE state = 'in_flight' AND lease_until <= ?1",
-        )
-        .bind(now)
-        .execute(&mut self.conn)
-        .await?
-        .rows_affected())
+        static RESCUE: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE deliveries SET state = ?2, lease_until = NULL, lease_token = NULL, \
+                     lease_owner = NULL, next_attempt_at = ?1, updated_at = ?1, last_error = ?3 \
+                 WHERE {}",
+                lanes::sql::lease_expired("?1")
+            )
+        });
+        Ok(sqlx::query(&RESCUE)
+            .bind(now)
+            .bind(Step::LeaseExpired.state().as_str())
+            .bind(super::LEASE_EXPIRED)
+            .execute(&mut self.conn)
+            .await?
+            .rows_affected())
     }
 
     /// Ends up to `limit` not-yet-started deliveries whose `expires_at` has
@@ -1631,18 +1252,21 @@ impl Writer {
     /// expire behind a head that still waits: removing an entry that is not
     /// its lane's head unblocks nothing, and its successors stay in order).
     async fn expire(&mut self, now: Millis, limit: usize) -> StoreResult<Vec<(String, u64)>> {
-        let rows: Vec<(String, i64, String)> = sqlx::query_as(
-            "UPDATE deliveries SET state = 'expired', pending = 0, updated_at = ?1, \
-                 last_error = 'expired: not started within its route''s expire_after' \
-             WHERE id IN (SELECT id FROM deliveries \
-                 WHERE expires_at IS NOT NULL AND state IN ('blocked', 'ready') \
-                 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2) \
-             RETURNING connector, event_seq, (SELECT keys FROM events WHERE seq = event_seq)",
-        )
-        .bind(now)
-        .bind(limit as i64)
-        .fetch_all(&mut self.conn)
-        .await?;
+        static EXPIRE: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE deliveries SET state = ?3, pending = 0, updated_at = ?1, last_error = ?4 \
+                 WHERE id IN (SELECT id FROM deliveries WHERE {} ORDER BY expires_at LIMIT ?2) \
+                 RETURNING connector, event_seq, (SELECT keys FROM events WHERE seq = event_seq)",
+                lanes::sql::expirable("?1")
+            )
+        });
+        let rows: Vec<(String, i64, String)> = sqlx::query_as(&EXPIRE)
+            .bind(now)
+            .bind(limit as i64)
+            .bind(Step::Expired.state().as_str())
+            .bind(super::EXPIRED)
+            .fetch_all(&mut self.conn)
+            .await?;
         let mut keys: Vec<(String, Vec<String>, i64)> = Vec::with_capacity(rows.len());
         let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
         for (connector, seq, k) in rows {
@@ -1658,16 +1282,19 @@ impl Writer {
     }
 
     async fn retry_dead(&mut self, id: i64, now: Millis) -> StoreResult<bool> {
-        let retried = sqlx::query(
-            "UPDATE deliveries SET state = CASE WHEN blockers > 0 THEN 'blocked' ELSE 'ready' END, \
-                 pending = 1, next_attempt_at = ?1, updated_at = ?1 \
-             WHERE id = ?2 AND state = 'dead'",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut self.conn)
-        .await?
-        .rows_affected()
+        static RETRY: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE deliveries SET state = {}, pending = 1, next_attempt_at = ?1, \
+                     updated_at = ?1 WHERE id = ?2 AND state = 'dead'",
+                lanes::sql::REQUEUED_STATE
+            )
+        });
+        let retried = sqlx::query(&RETRY)
+            .bind(now)
+            .bind(id)
+            .execute(&mut self.conn)
+            .await?
+            .rows_affected()
             == 1;
         // A rebuild takes every pending delivery from the watermark on to
         // hold its lanes, but one that released them when it died runs again
@@ -1682,12 +1309,13 @@ impl Writer {
 
     async fn skip_dead(&mut self, id: i64, now: Millis) -> StoreResult<bool> {
         let row: Option<(String, i64, String)> = sqlx::query_as(
-            "UPDATE deliveries SET state = 'skipped', updated_at = ?1 \
+            "UPDATE deliveries SET state = ?3, pending = 0, updated_at = ?1 \
              WHERE id = ?2 AND state = 'dead' \
              RETURNING connector, event_seq, (SELECT keys FROM events WHERE seq = event_seq)",
         )
         .bind(now)
         .bind(id)
+        .bind(Step::Skipped.state().as_str())
         .fetch_optional(&mut self.conn)
         .await?;
         let Some((connector, seq, keys)) = row else {
@@ -1706,7 +1334,7 @@ impl Writer {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ingest(&self, events: Vec<Routed>, now: Millis) -> StoreResult<IngestOutcome> {
-        self.call(Work::Ingest { events, now }, Reply::Ingest).await
+        self.call(Work::Ingest { events, now }).await
     }
 
     async fn claim(
@@ -1716,328 +1344,56 @@ impl Store for SqliteStore {
         now: Millis,
         lease_ms: i64,
     ) -> StoreResult<Vec<Claimed>> {
-        let work = Work::Claim {
-            connector: connector.to_string(),
+        let connector = connector.to_string();
+        self.call(Work::Claim {
+            connector,
             limit,
             now,
             lease_ms,
-        };
-        self.call(work, Reply::Claim).await
+        })
+        .await
     }
 
     async fn complete(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Vec<bool>> {
-        self.call(Work::Complete { items, now }, Reply::Bools).await
+        self.call(Work::Complete { items, now }).await
     }
 
     async fn rescue_expired(&self, now: Millis) -> StoreResult<u64> {
-        self.call(Work::Rescue { now }, Reply::Count).await
+        self.call(Work::Rescue { now }).await
     }
 
     async fn expire_due(&self, now: Millis, limit: usize) -> StoreResult<Vec<(String, u64)>> {
-        self.call(Work::Expire { now, limit }, Reply::Expired).await
-    }
-
-    async fn next_due(&self, connector: &str) -> StoreResult<Option<Millis>> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'ready' AND connector = ?1",
-        )
-        .bind(connector)
-        .fetch_one(&self.read)
-        .await?)
-    }
-
-    async fn event(&self, id: &str) -> StoreResult<Option<EventView>> {
-        let Some(row) = sqlx::query_as::<_, EventRow>(
-            "SELECT seq, id, type, keys, payload, accepted_at FROM events WHERE id = ?1",
-        )
-        .bind(id)
-        .fetch_optional(&self.read)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let e = stored_event(row)?;
-        let rows = sqlx::query_as::<_, DeliveryRow>(
-            "SELECT id, connector, state, attempts, last_error, next_attempt_at, updated_at, \
-                 lease_owner, expires_at FROM deliveries WHERE event_seq = ?1 ORDER BY id",
-        )
-        .bind(e.seq)
-        .fetch_all(&self.read)
-        .await?;
-        let deliveries = rows
-            .into_iter()
-            .map(delivery_view)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Some(EventView {
-            seq: e.seq,
-            id: e.id,
-            event_type: e.event_type,
-            keys: e.keys,
-            payload: serde_json::from_str(&e.payload)
-                .map_err(|err| StoreError::Corrupt(err.to_string()))?,
-            accepted_at: e.accepted_at,
-            deliveries,
-        }))
-    }
-
-    async fn retry_dead(&self, delivery_id: i64, now: Millis) -> StoreResult<bool> {
-        self.call(
-            Work::RetryDead {
-                id: delivery_id,
-                now,
-            },
-            Reply::Bool,
-        )
-        .await
-    }
-
-    async fn skip_dead(&self, delivery_id: i64, now: Millis) -> StoreResult<bool> {
-        self.call(
-            Work::SkipDead {
-                id: delivery_id,
-                now,
-            },
-            Reply::Bool,
-        )
-        .await
-    }
-
-    async fn state_counts(&self, connector: &str) -> StoreResult<StateCounts> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT state, COUNT(*) FROM deliveries WHERE connector = ?1 GROUP BY state",
-        )
-        .bind(connector)
-        .fetch_all(&self.read)
-        .await?;
-        state_counts_of(rows)
-    }
-
-    async fn add_component(
-        &self,
-        connector: &str,
-        digest: &str,
-        wasm: &[u8],
-        info: &serde_json::Value,
-        actor: &str,
-        now: Millis,
-    ) -> StoreResult<ComponentVersion> {
-        let work = Work::AddComponent {
-            connector: connector.to_string(),
-            digest: digest.to_string(),
-            wasm: wasm.to_vec(),
-            info: info.to_string(),
-            actor: actor.to_string(),
-            now,
-        };
-        let version = self.call(work, Reply::Count).await? as i64;
-        self.component_versions(connector)
-            .await?
-            .into_iter()
-            .find(|v| v.version == version)
-            .ok_or_else(|| StoreError::Corrupt(format!("{connector} version {version} vanished")))
-    }
-
-    async fn component_versions(&self, connector: &str) -> StoreResult<Vec<ComponentVersion>> {
-        let rows: Vec<VersionRow> = sqlx::query_as(
-            "SELECT c.version, c.digest, c.info, c.uploaded_at, length(c.wasm), \
-                 COALESCE(a.version = c.version, 0) \
-             FROM components c LEFT JOIN active_components a ON a.connector = c.connector \
-             WHERE c.connector = ?1 ORDER BY c.version DESC",
-        )
-        .bind(connector)
-        .fetch_all(&self.read)
-        .await?;
-        versions_of(connector, rows)
-    }
-
-    async fn component_wasm(&self, connector: &str, version: i64) -> StoreResult<Option<Vec<u8>>> {
-        Ok(
-            sqlx::query_scalar("SELECT wasm FROM components WHERE connector = ?1 AND version = ?2")
-                .bind(connector)
-                .bind(version)
-                .fetch_optional(&self.read)
-                .await?,
-        )
-    }
-
-    async fn activate_component(
-        &self,
-        connector: &str,
-        version: i64,
-        actor: &str,
-        now: Millis,
-    ) -> StoreResult<bool> {
-        let work = Work::Activate {
-            connector: connector.to_string(),
-            version,
-            actor: actor.to_string(),
-            now,
-        };
-        self.call(work, Reply::Bool).await
+        self.call(Work::Expire { now, limit }).await
     }
 
     async fn operator_action(
         &self,
-        delivery_id: i64,
+        id: i64,
         action: OperatorAction,
         actor: &str,
         now: Millis,
     ) -> StoreResult<bool> {
-        let work = Work::Operator {
-            id: delivery_id,
+        let actor = actor.to_string();
+        self.call(Work::Operator {
+            id,
             action,
-            actor: actor.to_string(),
+            actor,
             now,
-        };
-        self.call(work, Reply::Bool).await
-    }
-
-    async fn dead_letters(&self, f: &DeadFilter) -> StoreResult<Vec<DeadLetter>> {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "SELECT d.id, d.connector, e.id, e.type, e.keys, d.attempts, d.last_error, d.updated_at \
-             FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.state = 'dead'",
-        );
-        if let Some(c) = &f.connector {
-            qb.push(" AND d.connector = ").push_bind(c.clone());
-        }
-        if let Some(t) = &f.event_type {
-            qb.push(" AND e.type = ").push_bind(t.clone());
-        }
-        if let Some(k) = &f.key {
-            qb.push(" AND EXISTS (SELECT 1 FROM json_each(e.keys) WHERE json_each.value = ")
-                .push_bind(k.clone())
-                .push(")");
-        }
-        if let Some(t) = f.since {
-            qb.push(" AND d.updated_at >= ").push_bind(t);
-        }
-        if let Some(t) = f.until {
-            qb.push(" AND d.updated_at < ").push_bind(t);
-        }
-        if let Some(id) = f.before_id {
-            qb.push(" AND d.id < ").push_bind(id);
-        }
-        qb.push(" ORDER BY d.id DESC LIMIT ")
-            .push_bind(f.limit.clamp(1, 10_000) as i64);
-        let rows: Vec<DeadRow> = qb.build_query_as().fetch_all(&self.read).await?;
-        dead_letters_of(rows)
-    }
-
-    async fn lanes(&self, key: &str, connectors: &[String]) -> StoreResult<Vec<LaneView>> {
-        self.call(
-            Work::Lanes {
-                key: key.to_string(),
-                connectors: connectors.to_vec(),
-            },
-            Reply::Lanes,
-        )
+        })
         .await
     }
 
-    async fn audit_log(
-        &self,
-        limit: usize,
-        before_id: Option<i64>,
-    ) -> StoreResult<Vec<AuditRecord>> {
-        let rows: Vec<AuditRow> = sqlx::query_as(
-            "SELECT id, at, actor, action, target, before, after FROM audit_log \
-             WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
-        )
-        .bind(before_id.unwrap_or(i64::MAX))
-        .bind(limit.clamp(1, 10_000) as i64)
-        .fetch_all(&self.read)
-        .await?;
-        audit_of(rows)
+    async fn lanes(&self, key: &str, connectors: &[String]) -> StoreResult<Vec<LaneView>> {
+        let (key, connectors) = (key.to_string(), connectors.to_vec());
+        self.call(Work::Lanes { key, connectors }).await
     }
 
-    async fn set_paused(
-        &self,
-        connector: &str,
-        paused: bool,
-        actor: &str,
-        now: Millis,
-    ) -> StoreResult<bool> {
-        let work = Work::Pause {
-            connector: connector.to_string(),
-            paused,
-            actor: actor.to_string(),
-            now,
-        };
-        self.call(work, Reply::Bool).await
+    async fn purge_finished(&self, before: Millis, limit: usize) -> StoreResult<u64> {
+        self.call(Work::Purge { before, limit }).await
     }
 
-    async fn set_limits(
-        &self,
-        connector: &str,
-        limits: LimitOverrides,
-        actor: &str,
-        now: Millis,
-    ) -> StoreResult<()> {
-        let work = Work::Limits {
-            connector: connector.to_string(),
-            limits,
-            actor: actor.to_string(),
-            now,
-        };
-        self.call(work, Reply::Bool).await.map(|_| ())
-    }
-
-    async fn purge_finished(&self, accepted_before: Millis, limit: usize) -> StoreResult<u64> {
-        let work = Work::Purge {
-            before: accepted_before,
-            limit,
-        };
-        self.call(work, Reply::Count).await
-    }
-
-    async fn connector_configs(&self) -> StoreResult<Vec<(String, serde_json::Value)>> {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT connector, config FROM connector_configs ORDER BY connector")
-                .fetch_all(&self.read)
-                .await?;
-        configs_of(rows)
-    }
-
-    async fn put_connector_config(
-        &self,
-        connector: &str,
-        config: &serde_json::Value,
-        before: Option<serde_json::Value>,
-        after: serde_json::Value,
-        actor: &str,
-        now: Millis,
-    ) -> StoreResult<()> {
-        let work = Work::PutConfig {
-            connector: connector.to_string(),
-            config: config.to_string(),
-            before,
-            after,
-            actor: actor.to_string(),
-            now,
-        };
-        self.call(work, Reply::Bool).await.map(|_| ())
-    }
-
-    async fn limit_overrides(&self, connector: &str) -> StoreResult<LimitOverrides> {
-        let row: Option<(Option<i64>, Option<f64>)> =
-            sqlx::query_as("SELECT concurrency, rate FROM connector_controls WHERE connector = ?1")
-                .bind(connector)
-                .fetch_optional(&self.read)
-                .await?;
-        let (concurrency, rate) = row.unwrap_or((None, None));
-        Ok(LimitOverrides {
-            concurrency: concurrency.and_then(|c| u32::try_from(c).ok()),
-            rate,
-        })
-    }
-
-    async fn is_paused(&self, connector: &str) -> StoreResult<bool> {
-        let v: Option<bool> =
-            sqlx::query_scalar("SELECT paused FROM connector_controls WHERE connector = ?1")
-                .bind(connector)
-                .fetch_optional(&self.read)
-                .await?;
-        Ok(v.unwrap_or(false))
+    fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     async fn queue_stats(&self, connector: &str) -> StoreResult<QueueStats> {
@@ -2072,13 +1428,6 @@ impl Store for SqliteStore {
             dead: dead as u64,
             oldest_pending_at: oldest,
         })
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1 FROM events LIMIT 1")
-            .fetch_optional(&self.read)
-            .await?;
-        Ok(())
     }
 }
 

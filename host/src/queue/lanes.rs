@@ -1,0 +1,395 @@
+//! The lane rules, in one place and without I/O. Both stores call these
+//! functions, or run the SQL fragments generated here; neither decides a
+//! lane question on its own.
+//!
+//! A lane is `(connector, key)`. Every delivery of connector C for an event
+//! with keys K has one entry in each lane `(C, k)`, ordered by the event's
+//! accept sequence `seq`, from the moment it is accepted until a step that
+//! [releases](Step::releases) it. The rules:
+//!
+//! - **Accept** ([`plan_accept`]): a new delivery counts one *blocker* per
+//!   lane it joins behind an existing entry. It starts `blocked` if it has
+//!   any ([`initial_state`]), else `ready`.
+//! - **Ready**: a delivery may be claimed only when its blockers are zero,
+//!   that is, when it heads *every* one of its lanes (a multi-key event
+//!   waits for each lane's head), and when it is due and not past its
+//!   expiry ([`sql::claimable`]).
+//! - **Settle** ([`Step`]): each step has one resulting state and either
+//!   keeps the delivery's lane entries or releases them.
+//! - **Release** ([`first_released`], [`promotions`]): when entries leave a
+//!   lane, the lane's new head loses one blocker if an entry before it went,
+//!   however many went; it becomes `ready` when it has none left
+//!   ([`sql::unblocked_state`]). One delivery heading several released lanes
+//!   loses one blocker per lane.
+//!
+//! Since every lane orders by the same `seq`, "waits for" always points to a
+//! lower `seq`: waits never form a cycle.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
+
+use super::event::NewEvent;
+use super::{DeliveryState, Millis, OnDead};
+
+/// Every way a delivery moves on: attempt outcomes, the dispatcher's own
+/// decisions and operator actions. Adding a step (or a final state) starts
+/// here: [`Step::state`] and [`Step::releases`] are all a store needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The attempt succeeded.
+    Delivered,
+    /// The attempt failed and will run again later, also when the sandbox
+    /// was busy or the gateway handed the attempt back at shutdown.
+    Retry,
+    /// Rejected, or retried past `give_up_after_ms`.
+    Dead(OnDead),
+    /// Its lease ran out (the node stopped or the attempt hung).
+    LeaseExpired,
+    /// Not started before its route's `expire_after`.
+    Expired,
+    /// An operator dropped a dead letter.
+    Skipped,
+    /// An operator sent a dead letter back to the queue.
+    OperatorRetry,
+    /// A later event on the same keys replaced it (coalescing, SPEC §3).
+    Superseded,
+}
+
+impl Step {
+    /// The state the delivery is in after this step. [`Step::OperatorRetry`]
+    /// and the others that go back to the queue name `ready`: whether that
+    /// is `blocked` instead depends on its blockers ([`sql::REQUEUED_STATE`]).
+    pub fn state(self) -> DeliveryState {
+        match self {
+            Step::Delivered => DeliveryState::Delivered,
+            Step::Retry | Step::LeaseExpired | Step::OperatorRetry => DeliveryState::Ready,
+            Step::Dead(_) => DeliveryState::Dead,
+            Step::Expired => DeliveryState::Expired,
+            Step::Skipped => DeliveryState::Skipped,
+            Step::Superseded => DeliveryState::Superseded,
+        }
+    }
+
+    /// Whether the delivery leaves its lanes, letting those behind it move
+    /// up. Those that go back to the queue keep their place; a dead letter
+    /// keeps it unless its connector says `on_dead = "release"`. An
+    /// operator retry neither takes a place back nor gives one up: a dead
+    /// letter that held its lanes still holds them, one that released them
+    /// runs again outside any lane.
+    pub fn releases(self) -> bool {
+        match self {
+            Step::Delivered | Step::Expired | Step::Skipped | Step::Superseded => true,
+            Step::Dead(on_dead) => on_dead == OnDead::Release,
+            Step::Retry | Step::LeaseExpired | Step::OperatorRetry => false,
+        }
+    }
+
+    /// The delivery keeps its lane entries without being pending: a dead
+    /// letter that holds its keys. A store that rebuilds its lanes from the
+    /// pending deliveries must keep these entries where it can find them.
+    pub fn parks(self) -> bool {
+        !self.releases() && !self.state().is_pending()
+    }
+}
+
+/// The state a delivery is accepted in.
+pub fn initial_state(blockers: i64) -> DeliveryState {
+    if blockers > 0 {
+        DeliveryState::Blocked
+    } else {
+        DeliveryState::Ready
+    }
+}
+
+/// An event and the connectors its type routes to.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub event: NewEvent,
+    pub connectors: Vec<String>,
+    /// Connectors whose delivery expires this many milliseconds after the
+    /// event is accepted if it has not started (a route's `expire_after`);
+    /// the others never expire.
+    pub expire_after: BTreeMap<String, Millis>,
+}
+
+impl Routed {
+    /// `event` for `connectors`, none of them expiring.
+    pub fn new(event: NewEvent, connectors: Vec<String>) -> Self {
+        Self {
+            event,
+            connectors,
+            expire_after: BTreeMap::new(),
+        }
+    }
+
+    /// The connectors it makes a delivery for: each once, however often
+    /// its routes name it.
+    pub fn targets(&self) -> impl Iterator<Item = &String> {
+        self.connectors
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| !self.connectors[..*i].contains(c))
+            .map(|(_, c)| c)
+    }
+}
+
+/// A delivery an accept creates.
+#[derive(Debug, PartialEq)]
+pub struct NewDelivery<'a> {
+    pub id: i64,
+    pub seq: i64,
+    pub connector: &'a str,
+    pub blockers: i64,
+    pub expires_at: Option<Millis>,
+}
+
+impl NewDelivery<'_> {
+    pub fn state(&self) -> DeliveryState {
+        initial_state(self.blockers)
+    }
+}
+
+/// A lane entry: connector, key, seq, delivery id.
+pub type Entry<'a> = (&'a str, &'a str, i64, i64);
+
+/// What accepting events writes: one delivery per (event, connector) and
+/// one lane entry per (delivery, key), in accept order.
+#[derive(Debug, PartialEq)]
+pub struct AcceptPlan<'a> {
+    pub deliveries: Vec<NewDelivery<'a>>,
+    pub entries: Vec<Entry<'a>>,
+}
+
+/// Accepts `fresh` events with sequence numbers `seqs`: `occupied` holds
+/// the lanes that have an entry already and learns the new ones, so each
+/// delivery counts one blocker per lane it joins behind another.
+pub fn plan_accept<'a>(
+    fresh: &[&'a Routed],
+    seqs: &[i64],
+    mut next_delivery: impl FnMut() -> i64,
+    occupied: &mut HashSet<(String, String)>,
+    now: Millis,
+) -> AcceptPlan<'a> {
+    let mut plan = AcceptPlan {
+        deliveries: Vec::new(),
+        entries: Vec::new(),
+    };
+    for (r, &seq) in fresh.iter().zip(seqs) {
+        for c in r.targets() {
+            let id = next_delivery();
+            let mut blockers = 0;
+            for k in &r.event.keys {
+                if !occupied.insert((c.clone(), k.clone())) {
+                    blockers += 1;
+                }
+                plan.entries.push((c, k, seq, id));
+            }
+            plan.deliveries.push(NewDelivery {
+                id,
+                seq,
+                connector: c,
+                blockers,
+                expires_at: r.expire_after.get(c).map(|ms| now.saturating_add(*ms)),
+            });
+        }
+    }
+    plan
+}
+
+/// How many deliveries accepting `fresh` creates.
+pub fn delivery_count(fresh: &[&Routed]) -> usize {
+    fresh.iter().map(|r| r.targets().count()).sum()
+}
+
+/// Per lane, the earliest `seq` of the entries `released` from it.
+pub fn first_released<L: Hash + Eq>(
+    released: impl IntoIterator<Item = (L, i64)>,
+) -> HashMap<L, i64> {
+    let mut first: HashMap<L, i64> = HashMap::new();
+    for (lane, seq) in released {
+        let at = first.entry(lane).or_insert(seq);
+        *at = (*at).min(seq);
+    }
+    first
+}
+
+/// Given the earliest entry released from each lane and each lane's head
+/// once the release is done (`head`: its seq and delivery id, `None` for an
+/// empty lane), how many blockers each head loses: one per lane in which an
+/// entry before it went. Ordered by delivery id.
+pub fn promotions<L: Hash + Eq>(
+    first_released: &HashMap<L, i64>,
+    mut head: impl FnMut(&L) -> Option<(i64, i64)>,
+) -> BTreeMap<i64, i64> {
+    let mut lose: BTreeMap<i64, i64> = BTreeMap::new();
+    for (lane, &released) in first_released {
+        if let Some((seq, id)) = head(lane) {
+            if seq > released {
+                *lose.entry(id).or_default() += 1;
+            }
+        }
+    }
+    lose
+}
+
+/// The rules that run inside the stores' SQL, written once. Column names
+/// are the `deliveries` table's; callers pass their own parameter
+/// placeholders (both backends accept `$n`).
+pub mod sql {
+    /// The state of a delivery that loses `lost` blockers (an expression):
+    /// `ready` once a `blocked` one has none left, unchanged otherwise. `d`
+    /// is the `deliveries` row's name in the statement.
+    pub fn unblocked_state(d: &str, lost: &str) -> String {
+        format!(
+            "CASE WHEN {d}.blockers = {lost} AND {d}.state = 'blocked' THEN 'ready' \
+             ELSE {d}.state END"
+        )
+    }
+
+    /// The state of a delivery sent back to the queue by an operator: it
+    /// waits again behind whatever it still waits for.
+    pub const REQUEUED_STATE: &str = "CASE WHEN blockers > 0 THEN 'blocked' ELSE 'ready' END";
+
+    /// Which of a connector's deliveries a claim may take at `now` (a
+    /// placeholder), beside the connector filter: ready (head of all its
+    /// lanes), due, and not expired.
+    pub fn claimable(now: &str) -> String {
+        format!(
+            "state = 'ready' AND next_attempt_at <= {now} \
+             AND (expires_at IS NULL OR expires_at > {now})"
+        )
+    }
+
+    /// Which deliveries an expiry sweep may end at `now`: not started yet
+    /// (`blocked` or `ready`) and past `expires_at`.
+    pub fn expirable(now: &str) -> String {
+        format!("expires_at IS NOT NULL AND state IN ('blocked', 'ready') AND expires_at <= {now}")
+    }
+
+    /// Which deliveries a lease rescue takes back at `now`.
+    pub fn lease_expired(now: &str) -> String {
+        format!("state = 'in_flight' AND lease_until <= {now}")
+    }
+
+    /// The states a purge may delete: final ones.
+    pub fn final_states() -> String {
+        super::DeliveryState::ALL
+            .into_iter()
+            .filter(|s| s.is_final())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The pending states (`blocked`, `ready`, `in_flight`).
+    pub fn pending_states() -> String {
+        super::DeliveryState::ALL
+            .into_iter()
+            .filter(|s| s.is_pending())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::event::parse_body;
+
+    fn routed(id: &str, keys: &[&str], to: &[&str]) -> Routed {
+        let keys: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
+        let body = format!(
+            r#"{{"id":"{id}","type":"t","keys":[{}],"payload":{{}}}}"#,
+            keys.join(",")
+        );
+        let event = parse_body(body.as_bytes(), 10).unwrap().remove(0);
+        Routed::new(event, to.iter().map(|c| c.to_string()).collect())
+    }
+
+    #[test]
+    fn every_step_has_one_state_and_one_lane_effect() {
+        use DeliveryState as S;
+        let table = [
+            (Step::Delivered, S::Delivered, true),
+            (Step::Retry, S::Ready, false),
+            (Step::Dead(OnDead::Hold), S::Dead, false),
+            (Step::Dead(OnDead::Release), S::Dead, true),
+            (Step::LeaseExpired, S::Ready, false),
+            (Step::Expired, S::Expired, true),
+            (Step::Skipped, S::Skipped, true),
+            (Step::OperatorRetry, S::Ready, false),
+            (Step::Superseded, S::Superseded, true),
+        ];
+        for (step, state, releases) in table {
+            assert_eq!(step.state(), state, "{step:?}");
+            assert_eq!(step.releases(), releases, "{step:?}");
+            // A final state always gives its lanes up.
+            if state.is_final() {
+                assert!(step.releases(), "{step:?}");
+            }
+        }
+        let parks: Vec<Step> = table.iter().map(|t| t.0).filter(|s| s.parks()).collect();
+        assert_eq!(parks, [Step::Dead(OnDead::Hold)]);
+    }
+
+    #[test]
+    fn an_accepted_delivery_counts_one_blocker_per_lane_it_joins_behind_another() {
+        let a = routed("a", &["k1"], &["hss"]);
+        let b = routed("b", &["k1", "k2"], &["hss", "crm", "hss"]);
+        let c = routed("c", &["k2", "k3"], &["hss"]);
+        let mut occupied = HashSet::from([("crm".to_string(), "k2".to_string())]);
+        let mut id = 100;
+        let plan = plan_accept(
+            &[&a, &b, &c],
+            &[1, 2, 3],
+            || {
+                id += 1;
+                id
+            },
+            &mut occupied,
+            0,
+        );
+        let got: Vec<(i64, &str, i64, DeliveryState)> = plan
+            .deliveries
+            .iter()
+            .map(|d| (d.seq, d.connector, d.blockers, d.state()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "hss", 0, DeliveryState::Ready),
+                // Behind a on hss/k1; first on hss/k2.
+                (2, "hss", 1, DeliveryState::Blocked),
+                // crm/k2 was occupied before; crm/k1 is new.
+                (2, "crm", 1, DeliveryState::Blocked),
+                // Behind b on hss/k2; first on hss/k3.
+                (3, "hss", 1, DeliveryState::Blocked),
+            ]
+        );
+        assert_eq!(plan.entries.len(), 1 + 2 + 2 + 2);
+        assert_eq!(delivery_count(&[&a, &b, &c]), 4);
+    }
+
+    #[test]
+    fn a_head_loses_one_blocker_per_lane_in_which_something_before_it_went() {
+        // Lane x: 1 and 2 released, head now 5 → one blocker, not two.
+        // Lane y: 3 released, head now 5 → a second blocker for 5.
+        // Lane z: 9 released, head now 4 (it was before) → nothing.
+        // Lane w: emptied → nothing.
+        let first = first_released([("x", 2), ("x", 1), ("y", 3), ("z", 9), ("w", 7)]);
+        assert_eq!(first[&"x"], 1);
+        let heads = HashMap::from([("x", (5, 50)), ("y", (5, 50)), ("z", (4, 40))]);
+        let lose = promotions(&first, |l| heads.get(l).copied());
+        assert_eq!(lose, BTreeMap::from([(50, 2)]));
+    }
+
+    #[test]
+    fn the_sql_state_lists_follow_the_domain() {
+        assert_eq!(
+            sql::final_states(),
+            "'delivered', 'superseded', 'skipped', 'expired'"
+        );
+        assert_eq!(sql::pending_states(), "'blocked', 'ready', 'in_flight'");
+    }
+}

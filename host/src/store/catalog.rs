@@ -1,0 +1,680 @@
+//! The catalog: what operators configure and look up beside the queue —
+//! connector configs and controls (pause, limits), component versions, the
+//! audit log — and the read-only views of the queue (an event with its
+//! deliveries, dead letters, counts by state, the next due retry).
+//!
+//! Written once for both backends. Its SQL is the dialect SQLite and
+//! PostgreSQL share (`$n` parameters, `ON CONFLICT … DO UPDATE`,
+//! `RETURNING`), and [`on!`] runs a statement on whichever connection the
+//! store has. Catalog writes never touch lanes, so on SQLite they run on
+//! their own connection in a `BEGIN IMMEDIATE` transaction beside the queue
+//! writer (SQLite serialises the two); on PostgreSQL changes to one
+//! connector's controls or versions are serialised across nodes by an
+//! advisory lock ([`Conn::lock_connector`]).
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
+use sqlx::{PgConnection, Postgres, QueryBuilder, Sqlite, SqliteConnection};
+
+use super::{
+    audit_of, configs_of, dead_letters_of, delivery_view, same_digest, state_counts_of,
+    stored_event, versions_of, AuditRecord, AuditRow, ComponentVersion, DeadFilter, DeadLetter,
+    DeadRow, DeliveryRow, EventRow, EventView, LimitOverrides, OperatorAction, StateCounts,
+    StoreError, StoreResult, VersionRow,
+};
+use crate::queue::Millis;
+
+/// A connection of either backend, for statements written once.
+pub(crate) enum Conn<'a> {
+    Sqlite(&'a mut SqliteConnection),
+    Postgres(&'a mut PgConnection),
+}
+
+/// Runs `$body` with `$c` bound to the connection `$conn` holds, and `Db`
+/// naming its database type: the statement is written once and checked
+/// against both drivers.
+macro_rules! on {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::store::catalog::Conn::Sqlite($c) => {
+                #[allow(dead_code)]
+                type Db = sqlx::Sqlite;
+                $body
+            }
+            $crate::store::catalog::Conn::Postgres($c) => {
+                #[allow(dead_code)]
+                type Db = sqlx::Postgres;
+                $body
+            }
+        }
+    };
+}
+
+impl Conn<'_> {
+    /// The same connection, borrowed again for one more statement.
+    pub(crate) fn re(&mut self) -> Conn<'_> {
+        match self {
+            Conn::Sqlite(c) => Conn::Sqlite(c),
+            Conn::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+
+    /// The opening of a condition "the event's keys (`e.keys`, a JSON
+    /// array) hold" the bound value, closed by `)`.
+    fn key_in_keys(&self) -> &'static str {
+        match self {
+            Conn::Sqlite(_) => "EXISTS (SELECT 1 FROM json_each(e.keys) WHERE json_each.value = ",
+            Conn::Postgres(_) => "jsonb_exists(e.keys::jsonb, ",
+        }
+    }
+
+    /// Serialises changes to one connector's `what` (controls, component)
+    /// until the transaction ends. SQLite needs nothing: a write
+    /// transaction there excludes every other writer.
+    pub(crate) async fn lock_connector(&mut self, what: &str, connector: &str) -> StoreResult<()> {
+        if let Conn::Postgres(c) = self {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(super::postgres::lock_id(what, connector, ""))
+                .execute(&mut **c)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Records one operator action; callers run it in the action's own
+/// transaction.
+pub(crate) async fn audit(
+    conn: Conn<'_>,
+    now: Millis,
+    actor: &str,
+    action: &str,
+    target: &str,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) -> StoreResult<()> {
+    on!(conn, |c| sqlx::query(
+        "INSERT INTO audit_log (at, actor, action, target, before, after) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(now)
+    .bind(actor)
+    .bind(action)
+    .bind(target)
+    .bind(before.map(|v| v.to_string()))
+    .bind(after.map(|v| v.to_string()))
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+/// A delivery as an operator action's audit record shows it before the
+/// action: state, attempts, last error.
+pub(crate) async fn before_action(
+    conn: Conn<'_>,
+    id: i64,
+) -> StoreResult<Option<serde_json::Value>> {
+    let row: Option<(String, i64, Option<String>)> = on!(conn, |c| sqlx::query_as(
+        "SELECT state, attempts, last_error FROM deliveries WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_optional(c)
+    .await)?;
+    Ok(row.map(|(state, attempts, last_error)| {
+        serde_json::json!({"state": state, "attempts": attempts, "last_error": last_error})
+    }))
+}
+
+/// Records an operator's retry or skip of delivery `id`, applied in this
+/// transaction, with `before` from [`before_action`].
+pub(crate) async fn audit_action(
+    mut conn: Conn<'_>,
+    id: i64,
+    action: OperatorAction,
+    actor: &str,
+    now: Millis,
+    before: Option<serde_json::Value>,
+) -> StoreResult<()> {
+    let after: Option<String> = on!(conn.re(), |c| sqlx::query_scalar(
+        "SELECT state FROM deliveries WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_optional(c)
+    .await)?;
+    let after = after.map(|state| serde_json::json!({ "state": state }));
+    let name = match action {
+        OperatorAction::Retry => "delivery.retry",
+        OperatorAction::Skip => "delivery.skip",
+    };
+    audit(conn, now, actor, name, &id.to_string(), before, after).await
+}
+
+/// Where the catalog reads and writes.
+#[derive(Clone)]
+pub(crate) enum Pools {
+    Sqlite {
+        read: SqlitePool,
+        /// One connection, for catalog writes.
+        write: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// A pooled connection of either backend.
+enum Pooled {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+impl Pooled {
+    fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Pooled::Sqlite(c) => Conn::Sqlite(c),
+            Pooled::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
+/// A write transaction of either backend; rolled back if dropped before
+/// [`Tx::commit`].
+enum Tx {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Tx::Sqlite(t) => Conn::Sqlite(t),
+            Tx::Postgres(t) => Conn::Postgres(t),
+        }
+    }
+
+    async fn commit(self) -> StoreResult<()> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// Connector configs, controls and versions, the audit log and the queue's
+/// read-only views, over either backend.
+pub struct Catalog {
+    pools: Pools,
+}
+
+impl Catalog {
+    pub(crate) fn new(pools: Pools) -> Self {
+        Self { pools }
+    }
+
+    async fn read(&self) -> StoreResult<Pooled> {
+        Ok(match &self.pools {
+            Pools::Sqlite { read, .. } => Pooled::Sqlite(read.acquire().await?),
+            Pools::Postgres(pool) => Pooled::Postgres(pool.acquire().await?),
+        })
+    }
+
+    async fn begin(&self) -> StoreResult<Tx> {
+        Ok(match &self.pools {
+            Pools::Sqlite { write, .. } => Tx::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?),
+            Pools::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// Reachable and migrated.
+    pub async fn ping(&self) -> StoreResult<()> {
+        let mut r = self.read().await?;
+        on!(r.conn(), |c| sqlx::query("SELECT 1 FROM events LIMIT 1")
+            .fetch_optional(c)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    // ---- Views of the queue.
+
+    /// An event with its deliveries.
+    pub async fn event(&self, id: &str) -> StoreResult<Option<EventView>> {
+        let mut r = self.read().await?;
+        let row: Option<EventRow> = on!(r.conn(), |c| sqlx::query_as(
+            "SELECT seq, id, type, keys, payload, accepted_at FROM events WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(c)
+        .await)?;
+        let Some(row) = row else { return Ok(None) };
+        let e = stored_event(row)?;
+        let rows: Vec<DeliveryRow> = on!(r.conn(), |c| sqlx::query_as(
+            "SELECT id, connector, state, attempts, last_error, next_attempt_at, updated_at, \
+                 lease_owner, expires_at FROM deliveries WHERE event_seq = $1 ORDER BY id",
+        )
+        .bind(e.seq)
+        .fetch_all(c)
+        .await)?;
+        Ok(Some(EventView {
+            seq: e.seq,
+            id: e.id,
+            event_type: e.event_type,
+            keys: e.keys,
+            payload: serde_json::from_str(&e.payload)
+                .map_err(|err| StoreError::Corrupt(err.to_string()))?,
+            accepted_at: e.accepted_at,
+            deliveries: rows
+                .into_iter()
+                .map(delivery_view)
+                .collect::<StoreResult<_>>()?,
+        }))
+    }
+
+    /// Dead letters, newest first.
+    pub async fn dead_letters(&self, f: &DeadFilter) -> StoreResult<Vec<DeadLetter>> {
+        let mut r = self.read().await?;
+        let conn = r.conn();
+        let key_in_keys = conn.key_in_keys();
+        let rows: Vec<DeadRow> = on!(conn, |c| {
+            let mut qb = QueryBuilder::<Db>::new(
+                "SELECT d.id, d.connector, e.id, e.type, e.keys, d.attempts, d.last_error, \
+                     d.updated_at \
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.state = 'dead'",
+            );
+            if let Some(v) = &f.connector {
+                qb.push(" AND d.connector = ").push_bind(v.clone());
+            }
+            if let Some(v) = &f.event_type {
+                qb.push(" AND e.type = ").push_bind(v.clone());
+            }
+            if let Some(k) = &f.key {
+                qb.push(format_args!(" AND {}", key_in_keys))
+                    .push_bind(k.clone())
+                    .push(")");
+            }
+            if let Some(t) = f.since {
+                qb.push(" AND d.updated_at >= ").push_bind(t);
+            }
+            if let Some(t) = f.until {
+                qb.push(" AND d.updated_at < ").push_bind(t);
+            }
+            if let Some(id) = f.before_id {
+                qb.push(" AND d.id < ").push_bind(id);
+            }
+            qb.push(" ORDER BY d.id DESC LIMIT ")
+                .push_bind(f.limit.clamp(1, 10_000) as i64);
+            qb.build_query_as().fetch_all(c).await
+        })?;
+        dead_letters_of(rows)
+    }
+
+    /// Counts by state for one connector (an operator view: scans).
+    pub async fn state_counts(&self, connector: &str) -> StoreResult<StateCounts> {
+        let mut r = self.read().await?;
+        let rows: Vec<(String, i64)> = on!(r.conn(), |c| sqlx::query_as(
+            "SELECT state, COUNT(*) FROM deliveries WHERE connector = $1 GROUP BY state",
+        )
+        .bind(connector)
+        .fetch_all(c)
+        .await)?;
+        state_counts_of(rows)
+    }
+
+    /// The earliest `next_attempt_at` among `connector`'s ready deliveries.
+    pub async fn next_due(&self, connector: &str) -> StoreResult<Option<Millis>> {
+        let mut r = self.read().await?;
+        Ok(on!(r.conn(), |c| sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'ready' AND connector = $1",
+        )
+        .bind(connector)
+        .fetch_one(c)
+        .await)?)
+    }
+
+    /// The newest audit records, newest first.
+    pub async fn audit_log(
+        &self,
+        limit: usize,
+        before_id: Option<i64>,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let mut r = self.read().await?;
+        let rows: Vec<AuditRow> = on!(r.conn(), |c| sqlx::query_as(
+            "SELECT id, at, actor, action, target, before, after FROM audit_log \
+             WHERE id < $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(limit.clamp(1, 10_000) as i64)
+        .fetch_all(c)
+        .await)?;
+        audit_of(rows)
+    }
+
+    // ---- Connector controls.
+
+    /// Pauses or resumes a connector (no claims while paused), audited.
+    /// `false` if it already was in that state.
+    pub async fn set_paused(
+        &self,
+        connector: &str,
+        paused: bool,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let mut conn = tx.conn();
+        conn.lock_connector("controls", connector).await?;
+        let was = paused_of(conn.re(), connector).await?;
+        if was == paused {
+            return Ok(false);
+        }
+        on!(conn.re(), |c| sqlx::query(
+            "INSERT INTO connector_controls (connector, paused, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (connector) DO UPDATE SET paused = excluded.paused, \
+                 updated_at = excluded.updated_at",
+        )
+        .bind(connector)
+        .bind(paused)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
+        let action = if paused {
+            "connector.pause"
+        } else {
+            "connector.resume"
+        };
+        let before = serde_json::json!({ "paused": was });
+        let after = serde_json::json!({ "paused": paused });
+        audit(
+            conn,
+            now,
+            actor,
+            action,
+            connector,
+            Some(before),
+            Some(after),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn is_paused(&self, connector: &str) -> StoreResult<bool> {
+        paused_of(self.read().await?.conn(), connector).await
+    }
+
+    /// Overrides a connector's concurrency and rate at run time (`None`: as
+    /// configured), audited.
+    pub async fn set_limits(
+        &self,
+        connector: &str,
+        limits: LimitOverrides,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let mut conn = tx.conn();
+        conn.lock_connector("controls", connector).await?;
+        let before = overrides_of(conn.re(), connector).await?;
+        on!(conn.re(), |c| sqlx::query(
+            "INSERT INTO connector_controls (connector, paused, updated_at, concurrency, rate) \
+             VALUES ($1, FALSE, $2, $3, $4) \
+             ON CONFLICT (connector) DO UPDATE SET concurrency = excluded.concurrency, \
+                 rate = excluded.rate, updated_at = excluded.updated_at",
+        )
+        .bind(connector)
+        .bind(now)
+        .bind(limits.concurrency.map(i64::from))
+        .bind(limits.rate)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
+        let before =
+            before.map(|b| serde_json::json!({"concurrency": b.concurrency, "rate": b.rate}));
+        let after = serde_json::json!({"concurrency": limits.concurrency, "rate": limits.rate});
+        audit(
+            conn,
+            now,
+            actor,
+            "connector.limits",
+            connector,
+            before,
+            Some(after),
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    pub async fn limit_overrides(&self, connector: &str) -> StoreResult<LimitOverrides> {
+        Ok(overrides_of(self.read().await?.conn(), connector)
+            .await?
+            .unwrap_or_default())
+    }
+
+    // ---- Connector configs set through the API.
+
+    /// Connector configs set through the operator API, by name: each
+    /// overrides the config file's connector of that name.
+    pub async fn connector_configs(&self) -> StoreResult<Vec<(String, serde_json::Value)>> {
+        let mut r = self.read().await?;
+        let rows: Vec<(String, String)> = on!(r.conn(), |c| sqlx::query_as(
+            "SELECT connector, config FROM connector_configs ORDER BY connector"
+        )
+        .fetch_all(c)
+        .await)?;
+        configs_of(rows)
+    }
+
+    /// Creates or replaces a connector's config, audited as
+    /// `connector.config` with `before`/`after` (the caller redacts secrets
+    /// from those; `config` itself is stored whole).
+    pub async fn put_connector_config(
+        &self,
+        connector: &str,
+        config: &serde_json::Value,
+        before: Option<serde_json::Value>,
+        after: serde_json::Value,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let mut conn = tx.conn();
+        on!(conn.re(), |c| sqlx::query(
+            "INSERT INTO connector_configs (connector, config, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (connector) DO UPDATE SET config = excluded.config, \
+                 updated_at = excluded.updated_at",
+        )
+        .bind(connector)
+        .bind(config.to_string())
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
+        audit(
+            conn,
+            now,
+            actor,
+            "connector.config",
+            connector,
+            before,
+            Some(after),
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    // ---- Component versions.
+
+    /// Stores a validated component as the connector's next version and makes
+    /// it active; the same bytes as the active version are that version.
+    pub async fn add_component(
+        &self,
+        connector: &str,
+        digest: &str,
+        wasm: &[u8],
+        info: &serde_json::Value,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<ComponentVersion> {
+        let mut tx = self.begin().await?;
+        let mut conn = tx.conn();
+        conn.lock_connector("component", connector).await?;
+        let before = active_version(conn.re(), connector).await?;
+        let version = match same_digest(before.as_ref(), digest) {
+            Some(active) => active,
+            None => {
+                let version: i64 =
+                    on!(conn.re(), |c| {
+                        sqlx::query_scalar(
+                    "INSERT INTO components (connector, version, digest, wasm, info, uploaded_at) \
+                     SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5 \
+                     FROM components WHERE connector = $1 RETURNING version",
+                )
+                .bind(connector)
+                .bind(digest)
+                .bind(wasm)
+                .bind(info.to_string())
+                .bind(now)
+                .fetch_one(c)
+                .await
+                    })?;
+                activate(conn.re(), connector, version, now).await?;
+                let after = serde_json::json!({"version": version, "digest": digest});
+                audit(
+                    conn,
+                    now,
+                    actor,
+                    "component.deploy",
+                    connector,
+                    before,
+                    Some(after),
+                )
+                .await?;
+                version
+            }
+        };
+        tx.commit().await?;
+        self.component_versions(connector)
+            .await?
+            .into_iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| StoreError::Corrupt(format!("{connector} version {version} vanished")))
+    }
+
+    /// Every stored version of `connector`'s component, newest first.
+    pub async fn component_versions(&self, connector: &str) -> StoreResult<Vec<ComponentVersion>> {
+        let mut r = self.read().await?;
+        let rows: Vec<VersionRow> = on!(r.conn(), |c| sqlx::query_as(
+            "SELECT c.version, c.digest, c.info, c.uploaded_at, \
+                 CAST(octet_length(c.wasm) AS BIGINT), COALESCE(a.version = c.version, FALSE) \
+             FROM components c LEFT JOIN active_components a ON a.connector = c.connector \
+             WHERE c.connector = $1 ORDER BY c.version DESC",
+        )
+        .bind(connector)
+        .fetch_all(c)
+        .await)?;
+        versions_of(connector, rows)
+    }
+
+    /// The bytes of one version.
+    pub async fn component_wasm(
+        &self,
+        connector: &str,
+        version: i64,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let mut r = self.read().await?;
+        Ok(on!(r.conn(), |c| sqlx::query_scalar(
+            "SELECT wasm FROM components WHERE connector = $1 AND version = $2",
+        )
+        .bind(connector)
+        .bind(version)
+        .fetch_optional(c)
+        .await)?)
+    }
+
+    /// Makes `version` the active one. `false` if there is no such version.
+    pub async fn activate_component(
+        &self,
+        connector: &str,
+        version: i64,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let mut conn = tx.conn();
+        conn.lock_connector("component", connector).await?;
+        let before = active_version(conn.re(), connector).await?;
+        if !activate(conn.re(), connector, version, now).await? {
+            return Ok(false);
+        }
+        let after = serde_json::json!({ "version": version });
+        audit(
+            conn,
+            now,
+            actor,
+            "component.activate",
+            connector,
+            before,
+            Some(after),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+async fn paused_of(conn: Conn<'_>, connector: &str) -> StoreResult<bool> {
+    let v: Option<bool> = on!(conn, |c| sqlx::query_scalar(
+        "SELECT paused FROM connector_controls WHERE connector = $1"
+    )
+    .bind(connector)
+    .fetch_optional(c)
+    .await)?;
+    Ok(v.unwrap_or(false))
+}
+
+/// The connector's overrides, `None` when it has no controls row.
+async fn overrides_of(conn: Conn<'_>, connector: &str) -> StoreResult<Option<LimitOverrides>> {
+    let row: Option<(Option<i64>, Option<f64>)> = on!(conn, |c| sqlx::query_as(
+        "SELECT concurrency, rate FROM connector_controls WHERE connector = $1"
+    )
+    .bind(connector)
+    .fetch_optional(c)
+    .await)?;
+    Ok(row.map(|(concurrency, rate)| LimitOverrides {
+        concurrency: concurrency.and_then(|c| u32::try_from(c).ok()),
+        rate,
+    }))
+}
+
+/// The active version and its digest, as audited.
+async fn active_version(conn: Conn<'_>, connector: &str) -> StoreResult<Option<serde_json::Value>> {
+    let v: Option<(i64, String)> = on!(conn, |c| sqlx::query_as(
+        "SELECT a.version, c.digest FROM active_components a \
+         JOIN components c ON c.connector = a.connector AND c.version = a.version \
+         WHERE a.connector = $1",
+    )
+    .bind(connector)
+    .fetch_optional(c)
+    .await)?;
+    Ok(v.map(|(version, digest)| serde_json::json!({"version": version, "digest": digest})))
+}
+
+/// Makes `version` active if it exists.
+async fn activate(conn: Conn<'_>, connector: &str, version: i64, now: Millis) -> StoreResult<bool> {
+    // `WHERE` also keeps SQLite from reading `ON CONFLICT` as a join's `ON`.
+    let n = on!(conn, |c| sqlx::query(
+        "INSERT INTO active_components (connector, version, activated_at) \
+         SELECT connector, version, $3 FROM components WHERE connector = $1 AND version = $2 \
+         ON CONFLICT (connector) DO UPDATE SET version = excluded.version, \
+             activated_at = excluded.activated_at",
+    )
+    .bind(connector)
+    .bind(version)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
