@@ -840,7 +840,11 @@ async fn queue_stats_follow_every_transition(t: TestStore) {
         oldest_pending_at,
     };
     async fn check(t: &TestStore, want: QueueStats, when: &str) {
-        assert_eq!(t.store.queue_stats("c").await.unwrap(), want, "{when}");
+        assert_eq!(
+            t.store.catalog().queue_stats("c").await.unwrap(),
+            want,
+            "{when}"
+        );
         assert_eq!(
             t.pending_flag_mismatches().await,
             0,

@@ -133,6 +133,7 @@ async fn view(state: &AppState, name: &str) -> Result<ConnectorView, ApiError> {
         deliveries: state.store.catalog().state_counts(name).await?,
         oldest_pending_age_ms: state
             .store
+            .catalog()
             .queue_stats(name)
             .await?
             .oldest_pending_at

@@ -215,7 +215,10 @@ async fn metrics(
     let now = crate::queue::now_ms();
     let mut rows = Vec::new();
     for c in state.fleet.configs().iter() {
-        rows.push((c.name.clone(), state.store.queue_stats(&c.name).await?));
+        rows.push((
+            c.name.clone(),
+            state.store.catalog().queue_stats(&c.name).await?,
+        ));
     }
     let age = |q: &crate::store::QueueStats| {
         q.oldest_pending_at

@@ -20,8 +20,8 @@ use sqlx::{PgConnection, Postgres, QueryBuilder, Sqlite, SqliteConnection};
 use super::{
     audit_of, configs_of, dead_letters_of, delivery_view, same_digest, state_counts_of,
     stored_event, versions_of, AuditRecord, AuditRow, ComponentVersion, DeadFilter, DeadLetter,
-    DeadRow, DeliveryRow, EventRow, EventView, LimitOverrides, OperatorAction, StateCounts,
-    StoreError, StoreResult, VersionRow,
+    DeadRow, DeliveryRow, EventRow, EventView, LimitOverrides, OperatorAction, QueueStats,
+    StateCounts, StoreError, StoreResult, VersionRow,
 };
 use crate::queue::Millis;
 
@@ -151,6 +151,39 @@ pub(crate) async fn audit_action(
     audit(conn, now, actor, name, &id.to_string(), before, after).await
 }
 
+/// One finished attempt of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub node: String,
+    pub started_at: Millis,
+    pub finished_at: Millis,
+    /// `delivered`, `retry`, `dead` or `lease_expired`.
+    pub outcome: String,
+    pub reason: Option<String>,
+}
+
+/// A gateway process that used the store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeRecord {
+    pub name: String,
+    /// How many times a process of this name started.
+    pub epoch: i64,
+    pub started_at: Millis,
+    pub heartbeat_at: Millis,
+}
+
+/// A change of a connector's breaker.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BreakerTransition {
+    pub id: i64,
+    pub connector: String,
+    pub node: String,
+    pub at: Millis,
+    pub from: String,
+    pub to: String,
+}
+
 /// Where the catalog reads and writes.
 #[derive(Clone)]
 pub(crate) enum Pools {
@@ -205,11 +238,22 @@ impl Tx {
 /// read-only views, over either backend.
 pub struct Catalog {
     pools: Pools,
+    /// This process, as it signs what it records.
+    node: String,
 }
 
 impl Catalog {
-    pub(crate) fn new(pools: Pools) -> Self {
-        Self { pools }
+    pub(crate) fn new(pools: Pools, node: &str) -> Self {
+        Self {
+            pools,
+            node: node.to_string(),
+        }
+    }
+
+    /// The name this process records itself under (leases, attempts,
+    /// breaker transitions).
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     async fn read(&self) -> StoreResult<Pooled> {
@@ -330,6 +374,171 @@ impl Catalog {
         .bind(connector)
         .fetch_one(c)
         .await)?)
+    }
+
+    /// What waits for one connector, and the creation time of its oldest
+    /// pending delivery.
+    pub async fn queue_stats(&self, connector: &str) -> StoreResult<QueueStats> {
+        let mut r = self.read().await?;
+        let (blocked, ready, in_flight, dead): (i64, i64, i64, i64) = on!(r.conn(), |c| {
+            sqlx::query_as(
+                "SELECT COUNT(*) FILTER (WHERE state = 'blocked'), \
+                     COUNT(*) FILTER (WHERE state = 'ready'), \
+                     COUNT(*) FILTER (WHERE state = 'in_flight'), \
+                     COUNT(*) FILTER (WHERE state = 'dead') \
+                 FROM deliveries WHERE connector = $1 \
+                     AND state IN ('blocked', 'ready', 'in_flight', 'dead')",
+            )
+            .bind(connector)
+            .fetch_one(c)
+            .await
+        })?;
+        let oldest: Option<i64> = on!(r.conn(), |c| sqlx::query_scalar(
+            "SELECT created_at FROM deliveries WHERE id = (SELECT MIN(id) FROM deliveries \
+                 WHERE connector = $1 AND state IN ('blocked', 'ready', 'in_flight'))",
+        )
+        .bind(connector)
+        .fetch_optional(c)
+        .await)?;
+        let n = |v: i64| v.max(0) as u64;
+        Ok(QueueStats {
+            ready: n(ready),
+            blocked: n(blocked),
+            in_flight: n(in_flight),
+            dead: n(dead),
+            oldest_pending_at: oldest,
+        })
+    }
+
+    /// The attempts of one delivery, first first.
+    pub async fn attempts(&self, delivery_id: i64) -> StoreResult<Vec<AttemptRecord>> {
+        let mut r = self.read().await?;
+        let rows: Vec<(i64, String, i64, i64, String, Option<String>)> =
+            on!(r.conn(), |c| sqlx::query_as(
+                "SELECT CAST(attempt AS BIGINT), node, started_at, finished_at, outcome, reason \
+                 FROM attempts WHERE delivery_id = $1 ORDER BY attempt",
+            )
+            .bind(delivery_id)
+            .fetch_all(c)
+            .await)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(attempt, node, started_at, finished_at, outcome, reason)| AttemptRecord {
+                    attempt: attempt as u32,
+                    node,
+                    started_at,
+                    finished_at,
+                    outcome,
+                    reason,
+                },
+            )
+            .collect())
+    }
+
+    // ---- Nodes and breakers.
+
+    /// Records that this process started: its name's next epoch, returned.
+    pub async fn register_node(&self, now: Millis) -> StoreResult<i64> {
+        let mut tx = self.begin().await?;
+        let epoch: i64 = on!(tx.conn(), |c| sqlx::query_scalar(
+            "INSERT INTO nodes (name, epoch, started_at, heartbeat_at) VALUES ($1, 1, $2, $2) \
+             ON CONFLICT (name) DO UPDATE SET epoch = nodes.epoch + 1, \
+                 started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at \
+             RETURNING epoch",
+        )
+        .bind(&self.node)
+        .bind(now)
+        .fetch_one(c)
+        .await)?;
+        tx.commit().await?;
+        Ok(epoch)
+    }
+
+    /// Records that this process is alive at `now`.
+    pub async fn heartbeat(&self, now: Millis) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        on!(tx.conn(), |c| sqlx::query(
+            "UPDATE nodes SET heartbeat_at = $2 WHERE name = $1 AND heartbeat_at < $2"
+        )
+        .bind(&self.node)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
+        tx.commit().await
+    }
+
+    /// Every node that has used this store, by name.
+    pub async fn nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+        let mut r = self.read().await?;
+        let rows: Vec<(String, i64, i64, i64)> = on!(r.conn(), |c| sqlx::query_as(
+            "SELECT name, epoch, started_at, heartbeat_at FROM nodes ORDER BY name"
+        )
+        .fetch_all(c)
+        .await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, epoch, started_at, heartbeat_at)| NodeRecord {
+                name,
+                epoch,
+                started_at,
+                heartbeat_at,
+            })
+            .collect())
+    }
+
+    /// Records a change of `connector`'s breaker as this node saw it
+    /// (`from`/`to`: `closed`, `open`, `probing`).
+    pub async fn record_breaker(
+        &self,
+        connector: &str,
+        from: &str,
+        to: &str,
+        at: Millis,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        on!(tx.conn(), |c| sqlx::query(
+            "INSERT INTO breaker_transitions (connector, node, at, from_state, to_state) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(connector)
+        .bind(&self.node)
+        .bind(at)
+        .bind(from)
+        .bind(to)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
+        tx.commit().await
+    }
+
+    /// `connector`'s newest breaker transitions, newest first.
+    pub async fn breaker_transitions(
+        &self,
+        connector: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<BreakerTransition>> {
+        let mut r = self.read().await?;
+        let rows: Vec<(i64, String, i64, String, String)> = on!(r.conn(), |c| sqlx::query_as(
+            "SELECT id, node, at, from_state, to_state FROM breaker_transitions \
+             WHERE connector = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(connector)
+        .bind(limit.clamp(1, 10_000) as i64)
+        .fetch_all(c)
+        .await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, node, at, from, to)| BreakerTransition {
+                id,
+                connector: connector.to_string(),
+                node,
+                at,
+                from,
+                to,
+            })
+            .collect())
     }
 
     /// The newest audit records, newest first.
@@ -524,9 +733,8 @@ impl Catalog {
         let version = match same_digest(before.as_ref(), digest) {
             Some(active) => active,
             None => {
-                let version: i64 =
-                    on!(conn.re(), |c| {
-                        sqlx::query_scalar(
+                let version: i64 = on!(conn.re(), |c| {
+                    sqlx::query_scalar(
                     "INSERT INTO components (connector, version, digest, wasm, info, uploaded_at) \
                      SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5 \
                      FROM components WHERE connector = $1 RETURNING version",
@@ -538,7 +746,7 @@ impl Catalog {
                 .bind(now)
                 .fetch_one(c)
                 .await
-                    })?;
+                })?;
                 activate(conn.re(), connector, version, now).await?;
                 let after = serde_json::json!({"version": version, "digest": digest});
                 audit(

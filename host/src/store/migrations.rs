@@ -43,11 +43,15 @@ macro_rules! embed_with_shared {
 }
 
 /// The SQLite schema.
-pub(super) const SQLITE: &[(&str, &str)] =
-    embed_with_shared!("sqlite", "0011_pending_flag", "0012_lane_watermark");
+pub(super) const SQLITE: &[(&str, &str)] = embed_with_shared!(
+    "sqlite",
+    "0011_pending_flag",
+    "0012_lane_watermark",
+    "0013_records"
+);
 
 /// The PostgreSQL schema.
-pub(super) const POSTGRES: &[(&str, &str)] = embed_with_shared!("postgres");
+pub(super) const POSTGRES: &[(&str, &str)] = embed_with_shared!("postgres", "0013_records");
 
 /// A migrator over `files`. A stem that is not `<version>_<description>`
 /// is a build mistake that `every_file_is_listed` catches (the versions it

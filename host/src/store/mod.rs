@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use serde::Serialize;
 
-pub use self::catalog::Catalog;
+pub use self::catalog::{AttemptRecord, BreakerTransition, Catalog, NodeRecord};
 pub use crate::queue::breaker::SharedHealth;
 pub use crate::queue::lanes::Routed;
 use crate::queue::lanes::Step;
@@ -219,8 +219,8 @@ pub struct LaneView {
     pub waiting: u64,
 }
 
-/// What is waiting for one connector, read from indexes only (cheap enough
-/// for every metrics scrape).
+/// What is waiting for one connector, from the maintained counts (cheap
+/// enough for every metrics scrape).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct QueueStats {
     pub ready: u64,
@@ -368,9 +368,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// The lane of `key` in each of `connectors`.
     async fn lanes(&self, key: &str, connectors: &[String]) -> StoreResult<Vec<LaneView>>;
-
-    /// What waits for one connector, cheap enough for every metrics scrape.
-    async fn queue_stats(&self, connector: &str) -> StoreResult<QueueStats>;
 
     /// Deletes up to `limit` of the oldest events accepted before
     /// `accepted_before` whose deliveries are all final (or that had none),

@@ -36,8 +36,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::catalog::{self, Conn, Pools};
 use super::{
     claims_of, classify, completion_rounds, lane_view_of, migrations, parse_keys, Catalog, Claimed,
-    Cluster, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView, OperatorAction,
-    QueueStats, Routed, SharedHealth, Store, StoreError, StoreResult,
+    Cluster, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView, OperatorAction, Routed,
+    SharedHealth, Store, StoreError, StoreResult,
 };
 use crate::queue::lanes::{
     self, delivery_count, first_released, plan_accept, promotions, AcceptPlan, Step,
@@ -304,7 +304,7 @@ impl PostgresStore {
             ));
         }
         Ok(Self {
-            catalog: Catalog::new(Pools::Postgres(pool.clone())),
+            catalog: Catalog::new(Pools::Postgres(pool.clone()), node),
             pool,
             node: node.to_string(),
             ingests,
@@ -964,33 +964,6 @@ impl Store for PostgresStore {
             out.push(lane_view_of(c, key, head, count)?);
         }
         Ok(out)
-    }
-
-    async fn queue_stats(&self, connector: &str) -> StoreResult<QueueStats> {
-        let (ready, blocked, in_flight, oldest): (i64, i64, i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*) FILTER (WHERE state = 'ready'), \
-                 COUNT(*) FILTER (WHERE state = 'blocked'), \
-                 COUNT(*) FILTER (WHERE state = 'in_flight'), \
-                 (SELECT created_at FROM deliveries WHERE connector = $1 \
-                      AND state IN ('blocked', 'ready', 'in_flight') ORDER BY id LIMIT 1) \
-             FROM deliveries WHERE connector = $1 AND state IN ('blocked', 'ready', 'in_flight')",
-        )
-        .bind(connector)
-        .fetch_one(&self.pool)
-        .await?;
-        let dead: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM deliveries WHERE connector = $1 AND state = 'dead'",
-        )
-        .bind(connector)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(QueueStats {
-            ready: ready as u64,
-            blocked: blocked as u64,
-            in_flight: in_flight as u64,
-            dead: dead as u64,
-            oldest_pending_at: oldest,
-        })
     }
 
     async fn purge_finished(&self, accepted_before: Millis, limit: usize) -> StoreResult<u64> {

@@ -34,8 +34,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
@@ -45,8 +44,8 @@ use super::recent_lanes::{Entry, RecentLanes};
 use super::table_lanes::{InTable, TableLanes};
 use super::{
     claims_of, classify, completion_rounds, lane_view_of, migrations, parse_keys, Catalog, Claimed,
-    Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView, OperatorAction, QueueStats, Routed,
-    Store, StoreError, StoreResult,
+    Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView, OperatorAction, Routed, Store,
+    StoreError, StoreResult,
 };
 use crate::queue::lanes::{self, first_released, plan_accept, promotions, AcceptPlan, Step};
 use crate::queue::Millis;
@@ -136,7 +135,6 @@ static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(migr
 
 pub struct SqliteStore {
     tx: mpsc::Sender<(Work, Reply)>,
-    read: SqlitePool,
     catalog: Catalog,
 }
 
@@ -213,10 +211,13 @@ impl SqliteStore {
             .min_connections(0)
             .connect_with(base)
             .await?;
-        let catalog = Catalog::new(Pools::Sqlite {
-            read: read.clone(),
-            write: catalog_write,
-        });
+        let catalog = Catalog::new(
+            Pools::Sqlite {
+                read,
+                write: catalog_write,
+            },
+            node,
+        );
         let mut writer = Writer {
             conn,
             next_seq: 0,
@@ -234,7 +235,7 @@ impl SqliteStore {
         writer.reload().await?;
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(writer.run(rx));
-        Ok(Self { tx, read, catalog })
+        Ok(Self { tx, catalog })
     }
 
     /// Applies migrations only (`switchboard migrate`); returns the versions
@@ -1394,40 +1395,6 @@ impl Store for SqliteStore {
 
     fn catalog(&self) -> &Catalog {
         &self.catalog
-    }
-
-    async fn queue_stats(&self, connector: &str) -> StoreResult<QueueStats> {
-        let (ready, blocked, in_flight): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*) FILTER (WHERE state = 'ready'), \
-                 COUNT(*) FILTER (WHERE state = 'blocked'), \
-                 COUNT(*) FILTER (WHERE state = 'in_flight') \
-             FROM deliveries INDEXED BY deliveries_pending \
-             WHERE connector = ?1 AND pending = 1",
-        )
-        .bind(connector)
-        .fetch_one(&self.read)
-        .await?;
-        let oldest: Option<i64> = sqlx::query_scalar(
-            "SELECT created_at FROM deliveries WHERE id = \
-                 (SELECT MIN(id) FROM deliveries INDEXED BY deliveries_pending \
-                  WHERE connector = ?1 AND pending = 1)",
-        )
-        .bind(connector)
-        .fetch_optional(&self.read)
-        .await?;
-        let dead: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM deliveries WHERE connector = ?1 AND state = 'dead'",
-        )
-        .bind(connector)
-        .fetch_one(&self.read)
-        .await?;
-        Ok(QueueStats {
-            ready: ready as u64,
-            blocked: blocked as u64,
-            in_flight: in_flight as u64,
-            dead: dead as u64,
-            oldest_pending_at: oldest,
-        })
     }
 }
 
