@@ -850,6 +850,7 @@ async fn queue_stats_follow_every_transition(t: TestStore) {
             0,
             "{when}: pending flag disagrees with state"
         );
+        assert_eq!(t.count_mismatches().await, Vec::<String>::new(), "{when}");
     }
     check(&t, stats(0, 0, 0, 0, None), "empty").await;
     s.ingest(vec![ev("a1", "t", &["k"], &["c"])], 10)
@@ -911,7 +912,107 @@ async fn queue_stats_follow_every_transition(t: TestStore) {
     check(&t, stats(0, 0, 0, 0, None), "all delivered").await;
 }
 
+async fn every_finished_attempt_is_logged_once_with_how_it_ended(t: TestStore) {
+    let s = &*t.store;
+    s.ingest(vec![ev("a", "t", &["k"], &["c"])], 10)
+        .await
+        .unwrap();
+    // 1: retried; 2: its lease runs out; 3: its late report is refused
+    // after the rescue; 4: delivered.
+    let first = s.claim("c", 1, 20, LEASE).await.unwrap();
+    let id = first[0].delivery_id;
+    let retry = CompletionKind::Retry {
+        at: 30,
+        error: "upstream 503".into(),
+    };
+    assert_eq!(
+        s.complete(vec![Completion::of(&first[0], retry)], 25)
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    let second = s.claim("c", 1, 40, LEASE).await.unwrap();
+    assert_eq!(s.rescue_expired(40 + LEASE).await.unwrap(), 1);
+    let late = Completion::of(&second[0], CompletionKind::Delivered);
+    assert_eq!(
+        s.complete(vec![late], 41 + LEASE).await.unwrap(),
+        vec![false]
+    );
+    let third = s.claim("c", 1, 50 + LEASE, LEASE).await.unwrap();
+    let done = Completion::of(&third[0], CompletionKind::Delivered);
+    assert_eq!(
+        s.complete(vec![done], 60 + LEASE).await.unwrap(),
+        vec![true]
+    );
+    let log = s.catalog().attempts(id).await.unwrap();
+    let got: Vec<(u32, i64, i64, &str, Option<&str>)> = log
+        .iter()
+        .map(|a| {
+            (
+                a.attempt,
+                a.started_at,
+                a.finished_at,
+                a.outcome.as_str(),
+                a.reason.as_deref(),
+            )
+        })
+        .collect();
+    let expired = switchboard::store::LEASE_EXPIRED_REASON;
+    assert_eq!(
+        got,
+        vec![
+            (1, 20, 25, "retry", Some("upstream 503")),
+            (2, 40, 40 + LEASE, "lease_expired", Some(expired)),
+            (3, 50 + LEASE, 60 + LEASE, "delivered", None),
+        ]
+    );
+    assert!(log.iter().all(|a| a.node == s.catalog().node()), "{log:?}");
+    assert_eq!(t.count_mismatches().await, Vec::<String>::new());
+    // The log goes with its event.
+    assert_eq!(s.purge_finished(i64::MAX, 10).await.unwrap(), 1);
+    assert!(s.catalog().attempts(id).await.unwrap().is_empty());
+}
+
+async fn nodes_and_breaker_transitions_are_recorded(t: TestStore) {
+    let c = t.store.catalog();
+    assert_eq!(c.register_node(100).await.unwrap(), 1);
+    c.heartbeat(150).await.unwrap();
+    // An older beat never moves the heartbeat back.
+    c.heartbeat(120).await.unwrap();
+    let nodes = c.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(
+        (
+            nodes[0].name.as_str(),
+            nodes[0].epoch,
+            nodes[0].started_at,
+            nodes[0].heartbeat_at
+        ),
+        (c.node(), 1, 100, 150)
+    );
+    // A restart under the same name is the next epoch.
+    assert_eq!(c.register_node(200).await.unwrap(), 2);
+    c.record_breaker("hss", "closed", "open", 300)
+        .await
+        .unwrap();
+    c.record_breaker("hss", "open", "probing", 400)
+        .await
+        .unwrap();
+    c.record_breaker("crm", "closed", "open", 500)
+        .await
+        .unwrap();
+    let hss = c.breaker_transitions("hss", 10).await.unwrap();
+    let got: Vec<(&str, &str, i64)> = hss
+        .iter()
+        .map(|b| (b.from.as_str(), b.to.as_str(), b.at))
+        .collect();
+    assert_eq!(got, vec![("open", "probing", 400), ("closed", "open", 300)]);
+    assert_eq!(c.breaker_transitions("hss", 1).await.unwrap().len(), 1);
+}
+
 for_each_backend!(
+    every_finished_attempt_is_logged_once_with_how_it_ended,
+    nodes_and_breaker_transitions_are_recorded,
     a_lane_emptied_of_its_dead_letter_takes_the_next_event_at_once,
     a_lane_releasing_its_head_and_the_next_at_once_moves_up_once,
     queue_stats_follow_every_transition,

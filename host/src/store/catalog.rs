@@ -12,6 +12,8 @@
 //! connector's controls or versions are serialised across nodes by an
 //! advisory lock ([`Conn::lock_connector`]).
 
+use std::collections::BTreeMap;
+
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
@@ -23,7 +25,7 @@ use super::{
     DeadRow, DeliveryRow, EventRow, EventView, LimitOverrides, OperatorAction, QueueStats,
     StateCounts, StoreError, StoreResult, VersionRow,
 };
-use crate::queue::Millis;
+use crate::queue::{DeliveryState, Millis};
 
 /// A connection of either backend, for statements written once.
 pub(crate) enum Conn<'a> {
@@ -376,18 +378,18 @@ impl Catalog {
         .await)?)
     }
 
-    /// What waits for one connector, and the creation time of its oldest
-    /// pending delivery.
+    /// What waits for one connector: the maintained counts (no rows are
+    /// counted) and the creation time of its oldest pending delivery (one
+    /// index seek).
     pub async fn queue_stats(&self, connector: &str) -> StoreResult<QueueStats> {
         let mut r = self.read().await?;
         let (blocked, ready, in_flight, dead): (i64, i64, i64, i64) = on!(r.conn(), |c| {
             sqlx::query_as(
-                "SELECT COUNT(*) FILTER (WHERE state = 'blocked'), \
-                     COUNT(*) FILTER (WHERE state = 'ready'), \
-                     COUNT(*) FILTER (WHERE state = 'in_flight'), \
-                     COUNT(*) FILTER (WHERE state = 'dead') \
-                 FROM deliveries WHERE connector = $1 \
-                     AND state IN ('blocked', 'ready', 'in_flight', 'dead')",
+                "SELECT CAST(COALESCE(SUM(blocked), 0) AS BIGINT), \
+                     CAST(COALESCE(SUM(ready), 0) AS BIGINT), \
+                     CAST(COALESCE(SUM(in_flight), 0) AS BIGINT), \
+                     CAST(COALESCE(SUM(dead), 0) AS BIGINT) \
+                 FROM connector_counts WHERE connector = $1",
             )
             .bind(connector)
             .fetch_one(c)
@@ -885,4 +887,158 @@ async fn activate(conn: Conn<'_>, connector: &str, version: i64, now: Millis) ->
     .await
     .map(|r| r.rows_affected()))?;
     Ok(n == 1)
+}
+
+/// The changes one transaction makes to the per-connector counts of
+/// deliveries by state (`connector_counts`), written in that transaction by
+/// [`Counts::write`], so the counts move exactly when the rows do.
+#[derive(Debug, Default)]
+pub(crate) struct Counts(BTreeMap<String, [i64; 4]>);
+
+impl Counts {
+    /// The counted states: blocked, ready, in flight, dead.
+    fn slot(state: DeliveryState) -> Option<usize> {
+        match state {
+            DeliveryState::Blocked => Some(0),
+            DeliveryState::Ready => Some(1),
+            DeliveryState::InFlight => Some(2),
+            DeliveryState::Dead => Some(3),
+            _ => None,
+        }
+    }
+
+    /// `n` deliveries of `connector` went from `from` to `to` (`None`: not
+    /// there before, such as a new delivery).
+    pub(crate) fn moved(
+        &mut self,
+        connector: &str,
+        from: Option<DeliveryState>,
+        to: DeliveryState,
+        n: i64,
+    ) {
+        let (from, to) = (from.and_then(Self::slot), Self::slot(to));
+        if n == 0 || from == to {
+            return;
+        }
+        if !self.0.contains_key(connector) {
+            self.0.insert(connector.to_string(), [0; 4]);
+        }
+        if let Some(row) = self.0.get_mut(connector) {
+            if let Some(i) = from {
+                row[i] -= n;
+            }
+            if let Some(i) = to {
+                row[i] += n;
+            }
+        }
+    }
+
+    /// Adds the changes to `writer`'s rows and forgets them.
+    pub(crate) async fn write(&mut self, conn: Conn<'_>, writer: &str) -> StoreResult<()> {
+        let rows: Vec<(String, [i64; 4])> = std::mem::take(&mut self.0)
+            .into_iter()
+            .filter(|(_, d)| d.iter().any(|n| *n != 0))
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        on!(conn, |c| {
+            let mut qb = QueryBuilder::<Db>::new(
+                "INSERT INTO connector_counts (connector, writer, blocked, ready, in_flight, dead) ",
+            );
+            qb.push_values(&rows, |mut b, (connector, d)| {
+                b.push_bind(connector.as_str())
+                    .push_bind(writer)
+                    .push_bind(d[0])
+                    .push_bind(d[1])
+                    .push_bind(d[2])
+                    .push_bind(d[3]);
+            });
+            qb.push(
+                " ON CONFLICT (connector, writer) DO UPDATE SET \
+                 blocked = connector_counts.blocked + excluded.blocked, \
+                 ready = connector_counts.ready + excluded.ready, \
+                 in_flight = connector_counts.in_flight + excluded.in_flight, \
+                 dead = connector_counts.dead + excluded.dead",
+            );
+            qb.build().execute(c).await.map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// Forgets the changes of a transaction that rolled back.
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// One row of the attempt log.
+#[derive(Debug, Clone)]
+pub(crate) struct Attempt {
+    pub delivery_id: i64,
+    pub attempt: u32,
+    pub started_at: Millis,
+    pub finished_at: Millis,
+    pub outcome: &'static str,
+    pub reason: Option<String>,
+}
+
+impl Attempt {
+    /// The attempt a completion reports, finished at `now`.
+    pub(crate) fn of(c: &super::Completion, now: Millis) -> Self {
+        Self {
+            delivery_id: c.delivery_id,
+            attempt: c.attempt,
+            started_at: c.started_at,
+            finished_at: now,
+            outcome: super::outcome_name(c.kind.step()),
+            reason: c.kind.next_at_and_error().1.map(str::to_string),
+        }
+    }
+}
+
+/// Appends finished attempts, run by `node`, to the attempt log, in the
+/// transaction that applied their outcomes.
+pub(crate) async fn log_attempts(
+    mut conn: Conn<'_>,
+    node: &str,
+    attempts: &[Attempt],
+) -> StoreResult<()> {
+    for run in super::runs(attempts) {
+        on!(conn.re(), |c| {
+            let mut qb = QueryBuilder::<Db>::new(
+                "INSERT INTO attempts \
+                 (delivery_id, attempt, node, started_at, finished_at, outcome, reason) ",
+            );
+            qb.push_values(run, |mut b, a| {
+                b.push_bind(a.delivery_id)
+                    .push_bind(i64::from(a.attempt))
+                    .push_bind(node)
+                    .push_bind(a.started_at)
+                    .push_bind(a.finished_at)
+                    .push_bind(a.outcome)
+                    // PostgreSQL text cannot hold NUL; a connector's reason might.
+                    .push_bind(a.reason.as_deref().map(|r| r.replace('\0', "\u{fffd}")));
+            });
+            // An attempt is logged once; should the same one come again,
+            // the first record stands.
+            qb.push(" ON CONFLICT (delivery_id, attempt) DO NOTHING");
+            qb.build().execute(c).await.map(|_| ())
+        })?;
+    }
+    Ok(())
+}
+
+/// The statement that logs, as `lease_expired`, the attempts of the
+/// deliveries `rows` selects (a `FROM` clause over `deliveries d`), before a
+/// rescue takes them back: an in-flight row's `updated_at` is its claim.
+pub(crate) fn log_lease_expiries(rows: &str, now: &str, reason: &str) -> String {
+    format!(
+        "INSERT INTO attempts \
+             (delivery_id, attempt, node, started_at, finished_at, outcome, reason) \
+         SELECT d.id, d.attempts, COALESCE(d.lease_owner, ''), d.updated_at, {now}, '{}', \
+             {reason} FROM {rows} \
+         ON CONFLICT (delivery_id, attempt) DO NOTHING",
+        super::outcome_name(crate::queue::lanes::Step::LeaseExpired)
+    )
 }

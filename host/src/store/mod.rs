@@ -66,6 +66,8 @@ pub struct Claimed {
     pub lease: i64,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// When the claim took it: the attempt's start in the attempt log.
+    pub claimed_at: Millis,
     pub event: StoredEvent,
 }
 
@@ -104,6 +106,9 @@ pub struct Completion {
     pub connector: String,
     pub seq: i64,
     pub keys: Vec<String>,
+    /// Which attempt this is and when it started, for the attempt log.
+    pub attempt: u32,
+    pub started_at: Millis,
     pub kind: CompletionKind,
 }
 
@@ -115,8 +120,20 @@ impl Completion {
             connector: claimed.connector.clone(),
             seq: claimed.event.seq,
             keys: claimed.event.keys.clone(),
+            attempt: claimed.attempt,
+            started_at: claimed.claimed_at,
             kind,
         }
+    }
+}
+
+/// The attempt log's name for how an attempt ended.
+pub(crate) fn outcome_name(step: Step) -> &'static str {
+    match step {
+        Step::Delivered => "delivered",
+        Step::Dead(_) => "dead",
+        Step::LeaseExpired => "lease_expired",
+        _ => "retry",
     }
 }
 
@@ -321,6 +338,7 @@ fn transient_database_error(postgres: bool, code: Option<&str>) -> bool {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// `last_error` of a delivery whose lease ran out.
+pub const LEASE_EXPIRED_REASON: &str = LEASE_EXPIRED;
 pub(crate) const LEASE_EXPIRED: &str =
     "lease expired: the attempt did not finish (gateway stopped or attempt hung)";
 /// `last_error` of a delivery that expired.
@@ -756,6 +774,7 @@ pub(crate) fn same_digest(active: Option<&serde_json::Value>, digest: &str) -> O
 pub(crate) fn claims_of(
     connector: &str,
     lease: i64,
+    claimed_at: Millis,
     mut taken: Vec<(i64, i64, i64)>,
     events: Vec<EventRow>,
 ) -> StoreResult<Vec<Claimed>> {
@@ -775,10 +794,33 @@ pub(crate) fn claims_of(
                 connector: connector.to_string(),
                 lease,
                 attempt: attempt as u32,
+                claimed_at,
                 event,
             })
         })
         .collect()
+}
+
+/// Most rows in one multi-row statement: few statements per commit group
+/// (each is a round trip to SQLite's thread), bind counts far below SQLite's
+/// limit of 32,766. A power of two, see [`runs`].
+pub(crate) const MAX_ROWS: usize = 256;
+
+/// Splits `items` into runs of `MAX_ROWS`, then of falling powers of two
+/// (300 rows: 256, 32, 8, 4): each kind of statement has at most nine
+/// distinct texts, so all of them stay in the prepared-statement cache
+/// instead of being parsed again for every odd-sized tail.
+pub(crate) fn runs<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = MAX_ROWS.min(1 << rest.len().ilog2());
+        let (run, tail) = rest.split_at(n);
+        rest = tail;
+        Some(run)
+    })
 }
 
 /// Splits a group's completions into rounds in which each delivery appears at
@@ -803,7 +845,24 @@ pub(crate) fn completion_rounds(items: &[Completion]) -> Vec<Vec<usize>> {
 
 #[cfg(test)]
 mod tests {
-    use super::transient_database_error;
+    use super::{runs, transient_database_error, MAX_ROWS};
+
+    #[test]
+    fn runs_cover_every_item_once_in_few_distinct_sizes() {
+        let mut sizes = std::collections::BTreeSet::new();
+        for n in 0..=3 * MAX_ROWS + 1 {
+            let items: Vec<usize> = (0..n).collect();
+            let joined: Vec<usize> = runs(&items).flatten().copied().collect();
+            assert_eq!(joined, items, "n = {n}");
+            for run in runs(&items) {
+                assert!(run.len().is_power_of_two() && run.len() <= MAX_ROWS);
+                sizes.insert(run.len());
+            }
+        }
+        assert_eq!(sizes.len(), MAX_ROWS.ilog2() as usize + 1);
+        let split: Vec<usize> = runs(&[0u8; 300]).map(<[u8]>::len).collect();
+        assert_eq!(split, [256, 32, 8, 4]);
+    }
 
     #[test]
     fn only_errors_that_waiting_can_fix_are_transient() {

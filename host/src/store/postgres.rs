@@ -21,7 +21,7 @@
 //! - Migrations run under sqlx's migration lock, so nodes starting together
 //!   apply them once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -33,7 +33,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::catalog::{self, Conn, Pools};
+use super::catalog::{self, Attempt, Conn, Counts, Pools};
 use super::{
     claims_of, classify, completion_rounds, lane_view_of, migrations, parse_keys, Catalog, Claimed,
     Cluster, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView, OperatorAction, Routed,
@@ -42,7 +42,7 @@ use super::{
 use crate::queue::lanes::{
     self, delivery_count, first_released, plan_accept, promotions, AcceptPlan, Step,
 };
-use crate::queue::Millis;
+use crate::queue::{DeliveryState, Millis};
 
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(migrations::POSTGRES));
 
@@ -274,27 +274,39 @@ impl PostgresStore {
             .map_err(|e| StoreError::Migration(e.to_string()))?;
         let (ingests, rx) = mpsc::channel(4096);
         let rx: Queue<Vec<Routed>, IngestOutcome> = Arc::new(tokio::sync::Mutex::new(rx));
-        for _ in 0..GROUP_WORKERS {
+        for worker in 0..GROUP_WORKERS {
             let pool = pool.clone();
+            let writer = format!("{node}/ingest{worker}");
             tokio::spawn(group_worker("ingest", rx.clone(), move |requests, now| {
-                let pool = pool.clone();
-                async move { transaction!(pool, |conn| ingest_tx(conn, &requests, now)) }
+                let (pool, writer) = (pool.clone(), writer.clone());
+                async move {
+                    transaction!(pool, |conn| counted(conn, &writer, async |conn, counts| {
+                        ingest_tx(conn, &requests, now, counts).await
+                    }))
+                }
             }));
         }
         let (completions, rx) = mpsc::channel(4096);
         let rx: Queue<Vec<Completion>, Vec<bool>> = Arc::new(tokio::sync::Mutex::new(rx));
-        for _ in 0..GROUP_WORKERS {
+        for worker in 0..GROUP_WORKERS {
             let pool = pool.clone();
+            let writer = format!("{node}/complete{worker}");
+            let node = node.to_string();
             tokio::spawn(group_worker(
                 "completion",
                 rx.clone(),
                 move |requests, now| {
-                    let pool = pool.clone();
+                    let (pool, writer, node) = (pool.clone(), writer.clone(), node.clone());
                     async move {
                         let sizes: Vec<usize> = requests.iter().map(Vec::len).collect();
                         let items: Vec<Completion> = requests.into_iter().flatten().collect();
-                        let mut applied =
-                            transaction!(pool, |conn| complete_tx(conn, &items, now))?.into_iter();
+                        let mut applied = transaction!(pool, |conn| counted(
+                            conn,
+                            &writer,
+                            async |conn, counts| complete_tx(conn, &items, now, &node, counts)
+                                .await
+                        ))?
+                        .into_iter();
                         Ok(sizes
                             .into_iter()
                             .map(|n| applied.by_ref().take(n).collect())
@@ -376,6 +388,32 @@ fn lane_lock(connector: &str, key: &str) -> i64 {
     lock_id("lane", connector, key)
 }
 
+/// An insert into the per-connector counts of the rows `select` gives
+/// (connector, writer, blocked, ready, in flight deltas), for statements
+/// that move deliveries in one go.
+fn count_moves(select: &str) -> String {
+    format!(
+        "INSERT INTO connector_counts (connector, writer, blocked, ready, in_flight) {select} \
+         ON CONFLICT (connector, writer) DO UPDATE SET \
+             blocked = connector_counts.blocked + excluded.blocked, \
+             ready = connector_counts.ready + excluded.ready, \
+             in_flight = connector_counts.in_flight + excluded.in_flight"
+    )
+}
+
+/// Runs `body` with a fresh [`Counts`], then adds what it changed to
+/// `writer`'s rows of the per-connector counts, in the same transaction.
+async fn counted<T>(
+    conn: &mut PgConnection,
+    writer: &str,
+    body: impl AsyncFnOnce(&mut PgConnection, &mut Counts) -> TxResult<T>,
+) -> TxResult<T> {
+    let mut counts = Counts::default();
+    let out = body(&mut *conn, &mut counts).await?;
+    counts.write(Conn::Postgres(conn), writer).await?;
+    Ok(out)
+}
+
 /// The ingest requests waiting at one moment, applied in one transaction:
 /// see the module notes for why the lane locks come before the sequence
 /// numbers. Each request stays all-or-nothing (a conflict in one stores
@@ -384,6 +422,7 @@ async fn ingest_tx(
     conn: &mut PgConnection,
     requests: &[Vec<Routed>],
     now: Millis,
+    counts: &mut Counts,
 ) -> TxResult<Vec<IngestOutcome>> {
     let mut locks = Vec::new();
     for r in requests.iter().flatten() {
@@ -519,6 +558,9 @@ async fn ingest_tx(
     if inserted != fresh.len() as u64 {
         return Err(Fail::Again("an event id was inserted concurrently".into()));
     }
+    for d in &deliveries {
+        counts.moved(d.connector, None, d.state(), 1);
+    }
     if !deliveries.is_empty() {
         sqlx::query(
             "INSERT INTO deliveries (id, event_seq, connector, state, blockers, next_attempt_at, \
@@ -564,6 +606,7 @@ async fn release_lanes(
     conn: &mut PgConnection,
     entries: &[(String, String, i64)],
     now: Millis,
+    counts: &mut Counts,
 ) -> TxResult<()> {
     if entries.is_empty() {
         return Ok(());
@@ -605,16 +648,25 @@ async fn release_lanes(
         static UNBLOCK: LazyLock<String> = LazyLock::new(|| {
             format!(
                 "UPDATE deliveries d SET blockers = d.blockers - v.n, state = {}, updated_at = $3 \
-                 FROM unnest($1::int8[], $2::int8[]) AS v(id, n) WHERE d.id = v.id",
+                 FROM unnest($1::int8[], $2::int8[]) AS v(id, n) WHERE d.id = v.id \
+                 RETURNING d.connector, d.state = 'ready'",
                 lanes::sql::unblocked_state("d", "v.n")
             )
         });
-        sqlx::query(&UNBLOCK)
+        let moved: Vec<(String, bool)> = sqlx::query_as(&UNBLOCK)
             .bind(unblock.keys().copied().collect::<Vec<_>>())
             .bind(unblock.values().copied().collect::<Vec<_>>())
             .bind(now)
-            .execute(&mut *conn)
+            .fetch_all(&mut *conn)
             .await?;
+        for (connector, _) in moved.iter().filter(|(_, ready)| *ready) {
+            counts.moved(
+                connector,
+                Some(DeliveryState::Blocked),
+                DeliveryState::Ready,
+                1,
+            );
+        }
     }
     Ok(())
 }
@@ -623,11 +675,13 @@ async fn complete_tx(
     conn: &mut PgConnection,
     items: &[Completion],
     now: Millis,
+    node: &str,
+    counts: &mut Counts,
 ) -> TxResult<Vec<bool>> {
     let mut out = vec![false; items.len()];
     for round in completion_rounds(items) {
         let batch: Vec<Completion> = round.iter().map(|&i| items[i].clone()).collect();
-        let applied = complete_round(conn, &batch, now).await?;
+        let applied = complete_round(conn, &batch, now, node, counts).await?;
         for (k, &i) in round.iter().enumerate() {
             out[i] = applied.get(k).copied().unwrap_or(false);
         }
@@ -640,6 +694,8 @@ async fn complete_round(
     conn: &mut PgConnection,
     items: &[Completion],
     now: Millis,
+    node: &str,
+    counts: &mut Counts,
 ) -> TxResult<Vec<bool>> {
     let releases = |c: &Completion| c.kind.step().releases();
     let locks = items
@@ -684,14 +740,19 @@ async fn complete_round(
     .await?;
     let applied: HashSet<i64> = applied.into_iter().collect();
     let mut entries = Vec::new();
-    for c in items {
-        if applied.contains(&c.delivery_id) && releases(c) {
+    let mut log = Vec::with_capacity(applied.len());
+    for c in items.iter().filter(|c| applied.contains(&c.delivery_id)) {
+        let step = c.kind.step();
+        counts.moved(&c.connector, Some(DeliveryState::InFlight), step.state(), 1);
+        log.push(Attempt::of(c, now));
+        if step.releases() {
             for k in &c.keys {
                 entries.push((c.connector.clone(), k.clone(), c.seq));
             }
         }
     }
-    release_lanes(conn, &entries, now).await?;
+    catalog::log_attempts(Conn::Postgres(conn), node, &log).await?;
+    release_lanes(conn, &entries, now, counts).await?;
     Ok(items
         .iter()
         .map(|c| applied.contains(&c.delivery_id))
@@ -706,6 +767,7 @@ async fn expire_tx(
     conn: &mut PgConnection,
     now: Millis,
     limit: usize,
+    counts: &mut Counts,
 ) -> TxResult<Vec<(String, u64)>> {
     static CANDIDATES: LazyLock<String> = LazyLock::new(|| {
         format!(
@@ -717,7 +779,7 @@ async fn expire_tx(
     static EXPIRE: LazyLock<String> = LazyLock::new(|| {
         format!(
             "UPDATE deliveries SET state = $3, updated_at = $1, last_error = $4 \
-             WHERE id = ANY($2) AND {} RETURNING id",
+             WHERE id = ANY($2) AND {} RETURNING id, blockers",
             lanes::sql::expirable("$1")
         )
     });
@@ -738,23 +800,25 @@ async fn expire_tx(
     }
     lock_all(conn, locks).await?;
     let ids: Vec<i64> = lanes.keys().copied().collect();
-    let expired: Vec<i64> = sqlx::query_scalar(&EXPIRE)
+    let expired: Vec<(i64, i64)> = sqlx::query_as(&EXPIRE)
         .bind(now)
         .bind(&ids)
         .bind(Step::Expired.state().as_str())
         .bind(super::EXPIRED)
         .fetch_all(&mut *conn)
         .await?;
-    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut per_connector: BTreeMap<String, u64> = BTreeMap::new();
     let mut entries = Vec::new();
-    for id in expired {
+    for (id, blockers) in expired {
         if let Some((connector, seq, keys)) = lanes.remove(&id) {
-            *counts.entry(connector.clone()).or_default() += 1;
+            *per_connector.entry(connector.clone()).or_default() += 1;
+            let was = lanes::initial_state(blockers);
+            counts.moved(&connector, Some(was), Step::Expired.state(), 1);
             entries.extend(keys.into_iter().map(|k| (connector.clone(), k, seq)));
         }
     }
-    release_lanes(conn, &entries, now).await?;
-    Ok(counts.into_iter().collect())
+    release_lanes(conn, &entries, now, counts).await?;
+    Ok(per_connector.into_iter().collect())
 }
 
 /// The delivery's connector, seq and keys, for taking its lane locks.
@@ -775,24 +839,39 @@ async fn delivery_lanes(
     }
 }
 
-async fn retry_dead_tx(conn: &mut PgConnection, id: i64, now: Millis) -> TxResult<bool> {
+async fn retry_dead_tx(
+    conn: &mut PgConnection,
+    id: i64,
+    now: Millis,
+    counts: &mut Counts,
+) -> TxResult<bool> {
     static RETRY: LazyLock<String> = LazyLock::new(|| {
         format!(
             "UPDATE deliveries SET state = {}, next_attempt_at = $1, updated_at = $1 \
-             WHERE id = $2 AND state = 'dead'",
+             WHERE id = $2 AND state = 'dead' RETURNING connector, state",
             lanes::sql::REQUEUED_STATE
         )
     });
-    Ok(sqlx::query(&RETRY)
+    let row: Option<(String, String)> = sqlx::query_as(&RETRY)
         .bind(now)
         .bind(id)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected()
-        == 1)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some((connector, state)) = row else {
+        return Ok(false);
+    };
+    let to = DeliveryState::parse(&state)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown state {state:?}")))?;
+    counts.moved(&connector, Some(DeliveryState::Dead), to, 1);
+    Ok(true)
 }
 
-async fn skip_dead_tx(conn: &mut PgConnection, id: i64, now: Millis) -> TxResult<bool> {
+async fn skip_dead_tx(
+    conn: &mut PgConnection,
+    id: i64,
+    now: Millis,
+    counts: &mut Counts,
+) -> TxResult<bool> {
     let Some((connector, seq, keys)) = delivery_lanes(conn, id).await? else {
         return Ok(false);
     };
@@ -812,11 +891,17 @@ async fn skip_dead_tx(conn: &mut PgConnection, id: i64, now: Millis) -> TxResult
     .rows_affected()
         == 1;
     if done {
+        counts.moved(
+            &connector,
+            Some(DeliveryState::Dead),
+            Step::Skipped.state(),
+            1,
+        );
         let entries: Vec<_> = keys
             .into_iter()
             .map(|k| (connector.clone(), k, seq))
             .collect();
-        release_lanes(conn, &entries, now).await?;
+        release_lanes(conn, &entries, now, counts).await?;
     }
     Ok(done)
 }
@@ -827,11 +912,12 @@ async fn operator_tx(
     action: OperatorAction,
     actor: &str,
     now: Millis,
+    counts: &mut Counts,
 ) -> TxResult<bool> {
     let before = catalog::before_action(Conn::Postgres(conn), id).await?;
     let done = match action {
-        OperatorAction::Retry => retry_dead_tx(conn, id, now).await?,
-        OperatorAction::Skip => skip_dead_tx(conn, id, now).await?,
+        OperatorAction::Retry => retry_dead_tx(conn, id, now, counts).await?,
+        OperatorAction::Skip => skip_dead_tx(conn, id, now, counts).await?,
     };
     if done {
         catalog::audit_action(Conn::Postgres(conn), id, action, actor, now, before).await?;
@@ -856,18 +942,24 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let lease = rand::random::<i64>() & i64::MAX;
+        // One statement: take the rows, and move them from ready to in
+        // flight in this node's claimer row of the counts.
         static CLAIM: LazyLock<String> = LazyLock::new(|| {
             format!(
-                "UPDATE deliveries d SET state = 'in_flight', attempts = d.attempts + 1, \
-                     lease_until = $1, lease_token = $2, updated_at = $3, lease_owner = $6 \
+                "WITH taken AS (UPDATE deliveries d SET state = 'in_flight', \
+                     attempts = d.attempts + 1, lease_until = $1, lease_token = $2, \
+                     updated_at = $3, lease_owner = $6 \
                  FROM (SELECT id FROM deliveries WHERE connector = $4 AND {} \
                        AND NOT EXISTS (SELECT 1 FROM connector_controls \
                                        WHERE connector = $4 AND paused) \
                        ORDER BY next_attempt_at, id LIMIT $5 \
                        FOR UPDATE SKIP LOCKED) c \
                  WHERE d.id = c.id \
-                 RETURNING d.id, d.event_seq, d.attempts",
-                lanes::sql::claimable("$3")
+                 RETURNING d.id, d.event_seq, d.attempts), \
+                 counted AS ({}) \
+                 SELECT id, event_seq, attempts FROM taken",
+                lanes::sql::claimable("$3"),
+                count_moves("SELECT $4, $7, 0, -COUNT(*), COUNT(*) FROM taken HAVING COUNT(*) > 0")
             )
         });
         let claimed: Vec<(i64, i64, i64)> = sqlx::query_as(&CLAIM)
@@ -877,6 +969,7 @@ impl Store for PostgresStore {
             .bind(connector)
             .bind(limit as i64)
             .bind(&self.node)
+            .bind(format!("{}/claim", self.node))
             .fetch_all(&self.pool)
             .await?;
         let seqs: Vec<i64> = claimed.iter().map(|c| c.1).collect();
@@ -886,7 +979,7 @@ impl Store for PostgresStore {
         .bind(&seqs)
         .fetch_all(&self.pool)
         .await?;
-        claims_of(connector, lease, claimed, events)
+        claims_of(connector, lease, now, claimed, events)
     }
 
     async fn complete(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Vec<bool>> {
@@ -899,28 +992,42 @@ impl Store for PostgresStore {
     async fn rescue_expired(&self, now: Millis) -> StoreResult<u64> {
         // SKIP LOCKED: a row another transaction holds is being completed
         // right now; it is not abandoned.
+        // One statement: the sub-statements all see the rows as they were,
+        // so the attempt log reads each claim's start before the update.
         static RESCUE: LazyLock<String> = LazyLock::new(|| {
             format!(
-                "UPDATE deliveries d SET state = $2, lease_until = NULL, lease_token = NULL, \
-                     lease_owner = NULL, next_attempt_at = $1, updated_at = $1, last_error = $3 \
-                 FROM (SELECT id FROM deliveries WHERE {} FOR UPDATE SKIP LOCKED) x \
-                 WHERE d.id = x.id",
-                lanes::sql::lease_expired("$1")
+                "WITH x AS (SELECT id FROM deliveries WHERE {} FOR UPDATE SKIP LOCKED), \
+                 logged AS ({}), \
+                 rescued AS (UPDATE deliveries d SET state = $2, lease_until = NULL, \
+                     lease_token = NULL, lease_owner = NULL, next_attempt_at = $1, \
+                     updated_at = $1, last_error = $3 \
+                     FROM x WHERE d.id = x.id RETURNING d.connector), \
+                 counted AS ({}) \
+                 SELECT COUNT(*) FROM rescued",
+                lanes::sql::lease_expired("$1"),
+                catalog::log_lease_expiries("deliveries d JOIN x ON d.id = x.id", "$1", "$3"),
+                count_moves(
+                    "SELECT connector, $4, 0, COUNT(*), -COUNT(*) FROM rescued GROUP BY connector"
+                )
             )
         });
-        Ok(sqlx::query(&RESCUE)
+        let rescued: i64 = sqlx::query_scalar(&RESCUE)
             .bind(now)
             .bind(Step::LeaseExpired.state().as_str())
             .bind(super::LEASE_EXPIRED)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+            .bind(format!("{}/rescue", self.node))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(rescued.max(0) as u64)
     }
 
     async fn expire_due(&self, now: Millis, limit: usize) -> StoreResult<Vec<(String, u64)>> {
-        transaction!(self.pool, |conn| async {
-            expire_tx(conn, now, limit).await
-        })
+        let writer = format!("{}/expire", self.node);
+        transaction!(self.pool, |conn| counted(
+            conn,
+            &writer,
+            async |conn, counts| { expire_tx(conn, now, limit, counts).await }
+        ))
     }
 
     async fn operator_action(
@@ -930,12 +1037,13 @@ impl Store for PostgresStore {
         actor: &str,
         now: Millis,
     ) -> StoreResult<bool> {
-        transaction!(self.pool, |conn| operator_tx(
+        let writer = format!("{}/operator", self.node);
+        transaction!(self.pool, |conn| counted(
             conn,
-            delivery_id,
-            action,
-            actor,
-            now
+            &writer,
+            async |conn, counts| {
+                operator_tx(conn, delivery_id, action, actor, now, counts).await
+            }
         ))
     }
 
@@ -980,6 +1088,13 @@ impl Store for PostgresStore {
             .bind(accepted_before)
             .bind(limit as i64)
             .fetch_all(&mut *conn)
+            .await?;
+            sqlx::query(
+                "DELETE FROM attempts WHERE delivery_id IN \
+                     (SELECT id FROM deliveries WHERE event_seq = ANY($1))",
+            )
+            .bind(&seqs)
+            .execute(&mut *conn)
             .await?;
             sqlx::query("DELETE FROM deliveries WHERE event_seq = ANY($1)")
                 .bind(&seqs)

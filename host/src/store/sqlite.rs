@@ -39,16 +39,16 @@ use sqlx::sqlite::{
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
-use super::catalog::{self, Conn, Pools};
+use super::catalog::{self, Attempt, Conn, Counts, Pools};
 use super::recent_lanes::{Entry, RecentLanes};
 use super::table_lanes::{InTable, TableLanes};
 use super::{
-    claims_of, classify, completion_rounds, lane_view_of, migrations, parse_keys, Catalog, Claimed,
-    Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView, OperatorAction, Routed, Store,
-    StoreError, StoreResult,
+    claims_of, classify, completion_rounds, lane_view_of, migrations, parse_keys, runs, Catalog,
+    Claimed, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView, OperatorAction, Routed,
+    Store, StoreError, StoreResult,
 };
 use crate::queue::lanes::{self, first_released, plan_accept, promotions, AcceptPlan, Step};
-use crate::queue::Millis;
+use crate::queue::{DeliveryState, Millis};
 
 /// Upper bound of the writer connection's page cache (filled only as pages
 /// are used; readers keep SQLite's default). Not more: a bigger cache costs
@@ -63,28 +63,6 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
 /// Most operations applied in one transaction.
 const MAX_GROUP_OPS: usize = 512;
-/// Most rows in one multi-row statement: few statements per commit group
-/// (each is a round trip to SQLite's thread), bind counts far below SQLite's
-/// limit of 32,766. A power of two, see [`runs`].
-const MAX_ROWS: usize = 256;
-
-/// Splits `items` into runs of `MAX_ROWS`, then of falling powers of two
-/// (300 rows: 256, 32, 8, 4): each kind of statement has at most nine
-/// distinct texts, so all of them stay in the prepared-statement cache
-/// instead of being parsed again for every odd-sized tail.
-fn runs<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
-    let mut rest = items;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let n = MAX_ROWS.min(1 << rest.len().ilog2());
-        let (run, tail) = rest.split_at(n);
-        rest = tail;
-        Some(run)
-    })
-}
-
 /// When and how fast the writer moves the lane entries it holds in memory
 /// into `lane_entries` (see [`RecentLanes`]). A flush sweeps the lanes in
 /// key order, a slice per commit group, so no commit stalls behind writing
@@ -231,6 +209,7 @@ impl SqliteStore {
             sweep: None,
             flush_now: false,
             node: node.to_string(),
+            counts: Counts::default(),
         };
         writer.reload().await?;
         let (tx, rx) = mpsc::channel(4096);
@@ -353,6 +332,8 @@ struct Writer {
     flush_now: bool,
     /// Written as the owner of every lease this store hands out.
     node: String,
+    /// What this transaction changed in the per-connector counts.
+    counts: Counts,
 }
 
 impl Writer {
@@ -462,6 +443,12 @@ impl Writer {
             }
         }
         if failure.is_none() {
+            // The only writer: one row of counts per connector.
+            if let Err(e) = self.counts.write(Conn::Sqlite(&mut self.conn), "").await {
+                failure = Some(e);
+            }
+        }
+        if failure.is_none() {
             if let Err(e) = sqlx::query("COMMIT").execute(&mut self.conn).await {
                 failure = Some(e.into());
             }
@@ -480,6 +467,7 @@ impl Writer {
             Some(err) => {
                 tracing::warn!(error = %err, ops = replies.len(), "store transaction failed, rolled back");
                 let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+                self.counts.clear();
                 // The lane entries held in memory may include the rolled-back
                 // group's: rebuild them from what was committed.
                 if let Err(e) = self.reload().await {
@@ -798,13 +786,21 @@ impl Writer {
         .fetch_all(&mut self.conn)
         .await?;
         for chunk in runs(&seqs) {
-            for table in ["deliveries WHERE event_seq", "events WHERE seq"] {
+            for table in [
+                "attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq",
+                "deliveries WHERE event_seq",
+                "events WHERE seq",
+            ] {
                 let mut qb = QueryBuilder::<Sqlite>::new(format!("DELETE FROM {table} IN ("));
                 let mut sep = qb.separated(", ");
                 for seq in chunk {
                     sep.push_bind(*seq);
                 }
-                qb.push(")");
+                qb.push(if table.starts_with("attempts") {
+                    "))"
+                } else {
+                    ")"
+                });
                 qb.build().execute(&mut self.conn).await?;
             }
         }
@@ -950,6 +946,9 @@ impl Writer {
             });
             qb.build().execute(&mut self.conn).await?;
         }
+        for d in &deliveries {
+            self.counts.moved(d.connector, None, d.state(), 1);
+        }
         // The lane entries stay in memory until the next flush (see
         // `RecentLanes`): a rebuild finds them from the rows above.
         for (c, k, seq, id) in entries {
@@ -995,6 +994,13 @@ impl Writer {
             .iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
             .collect::<Result<_, sqlx::Error>>()?;
+        let n = taken.len() as i64;
+        self.counts.moved(
+            connector,
+            Some(DeliveryState::Ready),
+            DeliveryState::InFlight,
+            n,
+        );
         let mut events = Vec::with_capacity(taken.len());
         for chunk in runs(&taken) {
             let mut qb = QueryBuilder::<Sqlite>::new(
@@ -1011,7 +1017,7 @@ impl Writer {
                     .await?,
             );
         }
-        claims_of(connector, lease, taken, events)
+        claims_of(connector, lease, now, taken, events)
     }
 
     /// Applies a group's outcomes with a few multi-row statements: one
@@ -1080,11 +1086,15 @@ impl Writer {
         }
         let mut entries: Vec<(&str, &str, i64)> = Vec::new();
         let mut held: Vec<(&str, &str, i64, i64)> = Vec::new();
+        let mut log = Vec::with_capacity(applied.len());
         for c in items {
             if !applied.contains(&c.delivery_id) {
                 continue;
             }
             let step = c.kind.step();
+            self.counts
+                .moved(&c.connector, Some(DeliveryState::InFlight), step.state(), 1);
+            log.push(Attempt::of(c, now));
             if step.parks() {
                 // Parked entries go to the table now: a rebuild from the
                 // pending deliveries would not find them.
@@ -1099,6 +1109,7 @@ impl Writer {
                 }
             }
         }
+        catalog::log_attempts(Conn::Sqlite(&mut self.conn), &self.node, &log).await?;
         for (c, k, _, _) in &held {
             self.table_lanes.added(c, k);
         }
@@ -1224,8 +1235,16 @@ impl Writer {
                 sep.push_bind_unseparated(*n);
                 sep.push_unseparated(")");
             }
-            qb.push(") AS v WHERE deliveries.id = v.column1");
-            qb.build().execute(&mut self.conn).await?;
+            qb.push(
+                ") AS v WHERE deliveries.id = v.column1 \
+                 RETURNING deliveries.connector, deliveries.state = 'ready'",
+            );
+            let moved: Vec<(String, bool)> = qb.build_query_as().fetch_all(&mut self.conn).await?;
+            for (connector, _) in moved.iter().filter(|(_, ready)| *ready) {
+                let blocked = Some(DeliveryState::Blocked);
+                self.counts
+                    .moved(connector, blocked, DeliveryState::Ready, 1);
+            }
         }
         Ok(())
     }
@@ -1235,17 +1254,31 @@ impl Writer {
             format!(
                 "UPDATE deliveries SET state = ?2, lease_until = NULL, lease_token = NULL, \
                      lease_owner = NULL, next_attempt_at = ?1, updated_at = ?1, last_error = ?3 \
-                 WHERE {}",
+                 WHERE {} RETURNING connector",
                 lanes::sql::lease_expired("?1")
             )
         });
-        Ok(sqlx::query(&RESCUE)
+        static LOG: LazyLock<String> = LazyLock::new(|| {
+            let rows = format!("deliveries d WHERE {}", lanes::sql::lease_expired("?1"));
+            catalog::log_lease_expiries(&rows, "?1", "?2")
+        });
+        sqlx::query(&LOG)
+            .bind(now)
+            .bind(super::LEASE_EXPIRED)
+            .execute(&mut self.conn)
+            .await?;
+        let rescued: Vec<String> = sqlx::query_scalar(&RESCUE)
             .bind(now)
             .bind(Step::LeaseExpired.state().as_str())
             .bind(super::LEASE_EXPIRED)
-            .execute(&mut self.conn)
-            .await?
-            .rows_affected())
+            .fetch_all(&mut self.conn)
+            .await?;
+        for connector in &rescued {
+            let in_flight = Some(DeliveryState::InFlight);
+            self.counts
+                .moved(connector, in_flight, Step::LeaseExpired.state(), 1);
+        }
+        Ok(rescued.len() as u64)
     }
 
     /// Ends up to `limit` not-yet-started deliveries whose `expires_at` has
@@ -1257,11 +1290,12 @@ impl Writer {
             format!(
                 "UPDATE deliveries SET state = ?3, pending = 0, updated_at = ?1, last_error = ?4 \
                  WHERE id IN (SELECT id FROM deliveries WHERE {} ORDER BY expires_at LIMIT ?2) \
-                 RETURNING connector, event_seq, (SELECT keys FROM events WHERE seq = event_seq)",
+                 RETURNING connector, event_seq, (SELECT keys FROM events WHERE seq = event_seq), \
+                     blockers",
                 lanes::sql::expirable("?1")
             )
         });
-        let rows: Vec<(String, i64, String)> = sqlx::query_as(&EXPIRE)
+        let rows: Vec<(String, i64, String, i64)> = sqlx::query_as(&EXPIRE)
             .bind(now)
             .bind(limit as i64)
             .bind(Step::Expired.state().as_str())
@@ -1270,8 +1304,11 @@ impl Writer {
             .await?;
         let mut keys: Vec<(String, Vec<String>, i64)> = Vec::with_capacity(rows.len());
         let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
-        for (connector, seq, k) in rows {
+        for (connector, seq, k, blockers) in rows {
             *counts.entry(connector.clone()).or_default() += 1;
+            let was = lanes::initial_state(blockers);
+            self.counts
+                .moved(&connector, Some(was), Step::Expired.state(), 1);
             keys.push((connector, parse_keys(&k)?, seq));
         }
         let entries: Vec<(&str, &str, i64)> = keys
@@ -1286,17 +1323,22 @@ impl Writer {
         static RETRY: LazyLock<String> = LazyLock::new(|| {
             format!(
                 "UPDATE deliveries SET state = {}, pending = 1, next_attempt_at = ?1, \
-                     updated_at = ?1 WHERE id = ?2 AND state = 'dead'",
+                     updated_at = ?1 WHERE id = ?2 AND state = 'dead' RETURNING connector, state",
                 lanes::sql::REQUEUED_STATE
             )
         });
-        let retried = sqlx::query(&RETRY)
+        let row: Option<(String, String)> = sqlx::query_as(&RETRY)
             .bind(now)
             .bind(id)
-            .execute(&mut self.conn)
-            .await?
-            .rows_affected()
-            == 1;
+            .fetch_optional(&mut self.conn)
+            .await?;
+        let retried = row.is_some();
+        if let Some((connector, state)) = row {
+            let to = DeliveryState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown state {state:?}")))?;
+            self.counts
+                .moved(&connector, Some(DeliveryState::Dead), to, 1);
+        }
         // A rebuild takes every pending delivery from the watermark on to
         // hold its lanes, but one that released them when it died runs again
         // without them. Moving the watermark past it keeps a rebuild from
@@ -1322,6 +1364,9 @@ impl Writer {
         let Some((connector, seq, keys)) = row else {
             return Ok(false);
         };
+        let dead = Some(DeliveryState::Dead);
+        self.counts
+            .moved(&connector, dead, Step::Skipped.state(), 1);
         let keys = parse_keys(&keys)?;
         let entries: Vec<(&str, &str, i64)> = keys
             .iter()
@@ -1424,7 +1469,7 @@ fn unframe_lanes(mut framed: &str) -> StoreResult<Vec<(&str, &str)>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{runs, unframe_lanes, MAX_ROWS};
+    use super::unframe_lanes;
 
     #[tokio::test]
     async fn a_database_in_a_directory_that_does_not_exist_yet_is_created_with_it() {
@@ -1465,22 +1510,5 @@ mod tests {
         for bad in ["3,hss", "x,hss0,", "3,hss9,short", "3,hss1,ü"] {
             assert!(unframe_lanes(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn runs_cover_every_item_once_in_few_distinct_sizes() {
-        let mut sizes = std::collections::BTreeSet::new();
-        for n in 0..=3 * MAX_ROWS + 1 {
-            let items: Vec<usize> = (0..n).collect();
-            let joined: Vec<usize> = runs(&items).flatten().copied().collect();
-            assert_eq!(joined, items, "n = {n}");
-            for run in runs(&items) {
-                assert!(run.len().is_power_of_two() && run.len() <= MAX_ROWS);
-                sizes.insert(run.len());
-            }
-        }
-        assert_eq!(sizes.len(), MAX_ROWS.ilog2() as usize + 1);
-        let split: Vec<usize> = runs(&[0u8; 300]).map(<[u8]>::len).collect();
-        assert_eq!(split, [256, 32, 8, 4]);
     }
 }

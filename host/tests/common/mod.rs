@@ -60,6 +60,53 @@ impl TestStore {
     }
 }
 
+impl TestStore {
+    /// Where the maintained per-connector counts (`connector_counts`, summed
+    /// over writers) disagree with the rows: one line per (connector, state)
+    /// that differs, empty when they agree.
+    pub async fn count_mismatches(&self) -> Vec<String> {
+        const COUNTED: &str = "SELECT connector, \
+                 CAST(SUM(blocked) AS BIGINT), CAST(SUM(ready) AS BIGINT), \
+                 CAST(SUM(in_flight) AS BIGINT), CAST(SUM(dead) AS BIGINT) \
+             FROM connector_counts GROUP BY connector";
+        const ROWS: &str = "SELECT connector, \
+                 COUNT(*) FILTER (WHERE state = 'blocked'), COUNT(*) FILTER (WHERE state = 'ready'), \
+                 COUNT(*) FILTER (WHERE state = 'in_flight'), COUNT(*) FILTER (WHERE state = 'dead') \
+             FROM deliveries GROUP BY connector";
+        type Row = (String, i64, i64, i64, i64);
+        let (counted, rows): (Vec<Row>, Vec<Row>) = if self.url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+            let c = sqlx::query_as(COUNTED).fetch_all(&pool).await.unwrap();
+            (c, sqlx::query_as(ROWS).fetch_all(&pool).await.unwrap())
+        } else {
+            let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+            let c = sqlx::query_as(COUNTED).fetch_all(&pool).await.unwrap();
+            (c, sqlx::query_as(ROWS).fetch_all(&pool).await.unwrap())
+        };
+        let by_connector = |rows: Vec<Row>| {
+            rows.into_iter()
+                .map(|(c, b, r, f, d)| (c, [b, r, f, d]))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let (counted, rows) = (by_connector(counted), by_connector(rows));
+        let mut out = Vec::new();
+        for c in counted
+            .keys()
+            .chain(rows.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            let a = counted.get(c).copied().unwrap_or_default();
+            let b = rows.get(c).copied().unwrap_or_default();
+            for (i, state) in ["blocked", "ready", "in_flight", "dead"].iter().enumerate() {
+                if a[i] != b[i] {
+                    out.push(format!("{c}/{state}: counted {} but {} rows", a[i], b[i]));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// A fresh, empty SQLite store in its own directory.
 pub async fn sqlite() -> TestStore {
     let dir = tempfile::tempdir().unwrap();
