@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use sha2::{Digest, Sha256};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
@@ -77,12 +78,28 @@ impl Conn<'_> {
     pub(crate) async fn lock_connector(&mut self, what: &str, connector: &str) -> StoreResult<()> {
         if let Conn::Postgres(c) = self {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(super::postgres::lock_id(what, connector, ""))
+                .bind(lock_id(what, connector, ""))
                 .execute(&mut **c)
                 .await?;
         }
         Ok(())
     }
+}
+
+/// PostgreSQL's advisory-lock id of a named resource (a lane, a
+/// connector's controls): the first eight bytes of a SHA-256, so ids are
+/// stable across nodes and versions. A collision only makes two resources
+/// wait for each other, never breaks order.
+pub(crate) fn lock_id(kind: &str, a: &str, b: &str) -> i64 {
+    let mut h = Sha256::new();
+    for part in [kind, a, b] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let d = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    i64::from_le_bytes(first)
 }
 
 /// Records one operator action; callers run it in the action's own
@@ -1041,4 +1058,17 @@ pub(crate) fn log_lease_expiries(rows: &str, now: &str, reason: &str) -> String 
          ON CONFLICT (delivery_id, attempt) DO NOTHING",
         super::outcome_name(crate::queue::lanes::Step::LeaseExpired)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lock_id;
+
+    #[test]
+    fn lock_ids_are_stable_and_separate_their_parts() {
+        assert_eq!(lock_id("lane", "hss", "k1"), lock_id("lane", "hss", "k1"));
+        assert_ne!(lock_id("lane", "hss", "k1"), lock_id("lane", "hss", "k2"));
+        // "ab" + "c" and "a" + "bc" are different lanes.
+        assert_ne!(lock_id("lane", "ab", "c"), lock_id("lane", "a", "bc"));
+    }
 }

@@ -27,13 +27,12 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sha2::{Digest, Sha256};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::catalog::{self, Attempt, Conn, Counts, Pools};
+use super::catalog::{self, lock_id, Attempt, Conn, Counts, Pools};
 use super::{
     claims_of, classify, completion_rounds, lane_view_of, migrations, parse_keys, Catalog, Claimed,
     Cluster, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView, OperatorAction, Routed,
@@ -339,21 +338,6 @@ impl PostgresStore {
         .fetch_all(&mut conn)
         .await?)
     }
-}
-
-/// The advisory-lock id of a lane (or of another named resource): the first
-/// eight bytes of a SHA-256, so ids are stable across nodes and versions. A
-/// collision only makes two lanes wait for each other, never breaks order.
-pub(crate) fn lock_id(kind: &str, a: &str, b: &str) -> i64 {
-    let mut h = Sha256::new();
-    for part in [kind, a, b] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    let d = h.finalize();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&d[..8]);
-    i64::from_le_bytes(first)
 }
 
 /// Takes the advisory locks of `ids` for the rest of the transaction, in
@@ -1233,7 +1217,6 @@ impl Cluster for PostgresStore {
 
 #[cfg(test)]
 mod tests {
-    use super::lock_id;
 
     #[tokio::test]
     async fn an_unreachable_server_is_named_with_the_reason_after_waiting_for_it() {
@@ -1254,13 +1237,5 @@ mod tests {
         assert!(!e.contains("s3cret"), "the password leaked: {e}");
         // Refused is transient (a server still starting): it was tried again.
         assert!(started.elapsed() >= std::time::Duration::from_millis(150));
-    }
-
-    #[test]
-    fn lock_ids_are_stable_and_separate_their_parts() {
-        assert_eq!(lock_id("lane", "hss", "k1"), lock_id("lane", "hss", "k1"));
-        assert_ne!(lock_id("lane", "hss", "k1"), lock_id("lane", "hss", "k2"));
-        // "ab" + "c" and "a" + "bc" are different lanes.
-        assert_ne!(lock_id("lane", "ab", "c"), lock_id("lane", "a", "bc"));
     }
 }
