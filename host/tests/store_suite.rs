@@ -1010,6 +1010,69 @@ async fn nodes_and_breaker_transitions_are_recorded(t: TestStore) {
     assert_eq!(c.breaker_transitions("hss", 1).await.unwrap().len(), 1);
 }
 
+/// PostgreSQL writers each keep their own rows of the counts; a node that
+/// starts folds those of nodes long gone, and the sums stay right.
+#[tokio::test]
+async fn postgres_count_rows_of_gone_nodes_fold_into_one_without_changing_a_sum() {
+    let t = common::postgres().await;
+    let s = &*t.store;
+    let pool = sqlx::PgPool::connect(&t.url).await.unwrap();
+    // This node is alive (it beat 5 ms before the start below); a node
+    // that once wrote counts was last heard of at 1,000.
+    let start = 1000 + switchboard::store::catalog::STALE_NODE_MS + 1;
+    s.catalog().register_node(start - 5).await.unwrap();
+    sqlx::query(
+        "INSERT INTO nodes (name, epoch, started_at, heartbeat_at) VALUES ('gone:1', 1, 0, 1000)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    s.ingest(
+        vec![ev("a", "t", &["k"], &["c"]), ev("b", "t", &["k"], &["c"])],
+        10,
+    )
+    .await
+    .unwrap();
+    s.claim("c", 1, 20, LEASE).await.unwrap();
+    // This node's ingest rows move under the gone node's name, as if that
+    // node wrote them.
+    sqlx::query(
+        "UPDATE connector_counts SET writer = 'gone:1/' || writer WHERE writer LIKE '%/ingest%'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before = s.catalog().queue_stats("c").await.unwrap();
+    assert_eq!((before.ready, before.blocked, before.in_flight), (0, 1, 1));
+    let writers = |pool: sqlx::PgPool| async move {
+        let mut w: Vec<String> =
+            sqlx::query_scalar("SELECT writer FROM connector_counts WHERE connector = 'c'")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        w.sort();
+        w
+    };
+    let node = s.catalog().node().to_string();
+    let w = writers(pool.clone()).await;
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w.contains(&format!("{node}/claim")), "{w:?}");
+    assert!(
+        w.iter()
+            .any(|x| x.starts_with(&format!("gone:1/{node}/ingest"))),
+        "{w:?}"
+    );
+    // Long after the gone node's last beat, this node starts again: the
+    // gone node's rows become the shared one, the live node's stay.
+    s.catalog().register_node(start).await.unwrap();
+    assert_eq!(
+        writers(pool.clone()).await,
+        vec![String::new(), format!("{node}/claim")]
+    );
+    assert_eq!(s.catalog().queue_stats("c").await.unwrap(), before);
+    assert_eq!(t.count_mismatches().await, Vec::<String>::new());
+}
+
 for_each_backend!(
     every_finished_attempt_is_logged_once_with_how_it_ended,
     nodes_and_breaker_transitions_are_recorded,

@@ -28,6 +28,10 @@ use super::{
 };
 use crate::queue::{DeliveryState, Millis};
 
+/// How long a node may go without a heartbeat before another node starting
+/// folds its rows of the per-connector counts.
+pub const STALE_NODE_MS: Millis = 10 * 60 * 1000;
+
 /// A connection of either backend, for statements written once.
 pub(crate) enum Conn<'a> {
     Sqlite(&'a mut SqliteConnection),
@@ -458,8 +462,17 @@ impl Catalog {
     // ---- Nodes and breakers.
 
     /// Records that this process started: its name's next epoch, returned.
+    /// It also folds the count rows of writers on nodes not heard from for
+    /// [`STALE_NODE_MS`] into one row per connector, so that rows do not
+    /// pile up as nodes come and go (a count is a sum, so a fold racing a
+    /// late write is still right: that write makes a new row).
     pub async fn register_node(&self, now: Millis) -> StoreResult<i64> {
         let mut tx = self.begin().await?;
+        // SQLite has one writer, so one row per connector, and no
+        // data-modifying WITH.
+        if let Conn::Postgres(c) = tx.conn() {
+            fold_stale_counts(c, now).await?;
+        }
         let epoch: i64 = on!(tx.conn(), |c| sqlx::query_scalar(
             "INSERT INTO nodes (name, epoch, started_at, heartbeat_at) VALUES ($1, 1, $2, $2) \
              ON CONFLICT (name) DO UPDATE SET epoch = nodes.epoch + 1, \
@@ -1058,6 +1071,29 @@ pub(crate) fn log_lease_expiries(rows: &str, now: &str, reason: &str) -> String 
          ON CONFLICT (delivery_id, attempt) DO NOTHING",
         super::outcome_name(crate::queue::lanes::Step::LeaseExpired)
     )
+}
+
+/// Folds the count rows of PostgreSQL writers on nodes not heard from since
+/// `now - STALE_NODE_MS` into the connector's shared row.
+async fn fold_stale_counts(c: &mut PgConnection, now: Millis) -> StoreResult<()> {
+    sqlx::query(
+        "WITH gone AS (DELETE FROM connector_counts WHERE writer <> '' AND NOT EXISTS \
+                 (SELECT 1 FROM nodes n WHERE n.heartbeat_at > $1 \
+                  AND connector_counts.writer LIKE n.name || '/%') \
+                 RETURNING connector, blocked, ready, in_flight, dead) \
+             INSERT INTO connector_counts (connector, writer, blocked, ready, in_flight, dead) \
+             SELECT connector, '', SUM(blocked), SUM(ready), SUM(in_flight), SUM(dead) \
+             FROM gone GROUP BY connector \
+             ON CONFLICT (connector, writer) DO UPDATE SET \
+                 blocked = connector_counts.blocked + excluded.blocked, \
+                 ready = connector_counts.ready + excluded.ready, \
+                 in_flight = connector_counts.in_flight + excluded.in_flight, \
+                 dead = connector_counts.dead + excluded.dead",
+    )
+    .bind(now - STALE_NODE_MS)
+    .execute(c)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]
