@@ -565,17 +565,12 @@ impl Writer {
             .collect();
         for chunk in runs(&maybe) {
             let mut qb =
-                QueryBuilder::<Sqlite>::new("SELECT v.column1, v.column2, v.column3 FROM (VALUES ");
-            let mut sep = qb.separated(", ");
-            for (c, k, seq, _) in chunk {
-                sep.push("(");
-                sep.push_bind_unseparated(c.as_str());
-                sep.push_unseparated(", ");
-                sep.push_bind_unseparated(k.as_str());
-                sep.push_unseparated(", ");
-                sep.push_bind_unseparated(*seq);
-                sep.push_unseparated(")");
-            }
+                QueryBuilder::<Sqlite>::new("SELECT v.column1, v.column2, v.column3 FROM (");
+            qb.push_values(chunk, |mut b, (c, k, seq, _)| {
+                b.push_bind(c.as_str())
+                    .push_bind(k.as_str())
+                    .push_bind(*seq);
+            });
             qb.push(
                 ") AS v WHERE EXISTS (SELECT 1 FROM lane_entries l \
                  WHERE l.connector = v.column1 AND l.key = v.column2 AND l.seq = v.column3)",
@@ -867,15 +862,10 @@ impl Writer {
             }
         }
         for chunk in runs(&unknown) {
-            let mut qb = QueryBuilder::<Sqlite>::new("SELECT v.column1, v.column2 FROM (VALUES ");
-            let mut sep = qb.separated(", ");
-            for (c, k) in chunk {
-                sep.push("(");
-                sep.push_bind_unseparated(*c);
-                sep.push_unseparated(", ");
-                sep.push_bind_unseparated(*k);
-                sep.push_unseparated(")");
-            }
+            let mut qb = QueryBuilder::<Sqlite>::new("SELECT v.column1, v.column2 FROM (");
+            qb.push_values(chunk, |mut b, (c, k)| {
+                b.push_bind(*c).push_bind(*k);
+            });
             qb.push(
                 ") AS v WHERE EXISTS (SELECT 1 FROM lane_entries l \
                  WHERE l.connector = v.column1 AND l.key = v.column2)",
@@ -1055,23 +1045,16 @@ impl Writer {
                      last_error = COALESCE(v.column5, deliveries.last_error), \
                      lease_until = NULL, lease_token = NULL, lease_owner = NULL, updated_at = ",
             );
-            qb.push_bind(now).push(" FROM (VALUES ");
-            let mut sep = qb.separated(", ");
-            for c in chunk {
+            qb.push_bind(now).push(" FROM (");
+            qb.push_values(chunk, |mut b, c| {
                 let state = c.kind.step().state().as_str();
                 let (at, error) = c.kind.next_at_and_error();
-                sep.push("(");
-                sep.push_bind_unseparated(c.delivery_id);
-                sep.push_unseparated(", ");
-                sep.push_bind_unseparated(c.lease);
-                sep.push_unseparated(", ");
-                sep.push_bind_unseparated(state);
-                sep.push_unseparated(", ");
-                sep.push_bind_unseparated(at);
-                sep.push_unseparated(", ");
-                sep.push_bind_unseparated(error);
-                sep.push_unseparated(")");
-            }
+                b.push_bind(c.delivery_id)
+                    .push_bind(c.lease)
+                    .push_bind(state)
+                    .push_bind(at)
+                    .push_bind(error);
+            });
             qb.push(
                 ") AS v WHERE deliveries.id = v.column1 AND deliveries.state = 'in_flight' \
                  AND deliveries.lease_token = v.column2 RETURNING deliveries.id",
@@ -1152,18 +1135,11 @@ impl Writer {
         let from_table = removed.len();
         for chunk in runs(&in_table) {
             let mut qb = QueryBuilder::<Sqlite>::new(
-                "DELETE FROM lane_entries WHERE (connector, key, seq) IN (VALUES ",
+                "DELETE FROM lane_entries WHERE (connector, key, seq) IN (",
             );
-            let mut sep = qb.separated(", ");
-            for (c, k, seq) in chunk {
-                sep.push("(");
-                sep.push_bind_unseparated(*c);
-                sep.push_unseparated(", ");
-                sep.push_bind_unseparated(*k);
-                sep.push_unseparated(", ");
-                sep.push_bind_unseparated(*seq);
-                sep.push_unseparated(")");
-            }
+            qb.push_values(chunk, |mut b, (c, k, seq)| {
+                b.push_bind(*c).push_bind(*k).push_bind(*seq);
+            });
             qb.push(") RETURNING connector, key, seq");
             removed.extend(
                 qb.build_query_as::<(String, String, i64)>()
@@ -1191,16 +1167,11 @@ impl Writer {
         }
         for chunk in runs(&look_up) {
             let mut qb = QueryBuilder::<Sqlite>::new(
-                "SELECT v.column1, v.column2, l.seq, l.delivery_id FROM (VALUES ",
+                "SELECT v.column1, v.column2, l.seq, l.delivery_id FROM (",
             );
-            let mut sep = qb.separated(", ");
-            for (c, k) in chunk {
-                sep.push("(");
-                sep.push_bind_unseparated(c.as_str());
-                sep.push_unseparated(", ");
-                sep.push_bind_unseparated(k.as_str());
-                sep.push_unseparated(")");
-            }
+            qb.push_values(chunk, |mut b, (c, k)| {
+                b.push_bind(c.as_str()).push_bind(k.as_str());
+            });
             qb.push(
                 ") AS v JOIN lane_entries l ON l.connector = v.column1 AND l.key = v.column2 \
                  AND l.seq = (SELECT MIN(seq) FROM lane_entries \
@@ -1226,15 +1197,10 @@ impl Writer {
                  updated_at = ",
                 lanes::sql::unblocked_state("deliveries", "v.column2")
             ));
-            qb.push_bind(now).push(" FROM (VALUES ");
-            let mut sep = qb.separated(", ");
-            for (id, n) in chunk {
-                sep.push("(");
-                sep.push_bind_unseparated(*id);
-                sep.push_unseparated(", ");
-                sep.push_bind_unseparated(*n);
-                sep.push_unseparated(")");
-            }
+            qb.push_bind(now).push(" FROM (");
+            qb.push_values(chunk, |mut b, (id, n)| {
+                b.push_bind(*id).push_bind(*n);
+            });
             qb.push(
                 ") AS v WHERE deliveries.id = v.column1 \
                  RETURNING deliveries.connector, deliveries.state = 'ready'",
