@@ -632,6 +632,10 @@ async fn finished_events_past_the_window_are_purged_and_nothing_else(t: TestStor
     assert_eq!(s.purge_finished(800, 3).await.unwrap(), 3);
     assert_eq!(s.purge_finished(800, 3).await.unwrap(), 0);
     assert!(s.catalog().event("dead").await.unwrap().is_some());
+    // The counts lost what the purge deleted.
+    assert_eq!(t.count_mismatches().await, Vec::<String>::new());
+    let left = s.catalog().state_counts("c").await.unwrap();
+    assert_eq!((left.delivered, left.dead), (0, 1), "{left:?}");
 }
 
 async fn two_outcomes_for_one_delivery_in_one_call_apply_once_in_order(t: TestStore) {

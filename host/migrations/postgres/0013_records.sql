@@ -45,16 +45,26 @@ CREATE TABLE nodes (
 -- its own row, so that writers never wait on each other's row lock; a
 -- connector's count is the sum of its rows.
 CREATE TABLE connector_counts (
-    connector TEXT   NOT NULL,
-    writer    TEXT   NOT NULL,
-    blocked   BIGINT NOT NULL DEFAULT 0,
-    ready     BIGINT NOT NULL DEFAULT 0,
-    in_flight BIGINT NOT NULL DEFAULT 0,
-    dead      BIGINT NOT NULL DEFAULT 0,
+    connector  TEXT    NOT NULL,
+    writer     TEXT    NOT NULL,
+    blocked    BIGINT  NOT NULL DEFAULT 0,
+    ready      BIGINT  NOT NULL DEFAULT 0,
+    in_flight  BIGINT  NOT NULL DEFAULT 0,
+    delivered  BIGINT  NOT NULL DEFAULT 0,
+    dead       BIGINT  NOT NULL DEFAULT 0,
+    superseded BIGINT  NOT NULL DEFAULT 0,
+    skipped    BIGINT  NOT NULL DEFAULT 0,
+    expired    BIGINT  NOT NULL DEFAULT 0,
     PRIMARY KEY (connector, writer)
 );
-INSERT INTO connector_counts (connector, writer, blocked, ready, in_flight, dead)
+INSERT INTO connector_counts (connector, writer, blocked, ready, in_flight, delivered, dead, superseded, skipped, expired)
 SELECT connector, '',
-       COUNT(*) FILTER (WHERE state = 'blocked'), COUNT(*) FILTER (WHERE state = 'ready'),
-       COUNT(*) FILTER (WHERE state = 'in_flight'), COUNT(*) FILTER (WHERE state = 'dead')
+       COUNT(*) FILTER (WHERE state = 'blocked'),
+       COUNT(*) FILTER (WHERE state = 'ready'),
+       COUNT(*) FILTER (WHERE state = 'in_flight'),
+       COUNT(*) FILTER (WHERE state = 'delivered'),
+       COUNT(*) FILTER (WHERE state = 'dead'),
+       COUNT(*) FILTER (WHERE state = 'superseded'),
+       COUNT(*) FILTER (WHERE state = 'skipped'),
+       COUNT(*) FILTER (WHERE state = 'expired')
 FROM deliveries GROUP BY connector;

@@ -43,15 +43,26 @@ CREATE TABLE nodes (
 -- that moves them, so that metrics and listings never count rows. Each
 -- writer adds to its own row (`writer`); a connector's count is the sum.
 CREATE TABLE connector_counts (
-    connector TEXT    NOT NULL,
-    writer    TEXT    NOT NULL,
-    blocked   INTEGER NOT NULL DEFAULT 0,
-    ready     INTEGER NOT NULL DEFAULT 0,
-    in_flight INTEGER NOT NULL DEFAULT 0,
-    dead      INTEGER NOT NULL DEFAULT 0,
+    connector  TEXT    NOT NULL,
+    writer     TEXT    NOT NULL,
+    blocked    INTEGER NOT NULL DEFAULT 0,
+    ready      INTEGER NOT NULL DEFAULT 0,
+    in_flight  INTEGER NOT NULL DEFAULT 0,
+    delivered  INTEGER NOT NULL DEFAULT 0,
+    dead       INTEGER NOT NULL DEFAULT 0,
+    superseded INTEGER NOT NULL DEFAULT 0,
+    skipped    INTEGER NOT NULL DEFAULT 0,
+    expired    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (connector, writer)
 ) WITHOUT ROWID;
-INSERT INTO connector_counts (connector, writer, blocked, ready, in_flight, dead)
+INSERT INTO connector_counts (connector, writer, blocked, ready, in_flight, delivered, dead, superseded, skipped, expired)
 SELECT connector, '',
-       SUM(state = 'blocked'), SUM(state = 'ready'), SUM(state = 'in_flight'), SUM(state = 'dead')
+       SUM(state = 'blocked'),
+       SUM(state = 'ready'),
+       SUM(state = 'in_flight'),
+       SUM(state = 'delivered'),
+       SUM(state = 'dead'),
+       SUM(state = 'superseded'),
+       SUM(state = 'skipped'),
+       SUM(state = 'expired')
 FROM deliveries GROUP BY connector;

@@ -13,6 +13,7 @@
 //! advisory lock ([`Conn::lock_connector`]).
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use sha2::{Digest, Sha256};
 use sqlx::pool::PoolConnection;
@@ -26,7 +27,7 @@ use super::{
     DeadRow, DeliveryRow, EventRow, EventView, LimitOverrides, OperatorAction, QueueStats,
     StateCounts, StoreError, StoreResult, VersionRow,
 };
-use crate::queue::{DeliveryState, Millis};
+use crate::queue::{lanes, DeliveryState, Millis};
 
 /// How long a node may go without a heartbeat before another node starting
 /// folds its rows of the per-connector counts.
@@ -73,6 +74,16 @@ impl Conn<'_> {
         match self {
             Conn::Sqlite(_) => "EXISTS (SELECT 1 FROM json_each(e.keys) WHERE json_each.value = ",
             Conn::Postgres(_) => "jsonb_exists(e.keys::jsonb, ",
+        }
+    }
+
+    /// The condition "the delivery is pending" that this backend's
+    /// partial index `deliveries_pending (connector, id)` is built on: SQLite
+    /// keeps a `pending` flag for it (migration 0011), PostgreSQL the states.
+    fn pending(&self) -> String {
+        match self {
+            Conn::Sqlite(_) => "pending = 1".to_string(),
+            Conn::Postgres(_) => format!("state IN ({})", lanes::sql::pending_states()),
         }
     }
 
@@ -376,16 +387,36 @@ impl Catalog {
         dead_letters_of(rows)
     }
 
-    /// Counts by state for one connector (an operator view: scans).
+    /// A connector's deliveries by state, from the maintained counts.
     pub async fn state_counts(&self, connector: &str) -> StoreResult<StateCounts> {
+        static SUMS: LazyLock<String> = LazyLock::new(|| {
+            let sums: Vec<String> = DeliveryState::ALL
+                .iter()
+                .map(|s| format!("CAST(COALESCE(SUM({}), 0) AS BIGINT)", s.as_str()))
+                .collect();
+            format!(
+                "SELECT {} FROM connector_counts WHERE connector = $1",
+                sums.join(", ")
+            )
+        });
         let mut r = self.read().await?;
-        let rows: Vec<(String, i64)> = on!(r.conn(), |c| sqlx::query_as(
-            "SELECT state, COUNT(*) FROM deliveries WHERE connector = $1 GROUP BY state",
+        let row = on!(r.conn(), |c| sqlx::query(&SUMS)
+            .bind(connector)
+            .fetch_one(c)
+            .await
+            .and_then(|row| {
+                use sqlx::Row;
+                (0..STATES)
+                    .map(|i| row.try_get::<i64, _>(i))
+                    .collect::<Result<Vec<i64>, _>>()
+            }))?;
+        state_counts_of(
+            DeliveryState::ALL
+                .iter()
+                .zip(row)
+                .map(|(s, n)| (s.as_str().to_string(), n.max(0)))
+                .collect(),
         )
-        .bind(connector)
-        .fetch_all(c)
-        .await)?;
-        state_counts_of(rows)
     }
 
     /// The earliest `next_attempt_at` among `connector`'s ready deliveries.
@@ -403,32 +434,23 @@ impl Catalog {
     /// counted) and the creation time of its oldest pending delivery (one
     /// index seek).
     pub async fn queue_stats(&self, connector: &str) -> StoreResult<QueueStats> {
+        let counts = self.state_counts(connector).await?;
         let mut r = self.read().await?;
-        let (blocked, ready, in_flight, dead): (i64, i64, i64, i64) = on!(r.conn(), |c| {
-            sqlx::query_as(
-                "SELECT CAST(COALESCE(SUM(blocked), 0) AS BIGINT), \
-                     CAST(COALESCE(SUM(ready), 0) AS BIGINT), \
-                     CAST(COALESCE(SUM(in_flight), 0) AS BIGINT), \
-                     CAST(COALESCE(SUM(dead), 0) AS BIGINT) \
-                 FROM connector_counts WHERE connector = $1",
-            )
-            .bind(connector)
-            .fetch_one(c)
-            .await
-        })?;
-        let oldest: Option<i64> = on!(r.conn(), |c| sqlx::query_scalar(
+        let conn = r.conn();
+        let sql = format!(
             "SELECT created_at FROM deliveries WHERE id = (SELECT MIN(id) FROM deliveries \
-                 WHERE connector = $1 AND state IN ('blocked', 'ready', 'in_flight'))",
-        )
-        .bind(connector)
-        .fetch_optional(c)
-        .await)?;
-        let n = |v: i64| v.max(0) as u64;
+                 WHERE connector = $1 AND {})",
+            conn.pending()
+        );
+        let oldest: Option<i64> = on!(conn, |c| sqlx::query_scalar(&sql)
+            .bind(connector)
+            .fetch_optional(c)
+            .await)?;
         Ok(QueueStats {
-            ready: n(ready),
-            blocked: n(blocked),
-            in_flight: n(in_flight),
-            dead: n(dead),
+            ready: counts.ready,
+            blocked: counts.blocked,
+            in_flight: counts.in_flight,
+            dead: counts.dead,
             oldest_pending_at: oldest,
         })
     }
@@ -920,25 +942,31 @@ async fn activate(conn: Conn<'_>, connector: &str, version: i64, now: Millis) ->
 }
 
 /// The changes one transaction makes to the per-connector counts of
-/// deliveries by state (`connector_counts`), written in that transaction by
+/// deliveries by state (`connector_counts`, one column per state in
+/// [`DeliveryState::ALL`] order), written in that transaction by
 /// [`Counts::write`], so the counts move exactly when the rows do.
 #[derive(Debug, Default)]
-pub(crate) struct Counts(BTreeMap<String, [i64; 4]>);
+pub(crate) struct Counts(BTreeMap<String, [i64; STATES]>);
+
+const STATES: usize = DeliveryState::ALL.len();
 
 impl Counts {
-    /// The counted states: blocked, ready, in flight, dead.
-    fn slot(state: DeliveryState) -> Option<usize> {
-        match state {
-            DeliveryState::Blocked => Some(0),
-            DeliveryState::Ready => Some(1),
-            DeliveryState::InFlight => Some(2),
-            DeliveryState::Dead => Some(3),
-            _ => None,
+    fn slot(state: DeliveryState) -> usize {
+        DeliveryState::ALL
+            .iter()
+            .position(|s| *s == state)
+            .unwrap_or_default()
+    }
+
+    fn row(&mut self, connector: &str) -> &mut [i64; STATES] {
+        if !self.0.contains_key(connector) {
+            self.0.insert(connector.to_string(), [0; STATES]);
         }
+        self.0.entry(connector.to_string()).or_insert([0; STATES])
     }
 
     /// `n` deliveries of `connector` went from `from` to `to` (`None`: not
-    /// there before, such as a new delivery).
+    /// there before: a new delivery).
     pub(crate) fn moved(
         &mut self,
         connector: &str,
@@ -946,26 +974,40 @@ impl Counts {
         to: DeliveryState,
         n: i64,
     ) {
-        let (from, to) = (from.and_then(Self::slot), Self::slot(to));
-        if n == 0 || from == to {
+        if n == 0 || from == Some(to) {
             return;
         }
-        if !self.0.contains_key(connector) {
-            self.0.insert(connector.to_string(), [0; 4]);
+        let row = self.row(connector);
+        if let Some(from) = from {
+            row[Self::slot(from)] -= n;
         }
-        if let Some(row) = self.0.get_mut(connector) {
-            if let Some(i) = from {
-                row[i] -= n;
-            }
-            if let Some(i) = to {
-                row[i] += n;
-            }
-        }
+        row[Self::slot(to)] += n;
+    }
+
+    /// `n` deliveries of `connector` in `state` were deleted (a purge).
+    pub(crate) fn gone(&mut self, connector: &str, state: DeliveryState, n: i64) {
+        self.row(connector)[Self::slot(state)] -= n;
     }
 
     /// Adds the changes to `writer`'s rows and forgets them.
     pub(crate) async fn write(&mut self, conn: Conn<'_>, writer: &str) -> StoreResult<()> {
-        let rows: Vec<(String, [i64; 4])> = std::mem::take(&mut self.0)
+        static UPSERT: LazyLock<(String, String)> = LazyLock::new(|| {
+            let cols: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
+            let insert = format!(
+                "INSERT INTO connector_counts (connector, writer, {}) ",
+                cols.join(", ")
+            );
+            let update = cols
+                .iter()
+                .map(|c| format!("{c} = connector_counts.{c} + excluded.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (
+                insert,
+                format!(" ON CONFLICT (connector, writer) DO UPDATE SET {update}"),
+            )
+        });
+        let rows: Vec<(String, [i64; STATES])> = std::mem::take(&mut self.0)
             .into_iter()
             .filter(|(_, d)| d.iter().any(|n| *n != 0))
             .collect();
@@ -973,24 +1015,14 @@ impl Counts {
             return Ok(());
         }
         on!(conn, |c| {
-            let mut qb = QueryBuilder::<Db>::new(
-                "INSERT INTO connector_counts (connector, writer, blocked, ready, in_flight, dead) ",
-            );
+            let mut qb = QueryBuilder::<Db>::new(&UPSERT.0);
             qb.push_values(&rows, |mut b, (connector, d)| {
-                b.push_bind(connector.as_str())
-                    .push_bind(writer)
-                    .push_bind(d[0])
-                    .push_bind(d[1])
-                    .push_bind(d[2])
-                    .push_bind(d[3]);
+                b.push_bind(connector.as_str()).push_bind(writer);
+                for n in d {
+                    b.push_bind(*n);
+                }
             });
-            qb.push(
-                " ON CONFLICT (connector, writer) DO UPDATE SET \
-                 blocked = connector_counts.blocked + excluded.blocked, \
-                 ready = connector_counts.ready + excluded.ready, \
-                 in_flight = connector_counts.in_flight + excluded.in_flight, \
-                 dead = connector_counts.dead + excluded.dead",
-            );
+            qb.push(&UPSERT.1);
             qb.build().execute(c).await.map(|_| ())
         })?;
         Ok(())
@@ -1076,23 +1108,30 @@ pub(crate) fn log_lease_expiries(rows: &str, now: &str, reason: &str) -> String 
 /// Folds the count rows of PostgreSQL writers on nodes not heard from since
 /// `now - STALE_NODE_MS` into the connector's shared row.
 async fn fold_stale_counts(c: &mut PgConnection, now: Millis) -> StoreResult<()> {
-    sqlx::query(
-        "WITH gone AS (DELETE FROM connector_counts WHERE writer <> '' AND NOT EXISTS \
+    static FOLD: LazyLock<String> = LazyLock::new(|| {
+        let cols: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
+        let sums: Vec<String> = cols.iter().map(|c| format!("SUM({c})")).collect();
+        let adds: Vec<String> = cols
+            .iter()
+            .map(|c| format!("{c} = connector_counts.{c} + excluded.{c}"))
+            .collect();
+        format!(
+            "WITH gone AS (DELETE FROM connector_counts WHERE writer <> '' AND NOT EXISTS \
                  (SELECT 1 FROM nodes n WHERE n.heartbeat_at > $1 \
                   AND connector_counts.writer LIKE n.name || '/%') \
-                 RETURNING connector, blocked, ready, in_flight, dead) \
-             INSERT INTO connector_counts (connector, writer, blocked, ready, in_flight, dead) \
-             SELECT connector, '', SUM(blocked), SUM(ready), SUM(in_flight), SUM(dead) \
-             FROM gone GROUP BY connector \
-             ON CONFLICT (connector, writer) DO UPDATE SET \
-                 blocked = connector_counts.blocked + excluded.blocked, \
-                 ready = connector_counts.ready + excluded.ready, \
-                 in_flight = connector_counts.in_flight + excluded.in_flight, \
-                 dead = connector_counts.dead + excluded.dead",
-    )
-    .bind(now - STALE_NODE_MS)
-    .execute(c)
-    .await?;
+                 RETURNING *) \
+             INSERT INTO connector_counts (connector, writer, {cols}) \
+             SELECT connector, '', {sums} FROM gone GROUP BY connector \
+             ON CONFLICT (connector, writer) DO UPDATE SET {adds}",
+            cols = cols.join(", "),
+            sums = sums.join(", "),
+            adds = adds.join(", ")
+        )
+    });
+    sqlx::query(&FOLD)
+        .bind(now - STALE_NODE_MS)
+        .execute(c)
+        .await?;
     Ok(())
 }
 

@@ -689,6 +689,12 @@ pub(crate) fn configs_of(
         .collect()
 }
 
+/// A stored state, or `Corrupt`.
+pub(crate) fn state_of(state: &str) -> StoreResult<DeliveryState> {
+    DeliveryState::parse(state)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery state {state:?}")))
+}
+
 pub(crate) fn state_counts_of(rows: Vec<(String, i64)>) -> StoreResult<StateCounts> {
     let mut c = StateCounts::default();
     for (state, n) in rows {

@@ -34,9 +34,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::catalog::{self, lock_id, Attempt, Conn, Counts, Pools};
 use super::{
-    claims_of, classify, completion_rounds, lane_view_of, migrations, parse_keys, Catalog, Claimed,
-    Cluster, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView, OperatorAction, Routed,
-    SharedHealth, Store, StoreError, StoreResult,
+    claims_of, classify, completion_rounds, lane_view_of, migrations, parse_keys, state_of,
+    Catalog, Claimed, Cluster, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView,
+    OperatorAction, Routed, SharedHealth, Store, StoreError, StoreResult,
 };
 use crate::queue::lanes::{
     self, delivery_count, first_released, plan_accept, promotions, AcceptPlan, Step,
@@ -844,9 +844,7 @@ async fn retry_dead_tx(
     let Some((connector, state)) = row else {
         return Ok(false);
     };
-    let to = DeliveryState::parse(&state)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown state {state:?}")))?;
-    counts.moved(&connector, Some(DeliveryState::Dead), to, 1);
+    counts.moved(&connector, Some(DeliveryState::Dead), state_of(&state)?, 1);
     Ok(true)
 }
 
@@ -1059,6 +1057,7 @@ impl Store for PostgresStore {
     }
 
     async fn purge_finished(&self, accepted_before: Millis, limit: usize) -> StoreResult<u64> {
+        let writer = format!("{}/purge", self.node);
         transaction!(self.pool, |conn| async {
             // SKIP LOCKED: an event another node is purging right now is
             // left to it.
@@ -1080,10 +1079,17 @@ impl Store for PostgresStore {
             .bind(&seqs)
             .execute(&mut *conn)
             .await?;
-            sqlx::query("DELETE FROM deliveries WHERE event_seq = ANY($1)")
-                .bind(&seqs)
-                .execute(&mut *conn)
-                .await?;
+            let gone: Vec<(String, String)> = sqlx::query_as(
+                "DELETE FROM deliveries WHERE event_seq = ANY($1) RETURNING connector, state",
+            )
+            .bind(&seqs)
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut counts = Counts::default();
+            for (connector, state) in gone {
+                counts.gone(&connector, state_of(&state)?, 1);
+            }
+            counts.write(Conn::Postgres(conn), &writer).await?;
             sqlx::query("DELETE FROM events WHERE seq = ANY($1)")
                 .bind(&seqs)
                 .execute(&mut *conn)

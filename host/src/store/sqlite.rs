@@ -43,9 +43,9 @@ use super::catalog::{self, Attempt, Conn, Counts, Pools};
 use super::recent_lanes::{Entry, RecentLanes};
 use super::table_lanes::{InTable, TableLanes};
 use super::{
-    claims_of, classify, completion_rounds, lane_view_of, migrations, parse_keys, runs, Catalog,
-    Claimed, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView, OperatorAction, Routed,
-    Store, StoreError, StoreResult,
+    claims_of, classify, completion_rounds, lane_view_of, migrations, parse_keys, runs, state_of,
+    Catalog, Claimed, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView, OperatorAction,
+    Routed, Store, StoreError, StoreResult,
 };
 use crate::queue::lanes::{self, first_released, plan_accept, promotions, AcceptPlan, Step};
 use crate::queue::{DeliveryState, Millis};
@@ -791,6 +791,15 @@ impl Writer {
                 for seq in chunk {
                     sep.push_bind(*seq);
                 }
+                if table.starts_with("deliveries") {
+                    qb.push(") RETURNING connector, state");
+                    let gone: Vec<(String, String)> =
+                        qb.build_query_as().fetch_all(&mut self.conn).await?;
+                    for (connector, state) in gone {
+                        self.counts.gone(&connector, state_of(&state)?, 1);
+                    }
+                    continue;
+                }
                 qb.push(if table.starts_with("attempts") {
                     "))"
                 } else {
@@ -1300,8 +1309,7 @@ impl Writer {
             .await?;
         let retried = row.is_some();
         if let Some((connector, state)) = row {
-            let to = DeliveryState::parse(&state)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown state {state:?}")))?;
+            let to = state_of(&state)?;
             self.counts
                 .moved(&connector, Some(DeliveryState::Dead), to, 1);
         }

@@ -65,39 +65,63 @@ impl TestStore {
     /// over writers) disagree with the rows: one line per (connector, state)
     /// that differs, empty when they agree.
     pub async fn count_mismatches(&self) -> Vec<String> {
-        const COUNTED: &str = "SELECT connector, \
-                 CAST(SUM(blocked) AS BIGINT), CAST(SUM(ready) AS BIGINT), \
-                 CAST(SUM(in_flight) AS BIGINT), CAST(SUM(dead) AS BIGINT) \
-             FROM connector_counts GROUP BY connector";
-        const ROWS: &str = "SELECT connector, \
-                 COUNT(*) FILTER (WHERE state = 'blocked'), COUNT(*) FILTER (WHERE state = 'ready'), \
-                 COUNT(*) FILTER (WHERE state = 'in_flight'), COUNT(*) FILTER (WHERE state = 'dead') \
-             FROM deliveries GROUP BY connector";
-        type Row = (String, i64, i64, i64, i64);
-        let (counted, rows): (Vec<Row>, Vec<Row>) = if self.url.starts_with("sqlite:") {
+        use switchboard::queue::DeliveryState;
+        let states: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
+        let counted = format!(
+            "SELECT connector, {} FROM connector_counts GROUP BY connector",
+            states
+                .iter()
+                .map(|s| format!("CAST(SUM({s}) AS BIGINT)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let rows = format!(
+            "SELECT connector, {} FROM deliveries GROUP BY connector",
+            states
+                .iter()
+                .map(|s| format!("COUNT(*) FILTER (WHERE state = '{s}')"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        async fn read<'c, E>(e: E, sql: &str) -> std::collections::BTreeMap<String, Vec<i64>>
+        where
+            E: sqlx::Executor<'c> + Copy,
+            for<'r> String: sqlx::Decode<'r, E::Database> + sqlx::Type<E::Database>,
+            for<'r> i64: sqlx::Decode<'r, E::Database> + sqlx::Type<E::Database>,
+            for<'q> <E::Database as sqlx::Database>::Arguments<'q>:
+                sqlx::IntoArguments<'q, E::Database>,
+            usize: sqlx::ColumnIndex<<E::Database as sqlx::Database>::Row>,
+        {
+            use sqlx::Row;
+            let n = DeliveryState::ALL.len();
+            sqlx::query(sql)
+                .fetch_all(e)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let c: String = r.get(0);
+                    (c, (1..=n).map(|i| r.get::<i64, _>(i)).collect())
+                })
+                .collect()
+        }
+        let (counted, rows) = if self.url.starts_with("sqlite:") {
             let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
-            let c = sqlx::query_as(COUNTED).fetch_all(&pool).await.unwrap();
-            (c, sqlx::query_as(ROWS).fetch_all(&pool).await.unwrap())
+            (read(&pool, &counted).await, read(&pool, &rows).await)
         } else {
             let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
-            let c = sqlx::query_as(COUNTED).fetch_all(&pool).await.unwrap();
-            (c, sqlx::query_as(ROWS).fetch_all(&pool).await.unwrap())
+            (read(&pool, &counted).await, read(&pool, &rows).await)
         };
-        let by_connector = |rows: Vec<Row>| {
-            rows.into_iter()
-                .map(|(c, b, r, f, d)| (c, [b, r, f, d]))
-                .collect::<std::collections::BTreeMap<_, _>>()
-        };
-        let (counted, rows) = (by_connector(counted), by_connector(rows));
+        let zero = vec![0; states.len()];
         let mut out = Vec::new();
         for c in counted
             .keys()
             .chain(rows.keys())
             .collect::<std::collections::BTreeSet<_>>()
         {
-            let a = counted.get(c).copied().unwrap_or_default();
-            let b = rows.get(c).copied().unwrap_or_default();
-            for (i, state) in ["blocked", "ready", "in_flight", "dead"].iter().enumerate() {
+            let a = counted.get(c).unwrap_or(&zero);
+            let b = rows.get(c).unwrap_or(&zero);
+            for (i, state) in states.iter().enumerate() {
                 if a[i] != b[i] {
                     out.push(format!("{c}/{state}: counted {} but {} rows", a[i], b[i]));
                 }
