@@ -684,6 +684,11 @@ fn run(ops: Vec<Op>, backend: Backend) {
             0,
             "pending flag disagrees with state"
         );
+        assert_eq!(
+            t.count_mismatches().await,
+            Vec::<String>::new(),
+            "maintained counts disagree with the rows"
+        );
     });
 }
 
