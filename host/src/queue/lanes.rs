@@ -32,8 +32,10 @@ use super::event::NewEvent;
 use super::{DeliveryState, Millis, OnDead};
 
 /// Every way a delivery moves on: attempt outcomes, the dispatcher's own
-/// decisions and operator actions. Adding a step (or a final state) starts
-/// here: [`Step::state`] and [`Step::releases`] are all a store needs.
+/// decisions and operator actions. A new step starts here (a new final
+/// state starts at [`DeliveryState`], then its step here; see
+/// docs/ARCHITECTURE.md §4): [`Step::state`] and [`Step::releases`] are all
+/// a store needs to apply it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// The attempt succeeded.

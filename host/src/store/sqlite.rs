@@ -544,11 +544,12 @@ impl Writer {
         // not dead: a dead one that holds them moved its entries to
         // `lane_entries` when it died, and one brought back from dead keeps
         // them there, which the EXISTS check below finds.
-        let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(
+        let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(&format!(
             "SELECT d.id, d.connector, d.event_seq, e.keys FROM deliveries d \
              JOIN events e ON e.seq = d.event_seq \
-             WHERE d.id >= ?1 AND d.state IN ('blocked', 'ready', 'in_flight') ORDER BY d.id",
-        )
+             WHERE d.id >= ?1 AND d.state IN ({}) ORDER BY d.id",
+            lanes::sql::pending_states()
+        ))
         .bind(self.watermark)
         .fetch_all(&mut self.conn)
         .await?;
