@@ -1,5 +1,8 @@
 //! Wiring: open the store, load connectors, start dispatch and the HTTP API,
 //! and shut down in order (stop accepting, stop claiming, settle in-flight).
+//!
+//! The fleet owns the connectors' registry; the runtime, the dispatcher and
+//! the API each get a handle on the same entries.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,8 +13,9 @@ use tokio::sync::watch;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::connectors::Connectors;
-use crate::dispatch::{self, DispatchSettings, Wakers};
-use crate::fleet::{self, Fleet};
+use crate::dispatch::{self, DispatchSettings};
+use crate::fleet::Fleet;
+use crate::queue::now_ms;
 use crate::store::{self, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -105,12 +109,10 @@ pub async fn run(
              wait for a connection"
         );
     }
-    let connectors = Connectors::new(runtime, &configs);
+    let connectors = Connectors::new(runtime, fleet.registry().clone());
     connectors.restore(&*store, &configs).await?;
     let fleet = fleet.with_runtime(connectors.clone());
 
-    let wakers = Wakers::new(configs.iter().map(|c| c.name.as_str()));
-    let policies = configs.iter().map(fleet::policy_of).collect();
     let settings = DispatchSettings {
         lease_ms: config.dispatch.lease_ms as i64,
         rescue_interval: Duration::from_millis(config.dispatch.rescue_interval_ms),
@@ -135,9 +137,8 @@ pub async fn run(
     let (dispatcher, control) = dispatch::spawn_controlled(
         store.clone(),
         Arc::new(connectors.clone()),
-        policies,
+        fleet.registry().clone(),
         settings,
-        wakers.clone(),
         stop_rx,
     );
     fleet.attach_dispatch(control);
@@ -145,7 +146,6 @@ pub async fn run(
     let app = api::router(AppState {
         store,
         fleet,
-        wakers,
         connectors: Some(connectors),
         max_body_bytes: config.server.max_body_bytes,
         max_batch: config.server.max_batch,
@@ -218,7 +218,7 @@ async fn retention(
     loop {
         let mut purged = 0;
         loop {
-            let before = crate::queue::now_ms() - window;
+            let before = now_ms() - window;
             match store.purge_finished(before, RETENTION_BATCH).await {
                 Ok(n) => {
                     purged += n;
