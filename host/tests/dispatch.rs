@@ -592,7 +592,8 @@ async fn get(app: &axum::Router, path: &str) -> String {
 
 /// The dispatcher, the API and `/metrics` hold the same registry entry: the
 /// breaker the dispatcher opened is the one `GET /v1/connectors/{name}`
-/// shows, and its attempts are the ones `/metrics` counts.
+/// shows, its attempts are the ones `/metrics` counts, and the store's
+/// breaker log has the change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_and_metrics_show_the_breaker_and_attempts_the_dispatcher_set() {
     use switchboard::api::{router, AppState};
@@ -651,4 +652,16 @@ async fn the_api_and_metrics_show_the_breaker_and_attempts_the_dispatcher_set() 
         value(r#"switchboard_attempt_duration_seconds_count{connector="hss"}"#),
         retries
     );
+    // The change is written to the store's breaker log off the attempt's
+    // path, so it may land a moment after the breaker opened.
+    wait_until("the breaker log has the change", async || {
+        t.store
+            .catalog()
+            .breaker_transitions("hss", 10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| (r.from.as_str(), r.to.as_str()) == ("closed", "open"))
+    })
+    .await;
 }

@@ -9,8 +9,9 @@
 //! The loop keeps no copy of the connector's state: policy, waker, breaker
 //! and counters are the connector's entry in the [`Registry`], which the API
 //! and `/metrics` read too. The loop alone moves the breaker; each change of
-//! its coarse state (closed, open, probing) is logged and shared with the
-//! other nodes (opened or closed).
+//! its coarse state (closed, open, probing) is logged, shared with the other
+//! nodes (opened or closed) and written to the store's breaker log, off the
+//! attempt's path: a log that cannot be written is a warning.
 //!
 //! Leases: an attempt is bounded by its connector's deadline, which config
 //! validation keeps below the lease, so a live gateway never has a lease
@@ -360,7 +361,7 @@ impl ConnectorLoop {
                             lock(&self.bucket).take(batch.len(), now);
                         }
                         for d in batch {
-                            self.entry.on_start(now);
+                            self.on_start(now);
                             self.start(&mut tasks, d);
                         }
                     }
@@ -389,6 +390,13 @@ impl ConnectorLoop {
         self.drain(tasks).await;
     }
 
+    /// An attempt starts: a due probe moves an open breaker to probing.
+    fn on_start(&self, now: Millis) {
+        if let Some(t) = self.entry.on_start(now).transition() {
+            record_breaker(&self.store, self.entry.name(), t, now);
+        }
+    }
+
     /// Takes in the breaker state the other nodes sharing the store
     /// published (nothing happens on a store one node owns alone).
     async fn adopt_shared_health(&self) {
@@ -398,7 +406,7 @@ impl ConnectorLoop {
         let Ok(Some(shared)) = cluster.shared_health(self.entry.name()).await else {
             return;
         };
-        let Some((_, to)) = self.entry.adopt(shared).transition() else {
+        let Some((from, to)) = self.entry.adopt(shared).transition() else {
             return;
         };
         if to == "closed" {
@@ -406,6 +414,8 @@ impl ConnectorLoop {
         } else {
             tracing::warn!("another node opened the breaker: probing only");
         }
+        let now = self.settings.clock.now();
+        record_breaker(&self.store, self.entry.name(), (from, to), now);
     }
 
     /// Until the earliest retry (or the breaker's next probe) is due, bounded
@@ -506,6 +516,9 @@ impl ConnectorLoop {
                 }
                 lock(&in_flight).remove(&d.delivery_id);
                 entry.wake();
+                if let Some((transition, _)) = moved {
+                    record_breaker(&store, entry.name(), transition, now);
+                }
             }
             .instrument(span),
         );
@@ -545,6 +558,30 @@ impl ConnectorLoop {
             tracing::warn!(error = %e, "cannot hand leases back; they will expire instead");
         }
     }
+}
+
+/// Writes a change of a breaker's coarse state to the store's breaker log in
+/// a task of its own, so neither an attempt nor the claim loop waits for it.
+fn record_breaker(
+    store: &Arc<dyn Store>,
+    connector: &str,
+    (from, to): (&'static str, &'static str),
+    at: Millis,
+) {
+    let store = store.clone();
+    let connector = connector.to_string();
+    tokio::spawn(
+        async move {
+            if let Err(e) = store
+                .catalog()
+                .record_breaker(&connector, from, to, at)
+                .await
+            {
+                tracing::warn!(error = %e, from, to, "cannot record the breaker's change");
+            }
+        }
+        .in_current_span(),
+    );
 }
 
 /// Turns a connector's outcome into the store transition, applying the retry
