@@ -59,6 +59,14 @@ pub async fn run(
     let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
     let node = format!("{host}:{}", config.server.listen.port());
     let store = store::open_as(&config.storage.url, &node).await?;
+    // The store's record of this process: its epoch counts the starts under
+    // this name, and `sync_with_store` keeps its heartbeat.
+    match store.catalog().register_node(now_ms()).await {
+        Ok(epoch) => tracing::info!(node = %node, epoch, "node registered"),
+        Err(e) => {
+            tracing::warn!(node = %node, error = %e, "cannot register this node in the store")
+        }
+    }
 
     let cache_dir = config.runtime.cache_dir.clone().or_else(|| {
         store::sqlite::SqliteStore::path_of(&config.storage.url)
@@ -179,7 +187,8 @@ pub async fn run(
 }
 
 /// How often a node looks for connector configs and component versions
-/// changed through another node sharing its database.
+/// changed through another node sharing its database, and tells the store
+/// it is alive.
 const STORE_SYNC: Duration = Duration::from_secs(2);
 
 async fn sync_with_store(
@@ -192,6 +201,9 @@ async fn sync_with_store(
         tokio::select! {
             _ = tokio::time::sleep(STORE_SYNC) => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = store.catalog().heartbeat(now_ms()).await {
+            tracing::warn!(error = %e, "cannot record this node's heartbeat; will try again");
         }
         if let Err(e) = fleet.sync(&*store).await {
             tracing::warn!(error = %e, "cannot check for connector config changes; will try again");
