@@ -34,13 +34,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use switchboard::clock::Clock;
 use switchboard::config::DispatchConfig;
-use switchboard::dispatch::{
-    self, AttemptOutcome, ConnectorPolicy, Deliver, DispatchSettings, Wakers,
-};
+use switchboard::dispatch::{self, AttemptOutcome, Deliver, DispatchSettings};
 use switchboard::queue::breaker::BreakerPolicy;
 use switchboard::queue::event::parse_body;
 use switchboard::queue::retry::RetryPolicy;
 use switchboard::queue::{now_ms, Millis, OnDead};
+use switchboard::registry::{ConnectorPolicy, Registry};
 use switchboard::store::{self, Claimed, IngestOutcome, Routed, Store};
 use tokio::sync::watch;
 
@@ -270,14 +269,13 @@ async fn run(o: Opts) {
         shutdown_grace: Duration::from_secs(5),
         clock: clock.clone(),
     };
-    let wakers = Wakers::new([DOWN, UP]);
+    let registry = Registry::of([policy(DOWN, o.concurrency), policy(UP, 16)]);
     let (stop, stop_rx) = watch::channel(false);
     let dispatcher = dispatch::spawn(
         store.clone(),
         up.clone(),
-        vec![policy(DOWN, o.concurrency), policy(UP, 16)],
+        registry.clone(),
         settings,
-        wakers.clone(),
         stop_rx,
     );
     // Two connector loops and the lease rescuer sleep on the clock.
@@ -312,8 +310,8 @@ async fn run(o: Opts) {
                 ),
             ];
             ingest(store.as_ref(), batch, target).await;
-            wakers.wake(DOWN);
-            wakers.wake(UP);
+            registry.wake(DOWN);
+            registry.wake(UP);
             clock.woke(2);
             trickled += 1;
             next_trickle += o.trickle_ms;

@@ -30,13 +30,12 @@ use rand::{Rng, SeedableRng};
 use sqlx::Connection;
 use switchboard::api::{router, AppState};
 use switchboard::config::{DispatchConfig, ServerConfig};
-use switchboard::dispatch::{
-    self, AttemptOutcome, ConnectorPolicy, Deliver, DispatchSettings, Wakers,
-};
+use switchboard::dispatch::{self, AttemptOutcome, Deliver, DispatchSettings};
 use switchboard::fleet::Fleet;
 use switchboard::queue::event::parse_body;
 use switchboard::queue::retry::RetryPolicy;
 use switchboard::queue::{now_ms, OnDead};
+use switchboard::registry::{ConnectorPolicy, Registry};
 use switchboard::store::{self, Claimed, IngestOutcome, Routed, Store};
 use tokio::sync::watch;
 
@@ -511,7 +510,6 @@ async fn serve(store: Arc<dyn Store>) -> (String, tokio::task::JoinHandle<()>) {
     let app = router(AppState {
         store,
         fleet: Fleet::new(vec![hss], switchboard::config::Bounds::default()),
-        wakers: Wakers::new([CONNECTOR]),
         connectors: None,
         max_body_bytes: server.max_body_bytes,
         max_batch: server.max_batch,
@@ -823,9 +821,8 @@ async fn drain_measured(opts: &Opts, db: &Db) -> DrainResult {
             dispatch::spawn(
                 node.clone(),
                 deliver.clone(),
-                vec![policy.clone()],
+                Registry::of([policy.clone()]),
                 settings.clone(),
-                Wakers::new([CONNECTOR]),
                 stop_rx.clone(),
             )
         })

@@ -1,5 +1,8 @@
 //! Wiring: open the store, load connectors, start dispatch and the HTTP API,
 //! and shut down in order (stop accepting, stop claiming, settle in-flight).
+//!
+//! The fleet owns the connectors' registry; the runtime, the dispatcher and
+//! the API each get a handle on the same entries.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,8 +13,9 @@ use tokio::sync::watch;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::connectors::Connectors;
-use crate::dispatch::{self, DispatchSettings, Wakers};
-use crate::fleet::{self, Fleet};
+use crate::dispatch::{self, DispatchSettings};
+use crate::fleet::Fleet;
+use crate::queue::now_ms;
 use crate::store::{self, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,14 @@ pub async fn run(
     let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
     let node = format!("{host}:{}", config.server.listen.port());
     let store = store::open_as(&config.storage.url, &node).await?;
+    // The store's record of this process: its epoch counts the starts under
+    // this name, and `sync_with_store` keeps its heartbeat.
+    match store.catalog().register_node(now_ms()).await {
+        Ok(epoch) => tracing::info!(node = %node, epoch, "node registered"),
+        Err(e) => {
+            tracing::warn!(node = %node, error = %e, "cannot register this node in the store")
+        }
+    }
 
     let cache_dir = config.runtime.cache_dir.clone().or_else(|| {
         store::sqlite::SqliteStore::path_of(&config.storage.url)
@@ -105,12 +117,10 @@ pub async fn run(
              wait for a connection"
         );
     }
-    let connectors = Connectors::new(runtime, &configs);
+    let connectors = Connectors::new(runtime, fleet.registry().clone());
     connectors.restore(&*store, &configs).await?;
     let fleet = fleet.with_runtime(connectors.clone());
 
-    let wakers = Wakers::new(configs.iter().map(|c| c.name.as_str()));
-    let policies = configs.iter().map(fleet::policy_of).collect();
     let settings = DispatchSettings {
         lease_ms: config.dispatch.lease_ms as i64,
         rescue_interval: Duration::from_millis(config.dispatch.rescue_interval_ms),
@@ -135,9 +145,8 @@ pub async fn run(
     let (dispatcher, control) = dispatch::spawn_controlled(
         store.clone(),
         Arc::new(connectors.clone()),
-        policies,
+        fleet.registry().clone(),
         settings,
-        wakers.clone(),
         stop_rx,
     );
     fleet.attach_dispatch(control);
@@ -145,7 +154,6 @@ pub async fn run(
     let app = api::router(AppState {
         store,
         fleet,
-        wakers,
         connectors: Some(connectors),
         max_body_bytes: config.server.max_body_bytes,
         max_batch: config.server.max_batch,
@@ -179,7 +187,8 @@ pub async fn run(
 }
 
 /// How often a node looks for connector configs and component versions
-/// changed through another node sharing its database.
+/// changed through another node sharing its database, and tells the store
+/// it is alive.
 const STORE_SYNC: Duration = Duration::from_secs(2);
 
 async fn sync_with_store(
@@ -192,6 +201,9 @@ async fn sync_with_store(
         tokio::select! {
             _ = tokio::time::sleep(STORE_SYNC) => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = store.catalog().heartbeat(now_ms()).await {
+            tracing::warn!(error = %e, "cannot record this node's heartbeat; will try again");
         }
         if let Err(e) = fleet.sync(&*store).await {
             tracing::warn!(error = %e, "cannot check for connector config changes; will try again");
@@ -218,7 +230,7 @@ async fn retention(
     loop {
         let mut purged = 0;
         loop {
-            let before = crate::queue::now_ms() - window;
+            let before = now_ms() - window;
             match store.purge_finished(before, RETENTION_BATCH).await {
                 Ok(n) => {
                     purged += n;

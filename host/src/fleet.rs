@@ -6,21 +6,25 @@
 //! in the store, overrides the file's connector of that name, survives
 //! restarts and reaches every node sharing the database (each node looks for
 //! changes every 2 s, with the component check). Applying a config updates,
-//! in place, the route table ingest uses, the connector's sandbox (allowed
-//! hosts, config values, secret headers, limits) and its dispatch policy
-//! (concurrency, rate, retry, breaker, dead letters, deadline); a new
-//! connector gets a dispatch loop of its own. Attempts already running finish
-//! with the settings they started with.
+//! in place, the route table ingest uses and the connector's entry in the
+//! [`Registry`] (which the fleet owns): its sandbox (allowed hosts, config
+//! values, secret headers, limits) and its dispatch policy (concurrency,
+//! rate, retry, breaker, dead letters, deadline). A new connector gets an
+//! entry, its stored component, then a dispatch loop of its own. Attempts
+//! already running finish with the settings they started with.
+//!
+//! Every connector in the configs in force has a registry entry; during an
+//! apply the entry may be ahead of the configs, never behind.
 
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
 
 use crate::config::{Bounds, ConfigError, ConnectorConfig};
 use crate::connectors::Connectors;
-use crate::dispatch::{ConnectorPolicy, DispatchControl};
+use crate::dispatch::DispatchControl;
 use crate::queue::event::NewEvent;
 use crate::queue::now_ms;
 use crate::queue::route::{expiry_of, Route};
+use crate::registry::Registry;
 use crate::store::{Routed, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,22 +46,11 @@ pub struct Fleet {
     /// What connector settings are checked against (see
     /// `ConnectorConfig::validate`).
     bounds: Bounds,
+    /// Each connector's live record, kept to the configs in force.
+    registry: Registry,
     runtime: Option<Connectors>,
     dispatch: Arc<OnceLock<DispatchControl>>,
     applying: Arc<tokio::sync::Mutex<()>>,
-}
-
-/// The dispatcher's view of a connector's config.
-pub fn policy_of(c: &ConnectorConfig) -> ConnectorPolicy {
-    ConnectorPolicy {
-        name: c.name.clone(),
-        concurrency: c.concurrency,
-        rate: c.rate,
-        retry: c.retry.clone(),
-        breaker: c.breaker.clone(),
-        on_dead: c.on_dead,
-        attempt_timeout: Duration::from_millis(c.limits.deadline_ms),
-    }
 }
 
 /// Which connectors receive which event types.
@@ -110,25 +103,36 @@ impl Fleet {
     /// The file's connectors (already validated with the config).
     pub fn new(configs: Vec<ConnectorConfig>, bounds: Bounds) -> Self {
         let routes = Arc::new(route_table(&configs));
+        let registry = Registry::new();
+        for c in &configs {
+            registry.configure(c);
+        }
         Self {
             current: Arc::new(RwLock::new(Current {
                 configs: Arc::new(configs),
                 routes,
             })),
             bounds,
+            registry,
             runtime: None,
             dispatch: Arc::new(OnceLock::new()),
             applying: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
-    /// Applies sandbox changes to this runtime as well.
+    /// Each connector's live record: policy, sandbox, component, waker,
+    /// breaker, counters.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Loads a new connector's component into this runtime as well.
     pub fn with_runtime(mut self, runtime: Connectors) -> Self {
         self.runtime = Some(runtime);
         self
     }
 
-    /// Applies policy changes and new connectors to this dispatcher as well.
+    /// Starts new connectors' loops in this dispatcher as well.
     pub fn attach_dispatch(&self, control: DispatchControl) {
         let _ = self.dispatch.set(control);
     }
@@ -154,13 +158,13 @@ impl Fleet {
     }
 
     /// Makes `c` the connector's config on this node. `false` if it was
-    /// already exactly that. A new connector gets its sandbox and its stored
+    /// already exactly that. A new connector gets its entry and its stored
     /// component before its dispatch loop starts, so its first claims never
     /// find it without one.
     pub async fn apply(&self, store: &dyn Store, c: ConnectorConfig) -> bool {
-        // One change at a time from table to runtime to dispatcher, so two
-        // racing changes (an API call and a sync) cannot leave the table on
-        // one config and the sandbox or dispatcher on the other.
+        // One change at a time from entry to runtime to table to dispatcher,
+        // so two racing changes (an API call and a sync) cannot leave the
+        // table on one config and the entry on the other.
         let _one_at_a_time = self.applying.lock().await;
         if self
             .get(&c.name)
@@ -168,8 +172,8 @@ impl Fleet {
         {
             return false;
         }
+        let (entry, created) = self.registry.configure(&c);
         if let Some(runtime) = &self.runtime {
-            runtime.configure(&c);
             if let Err(e) = runtime.sync(store).await {
                 tracing::warn!(connector = %c.name, error = %e, "cannot load the connector's component yet; will try again");
             }
@@ -184,8 +188,8 @@ impl Fleet {
             cur.routes = Arc::new(route_table(&configs));
             cur.configs = Arc::new(configs);
         }
-        if let Some(dispatch) = self.dispatch.get() {
-            dispatch.upsert(policy_of(&c));
+        if let (true, Some(dispatch)) = (created, self.dispatch.get()) {
+            dispatch.start(entry);
         }
         true
     }

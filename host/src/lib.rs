@@ -11,6 +11,8 @@
 //!   running an attempt in it (the Wasm sandbox itself is the
 //!   `switchboard-sandbox` crate).
 //! - [`fleet`] — the connector configs in force and the route table.
+//! - [`registry`] — one record per connector: policy, sandbox, component,
+//!   waker, breaker and counters, read by dispatch, the API and metrics.
 //! - [`clock`] — the dispatcher's time: wall clock, or simulated for outage runs.
 //! - [`api`] — HTTP: ingest, operator API, health, metrics, OpenAPI.
 //! - [`config`] — the TOML file and `SWITCHBOARD_*` overrides.
@@ -26,4 +28,5 @@ pub mod dispatch;
 pub mod fleet;
 pub mod metrics;
 pub mod queue;
+pub mod registry;
 pub mod store;

@@ -1,7 +1,15 @@
 //! Prometheus metrics, rendered in the text exposition format at `/metrics`.
 //!
-//! Process-wide counters and histograms live in one registry ([`global`]),
-//! as with the `prometheus` crate's default registry. Labels are bounded by
+//! Two kinds of series, one owner each:
+//! - process-wide ones (ingest requests, events, latency) live in one
+//!   registry ([`global`]), as with the `prometheus` crate's default
+//!   registry;
+//! - a connector's own (attempts by outcome, attempt latency, deliveries
+//!   expired) are a [`ConnectorMetrics`] that the connector's entry in
+//!   `crate::registry` owns. `/metrics` reads them from the entries and
+//!   [`render_connectors`] writes them: this module keeps no connector state.
+//!
+//! A series appears once it has something to count. Labels are bounded by
 //! construction: connector names (from config), outcomes and status classes —
 //! never an event id, key or number.
 
@@ -42,10 +50,29 @@ pub struct Metrics {
     ingest_duplicates: AtomicU64,
     ingest_unrouted: AtomicU64,
     ingest_latency: Mutex<Histogram>,
-    attempts: Mutex<BTreeMap<(String, &'static str), u64>>,
-    attempt_latency: Mutex<BTreeMap<String, Histogram>>,
-    breakers: Mutex<BTreeMap<String, crate::queue::breaker::BreakerState>>,
-    expired: Mutex<BTreeMap<String, u64>>,
+}
+
+/// One connector's series; its registry entry owns them.
+#[derive(Default)]
+pub struct ConnectorMetrics {
+    /// By outcome: `done`, `retry`, `reject`, `busy`.
+    attempts: Mutex<BTreeMap<&'static str, u64>>,
+    attempt_latency: Mutex<Histogram>,
+    /// Deliveries this process ended as `expired`.
+    expired: AtomicU64,
+}
+
+impl ConnectorMetrics {
+    /// `outcome` is one of `done`, `retry`, `reject`, `busy`.
+    pub fn attempt(&self, outcome: &'static str, latency: Duration) {
+        *lock(&self.attempts).entry(outcome).or_default() += 1;
+        lock(&self.attempt_latency).observe(latency.as_secs_f64());
+    }
+
+    /// Deliveries of this connector this process ended as `expired`.
+    pub fn expired(&self, n: u64) {
+        self.expired.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 pub fn global() -> &'static Metrics {
@@ -72,34 +99,6 @@ impl Metrics {
         self.ingest_duplicates
             .fetch_add(duplicates, Ordering::Relaxed);
         self.ingest_unrouted.fetch_add(unrouted, Ordering::Relaxed);
-    }
-
-    /// `outcome` is one of `done`, `retry`, `reject`.
-    pub fn attempt(&self, connector: &str, outcome: &'static str, latency: Duration) {
-        *lock(&self.attempts)
-            .entry((connector.to_string(), outcome))
-            .or_default() += 1;
-        lock(&self.attempt_latency)
-            .entry(connector.to_string())
-            .or_default()
-            .observe(latency.as_secs_f64());
-    }
-
-    /// Deliveries of `connector` this process ended as `expired`.
-    pub fn expired(&self, connector: &str, n: u64) {
-        *lock(&self.expired)
-            .entry(connector.to_string())
-            .or_default() += n;
-    }
-
-    pub fn breaker(&self, connector: &str, state: crate::queue::breaker::BreakerState) {
-        lock(&self.breakers).insert(connector.to_string(), state);
-    }
-
-    /// The breaker state this process last saw for `connector` (closed if it
-    /// has not attempted anything yet).
-    pub fn breaker_state(&self, connector: &str) -> Option<crate::queue::breaker::BreakerState> {
-        lock(&self.breakers).get(connector).copied()
     }
 
     /// The process-wide part of the exposition.
@@ -142,34 +141,46 @@ impl Metrics {
             "",
             &lock(&self.ingest_latency),
         );
+    }
+}
 
-        let _ = writeln!(
-            out,
-            "# HELP switchboard_attempts_total Delivery attempts by connector and outcome."
-        );
-        let _ = writeln!(out, "# TYPE switchboard_attempts_total counter");
-        for ((c, outcome), n) in lock(&self.attempts).iter() {
+/// The per-connector part of the exposition: `connectors` are each
+/// connector's name and series, in the order they are to appear.
+pub fn render_connectors(out: &mut String, connectors: &[(&str, &ConnectorMetrics)]) {
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_attempts_total Delivery attempts by connector and outcome."
+    );
+    let _ = writeln!(out, "# TYPE switchboard_attempts_total counter");
+    for (c, m) in connectors {
+        for (outcome, n) in lock(&m.attempts).iter() {
             let _ = writeln!(
                 out,
                 "switchboard_attempts_total{{connector=\"{}\",outcome=\"{outcome}\"}} {n}",
                 escape(c)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP switchboard_attempt_duration_seconds Delivery attempt latency by connector."
-        );
-        let _ = writeln!(out, "# TYPE switchboard_attempt_duration_seconds histogram");
-        for (c, h) in lock(&self.attempt_latency).iter() {
+    }
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_attempt_duration_seconds Delivery attempt latency by connector."
+    );
+    let _ = writeln!(out, "# TYPE switchboard_attempt_duration_seconds histogram");
+    for (c, m) in connectors {
+        let h = lock(&m.attempt_latency);
+        if h.count > 0 {
             let label = format!("connector=\"{}\",", escape(c));
-            histogram(out, "switchboard_attempt_duration_seconds", &label, h);
+            histogram(out, "switchboard_attempt_duration_seconds", &label, &h);
         }
-        let _ = writeln!(
-            out,
-            "# HELP switchboard_deliveries_expired_total Deliveries ended unstarted by their route's expire_after."
-        );
-        let _ = writeln!(out, "# TYPE switchboard_deliveries_expired_total counter");
-        for (c, n) in lock(&self.expired).iter() {
+    }
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_deliveries_expired_total Deliveries ended unstarted by their route's expire_after."
+    );
+    let _ = writeln!(out, "# TYPE switchboard_deliveries_expired_total counter");
+    for (c, m) in connectors {
+        let n = m.expired.load(Ordering::Relaxed);
+        if n > 0 {
             let _ = writeln!(
                 out,
                 "switchboard_deliveries_expired_total{{connector=\"{}\"}} {n}",

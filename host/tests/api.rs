@@ -10,7 +10,6 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use switchboard::api::{router, AppState};
-use switchboard::dispatch::Wakers;
 use tower::ServiceExt;
 
 struct Api {
@@ -23,7 +22,6 @@ async fn api() -> Api {
     let app = router(AppState {
         store: t.store.clone(),
         fleet: common::fleet(&[("hss", &["number.*"]), ("crm", &["*"])]),
-        wakers: Wakers::new(["hss", "crm"]),
         connectors: None,
         tokens: switchboard::api::auth::Tokens::new(&[]),
         max_body_bytes: 64 * 1024,
@@ -124,7 +122,6 @@ async fn unrouted_events_are_kept_and_counted() {
     let app = router(AppState {
         store: t.store.clone(),
         fleet: common::fleet(&[("hss", &["number.*"])]),
-        wakers: Wakers::new(["hss"]),
         connectors: None,
         tokens: switchboard::api::auth::Tokens::new(&[]),
         max_body_bytes: 1 << 20,

@@ -260,7 +260,7 @@ async fn three_dispatchers(
     let mut running = Vec::new();
     for _ in 0..3 {
         let node = store::open(&t.url).await.unwrap();
-        let policy = dispatch::ConnectorPolicy {
+        let policy = switchboard::registry::ConnectorPolicy {
             name: "hss".into(),
             concurrency: 4,
             rate,
@@ -288,9 +288,8 @@ async fn three_dispatchers(
         let handle = dispatch::spawn(
             node,
             deliver.clone(),
-            vec![policy],
+            switchboard::registry::Registry::of([policy]),
             settings,
-            dispatch::Wakers::new(["hss"]),
             rx,
         );
         running.push((stop, handle));

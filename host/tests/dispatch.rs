@@ -10,11 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use switchboard::dispatch::{
-    self, AttemptOutcome, ConnectorPolicy, Deliver, DispatchSettings, Wakers,
-};
+use switchboard::dispatch::{self, AttemptOutcome, Deliver, DispatchSettings};
 use switchboard::queue::retry::RetryPolicy;
 use switchboard::queue::{now_ms, DeliveryState, OnDead};
+use switchboard::registry::{ConnectorPolicy, Registry};
 use switchboard::store::{Claimed, OperatorAction, Store};
 use tokio::sync::watch;
 
@@ -106,7 +105,7 @@ fn settings(grace: Duration) -> DispatchSettings {
 struct Running {
     stop: watch::Sender<bool>,
     handle: tokio::task::JoinHandle<()>,
-    wakers: Wakers,
+    registry: Registry,
 }
 
 fn start(
@@ -115,20 +114,13 @@ fn start(
     concurrency: usize,
     grace: Duration,
 ) -> Running {
-    let wakers = Wakers::new(["hss"]);
+    let registry = Registry::of([policy(concurrency)]);
     let (stop, rx) = watch::channel(false);
-    let handle = dispatch::spawn(
-        store,
-        deliver,
-        vec![policy(concurrency)],
-        settings(grace),
-        wakers.clone(),
-        rx,
-    );
+    let handle = dispatch::spawn(store, deliver, registry.clone(), settings(grace), rx);
     Running {
         stop,
         handle,
-        wakers,
+        registry,
     }
 }
 
@@ -167,7 +159,7 @@ async fn order_per_key_holds_under_concurrency_and_retries() {
     let run = start(t.store.clone(), rec.clone(), 16, Duration::from_secs(5));
     for chunk in events.chunks(25) {
         t.store.ingest(chunk.to_vec(), now_ms()).await.unwrap();
-        run.wakers.wake("hss");
+        run.registry.wake("hss");
     }
     wait_until("all delivered", async || {
         t.store
@@ -249,7 +241,7 @@ async fn a_dead_letter_holds_its_keys_and_nothing_else() {
         .operator_action(bad.deliveries[0].id, OperatorAction::Skip, "ops", now_ms())
         .await
         .unwrap());
-    run.wakers.wake("hss");
+    run.registry.wake("hss");
     wait_until("behind delivered", async || {
         t.store
             .catalog()
@@ -318,9 +310,8 @@ async fn drain_60(
     let handle = dispatch::spawn(
         t.store.clone(),
         rec.clone(),
-        vec![policy],
+        Registry::of([policy]),
         settings(Duration::from_secs(5)),
-        Wakers::new(["hss"]),
         rx,
     );
     wait_until("all delivered", async || {
@@ -429,7 +420,7 @@ async fn a_long_outage_costs_probes_and_expires_only_what_may_expire() {
     let handle = dispatch::spawn(
         store.clone(),
         up.clone(),
-        vec![policy],
+        Registry::of([policy]),
         DispatchSettings {
             lease_ms: 120_000,
             rescue_interval: Duration::from_secs(5),
@@ -437,7 +428,6 @@ async fn a_long_outage_costs_probes_and_expires_only_what_may_expire() {
             shutdown_grace: Duration::from_secs(1),
             clock: clock.clone(),
         },
-        Wakers::new(["hss"]),
         rx,
     );
     // One connector loop and the rescuer sleep on the clock; 10 s ticks.
@@ -487,7 +477,8 @@ async fn a_long_outage_costs_probes_and_expires_only_what_may_expire() {
 /// Answers `Busy` (the gateway had no sandbox slot) to the first `busy`
 /// calls, then delivers; notes the connector's breaker as each call sees it.
 struct Saturated {
-    name: &'static str,
+    /// The connector's registry entry, where the dispatcher keeps its breaker.
+    entry: Arc<switchboard::registry::ConnectorEntry>,
     busy: std::sync::atomic::AtomicU32,
     calls: Mutex<Vec<(u32, Option<switchboard::queue::breaker::BreakerState>)>>,
 }
@@ -495,7 +486,7 @@ struct Saturated {
 #[async_trait]
 impl Deliver for Saturated {
     async fn deliver(&self, d: &Claimed) -> AttemptOutcome {
-        let breaker = switchboard::metrics::global().breaker_state(self.name);
+        let breaker = self.entry.breaker_state();
         self.calls.lock().unwrap().push((d.attempt, breaker));
         let left = self.busy.load(std::sync::atomic::Ordering::SeqCst);
         if left > 0 {
@@ -526,13 +517,6 @@ async fn a_busy_gateway_neither_trips_the_breaker_nor_backs_off() {
         })
         .collect();
     store.ingest(events, now_ms()).await.unwrap();
-    // Nine busy answers: three rounds for three events, well past the
-    // breaker's five consecutive failures if they counted.
-    let up = Arc::new(Saturated {
-        name: NAME,
-        busy: std::sync::atomic::AtomicU32::new(9),
-        calls: Mutex::new(Vec::new()),
-    });
     let mut policy = policy(4);
     policy.name = NAME.into();
     // A retry policy that would wait a minute after the first failure.
@@ -541,13 +525,20 @@ async fn a_busy_gateway_neither_trips_the_breaker_nor_backs_off() {
         max_backoff_ms: 60_000,
         ..RetryPolicy::default()
     };
+    let registry = Registry::of([policy]);
+    // Nine busy answers: three rounds for three events, well past the
+    // breaker's five consecutive failures if they counted.
+    let up = Arc::new(Saturated {
+        entry: registry.get(NAME).unwrap(),
+        busy: std::sync::atomic::AtomicU32::new(9),
+        calls: Mutex::new(Vec::new()),
+    });
     let (stop, rx) = watch::channel(false);
     let handle = dispatch::spawn(
         store.clone(),
         up.clone(),
-        vec![policy],
+        registry,
         settings(Duration::from_secs(1)),
-        Wakers::new([NAME]),
         rx,
     );
     wait_until("all three delivered after the busy answers", async || {
@@ -570,4 +561,107 @@ async fn a_busy_gateway_neither_trips_the_breaker_nor_backs_off() {
     }
     let _ = stop.send(true);
     handle.await.unwrap();
+}
+
+/// Answers every attempt with a transient failure.
+struct Down;
+
+#[async_trait]
+impl Deliver for Down {
+    async fn deliver(&self, _d: &Claimed) -> AttemptOutcome {
+        AttemptOutcome::Retry {
+            after: None,
+            reason: "503 service unavailable".into(),
+        }
+    }
+}
+
+/// `GET path` through the router, as text.
+async fn get(app: &axum::Router, path: &str) -> String {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder()
+        .uri(path)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), axum::http::StatusCode::OK, "{path}");
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// The dispatcher, the API and `/metrics` hold the same registry entry: the
+/// breaker the dispatcher opened is the one `GET /v1/connectors/{name}`
+/// shows, its attempts are the ones `/metrics` counts, and the store's
+/// breaker log has the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_and_metrics_show_the_breaker_and_attempts_the_dispatcher_set() {
+    use switchboard::api::{router, AppState};
+    let t = common::sqlite().await;
+    let fleet = common::fleet(&[("hss", &["*"])]);
+    let app = router(AppState {
+        store: t.store.clone(),
+        fleet: fleet.clone(),
+        connectors: None,
+        max_body_bytes: 1 << 20,
+        max_batch: 100,
+        tokens: switchboard::api::auth::Tokens::new(&[]),
+    });
+    let events = (0..8)
+        .map(|i| common::ev(&format!("d{i}"), "t", &[&format!("k{i}")], &["hss"]))
+        .collect();
+    t.store.ingest(events, now_ms()).await.unwrap();
+    let view: serde_json::Value =
+        serde_json::from_str(&get(&app, "/v1/connectors/hss").await).unwrap();
+    assert!(view["breaker"].is_null(), "nothing attempted yet: {view}");
+
+    let (stop, rx) = watch::channel(false);
+    let handle = dispatch::spawn(
+        t.store.clone(),
+        Arc::new(Down),
+        fleet.registry().clone(),
+        settings(Duration::from_secs(1)),
+        rx,
+    );
+    wait_until("the breaker opened", async || {
+        fleet.registry().get("hss").unwrap().breaker().is_open()
+    })
+    .await;
+    let _ = stop.send(true);
+    handle.await.unwrap();
+
+    let view: serde_json::Value =
+        serde_json::from_str(&get(&app, "/v1/connectors/hss").await).unwrap();
+    assert_ne!(view["breaker"]["state"], "closed", "{view}");
+    let metrics = get(&app, "/metrics").await;
+    let value = |prefix: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}: {metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let retries = value(r#"switchboard_attempts_total{connector="hss",outcome="retry"}"#);
+    assert!(
+        retries >= 5,
+        "the breaker opens at the fifth failure: {metrics}"
+    );
+    assert_eq!(
+        value(r#"switchboard_attempt_duration_seconds_count{connector="hss"}"#),
+        retries
+    );
+    // The change is written to the store's breaker log off the attempt's
+    // path, so it may land a moment after the breaker opened.
+    wait_until("the breaker log has the change", async || {
+        t.store
+            .catalog()
+            .breaker_transitions("hss", 10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| (r.from.as_str(), r.to.as_str()) == ("closed", "open"))
+    })
+    .await;
 }

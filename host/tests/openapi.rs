@@ -13,7 +13,6 @@ use serde_json::Value;
 use switchboard::api::auth::Tokens;
 use switchboard::api::{router, AppState, ROUTES};
 use switchboard::config::{Scope, TokenConfig};
-use switchboard::dispatch::Wakers;
 use tower::ServiceExt;
 
 const INGEST: &str = "ingest-token-0123456789";
@@ -24,7 +23,6 @@ async fn app() -> (axum::Router, common::TestStore) {
     let app = router(AppState {
         store: t.store.clone(),
         fleet: common::fleet(&[]),
-        wakers: Wakers::new([]),
         connectors: None,
         max_body_bytes: 1 << 20,
         max_batch: 10,

@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 use switchboard::api::auth::Tokens;
 use switchboard::api::{router, AppState};
 use switchboard::config::{Scope, TokenConfig};
-use switchboard::dispatch::Wakers;
 use switchboard::queue::{now_ms, OnDead};
 use switchboard::store::{Completion, CompletionKind};
 use tower::ServiceExt;
@@ -42,7 +41,6 @@ async fn api() -> Api {
     let app = router(AppState {
         store: t.store.clone(),
         fleet: common::fleet(&[("hss", &["*"])]),
-        wakers: Wakers::new(["hss"]),
         connectors: None,
         max_body_bytes: 1 << 20,
         max_batch: 100,

@@ -60,7 +60,7 @@ pub struct ConnectorView {
     pub settings: serde_json::Value,
 }
 
-fn registry(state: &AppState) -> Result<&Connectors, ApiError> {
+fn runtime(state: &AppState) -> Result<&Connectors, ApiError> {
     state.connectors.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -138,7 +138,11 @@ async fn view(state: &AppState, name: &str) -> Result<ConnectorView, ApiError> {
             .await?
             .oldest_pending_at
             .map(|t| (now_ms() - t).max(0)),
-        breaker: crate::metrics::global().breaker_state(name),
+        breaker: state
+            .fleet
+            .registry()
+            .get(name)
+            .and_then(|e| e.breaker_state()),
         settings: c.redacted(),
     })
 }
@@ -186,11 +190,10 @@ pub async fn upload(
             "send the component's .wasm bytes as the request body",
         ));
     }
-    let registry = registry(&state)?;
-    let stored = registry
+    let stored = runtime(&state)?
         .deploy(&*state.store, &name, &wasm, &actor.0)
         .await?;
-    state.wakers.wake(&name);
+    state.fleet.registry().wake(&name);
     Ok((StatusCode::CREATED, Json(stored)))
 }
 
@@ -199,9 +202,10 @@ pub async fn rollback(
     Path(name): Path<String>,
     Extension(actor): Extension<Actor>,
 ) -> Result<Json<ComponentVersion>, ApiError> {
-    let registry = registry(&state)?;
-    let v = registry.rollback(&*state.store, &name, &actor.0).await?;
-    state.wakers.wake(&name);
+    let v = runtime(&state)?
+        .rollback(&*state.store, &name, &actor.0)
+        .await?;
+    state.fleet.registry().wake(&name);
     Ok(Json(v))
 }
 
@@ -230,7 +234,7 @@ pub async fn pause(
         .catalog()
         .set_paused(&name, paused, &actor.0, now_ms())
         .await?;
-    state.wakers.wake(&name);
+    state.fleet.registry().wake(&name);
     Ok(Json(view(&state, &name).await?))
 }
 
@@ -286,7 +290,7 @@ pub async fn limits(
         .catalog()
         .set_limits(&name, limits, &actor.0, now_ms())
         .await?;
-    state.wakers.wake(&name);
+    state.fleet.registry().wake(&name);
     Ok(Json(view(&state, &name).await?))
 }
 
@@ -372,7 +376,7 @@ pub async fn configure(
         Err(crate::fleet::FleetError::Invalid(e)) => return Err(invalid(e.to_string())),
         Err(crate::fleet::FleetError::Store(e)) => return Err(e.into()),
     };
-    state.wakers.wake(&name);
+    state.fleet.registry().wake(&name);
     let status = if created {
         StatusCode::CREATED
     } else {

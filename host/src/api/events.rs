@@ -81,7 +81,7 @@ async fn ingest_inner(
         IngestOutcome::Accepted(counts) => {
             if counts.accepted > 0 {
                 for c in &touched {
-                    state.wakers.wake(c);
+                    state.fleet.registry().wake(c);
                 }
             }
             Ok((StatusCode::ACCEPTED, Json(counts.into())))

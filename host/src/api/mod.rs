@@ -24,7 +24,6 @@ use axum::Router;
 use self::openapi::{Body, Content, Reply};
 use crate::config::Scope;
 use crate::connectors::Connectors;
-use crate::dispatch::Wakers;
 use crate::fleet::Fleet;
 use crate::store::Store;
 
@@ -32,11 +31,10 @@ use crate::store::Store;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The connectors served, their routes and settings (changeable at run
-    /// time).
+    /// time), and each one's live record (`Fleet::registry`).
     pub fleet: Fleet,
-    pub wakers: Wakers,
-    /// The component registry; `None` where the gateway runs without a
-    /// runtime (API tests).
+    /// The connector runtime, which loads components into the registry's
+    /// entries; `None` where the gateway runs without one (API tests).
     pub connectors: Option<Connectors>,
     pub max_body_bytes: usize,
     pub max_batch: usize,
@@ -205,13 +203,17 @@ async fn openapi_json(
     ))
 }
 
-/// Prometheus text exposition: process counters and per-connector queues.
+/// Prometheus text exposition: process counters, each connector's series
+/// (read from its registry entry) and per-connector queues.
 async fn metrics(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<impl axum::response::IntoResponse, error::ApiError> {
     use std::fmt::Write;
     let mut out = String::new();
     crate::metrics::global().render(&mut out);
+    let entries = state.fleet.registry().entries();
+    let series: Vec<_> = entries.iter().map(|e| (e.name(), e.metrics())).collect();
+    crate::metrics::render_connectors(&mut out, &series);
     let now = crate::queue::now_ms();
     let mut rows = Vec::new();
     for c in state.fleet.configs().iter() {

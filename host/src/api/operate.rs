@@ -214,7 +214,7 @@ pub async fn act(
             format!("delivery {id} does not exist or is not dead; only dead letters can be retried or skipped"),
         ));
     }
-    state.wakers.wake_all();
+    state.fleet.registry().wake_all();
     Ok(Json(ActionAnswer {
         delivery_id: id,
         action: name,
@@ -249,7 +249,7 @@ pub async fn act_bulk(
             applied += 1;
         }
     }
-    state.wakers.wake_all();
+    state.fleet.registry().wake_all();
     Ok(Json(BulkAnswer {
         action: name,
         matched: dead.len(),

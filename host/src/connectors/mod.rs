@@ -1,23 +1,23 @@
-//! Connectors as the gateway runs them: which component version and
-//! sandbox each connector runs, and the [`Deliver`] implementation that runs
-//! an attempt in it.
+//! Connectors as the gateway runs them: loading, deploying and rolling back
+//! component versions into each connector's registry entry, and the
+//! [`Deliver`] implementation that runs an attempt in the entry's component
+//! and sandbox.
 //!
-//! Swapping a connector's component replaces an `Arc`: deliveries that start
-//! afterwards use the new version at once, attempts already running keep the
-//! version they started with until they finish.
+//! Swapping a connector's component replaces an `Arc` in its entry:
+//! deliveries that start afterwards use the new version at once, attempts
+//! already running keep the version they started with until they finish.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use switchboard_sandbox::{Component, Delivery, Outcome, Runtime, Sandbox, SecretHeader};
+use switchboard_sandbox::{Component, Delivery, Outcome, Runtime};
 
 use sha2::{Digest, Sha256};
 
 use crate::config::ConnectorConfig;
 use crate::dispatch::{AttemptOutcome, Deliver};
 use crate::queue::now_ms;
+use crate::registry::Registry;
 use crate::store::{Claimed, ComponentVersion, Store, StoreError};
 
 /// Why a component could not be deployed or rolled back.
@@ -49,60 +49,18 @@ pub fn digest_of(wasm: &[u8]) -> String {
 /// component trips its breaker, which then probes at its own, slower pace.
 const NO_COMPONENT_RETRY: Duration = Duration::from_secs(2);
 
-struct Slot {
-    sandbox: RwLock<Arc<Sandbox>>,
-    component: RwLock<Option<Component>>,
-}
-
-/// Connector name → the component and sandbox its deliveries run in.
-/// Connectors created or reconfigured through the API are added or updated
-/// in place ([`Connectors::configure`]).
+/// The Wasm runtime, and the registry whose entries hold each connector's
+/// sandbox settings and component. The fleet adds and reconfigures the
+/// entries; this loads components into them.
 #[derive(Clone)]
 pub struct Connectors {
     runtime: Runtime,
-    slots: Arc<RwLock<HashMap<String, Arc<Slot>>>>,
+    registry: Registry,
 }
 
 impl Connectors {
-    pub fn new(runtime: Runtime, configs: &[ConnectorConfig]) -> Self {
-        let me = Self {
-            runtime,
-            slots: Arc::new(RwLock::new(HashMap::new())),
-        };
-        for c in configs {
-            me.configure(c);
-        }
-        me
-    }
-
-    /// Adds a connector, or gives an existing one new sandbox settings
-    /// (allowed hosts, config values, secret headers, limits). Attempts that
-    /// already started keep the settings they started with.
-    pub fn configure(&self, c: &ConnectorConfig) {
-        let sandbox = Arc::new(sandbox_of(c));
-        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
-        match slots.get(&c.name) {
-            Some(slot) => *slot.sandbox.write().unwrap_or_else(|p| p.into_inner()) = sandbox,
-            None => {
-                slots.insert(
-                    c.name.clone(),
-                    Arc::new(Slot {
-                        sandbox: RwLock::new(sandbox),
-                        component: RwLock::new(None),
-                    }),
-                );
-            }
-        }
-    }
-
-    fn slot(&self, connector: &str) -> Option<Arc<Slot>> {
-        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
-        slots.get(connector).cloned()
-    }
-
-    fn names(&self) -> Vec<String> {
-        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
-        slots.keys().cloned().collect()
+    pub fn new(runtime: Runtime, registry: Registry) -> Self {
+        Self { runtime, registry }
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -111,13 +69,11 @@ impl Connectors {
 
     /// Installs `component` for `connector`; returns the version it replaced.
     pub fn install(&self, connector: &str, component: Component) -> Option<Component> {
-        let slot = self.slot(connector)?;
-        let mut current = slot.component.write().unwrap_or_else(|p| p.into_inner());
-        current.replace(component)
+        self.registry.get(connector)?.install(component)
     }
 
     pub fn is_configured(&self, connector: &str) -> bool {
-        self.slot(connector).is_some()
+        self.registry.get(connector).is_some()
     }
 
     /// Validates `wasm` (compiles, implements the world, answers `describe`),
@@ -255,29 +211,24 @@ impl Connectors {
     /// the same database. Returns how many connectors changed.
     pub async fn sync(&self, store: &dyn Store) -> Result<usize, DeployError> {
         let mut changed = 0;
-        for connector in &self.names() {
+        for entry in self.registry.entries() {
+            let connector = entry.name();
             let versions = store.catalog().component_versions(connector).await?;
             let Some(active) = versions.into_iter().find(|v| v.active) else {
                 continue;
             };
-            if self
-                .current(connector)
+            if entry
+                .component()
                 .is_some_and(|c| c.digest() == active.digest)
             {
                 continue;
             }
             let component = self.load_version(store, connector, active.version).await?;
-            self.install(connector, component);
+            entry.install(component);
             tracing::info!(connector = %connector, version = active.version, digest = %active.digest, "component changed through another node; now serving it");
             changed += 1;
         }
         Ok(changed)
-    }
-
-    pub fn current(&self, connector: &str) -> Option<Component> {
-        let slot = self.slot(connector)?;
-        let current = slot.component.read().unwrap_or_else(|p| p.into_inner());
-        current.clone()
     }
 }
 
@@ -310,43 +261,16 @@ fn info_json(c: &Component) -> serde_json::Value {
     })
 }
 
-fn sandbox_of(c: &ConnectorConfig) -> Sandbox {
-    Sandbox {
-        connector: c.name.clone(),
-        allowed_hosts: c.allowed_hosts.clone(),
-        config: c
-            .config
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_text()))
-            .collect(),
-        secret_headers: c
-            .secret_headers
-            .iter()
-            .map(|(name, secret)| SecretHeader {
-                name: name.clone(),
-                value: secret.value().to_string(),
-                hosts: secret.hosts().to_vec(),
-            })
-            .collect(),
-        limits: c.sandbox_limits(),
-    }
-}
-
 #[async_trait]
 impl Deliver for Connectors {
     async fn deliver(&self, d: &Claimed) -> AttemptOutcome {
-        let Some(slot) = self.slot(&d.connector) else {
+        let Some(entry) = self.registry.get(&d.connector) else {
             return AttemptOutcome::Retry {
                 after: Some(NO_COMPONENT_RETRY),
                 reason: format!("connector {:?} is not configured on this node", d.connector),
             };
         };
-        let component = slot
-            .component
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let Some(component) = component else {
+        let Some(component) = entry.component() else {
             return AttemptOutcome::Retry {
                 after: Some(NO_COMPONENT_RETRY),
                 reason: format!("no component is deployed for connector {:?}", d.connector),
@@ -360,12 +284,7 @@ impl Deliver for Connectors {
             keys: d.event.keys.clone(),
             payload: d.event.payload.clone(),
         };
-        let sandbox = slot
-            .sandbox
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        match component.deliver(&sandbox, &delivery).await {
+        match component.deliver(&entry.sandbox(), &delivery).await {
             Outcome::Done => AttemptOutcome::Done,
             Outcome::Retry { after, reason } => AttemptOutcome::Retry { after, reason },
             Outcome::Reject { reason } => AttemptOutcome::Reject { reason },

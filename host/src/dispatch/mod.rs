@@ -6,6 +6,13 @@
 //! ingest wakes it, an attempt finishes, the earliest retry falls due, or the
 //! poll interval passes.
 //!
+//! The loop keeps no copy of the connector's state: policy, waker, breaker
+//! and counters are the connector's entry in the [`Registry`], which the API
+//! and `/metrics` read too. The loop alone moves the breaker; each change of
+//! its coarse state (closed, open, probing) is logged, shared with the other
+//! nodes (opened or closed) and written to the store's breaker log, off the
+//! attempt's path: a log that cannot be written is a warning.
+//!
 //! Leases: an attempt is bounded by its connector's deadline, which config
 //! validation keeps below the lease, so a live gateway never has a lease
 //! expire under an attempt still running. A crashed gateway's leases expire
@@ -15,20 +22,20 @@
 //! hand any still running back to the queue (ready now, attempt counted) so a
 //! restart retries them at once rather than after the lease.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::clock::Clock;
-use crate::queue::breaker::{Breaker, BreakerPolicy};
 use crate::queue::rate::TokenBucket;
-use crate::queue::retry::{RetryDecision, RetryPolicy};
-use crate::queue::OnDead;
+use crate::queue::retry::RetryDecision;
+use crate::queue::Millis;
+use crate::registry::{ConnectorEntry, ConnectorPolicy, Registry};
 use crate::store::{Claimed, Completion, CompletionKind, Store};
 
 /// How a connector classified one attempt.
@@ -61,20 +68,6 @@ pub trait Deliver: Send + Sync + 'static {
     async fn deliver(&self, delivery: &Claimed) -> AttemptOutcome;
 }
 
-/// What the dispatcher needs to know about one connector.
-#[derive(Debug, Clone)]
-pub struct ConnectorPolicy {
-    pub name: String,
-    pub concurrency: usize,
-    /// Attempts started per second at most; `None` for unlimited.
-    pub rate: Option<f64>,
-    pub retry: RetryPolicy,
-    pub breaker: BreakerPolicy,
-    pub on_dead: OnDead,
-    /// Upper bound of one attempt; the attempt is abandoned as a retry after it.
-    pub attempt_timeout: Duration,
-}
-
 #[derive(Debug, Clone)]
 pub struct DispatchSettings {
     pub lease_ms: i64,
@@ -85,128 +78,79 @@ pub struct DispatchSettings {
     pub clock: Clock,
 }
 
-/// Wakes a connector's loop when new work may be ready.
-#[derive(Default, Clone)]
-pub struct Wakers {
-    inner: Arc<std::sync::RwLock<HashMap<String, Arc<Notify>>>>,
-}
-
-impl Wakers {
-    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        let map = names
-            .into_iter()
-            .map(|n| (n.to_string(), Arc::new(Notify::new())))
-            .collect();
-        Self {
-            inner: Arc::new(std::sync::RwLock::new(map)),
-        }
-    }
-
-    pub fn wake(&self, connector: &str) {
-        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = inner.get(connector) {
-            n.notify_one();
-        }
-    }
-
-    pub fn wake_all(&self) {
-        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        for n in inner.values() {
-            n.notify_one();
-        }
-    }
-
-    /// The connector's waker, created on first use (a connector added at
-    /// run time).
-    fn get(&self, connector: &str) -> Arc<Notify> {
-        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        inner.entry(connector.to_string()).or_default().clone()
-    }
-}
-
-/// Adds connectors to a running dispatcher, or changes their policy.
+/// Starts loops for connectors added to a running dispatcher. A connector's
+/// new policy needs no message: its loop follows its registry entry.
 #[derive(Clone)]
 pub struct DispatchControl {
-    tx: tokio::sync::mpsc::UnboundedSender<ConnectorPolicy>,
+    tx: tokio::sync::mpsc::UnboundedSender<Arc<ConnectorEntry>>,
 }
 
 impl DispatchControl {
-    /// Starts a loop for a new connector, or hands an existing loop its new
-    /// policy (it applies it before its next claim).
-    pub fn upsert(&self, policy: ConnectorPolicy) {
-        let _ = self.tx.send(policy);
+    /// Starts a loop for `entry`'s connector, unless one runs already.
+    pub fn start(&self, entry: Arc<ConnectorEntry>) {
+        let _ = self.tx.send(entry);
     }
 }
 
-/// Starts one loop per connector plus the lease rescuer. The returned handle
-/// finishes when `shutdown` flips to true and in-flight work has been settled.
+/// Starts one loop per connector of `registry` plus the lease rescuer. The
+/// returned handle finishes when `shutdown` flips to true and in-flight work
+/// has been settled.
 pub fn spawn(
     store: Arc<dyn Store>,
     deliver: Arc<dyn Deliver>,
-    connectors: Vec<ConnectorPolicy>,
+    registry: Registry,
     settings: DispatchSettings,
-    wakers: Wakers,
     shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    spawn_controlled(store, deliver, connectors, settings, wakers, shutdown).0
+    spawn_controlled(store, deliver, registry, settings, shutdown).0
 }
 
-/// [`spawn`], with a handle that adds and reconfigures connectors while it
+/// [`spawn`], with a handle that starts loops for connectors added while it
 /// runs.
 pub fn spawn_controlled(
     store: Arc<dyn Store>,
     deliver: Arc<dyn Deliver>,
-    connectors: Vec<ConnectorPolicy>,
+    registry: Registry,
     settings: DispatchSettings,
-    wakers: Wakers,
     shutdown: watch::Receiver<bool>,
 ) -> (tokio::task::JoinHandle<()>, DispatchControl) {
-    let (tx, mut control) = tokio::sync::mpsc::unbounded_channel::<ConnectorPolicy>();
+    let (tx, mut control) = tokio::sync::mpsc::unbounded_channel::<Arc<ConnectorEntry>>();
     let handle = tokio::spawn(async move {
         let mut loops = JoinSet::new();
-        let mut policies: HashMap<String, watch::Sender<Arc<ConnectorPolicy>>> = HashMap::new();
-        let start = |loops: &mut JoinSet<()>,
-                     policies: &mut HashMap<String, watch::Sender<Arc<ConnectorPolicy>>>,
-                     policy: ConnectorPolicy| {
-            if let Some(tx) = policies.get(&policy.name) {
-                let _ = tx.send(Arc::new(policy));
-                return;
-            }
-            let policy = Arc::new(policy);
-            let (tx, updates) = watch::channel(policy.clone());
-            policies.insert(policy.name.clone(), tx);
-            let l = ConnectorLoop {
-                bucket: Mutex::new(TokenBucket::new(policy.rate, settings.clock.now())),
-                breaker: Arc::new(Mutex::new(Breaker::new(
-                    policy.breaker.clone(),
-                    policy.concurrency,
-                ))),
-                store: store.clone(),
-                deliver: deliver.clone(),
-                notify: wakers.get(&policy.name),
-                policy,
-                updates,
-                settings: settings.clone(),
-                in_flight: Arc::new(Mutex::new(HashMap::new())),
+        // One loop per connector, however often it is asked for.
+        let mut running: HashSet<String> = HashSet::new();
+        let start =
+            |loops: &mut JoinSet<()>, running: &mut HashSet<String>, entry: Arc<ConnectorEntry>| {
+                if !running.insert(entry.name().to_string()) {
+                    return;
+                }
+                let l = ConnectorLoop {
+                    bucket: Mutex::new(TokenBucket::new(entry.policy().rate, settings.clock.now())),
+                    updates: entry.policy_updates(),
+                    entry,
+                    store: store.clone(),
+                    deliver: deliver.clone(),
+                    settings: settings.clone(),
+                    in_flight: Arc::new(Mutex::new(HashMap::new())),
+                };
+                let span = tracing::info_span!("dispatch", connector = %l.entry.name());
+                loops.spawn(l.run(shutdown.clone()).instrument(span));
             };
-            let span = tracing::info_span!("dispatch", connector = %l.policy.name);
-            loops.spawn(l.run(shutdown.clone()).instrument(span));
-        };
-        for policy in connectors {
-            start(&mut loops, &mut policies, policy);
+        for entry in registry.entries() {
+            start(&mut loops, &mut running, entry);
         }
         loops.spawn(rescuer(
             store.clone(),
             settings.rescue_interval,
             settings.clock.clone(),
-            wakers.clone(),
+            registry,
             shutdown.clone(),
         ));
         let mut open = true;
         loop {
             tokio::select! {
-                p = control.recv(), if open => match p {
-                    Some(p) if !*shutdown.borrow() => start(&mut loops, &mut policies, p),
+                e = control.recv(), if open => match e {
+                    Some(e) if !*shutdown.borrow() => start(&mut loops, &mut running, e),
                     Some(_) => {}
                     None => open = false,
                 },
@@ -221,7 +165,7 @@ async fn rescuer(
     store: Arc<dyn Store>,
     every: Duration,
     clock: Clock,
-    wakers: Wakers,
+    registry: Registry,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -229,11 +173,11 @@ async fn rescuer(
             Ok(0) => {}
             Ok(n) => {
                 tracing::warn!(count = n, "re-queued deliveries whose lease expired");
-                wakers.wake_all();
+                registry.wake_all();
             }
             Err(e) => tracing::warn!(error = %e, "lease rescue failed; will try again"),
         }
-        expire(store.as_ref(), clock.now(), &wakers).await;
+        expire(store.as_ref(), clock.now(), &registry).await;
         tokio::select! {
             _ = clock.sleep(every) => {}
             _ = shutdown.wait_for(|s| *s) => return,
@@ -246,8 +190,8 @@ async fn rescuer(
 const EXPIRE_BATCH: usize = 1_000;
 
 /// Ends every delivery past its route's `expire_after` as `expired`, in
-/// batches, and wakes the connectors whose lanes that released.
-pub async fn expire(store: &dyn Store, now: crate::queue::Millis, wakers: &Wakers) -> u64 {
+/// batches, counts them, and wakes the connectors whose lanes that released.
+pub async fn expire(store: &dyn Store, now: Millis, registry: &Registry) -> u64 {
     let mut total = 0;
     loop {
         match store.expire_due(now, EXPIRE_BATCH).await {
@@ -255,8 +199,10 @@ pub async fn expire(store: &dyn Store, now: crate::queue::Millis, wakers: &Waker
                 let n: u64 = counts.iter().map(|(_, n)| n).sum();
                 for (connector, k) in &counts {
                     tracing::info!(connector = %connector, count = k, "deliveries expired unstarted (expire_after)");
-                    crate::metrics::global().expired(connector, *k);
-                    wakers.wake(connector);
+                    if let Some(entry) = registry.get(connector) {
+                        entry.metrics().expired(*k);
+                        entry.wake();
+                    }
                 }
                 total += n;
                 if n < EXPIRE_BATCH as u64 {
@@ -291,23 +237,23 @@ impl Limits {
 }
 
 struct ConnectorLoop {
+    /// The connector's record: policy, waker, breaker, counters.
+    entry: Arc<ConnectorEntry>,
+    /// Tells of the entry's new policies (reconfigured through the API).
+    updates: watch::Receiver<Arc<ConnectorPolicy>>,
     store: Arc<dyn Store>,
     deliver: Arc<dyn Deliver>,
-    notify: Arc<Notify>,
-    policy: Arc<ConnectorPolicy>,
-    /// New policies for this connector (reconfigured through the API).
-    updates: watch::Receiver<Arc<ConnectorPolicy>>,
     settings: DispatchSettings,
     /// Claimed deliveries whose completion has not been written yet.
     in_flight: Arc<Mutex<HashMap<i64, Claimed>>>,
-    breaker: Arc<Mutex<Breaker>>,
+    /// This node's rate, used where the store keeps no shared one.
     bucket: Mutex<TokenBucket>,
 }
 
 impl ConnectorLoop {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut tasks: JoinSet<()> = JoinSet::new();
-        let mut limits = Limits::of(&self.policy);
+        let mut limits = Limits::of(&self.entry.policy());
         let clock = self.settings.clock.clone();
         let mut limits_read_at: Option<crate::queue::Millis> = None;
         loop {
@@ -317,13 +263,11 @@ impl ConnectorLoop {
             if self.updates.has_changed().unwrap_or(false) {
                 let policy = self.updates.borrow_and_update().clone();
                 tracing::info!("connector reconfigured");
-                lock(&self.breaker).set_policy(policy.breaker.clone());
-                self.policy = policy;
-                // The configured limits in force now; operator overrides are
-                // read again at once.
-                limits = Limits::of(&self.policy);
+                // The configured limits in force now (the entry gave the
+                // breaker the new policy); operator overrides are read again
+                // at once.
+                limits = Limits::of(&policy);
                 *lock(&self.bucket) = TokenBucket::new(limits.rate, clock.now());
-                lock(&self.breaker).set_concurrency(limits.concurrency);
                 limits_read_at = None;
             }
             // Operators change concurrency and rate through the store (shared
@@ -333,19 +277,18 @@ impl ConnectorLoop {
                 if let Ok(o) = self
                     .store
                     .catalog()
-                    .limit_overrides(&self.policy.name)
+                    .limit_overrides(self.entry.name())
                     .await
                 {
+                    let policy = self.entry.policy();
                     let next = Limits {
-                        concurrency: o
-                            .concurrency
-                            .map_or(self.policy.concurrency, |c| c as usize),
-                        rate: o.rate.or(self.policy.rate),
+                        concurrency: o.concurrency.map_or(policy.concurrency, |c| c as usize),
+                        rate: o.rate.or(policy.rate),
                     };
                     if next != limits {
                         tracing::info!(concurrency = next.concurrency, rate = ?next.rate, "connector limits changed");
                         *lock(&self.bucket) = TokenBucket::new(next.rate, clock.now());
-                        lock(&self.breaker).set_concurrency(next.concurrency);
+                        self.entry.breaker().set_concurrency(next.concurrency);
                         limits = next;
                     }
                 }
@@ -356,12 +299,12 @@ impl ConnectorLoop {
             // make every claim after the first a claim of one.
             while tasks.try_join_next().is_some() {}
             let now = clock.now();
-            let mut permits = lock(&self.breaker).permits(now, tasks.len());
-            let probe_due = permits > 0 && lock(&self.breaker).next_probe_at().is_some();
+            let mut permits = self.entry.breaker().permits(now, tasks.len());
+            let probe_due = permits > 0 && self.entry.breaker().next_probe_at().is_some();
             let cluster = self.store.cluster();
             let won = match cluster {
                 Some(cluster) if probe_due => cluster
-                    .take_probe(&self.policy.name, now)
+                    .take_probe(self.entry.name(), now)
                     .await
                     .unwrap_or(false),
                 _ => true,
@@ -381,7 +324,7 @@ impl ConnectorLoop {
                     let taken = match cluster {
                         Some(cluster) => Some(
                             cluster
-                                .take_tokens(&self.policy.name, free, rate, now)
+                                .take_tokens(self.entry.name(), free, rate, now)
                                 .await,
                         ),
                         None => None,
@@ -409,7 +352,7 @@ impl ConnectorLoop {
             if free > 0 {
                 match self
                     .store
-                    .claim(&self.policy.name, free, now, self.settings.lease_ms)
+                    .claim(self.entry.name(), free, now, self.settings.lease_ms)
                     .await
                 {
                     Ok(batch) => {
@@ -418,7 +361,7 @@ impl ConnectorLoop {
                             lock(&self.bucket).take(batch.len(), now);
                         }
                         for d in batch {
-                            lock(&self.breaker).on_start(now);
+                            self.on_start(now);
                             self.start(&mut tasks, d);
                         }
                     }
@@ -438,7 +381,7 @@ impl ConnectorLoop {
                 None => self.idle_sleep().await,
             };
             tokio::select! {
-                _ = self.notify.notified() => {}
+                _ = self.entry.woken() => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = clock.sleep(sleep) => {}
                 _ = shutdown.wait_for(|s| *s) => break,
@@ -447,26 +390,32 @@ impl ConnectorLoop {
         self.drain(tasks).await;
     }
 
+    /// An attempt starts: a due probe moves an open breaker to probing.
+    fn on_start(&self, now: Millis) {
+        if let Some(t) = self.entry.on_start(now).transition() {
+            record_breaker(&self.store, self.entry.name(), t, now);
+        }
+    }
+
     /// Takes in the breaker state the other nodes sharing the store
     /// published (nothing happens on a store one node owns alone).
     async fn adopt_shared_health(&self) {
         let Some(cluster) = self.store.cluster() else {
             return;
         };
-        let Ok(Some(shared)) = cluster.shared_health(&self.policy.name).await else {
+        let Ok(Some(shared)) = cluster.shared_health(self.entry.name()).await else {
             return;
         };
-        let mut b = lock(&self.breaker);
-        let was_open = b.is_open();
-        b.adopt(shared);
-        if b.is_open() != was_open {
-            if was_open {
-                tracing::warn!("another node's probe succeeded: breaker closed, ramping up");
-            } else {
-                tracing::warn!("another node opened the breaker: probing only");
-            }
-            crate::metrics::global().breaker(&self.policy.name, b.state());
+        let Some((from, to)) = self.entry.adopt(shared).transition() else {
+            return;
+        };
+        if to == "closed" {
+            tracing::warn!("another node's probe succeeded: breaker closed, ramping up");
+        } else {
+            tracing::warn!("another node opened the breaker: probing only");
         }
+        let now = self.settings.clock.now();
+        record_breaker(&self.store, self.entry.name(), (from, to), now);
     }
 
     /// Until the earliest retry (or the breaker's next probe) is due, bounded
@@ -474,13 +423,13 @@ impl ConnectorLoop {
     async fn idle_sleep(&self) -> Duration {
         let poll = self.settings.poll_interval;
         let now = self.settings.clock.now();
-        let probe = lock(&self.breaker).next_probe_at();
+        let probe = self.entry.breaker().next_probe_at();
         let token = lock(&self.bucket).next_token_at(now);
         if let Some(at) = probe.or(token) {
             let wait = at.saturating_sub(now).max(1) as u64;
             return poll.min(Duration::from_millis(wait));
         }
-        match self.store.catalog().next_due(&self.policy.name).await {
+        match self.store.catalog().next_due(self.entry.name()).await {
             Ok(Some(at)) => {
                 let wait = at.saturating_sub(now).max(1) as u64;
                 poll.min(Duration::from_millis(wait))
@@ -492,10 +441,10 @@ impl ConnectorLoop {
     fn start(&self, tasks: &mut JoinSet<()>, d: Claimed) {
         let store = self.store.clone();
         let deliver = self.deliver.clone();
-        let policy = self.policy.clone();
+        let entry = self.entry.clone();
+        // The attempt runs and settles with the policy it started with.
+        let policy = entry.policy();
         let in_flight = self.in_flight.clone();
-        let notify = self.notify.clone();
-        let breaker = self.breaker.clone();
         let clock = self.settings.clock.clone();
         lock(&in_flight).insert(d.delivery_id, d.clone());
         let span = tracing::info_span!(
@@ -525,34 +474,24 @@ impl ConnectorLoop {
                     AttemptOutcome::Reject { .. } => "reject",
                     AttemptOutcome::Busy { .. } => "busy",
                 };
-                crate::metrics::global().attempt(&policy.name, label, started.elapsed());
+                entry.metrics().attempt(label, started.elapsed());
                 let now = clock.now();
                 // A busy gateway says nothing about the connector's health.
-                let publish = if label == "busy" {
-                    None
-                } else {
-                    let mut b = lock(&breaker);
-                    let was_open = b.is_open();
-                    let before = b.state();
-                    b.on_result(label != "retry", now);
-                    let state = b.state();
-                    if b.is_open() != was_open {
-                        if was_open {
-                            tracing::warn!("connector healthy again: breaker closed, ramping up");
-                        } else {
-                            tracing::warn!(?state, "connector failing: breaker open, probing only");
-                        }
+                // Opened, closed, or reopened after a failed probe: the other
+                // nodes sharing the store follow.
+                let moved = (label != "busy")
+                    .then(|| entry.on_result(label != "retry", now))
+                    .and_then(|m| Some((m.transition()?, m.after)));
+                if let Some(((from, to), state)) = moved {
+                    if to == "closed" {
+                        tracing::warn!("connector healthy again: breaker closed, ramping up");
+                    } else if from == "closed" {
+                        tracing::warn!(?state, "connector failing: breaker open, probing only");
                     }
-                    crate::metrics::global().breaker(&policy.name, state);
-                    // Opened, closed, or reopened after a failed probe: the
-                    // other nodes sharing the store follow.
-                    (std::mem::discriminant(&before) != std::mem::discriminant(&state))
-                        .then(|| b.shared())
-                        .flatten()
-                };
-                if let (Some(health), Some(cluster)) = (publish, store.cluster()) {
-                    if let Err(e) = cluster.publish_health(&policy.name, health, now).await {
-                        tracing::warn!(error = %e, "cannot share the breaker state with other nodes");
+                    if let (Some(health), Some(cluster)) = (state.shared(), store.cluster()) {
+                        if let Err(e) = cluster.publish_health(entry.name(), health, now).await {
+                            tracing::warn!(error = %e, "cannot share the breaker state with other nodes");
+                        }
                     }
                 }
                 let kind = classify(&policy, &d, outcome, now);
@@ -576,7 +515,10 @@ impl ConnectorLoop {
                     ),
                 }
                 lock(&in_flight).remove(&d.delivery_id);
-                notify.notify_one();
+                entry.wake();
+                if let Some((transition, _)) = moved {
+                    record_breaker(&store, entry.name(), transition, now);
+                }
             }
             .instrument(span),
         );
@@ -618,6 +560,30 @@ impl ConnectorLoop {
     }
 }
 
+/// Writes a change of a breaker's coarse state to the store's breaker log in
+/// a task of its own, so neither an attempt nor the claim loop waits for it.
+fn record_breaker(
+    store: &Arc<dyn Store>,
+    connector: &str,
+    (from, to): (&'static str, &'static str),
+    at: Millis,
+) {
+    let store = store.clone();
+    let connector = connector.to_string();
+    tokio::spawn(
+        async move {
+            if let Err(e) = store
+                .catalog()
+                .record_breaker(&connector, from, to, at)
+                .await
+            {
+                tracing::warn!(error = %e, from, to, "cannot record the breaker's change");
+            }
+        }
+        .in_current_span(),
+    );
+}
+
 /// Turns a connector's outcome into the store transition, applying the retry
 /// policy and the dead-letter policy.
 pub fn classify(
@@ -655,7 +621,8 @@ pub fn classify(
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding this lock cannot leave the map inconsistent (each
-    // operation is one insert or remove), so a poisoned lock is still usable.
+    // A panic while holding one of these locks cannot leave its value
+    // inconsistent (each operation is one insert, remove or assignment), so a
+    // poisoned lock is still usable.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -61,6 +61,35 @@ pub enum BreakerState {
     },
 }
 
+impl BreakerState {
+    /// The coarse state, as the API's `state` tag and the store's breaker
+    /// log name it: `closed`, `open` or `probing`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BreakerState::Closed { .. } => "closed",
+            BreakerState::Open { .. } => "open",
+            BreakerState::Probing { .. } => "probing",
+        }
+    }
+
+    /// What the other nodes sharing the store should know of this state:
+    /// open with its probe schedule, or closed. `None` while probing (the
+    /// probe's result will say).
+    pub fn shared(&self) -> Option<SharedHealth> {
+        match *self {
+            BreakerState::Closed { .. } => Some(SharedHealth::Closed),
+            BreakerState::Open {
+                next_probe_at,
+                probe_interval_ms,
+            } => Some(SharedHealth::Open {
+                next_probe_at,
+                probe_interval_ms,
+            }),
+            BreakerState::Probing { .. } => None,
+        }
+    }
+}
+
 /// A breaker's state as the nodes sharing a store see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
@@ -145,21 +174,10 @@ impl Breaker {
         }
     }
 
-    /// What the other nodes sharing the store should know of this breaker:
-    /// open with its probe schedule, or closed. `None` while probing (the
-    /// probe's result will say).
+    /// What the other nodes sharing the store should know of this breaker
+    /// ([`BreakerState::shared`]).
     pub fn shared(&self) -> Option<SharedHealth> {
-        match self.state {
-            BreakerState::Closed { .. } => Some(SharedHealth::Closed),
-            BreakerState::Open {
-                next_probe_at,
-                probe_interval_ms,
-            } => Some(SharedHealth::Open {
-                next_probe_at,
-                probe_interval_ms,
-            }),
-            BreakerState::Probing { .. } => None,
-        }
+        self.state.shared()
     }
 
     /// Takes in the cluster's view, written by whichever node saw the
