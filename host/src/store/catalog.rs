@@ -225,8 +225,22 @@ pub(crate) enum Pools {
         read: SqlitePool,
         /// One connection, for catalog writes.
         write: SqlitePool,
+        /// The queue writer, which stands aside while the catalog writes.
+        writer: std::sync::Arc<dyn WriterPause>,
     },
     Postgres(PgPool),
+}
+
+/// SQLite's queue writer runs its transactions back to back under load, and
+/// a second connection polling for the write lock would seldom catch the
+/// moment between two of them. So the catalog asks the writer to stand
+/// aside: it finishes its transaction, answers, and waits until the sender
+/// it handed out is dropped (or used), which the catalog does once its own
+/// transaction ended. The request waits in the writer's queue like any
+/// other work, so neither side starves.
+#[async_trait::async_trait]
+pub(crate) trait WriterPause: Send + Sync {
+    async fn pause(&self) -> StoreResult<tokio::sync::oneshot::Sender<()>>;
 }
 
 /// A pooled connection of either backend.
@@ -247,21 +261,28 @@ impl Pooled {
 /// A write transaction of either backend; rolled back if dropped before
 /// [`Tx::commit`].
 enum Tx {
-    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    /// With the queue writer paused until this ends.
+    Sqlite(
+        sqlx::Transaction<'static, Sqlite>,
+        tokio::sync::oneshot::Sender<()>,
+    ),
     Postgres(sqlx::Transaction<'static, Postgres>),
 }
 
 impl Tx {
     fn conn(&mut self) -> Conn<'_> {
         match self {
-            Tx::Sqlite(t) => Conn::Sqlite(t),
+            Tx::Sqlite(t, _) => Conn::Sqlite(t),
             Tx::Postgres(t) => Conn::Postgres(t),
         }
     }
 
     async fn commit(self) -> StoreResult<()> {
         match self {
-            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Sqlite(t, resume) => {
+                t.commit().await?;
+                let _ = resume.send(());
+            }
             Tx::Postgres(t) => t.commit().await?,
         }
         Ok(())
@@ -299,7 +320,10 @@ impl Catalog {
 
     async fn begin(&self) -> StoreResult<Tx> {
         Ok(match &self.pools {
-            Pools::Sqlite { write, .. } => Tx::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?),
+            Pools::Sqlite { write, writer, .. } => {
+                let resume = writer.pause().await?;
+                Tx::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?, resume)
+            }
             Pools::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }

@@ -189,10 +189,12 @@ impl SqliteStore {
             .min_connections(0)
             .connect_with(base)
             .await?;
+        let (tx, rx) = mpsc::channel(4096);
         let catalog = Catalog::new(
             Pools::Sqlite {
                 read,
                 write: catalog_write,
+                writer: std::sync::Arc::new(PauseWriter(tx.clone())),
             },
             node,
         );
@@ -212,7 +214,6 @@ impl SqliteStore {
             counts: Counts::default(),
         };
         writer.reload().await?;
-        let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(writer.run(rx));
         Ok(Self { tx, catalog })
     }
@@ -265,6 +266,22 @@ impl SqliteStore {
     }
 }
 
+/// Asks the writer to stand aside for the catalog (`catalog::WriterPause`).
+struct PauseWriter(mpsc::Sender<(Work, Reply)>);
+
+#[async_trait]
+impl catalog::WriterPause for PauseWriter {
+    async fn pause(&self) -> StoreResult<oneshot::Sender<()>> {
+        let stopped = || StoreError::Unavailable("store writer stopped".into());
+        let (resume, waiting) = oneshot::channel();
+        let (tx, rx) = oneshot::channel();
+        let work = Work::Pause { resume: waiting };
+        self.0.send((work, tx)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())??;
+        Ok(resume)
+    }
+}
+
 /// What the writer applies, in one transaction with whatever else is queued.
 enum Work {
     Ingest {
@@ -302,6 +319,12 @@ enum Work {
     Lanes {
         key: String,
         connectors: Vec<String>,
+    },
+    /// Stand aside, between two transactions, until `resume` is sent or
+    /// dropped: the catalog writes on its own connection meanwhile (see
+    /// `catalog::WriterPause`).
+    Pause {
+        resume: oneshot::Receiver<()>,
     },
 }
 
@@ -346,7 +369,24 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.apply_group(group).await;
+            // A pause splits the group: what came before it commits first.
+            let mut batch = Vec::with_capacity(group.len());
+            for (work, reply) in group {
+                match work {
+                    Work::Pause { resume } => {
+                        if !batch.is_empty() {
+                            self.apply_group(std::mem::take(&mut batch)).await;
+                        }
+                        if reply.send(Ok(Box::new(()))).is_ok() {
+                            let _ = resume.await;
+                        }
+                    }
+                    work => batch.push((work, reply)),
+                }
+            }
+            if !batch.is_empty() {
+                self.apply_group(batch).await;
+            }
         }
     }
 
@@ -749,6 +789,11 @@ impl Writer {
             Work::Expire { now, limit } => Box::new(self.expire(now, limit).await?),
             Work::Purge { before, limit } => Box::new(self.purge(before, limit).await?),
             Work::Lanes { key, connectors } => Box::new(self.lane_views(&key, &connectors).await?),
+            Work::Pause { .. } => {
+                return Err(StoreError::Internal(
+                    "store writer: a pause inside a transaction".into(),
+                ))
+            }
             Work::Operator {
                 id,
                 action,
