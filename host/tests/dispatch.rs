@@ -488,10 +488,14 @@ impl Deliver for Saturated {
     async fn deliver(&self, d: &Claimed) -> AttemptOutcome {
         let breaker = self.entry.breaker_state();
         self.calls.lock().unwrap().push((d.attempt, breaker));
-        let left = self.busy.load(std::sync::atomic::Ordering::SeqCst);
-        if left > 0 {
-            self.busy
-                .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+        // One busy answer taken at a time: concurrent attempts must not
+        // both take the last one.
+        use std::sync::atomic::Ordering::SeqCst;
+        if self
+            .busy
+            .fetch_update(SeqCst, SeqCst, |left| left.checked_sub(1))
+            .is_ok()
+        {
             return AttemptOutcome::Busy {
                 reason: "no sandbox slot free".into(),
             };
