@@ -302,8 +302,9 @@ impl PostgresStore {
                         let mut applied = transaction!(pool, |conn| counted(
                             conn,
                             &writer,
-                            async |conn, counts| complete_tx(conn, &items, now, &node, counts)
-                                .await
+                            async |conn, counts| {
+                                complete_tx(conn, &items, now, (&node, &writer), counts).await
+                            }
                         ))?
                         .into_iter();
                         Ok(sizes
@@ -659,13 +660,13 @@ async fn complete_tx(
     conn: &mut PgConnection,
     items: &[Completion],
     now: Millis,
-    node: &str,
+    who: (&str, &str),
     counts: &mut Counts,
 ) -> TxResult<Vec<bool>> {
     let mut out = vec![false; items.len()];
     for round in completion_rounds(items) {
         let batch: Vec<Completion> = round.iter().map(|&i| items[i].clone()).collect();
-        let applied = complete_round(conn, &batch, now, node, counts).await?;
+        let applied = complete_round(conn, &batch, now, who, counts).await?;
         for (k, &i) in round.iter().enumerate() {
             out[i] = applied.get(k).copied().unwrap_or(false);
         }
@@ -678,7 +679,7 @@ async fn complete_round(
     conn: &mut PgConnection,
     items: &[Completion],
     now: Millis,
-    node: &str,
+    (node, writer): (&str, &str),
     counts: &mut Counts,
 ) -> TxResult<Vec<bool>> {
     let releases = |c: &Completion| c.kind.step().releases();
@@ -704,38 +705,60 @@ async fn complete_round(
         next_at.push(at);
         errors.push(error.map(|e| e.replace('\0', "\u{fffd}")));
     }
-    let applied: Vec<i64> = sqlx::query_scalar(
-        "UPDATE deliveries d SET state = v.st, \
+    // One statement, one round trip: apply the outcomes, log the attempts
+    // they end and move them out of in-flight in this writer's counts.
+    const COMPLETE: &str =
+        "WITH v AS (SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], \
+             $5::text[], $7::int8[], $8::int8[], $9::text[]) \
+             AS v(id, lease, st, at, err, attempt, started, outcome)), \
+         done AS (UPDATE deliveries d SET state = v.st, \
              next_attempt_at = COALESCE(v.at, d.next_attempt_at), \
              last_error = COALESCE(v.err, d.last_error), \
              lease_until = NULL, lease_token = NULL, lease_owner = NULL, updated_at = $6 \
-         FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], $5::text[]) \
-             AS v(id, lease, st, at, err) \
-         WHERE d.id = v.id AND d.state = 'in_flight' AND d.lease_token = v.lease \
-         RETURNING d.id",
-    )
-    .bind(&ids)
-    .bind(&leases)
-    .bind(&states)
-    .bind(&next_at)
-    .bind(&errors)
-    .bind(now)
-    .fetch_all(&mut *conn)
-    .await?;
+             FROM v WHERE d.id = v.id AND d.state = 'in_flight' AND d.lease_token = v.lease \
+             RETURNING d.id, d.connector, d.state), \
+         logged AS (INSERT INTO attempts \
+             (delivery_id, attempt, node, started_at, finished_at, outcome, reason) \
+             SELECT v.id, v.attempt, $10, v.started, $6, v.outcome, v.err \
+             FROM v JOIN done ON done.id = v.id \
+             ON CONFLICT (delivery_id, attempt) DO NOTHING), \
+         counted AS (INSERT INTO connector_counts \
+             (connector, writer, in_flight, ready, delivered, dead) \
+             SELECT connector, $11, -COUNT(*), COUNT(*) FILTER (WHERE state = 'ready'), \
+                 COUNT(*) FILTER (WHERE state = 'delivered'), \
+                 COUNT(*) FILTER (WHERE state = 'dead') \
+             FROM done GROUP BY connector \
+             ON CONFLICT (connector, writer) DO UPDATE SET \
+                 in_flight = connector_counts.in_flight + excluded.in_flight, \
+                 ready = connector_counts.ready + excluded.ready, \
+                 delivered = connector_counts.delivered + excluded.delivered, \
+                 dead = connector_counts.dead + excluded.dead) \
+             SELECT id FROM done";
+    let log: Vec<Attempt> = items.iter().map(|c| Attempt::of(c, now)).collect();
+    let applied: Vec<i64> = sqlx::query_scalar(COMPLETE)
+        .bind(&ids)
+        .bind(&leases)
+        .bind(&states)
+        .bind(&next_at)
+        .bind(&errors)
+        .bind(now)
+        .bind(log.iter().map(|a| i64::from(a.attempt)).collect::<Vec<_>>())
+        .bind(log.iter().map(|a| a.started_at).collect::<Vec<_>>())
+        .bind(log.iter().map(|a| a.outcome).collect::<Vec<_>>())
+        .bind(node)
+        .bind(writer)
+        .fetch_all(&mut *conn)
+        .await?;
     let applied: HashSet<i64> = applied.into_iter().collect();
     let mut entries = Vec::new();
-    let mut log = Vec::with_capacity(applied.len());
     for c in items.iter().filter(|c| applied.contains(&c.delivery_id)) {
         let step = c.kind.step();
-        counts.moved(&c.connector, Some(DeliveryState::InFlight), step.state(), 1);
-        log.push(Attempt::of(c, now));
         if step.releases() {
             for k in &c.keys {
                 entries.push((c.connector.clone(), k.clone(), c.seq));
             }
         }
     }
-    catalog::log_attempts(Conn::Postgres(conn), node, &log).await?;
     release_lanes(conn, &entries, now, counts).await?;
     Ok(items
         .iter()
