@@ -275,19 +275,19 @@ pub mod sql {
 
     /// The states a purge may delete: final ones.
     pub fn final_states() -> String {
-        super::DeliveryState::ALL
-            .into_iter()
-            .filter(|s| s.is_final())
-            .map(|s| format!("'{}'", s.as_str()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        quoted_states(super::DeliveryState::is_final)
     }
 
     /// The pending states (`blocked`, `ready`, `in_flight`).
     pub fn pending_states() -> String {
+        quoted_states(super::DeliveryState::is_pending)
+    }
+
+    /// The states `keep` selects, as a quoted SQL list.
+    fn quoted_states(keep: fn(super::DeliveryState) -> bool) -> String {
         super::DeliveryState::ALL
             .into_iter()
-            .filter(|s| s.is_pending())
+            .filter(|s| keep(*s))
             .map(|s| format!("'{}'", s.as_str()))
             .collect::<Vec<_>>()
             .join(", ")

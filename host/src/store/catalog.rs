@@ -982,11 +982,17 @@ impl Counts {
             .unwrap_or_default()
     }
 
-    fn row(&mut self, connector: &str) -> &mut [i64; STATES] {
-        if !self.0.contains_key(connector) {
-            self.0.insert(connector.to_string(), [0; STATES]);
+    /// Applies `f` to `connector`'s changes; a connector's name is copied
+    /// only the first time (this runs for every delivery moved).
+    fn change(&mut self, connector: &str, f: impl FnOnce(&mut [i64; STATES])) {
+        match self.0.get_mut(connector) {
+            Some(row) => f(row),
+            None => {
+                let mut row = [0; STATES];
+                f(&mut row);
+                self.0.insert(connector.to_string(), row);
+            }
         }
-        self.0.entry(connector.to_string()).or_insert([0; STATES])
     }
 
     /// `n` deliveries of `connector` went from `from` to `to` (`None`: not
@@ -1001,16 +1007,17 @@ impl Counts {
         if n == 0 || from == Some(to) {
             return;
         }
-        let row = self.row(connector);
-        if let Some(from) = from {
-            row[Self::slot(from)] -= n;
-        }
-        row[Self::slot(to)] += n;
+        self.change(connector, |row| {
+            if let Some(from) = from {
+                row[Self::slot(from)] -= n;
+            }
+            row[Self::slot(to)] += n;
+        });
     }
 
     /// `n` deliveries of `connector` in `state` were deleted (a purge).
     pub(crate) fn gone(&mut self, connector: &str, state: DeliveryState, n: i64) {
-        self.row(connector)[Self::slot(state)] -= n;
+        self.change(connector, |row| row[Self::slot(state)] -= n);
     }
 
     /// Adds the changes to `writer`'s rows and forgets them.
@@ -1021,11 +1028,7 @@ impl Counts {
                 "INSERT INTO connector_counts (connector, writer, {}) ",
                 cols.join(", ")
             );
-            let update = cols
-                .iter()
-                .map(|c| format!("{c} = connector_counts.{c} + excluded.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let update = add_counts(&cols);
             (
                 insert,
                 format!(" ON CONFLICT (connector, writer) DO UPDATE SET {update}"),
@@ -1129,16 +1132,21 @@ pub(crate) fn log_lease_expiries(rows: &str, now: &str, reason: &str) -> String 
     )
 }
 
+/// The `DO UPDATE SET` list that adds an upsert's counts to a row's.
+fn add_counts(cols: &[&str]) -> String {
+    cols.iter()
+        .map(|c| format!("{c} = connector_counts.{c} + excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Folds the count rows of PostgreSQL writers on nodes not heard from since
 /// `now - STALE_NODE_MS` into the connector's shared row.
 async fn fold_stale_counts(c: &mut PgConnection, now: Millis) -> StoreResult<()> {
     static FOLD: LazyLock<String> = LazyLock::new(|| {
         let cols: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
         let sums: Vec<String> = cols.iter().map(|c| format!("SUM({c})")).collect();
-        let adds: Vec<String> = cols
-            .iter()
-            .map(|c| format!("{c} = connector_counts.{c} + excluded.{c}"))
-            .collect();
+        let adds = add_counts(&cols);
         format!(
             "WITH gone AS (DELETE FROM connector_counts WHERE writer <> '' AND NOT EXISTS \
                  (SELECT 1 FROM nodes n WHERE n.heartbeat_at > $1 \
@@ -1149,7 +1157,7 @@ async fn fold_stale_counts(c: &mut PgConnection, now: Millis) -> StoreResult<()>
              ON CONFLICT (connector, writer) DO UPDATE SET {adds}",
             cols = cols.join(", "),
             sums = sums.join(", "),
-            adds = adds.join(", ")
+            adds = adds
         )
     });
     sqlx::query(&FOLD)
