@@ -1,7 +1,7 @@
-//! Hot load under load: a new component version uploaded while 10,000 events
-//! flow is used for new deliveries at once; nothing is lost or reordered; an
-//! invalid upload is refused without disturbing the running version; rollback
-//! brings the previous version back.
+//! Hot load under load: a new component version uploaded while events flow
+//! (thousands before it and after it) is used for new deliveries at once;
+//! nothing is lost or reordered; an invalid upload is refused without
+//! disturbing the running version; rollback brings the previous version back.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -67,26 +67,41 @@ async fn new_version_under_load_is_used_at_once_and_rollback_restores_the_old(db
     let config = write_config_on(&url, dir.path(), free_port(), addr, 16);
     let gw = Gateway::start(&config);
     let http = reqwest::Client::new();
-    let total = 10_000;
-
-    // Load in the background; the upload lands in the middle of it.
+    // Load in the background until the upload has landed in the middle of
+    // it, then `AFTER` more events: how many are posted before the deploy
+    // returns depends on how long the gateway takes to compile the
+    // component, so the load is not a fixed count that a fast ingest could
+    // finish first.
+    const BATCH: usize = 200;
+    const BEFORE: usize = 3_000;
+    const AFTER: usize = 4_000;
+    const LIMIT: usize = 200_000;
     let posted = Arc::new(AtomicUsize::new(0));
+    let deployed = Arc::new(AtomicUsize::new(usize::MAX));
     let loader = {
-        let (http, posted, url) = (http.clone(), posted.clone(), gw.url("/v1/events"));
+        let (http, url) = (http.clone(), gw.url("/v1/events"));
+        let (posted, deployed) = (posted.clone(), deployed.clone());
         tokio::spawn(async move {
-            for from in (0..total).step_by(200) {
+            let mut from = 0;
+            while from < deployed.load(Ordering::SeqCst).saturating_add(AFTER) {
+                assert!(
+                    from < LIMIT,
+                    "the deploy did not land within {LIMIT} events"
+                );
                 let r = http
                     .post(&url)
-                    .json(&batch(from, 200))
+                    .json(&batch(from, BATCH))
                     .send()
                     .await
                     .unwrap();
                 assert_eq!(r.status(), 202);
-                posted.store(from + 200, Ordering::SeqCst);
+                from += BATCH;
+                posted.store(from, Ordering::SeqCst);
             }
+            from
         })
     };
-    while posted.load(Ordering::SeqCst) < 3_000 {
+    while posted.load(Ordering::SeqCst) < BEFORE {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 
@@ -108,6 +123,7 @@ async fn new_version_under_load_is_used_at_once_and_rollback_restores_the_old(db
     assert!(err.contains("does not implement"), "{err}");
 
     let next = wasm("webhook_next");
+    let started = Instant::now();
     let (code, out, err) = cli(&gw, &["connector", "deploy", "hss", next.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -115,8 +131,16 @@ async fn new_version_under_load_is_used_at_once_and_rollback_restores_the_old(db
         "{out}"
     );
     let deployed_at = posted.load(Ordering::SeqCst);
-    assert!(deployed_at < total, "the upload should land mid-load");
-    loader.await.unwrap();
+    deployed.store(deployed_at, Ordering::SeqCst);
+    eprintln!(
+        "deploy returned after {:?} with {deployed_at} events posted",
+        started.elapsed()
+    );
+    let total = loader.await.unwrap();
+    assert!(
+        total >= deployed_at + AFTER,
+        "the load went on after the deploy"
+    );
     wait_seen(&up, total).await;
 
     let seen = up.seen();
