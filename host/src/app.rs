@@ -54,18 +54,43 @@ pub async fn run(
         }
         Err(e) => tracing::warn!(error = %e, "open-files limit left as it is"),
     }
-    // Leases name the node that holds them: this host and its API port.
-    let host = store::default_node();
-    let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
-    let node = format!("{host}:{}", config.server.listen.port());
-    let store = store::open_as(&config.storage.url, &node).await?;
-    // The store's record of this process: its epoch counts the starts under
-    // this name, and `sync_with_store` keeps its heartbeat.
-    match store.catalog().register_node(now_ms()).await {
-        Ok(epoch) => tracing::info!(node = %node, epoch, "node registered"),
-        Err(e) => {
-            tracing::warn!(node = %node, error = %e, "cannot register this node in the store")
+    // Leases name the node that holds them: `cluster.node`, else this host
+    // and its API port.
+    let node = match &config.cluster.node {
+        Some(node) => node.clone(),
+        None => {
+            let host = store::default_node();
+            let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+            format!("{host}:{}", config.server.listen.port())
         }
+    };
+    // SQLite: this process alone serves the database, for as long as it runs.
+    let _database_lock = if config.storage.url.starts_with("sqlite:") {
+        store::sqlite::SqliteStore::lock(&config.storage.url)?
+    } else {
+        None
+    };
+    let store = store::open_as(&config.storage.url, &node).await?;
+    // PostgreSQL: no other running gateway acts under this node's name.
+    // A previous run killed a moment ago holds it until the server sees its
+    // connection close.
+    if let Some(cluster) = store.cluster() {
+        cluster
+            .hold_name(Duration::from_millis(config.cluster.node_timeout_ms))
+            .await?;
+    }
+    // The store's record of this process: its epoch counts the starts under
+    // this name, and `keep_alive` keeps its heartbeat.
+    let epoch = store.catalog().register_node().await?;
+    tracing::info!(node = %node, epoch, "node registered");
+    // What the previous run under this name left in flight moves on now,
+    // not when its leases end.
+    let reclaimed = store.reclaim(now_ms()).await?;
+    if reclaimed > 0 {
+        tracing::warn!(
+            count = reclaimed,
+            "re-queued the deliveries this node's previous run left in flight"
+        );
     }
 
     let cache_dir = config.runtime.cache_dir.clone().or_else(|| {
@@ -129,6 +154,12 @@ pub async fn run(
         clock: crate::clock::Clock::wall(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(keep_alive(
+        store.clone(),
+        fleet.registry().clone(),
+        config.cluster.clone(),
+        stop_rx.clone(),
+    ));
     tokio::spawn(sync_with_store(
         fleet.clone(),
         connectors.clone(),
@@ -187,8 +218,7 @@ pub async fn run(
 }
 
 /// How often a node looks for connector configs and component versions
-/// changed through another node sharing its database, and tells the store
-/// it is alive.
+/// changed through another node sharing its database.
 const STORE_SYNC: Duration = Duration::from_secs(2);
 
 async fn sync_with_store(
@@ -202,14 +232,53 @@ async fn sync_with_store(
             _ = tokio::time::sleep(STORE_SYNC) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        if let Err(e) = store.catalog().heartbeat(now_ms()).await {
-            tracing::warn!(error = %e, "cannot record this node's heartbeat; will try again");
-        }
         if let Err(e) = fleet.sync(&*store).await {
             tracing::warn!(error = %e, "cannot check for connector config changes; will try again");
         }
         if let Err(e) = connectors.sync(&*store).await {
             tracing::warn!(error = %e, "cannot check for component changes; will try again");
+        }
+    }
+}
+
+/// Renews this node's heartbeat and, where nodes share the store, keeps
+/// its name and takes over the in-flight work of nodes gone silent
+/// (docs/RECOVERY.md).
+async fn keep_alive(
+    store: std::sync::Arc<dyn store::Store>,
+    registry: crate::registry::Registry,
+    cluster: crate::config::ClusterConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let every = cluster.heartbeat_every();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = store.catalog().heartbeat().await {
+            tracing::warn!(error = %e, "cannot record this node's heartbeat; will try again");
+        }
+        let Some(shared) = store.cluster() else {
+            continue;
+        };
+        if let Err(e) = shared.hold_name(Duration::ZERO).await {
+            tracing::error!(error = %e, "cannot hold this node's name in the cluster");
+        }
+        match shared
+            .take_over(now_ms(), cluster.takeover_after_ms())
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(
+                    count = n,
+                    silent_ms = cluster.takeover_after_ms(),
+                    "took over the in-flight deliveries of nodes gone silent"
+                );
+                registry.wake_all();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look for silent nodes; will try again"),
         }
     }
 }

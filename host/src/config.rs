@@ -20,7 +20,14 @@ use crate::queue::retry::RetryPolicy;
 use crate::queue::route::RouteSpec;
 use crate::queue::OnDead;
 
-const ENV_SECTIONS: [&str; 5] = ["server", "storage", "dispatch", "runtime", "connectors"];
+const ENV_SECTIONS: [&str; 6] = [
+    "server",
+    "storage",
+    "dispatch",
+    "cluster",
+    "runtime",
+    "connectors",
+];
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -28,6 +35,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub dispatch: DispatchConfig,
+    pub cluster: ClusterConfig,
     pub runtime: RuntimeConfig,
     pub connectors: Vec<ConnectorConfig>,
 }
@@ -132,6 +140,50 @@ impl Default for DispatchConfig {
             rescue_interval_ms: 5_000,
             poll_interval_ms: 1_000,
         }
+    }
+}
+
+/// This node among those sharing a store, and when a silent one's work
+/// moves to the others (docs/RECOVERY.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's name in the store: its leases, heartbeat and records
+    /// carry it, and at start-up it takes back at once what its previous
+    /// run left in flight. Default `HOST:PORT` (the API's port). It must
+    /// stay the same across restarts and differ between the nodes sharing
+    /// a PostgreSQL database; a second running gateway under a taken name
+    /// is refused.
+    pub node: Option<String>,
+    /// A node whose heartbeat (renewed every fifth of this, judged by the
+    /// database's clock) is older than this plus `fence_margin_ms` loses its
+    /// in-flight deliveries to the other nodes, in milliseconds.
+    pub node_timeout_ms: u64,
+    /// The gap between a node stopping itself and the others taking over
+    /// its work, in milliseconds (docs/RECOVERY.md).
+    pub fence_margin_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node: None,
+            node_timeout_ms: 10_000,
+            fence_margin_ms: 2_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// How often this node renews its heartbeat.
+    pub fn heartbeat_every(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.node_timeout_ms / 5)
+    }
+
+    /// How long another node's heartbeat may be silent, by the database's
+    /// clock, before its work is taken over.
+    pub fn takeover_after_ms(&self) -> i64 {
+        (self.node_timeout_ms + self.fence_margin_ms) as i64
     }
 }
 
@@ -589,6 +641,31 @@ impl Config {
             c.validate(&bounds)?;
             if !names.insert(&c.name) {
                 return invalid(format!("connector name {:?} is used twice", c.name));
+            }
+        }
+        let cl = &self.cluster;
+        if cl.node_timeout_ms < 1_000 || cl.node_timeout_ms > 600_000 {
+            return invalid(format!(
+                "cluster.node_timeout_ms ({}) must be between 1000 and 600000",
+                cl.node_timeout_ms
+            ));
+        }
+        if cl.fence_margin_ms < 100 || cl.fence_margin_ms > cl.node_timeout_ms / 4 {
+            return invalid(format!(
+                "cluster.fence_margin_ms ({}) must be between 100 and a quarter of \
+                 cluster.node_timeout_ms ({})",
+                cl.fence_margin_ms, cl.node_timeout_ms
+            ));
+        }
+        if let Some(node) = &cl.node {
+            if node.is_empty()
+                || node.len() > 128
+                || node.contains('/')
+                || node.chars().any(char::is_control)
+            {
+                return invalid(format!(
+                    "cluster.node {node:?}: use 1 to 128 characters, no '/' or control characters"
+                ));
             }
         }
         let mut token_names = std::collections::HashSet::new();

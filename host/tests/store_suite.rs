@@ -979,23 +979,21 @@ async fn every_finished_attempt_is_logged_once_with_how_it_ended(t: TestStore) {
 
 async fn nodes_and_breaker_transitions_are_recorded(t: TestStore) {
     let c = t.store.catalog();
-    assert_eq!(c.register_node(100).await.unwrap(), 1);
-    c.heartbeat(150).await.unwrap();
-    // An older beat never moves the heartbeat back.
-    c.heartbeat(120).await.unwrap();
-    let nodes = c.nodes().await.unwrap();
-    assert_eq!(nodes.len(), 1);
-    assert_eq!(
-        (
-            nodes[0].name.as_str(),
-            nodes[0].epoch,
-            nodes[0].started_at,
-            nodes[0].heartbeat_at
-        ),
-        (c.node(), 1, 100, 150)
-    );
+    let wall = switchboard::queue::now_ms();
+    assert_eq!(c.register_node().await.unwrap(), 1);
+    let first = c.nodes().await.unwrap();
+    assert_eq!(first.len(), 1);
+    let n = &first[0];
+    assert_eq!((n.name.as_str(), n.epoch), (c.node(), 1));
+    // By the database's clock, which here is this machine's.
+    assert!((n.started_at - wall).abs() < 60_000, "{n:?} against {wall}");
+    assert!((0..1_000).contains(&(n.heartbeat_at - n.started_at)), "{n:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    c.heartbeat().await.unwrap();
+    let beat = c.nodes().await.unwrap()[0].heartbeat_at;
+    assert!(beat > n.heartbeat_at, "{beat} after {}", n.heartbeat_at);
     // A restart under the same name is the next epoch.
-    assert_eq!(c.register_node(200).await.unwrap(), 2);
+    assert_eq!(c.register_node().await.unwrap(), 2);
     c.record_breaker("hss", "closed", "open", 300)
         .await
         .unwrap();
@@ -1014,6 +1012,138 @@ async fn nodes_and_breaker_transitions_are_recorded(t: TestStore) {
     assert_eq!(c.breaker_transitions("hss", 1).await.unwrap().len(), 1);
 }
 
+/// At start-up a node takes back at once what its previous run left in
+/// flight: the lease's end does not matter, the attempt is logged as ended
+/// with why, the lane keeps its order, and that run's late answer is refused.
+async fn a_restart_reclaims_its_in_flight_deliveries_at_once(t: TestStore) {
+    let s = &*t.store;
+    s.ingest(
+        vec![
+            ev("1", "t", &["k"], &["c"]),
+            ev("2", "t", &["k"], &["c"]),
+            ev("3", "t", &["j"], &["c"]),
+        ],
+        0,
+    )
+    .await
+    .unwrap();
+    let before = s.claim("c", 10, 10, LEASE).await.unwrap();
+    assert_eq!(before.len(), 2, "1 and 3 head their lanes");
+    // Nothing in flight is left: a second reclaim finds nothing.
+    assert_eq!(s.reclaim(20).await.unwrap(), 2);
+    assert_eq!(s.reclaim(21).await.unwrap(), 0);
+    let again = s.claim("c", 10, 30, LEASE).await.unwrap();
+    let mut got: Vec<(String, u32)> = again
+        .iter()
+        .map(|d| (d.event.id.clone(), d.attempt))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![("1".into(), 2), ("3".into(), 2)], "2 still waits behind 1");
+    let late = before
+        .iter()
+        .map(|d| Completion::of(d, CompletionKind::Delivered))
+        .collect();
+    assert_eq!(s.complete(late, 40).await.unwrap(), vec![false, false]);
+    let id = s.catalog().event("1").await.unwrap().unwrap().deliveries[0].id;
+    let log = s.catalog().attempts(id).await.unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!((log[0].outcome.as_str(), log[0].finished_at), ("lease_expired", 20));
+    assert!(
+        log[0].reason.as_deref().unwrap_or("").contains("reclaimed at start-up"),
+        "{log:?}"
+    );
+    assert_eq!(t.count_mismatches().await, Vec::<String>::new());
+}
+
+/// On PostgreSQL a restarting node takes back only its own leases; those of
+/// another node are taken over only once its heartbeat is old by the
+/// database's clock.
+#[tokio::test]
+async fn postgres_a_node_reclaims_its_own_leases_and_takes_over_only_silent_nodes() {
+    use switchboard::store::postgres::PostgresStore;
+    let t = common::postgres().await;
+    let a = &*t.store;
+    let b = PostgresStore::open_as(&t.url, "node-b:1").await.unwrap();
+    a.catalog().register_node().await.unwrap();
+    b.catalog().register_node().await.unwrap();
+    a.ingest(
+        vec![ev("a1", "t", &["ka"], &["c"]), ev("b1", "t", &["kb"], &["c"])],
+        0,
+    )
+    .await
+    .unwrap();
+    let mine = a.claim("c", 1, 10, LEASE).await.unwrap();
+    let theirs = b.claim("c", 1, 10, LEASE).await.unwrap();
+    assert_eq!((mine.len(), theirs.len()), (1, 1));
+    // A's restart: only A's lease.
+    assert_eq!(a.reclaim(20).await.unwrap(), 1);
+    let cluster = a.cluster().expect("PostgreSQL shares work between nodes");
+    // B beat just now: alive, whatever the bound.
+    assert_eq!(cluster.take_over(30, 10_000).await.unwrap(), 0);
+    // B has been silent for a minute by the database's clock.
+    let pool = sqlx::PgPool::connect(&t.url).await.unwrap();
+    sqlx::query(
+        "UPDATE nodes SET heartbeat_at = heartbeat_at - 60000 WHERE name = 'node-b:1'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Not yet past a bound longer than its silence.
+    assert_eq!(cluster.take_over(40, 120_000).await.unwrap(), 0);
+    // A is silent too now, but never takes over its own leases this way.
+    a.claim("c", 1, 45, LEASE).await.unwrap();
+    sqlx::query("UPDATE nodes SET heartbeat_at = heartbeat_at - 60000")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(cluster.take_over(50, 10_000).await.unwrap(), 1);
+    let view = a.catalog().event("b1").await.unwrap().unwrap();
+    assert_eq!(view.deliveries[0].state, DeliveryState::Ready);
+    assert!(
+        view.deliveries[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("taken over"),
+        "{view:?}"
+    );
+    // B's late answer is refused; A's delivery of b1 counts once.
+    let late = theirs
+        .iter()
+        .map(|d| Completion::of(d, CompletionKind::Delivered))
+        .collect();
+    assert_eq!(b.complete(late, 60).await.unwrap(), vec![false]);
+    assert_eq!(t.count_mismatches().await, Vec::<String>::new());
+}
+
+/// Two running gateways never act under one node name; the name is free
+/// again once its holder's session ends.
+#[tokio::test]
+async fn postgres_a_node_name_is_held_by_one_process_at_a_time() {
+    use std::time::Duration;
+    use switchboard::store::postgres::PostgresStore;
+    use switchboard::store::StoreError;
+    let t = common::postgres().await;
+    let first = PostgresStore::open_as(&t.url, "same:1").await.unwrap();
+    let second = PostgresStore::open_as(&t.url, "same:1").await.unwrap();
+    let other = PostgresStore::open_as(&t.url, "other:1").await.unwrap();
+    first.cluster().unwrap().hold_name(Duration::ZERO).await.unwrap();
+    // Holding it again is a no-op.
+    first.cluster().unwrap().hold_name(Duration::ZERO).await.unwrap();
+    other.cluster().unwrap().hold_name(Duration::ZERO).await.unwrap();
+    match second.cluster().unwrap().hold_name(Duration::from_millis(300)).await {
+        Err(StoreError::InUse(m)) => assert!(m.contains("\"same:1\""), "{m}"),
+        r => panic!("a second holder of one name: {r:?}"),
+    }
+    drop(first);
+    second
+        .cluster()
+        .unwrap()
+        .hold_name(Duration::from_secs(10))
+        .await
+        .expect("free once its holder is gone");
+}
+
 /// PostgreSQL writers each keep their own rows of the counts; a node that
 /// starts folds those of nodes long gone, and the sums stay right.
 #[tokio::test]
@@ -1021,10 +1151,9 @@ async fn postgres_count_rows_of_gone_nodes_fold_into_one_without_changing_a_sum(
     let t = common::postgres().await;
     let s = &*t.store;
     let pool = sqlx::PgPool::connect(&t.url).await.unwrap();
-    // This node is alive (it beat 5 ms before the start below); a node
-    // that once wrote counts was last heard of at 1,000.
-    let start = 1000 + switchboard::store::catalog::STALE_NODE_MS + 1;
-    s.catalog().register_node(start - 5).await.unwrap();
+    // This node is alive (it starts now, by the database's clock); a node
+    // that once wrote counts was last heard of at 1,000, long ago.
+    s.catalog().register_node().await.unwrap();
     sqlx::query(
         "INSERT INTO nodes (name, epoch, started_at, heartbeat_at) VALUES ('gone:1', 1, 0, 1000)",
     )
@@ -1066,9 +1195,9 @@ async fn postgres_count_rows_of_gone_nodes_fold_into_one_without_changing_a_sum(
             .any(|x| x.starts_with(&format!("gone:1/{node}/ingest"))),
         "{w:?}"
     );
-    // Long after the gone node's last beat, this node starts again: the
-    // gone node's rows become the shared one, the live node's stay.
-    s.catalog().register_node(start).await.unwrap();
+    // This node starts again: the gone node's rows become the shared one,
+    // the live node's stay.
+    s.catalog().register_node().await.unwrap();
     assert_eq!(
         writers(pool.clone()).await,
         vec![String::new(), format!("{node}/claim")]
@@ -1080,6 +1209,7 @@ async fn postgres_count_rows_of_gone_nodes_fold_into_one_without_changing_a_sum(
 for_each_backend!(
     every_finished_attempt_is_logged_once_with_how_it_ended,
     nodes_and_breaker_transitions_are_recorded,
+    a_restart_reclaims_its_in_flight_deliveries_at_once,
     a_lane_emptied_of_its_dead_letter_takes_the_next_event_at_once,
     a_lane_releasing_its_head_and_the_next_at_once_moves_up_once,
     queue_stats_follow_every_transition,

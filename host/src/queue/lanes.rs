@@ -270,8 +270,11 @@ pub mod sql {
 
     /// Which deliveries a lease rescue takes back at `now`.
     pub fn lease_expired(now: &str) -> String {
-        format!("state = 'in_flight' AND lease_until <= {now}")
+        format!("{IN_FLIGHT} AND lease_until <= {now}")
     }
+
+    /// Deliveries an attempt holds (the lease may be anyone's).
+    pub const IN_FLIGHT: &str = "state = 'in_flight'";
 
     /// The states a purge may delete: final ones.
     pub fn final_states() -> String {

@@ -59,7 +59,20 @@ macro_rules! on {
     };
 }
 
+/// The database's clock in epoch milliseconds, as PostgreSQL SQL: nodes'
+/// heartbeats and the judgement that a node went silent use it, never a
+/// node's own wall clock (nodes' clocks drift apart; the database's is one).
+pub(crate) const PG_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
 impl Conn<'_> {
+    /// [`PG_NOW_MS`] in this connection's dialect.
+    fn now_ms(&self) -> &'static str {
+        match self {
+            Conn::Sqlite(_) => "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+            Conn::Postgres(_) => PG_NOW_MS,
+        }
+    }
+
     /// The same connection, borrowed again for one more statement.
     pub(crate) fn re(&mut self) -> Conn<'_> {
         match self {
@@ -507,43 +520,50 @@ impl Catalog {
 
     // ---- Nodes and breakers.
 
-    /// Records that this process started: its name's next epoch, returned.
-    /// It also folds the count rows of writers on nodes not heard from for
-    /// [`STALE_NODE_MS`] into one row per connector, so that rows do not
-    /// pile up as nodes come and go (a count is a sum, so a fold racing a
-    /// late write is still right: that write makes a new row).
-    pub async fn register_node(&self, now: Millis) -> StoreResult<i64> {
+    /// Records that this process started, by the database's clock: its
+    /// name's next epoch, returned. It also folds the count rows of writers
+    /// on nodes not heard from for [`STALE_NODE_MS`] into one row per
+    /// connector, so that rows do not pile up as nodes come and go (a count
+    /// is a sum, so a fold racing a late write is still right: that write
+    /// makes a new row).
+    pub async fn register_node(&self) -> StoreResult<i64> {
         let mut tx = self.begin().await?;
         // SQLite has one writer, so one row per connector, and no
         // data-modifying WITH.
         if let Conn::Postgres(c) = tx.conn() {
-            fold_stale_counts(c, now).await?;
+            fold_stale_counts(c).await?;
         }
-        let epoch: i64 = on!(tx.conn(), |c| sqlx::query_scalar(
-            "INSERT INTO nodes (name, epoch, started_at, heartbeat_at) VALUES ($1, 1, $2, $2) \
+        let sql = format!(
+            "INSERT INTO nodes (name, epoch, started_at, heartbeat_at) VALUES ($1, 1, {now}, {now}) \
              ON CONFLICT (name) DO UPDATE SET epoch = nodes.epoch + 1, \
                  started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at \
              RETURNING epoch",
-        )
-        .bind(&self.node)
-        .bind(now)
-        .fetch_one(c)
-        .await)?;
+            now = tx.conn().now_ms()
+        );
+        let epoch: i64 = on!(tx.conn(), |c| sqlx::query_scalar(&sql)
+            .bind(&self.node)
+            .fetch_one(c)
+            .await)?;
         tx.commit().await?;
         Ok(epoch)
     }
 
-    /// Records that this process is alive at `now`.
-    pub async fn heartbeat(&self, now: Millis) -> StoreResult<()> {
+    /// Records that this process is alive, by the database's clock, once
+    /// that commits. A node that does not for [`Cluster::take_over`]'s
+    /// bound loses its in-flight work to the others.
+    ///
+    /// [`Cluster::take_over`]: super::Cluster::take_over
+    pub async fn heartbeat(&self) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        on!(tx.conn(), |c| sqlx::query(
-            "UPDATE nodes SET heartbeat_at = $2 WHERE name = $1 AND heartbeat_at < $2"
-        )
-        .bind(&self.node)
-        .bind(now)
-        .execute(c)
-        .await
-        .map(|_| ()))?;
+        let sql = format!(
+            "UPDATE nodes SET heartbeat_at = {now} WHERE name = $1 AND heartbeat_at < {now}",
+            now = tx.conn().now_ms()
+        );
+        on!(tx.conn(), |c| sqlx::query(&sql)
+            .bind(&self.node)
+            .execute(c)
+            .await
+            .map(|_| ()))?;
         tx.commit().await
     }
 
@@ -1140,16 +1160,16 @@ fn add_counts(cols: &[&str]) -> String {
         .join(", ")
 }
 
-/// Folds the count rows of PostgreSQL writers on nodes not heard from since
-/// `now - STALE_NODE_MS` into the connector's shared row.
-async fn fold_stale_counts(c: &mut PgConnection, now: Millis) -> StoreResult<()> {
+/// Folds the count rows of PostgreSQL writers on nodes not heard from for
+/// [`STALE_NODE_MS`] into the connector's shared row.
+async fn fold_stale_counts(c: &mut PgConnection) -> StoreResult<()> {
     static FOLD: LazyLock<String> = LazyLock::new(|| {
         let cols: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
         let sums: Vec<String> = cols.iter().map(|c| format!("SUM({c})")).collect();
         let adds = add_counts(&cols);
         format!(
             "WITH gone AS (DELETE FROM connector_counts WHERE writer <> '' AND NOT EXISTS \
-                 (SELECT 1 FROM nodes n WHERE n.heartbeat_at > $1 \
+                 (SELECT 1 FROM nodes n WHERE n.heartbeat_at > {PG_NOW_MS} - $1 \
                   AND connector_counts.writer LIKE n.name || '/%') \
                  RETURNING *) \
              INSERT INTO connector_counts (connector, writer, {cols}) \
@@ -1161,7 +1181,7 @@ async fn fold_stale_counts(c: &mut PgConnection, now: Millis) -> StoreResult<()>
         )
     });
     sqlx::query(&FOLD)
-        .bind(now - STALE_NODE_MS)
+        .bind(STALE_NODE_MS)
         .execute(c)
         .await?;
     Ok(())

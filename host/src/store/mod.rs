@@ -286,6 +286,11 @@ pub enum StoreError {
     /// answered 500 and logged, never passed off as a passing outage.
     #[error("store refused the statement: {0}")]
     Internal(String),
+    /// Another running gateway holds what this one must hold alone: the
+    /// SQLite database, or this node's name among the nodes sharing a
+    /// PostgreSQL database.
+    #[error("{0}")]
+    InUse(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -341,6 +346,14 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub const LEASE_EXPIRED_REASON: &str = LEASE_EXPIRED;
 pub(crate) const LEASE_EXPIRED: &str =
     "lease expired: the attempt did not finish (gateway stopped or attempt hung)";
+/// `last_error` of a delivery taken back at start-up from this node's
+/// previous run ([`Store::reclaim`]).
+pub(crate) const RECLAIMED: &str =
+    "reclaimed at start-up: the gateway stopped while the attempt ran";
+/// `last_error` of a delivery taken from a node whose heartbeat stopped
+/// ([`Cluster::take_over`]).
+pub(crate) const TAKEN_OVER: &str =
+    "taken over: the node running the attempt stopped sending heartbeats";
 /// `last_error` of a delivery that expired.
 pub(crate) const EXPIRED: &str = "expired: not started within its route's expire_after";
 
@@ -367,6 +380,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Re-queues deliveries whose lease expired (a crashed or hung attempt).
     async fn rescue_expired(&self, now: Millis) -> StoreResult<u64>;
+
+    /// At start-up, before the first claim: re-queues at once, rather than
+    /// when their leases end, the deliveries this node's previous run left
+    /// in flight (a crash, `kill -9`, a power cut). SQLite: every in-flight
+    /// delivery, since the caller holds the database alone
+    /// ([`sqlite::SqliteStore::lock`]); PostgreSQL: those whose lease names
+    /// this node, whose name the caller holds alone
+    /// ([`Cluster::hold_name`]).
+    async fn reclaim(&self, now: Millis) -> StoreResult<u64>;
 
     /// Ends up to `limit` blocked or ready deliveries whose route's
     /// `expire_after` has passed as `expired` (final, keys released).
@@ -407,6 +429,17 @@ pub trait Store: Send + Sync + 'static {
 /// Cluster-wide breaker and rate, for nodes sharing one store.
 #[async_trait]
 pub trait Cluster: Send + Sync {
+    /// Takes (or, after a lost connection, takes again) this node's name
+    /// for as long as the process lives, so that no two running gateways
+    /// act under one name; waits up to `patience` for a previous run's
+    /// session to end. [`StoreError::InUse`] when another one holds it.
+    async fn hold_name(&self, patience: std::time::Duration) -> StoreResult<()>;
+
+    /// Re-queues the in-flight deliveries of other nodes whose heartbeat
+    /// is older than `silent_ms` by the database's clock: their work moves
+    /// on without waiting for their leases to end.
+    async fn take_over(&self, now: Millis, silent_ms: i64) -> StoreResult<u64>;
+
     /// The cluster's view of a connector's breaker; `None` while nobody has
     /// published one.
     async fn shared_health(&self, connector: &str) -> StoreResult<Option<SharedHealth>>;

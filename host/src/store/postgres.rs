@@ -56,6 +56,8 @@ pub struct PostgresStore {
     node: String,
     ingests: mpsc::Sender<Queued<Vec<Routed>, IngestOutcome>>,
     completions: mpsc::Sender<Queued<Vec<Completion>, Vec<bool>>>,
+    /// The session holding this node's name ([`Cluster::hold_name`]).
+    name_lock: tokio::sync::Mutex<Option<PgConnection>>,
 }
 
 /// Ingest requests applied together per transaction, at most.
@@ -321,6 +323,7 @@ impl PostgresStore {
             node: node.to_string(),
             ingests,
             completions,
+            name_lock: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -930,6 +933,72 @@ async fn operator_tx(
     Ok(done)
 }
 
+/// Which in-flight deliveries a rescue takes back.
+#[derive(Clone, Copy)]
+enum Rescue {
+    /// Those whose lease ended.
+    Expired,
+    /// Those whose lease names this node: its previous run's, at start-up.
+    Own,
+    /// Those whose lease names another node not heard from for this many
+    /// milliseconds by the database's clock.
+    Stale(i64),
+}
+
+impl PostgresStore {
+    /// Re-queues the in-flight deliveries `which` selects and logs their
+    /// attempts as ended, in one statement: its sub-statements all see the
+    /// rows as they were, so the attempt log reads each claim's start before
+    /// the update. SKIP LOCKED: a row another transaction holds is being
+    /// completed right now; it is not abandoned.
+    async fn rescue(&self, now: Millis, which: Rescue) -> StoreResult<u64> {
+        fn sql(which: &str) -> String {
+            format!(
+                "WITH x AS (SELECT id FROM deliveries WHERE {which} FOR UPDATE SKIP LOCKED), \
+                 logged AS ({}), \
+                 rescued AS (UPDATE deliveries d SET state = $2, lease_until = NULL, \
+                     lease_token = NULL, lease_owner = NULL, next_attempt_at = $1, \
+                     updated_at = $1, last_error = $3 \
+                     FROM x WHERE d.id = x.id RETURNING d.connector), \
+                 counted AS ({}) \
+                 SELECT COUNT(*) FROM rescued",
+                catalog::log_lease_expiries("deliveries d JOIN x ON d.id = x.id", "$1", "$3"),
+                count_moves(
+                    "SELECT connector, $4, 0, COUNT(*), -COUNT(*) FROM rescued GROUP BY connector"
+                )
+            )
+        }
+        static EXPIRED: LazyLock<String> = LazyLock::new(|| sql(&lanes::sql::lease_expired("$1")));
+        static OWN: LazyLock<String> =
+            LazyLock::new(|| sql(&format!("{} AND lease_owner = $5", lanes::sql::IN_FLIGHT)));
+        static STALE: LazyLock<String> = LazyLock::new(|| {
+            sql(&format!(
+                "{} AND lease_owner <> $5 AND lease_owner IN \
+                     (SELECT name FROM nodes WHERE heartbeat_at < {} - $6)",
+                lanes::sql::IN_FLIGHT,
+                catalog::PG_NOW_MS
+            ))
+        });
+        let (statement, reason) = match which {
+            Rescue::Expired => (&*EXPIRED, super::LEASE_EXPIRED),
+            Rescue::Own => (&*OWN, super::RECLAIMED),
+            Rescue::Stale(_) => (&*STALE, super::TAKEN_OVER),
+        };
+        let q = sqlx::query_scalar(statement)
+            .bind(now)
+            .bind(Step::LeaseExpired.state().as_str())
+            .bind(reason)
+            .bind(format!("{}/rescue", self.node));
+        let q = match which {
+            Rescue::Expired => q,
+            Rescue::Own => q.bind(&self.node),
+            Rescue::Stale(ms) => q.bind(&self.node).bind(ms),
+        };
+        let rescued: i64 = q.fetch_one(&self.pool).await?;
+        Ok(rescued.max(0) as u64)
+    }
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn ingest(&self, events: Vec<Routed>, now: Millis) -> StoreResult<IngestOutcome> {
@@ -995,35 +1064,11 @@ impl Store for PostgresStore {
     }
 
     async fn rescue_expired(&self, now: Millis) -> StoreResult<u64> {
-        // SKIP LOCKED: a row another transaction holds is being completed
-        // right now; it is not abandoned.
-        // One statement: the sub-statements all see the rows as they were,
-        // so the attempt log reads each claim's start before the update.
-        static RESCUE: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "WITH x AS (SELECT id FROM deliveries WHERE {} FOR UPDATE SKIP LOCKED), \
-                 logged AS ({}), \
-                 rescued AS (UPDATE deliveries d SET state = $2, lease_until = NULL, \
-                     lease_token = NULL, lease_owner = NULL, next_attempt_at = $1, \
-                     updated_at = $1, last_error = $3 \
-                     FROM x WHERE d.id = x.id RETURNING d.connector), \
-                 counted AS ({}) \
-                 SELECT COUNT(*) FROM rescued",
-                lanes::sql::lease_expired("$1"),
-                catalog::log_lease_expiries("deliveries d JOIN x ON d.id = x.id", "$1", "$3"),
-                count_moves(
-                    "SELECT connector, $4, 0, COUNT(*), -COUNT(*) FROM rescued GROUP BY connector"
-                )
-            )
-        });
-        let rescued: i64 = sqlx::query_scalar(&RESCUE)
-            .bind(now)
-            .bind(Step::LeaseExpired.state().as_str())
-            .bind(super::LEASE_EXPIRED)
-            .bind(format!("{}/rescue", self.node))
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(rescued.max(0) as u64)
+        self.rescue(now, Rescue::Expired).await
+    }
+
+    async fn reclaim(&self, now: Millis) -> StoreResult<u64> {
+        self.rescue(now, Rescue::Own).await
     }
 
     async fn expire_due(&self, now: Millis, limit: usize) -> StoreResult<Vec<(String, u64)>> {
@@ -1132,6 +1177,50 @@ impl Store for PostgresStore {
 
 #[async_trait]
 impl Cluster for PostgresStore {
+    async fn hold_name(&self, patience: Duration) -> StoreResult<()> {
+        let mut held = self.name_lock.lock().await;
+        if let Some(conn) = held.as_mut() {
+            if conn.ping().await.is_ok() {
+                return Ok(());
+            }
+            tracing::warn!(node = %self.node, "lost the session holding this node's name; taking it again");
+            *held = None;
+        }
+        let mut conn = PgConnection::connect_with(&self.pool.connect_options())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect: {e}")))?;
+        // Scoped to the schema: one database may hold several clusters.
+        let schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&mut conn)
+            .await?;
+        let id = lock_id("node", &self.node, &schema);
+        let until = std::time::Instant::now() + patience;
+        // A previous run killed a moment ago holds it until the server sees
+        // its connection close.
+        loop {
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(id)
+                .fetch_one(&mut conn)
+                .await?;
+            if got {
+                *held = Some(conn);
+                return Ok(());
+            }
+            if std::time::Instant::now() >= until {
+                return Err(StoreError::InUse(format!(
+                    "node name {:?} is held by another running gateway on this database: \
+                     give each node its own cluster.node",
+                    self.node
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn take_over(&self, now: Millis, silent_ms: i64) -> StoreResult<u64> {
+        self.rescue(now, Rescue::Stale(silent_ms)).await
+    }
+
     async fn shared_health(&self, connector: &str) -> StoreResult<Option<SharedHealth>> {
         let row: Option<(bool, i64, i64)> = sqlx::query_as(
             "SELECT open, next_probe_at, probe_interval_ms FROM connector_health \

@@ -252,6 +252,70 @@ impl SqliteStore {
         Some(Path::new(rest.split('?').next().unwrap_or(rest)))
     }
 
+    /// Takes this process's exclusive hold on the database a `sqlite://`
+    /// URL names, for as long as the returned lock lives: one gateway
+    /// serves a SQLite database, so everything it holds in flight is this
+    /// process's own ([`Store::reclaim`]). A second process is refused with
+    /// an error naming the holder. `None` for an in-memory database.
+    ///
+    /// The lock is a `flock` on `PATH.lock` beside the database, which the
+    /// kernel releases when the process ends, however it ends; a lock file
+    /// left behind holds nothing. (Not on the database file itself: closing
+    /// any descriptor of it would drop SQLite's own POSIX locks.)
+    pub fn lock(url: &str) -> StoreResult<Option<DatabaseLock>> {
+        use std::io::{Read, Seek, Write};
+        let Some(db) = Self::path_of(url) else {
+            return Ok(None);
+        };
+        let name = db.to_string_lossy();
+        if name.is_empty() || name == ":memory:" || url.contains("mode=memory") {
+            return Ok(None);
+        }
+        let mut path = db.as_os_str().to_owned();
+        path.push(".lock");
+        let path = std::path::PathBuf::from(path);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+        }
+        let cannot = |e: std::io::Error| {
+            StoreError::Unavailable(format!("cannot lock {}: {e}", path.display()))
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(cannot)?;
+        match file.try_lock() {
+            Ok(()) => {
+                // Who holds it, for the message a second process prints.
+                let holder = format!("pid {}", std::process::id());
+                file.set_len(0).map_err(cannot)?;
+                file.write_all(holder.as_bytes()).map_err(cannot)?;
+                Ok(Some(DatabaseLock { _file: file }))
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.rewind();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => String::new(),
+                    h => format!(" ({h})"),
+                };
+                Err(StoreError::InUse(format!(
+                    "{} is in use by another switchboard process{holder}: one gateway serves a \
+                     SQLite database; stop the other one, or give this one its own \
+                     storage.url (several nodes share a PostgreSQL database)",
+                    db.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(cannot(e)),
+        }
+    }
+
     /// Queues `work` for the writer and waits for its answer, given only
     /// once the transaction holding it committed.
     async fn call<T: Send + 'static>(&self, work: Work) -> StoreResult<T> {
@@ -264,6 +328,13 @@ impl SqliteStore {
             .map(|v| *v)
             .map_err(|_| StoreError::Internal("store writer answered the wrong kind".into()))
     }
+}
+
+/// A process's exclusive hold on a SQLite database ([`SqliteStore::lock`]),
+/// released when dropped or when the process ends.
+#[derive(Debug)]
+pub struct DatabaseLock {
+    _file: std::fs::File,
 }
 
 /// Asks the writer to stand aside for the catalog (`catalog::WriterPause`).
@@ -298,8 +369,11 @@ enum Work {
         items: Vec<Completion>,
         now: Millis,
     },
+    /// Leases past their end; with `all`, every lease (see
+    /// [`Store::reclaim`]).
     Rescue {
         now: Millis,
+        all: bool,
     },
     Expire {
         now: Millis,
@@ -785,7 +859,7 @@ impl Writer {
                 lease_ms,
             } => Box::new(self.claim(&connector, limit, now, lease_ms).await?),
             Work::Complete { items, now } => Box::new(self.complete_batch(&items, now).await?),
-            Work::Rescue { now } => Box::new(self.rescue(now).await?),
+            Work::Rescue { now, all } => Box::new(self.rescue(now, all).await?),
             Work::Expire { now, limit } => Box::new(self.expire(now, limit).await?),
             Work::Purge { before, limit } => Box::new(self.purge(before, limit).await?),
             Work::Lanes { key, connectors } => Box::new(self.lane_views(&key, &connectors).await?),
@@ -1270,28 +1344,39 @@ impl Writer {
         Ok(())
     }
 
-    async fn rescue(&mut self, now: Millis) -> StoreResult<u64> {
-        static RESCUE: LazyLock<String> = LazyLock::new(|| {
+    /// Re-queues deliveries whose lease ended, or with `all` every
+    /// in-flight one (at start-up, under the database's lock: they were
+    /// this process's previous run's), and logs their attempts as ended.
+    async fn rescue(&mut self, now: Millis, all: bool) -> StoreResult<u64> {
+        fn rescue(which: &str) -> String {
             format!(
                 "UPDATE deliveries SET state = ?2, lease_until = NULL, lease_token = NULL, \
                      lease_owner = NULL, next_attempt_at = ?1, updated_at = ?1, last_error = ?3 \
-                 WHERE {} RETURNING connector",
-                lanes::sql::lease_expired("?1")
+                 WHERE {which} RETURNING connector"
             )
+        }
+        fn log(which: &str) -> String {
+            catalog::log_lease_expiries(&format!("deliveries d WHERE {which}"), "?1", "?2")
+        }
+        static EXPIRED: LazyLock<[String; 2]> = LazyLock::new(|| {
+            let which = lanes::sql::lease_expired("?1");
+            [log(&which), rescue(&which)]
         });
-        static LOG: LazyLock<String> = LazyLock::new(|| {
-            let rows = format!("deliveries d WHERE {}", lanes::sql::lease_expired("?1"));
-            catalog::log_lease_expiries(&rows, "?1", "?2")
-        });
-        sqlx::query(&LOG)
+        static ALL: LazyLock<[String; 2]> =
+            LazyLock::new(|| [log(lanes::sql::IN_FLIGHT), rescue(lanes::sql::IN_FLIGHT)]);
+        let ([log, rescue], reason) = match all {
+            false => (&*EXPIRED, super::LEASE_EXPIRED),
+            true => (&*ALL, super::RECLAIMED),
+        };
+        sqlx::query(log)
             .bind(now)
-            .bind(super::LEASE_EXPIRED)
+            .bind(reason)
             .execute(&mut self.conn)
             .await?;
-        let rescued: Vec<String> = sqlx::query_scalar(&RESCUE)
+        let rescued: Vec<String> = sqlx::query_scalar(rescue)
             .bind(now)
             .bind(Step::LeaseExpired.state().as_str())
-            .bind(super::LEASE_EXPIRED)
+            .bind(reason)
             .fetch_all(&mut self.conn)
             .await?;
         for connector in &rescued {
@@ -1425,7 +1510,11 @@ impl Store for SqliteStore {
     }
 
     async fn rescue_expired(&self, now: Millis) -> StoreResult<u64> {
-        self.call(Work::Rescue { now }).await
+        self.call(Work::Rescue { now, all: false }).await
+    }
+
+    async fn reclaim(&self, now: Millis) -> StoreResult<u64> {
+        self.call(Work::Rescue { now, all: true }).await
     }
 
     async fn expire_due(&self, now: Millis, limit: usize) -> StoreResult<Vec<(String, u64)>> {
@@ -1490,6 +1579,31 @@ fn unframe_lanes(mut framed: &str) -> StoreResult<Vec<(&str, &str)>> {
 #[cfg(test)]
 mod tests {
     use super::unframe_lanes;
+
+    #[test]
+    fn one_process_at_a_time_holds_a_database_and_a_second_is_told_who() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("db/queue.db").display());
+        let held = super::SqliteStore::lock(&url).unwrap().expect("a file");
+        // A second holder (another open file, as another process would have)
+        // is refused, with the holder's pid and what to do.
+        match super::SqliteStore::lock(&url) {
+            Err(crate::store::StoreError::InUse(m)) => {
+                assert!(
+                    m.contains("queue.db is in use by another switchboard process")
+                        && m.contains(&format!("(pid {})", std::process::id()))
+                        && m.contains("storage.url"),
+                    "{m}"
+                );
+            }
+            r => panic!("a second lock: {r:?}"),
+        }
+        drop(held);
+        // The file left behind holds nothing.
+        assert!(dir.path().join("db/queue.db.lock").exists());
+        super::SqliteStore::lock(&url).unwrap().expect("free again");
+        assert!(super::SqliteStore::lock("sqlite::memory:").unwrap().is_none());
+    }
 
     #[tokio::test]
     async fn a_database_in_a_directory_that_does_not_exist_yet_is_created_with_it() {
