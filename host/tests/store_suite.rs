@@ -987,7 +987,10 @@ async fn nodes_and_breaker_transitions_are_recorded(t: TestStore) {
     assert_eq!((n.name.as_str(), n.epoch), (c.node(), 1));
     // By the database's clock, which here is this machine's.
     assert!((n.started_at - wall).abs() < 60_000, "{n:?} against {wall}");
-    assert!((0..1_000).contains(&(n.heartbeat_at - n.started_at)), "{n:?}");
+    assert!(
+        (0..1_000).contains(&(n.heartbeat_at - n.started_at)),
+        "{n:?}"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     c.heartbeat().await.unwrap();
     let beat = c.nodes().await.unwrap()[0].heartbeat_at;
@@ -1038,7 +1041,11 @@ async fn a_restart_reclaims_its_in_flight_deliveries_at_once(t: TestStore) {
         .map(|d| (d.event.id.clone(), d.attempt))
         .collect();
     got.sort();
-    assert_eq!(got, vec![("1".into(), 2), ("3".into(), 2)], "2 still waits behind 1");
+    assert_eq!(
+        got,
+        vec![("1".into(), 2), ("3".into(), 2)],
+        "2 still waits behind 1"
+    );
     let late = before
         .iter()
         .map(|d| Completion::of(d, CompletionKind::Delivered))
@@ -1047,9 +1054,16 @@ async fn a_restart_reclaims_its_in_flight_deliveries_at_once(t: TestStore) {
     let id = s.catalog().event("1").await.unwrap().unwrap().deliveries[0].id;
     let log = s.catalog().attempts(id).await.unwrap();
     assert_eq!(log.len(), 1, "{log:?}");
-    assert_eq!((log[0].outcome.as_str(), log[0].finished_at), ("lease_expired", 20));
+    assert_eq!(
+        (log[0].outcome.as_str(), log[0].finished_at),
+        ("lease_expired", 20)
+    );
     assert!(
-        log[0].reason.as_deref().unwrap_or("").contains("reclaimed at start-up"),
+        log[0]
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("reclaimed at start-up"),
         "{log:?}"
     );
     assert_eq!(t.count_mismatches().await, Vec::<String>::new());
@@ -1067,7 +1081,10 @@ async fn postgres_a_node_reclaims_its_own_leases_and_takes_over_only_silent_node
     a.catalog().register_node().await.unwrap();
     b.catalog().register_node().await.unwrap();
     a.ingest(
-        vec![ev("a1", "t", &["ka"], &["c"]), ev("b1", "t", &["kb"], &["c"])],
+        vec![
+            ev("a1", "t", &["ka"], &["c"]),
+            ev("b1", "t", &["kb"], &["c"]),
+        ],
         0,
     )
     .await
@@ -1082,12 +1099,10 @@ async fn postgres_a_node_reclaims_its_own_leases_and_takes_over_only_silent_node
     assert_eq!(cluster.take_over(30, 10_000).await.unwrap(), 0);
     // B has been silent for a minute by the database's clock.
     let pool = sqlx::PgPool::connect(&t.url).await.unwrap();
-    sqlx::query(
-        "UPDATE nodes SET heartbeat_at = heartbeat_at - 60000 WHERE name = 'node-b:1'",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    sqlx::query("UPDATE nodes SET heartbeat_at = heartbeat_at - 60000 WHERE name = 'node-b:1'")
+        .execute(&pool)
+        .await
+        .unwrap();
     // Not yet past a bound longer than its silence.
     assert_eq!(cluster.take_over(40, 120_000).await.unwrap(), 0);
     // A is silent too now, but never takes over its own leases this way.
@@ -1127,11 +1142,31 @@ async fn postgres_a_node_name_is_held_by_one_process_at_a_time() {
     let first = PostgresStore::open_as(&t.url, "same:1").await.unwrap();
     let second = PostgresStore::open_as(&t.url, "same:1").await.unwrap();
     let other = PostgresStore::open_as(&t.url, "other:1").await.unwrap();
-    first.cluster().unwrap().hold_name(Duration::ZERO).await.unwrap();
+    first
+        .cluster()
+        .unwrap()
+        .hold_name(Duration::ZERO)
+        .await
+        .unwrap();
     // Holding it again is a no-op.
-    first.cluster().unwrap().hold_name(Duration::ZERO).await.unwrap();
-    other.cluster().unwrap().hold_name(Duration::ZERO).await.unwrap();
-    match second.cluster().unwrap().hold_name(Duration::from_millis(300)).await {
+    first
+        .cluster()
+        .unwrap()
+        .hold_name(Duration::ZERO)
+        .await
+        .unwrap();
+    other
+        .cluster()
+        .unwrap()
+        .hold_name(Duration::ZERO)
+        .await
+        .unwrap();
+    match second
+        .cluster()
+        .unwrap()
+        .hold_name(Duration::from_millis(300))
+        .await
+    {
         Err(StoreError::InUse(m)) => assert!(m.contains("\"same:1\""), "{m}"),
         r => panic!("a second holder of one name: {r:?}"),
     }

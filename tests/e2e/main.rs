@@ -13,4 +13,5 @@ mod outage;
 mod piped;
 mod quickstart;
 mod reassign;
+mod recovery;
 mod sandbox;

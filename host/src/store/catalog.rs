@@ -1180,10 +1180,7 @@ async fn fold_stale_counts(c: &mut PgConnection) -> StoreResult<()> {
             adds = adds
         )
     });
-    sqlx::query(&FOLD)
-        .bind(STALE_NODE_MS)
-        .execute(c)
-        .await?;
+    sqlx::query(&FOLD).bind(STALE_NODE_MS).execute(c).await?;
     Ok(())
 }
 

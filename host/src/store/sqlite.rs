@@ -1602,7 +1602,9 @@ mod tests {
         // The file left behind holds nothing.
         assert!(dir.path().join("db/queue.db.lock").exists());
         super::SqliteStore::lock(&url).unwrap().expect("free again");
-        assert!(super::SqliteStore::lock("sqlite::memory:").unwrap().is_none());
+        assert!(super::SqliteStore::lock("sqlite::memory:")
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]
