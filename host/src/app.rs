@@ -17,6 +17,7 @@ use crate::dispatch::{self, DispatchSettings};
 use crate::fleet::Fleet;
 use crate::queue::now_ms;
 use crate::store::{self, StoreError};
+use switchboard_sandbox::EgressGate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -80,8 +81,17 @@ pub async fn run(
             .await?;
     }
     // The store's record of this process: its epoch counts the starts under
-    // this name, and `keep_alive` keeps its heartbeat.
+    // this name, and `keep_alive` keeps its heartbeat. Where other nodes
+    // may take this one's work over, it sends upstream only while its
+    // heartbeat is confirmed (docs/RECOVERY.md).
+    let registering = std::time::Instant::now();
     let epoch = store.catalog().register_node().await?;
+    let gate = match store.cluster() {
+        Some(_) => Arc::new(EgressGate::closing_at(
+            registering + config.cluster.fence_after(),
+        )),
+        None => Arc::new(EgressGate::open()),
+    };
     tracing::info!(node = %node, epoch, "node registered");
     // What the previous run under this name left in flight moves on now,
     // not when its leases end.
@@ -108,6 +118,7 @@ pub async fn run(
         max_instances,
         max_memory_bytes: config.runtime.max_memory_mb().saturating_mul(1 << 20),
         max_egress_connections: config.runtime.max_egress_connections,
+        egress_gate: gate.clone(),
         ..defaults
     })?;
     let egress = runtime.egress_stats();
@@ -158,6 +169,7 @@ pub async fn run(
         store.clone(),
         fleet.registry().clone(),
         config.cluster.clone(),
+        gate,
         stop_rx.clone(),
     ));
     tokio::spawn(sync_with_store(
@@ -241,23 +253,44 @@ async fn sync_with_store(
     }
 }
 
-/// Renews this node's heartbeat and, where nodes share the store, keeps
-/// its name and takes over the in-flight work of nodes gone silent
-/// (docs/RECOVERY.md).
+/// Renews this node's heartbeat and, each time the store confirms it,
+/// keeps the egress gate open for `fence_after` from when it was sent;
+/// where nodes share the store, also keeps this node's name and takes over
+/// the in-flight work of nodes gone silent (docs/RECOVERY.md).
 async fn keep_alive(
     store: std::sync::Arc<dyn store::Store>,
     registry: crate::registry::Registry,
     cluster: crate::config::ClusterConfig,
+    gate: Arc<EgressGate>,
     mut stop: watch::Receiver<bool>,
 ) {
     let every = cluster.heartbeat_every();
+    let mut fenced = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        if let Err(e) = store.catalog().heartbeat().await {
-            tracing::warn!(error = %e, "cannot record this node's heartbeat; will try again");
+        let sent = std::time::Instant::now();
+        match store.catalog().heartbeat().await {
+            Ok(()) => {
+                gate.open_until(sent + cluster.fence_after());
+                if fenced {
+                    tracing::warn!("heartbeat confirmed again: sending upstream again");
+                }
+                fenced = false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record this node's heartbeat; will try again");
+            }
+        }
+        if gate.fences() && !gate.is_open() && !fenced {
+            fenced = true;
+            tracing::error!(
+                fence_after_ms = cluster.fence_after().as_millis() as u64,
+                "heartbeat unconfirmed for too long: this node stops sending upstream, since the \
+                 other nodes may be taking its work over"
+            );
         }
         let Some(shared) = store.cluster() else {
             continue;

@@ -180,6 +180,12 @@ impl ClusterConfig {
         std::time::Duration::from_millis(self.node_timeout_ms / 5)
     }
 
+    /// How long after sending a heartbeat the store has not confirmed this
+    /// node stops sending upstream: `node_timeout_ms - fence_margin_ms`.
+    pub fn fence_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.node_timeout_ms - self.fence_margin_ms)
+    }
+
     /// How long another node's heartbeat may be silent, by the database's
     /// clock, before its work is taken over.
     pub fn takeover_after_ms(&self) -> i64 {

@@ -180,3 +180,110 @@ async fn a_node_that_dies_for_good_has_its_lanes_taken_over_in_seconds() {
     assert!(hss.conflicts().is_empty(), "{:?}", hss.conflicts());
     check_order(&hss.applied(), numbers, steps);
 }
+
+fn signal(gw: &Gateway, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &gw.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+/// A node frozen (SIGSTOP) past the bound while it holds leases: the other
+/// takes its work over and delivers it; when the frozen one resumes
+/// (SIGCONT) with attempts that were waiting to send, not one request
+/// leaves it, no delivery ends twice, and the register sees every number's
+/// operations in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_sends_nothing_for_work_taken_over_when_it_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let hss = FakeHss::default();
+    hss.inner().delay_ms.store(500, Ordering::Relaxed);
+    let hss_addr = hss.start().await;
+    let url = Db::Postgres.fresh_url(dir.path()).await;
+    let cluster = "node_timeout_ms = 2000\nfence_margin_ms = 500";
+    // The node to freeze runs one call at a time with four claimed: when
+    // it resumes, three attempts are still waiting for the sandbox, well
+    // within their deadline, ready to send.
+    let frozen_config = config(&url, dir.path(), free_port(), hss_addr, cluster);
+    let text = std::fs::read_to_string(&frozen_config).unwrap();
+    let text = text
+        .replace("[runtime]\n", "[runtime]\nmax_instances = 1\n")
+        .replace("deadline_ms = 2000", "deadline_ms = 60000");
+    std::fs::write(&frozen_config, text).unwrap();
+    let frozen = Gateway::start(&frozen_config);
+    let other = Gateway::start(&config(&url, dir.path(), free_port(), hss_addr, cluster));
+    let (numbers, steps) = (16, 4);
+    let acked = Arc::new(AtomicUsize::new(0));
+    post_all(vec![frozen.url("")], numbers, steps, 4, acked.clone()).await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let port = frozen.addr.port();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'in_flight' AND lease_owner LIKE $1",
+        )
+        .bind(format!("%:{port}"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if held >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node never held 3 leases");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    signal(&frozen, "-STOP");
+    hss.inner().delay_ms.store(0, Ordering::Relaxed);
+    wait_applied(&hss, numbers * steps, &other.log).await;
+    // The other node is idle now: every request from here on would be the
+    // frozen node's.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = hss.inner().requests.load(Ordering::Relaxed);
+    signal(&frozen, "-CONT");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = hss.inner().requests.load(Ordering::Relaxed);
+    let log = log_of(&frozen);
+    assert_eq!(
+        after, before,
+        "the resumed node sent requests for work taken over; its log:\n{log}"
+    );
+    assert!(log.contains("attempt abandoned"), "{log}");
+    assert!(hss.conflicts().is_empty(), "{:?}", hss.conflicts());
+    check_order(&hss.applied(), numbers, steps);
+    let unfinished: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state <> 'delivered'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(unfinished, 0);
+    let twice: Vec<i64> = sqlx::query_scalar(
+        "SELECT delivery_id FROM attempts WHERE outcome = 'delivered' \
+         GROUP BY delivery_id HAVING COUNT(*) > 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    // It works again once its heartbeat is confirmed.
+    hss.inner().delay_ms.store(0, Ordering::Relaxed);
+    let http = reqwest::Client::new();
+    let r = http
+        .post(frozen.url("/v1/events"))
+        .json(&serde_json::json!({"id": "after", "type": "number.assign",
+            "keys": ["msisdn:999"],
+            "payload": {"op": "assign", "msisdn": "999", "customer": "C9"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !hss.applied().iter().any(|a| a.event_id == "after") {
+        assert!(
+            Instant::now() < deadline,
+            "nothing delivered after resuming"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -265,6 +265,12 @@ pub(crate) struct EgressHooks {
     pub(crate) budget: std::sync::Arc<crate::budget::CallBudget>,
     /// Outgoing-body chunk size (see `budget`).
     pub(crate) body_chunk: usize,
+    /// Checked before a request starts, before each body chunk is written,
+    /// and raced against the response (the egress gate, `gate.rs`: not one
+    /// of the two gates above).
+    pub(crate) gate: std::sync::Arc<crate::EgressGate>,
+    /// This call's pass: void once the gate closes, even if it reopens.
+    pub(crate) pass: crate::Pass,
 }
 
 impl WasiHttpHooks for EgressHooks {
@@ -299,6 +305,10 @@ impl WasiHttpHooks for EgressHooks {
                 )>,
             > + Send,
     > {
+        if !self.gate.is_open_for(self.pass) {
+            tracing::warn!(connector = %self.connector, "request refused: this node may have been given up on by the others (heartbeat unconfirmed); it sends nothing until the store confirms it again");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
         let Some(permit) = self.budget.request_permit() else {
             return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
         };
@@ -319,12 +329,17 @@ impl WasiHttpHooks for EgressHooks {
                     .insert(secret.name.clone(), secret.value.clone());
             }
         }
-        // Request-body bytes count against the call's `max_request_bytes`.
+        // Request-body bytes count against the call's `max_request_bytes`,
+        // and none is written once the gate has closed.
         let budget = self.budget.clone();
+        let (gate, pass) = (self.gate.clone(), self.pass);
         let request = request.map(|body| {
             MeteredBody {
                 inner: body,
                 meter: move |n| {
+                    if !gate.is_open_for(pass) {
+                        return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+                    }
                     budget.send(n).map_err(|limit| {
                         wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit))
                     })
@@ -339,8 +354,15 @@ impl WasiHttpHooks for EgressHooks {
         let client = self.client.clone();
         let max = self.max_response_bytes;
         let connector = self.connector.clone();
+        let (gate, pass) = (self.gate.clone(), self.pass);
         Box::new(async move {
-            let response = match tokio::time::timeout(timeout, client.request(request)).await {
+            let sent = tokio::time::timeout(timeout, client.request(request));
+            let response = tokio::select! {
+                biased;
+                _ = gate.closed_for(pass) => return Err(wasmtime_wasi_http::Error::HttpRequestDenied),
+                r = sent => r,
+            };
+            let response = match response {
                 Err(_elapsed) => return Err(wasmtime_wasi_http::Error::ConnectionReadTimeout),
                 Ok(Err(e)) => return Err(classify_client_error(&connector, &e)),
                 Ok(Ok(r)) => r,

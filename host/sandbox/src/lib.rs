@@ -36,12 +36,14 @@
 
 mod budget;
 mod egress;
+mod gate;
 mod guest_log;
 mod resolve;
 mod tls;
 
 use budget::{CallBudget, HostCaps, LimitHit};
 use egress::{EgressHooks, EgressPolicy, Pools, ScopedSecret};
+pub use gate::{EgressGate, Pass};
 use guest_log::{GuestLog, Source};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -109,6 +111,9 @@ pub struct RuntimeConfig {
     /// at least 128) for the listener, the database and files; see
     /// [`egress_ceiling`].
     pub max_egress_connections: Option<usize>,
+    /// Until when calls may send upstream ([`EgressGate`]); open for good
+    /// by default.
+    pub egress_gate: Arc<EgressGate>,
 }
 
 impl Default for RuntimeConfig {
@@ -123,6 +128,7 @@ impl Default for RuntimeConfig {
             log_bytes_per_call: 16 << 10,
             extra_ca_pem: None,
             max_egress_connections: None,
+            egress_gate: Arc::new(EgressGate::open()),
         }
     }
 }
@@ -548,6 +554,11 @@ impl Runtime {
         }
     }
 
+    /// Until when calls may send upstream (`RuntimeConfig::egress_gate`).
+    pub fn egress_gate(&self) -> Arc<EgressGate> {
+        self.shared.cfg.egress_gate.clone()
+    }
+
     /// Upstream connections: the process-wide ceiling and how many are open.
     pub fn egress_stats(&self) -> EgressStats {
         EgressStats {
@@ -867,6 +878,8 @@ impl Component {
                 connector: connector.clone(),
                 budget: call_budget.clone(),
                 body_chunk: caps.body_chunk,
+                pass: shared.cfg.egress_gate.pass(),
+                gate: shared.cfg.egress_gate.clone(),
             },
             policy: EgressPolicy::new(&sandbox.allowed_hosts),
             config: sandbox.config.clone(),

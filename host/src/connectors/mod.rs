@@ -263,6 +263,10 @@ fn info_json(c: &Component) -> serde_json::Value {
 
 #[async_trait]
 impl Deliver for Connectors {
+    fn egress_gate(&self) -> Option<std::sync::Arc<switchboard_sandbox::EgressGate>> {
+        Some(self.runtime.egress_gate()).filter(|g| g.fences())
+    }
+
     async fn deliver(&self, d: &Claimed) -> AttemptOutcome {
         let Some(entry) = self.registry.get(&d.connector) else {
             return AttemptOutcome::Retry {

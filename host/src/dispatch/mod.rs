@@ -37,6 +37,7 @@ use crate::queue::retry::RetryDecision;
 use crate::queue::Millis;
 use crate::registry::{ConnectorEntry, ConnectorPolicy, Registry};
 use crate::store::{Claimed, Completion, CompletionKind, Store};
+use switchboard_sandbox::{EgressGate, Pass};
 
 /// How a connector classified one attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +67,13 @@ pub const BUSY_RETRY: Duration = Duration::from_secs(1);
 #[async_trait]
 pub trait Deliver: Send + Sync + 'static {
     async fn deliver(&self, delivery: &Claimed) -> AttemptOutcome;
+
+    /// Until when this node may send upstream ([`EgressGate`]): nothing is
+    /// claimed while it is closed, and attempts still running when it
+    /// closes are abandoned and handed back. `None`: always open.
+    fn egress_gate(&self) -> Option<Arc<EgressGate>> {
+        None
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -315,6 +323,10 @@ impl ConnectorLoop {
                 self.adopt_shared_health().await;
             }
             let mut free = limits.concurrency.saturating_sub(tasks.len()).min(permits);
+            if self.deliver.egress_gate().is_some_and(|g| !g.is_open()) {
+                // Fenced: the others may be taking this node's work over.
+                free = 0;
+            }
             // The rate is the cluster's when the store is shared, else this
             // node's own bucket.
             let mut local_tokens = true;
@@ -349,6 +361,9 @@ impl ConnectorLoop {
                 }
             }
             let mut claimed_all = false;
+            // Work claimed now may send only until the egress gate next
+            // closes, even if it reopens before the work runs.
+            let pass = self.deliver.egress_gate().map(|g| (g.pass(), g));
             if free > 0 {
                 match self
                     .store
@@ -362,7 +377,7 @@ impl ConnectorLoop {
                         }
                         for d in batch {
                             self.on_start(now);
-                            self.start(&mut tasks, d);
+                            self.start(&mut tasks, d, pass.clone());
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "claim failed; will try again"),
@@ -438,7 +453,7 @@ impl ConnectorLoop {
         }
     }
 
-    fn start(&self, tasks: &mut JoinSet<()>, d: Claimed) {
+    fn start(&self, tasks: &mut JoinSet<()>, d: Claimed, pass: Option<(Pass, Arc<EgressGate>)>) {
         let store = self.store.clone();
         let deliver = self.deliver.clone();
         let entry = self.entry.clone();
@@ -458,7 +473,22 @@ impl ConnectorLoop {
                 // A simulated clock stands still until the outcome is stored.
                 let _busy = clock.busy();
                 let started = std::time::Instant::now();
-                let outcome = match tokio::time::timeout(policy.attempt_timeout, deliver.deliver(&d)).await {
+                let attempt = tokio::time::timeout(policy.attempt_timeout, deliver.deliver(&d));
+                let finished = match pass {
+                    Some((pass, gate)) => tokio::select! {
+                        biased;
+                        _ = gate.closed_for(pass) => None,
+                        r = attempt => Some(r),
+                    },
+                    None => Some(attempt.await),
+                };
+                let Some(finished) = finished else {
+                    hand_back_fenced(&store, &d, &clock, policy.attempt_timeout).await;
+                    lock(&in_flight).remove(&d.delivery_id);
+                    entry.wake();
+                    return;
+                };
+                let outcome = match finished {
                     Ok(o) => o,
                     Err(_) => AttemptOutcome::Retry {
                         after: None,
@@ -556,6 +586,32 @@ impl ConnectorLoop {
             .collect();
         if let Err(e) = self.store.complete(items, now).await {
             tracing::warn!(error = %e, "cannot hand leases back; they will expire instead");
+        }
+    }
+}
+
+/// An attempt abandoned because this node's egress gate closed (its
+/// heartbeat unconfirmed: the other nodes may be taking its work over).
+/// Nothing more of it is sent; its lease is handed back (ready now, the
+/// attempt counted) as soon as the store answers, unless it was taken over
+/// meanwhile (then the lease check refuses the hand-back). Tried for as
+/// long as the attempt could have run.
+async fn hand_back_fenced(store: &Arc<dyn Store>, d: &Claimed, clock: &Clock, patience: Duration) {
+    tracing::warn!("attempt abandoned: this node's heartbeat is unconfirmed and the other nodes may take its work over; it sends nothing until the store confirms it again");
+    let until = std::time::Instant::now() + patience;
+    loop {
+        let now = clock.now();
+        let kind = CompletionKind::Retry {
+            at: now,
+            error: "abandoned: the node running the attempt lost touch with the store".into(),
+        };
+        match store.complete(vec![Completion::of(d, kind)], now).await {
+            Ok(_) => return,
+            Err(e) if std::time::Instant::now() >= until => {
+                tracing::warn!(error = %e, "cannot hand the lease back; it will be taken over or expire");
+                return;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         }
     }
 }
