@@ -17,6 +17,7 @@ use crate::dispatch::{self, DispatchSettings};
 use crate::fleet::Fleet;
 use crate::queue::now_ms;
 use crate::store::{self, StoreError};
+use crate::supervise;
 use switchboard_sandbox::EgressGate;
 
 #[derive(Debug, thiserror::Error)]
@@ -165,25 +166,49 @@ pub async fn run(
         clock: crate::clock::Clock::wall(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(keep_alive(
-        store.clone(),
-        fleet.registry().clone(),
-        config.cluster.clone(),
-        gate,
-        stop_rx.clone(),
-    ));
-    tokio::spawn(sync_with_store(
-        fleet.clone(),
-        connectors.clone(),
-        store.clone(),
-        stop_rx.clone(),
-    ));
+    // Background tasks, each started again if it panics (`supervise`).
+    {
+        let (store, registry, cluster, stop) = (
+            store.clone(),
+            fleet.registry().clone(),
+            config.cluster.clone(),
+            stop_rx.clone(),
+        );
+        supervise::spawn("keep_alive".into(), stop_rx.clone(), move || {
+            keep_alive(
+                store.clone(),
+                registry.clone(),
+                cluster.clone(),
+                gate.clone(),
+                stop.clone(),
+            )
+        });
+    }
+    {
+        let (fleet, connectors, store, stop) = (
+            fleet.clone(),
+            connectors.clone(),
+            store.clone(),
+            stop_rx.clone(),
+        );
+        supervise::spawn("config_sync".into(), stop_rx.clone(), move || {
+            sync_with_store(
+                fleet.clone(),
+                connectors.clone(),
+                store.clone(),
+                stop.clone(),
+            )
+        });
+    }
     if config.storage.retention_days > 0 {
-        tokio::spawn(retention(
+        let (store, days, stop) = (
             store.clone(),
             config.storage.retention_days,
             stop_rx.clone(),
-        ));
+        );
+        supervise::spawn("retention".into(), stop_rx.clone(), move || {
+            retention(store.clone(), days, stop.clone())
+        });
     }
     let (dispatcher, control) = dispatch::spawn_controlled(
         store.clone(),

@@ -30,3 +30,4 @@ pub mod metrics;
 pub mod queue;
 pub mod registry;
 pub mod store;
+pub mod supervise;

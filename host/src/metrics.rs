@@ -50,6 +50,8 @@ pub struct Metrics {
     ingest_duplicates: AtomicU64,
     ingest_unrouted: AtomicU64,
     ingest_latency: Mutex<Histogram>,
+    /// Panics of supervised tasks, by task (`crate::supervise`).
+    task_panics: Mutex<BTreeMap<String, u64>>,
 }
 
 /// One connector's series; its registry entry owns them.
@@ -101,6 +103,11 @@ impl Metrics {
         self.ingest_unrouted.fetch_add(unrouted, Ordering::Relaxed);
     }
 
+    /// A supervised task (`crate::supervise`) panicked and is started again.
+    pub fn task_panicked(&self, task: &str) {
+        *lock(&self.task_panics).entry(task.to_string()).or_default() += 1;
+    }
+
     /// The process-wide part of the exposition.
     pub fn render(&self, out: &mut String) {
         let _ = writeln!(
@@ -141,6 +148,18 @@ impl Metrics {
             "",
             &lock(&self.ingest_latency),
         );
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_task_panics_total Gateway tasks that panicked and were started again (a bug), by task."
+        );
+        let _ = writeln!(out, "# TYPE switchboard_task_panics_total counter");
+        for (task, n) in lock(&self.task_panics).iter() {
+            let _ = writeln!(
+                out,
+                "switchboard_task_panics_total{{task=\"{}\"}} {n}",
+                escape(task)
+            );
+        }
     }
 }
 

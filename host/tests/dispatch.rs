@@ -669,3 +669,90 @@ async fn the_api_and_metrics_show_the_breaker_and_attempts_the_dispatcher_set() 
     })
     .await;
 }
+
+/// A connector double with bugs: its first attempt of `slow` never ends,
+/// its first attempt of `boom` panics, and the third time the dispatcher
+/// asks for its egress gate it panics (inside the connector's loop).
+#[derive(Default)]
+struct Buggy {
+    gate_asked: std::sync::atomic::AtomicUsize,
+    started: Mutex<Vec<(String, u32)>>,
+}
+
+#[async_trait]
+impl Deliver for Buggy {
+    async fn deliver(&self, d: &Claimed) -> AttemptOutcome {
+        self.started
+            .lock()
+            .unwrap()
+            .push((d.event.id.clone(), d.attempt));
+        match (d.event.id.as_str(), d.attempt) {
+            ("slow", 1) => std::future::pending().await,
+            ("boom", 1) => panic!("boom: a bug in an attempt"),
+            _ => AttemptOutcome::Done,
+        }
+    }
+
+    fn egress_gate(&self) -> Option<Arc<switchboard_sandbox::EgressGate>> {
+        let n = self
+            .gate_asked
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n == 2 {
+            panic!("boom: a bug in the connector's loop");
+        }
+        None
+    }
+}
+
+/// A panic in an attempt or in a connector's loop is logged, counted and
+/// survived: the loop starts again, what it held in flight goes back to
+/// the queue at once, and everything is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_an_attempt_or_a_loop_never_stops_delivery() {
+    let t = common::sqlite().await;
+    let buggy = Arc::new(Buggy::default());
+    let registry = Registry::of([policy(4)]);
+    let (stop, rx) = watch::channel(false);
+    let handle = dispatch::spawn(
+        t.store.clone(),
+        buggy.clone(),
+        registry.clone(),
+        settings(Duration::from_secs(1)),
+        rx,
+    );
+    let events = ["slow", "boom", "after"]
+        .iter()
+        .map(|id| common::ev(id, "t", &[id], &["hss"]))
+        .collect();
+    t.store.ingest(events, now_ms()).await.unwrap();
+    registry.wake("hss");
+    wait_until("all delivered", async || {
+        t.store
+            .catalog()
+            .state_counts("hss")
+            .await
+            .unwrap()
+            .delivered
+            == 3
+    })
+    .await;
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    let started = buggy.started.lock().unwrap().clone();
+    assert!(started.contains(&("slow".into(), 2)), "{started:?}");
+    assert!(started.contains(&("boom".into(), 2)), "{started:?}");
+    // The hung attempt was handed back when the loop restarted, not when
+    // its 30 s lease ended (the test would have timed out).
+    let slow = t.store.catalog().event("slow").await.unwrap().unwrap();
+    assert_eq!(slow.deliveries[0].attempts, 2);
+    let mut text = String::new();
+    switchboard::metrics::global().render(&mut text);
+    for task in ["dispatch:hss", "attempt:hss"] {
+        assert!(
+            text.contains(&format!(
+                "switchboard_task_panics_total{{task=\"{task}\"}} 1"
+            )),
+            "{text}"
+        );
+    }
+}

@@ -127,32 +127,50 @@ pub fn spawn_controlled(
         let mut loops = JoinSet::new();
         // One loop per connector, however often it is asked for.
         let mut running: HashSet<String> = HashSet::new();
-        let start =
-            |loops: &mut JoinSet<()>, running: &mut HashSet<String>, entry: Arc<ConnectorEntry>| {
-                if !running.insert(entry.name().to_string()) {
-                    return;
-                }
+        let start = |loops: &mut JoinSet<()>,
+                     running: &mut HashSet<String>,
+                     entry: Arc<ConnectorEntry>| {
+            if !running.insert(entry.name().to_string()) {
+                return;
+            }
+            // Shared by the loop's incarnations: what one that panicked
+            // left in flight, the next hands back (see `crate::supervise`).
+            let in_flight = Arc::new(Mutex::new(HashMap::new()));
+            let (store, deliver, settings) = (store.clone(), deliver.clone(), settings.clone());
+            let stop = shutdown.clone();
+            let task = format!("dispatch:{}", entry.name());
+            let span = tracing::info_span!("dispatch", connector = %entry.name());
+            let make = move || {
                 let l = ConnectorLoop {
                     bucket: Mutex::new(TokenBucket::new(entry.policy().rate, settings.clock.now())),
                     updates: entry.policy_updates(),
-                    entry,
+                    entry: entry.clone(),
                     store: store.clone(),
                     deliver: deliver.clone(),
                     settings: settings.clone(),
-                    in_flight: Arc::new(Mutex::new(HashMap::new())),
+                    in_flight: in_flight.clone(),
                 };
-                let span = tracing::info_span!("dispatch", connector = %l.entry.name());
-                loops.spawn(l.run(shutdown.clone()).instrument(span));
+                l.run(stop.clone()).instrument(span.clone())
             };
+            loops.spawn(crate::supervise::supervised(task, shutdown.clone(), make));
+        };
         for entry in registry.entries() {
             start(&mut loops, &mut running, entry);
         }
-        loops.spawn(rescuer(
-            store.clone(),
-            settings.rescue_interval,
-            settings.clock.clone(),
-            registry,
+        let (rescue_store, rescue_clock) = (store.clone(), settings.clock.clone());
+        let rescue_stop = shutdown.clone();
+        loops.spawn(crate::supervise::supervised(
+            "rescuer".into(),
             shutdown.clone(),
+            move || {
+                rescuer(
+                    rescue_store.clone(),
+                    settings.rescue_interval,
+                    rescue_clock.clone(),
+                    registry.clone(),
+                    rescue_stop.clone(),
+                )
+            },
         ));
         let mut open = true;
         loop {
@@ -260,6 +278,10 @@ struct ConnectorLoop {
 
 impl ConnectorLoop {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        // Attempts of an incarnation of this loop that panicked were
+        // aborted with it: their leases go back now, not at their end.
+        self.hand_back("the connector's dispatcher restarted during the attempt")
+            .await;
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut limits = Limits::of(&self.entry.policy());
         let clock = self.settings.clock.clone();
@@ -468,87 +490,119 @@ impl ConnectorLoop {
             event_id = %d.event.id,
             attempt = d.attempt
         );
-        tasks.spawn(
-            async move {
-                // A simulated clock stands still until the outcome is stored.
-                let _busy = clock.busy();
-                let started = std::time::Instant::now();
-                let attempt = tokio::time::timeout(policy.attempt_timeout, deliver.deliver(&d));
-                let finished = match pass {
-                    Some((pass, gate)) => tokio::select! {
-                        biased;
-                        _ = gate.closed_for(pass) => None,
-                        r = attempt => Some(r),
-                    },
-                    None => Some(attempt.await),
-                };
-                let Some(finished) = finished else {
-                    hand_back_fenced(&store, &d, &clock, policy.attempt_timeout).await;
-                    lock(&in_flight).remove(&d.delivery_id);
-                    entry.wake();
-                    return;
-                };
-                let outcome = match finished {
-                    Ok(o) => o,
-                    Err(_) => AttemptOutcome::Retry {
-                        after: None,
-                        reason: format!(
-                            "attempt exceeded its deadline of {} ms",
-                            policy.attempt_timeout.as_millis()
-                        ),
-                    },
-                };
-                let label = match &outcome {
-                    AttemptOutcome::Done => "done",
-                    AttemptOutcome::Retry { .. } => "retry",
-                    AttemptOutcome::Reject { .. } => "reject",
-                    AttemptOutcome::Busy { .. } => "busy",
-                };
-                entry.metrics().attempt(label, started.elapsed());
-                let now = clock.now();
-                // A busy gateway says nothing about the connector's health.
-                // Opened, closed, or reopened after a failed probe: the other
-                // nodes sharing the store follow.
-                let moved = (label != "busy")
-                    .then(|| entry.on_result(label != "retry", now))
-                    .and_then(|m| Some((m.transition()?, m.after)));
-                if let Some(((from, to), state)) = moved {
-                    if to == "closed" {
-                        tracing::warn!("connector healthy again: breaker closed, ramping up");
-                    } else if from == "closed" {
-                        tracing::warn!(?state, "connector failing: breaker open, probing only");
-                    }
-                    if let (Some(health), Some(cluster)) = (state.shared(), store.cluster()) {
-                        if let Err(e) = cluster.publish_health(entry.name(), health, now).await {
-                            tracing::warn!(error = %e, "cannot share the breaker state with other nodes");
-                        }
-                    }
-                }
-                let kind = classify(&policy, &d, outcome, now);
-                match &kind {
-                    CompletionKind::Delivered => tracing::debug!("delivered"),
-                    CompletionKind::Retry { at, error } => {
-                        tracing::info!(retry_in_ms = at - now, error = %error, "attempt failed; will retry")
-                    }
-                    CompletionKind::Dead { error, .. } => {
-                        tracing::warn!(error = %error, "delivery is dead; an operator must retry or skip it")
-                    }
-                }
-                match store.complete(vec![Completion::of(&d, kind)], now).await {
-                    Ok(applied) if applied.first() == Some(&false) => {
-                        tracing::warn!("lease was taken over before the attempt finished; its outcome is dropped")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        "cannot record the outcome; the lease will expire and the delivery run again"
-                    ),
-                }
+        let (d_, store_, entry_, in_flight_, clock_, policy_) = (
+            d.clone(),
+            store.clone(),
+            entry.clone(),
+            in_flight.clone(),
+            clock.clone(),
+            policy.clone(),
+        );
+        let attempt = async move {
+            // A simulated clock stands still until the outcome is stored.
+            let _busy = clock.busy();
+            let started = std::time::Instant::now();
+            let attempt = tokio::time::timeout(policy.attempt_timeout, deliver.deliver(&d));
+            let finished = match pass {
+                Some((pass, gate)) => tokio::select! {
+                    biased;
+                    _ = gate.closed_for(pass) => None,
+                    r = attempt => Some(r),
+                },
+                None => Some(attempt.await),
+            };
+            let Some(finished) = finished else {
+                hand_back_fenced(&store, &d, &clock, policy.attempt_timeout).await;
                 lock(&in_flight).remove(&d.delivery_id);
                 entry.wake();
-                if let Some((transition, _)) = moved {
-                    record_breaker(&store, entry.name(), transition, now);
+                return;
+            };
+            let outcome = match finished {
+                Ok(o) => o,
+                Err(_) => AttemptOutcome::Retry {
+                    after: None,
+                    reason: format!(
+                        "attempt exceeded its deadline of {} ms",
+                        policy.attempt_timeout.as_millis()
+                    ),
+                },
+            };
+            let label = match &outcome {
+                AttemptOutcome::Done => "done",
+                AttemptOutcome::Retry { .. } => "retry",
+                AttemptOutcome::Reject { .. } => "reject",
+                AttemptOutcome::Busy { .. } => "busy",
+            };
+            entry.metrics().attempt(label, started.elapsed());
+            let now = clock.now();
+            // A busy gateway says nothing about the connector's health.
+            // Opened, closed, or reopened after a failed probe: the other
+            // nodes sharing the store follow.
+            let moved = (label != "busy")
+                .then(|| entry.on_result(label != "retry", now))
+                .and_then(|m| Some((m.transition()?, m.after)));
+            if let Some(((from, to), state)) = moved {
+                if to == "closed" {
+                    tracing::warn!("connector healthy again: breaker closed, ramping up");
+                } else if from == "closed" {
+                    tracing::warn!(?state, "connector failing: breaker open, probing only");
                 }
+                if let (Some(health), Some(cluster)) = (state.shared(), store.cluster()) {
+                    if let Err(e) = cluster.publish_health(entry.name(), health, now).await {
+                        tracing::warn!(error = %e, "cannot share the breaker state with other nodes");
+                    }
+                }
+            }
+            let kind = classify(&policy, &d, outcome, now);
+            match &kind {
+                CompletionKind::Delivered => tracing::debug!("delivered"),
+                CompletionKind::Retry { at, error } => {
+                    tracing::info!(retry_in_ms = at - now, error = %error, "attempt failed; will retry")
+                }
+                CompletionKind::Dead { error, .. } => {
+                    tracing::warn!(error = %error, "delivery is dead; an operator must retry or skip it")
+                }
+            }
+            match store.complete(vec![Completion::of(&d, kind)], now).await {
+                Ok(applied) if applied.first() == Some(&false) => {
+                    tracing::warn!(
+                        "lease was taken over before the attempt finished; its outcome is dropped"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot record the outcome; the lease will expire and the delivery run again"
+                ),
+            }
+            lock(&in_flight).remove(&d.delivery_id);
+            entry.wake();
+            if let Some((transition, _)) = moved {
+                record_breaker(&store, entry.name(), transition, now);
+            }
+        };
+        tasks.spawn(
+            async move {
+                use futures::FutureExt;
+                let Err(panic) = std::panic::AssertUnwindSafe(attempt).catch_unwind().await else {
+                    return;
+                };
+                // A bug, not the connector's failing: the delivery is retried
+                // as its retry policy allows, and the loop goes on.
+                let panic = crate::supervise::panic_message(panic);
+                crate::metrics::global().task_panicked(&format!("attempt:{}", entry_.name()));
+                tracing::error!(panic = %panic, "an attempt panicked (a bug: please report it with this line); the delivery will be retried");
+                let now = clock_.now();
+                let outcome = AttemptOutcome::Retry {
+                    after: Some(Duration::from_secs(5)),
+                    reason: "the gateway failed during the attempt (a bug, logged)".into(),
+                };
+                let kind = classify(&policy_, &d_, outcome, now);
+                if let Err(e) = store_.complete(vec![Completion::of(&d_, kind)], now).await {
+                    tracing::warn!(error = %e, "cannot record the outcome; the lease will expire and the delivery run again");
+                }
+                lock(&in_flight_).remove(&d_.delivery_id);
+                entry_.wake();
             }
             .instrument(span),
         );
@@ -565,13 +619,20 @@ impl ConnectorLoop {
         }
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
+        self.hand_back("gateway shut down during the attempt").await;
+    }
+
+    /// Hands the leases of attempts no longer running (aborted) back to the
+    /// queue: ready now, the attempt counted, `why` recorded.
+    async fn hand_back(&self, why: &str) {
         let left: Vec<Claimed> = lock(&self.in_flight).drain().map(|(_, d)| d).collect();
         if left.is_empty() {
             return;
         }
         tracing::warn!(
             count = left.len(),
-            "attempts still running at the end of the shutdown grace period are handed back to the queue"
+            reason = why,
+            "attempts handed back to the queue"
         );
         let now = self.settings.clock.now();
         let items = left
@@ -579,7 +640,7 @@ impl ConnectorLoop {
             .map(|d| {
                 let kind = CompletionKind::Retry {
                     at: now,
-                    error: "gateway shut down during the attempt".into(),
+                    error: why.to_string(),
                 };
                 Completion::of(d, kind)
             })
