@@ -71,7 +71,8 @@ bench: connectors
 ## and an HSS-like sink, beside the same requests sent to the sink directly;
 ## prints one table. BACKEND=sqlite|postgres, MODE=single|batch (BATCH events
 ## per request), CONCURRENCY posting connections, EVENTS in the run, RATE
-## events/s offered (0: as fast as the gateway answers). `cargo bench` builds
+## events/s offered (0: as fast as the gateway answers), KILLS `kill -9`s of
+## the gateway during the run (each restarted after 1 s). `cargo bench` builds
 ## the `switchboard` binary itself, with the release settings.
 BACKEND ?= sqlite
 MODE ?= single
@@ -79,9 +80,10 @@ CONCURRENCY ?= 64
 EVENTS ?= 20000
 BATCH ?= 100
 RATE ?= 0
+KILLS ?= 0
 .PHONY: bench-e2e
 bench-e2e: connectors $(if $(filter postgres,$(BACKEND)),postgres)
 	@echo "commit $$(git rev-parse --short HEAD), load average $$(cut -d' ' -f1-3 /proc/loadavg)"
 	$(CARGO) bench -p switchboard --bench e2e -- --backend $(BACKEND) --mode $(MODE) \
 	  --concurrency $(CONCURRENCY) --events $(EVENTS) --batch $(BATCH) \
-	  --rate $(RATE)
+	  --rate $(RATE) --kills $(KILLS)

@@ -71,14 +71,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const USAGE: &str = "usage: cargo bench -p switchboard --bench e2e -- \
 [--backend sqlite|postgres] [--mode single|batch] [--concurrency N] [--events N] \
 [--batch N] [--rate EVENTS_PER_S] [--connector-concurrency N] [--customers N] [--timeout SECS] \
-[--seed N] [--dir PATH] [--bin PATH] [--wasm PATH] [--no-ceiling]";
+[--kills N] [--seed N] [--dir PATH] [--bin PATH] [--wasm PATH] [--no-ceiling]";
 
 /// Events posted (and waited for) before the measured run: the first
 /// deliveries instantiate the component and open connections.
 const WARMUP: usize = 32;
 /// Attempts per request before the generator gives up on it (503, connection
-/// errors); each waits 50 ms more than the one before.
-const ATTEMPTS: u32 = 5;
+/// errors); each waits 50 ms more than the one before (9.5 s in all: enough
+/// to ride out a `--kills` restart, as a real client retries).
+const ATTEMPTS: u32 = 20;
+/// How long the gateway stays down at each `--kills` kill.
+const KILLED_FOR: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -103,6 +106,9 @@ struct Opts {
     timeout: Duration,
     /// Events/s the generator offers the gateway (`None`: as fast as it answers).
     rate: Option<f64>,
+    /// `kill -9`s of the gateway during the run, each restarted after
+    /// [`KILLED_FOR`]: at 1/(N+1), 2/(N+1), … of the events delivered.
+    kills: usize,
     seed: u64,
     dir: Option<PathBuf>,
     bin: PathBuf,
@@ -128,6 +134,7 @@ fn parse_args() -> Opts {
         customers: 1_000,
         timeout: Duration::from_secs(120),
         rate: None,
+        kills: 0,
         seed: 20,
         dir: None,
         bin,
@@ -170,6 +177,7 @@ fn parse_args() -> Opts {
                 let rate: f64 = value("--rate").parse().expect(USAGE);
                 o.rate = (rate > 0.0).then_some(rate);
             }
+            "--kills" => o.kills = value("--kills").parse().expect(USAGE),
             "--seed" => o.seed = value("--seed").parse().expect(USAGE),
             "--dir" => o.dir = Some(value("--dir").into()),
             "--bin" => o.bin = value("--bin").into(),
@@ -797,7 +805,7 @@ url = "http://{sink_addr}/op"
         ),
     )
     .unwrap();
-    let gateway = Gateway::start(&opts.bin, &config, dir.path());
+    let gateway = Gateway::start(&opts.bin, &config, dir.path(), 1);
     let ingest = format!("http://{}/v1/events", gateway.addr);
     let client = client(opts.concurrency);
 
@@ -820,6 +828,42 @@ url = "http://{sink_addr}/op"
     let db0 = postgres_ticks(opts.backend);
     let cpu0 = cpu_ticks(&gateway.pid.to_string());
     let self0 = cpu_ticks("self");
+    // `--kills`: the gateway dies (SIGKILL) and comes back on the same
+    // config and port while the load runs; the CPU of each killed process
+    // is read just before its kill.
+    let gateway = Arc::new(Mutex::new(gateway));
+    let killed_cpu = Arc::new(AtomicU64::new(0));
+    let killer = {
+        let (gateway, sink, killed_cpu) = (gateway.clone(), sink.clone(), killed_cpu.clone());
+        let (kills, events) = (opts.kills, mix.events.len());
+        let (bin, config, dir) = (opts.bin.clone(), config.clone(), dir.path().to_path_buf());
+        tokio::spawn(async move {
+            for k in 1..=kills {
+                let at = (events * k / (kills + 1)) as u64;
+                while sink.delivered.load(Ordering::Relaxed) < at {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                let pid = gateway.lock().unwrap().pid;
+                // The first process ran before the measured run began.
+                let baseline = if k == 1 { cpu0 } else { 0 };
+                let used = cpu_ticks(&pid.to_string()).saturating_sub(baseline);
+                killed_cpu.fetch_add(used, Ordering::Relaxed);
+                let killed = Instant::now();
+                gateway.lock().unwrap().kill();
+                tokio::time::sleep(KILLED_FOR).await;
+                let (bin, config, dir) = (bin.clone(), config.clone(), dir.clone());
+                let next =
+                    tokio::task::spawn_blocking(move || Gateway::start(&bin, &config, &dir, k + 1))
+                        .await
+                        .unwrap();
+                println!(
+                    "  kill {k} at {at} delivered; listening again {:.2} s after the kill",
+                    killed.elapsed().as_secs_f64()
+                );
+                *gateway.lock().unwrap() = next;
+            }
+        })
+    };
     let load = generate(
         &client,
         Target::Gateway(&ingest),
@@ -845,7 +889,20 @@ url = "http://{sink_addr}/op"
             opts.timeout
         );
     }
-    let cpu1 = cpu_ticks(&gateway.pid.to_string());
+    killer.await.unwrap();
+    let gateway = Arc::try_unwrap(gateway)
+        .ok()
+        .expect("the killer is done")
+        .into_inner()
+        .unwrap();
+    // Every process's CPU in the measured run: the killed ones' up to their
+    // kill, the last one's since it started (after `cpu0` was read, unless
+    // it is the first), expressed as a reading to subtract `cpu0` from.
+    let last = cpu_ticks(&gateway.pid.to_string());
+    let cpu1 = match opts.kills {
+        0 => last,
+        _ => cpu0 + killed_cpu.load(Ordering::Relaxed) + last,
+    };
     let self1 = cpu_ticks("self");
     let db1 = postgres_ticks(opts.backend);
     let machine1 = machine_ticks();
@@ -873,7 +930,15 @@ url = "http://{sink_addr}/op"
     ) + &opts
         .rate
         .map(|r| format!(", offered {r}/s"))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + &match opts.kills {
+            0 => String::new(),
+            n => format!(", {n} kill -9 (down {} s each)", KILLED_FOR.as_secs_f64()),
+        };
+    println!(
+        "  {name}: the measured run took {:.2} s",
+        busy.as_secs_f64()
+    );
     let delivered = sink.delivered.load(Ordering::Relaxed).max(1) as f64;
     figures(
         name,
@@ -1058,9 +1123,10 @@ struct Gateway {
 }
 
 impl Gateway {
-    /// `switchboard serve --config <config>`, waiting for `listening on <addr>`.
-    fn start(bin: &Path, config: &Path, dir: &Path) -> Gateway {
-        let log = dir.join("gateway.log");
+    /// `switchboard serve --config <config>`, waiting for `listening on <addr>`;
+    /// the `n`th start logs to `gateway-<n>.log`.
+    fn start(bin: &Path, config: &Path, dir: &Path, n: usize) -> Gateway {
+        let log = dir.join(format!("gateway-{n}.log"));
         let mut child = Command::new(bin)
             .args(["serve", "--config"])
             .arg(config)
@@ -1093,6 +1159,12 @@ impl Gateway {
             _ => panic!("the gateway did not start; {}", gateway.log_tail()),
         }
         gateway
+    }
+
+    /// `kill -9`, and reaped.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn log_tail(&self) -> String {
