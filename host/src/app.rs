@@ -200,6 +200,12 @@ pub async fn run(
             )
         });
     }
+    if config.cluster.notify && store.cluster().is_some() {
+        let (store, registry, stop) = (store.clone(), fleet.registry().clone(), stop_rx.clone());
+        supervise::spawn("listen".into(), stop_rx.clone(), move || {
+            listen(store.clone(), registry.clone(), stop.clone())
+        });
+    }
     if config.storage.retention_days > 0 {
         let (store, days, stop) = (
             store.clone(),
@@ -337,6 +343,43 @@ async fn keep_alive(
                 registry.wake_all();
             }
             Err(e) => tracing::warn!(error = %e, "cannot look for silent nodes; will try again"),
+        }
+    }
+}
+
+/// Wakes this node's connectors when another node announces new work or a
+/// breaker change; listens again a second after losing the connection.
+async fn listen(
+    store: std::sync::Arc<dyn store::Store>,
+    registry: crate::registry::Registry,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(cluster) = store.cluster() else {
+        return;
+    };
+    loop {
+        match cluster.listen().await {
+            Ok(mut heard) => loop {
+                tokio::select! {
+                    a = heard.recv() => match a {
+                        Some(store::Announcement::Work(c)) => registry.wake(&c),
+                        Some(store::Announcement::Health(c)) => {
+                            if let Some(entry) = registry.get(&c) {
+                                entry.shared_changed();
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen to the other nodes; will try again")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

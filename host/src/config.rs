@@ -162,6 +162,11 @@ pub struct ClusterConfig {
     /// The gap between a node stopping itself and the others taking over
     /// its work, in milliseconds (docs/RECOVERY.md).
     pub fence_margin_ms: u64,
+    /// Nodes sharing a PostgreSQL database wake each other through
+    /// `LISTEN`/`NOTIFY` when events arrive or a breaker changes. Off (for
+    /// a connection pooler in transaction mode, where `LISTEN` does not
+    /// work), they find new work within `dispatch.poll_interval_ms`.
+    pub notify: bool,
 }
 
 impl Default for ClusterConfig {
@@ -170,6 +175,7 @@ impl Default for ClusterConfig {
             node: None,
             node_timeout_ms: 10_000,
             fence_margin_ms: 2_000,
+            notify: true,
         }
     }
 }

@@ -106,6 +106,9 @@ pub struct ConnectorEntry {
     /// The breaker has judged an attempt here or taken in another node's
     /// change; until then the API shows none.
     judged: AtomicBool,
+    /// Another node announced a change of the shared breaker: the loop
+    /// reads the cluster's state now rather than at its next refresh.
+    shared_changed: AtomicBool,
     metrics: ConnectorMetrics,
 }
 
@@ -119,6 +122,7 @@ impl ConnectorEntry {
             component: RwLock::new(None),
             waker: Notify::new(),
             judged: AtomicBool::new(false),
+            shared_changed: AtomicBool::new(false),
             metrics: ConnectorMetrics::default(),
         }
     }
@@ -161,6 +165,19 @@ impl ConnectorEntry {
     /// Until [`wake`](Self::wake).
     pub async fn woken(&self) {
         self.waker.notified().await;
+    }
+
+    /// Another node changed the connector's shared state (its breaker):
+    /// wakes the loop, which reads it at once.
+    pub fn shared_changed(&self) {
+        self.shared_changed.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// Whether [`shared_changed`](Self::shared_changed) was called since
+    /// the last time this was asked.
+    pub fn take_shared_changed(&self) -> bool {
+        self.shared_changed.swap(false, Ordering::AcqRel)
     }
 
     /// The breaker, for the dispatcher's reads (`permits`, `next_probe_at`)

@@ -1326,3 +1326,62 @@ async fn sqlite_a_request_that_fails_part_way_leaves_nothing_and_the_store_recov
     // `first` holds k0, so e0 waits for it; e1 shares `shared` with e0.
     assert_eq!(ids(s, "c", 10, 3).await, vec!["first"]);
 }
+
+/// Nodes sharing a PostgreSQL schema hear of each other's new work and
+/// breaker changes through the database; another schema's nodes do not.
+#[tokio::test]
+async fn postgres_nodes_hear_of_each_others_work_and_breaker_changes() {
+    use std::time::Duration;
+    use switchboard::store::postgres::PostgresStore;
+    use switchboard::store::{Announcement, SharedHealth};
+    let t = common::postgres().await;
+    let other_schema = common::postgres().await;
+    let a = &*t.store;
+    let b = PostgresStore::open_as(&t.url, "b:1").await.unwrap();
+    let stranger = &*other_schema.store;
+    let mut heard = b.cluster().unwrap().listen().await.unwrap();
+    let mut stranger_heard = stranger.cluster().unwrap().listen().await.unwrap();
+    // A's announcements are on once A listens too.
+    let _a_heard = a.cluster().unwrap().listen().await.unwrap();
+    a.ingest(
+        vec![
+            ev("n1", "t", &["k"], &["hss"]),
+            ev("n2", "t", &["j"], &["crm", "hss"]),
+        ],
+        0,
+    )
+    .await
+    .unwrap();
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < 2 {
+        let a = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+            .await
+            .expect("announced within seconds")
+            .unwrap();
+        got.insert(a);
+    }
+    assert_eq!(
+        got,
+        [
+            Announcement::Work("crm".into()),
+            Announcement::Work("hss".into())
+        ]
+        .into()
+    );
+    a.cluster()
+        .unwrap()
+        .publish_health("hss", SharedHealth::Closed, 1)
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next, Announcement::Health("hss".into()));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), stranger_heard.recv())
+            .await
+            .is_err(),
+        "another schema's nodes hear nothing"
+    );
+}

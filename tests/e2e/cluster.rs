@@ -253,3 +253,54 @@ async fn migrate_applies_the_schema_once_on_either_backend() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Nodes wake each other through PostgreSQL NOTIFY: events posted to one
+/// node are taken up by the other at once, although it polls only every
+/// 30 s. (Run with `SWITCHBOARD_CLUSTER__NOTIFY=false`, which the gateways
+/// inherit, this test fails: the other node waits for its poll.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_posted_to_one_node_wake_the_others_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let hss = FakeHss::default();
+    hss.inner().delay_ms.store(50, Ordering::Relaxed);
+    let hss_addr = hss.start().await;
+    let url = Db::Postgres.fresh_url(dir.path()).await;
+    let configs: Vec<_> = (0..2)
+        .map(|_| {
+            let path = write_config_on(&url, dir.path(), free_port(), hss_addr, 4);
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains("poll_interval_ms = 100"));
+            let text = text.replace("poll_interval_ms = 100", "poll_interval_ms = 30000");
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect();
+    let posted_to = Gateway::start(&configs[0]);
+    let listener = Gateway::start(&configs[1]);
+    // Both nodes' loops are idle, asleep until their next poll.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let acked = Arc::new(AtomicUsize::new(0));
+    let (numbers, steps) = (100, 2);
+    post_all(vec![posted_to.url("")], numbers, steps, 4, acked.clone()).await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let port = listener.addr.port();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let by_listener: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM attempts WHERE node LIKE $1")
+                .bind(format!("%:{port}"))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if by_listener > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the other node did not wake up: it waited for its 30 s poll"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_applied(&hss, numbers * steps, &listener.log).await;
+    check_order(&hss.applied(), numbers, steps);
+}

@@ -300,6 +300,10 @@ impl ConnectorLoop {
                 *lock(&self.bucket) = TokenBucket::new(limits.rate, clock.now());
                 limits_read_at = None;
             }
+            // Another node announced a change of the shared breaker.
+            if self.entry.take_shared_changed() {
+                limits_read_at = None;
+            }
             // Operators change concurrency and rate through the store (shared
             // by every node); look at most once a second.
             if limits_read_at.is_none_or(|t| clock.now() - t >= LIMITS_REFRESH.as_millis() as i64) {

@@ -435,6 +435,13 @@ pub trait Cluster: Send + Sync {
     /// session to end. [`StoreError::InUse`] when another one holds it.
     async fn hold_name(&self, patience: std::time::Duration) -> StoreResult<()>;
 
+    /// Turns on announcements through the database (new work, breaker
+    /// changes) from this node, and returns those of every node as they
+    /// come; the receiver ends if the listening connection fails for good.
+    /// Announcements are a shortcut: a node that misses one finds the work
+    /// by polling.
+    async fn listen(&self) -> StoreResult<tokio::sync::mpsc::Receiver<Announcement>>;
+
     /// Re-queues the in-flight deliveries of other nodes whose heartbeat
     /// is older than `silent_ms` by the database's clock: their work moves
     /// on without waiting for their leases to end.
@@ -466,6 +473,15 @@ pub trait Cluster: Send + Sync {
         rate: f64,
         now: Millis,
     ) -> StoreResult<usize>;
+}
+
+/// What a node tells the others through the database ([`Cluster::listen`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Announcement {
+    /// The connector has new deliveries.
+    Work(String),
+    /// The connector's shared breaker changed.
+    Health(String),
 }
 
 /// Opens the store a URL names (`sqlite://…` or `postgres://…`), applying

@@ -58,6 +58,84 @@ pub struct PostgresStore {
     completions: mpsc::Sender<Queued<Vec<Completion>, Vec<bool>>>,
     /// The session holding this node's name ([`Cluster::hold_name`]).
     name_lock: tokio::sync::Mutex<Option<PgConnection>>,
+    /// Tells the other nodes of new work and breaker changes, once
+    /// [`Cluster::listen`] turned it on.
+    announcer: Arc<Announcer>,
+}
+
+/// How often, at most, a node sends each kind of announcement: what comes
+/// in between is coalesced into the next one.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(10);
+
+/// Sends NOTIFYs for [`Cluster::listen`], outside the transactions that
+/// caused them (a NOTIFY takes a cluster-wide lock at commit) and coalesced:
+/// one per channel per [`ANNOUNCE_EVERY`] at most, naming every connector
+/// concerned.
+struct Announcer {
+    enabled: std::sync::atomic::AtomicBool,
+    tx: mpsc::UnboundedSender<super::Announcement>,
+    /// `NOTIFY` channels of this store's schema: work, health.
+    channels: [String; 2],
+}
+
+impl Announcer {
+    fn start(pool: PgPool, schema: &str) -> Arc<Self> {
+        let channels = ["work", "health"].map(|kind| {
+            format!(
+                "switchboard_{kind}_{:016x}",
+                lock_id("notify", kind, schema) as u64
+            )
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(announce(pool, rx, channels.clone()));
+        Arc::new(Self {
+            enabled: std::sync::atomic::AtomicBool::new(false),
+            tx,
+            channels,
+        })
+    }
+
+    fn send(&self, what: impl IntoIterator<Item = super::Announcement>) {
+        if self.enabled.load(std::sync::atomic::Ordering::Relaxed) {
+            for a in what {
+                let _ = self.tx.send(a);
+            }
+        }
+    }
+}
+
+async fn announce(
+    pool: PgPool,
+    mut rx: mpsc::UnboundedReceiver<super::Announcement>,
+    channels: [String; 2],
+) {
+    use super::Announcement;
+    while let Some(first) = rx.recv().await {
+        let mut sets: [std::collections::BTreeSet<String>; 2] = Default::default();
+        let mut add = |a: Announcement| match a {
+            Announcement::Work(c) => sets[0].insert(c),
+            Announcement::Health(c) => sets[1].insert(c),
+        };
+        add(first);
+        while let Ok(a) = rx.try_recv() {
+            add(a);
+        }
+        for (channel, names) in channels.iter().zip(sets) {
+            // A payload holds at most 8,000 bytes; names are at most 64.
+            let names: Vec<String> = names.into_iter().collect();
+            for chunk in names.chunks(100) {
+                let sent = sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(channel)
+                    .bind(chunk.join(","))
+                    .execute(&pool)
+                    .await;
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, "cannot announce to the other nodes; they will poll");
+                }
+            }
+        }
+        tokio::time::sleep(ANNOUNCE_EVERY).await;
+    }
 }
 
 /// Ingest requests applied together per transaction, at most.
@@ -273,17 +351,28 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await?;
+        let announcer = Announcer::start(pool.clone(), &schema);
         let (ingests, rx) = mpsc::channel(4096);
         let rx: Queue<Vec<Routed>, IngestOutcome> = Arc::new(tokio::sync::Mutex::new(rx));
         for worker in 0..GROUP_WORKERS {
             let pool = pool.clone();
             let writer = format!("{node}/ingest{worker}");
+            let announcer = announcer.clone();
             tokio::spawn(group_worker("ingest", rx.clone(), move |requests, now| {
-                let (pool, writer) = (pool.clone(), writer.clone());
+                let (pool, writer, announcer) = (pool.clone(), writer.clone(), announcer.clone());
                 async move {
-                    transaction!(pool, |conn| counted(conn, &writer, async |conn, counts| {
-                        ingest_tx(conn, &requests, now, counts).await
-                    }))
+                    let done =
+                        transaction!(pool, |conn| counted(conn, &writer, async |conn, counts| {
+                            ingest_tx(conn, &requests, now, counts).await
+                        }));
+                    if done.is_ok() {
+                        let connectors = requests.iter().flatten().flat_map(|r| &r.connectors);
+                        announcer.send(connectors.map(|c| super::Announcement::Work(c.clone())));
+                    }
+                    done
                 }
             }));
         }
@@ -324,6 +413,7 @@ impl PostgresStore {
             ingests,
             completions,
             name_lock: tokio::sync::Mutex::new(None),
+            announcer,
         })
     }
 
@@ -1217,6 +1307,43 @@ impl Cluster for PostgresStore {
         }
     }
 
+    async fn listen(&self) -> StoreResult<mpsc::Receiver<super::Announcement>> {
+        use super::Announcement;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        let [work, health] = self.announcer.channels.clone();
+        listener
+            .listen_all([work.as_str(), health.as_str()])
+            .await?;
+        self.announcer
+            .enabled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                // Reconnects by itself after a lost connection (what was
+                // announced meanwhile is lost: polling finds that work).
+                let n = match listener.recv().await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "stopped listening to the other nodes");
+                        return;
+                    }
+                };
+                let kind: fn(String) -> Announcement = if n.channel() == work {
+                    Announcement::Work
+                } else {
+                    Announcement::Health
+                };
+                for name in n.payload().split(',').filter(|c| !c.is_empty()) {
+                    if tx.send(kind(name.to_string())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
     async fn take_over(&self, now: Millis, silent_ms: i64) -> StoreResult<u64> {
         self.rescue(now, Rescue::Stale(silent_ms)).await
     }
@@ -1268,6 +1395,8 @@ impl Cluster for PostgresStore {
         .bind(now)
         .execute(&self.pool)
         .await?;
+        self.announcer
+            .send([super::Announcement::Health(connector.to_string())]);
         Ok(())
     }
 
