@@ -15,3 +15,4 @@ mod quickstart;
 mod reassign;
 mod recovery;
 mod sandbox;
+mod storage;

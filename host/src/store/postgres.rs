@@ -343,7 +343,10 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
+            // With the server unreachable, a request waits this long for a
+            // connection before it is answered 503: a config app waiting on
+            // its ack should hear "retry later", not time out itself.
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(opts)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect: {e}")))?;
