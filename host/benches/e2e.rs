@@ -71,7 +71,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const USAGE: &str = "usage: cargo bench -p switchboard --bench e2e -- \
 [--backend sqlite|postgres] [--mode single|batch] [--concurrency N] [--events N] \
 [--batch N] [--rate EVENTS_PER_S] [--connector-concurrency N] [--customers N] [--timeout SECS] \
-[--kills N] [--seed N] [--dir PATH] [--bin PATH] [--wasm PATH] [--no-ceiling]";
+[--kills N] [--recovery QUEUED] [--seed N] [--dir PATH] [--bin PATH] [--wasm PATH] [--no-ceiling]";
 
 /// Events posted (and waited for) before the measured run: the first
 /// deliveries instantiate the component and open connections.
@@ -109,6 +109,9 @@ struct Opts {
     /// `kill -9`s of the gateway during the run, each restarted after
     /// [`KILLED_FOR`]: at 1/(N+1), 2/(N+1), … of the events delivered.
     kills: usize,
+    /// Instead of the load run: the restart figure with this many
+    /// deliveries queued (see [`recovery`]).
+    recovery: usize,
     seed: u64,
     dir: Option<PathBuf>,
     bin: PathBuf,
@@ -135,6 +138,7 @@ fn parse_args() -> Opts {
         timeout: Duration::from_secs(120),
         rate: None,
         kills: 0,
+        recovery: 0,
         seed: 20,
         dir: None,
         bin,
@@ -178,6 +182,7 @@ fn parse_args() -> Opts {
                 o.rate = (rate > 0.0).then_some(rate);
             }
             "--kills" => o.kills = value("--kills").parse().expect(USAGE),
+            "--recovery" => o.recovery = value("--recovery").parse().expect(USAGE),
             "--seed" => o.seed = value("--seed").parse().expect(USAGE),
             "--dir" => o.dir = Some(value("--dir").into()),
             "--bin" => o.bin = value("--bin").into(),
@@ -213,6 +218,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if opts.recovery > 0 {
+        rt.block_on(recovery(&opts));
+        return;
+    }
     let load_before = loadavg();
     let mix = Mix::generate(&opts);
     println!(
@@ -247,6 +256,162 @@ fn main() {
     });
     print_table(&rows);
     println!("load average before {load_before}, after {}", loadavg());
+}
+
+// ---------------------------------------------------------------------------
+// The restart figure
+
+/// `--recovery QUEUED`: QUEUED events, each on a lane of its own, posted in
+/// batches of 1,000 to a gateway whose destination takes requests and never
+/// answers, so that the connector's 64 attempts hang in flight with the rest
+/// queued behind them; then `kill -9`, and the destination answers from now
+/// on. Printed: from the restart (the spawn of the new process) to
+/// listening, to the first delivery of a lane that was in flight at the
+/// kill, and to the last of them. Leases are the default two minutes.
+async fn recovery(opts: &Opts) {
+    #[derive(Default)]
+    struct Hanging {
+        hang: std::sync::atomic::AtomicBool,
+        answer: tokio::sync::Notify,
+        /// Event ids of the requests taken while hanging.
+        held: Mutex<Vec<String>>,
+        /// First arrival after the hang, by event id.
+        arrived: Mutex<HashMap<String, Instant>>,
+    }
+    async fn op(State(h): State<Arc<Hanging>>, headers: HeaderMap) -> StatusCode {
+        let id = headers
+            .get("x-switchboard-event")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if h.hang.load(Ordering::SeqCst) {
+            h.held.lock().unwrap().push(id);
+            h.answer.notified().await;
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+        h.arrived.lock().unwrap().entry(id).or_insert_with(Instant::now);
+        StatusCode::OK
+    }
+    let sink = Arc::new(Hanging::default());
+    sink.hang.store(true, Ordering::SeqCst);
+    let app = Router::new()
+        .route("/op", post(op))
+        .with_state(sink.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let parent = opts.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::Builder::new()
+        .prefix("switchboard-recovery-")
+        .tempdir_in(&parent)
+        .unwrap();
+    let (storage, schema) = match opts.backend {
+        Backend::Sqlite => (
+            format!("sqlite://{}", dir.path().join("switchboard.db").display()),
+            None,
+        ),
+        Backend::Postgres => {
+            let (url, schema) = fresh_schema().await;
+            (url, Some(schema))
+        }
+    };
+    let config = dir.path().join("switchboard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{port}"
+
+[storage]
+url = "{storage}"
+
+[runtime]
+cache_dir = "{cache}"
+
+[[connectors]]
+name = "hss"
+component = "{wasm}"
+routes = ["*"]
+allowed_hosts = ["{sink_addr}"]
+concurrency = {concurrency}
+
+[connectors.limits]
+deadline_ms = 100000
+request_timeout_ms = 100000
+
+[connectors.config]
+url = "http://{sink_addr}/op"
+"#,
+            port = free_port(),
+            cache = dir.path().join("cache").display(),
+            wasm = std::fs::canonicalize(&opts.wasm).unwrap().display(),
+            concurrency = opts.connector_concurrency,
+        ),
+    )
+    .unwrap();
+    let mut gateway = Gateway::start(&opts.bin, &config, dir.path(), 1);
+    let ingest = format!("http://{}/v1/events", gateway.addr);
+    let client = client(4);
+    let queued = opts.recovery;
+    let filled = Instant::now();
+    for from in (0..queued).step_by(1_000) {
+        let batch: Vec<serde_json::Value> = (from..(from + 1_000).min(queued))
+            .map(|i| {
+                json!({"id": format!("r{i}"), "type": "number.update", "keys": [format!("msisdn:{i}")],
+                       "payload": {"op": "update", "msisdn": format!("{i}")}})
+            })
+            .collect();
+        let resp = client.post(&ingest).json(&batch).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 202, "prefill refused");
+    }
+    println!(
+        "recovery: {queued} events queued in {:.1} s",
+        filled.elapsed().as_secs_f64()
+    );
+    wait_until(Duration::from_secs(60), || {
+        sink.held.lock().unwrap().len() >= opts.connector_concurrency
+    })
+    .await
+    .unwrap_or_else(|| panic!("the attempts never filled the connector; {}", gateway.log_tail()));
+    let in_flight: Vec<String> = sink.held.lock().unwrap().clone();
+    gateway.kill();
+    sink.hang.store(false, Ordering::SeqCst);
+    sink.answer.notify_waiters();
+    let restarted = Instant::now();
+    let (bin, cfg, d) = (opts.bin.clone(), config.clone(), dir.path().to_path_buf());
+    let gateway = tokio::task::spawn_blocking(move || Gateway::start(&bin, &cfg, &d, 2))
+        .await
+        .unwrap();
+    let listening = restarted.elapsed();
+    let first = |all: bool| {
+        let arrived = sink.arrived.lock().unwrap();
+        let times: Vec<Instant> = in_flight.iter().filter_map(|id| arrived.get(id).copied()).collect();
+        match all {
+            false => times.into_iter().min(),
+            true if times.len() == in_flight.len() => times.into_iter().max(),
+            true => None,
+        }
+    };
+    wait_until(Duration::from_secs(300), || first(true).is_some())
+        .await
+        .unwrap_or_else(|| panic!("the lanes in flight never delivered; {}", gateway.log_tail()));
+    let secs = |t: Option<Instant>| t.map_or(f64::NAN, |t| (t - restarted).as_secs_f64());
+    println!(
+        "recovery ({:?}, {queued} queued, {} in flight at the kill, leases 120 s): \
+         listening {:.2} s after the restart; first delivery of a lane that was in \
+         flight {:.2} s; all {} of them {:.2} s",
+        opts.backend,
+        in_flight.len(),
+        listening.as_secs_f64(),
+        secs(first(false)),
+        in_flight.len(),
+        secs(first(true)),
+    );
+    drop(gateway);
+    if let Some(schema) = schema {
+        drop_schema(&schema).await;
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -1069,6 +1069,25 @@ async fn a_restart_reclaims_its_in_flight_deliveries_at_once(t: TestStore) {
     assert_eq!(t.count_mismatches().await, Vec::<String>::new());
 }
 
+/// What a restart or a rescue takes back keeps its place at the front of
+/// the ready order: a lane that was in flight does not wait behind a
+/// backlog that arrived after it.
+async fn a_delivery_taken_back_goes_before_the_backlog(t: TestStore) {
+    let s = &*t.store;
+    s.ingest(vec![ev("first", "t", &["k0"], &["c"])], 0)
+        .await
+        .unwrap();
+    assert_eq!(ids(s, "c", 1, 1).await, vec!["first"]);
+    let backlog = (1..50)
+        .map(|i| ev(&format!("b{i}"), "t", &[&format!("k{i}")], &["c"]))
+        .collect();
+    s.ingest(backlog, 10).await.unwrap();
+    assert_eq!(s.reclaim(20).await.unwrap(), 1);
+    assert_eq!(ids(s, "c", 1, 30).await, vec!["first"]);
+    assert_eq!(s.rescue_expired(30 + LEASE).await.unwrap(), 1);
+    assert_eq!(ids(s, "c", 1, 40 + LEASE).await, vec!["first"]);
+}
+
 /// On PostgreSQL a restarting node takes back only its own leases; those of
 /// another node are taken over only once its heartbeat is old by the
 /// database's clock.
@@ -1245,6 +1264,7 @@ for_each_backend!(
     every_finished_attempt_is_logged_once_with_how_it_ended,
     nodes_and_breaker_transitions_are_recorded,
     a_restart_reclaims_its_in_flight_deliveries_at_once,
+    a_delivery_taken_back_goes_before_the_backlog,
     a_lane_emptied_of_its_dead_letter_takes_the_next_event_at_once,
     a_lane_releasing_its_head_and_the_next_at_once_moves_up_once,
     queue_stats_follow_every_transition,

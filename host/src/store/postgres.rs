@@ -1043,14 +1043,15 @@ impl PostgresStore {
     /// attempts as ended, in one statement: its sub-statements all see the
     /// rows as they were, so the attempt log reads each claim's start before
     /// the update. SKIP LOCKED: a row another transaction holds is being
-    /// completed right now; it is not abandoned.
+    /// completed right now; it is not abandoned. `next_attempt_at` stays:
+    /// they keep their place at the front of the ready order.
     async fn rescue(&self, now: Millis, which: Rescue) -> StoreResult<u64> {
         fn sql(which: &str) -> String {
             format!(
                 "WITH x AS (SELECT id FROM deliveries WHERE {which} FOR UPDATE SKIP LOCKED), \
                  logged AS ({}), \
                  rescued AS (UPDATE deliveries d SET state = $2, lease_until = NULL, \
-                     lease_token = NULL, lease_owner = NULL, next_attempt_at = $1, \
+                     lease_token = NULL, lease_owner = NULL, \
                      updated_at = $1, last_error = $3 \
                      FROM x WHERE d.id = x.id RETURNING d.connector), \
                  counted AS ({}) \

@@ -1347,11 +1347,13 @@ impl Writer {
     /// Re-queues deliveries whose lease ended, or with `all` every
     /// in-flight one (at start-up, under the database's lock: they were
     /// this process's previous run's), and logs their attempts as ended.
+    /// Their `next_attempt_at` stays: they keep their place at the front of
+    /// the ready order rather than queueing behind a backlog.
     async fn rescue(&mut self, now: Millis, all: bool) -> StoreResult<u64> {
         fn rescue(which: &str) -> String {
             format!(
                 "UPDATE deliveries SET state = ?2, lease_until = NULL, lease_token = NULL, \
-                     lease_owner = NULL, next_attempt_at = ?1, updated_at = ?1, last_error = ?3 \
+                     lease_owner = NULL, updated_at = ?1, last_error = ?3 \
                  WHERE {which} RETURNING connector"
             )
         }
