@@ -258,6 +258,65 @@ fn main() {
     println!("load average before {load_before}, after {}", loadavg());
 }
 
+/// A directory for one gateway run, its store (a SQLite file there, or a
+/// fresh PostgreSQL schema, returned for dropping) and its config: one
+/// `webhook` connector `hss` routing everything to `sink`, with `extra`
+/// TOML (connector tables) appended.
+async fn prepare(
+    opts: &Opts,
+    prefix: &str,
+    sink: SocketAddr,
+    extra: &str,
+) -> (tempfile::TempDir, PathBuf, Option<String>) {
+    let parent = opts.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&parent)
+        .unwrap();
+    let (storage, schema) = match opts.backend {
+        Backend::Sqlite => (
+            format!("sqlite://{}", dir.path().join("switchboard.db").display()),
+            None,
+        ),
+        Backend::Postgres => {
+            let (url, schema) = fresh_schema().await;
+            (url, Some(schema))
+        }
+    };
+    let config = dir.path().join("switchboard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{port}"
+
+[storage]
+url = "{storage}"
+
+[runtime]
+cache_dir = "{cache}"
+
+[[connectors]]
+name = "hss"
+component = "{wasm}"
+routes = ["*"]
+allowed_hosts = ["{sink}"]
+concurrency = {concurrency}
+
+{extra}
+[connectors.config]
+url = "http://{sink}/op"
+"#,
+            port = free_port(),
+            cache = dir.path().join("cache").display(),
+            wasm = std::fs::canonicalize(&opts.wasm).unwrap().display(),
+            concurrency = opts.connector_concurrency,
+        ),
+    )
+    .unwrap();
+    (dir, config, schema)
+}
+
 // ---------------------------------------------------------------------------
 // The restart figure
 
@@ -289,7 +348,11 @@ async fn recovery(opts: &Opts) {
             h.answer.notified().await;
             return StatusCode::SERVICE_UNAVAILABLE;
         }
-        h.arrived.lock().unwrap().entry(id).or_insert_with(Instant::now);
+        h.arrived
+            .lock()
+            .unwrap()
+            .entry(id)
+            .or_insert_with(Instant::now);
         StatusCode::OK
     }
     let sink = Arc::new(Hanging::default());
@@ -301,55 +364,13 @@ async fn recovery(opts: &Opts) {
     let sink_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let parent = opts.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new()
-        .prefix("switchboard-recovery-")
-        .tempdir_in(&parent)
-        .unwrap();
-    let (storage, schema) = match opts.backend {
-        Backend::Sqlite => (
-            format!("sqlite://{}", dir.path().join("switchboard.db").display()),
-            None,
-        ),
-        Backend::Postgres => {
-            let (url, schema) = fresh_schema().await;
-            (url, Some(schema))
-        }
-    };
-    let config = dir.path().join("switchboard.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[server]
-listen = "127.0.0.1:{port}"
-
-[storage]
-url = "{storage}"
-
-[runtime]
-cache_dir = "{cache}"
-
-[[connectors]]
-name = "hss"
-component = "{wasm}"
-routes = ["*"]
-allowed_hosts = ["{sink_addr}"]
-concurrency = {concurrency}
-
-[connectors.limits]
-deadline_ms = 100000
-request_timeout_ms = 100000
-
-[connectors.config]
-url = "http://{sink_addr}/op"
-"#,
-            port = free_port(),
-            cache = dir.path().join("cache").display(),
-            wasm = std::fs::canonicalize(&opts.wasm).unwrap().display(),
-            concurrency = opts.connector_concurrency,
-        ),
+    let (dir, config, schema) = prepare(
+        opts,
+        "switchboard-recovery-",
+        sink_addr,
+        "[connectors.limits]\ndeadline_ms = 100000\nrequest_timeout_ms = 100000\n",
     )
-    .unwrap();
+    .await;
     let mut gateway = Gateway::start(&opts.bin, &config, dir.path(), 1);
     let ingest = format!("http://{}/v1/events", gateway.addr);
     let client = client(4);
@@ -373,7 +394,12 @@ url = "http://{sink_addr}/op"
         sink.held.lock().unwrap().len() >= opts.connector_concurrency
     })
     .await
-    .unwrap_or_else(|| panic!("the attempts never filled the connector; {}", gateway.log_tail()));
+    .unwrap_or_else(|| {
+        panic!(
+            "the attempts never filled the connector; {}",
+            gateway.log_tail()
+        )
+    });
     let in_flight: Vec<String> = sink.held.lock().unwrap().clone();
     gateway.kill();
     sink.hang.store(false, Ordering::SeqCst);
@@ -386,7 +412,10 @@ url = "http://{sink_addr}/op"
     let listening = restarted.elapsed();
     let first = |all: bool| {
         let arrived = sink.arrived.lock().unwrap();
-        let times: Vec<Instant> = in_flight.iter().filter_map(|id| arrived.get(id).copied()).collect();
+        let times: Vec<Instant> = in_flight
+            .iter()
+            .filter_map(|id| arrived.get(id).copied())
+            .collect();
         match all {
             false => times.into_iter().min(),
             true if times.len() == in_flight.len() => times.into_iter().max(),
@@ -395,7 +424,12 @@ url = "http://{sink_addr}/op"
     };
     wait_until(Duration::from_secs(300), || first(true).is_some())
         .await
-        .unwrap_or_else(|| panic!("the lanes in flight never delivered; {}", gateway.log_tail()));
+        .unwrap_or_else(|| {
+            panic!(
+                "the lanes in flight never delivered; {}",
+                gateway.log_tail()
+            )
+        });
     let secs = |t: Option<Instant>| t.map_or(f64::NAN, |t| (t - restarted).as_secs_f64());
     println!(
         "recovery ({:?}, {queued} queued, {} in flight at the kill, leases 120 s): \
@@ -925,51 +959,7 @@ async fn ceiling(opts: &Opts, mix: &Mix) -> Row {
 async fn through_gateway(opts: &Opts, mix: &Mix) -> Row {
     let t0 = Instant::now();
     let (sink, sink_addr) = Sink::start(mix, t0).await;
-    let parent = opts.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new()
-        .prefix("switchboard-e2e-")
-        .tempdir_in(&parent)
-        .unwrap();
-    let (storage, schema) = match opts.backend {
-        Backend::Sqlite => (
-            format!("sqlite://{}", dir.path().join("switchboard.db").display()),
-            None,
-        ),
-        Backend::Postgres => {
-            let (url, schema) = fresh_schema().await;
-            (url, Some(schema))
-        }
-    };
-    let port = free_port();
-    let config = dir.path().join("switchboard.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[server]
-listen = "127.0.0.1:{port}"
-
-[storage]
-url = "{storage}"
-
-[runtime]
-cache_dir = "{cache}"
-
-[[connectors]]
-name = "hss"
-component = "{wasm}"
-routes = ["*"]
-allowed_hosts = ["{sink_addr}"]
-concurrency = {concurrency}
-
-[connectors.config]
-url = "http://{sink_addr}/op"
-"#,
-            cache = dir.path().join("cache").display(),
-            wasm = std::fs::canonicalize(&opts.wasm).unwrap().display(),
-            concurrency = opts.connector_concurrency,
-        ),
-    )
-    .unwrap();
+    let (dir, config, schema) = prepare(opts, "switchboard-e2e-", sink_addr, "").await;
     let gateway = Gateway::start(&opts.bin, &config, dir.path(), 1);
     let ingest = format!("http://{}/v1/events", gateway.addr);
     let client = client(opts.concurrency);

@@ -30,6 +30,46 @@ fn log_of(gw: &Gateway) -> String {
     std::fs::read_to_string(&gw.log).unwrap_or_default()
 }
 
+/// Waits until the node listening on `port` holds at least `n` leases.
+async fn wait_holding(pool: &sqlx::PgPool, port: u16, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'in_flight' AND lease_owner LIKE $1",
+        )
+        .bind(format!("%:{port}"))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if held >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the node never held {n} leases");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits for every operation at the register through `gw`, then checks
+/// that it took well under a lease (`since`: the kill or the restart) and
+/// that `gw` logged `line`.
+async fn delivered_before_the_leases_end(
+    hss: &FakeHss,
+    want: usize,
+    gw: &Gateway,
+    since: Instant,
+    line: &str,
+) {
+    wait_applied(hss, want, &gw.log).await;
+    let took = since.elapsed();
+    eprintln!("everything was delivered {took:?} after the kill or restart");
+    assert!(
+        took < Duration::from_millis(LEASE_MS / 2),
+        "in-flight lanes waited for their leases ({took:?})"
+    );
+    let log = log_of(gw);
+    assert!(log.contains(line), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_gateway_on_one_sqlite_database_is_refused_and_names_the_first() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,18 +134,14 @@ async fn kill_9_and_restart_moves_in_flight_lanes_on_at_once(db: Db) {
     hss.inner().delay_ms.store(0, Ordering::Relaxed);
     let restarted = Instant::now();
     let gw = Gateway::start(&config);
-    wait_applied(&hss, numbers * steps, &gw.log).await;
-    let took = restarted.elapsed();
-    eprintln!("after the restart, everything was delivered in {took:?}");
-    assert!(
-        took < Duration::from_millis(LEASE_MS / 2),
-        "in-flight lanes waited for their leases ({took:?})"
-    );
-    assert!(
-        log_of(&gw).contains("re-queued the deliveries this node's previous run left in flight"),
-        "{}",
-        log_of(&gw)
-    );
+    delivered_before_the_leases_end(
+        &hss,
+        numbers * steps,
+        &gw,
+        restarted,
+        "re-queued the deliveries this node's previous run left in flight",
+    )
+    .await;
     assert!(
         hss.conflicts().is_empty(),
         "out of order after a restart: {:?}\nfirst log:\n{}",
@@ -143,40 +179,18 @@ async fn a_node_that_dies_for_good_has_its_lanes_taken_over_in_seconds() {
     .await;
     // The doomed node holds leases when it dies.
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let port = doomed.addr.port();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let held: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM deliveries WHERE state = 'in_flight' AND lease_owner LIKE $1",
-        )
-        .bind(format!("%:{port}"))
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if held > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the doomed node never held a lease"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_holding(&pool, doomed.addr.port(), 1).await;
     doomed.kill9();
     let killed = Instant::now();
     hss.inner().delay_ms.store(0, Ordering::Relaxed);
-    wait_applied(&hss, numbers * steps, &survivor.log).await;
-    let took = killed.elapsed();
-    eprintln!("after the kill, everything was delivered in {took:?}");
-    assert!(
-        took < Duration::from_millis(LEASE_MS / 2),
-        "the dead node's lanes waited for its leases ({took:?})"
-    );
-    assert!(
-        log_of(&survivor).contains("took over the in-flight deliveries of nodes gone silent"),
-        "{}",
-        log_of(&survivor)
-    );
+    delivered_before_the_leases_end(
+        &hss,
+        numbers * steps,
+        &survivor,
+        killed,
+        "took over the in-flight deliveries of nodes gone silent",
+    )
+    .await;
     assert!(hss.conflicts().is_empty(), "{:?}", hss.conflicts());
     check_order(&hss.applied(), numbers, steps);
 }
@@ -218,22 +232,7 @@ async fn a_frozen_node_sends_nothing_for_work_taken_over_when_it_resumes() {
     let acked = Arc::new(AtomicUsize::new(0));
     post_all(vec![frozen.url("")], numbers, steps, 4, acked.clone()).await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let port = frozen.addr.port();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let held: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM deliveries WHERE state = 'in_flight' AND lease_owner LIKE $1",
-        )
-        .bind(format!("%:{port}"))
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if held >= 3 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the node never held 3 leases");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_holding(&pool, frozen.addr.port(), 3).await;
     signal(&frozen, "-STOP");
     hss.inner().delay_ms.store(0, Ordering::Relaxed);
     wait_applied(&hss, numbers * steps, &other.log).await;

@@ -72,7 +72,14 @@ impl PrivatePg {
         run_pg(
             &bin,
             "initdb",
-            &["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-N"],
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-N",
+            ],
         );
         let pg = PrivatePg {
             bin,
@@ -164,7 +171,10 @@ async fn a_postgresql_restart_under_load_loses_nothing_and_delivery_resumes() {
     let (status, body) = post_one(&http, &gw, &probe).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("store_unavailable"), "{body}");
-    eprintln!("ingest answered 503 after {:?} with the server down", asked.elapsed());
+    eprintln!(
+        "ingest answered 503 after {:?} with the server down",
+        asked.elapsed()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     pg.ctl("start");
     load.await.unwrap();
@@ -196,7 +206,9 @@ impl SmallDisk {
             "this test mounts a small tmpfs and needs root: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        SmallDisk { at: at.to_path_buf() }
+        SmallDisk {
+            at: at.to_path_buf(),
+        }
     }
 
     fn grow(&self, mib: u64) {
@@ -258,14 +270,17 @@ async fn sqlite_on_a_full_disk_answers_503_loses_nothing_and_recovers() {
     // Space returns: ingest works again without a restart.
     disk.grow(64);
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut i = full_at;
+    let i = full_at;
     loop {
         let (status, body) = post_one(&http, &gw, &event(i)).await;
         if status == 202 {
             acked.push(i);
             break;
         }
-        assert!(Instant::now() < deadline, "still refused with space back: {status} {body}");
+        assert!(
+            Instant::now() < deadline,
+            "still refused with space back: {status} {body}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for j in i + 1..i + 20 {
