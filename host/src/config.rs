@@ -123,9 +123,11 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DispatchConfig {
-    /// How long a claimed delivery is leased before another claim may take it
-    /// (after a crash or hang), in milliseconds. Must exceed every connector's
-    /// attempt deadline.
+    /// How long a claimed delivery is leased at least, in milliseconds; a
+    /// connector whose `limits.deadline_ms` is longer leases for its
+    /// deadline plus 10 s. Only an attempt hung on a live node waits for
+    /// it: a restarted node takes its own leases back at once, and a lost
+    /// node's are taken over by heartbeat (`cluster`).
     pub lease_ms: u64,
     /// How often expired leases are looked for, in milliseconds.
     pub rescue_interval_ms: u64,
@@ -234,8 +236,6 @@ pub const DEFAULT_MAX_MEMORY_MB: usize = 256;
 /// What a connector's settings are checked against: gateway-wide settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
-    /// `dispatch.lease_ms`: attempt deadlines must stay below it.
-    pub lease_ms: u64,
     /// `runtime.max_memory_mb`: the largest `limits.memory_mb`.
     pub max_memory_mb: usize,
 }
@@ -243,7 +243,6 @@ pub struct Bounds {
 impl Bounds {
     pub fn of(config: &Config) -> Bounds {
         Bounds {
-            lease_ms: config.dispatch.lease_ms,
             max_memory_mb: config.runtime.max_memory_mb(),
         }
     }
@@ -359,7 +358,6 @@ impl ConnectorConfig {
     /// the gateway-wide bounds. The message names the field at fault.
     pub fn validate(&self, bounds: &Bounds) -> Result<(), ConfigError> {
         let c = self;
-        let lease_ms = bounds.lease_ms;
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if c.name.is_empty()
             || c.name.len() > 64
@@ -388,13 +386,6 @@ impl ConnectorConfig {
         for r in &c.routes {
             r.compile()
                 .map_err(|e| ConfigError::Invalid(format!("connector {:?}: {e}", c.name)))?;
-        }
-        if c.limits.deadline_ms >= lease_ms {
-            return invalid(format!(
-                "connector {:?}: limits.deadline_ms ({}) must be below dispatch.lease_ms ({}), \
-                 or a slow attempt would be handed out twice",
-                c.name, c.limits.deadline_ms, lease_ms
-            ));
         }
         let l = &c.limits;
         for (field, value) in [
@@ -888,6 +879,35 @@ url = "http://127.0.0.1:18080/op"
         );
         assert!(c.connectors[0].component.as_ref().unwrap().is_absolute());
         assert_eq!(c.connectors[0].on_dead, OnDead::Hold);
+    }
+
+    #[test]
+    fn a_slow_connector_needs_no_longer_lease_and_cluster_timings_are_checked() {
+        // A five-minute deadline with the default two-minute lease: the
+        // connector's claims lease for its deadline plus 10 s instead.
+        let slow = format!("{SPEC_EXAMPLE}[connectors.limits]\ndeadline_ms = 300000\n");
+        let c = load(&slow, &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.connectors[0].limits.deadline_ms, 300_000);
+        assert_eq!(c.cluster.fence_after(), std::time::Duration::from_secs(8));
+        assert_eq!(c.cluster.takeover_after_ms(), 12_000);
+        assert_eq!(
+            c.cluster.heartbeat_every(),
+            std::time::Duration::from_secs(2)
+        );
+        for (env, field) in [
+            (
+                ("SWITCHBOARD_CLUSTER__NODE_TIMEOUT_MS", "500"),
+                "node_timeout_ms",
+            ),
+            (
+                ("SWITCHBOARD_CLUSTER__FENCE_MARGIN_MS", "5000"),
+                "fence_margin_ms",
+            ),
+            (("SWITCHBOARD_CLUSTER__NODE", "a/b"), "cluster.node"),
+        ] {
+            let e = load(SPEC_EXAMPLE, &[env]).unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
     }
 
     #[test]

@@ -1398,6 +1398,18 @@ async fn postgres_nodes_hear_of_each_others_work_and_breaker_changes() {
         .unwrap()
         .unwrap();
     assert_eq!(next, Announcement::Health("hss".into()));
+    // A delivery that releases its lane: the next one may be ready.
+    let claimed = a.claim("hss", 1, 2, LEASE).await.unwrap();
+    let done = claimed
+        .iter()
+        .map(|d| Completion::of(d, CompletionKind::Delivered))
+        .collect();
+    assert_eq!(a.complete(done, 3).await.unwrap(), vec![true]);
+    let next = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next, Announcement::Work("hss".into()));
     assert!(
         tokio::time::timeout(Duration::from_millis(300), stranger_heard.recv())
             .await

@@ -614,7 +614,7 @@ fn connector_settings() -> Value {
         "additionalProperties": false,
         "description": "The fields of a `[[connectors]]` entry of the config file, as JSON; absent fields take their defaults. \
                         The body may also carry `name`, equal to the path's. Refused with 422 (nothing changes): \
-                        `limits.deadline_ms` not below `dispatch.lease_ms`, `limits.memory_mb` above `runtime.max_memory_mb`, \
+                        `limits.memory_mb` above `runtime.max_memory_mb`, \
                         `limits.host_memory_mb` too small for `max_host_resources` and `max_concurrent_requests`, \
                         a secret header without `hosts` on a connector with several `allowed_hosts`, \
                         or `hosts` naming a host that is not one of its `allowed_hosts`.",
@@ -656,7 +656,7 @@ fn connector_settings() -> Value {
                 "properties": {
                     "memory_mb": {"type": "integer", "minimum": 1, "maximum": u64::MAX,
                                   "description": "guest memory; at most runtime.max_memory_mb"},
-                    "deadline_ms": ms(1, "wall-clock deadline of one attempt; below dispatch.lease_ms"),
+                    "deadline_ms": ms(1, "wall-clock deadline of one attempt (its lease lasts at least 10 s longer)"),
                     "cpu_budget_ms": ms(1, "CPU time one attempt may spend in the guest"),
                     "request_timeout_ms": ms(1, "timeout of one outgoing HTTP request"),
                     "max_response_bytes": count(1),

@@ -86,6 +86,10 @@ pub struct DispatchSettings {
     pub clock: Clock,
 }
 
+/// How much longer than its connector's deadline a lease lasts at least:
+/// the attempt's outcome is written before the lease can end.
+pub const LEASE_BEYOND_DEADLINE_MS: i64 = 10_000;
+
 /// Starts loops for connectors added to a running dispatcher. A connector's
 /// new policy needs no message: its loop follows its registry entry.
 #[derive(Clone)]
@@ -393,7 +397,7 @@ impl ConnectorLoop {
             if free > 0 {
                 match self
                     .store
-                    .claim(self.entry.name(), free, now, self.settings.lease_ms)
+                    .claim(self.entry.name(), free, now, self.lease_ms())
                     .await
                 {
                     Ok(batch) => {
@@ -429,6 +433,16 @@ impl ConnectorLoop {
             }
         }
         self.drain(tasks).await;
+    }
+
+    /// How long this connector's claims are leased: `dispatch.lease_ms`, or
+    /// its deadline plus [`LEASE_BEYOND_DEADLINE_MS`] when that is longer,
+    /// so a slow connector needs no gateway-wide setting changed.
+    fn lease_ms(&self) -> i64 {
+        let deadline = self.entry.policy().attempt_timeout.as_millis() as i64;
+        self.settings
+            .lease_ms
+            .max(deadline.saturating_add(LEASE_BEYOND_DEADLINE_MS))
     }
 
     /// An attempt starts: a due probe moves an open breaker to probing.

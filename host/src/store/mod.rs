@@ -478,7 +478,8 @@ pub trait Cluster: Send + Sync {
 /// What a node tells the others through the database ([`Cluster::listen`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Announcement {
-    /// The connector has new deliveries.
+    /// The connector has new deliveries, or a released lane may have made
+    /// its next one ready.
     Work(String),
     /// The connector's shared breaker changed.
     Health(String),

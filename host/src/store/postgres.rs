@@ -67,8 +67,8 @@ pub struct PostgresStore {
 /// in between is coalesced into the next one.
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(10);
 
-/// Sends NOTIFYs for [`Cluster::listen`], outside the transactions that
-/// caused them (a NOTIFY takes a cluster-wide lock at commit) and coalesced:
+/// Sends NOTIFYs for [`Cluster::listen`] (events accepted, lanes released,
+/// breakers changed), outside the transactions that caused them (a NOTIFY takes a cluster-wide lock at commit) and coalesced:
 /// one per channel per [`ANNOUNCE_EVERY`] at most, naming every connector
 /// concerned.
 struct Announcer {
@@ -385,22 +385,32 @@ impl PostgresStore {
             let pool = pool.clone();
             let writer = format!("{node}/complete{worker}");
             let node = node.to_string();
+            let announcer = announcer.clone();
             tokio::spawn(group_worker(
                 "completion",
                 rx.clone(),
                 move |requests, now| {
                     let (pool, writer, node) = (pool.clone(), writer.clone(), node.clone());
+                    let announcer = announcer.clone();
                     async move {
                         let sizes: Vec<usize> = requests.iter().map(Vec::len).collect();
                         let items: Vec<Completion> = requests.into_iter().flatten().collect();
-                        let mut applied = transaction!(pool, |conn| counted(
+                        let applied = transaction!(pool, |conn| counted(
                             conn,
                             &writer,
                             async |conn, counts| {
                                 complete_tx(conn, &items, now, (&node, &writer), counts).await
                             }
-                        ))?
-                        .into_iter();
+                        ))?;
+                        // A released lane may have made its next delivery
+                        // ready: any node may take it.
+                        let released = items.iter().zip(&applied).filter(|(c, ok)| {
+                            **ok && !c.keys.is_empty() && c.kind.step().releases()
+                        });
+                        announcer.send(
+                            released.map(|(c, _)| super::Announcement::Work(c.connector.clone())),
+                        );
+                        let mut applied = applied.into_iter();
                         Ok(sizes
                             .into_iter()
                             .map(|n| applied.by_ref().take(n).collect())
