@@ -96,7 +96,12 @@ async fn three_nodes_share_the_work_and_survive_losing_one() {
         .iter()
         .flatten()
         .map(|g| std::fs::read_to_string(&g.log).unwrap_or_default())
-        .any(|log| log.contains("re-queued deliveries whose lease expired"));
+        .any(|log| {
+            // By heartbeat (the dead node went silent) or by the leases'
+            // end, whichever comes first.
+            log.contains("took over the in-flight deliveries of nodes gone silent")
+                || log.contains("re-queued deliveries whose lease expired")
+        });
     assert!(rescued, "no survivor logged the takeover");
 
     // The dead node comes back and serves again.
