@@ -230,6 +230,9 @@ impl RuntimeConfig {
     }
 }
 
+/// The longest `limits.deadline_ms` a connector may have: an hour.
+pub const MAX_DEADLINE_MS: u64 = 3_600_000;
+
 /// Default of `runtime.max_memory_mb`.
 pub const DEFAULT_MAX_MEMORY_MB: usize = 256;
 
@@ -406,6 +409,14 @@ impl ConnectorConfig {
                     c.name
                 ));
             }
+        }
+        if l.deadline_ms > MAX_DEADLINE_MS {
+            return invalid(format!(
+                "connector {:?}: limits.deadline_ms ({}) is more than an hour ({MAX_DEADLINE_MS}): \
+                 a delivery's lease lasts at least its deadline, and an attempt that long \
+                 holds its lanes that long",
+                c.name, l.deadline_ms
+            ));
         }
         if l.memory_mb > bounds.max_memory_mb {
             return invalid(format!(
@@ -888,6 +899,12 @@ url = "http://127.0.0.1:18080/op"
         let slow = format!("{SPEC_EXAMPLE}[connectors.limits]\ndeadline_ms = 300000\n");
         let c = load(&slow, &[]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.connectors[0].limits.deadline_ms, 300_000);
+        let endless = format!("{SPEC_EXAMPLE}[connectors.limits]\ndeadline_ms = 3600001\n");
+        let e = load(&endless, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("limits.deadline_ms") && e.contains("an hour"),
+            "{e}"
+        );
         assert_eq!(c.cluster.fence_after(), std::time::Duration::from_secs(8));
         assert_eq!(c.cluster.takeover_after_ms(), 12_000);
         assert_eq!(

@@ -656,7 +656,7 @@ fn connector_settings() -> Value {
                 "properties": {
                     "memory_mb": {"type": "integer", "minimum": 1, "maximum": u64::MAX,
                                   "description": "guest memory; at most runtime.max_memory_mb"},
-                    "deadline_ms": ms(1, "wall-clock deadline of one attempt (its lease lasts at least 10 s longer)"),
+                    "deadline_ms": ms(1, "wall-clock deadline of one attempt, at most an hour (its lease lasts at least 10 s longer)"),
                     "cpu_budget_ms": ms(1, "CPU time one attempt may spend in the guest"),
                     "request_timeout_ms": ms(1, "timeout of one outgoing HTTP request"),
                     "max_response_bytes": count(1),
