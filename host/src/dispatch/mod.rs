@@ -353,7 +353,8 @@ impl ConnectorLoop {
                 self.adopt_shared_health().await;
             }
             let mut free = limits.concurrency.saturating_sub(tasks.len()).min(permits);
-            if self.deliver.egress_gate().is_some_and(|g| !g.is_open()) {
+            let gate = self.deliver.egress_gate();
+            if gate.as_ref().is_some_and(|g| !g.is_open()) {
                 // Fenced: the others may be taking this node's work over.
                 free = 0;
             }
@@ -393,7 +394,7 @@ impl ConnectorLoop {
             let mut claimed_all = false;
             // Work claimed now may send only until the egress gate next
             // closes, even if it reopens before the work runs.
-            let pass = self.deliver.egress_gate().map(|g| (g.pass(), g));
+            let pass = gate.map(|g| (g.pass(), g));
             if free > 0 {
                 match self
                     .store

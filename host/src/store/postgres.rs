@@ -95,9 +95,12 @@ impl Announcer {
         })
     }
 
+    /// Queues `what` for the next notification, each connector once: a
+    /// group of hundreds of events names a handful of connectors.
     fn send(&self, what: impl IntoIterator<Item = super::Announcement>) {
         if self.enabled.load(std::sync::atomic::Ordering::Relaxed) {
-            for a in what {
+            let once: std::collections::BTreeSet<_> = what.into_iter().collect();
+            for a in once {
                 let _ = self.tx.send(a);
             }
         }
