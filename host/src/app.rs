@@ -216,6 +216,17 @@ pub async fn run(
             retention(store.clone(), days, stop.clone())
         });
     }
+    if config.console.enabled {
+        let (store, registry, days, stop) = (
+            store.clone(),
+            fleet.registry().clone(),
+            config.console.history_days,
+            stop_rx.clone(),
+        );
+        supervise::spawn("console_history".into(), stop_rx.clone(), move || {
+            crate::ui::history::record(store.clone(), registry.clone(), days, stop.clone())
+        });
+    }
     let (dispatcher, control) = dispatch::spawn_controlled(
         store.clone(),
         Arc::new(connectors.clone()),
@@ -225,14 +236,34 @@ pub async fn run(
     );
     fleet.attach_dispatch(control);
 
-    let app = api::router(AppState {
+    let state = AppState {
         store,
         fleet,
         connectors: Some(connectors),
         max_body_bytes: config.server.max_body_bytes,
         max_batch: config.server.max_batch,
         tokens: api::auth::Tokens::new(&config.server.tokens),
-    });
+    };
+    let mut app = api::router(state.clone());
+    if config.console.enabled {
+        app = app.merge(crate::ui::router(crate::ui::UiState {
+            sessions: crate::ui::session::Sessions::new(
+                state.tokens.clone(),
+                config.console.session_hours,
+            ),
+            info: Arc::new(crate::ui::GatewayInfo {
+                version: env!("CARGO_PKG_VERSION"),
+                backend: if state.store.cluster().is_some() {
+                    "PostgreSQL"
+                } else {
+                    "SQLite"
+                },
+                node: state.store.catalog().node().to_string(),
+                takeover_after_ms: config.cluster.takeover_after_ms(),
+            }),
+            app: state,
+        }));
+    }
     if config.server.tokens.is_empty() {
         tracing::warn!(
             "no API tokens configured: serving on loopback only, without authentication"

@@ -20,11 +20,12 @@ use crate::queue::retry::RetryPolicy;
 use crate::queue::route::RouteSpec;
 use crate::queue::OnDead;
 
-const ENV_SECTIONS: [&str; 6] = [
+const ENV_SECTIONS: [&str; 7] = [
     "server",
     "storage",
     "dispatch",
     "cluster",
+    "console",
     "runtime",
     "connectors",
 ];
@@ -36,6 +37,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub dispatch: DispatchConfig,
     pub cluster: ClusterConfig,
+    pub console: ConsoleConfig,
     pub runtime: RuntimeConfig,
     pub connectors: Vec<ConnectorConfig>,
 }
@@ -66,7 +68,8 @@ pub struct TokenConfig {
     /// The secret (at least 16 characters); better set through
     /// `SWITCHBOARD_SERVER__TOKENS__<i>__TOKEN` than written in the file.
     pub token: String,
-    /// `ingest` (POST /v1/events) and/or `admin` (everything else).
+    /// `ingest` (POST /v1/events), `read` (every GET but the ingest one,
+    /// and a read-only console) and/or `admin` (everything but ingest).
     pub scopes: Vec<Scope>,
 }
 
@@ -84,7 +87,18 @@ impl std::fmt::Debug for TokenConfig {
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     Ingest,
+    Read,
     Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ingest => "ingest",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -169,6 +183,30 @@ pub struct ClusterConfig {
     /// a connection pooler in transaction mode, where `LISTEN` does not
     /// work), they find new work within `dispatch.poll_interval_ms`.
     pub notify: bool,
+}
+
+/// The operator console at `/ui/` (README, "Console").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve the console. Off, `/ui/` answers 404 and nothing is recorded
+    /// for its plots.
+    pub enabled: bool,
+    /// How long a console session lasts after logging in, in hours.
+    pub session_hours: u32,
+    /// How long the per-minute delivery counts behind the plots are kept,
+    /// in days.
+    pub history_days: u32,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_hours: 8,
+            history_days: 7,
+        }
+    }
 }
 
 impl Default for ClusterConfig {
@@ -681,6 +719,19 @@ impl Config {
                     "cluster.node {node:?}: use 1 to 128 characters, no '/' or control characters"
                 ));
             }
+        }
+        let co = &self.console;
+        if co.session_hours == 0 || co.session_hours > 24 * 30 {
+            return invalid(format!(
+                "console.session_hours ({}) must be between 1 and 720",
+                co.session_hours
+            ));
+        }
+        if co.history_days == 0 || co.history_days > 400 {
+            return invalid(format!(
+                "console.history_days ({}) must be between 1 and 400",
+                co.history_days
+            ));
         }
         let mut token_names = std::collections::HashSet::new();
         for t in &self.server.tokens {

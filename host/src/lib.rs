@@ -15,6 +15,7 @@
 //!   waker, breaker and counters, read by dispatch, the API and metrics.
 //! - [`clock`] — the dispatcher's time: wall clock, or simulated for outage runs.
 //! - [`api`] — HTTP: ingest, operator API, health, metrics, OpenAPI.
+//! - [`ui`] — the operator console at `/ui/`: sessions, pages, actions, plots.
 //! - [`config`] — the TOML file and `SWITCHBOARD_*` overrides.
 //! - [`app`] — wiring and ordered shutdown; [`cli`] — the operator commands.
 
@@ -31,3 +32,5 @@ pub mod queue;
 pub mod registry;
 pub mod store;
 pub mod supervise;
+pub mod timefmt;
+pub mod ui;

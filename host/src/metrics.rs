@@ -71,6 +71,14 @@ impl ConnectorMetrics {
         lock(&self.attempt_latency).observe(latency.as_secs_f64());
     }
 
+    /// Attempts this process made that delivered, and that failed (to be
+    /// retried or rejected), since it started.
+    pub fn outcome_totals(&self) -> (u64, u64) {
+        let a = lock(&self.attempts);
+        let n = |k: &str| a.get(k).copied().unwrap_or(0);
+        (n("done"), n("retry") + n("reject"))
+    }
+
     /// Deliveries of this connector this process ended as `expired`.
     pub fn expired(&self, n: u64) {
         self.expired.fetch_add(n, Ordering::Relaxed);

@@ -17,6 +17,7 @@ use tower::ServiceExt;
 
 const INGEST: &str = "ingest-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789";
+const READ: &str = "read-token-0123456789";
 
 async fn app() -> (axum::Router, common::TestStore) {
     let t = common::sqlite().await;
@@ -36,6 +37,11 @@ async fn app() -> (axum::Router, common::TestStore) {
                 name: "ops".into(),
                 token: ADMIN.into(),
                 scopes: vec![Scope::Admin],
+            },
+            TokenConfig {
+                name: "noc".into(),
+                token: READ.into(),
+                scopes: vec![Scope::Read],
             },
         ]),
     });
@@ -113,15 +119,23 @@ async fn every_route_is_documented_served_and_guarded_as_documented() {
         // Guarded as documented.
         let (anon, _) = call(&app, r.method, &path, None).await;
         let (ingest, _) = call(&app, r.method, &path, Some(INGEST)).await;
+        let (read, _) = call(&app, r.method, &path, Some(READ)).await;
         match r.scope {
             None => assert_ne!(anon, StatusCode::UNAUTHORIZED, "{} {}", r.method, r.path),
             Some(Scope::Ingest) => {
                 assert_eq!(anon, StatusCode::UNAUTHORIZED, "{} {}", r.method, r.path);
                 assert_ne!(ingest, StatusCode::FORBIDDEN, "{} {}", r.method, r.path);
             }
+            Some(Scope::Read) => {
+                assert_eq!(anon, StatusCode::UNAUTHORIZED, "{} {}", r.method, r.path);
+                assert_eq!(ingest, StatusCode::FORBIDDEN, "{} {}", r.method, r.path);
+                assert_ne!(read, StatusCode::FORBIDDEN, "{} {}", r.method, r.path);
+                assert_eq!(r.method, "get", "only reads need only `read`");
+            }
             Some(Scope::Admin) => {
                 assert_eq!(anon, StatusCode::UNAUTHORIZED, "{} {}", r.method, r.path);
                 assert_eq!(ingest, StatusCode::FORBIDDEN, "{} {}", r.method, r.path);
+                assert_eq!(read, StatusCode::FORBIDDEN, "{} {}", r.method, r.path);
             }
         }
     }

@@ -18,6 +18,7 @@ use tower::ServiceExt;
 
 const INGEST: &str = "ingest-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789";
+const READ: &str = "read-token-0123456789";
 
 struct Api {
     app: axum::Router,
@@ -36,6 +37,11 @@ async fn api() -> Api {
             name: "alice".into(),
             token: ADMIN.into(),
             scopes: vec![Scope::Admin],
+        },
+        TokenConfig {
+            name: "noc".into(),
+            token: READ.into(),
+            scopes: vec![Scope::Read],
         },
     ]);
     let app = router(AppState {
@@ -156,6 +162,67 @@ async fn tokens_and_scopes_are_enforced_and_nothing_changes_on_refusal() {
 }
 
 #[tokio::test]
+async fn a_read_token_reads_everything_an_operator_sees_and_changes_nothing() {
+    let api = api().await;
+    let id = api.dead_letter_ahead_of_another().await;
+    for path in [
+        "/v1/events/bad",
+        "/v1/connectors",
+        "/v1/connectors/hss",
+        "/v1/dead-letters",
+        "/v1/keys/msisdn:1",
+        "/v1/audit",
+    ] {
+        let (s, b) = api.call("GET", path, Some(READ), Value::Null).await;
+        assert_eq!(s, StatusCode::OK, "GET {path}: {b}");
+    }
+    let metrics = api
+        .app
+        .clone()
+        .oneshot(
+            Request::get("/metrics")
+                .header("authorization", format!("Bearer {READ}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let ev = json!({"id": "r1", "type": "number.assign", "payload": {}});
+    let refused = [
+        ("POST", "/v1/events".to_string(), ev),
+        ("POST", format!("/v1/deliveries/{id}/retry"), Value::Null),
+        ("POST", "/v1/dead-letters/skip".to_string(), Value::Null),
+        ("POST", "/v1/connectors/hss/pause".to_string(), Value::Null),
+        (
+            "PUT",
+            "/v1/connectors/hss/limits".to_string(),
+            json!({"concurrency": 1}),
+        ),
+    ];
+    for (method, path, body) in refused {
+        let (s, b) = api.call(method, &path, Some(READ), body).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("forbidden")),
+            "{method} {path}"
+        );
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains("`admin`")
+                || b["error"]["message"].as_str().unwrap().contains("`ingest`"),
+            "{b}"
+        );
+    }
+    let (_, dead) = api
+        .call("GET", "/v1/dead-letters", Some(READ), Value::Null)
+        .await;
+    assert_eq!(dead[0]["delivery_id"], id, "still dead");
+    assert!(!api.t.store.catalog().is_paused("hss").await.unwrap());
+    let (_, audit) = api.call("GET", "/v1/audit", Some(READ), Value::Null).await;
+    assert!(audit.as_array().unwrap().is_empty(), "{audit}");
+}
+
+#[tokio::test]
 async fn dead_letters_can_be_listed_explained_retried_and_skipped_with_an_audit_trail() {
     let api = api().await;
     let id = api.dead_letter_ahead_of_another().await;
@@ -181,6 +248,22 @@ async fn dead_letters_can_be_listed_explained_retried_and_skipped_with_an_audit_
         )
         .await;
     assert!(none.as_array().unwrap().is_empty());
+    for (reason, n) in [("409", 1), ("number in use", 1), ("503", 0)] {
+        let (s, found) = api
+            .call(
+                "GET",
+                &format!("/v1/dead-letters?reason={}", reason.replace(' ', "%20")),
+                Some(ADMIN),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            found.as_array().unwrap().len(),
+            n,
+            "reason {reason:?}: {found}"
+        );
+    }
 
     // Why is msisdn:1 blocked? Its head is the dead letter, one waits behind.
     let (s, why) = api

@@ -1260,7 +1260,98 @@ async fn postgres_count_rows_of_gone_nodes_fold_into_one_without_changing_a_sum(
     assert_eq!(t.count_mismatches().await, Vec::<String>::new());
 }
 
+/// The console's reads: dead letters by what their reason contains, a
+/// connector's recent attempts with their events, and the per-minute counts
+/// that nodes add to and that are summed across them.
+async fn the_consoles_reads_filter_sum_and_purge(t: TestStore) {
+    let s = &*t.store;
+    s.ingest(
+        vec![
+            ev("a", "t", &["k1"], &["c"]),
+            ev("b", "t", &["k2"], &["c"]),
+            ev("z", "t", &["k3"], &["other"]),
+        ],
+        0,
+    )
+    .await
+    .unwrap();
+    let claimed = s.claim("c", 10, 1, LEASE).await.unwrap();
+    let items = claimed
+        .iter()
+        .map(|d| {
+            let error = if d.event.id == "a" {
+                "rejected: HTTP 422 <b>customer unknown</b>"
+            } else {
+                "rejected: HTTP 409 number in use"
+            };
+            let dead = CompletionKind::Dead {
+                error: error.into(),
+                on_dead: OnDead::Hold,
+            };
+            Completion::of(d, dead)
+        })
+        .collect();
+    s.complete(items, 2).await.unwrap();
+    let c = s.catalog();
+    let by_reason = |reason: &str| switchboard::store::DeadFilter {
+        reason: Some(reason.to_string()),
+        limit: 100,
+        ..Default::default()
+    };
+    let found = c.dead_letters(&by_reason("HTTP 422")).await.unwrap();
+    assert_eq!(
+        found
+            .iter()
+            .map(|d| d.event_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a"]
+    );
+    assert_eq!(
+        c.dead_letters(&by_reason("rejected")).await.unwrap().len(),
+        2
+    );
+    assert!(
+        c.dead_letters(&by_reason("%")).await.unwrap().is_empty(),
+        "no wildcards"
+    );
+    assert!(
+        c.dead_letters(&by_reason("http 422"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "case kept"
+    );
+
+    let recent = c.recent_attempts("c", 0, 10).await.unwrap();
+    let mut events: Vec<&str> = recent.iter().map(|(e, _, _)| e.as_str()).collect();
+    events.sort();
+    assert_eq!(events, vec!["a", "b"]);
+    assert!(recent.iter().all(|(_, _, a)| a.outcome == "dead"));
+    assert!(
+        c.recent_attempts("c", 3, 10).await.unwrap().is_empty(),
+        "since"
+    );
+    assert!(c.recent_attempts("other", 0, 10).await.unwrap().is_empty());
+
+    c.add_minute_counts(&[("c".into(), 100, 5, 1), ("c".into(), 101, 7, 0)])
+        .await
+        .unwrap();
+    c.add_minute_counts(&[("c".into(), 100, 2, 2), ("other".into(), 99, 1, 0)])
+        .await
+        .unwrap();
+    let m = c.minute_counts(100).await.unwrap();
+    let got: Vec<(i64, i64, i64)> = m["c"]
+        .iter()
+        .map(|x| (x.minute, x.delivered, x.failed))
+        .collect();
+    assert_eq!(got, vec![(100, 7, 3), (101, 7, 0)]);
+    assert!(!m.contains_key("other"), "before `since`");
+    assert_eq!(c.purge_minute_counts(101).await.unwrap(), 2);
+    assert_eq!(c.minute_counts(0).await.unwrap()["c"].len(), 1);
+}
+
 for_each_backend!(
+    the_consoles_reads_filter_sum_and_purge,
     every_finished_attempt_is_logged_once_with_how_it_ended,
     nodes_and_breaker_transitions_are_recorded,
     a_restart_reclaims_its_in_flight_deliveries_at_once,

@@ -1,5 +1,9 @@
-//! Bearer-token authentication with two scopes: `ingest` (POST /v1/events)
-//! and `admin` (everything else; it may ingest too). Health probes are open.
+//! Bearer-token authentication with three scopes: `ingest` (POST
+//! /v1/events), `read` (the GET routes: event look-up, connectors, dead
+//! letters, keys, audit, metrics) and `admin` (everything; it may ingest and
+//! read too). Health probes and the OpenAPI document are open. The scope a
+//! route needs is the one its entry in the route table documents
+//! ([`super::ROUTES`]), so the document and the check cannot disagree.
 //!
 //! Tokens are compared as SHA-256 digests in constant time, against every
 //! configured token without an early exit, so timing says nothing about which
@@ -9,13 +13,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
+use super::openapi::RouteDoc;
 use crate::config::{Scope, TokenConfig};
 
 /// The authenticated caller, available to handlers as an extension.
@@ -46,7 +51,8 @@ impl Tokens {
         self.entries.is_empty()
     }
 
-    fn find(&self, presented: &str) -> Option<(&str, &[Scope])> {
+    /// The name and scopes of the token whose secret is `presented`.
+    pub fn find(&self, presented: &str) -> Option<(&str, &[Scope])> {
         let d = digest(presented);
         let mut found = None;
         for (want, name, scopes) in self.entries.iter() {
@@ -56,6 +62,21 @@ impl Tokens {
         }
         found
     }
+
+    /// The SHA-256 of the secret and the scopes of the token named `name`:
+    /// what a console session is signed with and allowed (`crate::ui`).
+    pub fn by_name(&self, name: &str) -> Option<(&[u8; 32], &[Scope])> {
+        self.entries
+            .iter()
+            .find(|(_, n, _)| n == name)
+            .map(|(d, _, s)| (d, s.as_slice()))
+    }
+}
+
+/// Whether a token with `scopes` may do what needs `needed`: `admin` may
+/// do everything.
+pub fn allows(scopes: &[Scope], needed: Scope) -> bool {
+    scopes.contains(&needed) || scopes.contains(&Scope::Admin)
 }
 
 fn digest(s: &str) -> [u8; 32] {
@@ -70,20 +91,26 @@ fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// The scope a request needs.
-fn needed(req: &Request) -> Option<Scope> {
-    let path = req.uri().path();
-    if path == "/healthz" || path == "/readyz" || path == "/v1/openapi.json" {
-        return None;
-    }
-    if path == "/v1/events" && req.method() == axum::http::Method::POST {
-        return Some(Scope::Ingest);
-    }
-    Some(Scope::Admin)
+/// The scope a request needs: its route's in `routes`; `admin` for a path
+/// or method no route has (so an unauthenticated caller learns nothing
+/// about which paths exist).
+fn needed(routes: &[RouteDoc], req: &Request) -> Option<Scope> {
+    let Some(matched) = req.extensions().get::<MatchedPath>() else {
+        return Some(Scope::Admin);
+    };
+    let method = req.method().as_str();
+    routes
+        .iter()
+        .find(|r| r.path == matched.as_str() && r.method.eq_ignore_ascii_case(method))
+        .map_or(Some(Scope::Admin), |r| r.scope)
 }
 
-pub async fn authenticate(State(tokens): State<Tokens>, mut req: Request, next: Next) -> Response {
-    let Some(scope) = needed(&req) else {
+pub async fn authenticate(
+    State((tokens, routes)): State<(Tokens, &'static [RouteDoc])>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(scope) = needed(routes, &req) else {
         return next.run(req).await;
     };
     if tokens.is_open() {
@@ -104,11 +131,8 @@ pub async fn authenticate(State(tokens): State<Tokens>, mut req: Request, next: 
     let Some((name, scopes)) = tokens.find(presented.trim()) else {
         return unauthorized("unknown bearer token");
     };
-    if !(scopes.contains(&scope) || scopes.contains(&Scope::Admin)) {
-        let scope = match scope {
-            Scope::Ingest => "ingest",
-            Scope::Admin => "admin",
-        };
+    if !allows(scopes, scope) {
+        let scope = scope.as_str();
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",

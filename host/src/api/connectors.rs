@@ -118,7 +118,7 @@ pub async fn show(
     Ok(Json(view(&state, &name).await?))
 }
 
-async fn view(state: &AppState, name: &str) -> Result<ConnectorView, ApiError> {
+pub(crate) async fn view(state: &AppState, name: &str) -> Result<ConnectorView, ApiError> {
     let c = state.fleet.get(name).ok_or_else(|| unknown(name))?;
     let versions = state.store.catalog().component_versions(name).await?;
     Ok(ConnectorView {
@@ -183,6 +183,20 @@ pub async fn upload(
         return Err(unknown(&name));
     }
     let wasm = read_body(body, declared_len(&headers), MAX_COMPONENT_BYTES, "").await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(deploy(&state, &name, &wasm, &actor.0).await?),
+    ))
+}
+
+/// Validates, stores and activates a component version (the API's upload
+/// and the console's).
+pub(crate) async fn deploy(
+    state: &AppState,
+    name: &str,
+    wasm: &[u8],
+    actor: &str,
+) -> Result<ComponentVersion, ApiError> {
     if wasm.is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -190,11 +204,11 @@ pub async fn upload(
             "send the component's .wasm bytes as the request body",
         ));
     }
-    let stored = runtime(&state)?
-        .deploy(&*state.store, &name, &wasm, &actor.0)
+    let stored = runtime(state)?
+        .deploy(&*state.store, name, wasm, actor)
         .await?;
-    state.fleet.registry().wake(&name);
-    Ok((StatusCode::CREATED, Json(stored)))
+    state.fleet.registry().wake(name);
+    Ok(stored)
 }
 
 pub async fn rollback(
@@ -202,11 +216,18 @@ pub async fn rollback(
     Path(name): Path<String>,
     Extension(actor): Extension<Actor>,
 ) -> Result<Json<ComponentVersion>, ApiError> {
-    let v = runtime(&state)?
-        .rollback(&*state.store, &name, &actor.0)
-        .await?;
-    state.fleet.registry().wake(&name);
-    Ok(Json(v))
+    Ok(Json(roll_back(&state, &name, &actor.0).await?))
+}
+
+/// Re-activates the version before the active one.
+pub(crate) async fn roll_back(
+    state: &AppState,
+    name: &str,
+    actor: &str,
+) -> Result<ComponentVersion, ApiError> {
+    let v = runtime(state)?.rollback(&*state.store, name, actor).await?;
+    state.fleet.registry().wake(name);
+    Ok(v)
 }
 
 /// `POST /v1/connectors/{name}/pause` and `/resume`.
@@ -215,9 +236,6 @@ pub async fn pause(
     Path((name, action)): Path<(String, String)>,
     Extension(actor): Extension<Actor>,
 ) -> Result<Json<ConnectorView>, ApiError> {
-    if state.fleet.get(&name).is_none() {
-        return Err(unknown(&name));
-    }
     let paused = match action.as_str() {
         "pause" => true,
         "resume" => false,
@@ -229,13 +247,27 @@ pub async fn pause(
             ))
         }
     };
+    set_paused(&state, &name, paused, &actor.0).await?;
+    Ok(Json(view(&state, &name).await?))
+}
+
+/// Pauses or resumes a connector, audited.
+pub(crate) async fn set_paused(
+    state: &AppState,
+    name: &str,
+    paused: bool,
+    actor: &str,
+) -> Result<(), ApiError> {
+    if state.fleet.get(name).is_none() {
+        return Err(unknown(name));
+    }
     state
         .store
         .catalog()
-        .set_paused(&name, paused, &actor.0, now_ms())
+        .set_paused(name, paused, actor, now_ms())
         .await?;
-    state.fleet.registry().wake(&name);
-    Ok(Json(view(&state, &name).await?))
+    state.fleet.registry().wake(name);
+    Ok(())
 }
 
 /// `PUT /v1/connectors/{name}/limits` with `{"concurrency": n|null, "rate": r|null}`:
@@ -267,6 +299,20 @@ pub async fn limits(
     }
     let limits: LimitOverrides =
         serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+    set_limits(&state, &name, limits, &actor.0).await?;
+    Ok(Json(view(&state, &name).await?))
+}
+
+/// Overrides a connector's limits after checking them, audited.
+pub(crate) async fn set_limits(
+    state: &AppState,
+    name: &str,
+    limits: LimitOverrides,
+    actor: &str,
+) -> Result<(), ApiError> {
+    if state.fleet.get(name).is_none() {
+        return Err(unknown(name));
+    }
     if limits.concurrency == Some(0)
         || limits
             .concurrency
@@ -288,10 +334,10 @@ pub async fn limits(
     state
         .store
         .catalog()
-        .set_limits(&name, limits, &actor.0, now_ms())
+        .set_limits(name, limits, actor, now_ms())
         .await?;
-    state.fleet.registry().wake(&name);
-    Ok(Json(view(&state, &name).await?))
+    state.fleet.registry().wake(name);
+    Ok(())
 }
 
 /// `PUT /v1/connectors/{name}` with the connector's settings as JSON (the

@@ -10,12 +10,12 @@
 //! an internal fault is a logged 500 without detail.
 
 pub mod auth;
-mod connectors;
+pub(crate) mod connectors;
 pub mod error;
-mod events;
+pub(crate) mod events;
 pub mod extract;
 pub mod openapi;
-mod operate;
+pub(crate) mod operate;
 
 use std::sync::Arc;
 
@@ -70,17 +70,20 @@ routes! {
         errors: &[400, 409, 413, 415, 503],
     }
     get "/v1/events/{id}" => events::show, {
+        scope: Some(Scope::Read),
         summary: "An event and the state of each of its deliveries",
         path_params: &[events::EVENT_ID],
         ok: &[Reply::json(200, "the event", "EventView")],
         errors: &[400, 404, 503],
     }
     get "/v1/connectors" => connectors::list, {
+        scope: Some(Scope::Read),
         summary: "Every connector with its component and queue",
         ok: &[Reply::list(200, "connectors", "Connector")],
         errors: &[503],
     }
     get "/v1/connectors/{name}" => connectors::show, {
+        scope: Some(Scope::Read),
         summary: "One connector",
         path_params: &[connectors::NAME],
         ok: &[Reply::json(200, "the connector", "Connector")],
@@ -95,6 +98,7 @@ routes! {
         errors: &[400, 413, 415, 422, 503],
     }
     get "/v1/connectors/{name}/versions" => connectors::versions, {
+        scope: Some(Scope::Read),
         summary: "Stored component versions, newest first",
         path_params: &[connectors::NAME],
         ok: &[Reply::list(200, "versions", "ComponentVersion")],
@@ -127,6 +131,7 @@ routes! {
         errors: &[404, 503],
     }
     get "/v1/dead-letters" => operate::dead_letters, {
+        scope: Some(Scope::Read),
         summary: "Dead letters, newest first, filtered",
         query: operate::DEAD_FILTERS,
         ok: &[Reply::list(200, "dead letters", "DeadLetter")],
@@ -146,12 +151,14 @@ routes! {
         errors: &[400, 404, 409, 503],
     }
     get "/v1/keys/{key}" => operate::key, {
+        scope: Some(Scope::Read),
         summary: "Why is this key blocked: each connector's lane head",
         path_params: &[operate::KEY],
         ok: &[Reply::list(200, "one lane per connector", "Lane")],
         errors: &[400, 503],
     }
     get "/v1/audit" => operate::audit, {
+        scope: Some(Scope::Read),
         summary: "Operator actions, newest first",
         query: operate::AUDIT_QUERY,
         ok: &[Reply::list(200, "audit records", "AuditRecord")],
@@ -163,6 +170,7 @@ routes! {
         ok: &[Reply { status: 200, description: "OpenAPI 3 document", content: Content::Document }],
     }
     get "/metrics" => metrics, {
+        scope: Some(Scope::Read),
         summary: "Prometheus text exposition",
         ok: &[Reply { status: 200, description: "metrics", content: Content::Metrics }],
         errors: &[503],
@@ -185,7 +193,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
-            state.tokens.clone(),
+            (state.tokens.clone(), ROUTES),
             auth::authenticate,
         ))
         .with_state(state)

@@ -303,10 +303,7 @@ fn operation(r: &RouteDoc, settings: &Settings) -> Value {
         None => op["security"] = json!([]),
         Some(scope) => {
             op["security"] = json!([{"bearer": []}]);
-            op["x-scope"] = json!(match scope {
-                Scope::Ingest => "ingest",
-                Scope::Admin => "admin",
-            });
+            op["x-scope"] = json!(scope.as_str());
         }
     }
     if let Some(body) = request_body(r.body) {

@@ -36,6 +36,11 @@ const KEY_FILTER: Param = Param::query(
     Ty::Text { max_len: 0 },
     "Only events with this key (empty: any)",
 );
+const REASON: Param = Param::query(
+    "reason",
+    Ty::Text { max_len: 0 },
+    "Only those whose last error contains this text (empty: any)",
+);
 const SINCE: Param = Param::query(
     "since",
     ANY_TIME,
@@ -57,6 +62,7 @@ pub const DEAD_FILTERS: &[Param] = &[
     CONNECTOR,
     TYPE,
     KEY_FILTER,
+    REASON,
     SINCE,
     UNTIL,
     BEFORE_ID,
@@ -72,6 +78,7 @@ pub const BULK_FILTERS: &[Param] = &[
     CONNECTOR,
     TYPE,
     KEY_FILTER,
+    REASON,
     SINCE,
     UNTIL,
     BEFORE_ID,
@@ -118,6 +125,7 @@ pub struct DeadQuery {
     #[serde(rename = "type")]
     pub event_type: Option<String>,
     pub key: Option<String>,
+    pub reason: Option<String>,
     /// Milliseconds since the epoch.
     pub since: Option<i64>,
     pub until: Option<i64>,
@@ -156,11 +164,12 @@ fn text_filter(field: &'static str, value: &Option<String>) -> Result<Option<Str
 }
 
 impl DeadQuery {
-    fn filter(&self, default_limit: usize) -> Result<DeadFilter, ApiError> {
+    pub(crate) fn filter(&self, default_limit: usize) -> Result<DeadFilter, ApiError> {
         Ok(DeadFilter {
             connector: text_filter("connector", &self.connector)?,
             event_type: text_filter("type", &self.event_type)?,
             key: text_filter("key", &self.key)?,
+            reason: text_filter("reason", &self.reason)?,
             since: self.since,
             until: self.until,
             before_id: self.before_id,
@@ -184,7 +193,7 @@ pub struct ActionAnswer {
     pub action: &'static str,
 }
 
-fn action_of(name: &str) -> Result<(OperatorAction, &'static str), ApiError> {
+pub(crate) fn action_of(name: &str) -> Result<(OperatorAction, &'static str), ApiError> {
     match name {
         "retry" => Ok((OperatorAction::Retry, "retry")),
         "skip" => Ok((OperatorAction::Skip, "skip")),
@@ -239,22 +248,30 @@ pub async fn act_bulk(
     let (op, name) = action_of(&action)?;
     let filter = q.filter(MAX_LIMIT)?;
     let dead = state.store.catalog().dead_letters(&filter).await?;
-    let mut applied = 0;
-    for d in &dead {
-        if state
-            .store
-            .operator_action(d.delivery_id, op, &actor.0, now_ms())
-            .await?
-        {
-            applied += 1;
-        }
-    }
-    state.fleet.registry().wake_all();
+    let ids: Vec<i64> = dead.iter().map(|d| d.delivery_id).collect();
+    let applied = act_on(&state, &ids, op, &actor.0).await?;
     Ok(Json(BulkAnswer {
         action: name,
         matched: dead.len(),
         applied,
     }))
+}
+
+/// Retries or skips each of `ids` that is dead, each audited: how many were.
+pub(crate) async fn act_on(
+    state: &AppState,
+    ids: &[i64],
+    op: OperatorAction,
+    actor: &str,
+) -> Result<usize, ApiError> {
+    let mut applied = 0;
+    for &id in ids {
+        if state.store.operator_action(id, op, actor, now_ms()).await? {
+            applied += 1;
+        }
+    }
+    state.fleet.registry().wake_all();
+    Ok(applied)
 }
 
 /// `GET /v1/keys/{key}`: per connector, the lane's head delivery (its state,

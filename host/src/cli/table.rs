@@ -436,34 +436,7 @@ fn one_line(text: &str) -> String {
 }
 
 fn fmt_time(ms: Option<i64>) -> String {
-    match ms {
-        Some(ms) => {
-            let secs = ms.div_euclid(1000);
-            let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-            let (y, m, d) = civil_from_days(days);
-            format!(
-                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-                rem / 3600,
-                rem % 3600 / 60,
-                rem % 60
-            )
-        }
-        None => "-".into(),
-    }
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
-/// (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    ms.map_or_else(|| "-".into(), crate::timefmt::utc)
 }
 
 #[cfg(test)]

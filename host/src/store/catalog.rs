@@ -90,6 +90,15 @@ impl Conn<'_> {
         }
     }
 
+    /// The opening of "where the bound text starts in `column`" (1-based,
+    /// 0 if absent, NULL for a NULL column), closed by `)`.
+    fn position_in(&self, column: &str) -> String {
+        match self {
+            Conn::Sqlite(_) => format!("instr({column}, "),
+            Conn::Postgres(_) => format!("strpos({column}, "),
+        }
+    }
+
     /// The condition "the delivery is pending" that this backend's
     /// partial index `deliveries_pending (connector, id)` is built on: SQLite
     /// keeps a `pending` flag for it (migration 0011), PostgreSQL the states.
@@ -229,6 +238,16 @@ pub struct BreakerTransition {
     pub at: Millis,
     pub from: String,
     pub to: String,
+}
+
+/// One connector's deliveries and failed attempts in one minute, summed
+/// over the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MinuteCount {
+    /// Epoch milliseconds / 60,000.
+    pub minute: i64,
+    pub delivered: i64,
+    pub failed: i64,
 }
 
 /// Where the catalog reads and writes.
@@ -391,6 +410,7 @@ impl Catalog {
         let mut r = self.read().await?;
         let conn = r.conn();
         let key_in_keys = conn.key_in_keys();
+        let contains = conn.position_in("d.last_error");
         let rows: Vec<DeadRow> = on!(conn, |c| {
             let mut qb = QueryBuilder::<Db>::new(
                 "SELECT d.id, d.connector, e.id, e.type, e.keys, d.attempts, d.last_error, \
@@ -407,6 +427,11 @@ impl Catalog {
                 qb.push(format_args!(" AND {}", key_in_keys))
                     .push_bind(k.clone())
                     .push(")");
+            }
+            if let Some(v) = &f.reason {
+                qb.push(format_args!(" AND {}", contains))
+                    .push_bind(v.clone())
+                    .push(") > 0");
             }
             if let Some(t) = f.since {
                 qb.push(" AND d.updated_at >= ").push_bind(t);
@@ -490,6 +515,50 @@ impl Catalog {
             dead: counts.dead,
             oldest_pending_at: oldest,
         })
+    }
+
+    /// `connector`'s latest attempts finished at or after `since`, newest
+    /// first, each with its event's id and its delivery's id.
+    pub async fn recent_attempts(
+        &self,
+        connector: &str,
+        since: Millis,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, i64, AttemptRecord)>> {
+        type Row = (String, i64, i64, String, i64, i64, String, Option<String>);
+        let mut r = self.read().await?;
+        let rows: Vec<Row> = on!(r.conn(), |c| sqlx::query_as(
+            "SELECT e.id, a.delivery_id, CAST(a.attempt AS BIGINT), a.node, a.started_at, \
+                 a.finished_at, a.outcome, a.reason \
+             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+                 JOIN events e ON e.seq = d.event_seq \
+             WHERE a.finished_at >= $1 AND d.connector = $2 \
+             ORDER BY a.finished_at DESC LIMIT $3",
+        )
+        .bind(since)
+        .bind(connector)
+        .bind(limit.clamp(1, 10_000) as i64)
+        .fetch_all(c)
+        .await)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(event, delivery, attempt, node, started_at, finished_at, outcome, reason)| {
+                    (
+                        event,
+                        delivery,
+                        AttemptRecord {
+                            attempt: attempt as u32,
+                            node,
+                            started_at,
+                            finished_at,
+                            outcome,
+                            reason,
+                        },
+                    )
+                },
+            )
+            .collect())
     }
 
     /// The attempts of one delivery, first first.
@@ -655,6 +724,76 @@ impl Catalog {
         .fetch_all(c)
         .await)?;
         audit_of(rows)
+    }
+
+    // ---- Per-minute counts (the console's plots).
+
+    /// Adds what this node saw to its rows of `minute_counts`: per
+    /// connector and minute, deliveries and failed attempts.
+    pub async fn add_minute_counts(&self, counts: &[(String, i64, i64, i64)]) -> StoreResult<()> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for (connector, minute, delivered, failed) in counts {
+            on!(tx.conn(), |c| sqlx::query(
+                "INSERT INTO minute_counts (connector, minute, node, delivered, failed) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (connector, minute, node) DO UPDATE \
+                 SET delivered = minute_counts.delivered + excluded.delivered, \
+                     failed = minute_counts.failed + excluded.failed",
+            )
+            .bind(connector)
+            .bind(minute)
+            .bind(&self.node)
+            .bind(delivered)
+            .bind(failed)
+            .execute(c)
+            .await
+            .map(|_| ()))?;
+        }
+        tx.commit().await
+    }
+
+    /// Every connector's counts from minute `since` on, summed over nodes,
+    /// by connector then minute.
+    pub async fn minute_counts(
+        &self,
+        since: i64,
+    ) -> StoreResult<BTreeMap<String, Vec<MinuteCount>>> {
+        let mut r = self.read().await?;
+        let rows: Vec<(String, i64, i64, i64)> = on!(r.conn(), |c| {
+            sqlx::query_as(
+            "SELECT connector, minute, CAST(SUM(delivered) AS BIGINT), CAST(SUM(failed) AS BIGINT) \
+             FROM minute_counts WHERE minute >= $1 GROUP BY connector, minute \
+             ORDER BY connector, minute",
+        )
+        .bind(since)
+        .fetch_all(c)
+        .await
+        })?;
+        let mut out: BTreeMap<String, Vec<MinuteCount>> = BTreeMap::new();
+        for (connector, minute, delivered, failed) in rows {
+            out.entry(connector).or_default().push(MinuteCount {
+                minute,
+                delivered,
+                failed,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes the counts of minutes before `minute`; how many rows went.
+    pub async fn purge_minute_counts(&self, minute: i64) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let n = on!(tx.conn(), |c| sqlx::query(
+            "DELETE FROM minute_counts WHERE minute < $1"
+        )
+        .bind(minute)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     // ---- Connector controls.

@@ -38,6 +38,7 @@ macro_rules! embed_with_shared {
             "0009_lease_owner",
             "0010_expiry",
             $($own,)*
+            "0014_minute_counts",
         )
     };
 }

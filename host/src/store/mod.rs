@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use serde::Serialize;
 
-pub use self::catalog::{AttemptRecord, BreakerTransition, Catalog, NodeRecord};
+pub use self::catalog::{AttemptRecord, BreakerTransition, Catalog, MinuteCount, NodeRecord};
 pub use crate::queue::breaker::SharedHealth;
 pub use crate::queue::lanes::Routed;
 use crate::queue::lanes::Step;
@@ -204,6 +204,8 @@ pub struct DeadFilter {
     pub connector: Option<String>,
     pub event_type: Option<String>,
     pub key: Option<String>,
+    /// Only dead letters whose last error contains this text.
+    pub reason: Option<String>,
     /// Only dead letters that died at or after this time.
     pub since: Option<Millis>,
     pub until: Option<Millis>,

@@ -1,0 +1,792 @@
+//! The console's pages (GET): the overview, a connector, dead letters, an
+//! event, a key, the audit log, and the plots' data. Each reads what the
+//! API reads, through the same functions, and shows action forms only to a
+//! session that may act.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Json;
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use super::session::Session;
+use super::view::{self, badge, count, csrf, event_link, key_link, maybe_time, page, time};
+use super::UiState;
+use crate::api::connectors::{view as connector_view, ConnectorView};
+use crate::api::error::ApiError;
+use crate::api::operate::DeadQuery;
+use crate::queue::{now_ms, DeliveryState};
+use crate::store::{DeadFilter, MinuteCount};
+use crate::timefmt;
+
+/// An API error as a console page.
+pub struct Failed(ApiError);
+
+impl From<ApiError> for Failed {
+    fn from(e: ApiError) -> Self {
+        Failed(e)
+    }
+}
+
+impl From<crate::store::StoreError> for Failed {
+    fn from(e: crate::store::StoreError) -> Self {
+        Failed(e.into())
+    }
+}
+
+impl IntoResponse for Failed {
+    fn into_response(self) -> Response {
+        view::refusal(self.0.status, &self.0.body.message)
+    }
+}
+
+type PageResult = Result<Markup, Failed>;
+
+/// How bad a connector's state is, worst first: the overview lists the
+/// connectors that need an operator at the top.
+fn health(c: &ConnectorView) -> (u8, &'static str, &'static str) {
+    match (c.paused, c.breaker.map(|b| b.name()), &c.component) {
+        (_, Some("open"), _) => (0, "down", "the breaker is open: attempts wait for a probe"),
+        (_, Some("probing"), _) => (1, "probing", "a probe is testing whether it is back"),
+        (_, _, None) => (
+            2,
+            "no component",
+            "nothing is delivered until a component is uploaded",
+        ),
+        (true, _, _) => (
+            3,
+            "paused",
+            "an operator paused it: events queue, nothing is attempted",
+        ),
+        (false, Some(_), _) => (5, "healthy", "attempts succeed"),
+        (false, None, _) => (4, "idle", "no attempt since this node started"),
+    }
+}
+
+fn pending(c: &ConnectorView) -> u64 {
+    c.deliveries.ready + c.deliveries.blocked + c.deliveries.in_flight
+}
+
+/// Per second over the last `minutes` whole minutes.
+fn rate(
+    counts: Option<&Vec<MinuteCount>>,
+    now_minute: i64,
+    minutes: i64,
+    f: fn(&MinuteCount) -> i64,
+) -> f64 {
+    let sum: i64 = counts
+        .into_iter()
+        .flatten()
+        .filter(|m| m.minute >= now_minute - minutes && m.minute < now_minute)
+        .map(f)
+        .sum();
+    sum as f64 / (minutes * 60) as f64
+}
+
+async fn views(state: &UiState) -> Result<Vec<ConnectorView>, Failed> {
+    let mut out = Vec::new();
+    for name in state.app.fleet.names() {
+        out.push(connector_view(&state.app, &name).await?);
+    }
+    out.sort_by(|a, b| health(a).0.cmp(&health(b).0).then(a.name.cmp(&b.name)));
+    Ok(out)
+}
+
+pub async fn overview(session: Session, State(state): State<UiState>) -> PageResult {
+    let connectors = views(&state).await?;
+    let now_minute = now_ms().div_euclid(60_000);
+    let minutes = state
+        .app
+        .store
+        .catalog()
+        .minute_counts(now_minute - 6)
+        .await?;
+    let nodes = state.app.store.catalog().nodes().await?;
+    let now = now_ms();
+    let info = &state.info;
+    Ok(page(
+        "Overview",
+        &session,
+        html! {
+            p.meta {
+                "Gateway " (info.version) " · store " (info.backend) " · this node " code { (info.node) }
+            }
+            section data-refresh="connectors" {
+                h2 { "Connectors" }
+                table #connectors {
+                    thead { tr {
+                        th { "Connector" } th { "Health" } th.num { "Pending" }
+                        th { "Oldest pending" } th.num { "Delivered/s" } th.num { "Failed/s" }
+                        th.num { "Dead letters" }
+                    } }
+                    tbody {
+                        @for c in &connectors {
+                            @let (_, label, why) = health(c);
+                            @let counts = minutes.get(&c.name);
+                            tr data-connector=(c.name) {
+                                td { (view::connector_link(&c.name)) }
+                                td { span class={ "health h-" (label.replace(' ', "-")) } title=(why) { (label) } }
+                                td.num { (count(pending(c))) }
+                                td { @match c.oldest_pending_age_ms {
+                                    Some(age) => (timefmt::age(age)),
+                                    None => "–",
+                                } }
+                                td.num { (format!("{:.1}", rate(counts, now_minute, 5, |m| m.delivered))) }
+                                td.num { (format!("{:.1}", rate(counts, now_minute, 5, |m| m.failed))) }
+                                td.num {
+                                    @if c.deliveries.dead > 0 {
+                                        a href={ "/ui/dead-letters?connector=" (view::query_value(&c.name)) } { (count(c.deliveries.dead)) }
+                                    } @else { "0" }
+                                }
+                            }
+                        }
+                    }
+                }
+                p.hint { "Rates are the last five whole minutes, all nodes together. Refreshes every 15 s." }
+            }
+            section {
+                h2 { "The last hour" }
+                div.plots {
+                    @for c in &connectors {
+                        figure.plot data-plot=(c.name) {
+                            figcaption { (c.name) }
+                        }
+                    }
+                }
+            }
+            section data-refresh="nodes" {
+                h2 { "Nodes" }
+                table {
+                    thead { tr { th { "Node" } th.num { "Epoch" } th { "Started" } th { "Last heartbeat" } th { "State" } } }
+                    tbody {
+                        @for n in &nodes {
+                            @let silent = now - n.heartbeat_at;
+                            tr {
+                                td { code { (n.name) } }
+                                td.num { (n.epoch) }
+                                td { (time(n.started_at)) }
+                                td { (timefmt::age(silent)) " ago" }
+                                td { @if silent <= info.takeover_after_ms { (badge("alive")) } @else { (badge("silent")) } }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// The plots' data: per connector, the last hour's deliveries and failed
+/// attempts per second, minute by minute (zero where nothing happened).
+pub async fn series(
+    _session: Session,
+    State(state): State<UiState>,
+) -> Result<Json<serde_json::Value>, Failed> {
+    let now_minute = now_ms().div_euclid(60_000);
+    let first = now_minute - 60;
+    let counts = state.app.store.catalog().minute_counts(first).await?;
+    let mut out = BTreeMap::new();
+    for name in state.app.fleet.names() {
+        let mut delivered = vec![0.0; 61];
+        let mut failed = vec![0.0; 61];
+        for m in counts.get(&name).into_iter().flatten() {
+            if let Ok(i) = usize::try_from(m.minute - first) {
+                if i < 61 {
+                    delivered[i] = m.delivered as f64 / 60.0;
+                    failed[i] = m.failed as f64 / 60.0;
+                }
+            }
+        }
+        out.insert(
+            name,
+            serde_json::json!({"delivered": delivered, "failed": failed}),
+        );
+    }
+    let times: Vec<i64> = (first..=now_minute).map(|m| m * 60).collect();
+    Ok(Json(
+        serde_json::json!({ "times": times, "connectors": out }),
+    ))
+}
+
+pub async fn connector(
+    session: Session,
+    State(state): State<UiState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> PageResult {
+    let c = connector_view(&state.app, &name).await?;
+    let catalog = state.app.store.catalog();
+    let versions = catalog.component_versions(&name).await?;
+    let attempts = catalog
+        .recent_attempts(&name, now_ms() - 24 * 3_600_000, 50)
+        .await?;
+    let breaker = catalog.breaker_transitions(&name, 20).await?;
+    let (_, label, why) = health(&c);
+    let configured = state.app.fleet.get(&name);
+    let action = |what: &str| format!("/ui/connectors/{}/{what}", view::segment(&name));
+    Ok(page(
+        &format!("Connector {name}"),
+        &session,
+        html! {
+            section.cards data-refresh="summary" {
+                div.card { h3 { "Health" } span class={ "health h-" (label.replace(' ', "-")) } { (label) } p.hint { (why) } }
+                div.card { h3 { "Pending" } p.big { (count(pending(&c))) }
+                    p.hint { (count(c.deliveries.ready)) " ready · " (count(c.deliveries.blocked)) " blocked · " (count(c.deliveries.in_flight)) " in flight" } }
+                div.card { h3 { "Oldest pending" } p.big { @match c.oldest_pending_age_ms { Some(a) => (timefmt::age(a)), None => "–" } } }
+                div.card { h3 { "Dead letters" } p.big {
+                    a href={ "/ui/dead-letters?connector=" (view::query_value(&name)) } { (count(c.deliveries.dead)) } } }
+                div.card { h3 { "Delivered" } p.big { (count(c.deliveries.delivered)) } p.hint { "kept for the dedup window" } }
+            }
+            @if session.admin {
+                section.actions {
+                    form method="post" action=(action(if c.paused { "resume" } else { "pause" })) {
+                        (csrf(&session))
+                        @if c.paused {
+                            button type="submit" name="do" value="resume" { "Resume" }
+                            span.hint { " Paused: events queue, nothing is attempted." }
+                        } @else {
+                            button type="submit" name="do" value="pause" { "Pause" }
+                            span.hint { " Stops attempts on every node; events keep queueing." }
+                        }
+                    }
+                }
+            }
+            section {
+                h2 { "Limits" }
+                @let configured_rate = configured.as_ref().and_then(|k| k.rate);
+                p {
+                    "Configured: concurrency " (configured.as_ref().map_or(0, |k| k.concurrency))
+                    ", rate " @match configured_rate { Some(r) => { (r) "/s" }, None => { "unlimited" } } "."
+                    @if c.overrides.concurrency.is_some() || c.overrides.rate.is_some() {
+                        " Overridden: concurrency " (c.overrides.concurrency.map_or("as configured".to_string(), |v| v.to_string()))
+                        ", rate " (c.overrides.rate.map_or("as configured".to_string(), |v| format!("{v}/s"))) "."
+                    }
+                }
+                @if session.admin {
+                    form.inline method="post" action=(action("limits")) {
+                        (csrf(&session))
+                        label { "Concurrency " input type="number" name="concurrency" min="1" value=[c.overrides.concurrency] placeholder="as configured"; }
+                        label { "Rate /s " input type="number" name="rate" min="0" step="any" value=[c.overrides.rate] placeholder="as configured"; }
+                        button type="submit" { "Set limits" }
+                        span.hint { " Empty: as configured. Applies on every node within a second." }
+                    }
+                }
+            }
+            section {
+                h2 { "Component versions" }
+                table #versions {
+                    thead { tr { th.num { "Version" } th { "Uploaded" } th { "Digest" } th.num { "Size" } th { "Component says" } th { "" } } }
+                    tbody {
+                        @for v in &versions {
+                            tr class=[v.active.then_some("active")] {
+                                td.num { (v.version) }
+                                td { (time(v.uploaded_at)) }
+                                td { code { (v.digest.get(..12).unwrap_or(&v.digest)) } }
+                                td.num { (count(v.size_bytes)) }
+                                td { code.small { (v.info.to_string().chars().take(120).collect::<String>()) } }
+                                td { @if v.active { (badge("active")) } }
+                            }
+                        }
+                    }
+                }
+                @if session.admin {
+                    @if versions.len() > 1 {
+                        form.inline method="post" action=(action("rollback")) {
+                            (csrf(&session))
+                            button type="submit" { "Roll back to the previous version" }
+                        }
+                    }
+                    form.inline method="post" action=(action("component")) enctype="multipart/form-data" {
+                        (csrf(&session))
+                        label { "Upload a version " input type="file" name="component" accept=".wasm,application/wasm" required; }
+                        button type="submit" { "Upload and activate" }
+                        span.hint { " Checked before it is stored; an invalid one leaves the running version in place." }
+                    }
+                }
+            }
+            section {
+                h2 { "Recent attempts" }
+                p.hint { "The last 24 hours, newest first, all nodes." }
+                table #attempts {
+                    thead { tr { th { "Finished" } th { "Event" } th.num { "Attempt" } th.num { "Took" } th { "Outcome" } th { "Reason" } th { "Node" } } }
+                    tbody {
+                        @for (event, _delivery, a) in &attempts {
+                            tr {
+                                td { (time(a.finished_at)) }
+                                td { (event_link(event)) }
+                                td.num { (a.attempt) }
+                                td.num { (a.finished_at - a.started_at) " ms" }
+                                td { (badge(&a.outcome)) }
+                                td { (view::reason(a.reason.as_deref())) }
+                                td { code { (a.node) } }
+                            }
+                        }
+                        @if attempts.is_empty() { tr { td colspan="7" { "No attempt in the last 24 hours." } } }
+                    }
+                }
+            }
+            section {
+                h2 { "Breaker history" }
+                table #breaker {
+                    thead { tr { th { "When" } th { "From" } th { "To" } th { "Seen by" } } }
+                    tbody {
+                        @for t in &breaker {
+                            tr { td { (time(t.at)) } td { (badge(&t.from)) } td { (badge(&t.to)) } td { code { (t.node) } } }
+                        }
+                        @if breaker.is_empty() { tr { td colspan="4" { "The breaker has not moved." } } }
+                    }
+                }
+            }
+            section {
+                h2 { "Routes and settings" }
+                (view::json_block(&c.settings))
+            }
+        },
+    ))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct DeadForm {
+    #[serde(default)]
+    pub connector: String,
+    #[serde(default, rename = "type")]
+    pub event_type: String,
+    #[serde(default)]
+    pub key: String,
+    #[serde(default)]
+    pub reason: String,
+    /// `YYYY-MM-DDTHH:MM`, UTC.
+    #[serde(default)]
+    pub since: String,
+    #[serde(default)]
+    pub until: String,
+}
+
+impl DeadForm {
+    /// The filter, as the API reads it (the same checks), up to `limit`.
+    pub fn filter(&self, limit: usize) -> Result<DeadFilter, Failed> {
+        let time = |field: &'static str, text: &str| -> Result<Option<i64>, Failed> {
+            if text.trim().is_empty() {
+                return Ok(None);
+            }
+            timefmt::parse_utc(text).map(Some).ok_or_else(|| {
+                Failed(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    format!("{field}: {text:?} is not a time; use YYYY-MM-DDTHH:MM (UTC)"),
+                ))
+            })
+        };
+        let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Ok(DeadQuery {
+            connector: text(&self.connector),
+            event_type: text(&self.event_type),
+            key: text(&self.key),
+            reason: text(&self.reason),
+            since: time("since", &self.since)?,
+            until: time("until", &self.until)?,
+            before_id: None,
+            limit: Some(limit),
+        }
+        .filter(limit)?)
+    }
+
+    /// The filter as hidden fields, for a form that acts on it.
+    pub fn hidden(&self) -> Markup {
+        html! {
+            input type="hidden" name="connector" value=(self.connector);
+            input type="hidden" name="type" value=(self.event_type);
+            input type="hidden" name="key" value=(self.key);
+            input type="hidden" name="reason" value=(self.reason);
+            input type="hidden" name="since" value=(self.since);
+            input type="hidden" name="until" value=(self.until);
+        }
+    }
+
+    fn any(&self) -> bool {
+        [
+            &self.connector,
+            &self.event_type,
+            &self.key,
+            &self.reason,
+            &self.since,
+            &self.until,
+        ]
+        .iter()
+        .any(|s| !s.is_empty())
+    }
+}
+
+/// Most dead letters one page lists.
+pub const DEAD_PAGE: usize = 200;
+
+pub async fn dead_letters(
+    session: Session,
+    State(state): State<UiState>,
+    Query(form): Query<DeadForm>,
+) -> PageResult {
+    let dead = state
+        .app
+        .store
+        .catalog()
+        .dead_letters(&form.filter(DEAD_PAGE)?)
+        .await?;
+    let names = state.app.fleet.names();
+    Ok(page(
+        "Dead letters",
+        &session,
+        html! {
+            form.filters method="get" action="/ui/dead-letters" {
+                label { "Connector " select name="connector" {
+                    option value="" { "any" }
+                    @for n in &names { option value=(n) selected[*n == form.connector] { (n) } }
+                } }
+                label { "Type " input type="text" name="type" value=(form.event_type) placeholder="number.assign"; }
+                label { "Key " input type="text" name="key" value=(form.key) placeholder="msisdn:…"; }
+                label { "Reason contains " input type="text" name="reason" value=(form.reason) placeholder="HTTP 422"; }
+                label { "Died since " input type="datetime-local" name="since" value=(form.since); }
+                label { "until " input type="datetime-local" name="until" value=(form.until); }
+                button type="submit" { "Filter" }
+                @if form.any() { " " a href="/ui/dead-letters" { "clear" } }
+                span.hint { " Times are UTC." }
+            }
+            @if session.admin && !dead.is_empty() {
+                form.bulk method="post" action="/ui/dead-letters/act" {
+                    (csrf(&session))
+                    (form.hidden())
+                    input type="hidden" name="scope" value="filter";
+                    "Every dead letter matching this filter: "
+                    button type="submit" name="action" value="retry" { "Retry all…" }
+                    " "
+                    button type="submit" name="action" value="skip" { "Skip all…" }
+                    span.hint { " You confirm on the next page." }
+                }
+            }
+            form #selected method="post" action="/ui/dead-letters/act" {
+                @if session.admin { (csrf(&session)) input type="hidden" name="scope" value="selected"; }
+                table #dead {
+                    thead { tr {
+                        @if session.admin { th { "" } }
+                        th.num { "Delivery" } th { "Connector" } th { "Event" } th { "Type" } th { "Keys" }
+                        th.num { "Attempts" } th { "Died" } th { "Reason" }
+                    } }
+                    tbody {
+                        @for d in &dead {
+                            tr {
+                                @if session.admin { td { input type="checkbox" name="id" value=(d.delivery_id) aria-label="select"; } }
+                                td.num { (d.delivery_id) }
+                                td { (view::connector_link(&d.connector)) }
+                                td { (event_link(&d.event_id)) }
+                                td { (d.event_type) }
+                                td { @for k in &d.keys { (key_link(k)) " " } }
+                                td.num { (d.attempts) }
+                                td { (time(d.died_at)) }
+                                td { (view::reason(d.last_error.as_deref())) }
+                            }
+                        }
+                        @if dead.is_empty() { tr { td colspan="9" { "No dead letters match." } } }
+                    }
+                }
+                @if dead.len() == DEAD_PAGE { p.hint { "The newest " (DEAD_PAGE) " are shown; narrow the filter to see others." } }
+                @if session.admin && !dead.is_empty() {
+                    p {
+                        "Selected: "
+                        button type="submit" name="action" value="retry" { "Retry…" }
+                        " "
+                        button type="submit" name="action" value="skip" { "Skip…" }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+pub async fn event(
+    session: Session,
+    State(state): State<UiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> PageResult {
+    crate::api::extract::stored_text("id", &id, crate::queue::event::MAX_ID_LEN)?;
+    let Some(e) = state.app.store.catalog().event(&id).await? else {
+        return Err(Failed(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "event_not_found",
+            format!("No event with id {id:?} is stored: it was never accepted, or it finished and passed the dedup window."),
+        )));
+    };
+    let mut attempts = Vec::new();
+    for d in &e.deliveries {
+        attempts.push(state.app.store.catalog().attempts(d.id).await?);
+    }
+    Ok(page(
+        &format!("Event {id}"),
+        &session,
+        html! {
+            dl.facts {
+                dt { "Type" } dd { (e.event_type) }
+                dt { "Keys" } dd { @for k in &e.keys { (key_link(k)) " " } @if e.keys.is_empty() { "none (any order)" } }
+                dt { "Accepted" } dd { (time(e.accepted_at)) }
+                dt { "Sequence" } dd { (e.seq) }
+            }
+            h2 { "Deliveries" }
+            @for (d, tries) in e.deliveries.iter().zip(&attempts) {
+                section.delivery {
+                    h3 { (view::connector_link(&d.connector)) " · delivery " (d.id) " · " (badge(d.state.as_str())) }
+                    p.hint {
+                        (d.attempts) " attempt(s)"
+                        @if let Some(t) = d.next_attempt_at { @if d.state == DeliveryState::Ready || d.state == DeliveryState::Blocked { " · next attempt " (time(t)) } }
+                        @if let Some(owner) = &d.lease_owner { " · running on " code { (owner) } }
+                        @if let Some(t) = d.expires_at { " · expires " (time(t)) }
+                    }
+                    @if d.state == DeliveryState::Dead && session.admin {
+                        form.inline method="post" action="/ui/dead-letters/act" {
+                            (csrf(&session))
+                            input type="hidden" name="scope" value="selected";
+                            input type="hidden" name="id" value=(d.id);
+                            input type="hidden" name="confirmed" value="1";
+                            button type="submit" name="action" value="retry" { "Retry" }
+                            " "
+                            button type="submit" name="action" value="skip" { "Skip" }
+                        }
+                    }
+                    ol.timeline {
+                        @for a in tries {
+                            li {
+                                (time(a.started_at)) " · attempt " (a.attempt) " · "
+                                (a.finished_at - a.started_at) " ms · " (badge(&a.outcome)) " · "
+                                code { (a.node) }
+                                @if a.reason.is_some() { div { (view::reason(a.reason.as_deref())) } }
+                            }
+                        }
+                        @if tries.is_empty() { li { "Not attempted yet." } }
+                    }
+                    @if tries.is_empty() && d.last_error.is_some() { p { "Last error: " (view::reason(d.last_error.as_deref())) } }
+                }
+            }
+            h2 { "Payload" }
+            (view::json_block(&e.payload))
+        },
+    ))
+}
+
+pub async fn key(
+    session: Session,
+    State(state): State<UiState>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+) -> PageResult {
+    crate::api::extract::stored_text("key", &key, crate::queue::event::MAX_KEY_LEN)?;
+    let lanes = state
+        .app
+        .store
+        .lanes(&key, &state.app.fleet.names())
+        .await?;
+    let mut blocked_by = Vec::new();
+    for l in &lanes {
+        blocked_by.push(match &l.head {
+            Some((_, d)) => state.app.store.catalog().attempts(d.id).await?,
+            None => Vec::new(),
+        });
+    }
+    let connectors = views(&state).await?;
+    Ok(page(
+        &format!("Key {key}"),
+        &session,
+        html! {
+            p.hint { "Each connector delivers the events of one key in the order they were accepted. "
+                "A lane waits while its head delivery is not final." }
+            @for (l, tries) in lanes.iter().zip(&blocked_by) {
+                section.lane {
+                    h2 { (view::connector_link(&l.connector)) }
+                    @match &l.head {
+                        None => p { "Nothing waits on this key." },
+                        Some((event, d)) => {
+                            @let c = connectors.iter().find(|c| c.name == l.connector);
+                            p.why { (why_blocked(d, c)) }
+                            dl.facts {
+                                dt { "Head" } dd { "event " (event_link(event)) ", delivery " (d.id) " · " (badge(d.state.as_str())) }
+                                dt { "Attempts" } dd { (d.attempts) }
+                                dt { "Next attempt" } dd { (maybe_time(d.next_attempt_at)) }
+                                dt { "Last error" } dd { (view::reason(d.last_error.as_deref())) }
+                                dt { "Waiting behind it" } dd { (count(l.waiting)) }
+                                @if let Some(c) = c {
+                                    dt { "Breaker" } dd { (badge(c.breaker.map_or("none", |b| b.name()))) @if c.paused { " · " (badge("paused")) } }
+                                }
+                            }
+                            @if !tries.is_empty() {
+                                ol.timeline { @for a in tries { li { (time(a.started_at)) " · attempt " (a.attempt) " · " (badge(&a.outcome)) @if a.reason.is_some() { " · " (view::reason(a.reason.as_deref())) } } } }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// In one sentence, why a lane whose head is `d` does not move.
+fn why_blocked(d: &crate::store::DeliveryView, c: Option<&ConnectorView>) -> String {
+    let now = now_ms();
+    match d.state {
+        DeliveryState::Dead => {
+            "The head is a dead letter: the lane is held until an operator retries or skips it."
+                .into()
+        }
+        DeliveryState::InFlight => format!(
+            "The head is being attempted now{}.",
+            d.lease_owner
+                .as_ref()
+                .map_or(String::new(), |o| format!(" on {o}"))
+        ),
+        _ if c.is_some_and(|c| c.paused) => {
+            "The connector is paused: nothing is attempted until it is resumed.".into()
+        }
+        _ if c.is_some_and(|c| c.breaker.is_some_and(|b| b.name() == "open")) => {
+            "The connector's breaker is open: the head waits for the destination to come back."
+                .into()
+        }
+        _ => match d.next_attempt_at {
+            Some(t) if t > now => {
+                format!("The head waits to be retried in {}.", timefmt::age(t - now))
+            }
+            _ => "The head is ready and will be attempted next.".into(),
+        },
+    }
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    #[serde(default)]
+    actor: String,
+    #[serde(default)]
+    action: String,
+    before_id: Option<i64>,
+}
+
+pub async fn audit(
+    session: Session,
+    State(state): State<UiState>,
+    Query(q): Query<AuditQuery>,
+) -> PageResult {
+    const PAGE: usize = 100;
+    // Filtered here, from pages of the log: it is small next to the queue.
+    let mut shown = Vec::new();
+    let mut before = q.before_id;
+    let mut more = false;
+    'pages: for _ in 0..20 {
+        let page = state.app.store.catalog().audit_log(500, before).await?;
+        let last = page.last().map(|r| r.id);
+        for r in page {
+            if (q.actor.is_empty() || r.actor == q.actor)
+                && (q.action.is_empty() || r.action.contains(&q.action))
+            {
+                if shown.len() == PAGE {
+                    more = true;
+                    break 'pages;
+                }
+                shown.push(r);
+            }
+        }
+        match last {
+            Some(id) => before = Some(id),
+            None => break,
+        }
+    }
+    Ok(page(
+        "Audit log",
+        &session,
+        html! {
+            form.filters method="get" action="/ui/audit" {
+                label { "Actor " input type="text" name="actor" value=(q.actor); }
+                label { "Action contains " input type="text" name="action" value=(q.action) placeholder="delivery.retry"; }
+                button type="submit" { "Filter" }
+            }
+            table #audit {
+                thead { tr { th { "When" } th { "Actor" } th { "Action" } th { "Target" } th { "Before" } th { "After" } } }
+                tbody {
+                    @for r in &shown {
+                        tr {
+                            td { (time(r.at)) }
+                            td { (r.actor) }
+                            td { (r.action) }
+                            td { code { (r.target) } }
+                            td { code.small { (r.before.as_ref().map_or(String::new(), |v| v.to_string())) } }
+                            td { code.small { (r.after.as_ref().map_or(String::new(), |v| v.to_string())) } }
+                        }
+                    }
+                    @if shown.is_empty() { tr { td colspan="6" { "No record matches." } } }
+                }
+            }
+            @if more {
+                @if let Some(last) = shown.last() {
+                    p { a href={ "/ui/audit?actor=" (view::query_value(&q.actor)) "&action=" (view::query_value(&q.action)) "&before_id=" (last.id) } { "Older records" } }
+                }
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct FindQuery {
+    #[serde(default)]
+    q: String,
+}
+
+/// The search box: an event id if one is stored, else a key.
+pub async fn find(
+    _session: Session,
+    State(state): State<UiState>,
+    Query(f): Query<FindQuery>,
+) -> Result<Redirect, Failed> {
+    let q = f.q.trim();
+    if q.is_empty() {
+        return Ok(Redirect::to("/ui/"));
+    }
+    crate::api::extract::stored_text(
+        "q",
+        q,
+        crate::queue::event::MAX_KEY_LEN.max(crate::queue::event::MAX_ID_LEN),
+    )?;
+    if state.app.store.catalog().event(q).await?.is_some() {
+        return Ok(Redirect::to(&format!("/ui/events/{}", view::segment(q))));
+    }
+    Ok(Redirect::to(&format!("/ui/keys/{}", view::segment(q))))
+}
+
+/// A console path that does not exist.
+pub async fn not_found(_session: Session) -> Response {
+    view::refusal(
+        StatusCode::NOT_FOUND,
+        "There is no such page in the console.",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_per_second_over_whole_minutes() {
+        let counts = vec![
+            MinuteCount {
+                minute: 94,
+                delivered: 600,
+                failed: 60,
+            },
+            MinuteCount {
+                minute: 98,
+                delivered: 300,
+                failed: 0,
+            },
+            MinuteCount {
+                minute: 100,
+                delivered: 9999,
+                failed: 9999,
+            }, // this minute: not whole yet
+        ];
+        assert_eq!(rate(Some(&counts), 100, 5, |m| m.delivered), 300.0 / 300.0);
+        assert_eq!(rate(Some(&counts), 100, 10, |m| m.failed), 60.0 / 600.0);
+        assert_eq!(rate(None, 100, 5, |m| m.failed), 0.0);
+    }
+}

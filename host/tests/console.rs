@@ -1,0 +1,592 @@
+//! The console through the real routers (API and console merged, as the
+//! gateway serves them): sessions, CSRF, read-only sessions, escaping of
+//! everything that came from outside, and the bulk dead-letter flow. The
+//! browser test (`tests/e2e/console.rs`) drives the same pages in Chromium.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::json;
+use switchboard::api::auth::Tokens;
+use switchboard::api::{router, AppState};
+use switchboard::config::{Scope, TokenConfig};
+use switchboard::queue::{now_ms, OnDead};
+use switchboard::store::{Completion, CompletionKind};
+use switchboard::ui::{session::Sessions, GatewayInfo, UiState};
+use tower::ServiceExt;
+
+const INGEST: &str = "ingest-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789";
+const READ: &str = "read-token-0123456789";
+
+struct Console {
+    app: axum::Router,
+    t: common::TestStore,
+}
+
+fn tokens() -> Vec<TokenConfig> {
+    let t = |name: &str, token: &str, scope: Scope| TokenConfig {
+        name: name.into(),
+        token: token.into(),
+        scopes: vec![scope],
+    };
+    vec![
+        t("config-app", INGEST, Scope::Ingest),
+        t("alice", ADMIN, Scope::Admin),
+        t("noc", READ, Scope::Read),
+    ]
+}
+
+async fn console_with(tokens: &[TokenConfig]) -> Console {
+    let t = common::sqlite().await;
+    let state = AppState {
+        store: t.store.clone(),
+        fleet: common::fleet(&[("hss", &["*"])]),
+        connectors: None,
+        max_body_bytes: 1 << 20,
+        max_batch: 100,
+        tokens: Tokens::new(tokens),
+    };
+    let ui = switchboard::ui::router(UiState {
+        sessions: Sessions::new(state.tokens.clone(), 8),
+        info: Arc::new(GatewayInfo {
+            version: "test",
+            backend: "SQLite",
+            node: "n1".into(),
+            takeover_after_ms: 12_000,
+        }),
+        app: state.clone(),
+    });
+    Console {
+        app: router(state).merge(ui),
+        t,
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn location(&self) -> &str {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    fn cookie(&self) -> Option<String> {
+        let v = self.headers.get(header::SET_COOKIE)?.to_str().ok()?;
+        Some(v.split(';').next()?.to_string())
+    }
+    /// The value of the first `name="csrf"` field on the page.
+    fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find(r#"name="csrf" value=""#)
+            .expect("a csrf field");
+        let rest = &self.body[at + r#"name="csrf" value=""#.len()..];
+        rest[..rest.find('"').unwrap()].to_string()
+    }
+}
+
+impl Console {
+    async fn send(&self, req: Request<Body>) -> Reply {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> Reply {
+        let mut req = Request::get(path);
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        self.send(req.body(Body::empty()).unwrap()).await
+    }
+
+    async fn post_form(&self, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Reply {
+        let body: String = form
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut req =
+            Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        self.send(req.body(Body::from(body)).unwrap()).await
+    }
+
+    async fn login(&self, token: &str) -> String {
+        let r = self
+            .post_form("/ui/login", None, &[("token", token), ("next", "/ui/")])
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        r.cookie().expect("a session cookie")
+    }
+
+    async fn ingest(&self, events: serde_json::Value) {
+        let r = self
+            .send(
+                Request::post("/v1/events")
+                    .header("authorization", format!("Bearer {INGEST}"))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(events.to_string()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    }
+
+    /// Claims every ready delivery and ends each dead with `reason(event id)`.
+    async fn kill_all(&self, reason: impl Fn(&str) -> String) -> Vec<i64> {
+        let claimed = self
+            .t
+            .store
+            .claim("hss", 100, now_ms(), 30_000)
+            .await
+            .unwrap();
+        let items = claimed
+            .iter()
+            .map(|d| {
+                Completion::of(
+                    d,
+                    CompletionKind::Dead {
+                        error: reason(&d.event.id),
+                        on_dead: OnDead::Hold,
+                    },
+                )
+            })
+            .collect();
+        self.t.store.complete(items, now_ms()).await.unwrap();
+        claimed.iter().map(|d| d.delivery_id).collect()
+    }
+}
+
+#[tokio::test]
+async fn without_a_session_every_page_sends_to_the_login_and_shows_nothing() {
+    let c = console_with(&tokens()).await;
+    c.ingest(json!({"id": "secret-event", "type": "t", "keys": ["msisdn:1"], "payload": {"pin": "4321"}}))
+        .await;
+    for path in [
+        "/ui/",
+        "/ui/dead-letters",
+        "/ui/events/secret-event",
+        "/ui/keys/msisdn:1",
+        "/ui/audit",
+        "/ui/connectors/hss",
+        "/ui/series.json",
+    ] {
+        let r = c.get(path, None).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{path}");
+        assert!(
+            r.location().starts_with("/ui/login?next="),
+            "{path}: {}",
+            r.location()
+        );
+        assert!(
+            !r.body.contains("4321") && !r.body.contains("secret-event"),
+            "{path}"
+        );
+    }
+    // A forged or stale cookie is no session either.
+    let r = c
+        .get(
+            "/ui/",
+            Some("switchboard_session=616c696365.99999999999999.00.00"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    // Actions without a session do nothing.
+    let r = c
+        .post_form("/ui/connectors/hss/pause", None, &[("csrf", "x")])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(!c.t.store.catalog().is_paused("hss").await.unwrap());
+    // The login page itself is served, with its security headers.
+    let r = c.get("/ui/login", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let csp = r.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    assert_eq!(r.headers[header::X_FRAME_OPTIONS], "DENY");
+}
+
+#[tokio::test]
+async fn logging_in_takes_a_token_that_may_read_and_sets_a_strict_cookie() {
+    let c = console_with(&tokens()).await;
+    let r = c
+        .post_form("/ui/login", None, &[("token", "not-a-token")])
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.cookie().is_none() && r.body.contains("not known"),
+        "{}",
+        r.body
+    );
+    let r = c.post_form("/ui/login", None, &[("token", INGEST)]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.cookie().is_none() && r.body.contains("only ingest"),
+        "{}",
+        r.body
+    );
+
+    let r = c
+        .post_form(
+            "/ui/login",
+            None,
+            &[("token", ADMIN), ("next", "/ui/keys/msisdn%3A1")],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/ui/keys/msisdn%3A1")
+    );
+    let set = r.headers[header::SET_COOKIE].to_str().unwrap();
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age=28800"] {
+        assert!(set.contains(part), "{set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP: {set}");
+    assert!(!set.contains(ADMIN), "the secret is not in the cookie");
+    // Behind a proxy that terminated TLS, the cookie is Secure.
+    let tls = c
+        .send(
+            Request::post("/ui/login")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header("x-forwarded-proto", "https")
+                .body(Body::from(format!(
+                    "token={ADMIN}&next=https%3A%2F%2Fevil.example%2F"
+                )))
+                .unwrap(),
+        )
+        .await;
+    assert!(tls.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("; Secure"));
+    assert_eq!(tls.location(), "/ui/", "never sent to another site");
+
+    let cookie = r.cookie().unwrap();
+    let page = c.get("/ui/", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("alice") && page.body.contains("hss"));
+
+    // Logging out needs the form's CSRF token, and clears the cookie.
+    let r = c
+        .post_form("/ui/logout", Some(&cookie), &[("csrf", "wrong")])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = c
+        .post_form("/ui/logout", Some(&cookie), &[("csrf", &page.csrf())])
+        .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/ui/login")
+    );
+    assert!(r.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+}
+
+#[tokio::test]
+async fn an_action_needs_the_sessions_csrf_token_and_the_admin_scope() {
+    let c = console_with(&tokens()).await;
+    let admin = c.login(ADMIN).await;
+    let page = c.get("/ui/connectors/hss", Some(&admin)).await;
+    assert!(page.body.contains(">Pause<"), "admin sees the actions");
+    for bad in ["", "0123", "ffffffffffffffffffffffffffffffff"] {
+        let r = c
+            .post_form("/ui/connectors/hss/pause", Some(&admin), &[("csrf", bad)])
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "csrf {bad:?}");
+    }
+    assert!(!c.t.store.catalog().is_paused("hss").await.unwrap());
+    let r = c
+        .post_form(
+            "/ui/connectors/hss/pause",
+            Some(&admin),
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/ui/connectors/hss")
+    );
+    assert!(c.t.store.catalog().is_paused("hss").await.unwrap());
+    let audit = c.t.store.catalog().audit_log(10, None).await.unwrap();
+    assert_eq!(
+        (audit[0].actor.as_str(), audit[0].action.as_str()),
+        ("alice", "connector.pause")
+    );
+
+    // Another session's token does not pass for this one's.
+    let other = c.login(ADMIN).await;
+    let r = c
+        .post_form(
+            "/ui/connectors/hss/resume",
+            Some(&other),
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // Limits: refused values change nothing and say why.
+    let csrf = c.get("/ui/connectors/hss", Some(&admin)).await.csrf();
+    let r = c
+        .post_form(
+            "/ui/connectors/hss/limits",
+            Some(&admin),
+            &[("csrf", &csrf), ("concurrency", "0"), ("rate", "")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("concurrency must be between"), "{}", r.body);
+    let r = c
+        .post_form(
+            "/ui/connectors/hss/limits",
+            Some(&admin),
+            &[("csrf", &csrf), ("concurrency", "3"), ("rate", "")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let limits = c.t.store.catalog().limit_overrides("hss").await.unwrap();
+    assert_eq!((limits.concurrency, limits.rate), (Some(3), None));
+
+    // A read-only session sees no action and may not act.
+    let noc = c.login(READ).await;
+    let page = c.get("/ui/connectors/hss", Some(&noc)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("(read-only)"));
+    for action in [
+        ">Pause<",
+        ">Resume<",
+        "Set limits",
+        "Upload and activate",
+        "Roll back",
+    ] {
+        assert!(!page.body.contains(action), "read-only page shows {action}");
+    }
+    let r = c
+        .post_form(
+            "/ui/connectors/hss/resume",
+            Some(&noc),
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.body.contains("may only read"), "{}", r.body);
+    assert!(
+        c.t.store.catalog().is_paused("hss").await.unwrap(),
+        "still paused"
+    );
+}
+
+#[tokio::test]
+async fn what_came_from_outside_renders_inert_on_every_page() {
+    let c = console_with(&tokens()).await;
+    let id = "evt-<img src=x onerror=alert(1)>";
+    let key = "customer:<script>alert(2)</script>";
+    c.ingest(json!({"id": id, "type": "number.assign", "keys": [key],
+                    "payload": {"note": "</pre><script>alert(3)</script>", "x": "\" onmouseover=\"alert(4)"}}))
+        .await;
+    c.kill_all(|_| {
+        "rejected: HTTP 422 <script>alert(5)</script><img src=x onerror=alert(6)>".into()
+    })
+    .await;
+    let admin = c.login(ADMIN).await;
+    let seg = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    for path in [
+        "/ui/".to_string(),
+        "/ui/dead-letters".to_string(),
+        format!("/ui/events/{}", seg(id)),
+        format!("/ui/keys/{}", seg(key)),
+        "/ui/connectors/hss".to_string(),
+        format!("/ui/dead-letters?key={}", seg(key)),
+    ] {
+        let r = c.get(&path, Some(&admin)).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+        let lower = r.body.to_lowercase();
+        // Our own two scripts, and no other tag from the input.
+        assert_eq!(lower.matches("<script").count(), 2, "{path}");
+        for tag in ["<img", "<b>", "\" onmouseover"] {
+            assert!(!lower.contains(tag), "{path} holds {tag}");
+        }
+    }
+    let event = c
+        .get(&format!("/ui/events/{}", seg(id)), Some(&admin))
+        .await;
+    assert!(
+        event.body.contains("&lt;script&gt;alert(3)"),
+        "shown, escaped"
+    );
+    assert!(
+        event.body.contains("&lt;script&gt;alert(5)"),
+        "the reason is shown, escaped"
+    );
+}
+
+#[tokio::test]
+async fn dead_letters_of_one_reason_are_retried_in_bulk_after_a_confirmation() {
+    let c = console_with(&tokens()).await;
+    let events: Vec<_> = (0..6)
+        .map(|i| json!({"id": format!("e{i}"), "type": "number.assign", "keys": [format!("msisdn:{i}")], "payload": {}}))
+        .collect();
+    c.ingest(json!(events)).await;
+    c.kill_all(|id| {
+        if ["e1", "e3", "e4"].contains(&id) {
+            "rejected: HTTP 422 customer unknown".into()
+        } else {
+            "rejected: HTTP 409 number in use".into()
+        }
+    })
+    .await;
+    let admin = c.login(ADMIN).await;
+    let list = c
+        .get("/ui/dead-letters?reason=HTTP+422", Some(&admin))
+        .await;
+    assert_eq!(list.status, StatusCode::OK);
+    for (id, shown) in [
+        ("e1", true),
+        ("e3", true),
+        ("e4", true),
+        ("e0", false),
+        ("e2", false),
+    ] {
+        assert_eq!(list.body.contains(&format!(">{id}<")), shown, "{id}");
+    }
+    let form = [
+        ("csrf", list.csrf()),
+        ("scope", "filter".into()),
+        ("reason", "HTTP 422".into()),
+        ("action", "retry".into()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // First a confirmation that names what will be touched; nothing changed yet.
+    let confirm = c
+        .post_form("/ui/dead-letters/act", Some(&admin), &form)
+        .await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+    assert!(
+        confirm.body.contains("Retry 3 dead letter(s)?"),
+        "{}",
+        confirm.body
+    );
+    assert_eq!(
+        c.t.store.catalog().state_counts("hss").await.unwrap().dead,
+        6
+    );
+    // Confirmed: exactly those three, audited as the session's token.
+    let ids: Vec<String> = confirm
+        .body
+        .match_indices(r#"name="id" value=""#)
+        .map(|(at, m)| {
+            let rest = &confirm.body[at + m.len()..];
+            rest[..rest.find('"').unwrap()].to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let mut confirmed = vec![
+        ("csrf", list.csrf()),
+        ("scope", "selected".to_string()),
+        ("confirmed", "1".to_string()),
+        ("action", "retry".to_string()),
+    ];
+    confirmed.extend(ids.iter().map(|i| ("id", i.clone())));
+    let confirmed: Vec<(&str, &str)> = confirmed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let done = c
+        .post_form("/ui/dead-letters/act", Some(&admin), &confirmed)
+        .await;
+    assert_eq!(done.status, StatusCode::OK);
+    assert!(done.body.contains("Retried 3 of 3"), "{}", done.body);
+    let counts = c.t.store.catalog().state_counts("hss").await.unwrap();
+    assert_eq!((counts.dead, counts.ready), (3, 3));
+    let audit = c.t.store.catalog().audit_log(10, None).await.unwrap();
+    assert_eq!(audit.len(), 3);
+    assert!(audit
+        .iter()
+        .all(|a| a.actor == "alice" && a.action == "delivery.retry"));
+    // Again: none of them is dead any more.
+    let again = c
+        .post_form("/ui/dead-letters/act", Some(&admin), &confirmed)
+        .await;
+    assert!(again.body.contains("Retried 0 of 3"), "{}", again.body);
+}
+
+#[tokio::test]
+async fn without_tokens_the_login_page_says_how_and_a_button_opens_the_console() {
+    let c = console_with(&[]).await;
+    let page = c.get("/ui/login", None).await;
+    assert!(
+        page.body.contains("No API tokens are configured"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains(r#"name="token""#));
+    let r = c.post_form("/ui/login", None, &[("next", "/ui/")]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let cookie = r.cookie().unwrap();
+    let page = c.get("/ui/", Some(&cookie)).await;
+    assert!(page.body.contains(">local<"), "{}", page.body);
+    let r = c
+        .post_form(
+            "/ui/connectors/hss/pause",
+            Some(&cookie),
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(c.t.store.catalog().is_paused("hss").await.unwrap());
+}
+
+#[tokio::test]
+async fn the_plots_data_is_the_last_hour_per_connector_from_the_stored_counts() {
+    let c = console_with(&tokens()).await;
+    let minute = now_ms().div_euclid(60_000);
+    c.t.store
+        .catalog()
+        .add_minute_counts(&[
+            ("hss".into(), minute - 2, 120, 6),
+            ("hss".into(), minute - 90, 999, 9),
+        ])
+        .await
+        .unwrap();
+    let noc = c.login(READ).await;
+    let r = c.get("/ui/series.json", Some(&noc)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let times = v["times"].as_array().unwrap();
+    assert_eq!(times.len(), 61);
+    assert_eq!(times[60], minute * 60);
+    let delivered = v["connectors"]["hss"]["delivered"].as_array().unwrap();
+    assert_eq!(delivered[58], 2.0, "120 in one minute is 2/s");
+    assert_eq!(v["connectors"]["hss"]["failed"][58], 0.1);
+    let total: f64 = delivered.iter().map(|d| d.as_f64().unwrap()).sum();
+    assert_eq!(total, 2.0, "older than an hour is not shown");
+    let page = c.get("/ui/", Some(&noc)).await;
+    assert!(page.body.contains(r#"data-plot="hss""#));
+}
