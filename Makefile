@@ -4,7 +4,7 @@
 CARGO ?= cargo
 CONNECTORS_WASM := target/wasm32-wasip2/release
 
-.PHONY: run test contract ci toolchain connectors build lint fmt bench clean-db postgres
+.PHONY: run test contract ci toolchain connectors build lint fmt bench clean-db postgres browser
 
 ## Build everything (toolchain, wasm target, connectors, gateway) and run the
 ## gateway on the embedded default with the quick-start config.
@@ -14,7 +14,7 @@ run: build
 ## The whole test suite (unit, store, model-based, API, sandbox, connectors,
 ## end-to-end), on SQLite and on PostgreSQL, then the SDK's unit tests
 ## (natively: the SDK itself builds for wasm32-wasip2), then the contract test.
-test: connectors postgres
+test: connectors postgres browser
 	$(CARGO) test --workspace
 	cd sdk && $(CARGO) test --target host-tuple
 	$(MAKE) contract
@@ -34,6 +34,21 @@ postgres:
 	@if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -h 127.0.0.1 -p 5432 -q; then \
 	  echo "starting the local PostgreSQL cluster"; \
 	  pg_ctlcluster --skip-systemctl-redirect "$$(ls /etc/postgresql | head -n1)" main start; \
+	fi
+
+## The console's browser test drives Debian's headless Chromium through
+## chromedriver: installs both (packages chromium, chromium-driver) when they
+## are missing and this is root on a Debian-like machine; otherwise says what
+## to install. The test fails, never skips, without them.
+browser:
+	@if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium and chromium-driver for the console's browser test"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	  else \
+	    echo "the console's browser test needs chromium and chromedriver: install Debian's chromium and chromium-driver" >&2; exit 1; \
+	  fi; \
 	fi
 
 ## What CI runs: lint, then the whole test suite.

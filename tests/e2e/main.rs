@@ -6,6 +6,7 @@
 mod cluster;
 #[path = "../../host/tests/common/mod.rs"]
 mod common;
+mod console;
 mod harness;
 mod hotload;
 mod operator;
@@ -16,3 +17,4 @@ mod reassign;
 mod recovery;
 mod sandbox;
 mod storage;
+mod webdriver;

@@ -70,20 +70,33 @@ fn pending(c: &ConnectorView) -> u64 {
     c.deliveries.ready + c.deliveries.blocked + c.deliveries.in_flight
 }
 
-/// Per second over the last `minutes` whole minutes.
+/// Per second over the last `minutes` minutes up to `now`, the current
+/// minute counted for the part of it that has passed.
 fn rate(
     counts: Option<&Vec<MinuteCount>>,
-    now_minute: i64,
+    now: i64,
     minutes: i64,
     f: fn(&MinuteCount) -> i64,
 ) -> f64 {
+    let now_minute = now.div_euclid(60_000);
+    let first = now_minute - (minutes - 1);
     let sum: i64 = counts
         .into_iter()
         .flatten()
-        .filter(|m| m.minute >= now_minute - minutes && m.minute < now_minute)
+        .filter(|m| m.minute >= first && m.minute <= now_minute)
         .map(f)
         .sum();
-    sum as f64 / (minutes * 60) as f64
+    let secs = (now - first * 60_000) as f64 / 1000.0;
+    sum as f64 / secs.max(1.0)
+}
+
+/// What a component says it is (`describe()`): its name and version.
+fn described(info: &serde_json::Value) -> String {
+    match (info["name"].as_str(), info["version"].as_str()) {
+        (Some(n), Some(v)) => format!("{n} {v}"),
+        (Some(n), None) => n.to_string(),
+        _ => "–".into(),
+    }
 }
 
 async fn views(state: &UiState) -> Result<Vec<ConnectorView>, Failed> {
@@ -97,15 +110,14 @@ async fn views(state: &UiState) -> Result<Vec<ConnectorView>, Failed> {
 
 pub async fn overview(session: Session, State(state): State<UiState>) -> PageResult {
     let connectors = views(&state).await?;
-    let now_minute = now_ms().div_euclid(60_000);
+    let now = now_ms();
     let minutes = state
         .app
         .store
         .catalog()
-        .minute_counts(now_minute - 6)
+        .minute_counts(now.div_euclid(60_000) - 5)
         .await?;
     let nodes = state.app.store.catalog().nodes().await?;
-    let now = now_ms();
     let info = &state.info;
     Ok(page(
         "Overview",
@@ -134,8 +146,8 @@ pub async fn overview(session: Session, State(state): State<UiState>) -> PageRes
                                     Some(age) => (timefmt::age(age)),
                                     None => "–",
                                 } }
-                                td.num { (format!("{:.1}", rate(counts, now_minute, 5, |m| m.delivered))) }
-                                td.num { (format!("{:.1}", rate(counts, now_minute, 5, |m| m.failed))) }
+                                td.num { (format!("{:.1}", rate(counts, now, 5, |m| m.delivered))) }
+                                td.num { (format!("{:.1}", rate(counts, now, 5, |m| m.failed))) }
                                 td.num {
                                     @if c.deliveries.dead > 0 {
                                         a href={ "/ui/dead-letters?connector=" (view::query_value(&c.name)) } { (count(c.deliveries.dead)) }
@@ -145,7 +157,7 @@ pub async fn overview(session: Session, State(state): State<UiState>) -> PageRes
                         }
                     }
                 }
-                p.hint { "Rates are the last five whole minutes, all nodes together. Refreshes every 15 s." }
+                p.hint { "Rates are over the last five minutes, all nodes together. Refreshes every 15 s." }
             }
             section {
                 h2 { "The last hour" }
@@ -277,22 +289,23 @@ pub async fn connector(
             section {
                 h2 { "Component versions" }
                 table #versions {
-                    thead { tr { th.num { "Version" } th { "Uploaded" } th { "Digest" } th.num { "Size" } th { "Component says" } th { "" } } }
+                    thead { tr { th.num { "Version" } th { "Uploaded" } th { "Digest" } th.num { "Size" } th { "Describes itself as" } th { "" } } }
                     tbody {
                         @for v in &versions {
                             tr class=[v.active.then_some("active")] {
                                 td.num { (v.version) }
                                 td { (time(v.uploaded_at)) }
                                 td { code { (v.digest.get(..12).unwrap_or(&v.digest)) } }
-                                td.num { (count(v.size_bytes)) }
-                                td { code.small { (v.info.to_string().chars().take(120).collect::<String>()) } }
+                                td.num { (count((v.size_bytes + 1023) / 1024)) " KiB" }
+                                td { (described(&v.info)) }
                                 td { @if v.active { (badge("active")) } }
                             }
                         }
                     }
                 }
                 @if session.admin {
-                    @if versions.len() > 1 {
+                    @let active = versions.iter().find(|v| v.active).map_or(0, |v| v.version);
+                    @if versions.iter().any(|v| v.version < active) {
                         form.inline method="post" action=(action("rollback")) {
                             (csrf(&session))
                             button type="submit" { "Roll back to the previous version" }
@@ -767,26 +780,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rates_are_per_second_over_whole_minutes() {
-        let counts = vec![
-            MinuteCount {
-                minute: 94,
-                delivered: 600,
-                failed: 60,
-            },
-            MinuteCount {
-                minute: 98,
-                delivered: 300,
-                failed: 0,
-            },
-            MinuteCount {
-                minute: 100,
-                delivered: 9999,
-                failed: 9999,
-            }, // this minute: not whole yet
-        ];
-        assert_eq!(rate(Some(&counts), 100, 5, |m| m.delivered), 300.0 / 300.0);
-        assert_eq!(rate(Some(&counts), 100, 10, |m| m.failed), 60.0 / 600.0);
-        assert_eq!(rate(None, 100, 5, |m| m.failed), 0.0);
+    fn rates_are_per_second_over_the_time_that_passed() {
+        let m = |minute, delivered, failed| MinuteCount {
+            minute,
+            delivered,
+            failed,
+        };
+        let counts = vec![m(94, 600, 60), m(98, 300, 0), m(100, 90, 90)];
+        // 30 s into minute 100: minutes 96 to 100 are 4.5 minutes.
+        let now = 100 * 60_000 + 30_000;
+        assert_eq!(rate(Some(&counts), now, 5, |m| m.delivered), 390.0 / 270.0);
+        assert_eq!(rate(Some(&counts), now, 10, |m| m.failed), 150.0 / 570.0);
+        assert_eq!(rate(None, now, 5, |m| m.failed), 0.0);
     }
 }
