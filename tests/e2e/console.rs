@@ -274,6 +274,29 @@ async fn an_operator_works_an_outage_in_the_console_alone() {
     assert!(audit.contains("ops"));
     b.screenshot("audit").await;
 
+    // The plots' counts reach the store (every node writes them every 5 s):
+    // e1, f1 and g1 were delivered to the HSS this minute.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let series = b
+            .run_async(
+                "const done = arguments[arguments.length - 1];
+                 fetch('/ui/series.json').then(r => r.json()).then(done, e => done(String(e)));",
+            )
+            .await;
+        let delivered: f64 = series["connectors"]["hss"]["delivered"]
+            .as_array()
+            .map_or(0.0, |m| m.iter().filter_map(Value::as_f64).sum());
+        if delivered * 60.0 >= 2.99 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no counts recorded: {series}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     // A read-only token sees it all and no action.
     b.find("form.logout button").await.click().await;
     b.find("#token").await.send(READ).await;

@@ -172,6 +172,17 @@ impl Browser {
         .await
     }
 
+    /// Runs `script` (a function body that calls its last argument, the
+    /// callback, with the result) and waits for the callback.
+    pub async fn run_async(&self, script: &str) -> Value {
+        self.call_ok(
+            "POST",
+            "/execute/async",
+            json!({"script": script, "args": []}),
+        )
+        .await
+    }
+
     /// Whether a dialog (`alert`, `confirm`) is open.
     pub async fn alert_open(&self) -> bool {
         self.call("GET", "/alert/text", Value::Null)

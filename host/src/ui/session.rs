@@ -385,6 +385,21 @@ mod tests {
     }
 
     #[test]
+    fn any_node_with_the_same_tokens_accepts_a_session() {
+        // Another process (another node behind the load balancer) built from
+        // the same config: nothing is shared but the tokens.
+        let (a, b) = (sessions(), sessions());
+        let cookie = a.issue("ops", 1_000).unwrap_or_default();
+        let (on_a, on_b) = (a.check(&cookie, 2_000), b.check(&cookie, 2_000));
+        assert!(on_b.as_ref().is_some_and(|s| s.admin && s.actor == "ops"));
+        assert_eq!(
+            on_a.map(|s| s.csrf),
+            on_b.map(|s| s.csrf),
+            "a form from node A posts to node B"
+        );
+    }
+
+    #[test]
     fn a_forged_or_altered_cookie_opens_nothing() {
         let s = sessions();
         let now = 1_000_000;
