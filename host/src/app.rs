@@ -216,17 +216,21 @@ pub async fn run(
             retention(store.clone(), days, stop.clone())
         });
     }
-    if config.console.enabled {
+    // The console's per-minute counts, written on every node whatever its
+    // `console.enabled` (another node may serve the console); stopped after
+    // the dispatcher has drained, so its last attempts are counted.
+    let (history_stop, history_rx) = watch::channel(false);
+    let history = {
         let (store, registry, days, stop) = (
             store.clone(),
             fleet.registry().clone(),
             config.console.history_days,
-            stop_rx.clone(),
+            history_rx.clone(),
         );
-        supervise::spawn("console_history".into(), stop_rx.clone(), move || {
+        supervise::spawn("console_history".into(), history_rx, move || {
             crate::ui::history::record(store.clone(), registry.clone(), days, stop.clone())
-        });
-    }
+        })
+    };
     let (dispatcher, control) = dispatch::spawn_controlled(
         store.clone(),
         Arc::new(connectors.clone()),
@@ -287,6 +291,8 @@ pub async fn run(
     tracing::info!("stopped accepting; settling in-flight deliveries");
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
+    let _ = history_stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), history).await;
     tracing::info!("shut down cleanly");
     Ok(())
 }

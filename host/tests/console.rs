@@ -97,7 +97,12 @@ impl Reply {
 }
 
 impl Console {
-    async fn send(&self, req: Request<Body>) -> Reply {
+    async fn send(&self, mut req: Request<Body>) -> Reply {
+        // As a browser on the gateway's machine addresses it.
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut()
+                .insert(header::HOST, "127.0.0.1:7400".parse().unwrap());
+        }
         let resp = self.app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -589,4 +594,74 @@ async fn the_plots_data_is_the_last_hour_per_connector_from_the_stored_counts() 
     assert_eq!(total, 2.0, "older than an hour is not shown");
     let page = c.get("/ui/", Some(&noc)).await;
     assert!(page.body.contains(r#"data-plot="hss""#));
+}
+
+#[tokio::test]
+async fn a_form_posted_from_another_site_is_refused_login_included() {
+    let c = console_with(&tokens()).await;
+    let post = |path: &str, body: String, origin: &'static str| {
+        Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ORIGIN, origin)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    // Logging a browser in under the attacker's token.
+    let r = c
+        .send(post(
+            "/ui/login",
+            format!("token={ADMIN}"),
+            "https://evil.example",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.cookie().is_none());
+    // Acting with a victim's session, even holding its CSRF token.
+    let admin = c.login(ADMIN).await;
+    let csrf = c.get("/ui/", Some(&admin)).await.csrf();
+    let mut req = post(
+        "/ui/connectors/hss/pause",
+        format!("csrf={csrf}"),
+        "https://evil.example",
+    );
+    req.headers_mut()
+        .insert(header::COOKIE, admin.parse().unwrap());
+    assert_eq!(c.send(req).await.status, StatusCode::FORBIDDEN);
+    assert!(!c.t.store.catalog().is_paused("hss").await.unwrap());
+    // The same form from the console itself goes through.
+    let mut req = post(
+        "/ui/connectors/hss/pause",
+        format!("csrf={csrf}"),
+        "http://127.0.0.1:7400",
+    );
+    req.headers_mut()
+        .insert(header::COOKIE, admin.parse().unwrap());
+    assert_eq!(c.send(req).await.status, StatusCode::SEE_OTHER);
+    assert!(c.t.store.catalog().is_paused("hss").await.unwrap());
+}
+
+#[tokio::test]
+async fn without_tokens_only_loopback_names_reach_the_console() {
+    let c = console_with(&[]).await;
+    // A page elsewhere whose name now resolves to 127.0.0.1.
+    let r = c
+        .send(
+            Request::post("/ui/login")
+                .header(header::HOST, "rebound.evil.example:7400")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from("next=%2Fui%2F"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.cookie().is_none());
+    let r = c
+        .send(
+            Request::get("/ui/login")
+                .header(header::HOST, "localhost:7400")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
 }

@@ -139,7 +139,7 @@ async fn an_operator_works_an_outage_in_the_console_alone() {
     assert!(b.url().await.contains("/ui/login"), "{}", b.url().await);
     b.screenshot("login").await;
     b.find("#token").await.send(ADMIN).await;
-    b.find("form button[type=submit]").await.click().await;
+    b.find("form button[type=submit]").await.open().await;
 
     // The overview: the CRM is down, listed first, with how far behind it is.
     b.reload_until(
@@ -167,7 +167,7 @@ async fn an_operator_works_an_outage_in_the_console_alone() {
     b.screenshot("event").await;
     b.find(r#"a.key[href="/ui/keys/msisdn:2065551234"]"#)
         .await
-        .click()
+        .open()
         .await;
     let why = b.find("section.lane p.why").await.text().await;
     assert!(why.contains("dead letter"), "{why}");
@@ -188,7 +188,7 @@ async fn an_operator_works_an_outage_in_the_console_alone() {
         .await;
     b.find("form.filters button[type=submit]")
         .await
-        .click()
+        .open()
         .await;
     let filtered = b.find("#dead").await.text().await;
     assert!(
@@ -197,7 +197,7 @@ async fn an_operator_works_an_outage_in_the_console_alone() {
     );
     b.find(r#"form.bulk button[value="retry"]"#)
         .await
-        .click()
+        .open()
         .await;
     assert!(b
         .find("h1")
@@ -206,18 +206,18 @@ async fn an_operator_works_an_outage_in_the_console_alone() {
         .await
         .contains("Retry 2 dead letter(s)?"));
     b.screenshot("dead-letters-confirm").await;
-    b.find("button.danger").await.click().await;
+    b.find("button.danger").await.open().await;
     let done = b.find("p.done").await.text().await;
     assert!(done.contains("Retried 2 of 2"), "{done}");
 
     // Pause and resume the HSS connector; upload a version and roll it back.
     b.goto(&format!("{base}/ui/connectors/hss")).await;
-    b.find(r#"button[value="pause"]"#).await.click().await;
+    b.find(r#"button[value="pause"]"#).await.open().await;
     b.find(r#"button[value="resume"]"#).await;
     let v = api(&gw, "GET", "/v1/connectors/hss", READ, Value::Null).await;
     assert_eq!(v["paused"], true, "{v}");
     b.screenshot("connector-paused").await;
-    b.find(r#"button[value="resume"]"#).await.click().await;
+    b.find(r#"button[value="resume"]"#).await.open().await;
     b.find(r#"button[value="pause"]"#).await;
     let v = api(&gw, "GET", "/v1/connectors/hss", READ, Value::Null).await;
     assert_eq!(v["paused"], false, "{v}");
@@ -229,7 +229,7 @@ async fn an_operator_works_an_outage_in_the_console_alone() {
         .await;
     b.find(r#"form[enctype="multipart/form-data"] button"#)
         .await
-        .click()
+        .open()
         .await;
     b.reload_until("#versions tr.active", "2", Duration::from_secs(10))
         .await;
@@ -237,7 +237,7 @@ async fn an_operator_works_an_outage_in_the_console_alone() {
     assert_eq!(v["component"]["version"], 2, "{v}");
     b.find(r#"form[action="/ui/connectors/hss/rollback"] button"#)
         .await
-        .click()
+        .open()
         .await;
     b.find("#versions").await;
     let v = api(&gw, "GET", "/v1/connectors/hss", READ, Value::Null).await;
@@ -249,7 +249,7 @@ async fn an_operator_works_an_outage_in_the_console_alone() {
     b.goto(&format!("{base}/ui/events/{hostile_id}")).await;
     let h1 = b.find("h1").await.text().await;
     assert!(h1.contains("onerror"), "shown as text: {h1}");
-    b.find("a.key").await.click().await;
+    b.find("a.key").await.open().await;
     b.find("section.lane").await;
     b.goto(&format!("{base}/ui/dead-letters")).await;
     b.find("#dead").await;
@@ -258,6 +258,14 @@ async fn an_operator_works_an_outage_in_the_console_alone() {
         .await;
     assert_eq!(ran, json!([true, 0, 2]), "no script from a payload ran");
     assert!(!b.alert_open().await);
+    // The console itself works under its own policy: nothing was refused
+    // and no script failed on any page so far.
+    let log = b.console_log().await;
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("Content Security Policy") || l.contains("SEVERE")),
+        "{log:#?}"
+    );
 
     // Every action is in the audit log, under the session's token name.
     b.goto(&format!("{base}/ui/audit")).await;
@@ -298,9 +306,9 @@ async fn an_operator_works_an_outage_in_the_console_alone() {
     }
 
     // A read-only token sees it all and no action.
-    b.find("form.logout button").await.click().await;
+    b.find("form.logout button").await.open().await;
     b.find("#token").await.send(READ).await;
-    b.find("form button[type=submit]").await.click().await;
+    b.find("form button[type=submit]").await.open().await;
     b.goto(&format!("{base}/ui/connectors/hss")).await;
     b.find("#versions").await;
     assert!(b.text("header .who").await.contains("read-only"));

@@ -62,6 +62,7 @@ impl Browser {
         }
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": chromium,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -183,6 +184,19 @@ impl Browser {
         .await
     }
 
+    /// What the pages wrote to the browser's console since the last call
+    /// (Chromium's log: script errors, Content-Security-Policy refusals).
+    pub async fn console_log(&self) -> Vec<String> {
+        let v = self
+            .call_ok("POST", "/se/log", json!({"type": "browser"}))
+            .await;
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| format!("{} {}", e["level"], e["message"]))
+            .collect()
+    }
+
     /// Whether a dialog (`alert`, `confirm`) is open.
     pub async fn alert_open(&self) -> bool {
         self.call("GET", "/alert/text", Value::Null)
@@ -239,6 +253,29 @@ pub struct Element<'a> {
 }
 
 impl Element<'_> {
+    /// Clicks something that loads another page (a link, a form's button),
+    /// and waits until the browser has left this one, so that what is
+    /// looked for next is found on the new page.
+    pub async fn open(&self) {
+        let page = self.b.find("html").await.id;
+        self.click().await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let v = self
+                .b
+                .call("GET", &format!("/element/{page}/name"), Value::Null)
+                .await;
+            if v.get("error").is_some() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the page never changed after a click"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn click(&self) {
         self.b
             .call_ok("POST", &format!("/element/{}/click", self.id), json!({}))

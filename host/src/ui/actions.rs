@@ -93,22 +93,30 @@ pub async fn upload(
     Path(name): Path<String>,
     mut multipart: Multipart,
 ) -> Result<Response, Response> {
-    let mut token = String::new();
-    let mut wasm = None;
+    // Refused before a byte of the file is read: a read-only session, and a
+    // form whose CSRF field (first in the form) is missing or wrong.
+    session.admin_only()?;
     let unreadable = |e: axum::extract::multipart::MultipartError| {
         view::refusal(
             e.status(),
             &format!("The upload could not be read: {}", e.body_text()),
         )
     };
+    let mut checked = false;
+    let mut wasm = None;
     while let Some(part) = multipart.next_field().await.map_err(unreadable)? {
         match part.name() {
-            Some("csrf") => token = part.text().await.map_err(unreadable)?,
-            Some("component") => wasm = Some(part.bytes().await.map_err(unreadable)?),
+            Some("csrf") => {
+                session.may_act(&part.text().await.map_err(unreadable)?)?;
+                checked = true;
+            }
+            Some("component") if checked => wasm = Some(part.bytes().await.map_err(unreadable)?),
             _ => {}
         }
     }
-    session.may_act(&token)?;
+    if !checked {
+        session.may_act("")?;
+    }
     let wasm = wasm.unwrap_or_default();
     if wasm.len() > MAX_COMPONENT_BYTES {
         return Err(view::refusal(
@@ -149,7 +157,15 @@ pub async fn dead_letters(
                 .filter(|(k, _)| k == "id")
                 .map(|(_, v)| v.parse::<i64>())
                 .collect();
-            ids.map_err(|_| fail(bad("a selected delivery id is not a number".into())))?
+            let ids =
+                ids.map_err(|_| fail(bad("a selected delivery id is not a number".into())))?;
+            if ids.len() > MAX_LIMIT {
+                return Err(fail(bad(format!(
+                    "at most {MAX_LIMIT} dead letters per action, got {}",
+                    ids.len()
+                ))));
+            }
+            ids
         }
         "filter" => state
             .app

@@ -4,8 +4,9 @@
 //! sum the nodes, so they show the cluster and survive restarts. Counts
 //! older than `console.history_days` are deleted.
 //!
-//! What a node saw in its last few seconds before a crash is lost from the
-//! plots (not from the queue).
+//! What a node saw in its last few seconds before a crash, or before this
+//! task was restarted after a panic, is lost from the plots (never from the
+//! queue).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,14 +23,21 @@ pub const RECORD_EVERY: Duration = Duration::from_secs(5);
 /// How often counts past the history are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Writes this node's counts until `stop`, then once more.
+/// Writes this node's counts until `stop`, then once more: stop it after
+/// the dispatcher has drained, so the last attempts are in the plots.
 pub async fn record(
     store: Arc<dyn Store>,
     registry: Registry,
     history_days: u32,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut last: HashMap<String, (u64, u64)> = HashMap::new();
+    // What the entries counted before this task (re)started was written
+    // by its previous run, or is lost with it: never count it twice.
+    let mut last: HashMap<String, (u64, u64)> = registry
+        .entries()
+        .iter()
+        .map(|e| (e.name().to_string(), e.metrics().outcome_totals()))
+        .collect();
     let mut pending: HashMap<(String, i64), (i64, i64)> = HashMap::new();
     let mut purged_at = None::<tokio::time::Instant>;
     loop {

@@ -197,8 +197,11 @@ pub async fn series(
     _session: Session,
     State(state): State<UiState>,
 ) -> Result<Json<serde_json::Value>, Failed> {
-    let now_minute = now_ms().div_euclid(60_000);
+    let now = now_ms();
+    let now_minute = now.div_euclid(60_000);
     let first = now_minute - 60;
+    // The current minute has only partly passed.
+    let this_minute_s = ((now - now_minute * 60_000) as f64 / 1000.0).max(1.0);
     let counts = state.app.store.catalog().minute_counts(first).await?;
     let mut out = BTreeMap::new();
     for name in state.app.fleet.names() {
@@ -207,8 +210,9 @@ pub async fn series(
         for m in counts.get(&name).into_iter().flatten() {
             if let Ok(i) = usize::try_from(m.minute - first) {
                 if i < 61 {
-                    delivered[i] = m.delivered as f64 / 60.0;
-                    failed[i] = m.failed as f64 / 60.0;
+                    let secs = if i == 60 { this_minute_s } else { 60.0 };
+                    delivered[i] = m.delivered as f64 / secs;
+                    failed[i] = m.failed as f64 / secs;
                 }
             }
         }
@@ -242,7 +246,7 @@ pub async fn connector(
         &format!("Connector {name}"),
         &session,
         html! {
-            section.cards data-refresh="summary" {
+            section.cards {
                 div.card { h3 { "Health" } span class={ "health h-" (label.replace(' ', "-")) } { (label) } p.hint { (why) } }
                 div.card { h3 { "Pending" } p.big { (count(pending(&c))) }
                     p.hint { (count(c.deliveries.ready)) " ready · " (count(c.deliveries.blocked)) " blocked · " (count(c.deliveries.in_flight)) " in flight" } }
@@ -280,7 +284,7 @@ pub async fn connector(
                     form.inline method="post" action=(action("limits")) {
                         (csrf(&session))
                         label { "Concurrency " input type="number" name="concurrency" min="1" value=[c.overrides.concurrency] placeholder="as configured"; }
-                        label { "Rate /s " input type="number" name="rate" min="0" step="any" value=[c.overrides.rate] placeholder="as configured"; }
+                        label { "Rate /s " input type="number" name="rate" step="any" value=[c.overrides.rate] placeholder="as configured"; }
                         button type="submit" { "Set limits" }
                         span.hint { " Empty: as configured. Applies on every node within a second." }
                     }
@@ -499,7 +503,7 @@ pub async fn dead_letters(
                                 td { (view::reason(d.last_error.as_deref())) }
                             }
                         }
-                        @if dead.is_empty() { tr { td colspan="9" { "No dead letters match." } } }
+                        @if dead.is_empty() { tr { td colspan=(if session.admin { "9" } else { "8" }) { "No dead letters match." } } }
                     }
                 }
                 @if dead.len() == DEAD_PAGE { p.hint { "The newest " (DEAD_PAGE) " are shown; narrow the filter to see others." } }
@@ -762,9 +766,35 @@ pub async fn find(
         crate::queue::event::MAX_KEY_LEN.max(crate::queue::event::MAX_ID_LEN),
     )?;
     if state.app.store.catalog().event(q).await?.is_some() {
-        return Ok(Redirect::to(&format!("/ui/events/{}", view::segment(q))));
+        return Ok(Redirect::to(&view::event_href(q)));
     }
-    Ok(Redirect::to(&format!("/ui/keys/{}", view::segment(q))))
+    Ok(Redirect::to(&view::key_href(q)))
+}
+
+#[derive(Deserialize)]
+pub struct ByQuery {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    key: String,
+}
+
+/// `/ui/event?id=…`: the event page for an id a path cannot carry.
+pub async fn event_by_query(
+    session: Session,
+    state: State<UiState>,
+    Query(q): Query<ByQuery>,
+) -> PageResult {
+    event(session, state, axum::extract::Path(q.id)).await
+}
+
+/// `/ui/key?key=…`: the key page for a key a path cannot carry.
+pub async fn key_by_query(
+    session: Session,
+    state: State<UiState>,
+    Query(q): Query<ByQuery>,
+) -> PageResult {
+    key(session, state, axum::extract::Path(q.key)).await
 }
 
 /// A console path that does not exist.

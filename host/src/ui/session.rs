@@ -188,13 +188,13 @@ impl FromRequestParts<UiState> for Session {
         cookie_of(&parts.headers)
             .and_then(|c| state.sessions.check(c, now_ms()))
             .ok_or_else(|| {
-                LoginFirst(
-                    parts
-                        .uri
-                        .path_and_query()
-                        .map_or("/ui/", |p| p.as_str())
-                        .to_string(),
-                )
+                // Back to the page after logging in; a form's target is
+                // not a page (and its post is lost: send it again).
+                let page = match parts.method {
+                    axum::http::Method::GET => parts.uri.path_and_query().map(|p| p.as_str()),
+                    _ => None,
+                };
+                LoginFirst(page.unwrap_or("/ui/").to_string())
             })
     }
 }
@@ -210,6 +210,11 @@ impl Session {
                     .into(),
             ));
         }
+        self.admin_only()
+    }
+
+    /// Refuses a read-only session.
+    pub fn admin_only(&self) -> Result<(), Refused> {
         if !self.admin {
             return Err(Refused(
                 StatusCode::FORBIDDEN,
@@ -226,7 +231,14 @@ impl Session {
 /// Where to go after logging in: a console page, never another site.
 fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with("/ui/") && !n.contains("//") && !n.contains('\\') => n,
+        Some(n)
+            if n.starts_with("/ui/")
+                && !n.contains("//")
+                && !n.contains('\\')
+                && !n.chars().any(char::is_control) =>
+        {
+            n
+        }
         _ => "/ui/",
     }
 }

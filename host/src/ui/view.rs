@@ -36,6 +36,8 @@ fn head(title: &str) -> Markup {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
             title { (title) " · Switchboard" }
+            // No request for /favicon.ico, which is outside the console.
+            link rel="icon" href="data:,";
             link rel="stylesheet" href="/ui/assets/console.css";
             link rel="stylesheet" href="/ui/assets/uPlot.min.css";
             script src="/ui/assets/uPlot.iife.min.js" defer {}
@@ -144,12 +146,35 @@ pub fn maybe_time(ms: Option<Millis>) -> Markup {
     }
 }
 
+/// The console page of key `key`: `/ui/keys/{key}`, or `/ui/key?key=…` for
+/// a key a browser would read as a dot segment (`.`, `..`).
+pub fn key_href(key: &str) -> String {
+    if dots_only(key) {
+        format!("/ui/key?key={}", query_value(key))
+    } else {
+        format!("/ui/keys/{}", segment(key))
+    }
+}
+
+/// The console page of event `id`, as [`key_href`].
+pub fn event_href(id: &str) -> String {
+    if dots_only(id) {
+        format!("/ui/event?id={}", query_value(id))
+    } else {
+        format!("/ui/events/{}", segment(id))
+    }
+}
+
+fn dots_only(text: &str) -> bool {
+    text.bytes().all(|b| b == b'.')
+}
+
 pub fn key_link(key: &str) -> Markup {
-    html! { a.key href={ "/ui/keys/" (segment(key)) } { (key) } }
+    html! { a.key href=(key_href(key)) { (key) } }
 }
 
 pub fn event_link(id: &str) -> Markup {
-    html! { a href={ "/ui/events/" (segment(id)) } { (id) } }
+    html! { a href=(event_href(id)) { (id) } }
 }
 
 pub fn connector_link(name: &str) -> Markup {
@@ -203,6 +228,13 @@ mod tests {
         assert_eq!(segment("msisdn:2065551234"), "msisdn:2065551234");
         assert_eq!(segment("a/b?c#d e"), "a%2Fb%3Fc%23d%20e");
         assert_eq!(segment("../x"), "..%2Fx");
+    }
+
+    #[test]
+    fn dot_segments_are_linked_by_query() {
+        assert_eq!(key_href(".."), "/ui/key?key=%2E%2E");
+        assert_eq!(event_href("."), "/ui/event?id=%2E");
+        assert_eq!(key_href("a..b"), "/ui/keys/a..b");
     }
 
     #[test]
