@@ -1322,16 +1322,23 @@ async fn the_consoles_reads_filter_sum_and_purge(t: TestStore) {
         "case kept"
     );
 
-    let recent = c.recent_attempts("c", 0, 10).await.unwrap();
+    let recent = c.recent_attempts("c", 100, 10).await.unwrap();
     let mut events: Vec<&str> = recent.iter().map(|(e, _, _)| e.as_str()).collect();
     events.sort();
     assert_eq!(events, vec!["a", "b"]);
     assert!(recent.iter().all(|(_, _, a)| a.outcome == "dead"));
-    assert!(
-        c.recent_attempts("c", 3, 10).await.unwrap().is_empty(),
-        "since"
+    let newest = c.recent_attempts("c", 1, 10).await.unwrap();
+    assert_eq!(newest.len(), 1, "only the newest attempt is looked at");
+    assert_eq!(
+        c.recent_attempts("c", 100, 1).await.unwrap().len(),
+        1,
+        "limit"
     );
-    assert!(c.recent_attempts("other", 0, 10).await.unwrap().is_empty());
+    assert!(c
+        .recent_attempts("other", 100, 10)
+        .await
+        .unwrap()
+        .is_empty());
 
     c.add_minute_counts(&[("c".into(), 100, 5, 1), ("c".into(), 101, 7, 0)])
         .await

@@ -517,12 +517,15 @@ impl Catalog {
         })
     }
 
-    /// `connector`'s latest attempts finished at or after `since`, newest
-    /// first, each with its event's id and its delivery's id.
+    /// `connector`'s latest attempts among the store's newest `scan`
+    /// attempts (all connectors), newest first, each with its event's id
+    /// and its delivery's id. The bound keeps the cost fixed on a busy
+    /// store: the attempt log has no per-connector index, and a quiet
+    /// connector's last attempt may be millions of rows back.
     pub async fn recent_attempts(
         &self,
         connector: &str,
-        since: Millis,
+        scan: usize,
         limit: usize,
     ) -> StoreResult<Vec<(String, i64, AttemptRecord)>> {
         type Row = (String, i64, i64, String, i64, i64, String, Option<String>);
@@ -530,12 +533,13 @@ impl Catalog {
         let rows: Vec<Row> = on!(r.conn(), |c| sqlx::query_as(
             "SELECT e.id, a.delivery_id, CAST(a.attempt AS BIGINT), a.node, a.started_at, \
                  a.finished_at, a.outcome, a.reason \
-             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+             FROM (SELECT * FROM attempts ORDER BY finished_at DESC LIMIT $1) a \
+                 JOIN deliveries d ON d.id = a.delivery_id \
                  JOIN events e ON e.seq = d.event_seq \
-             WHERE a.finished_at >= $1 AND d.connector = $2 \
+             WHERE d.connector = $2 \
              ORDER BY a.finished_at DESC LIMIT $3",
         )
-        .bind(since)
+        .bind(scan.clamp(1, 1_000_000) as i64)
         .bind(connector)
         .bind(limit.clamp(1, 10_000) as i64)
         .fetch_all(c)

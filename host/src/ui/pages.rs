@@ -235,9 +235,7 @@ pub async fn connector(
     let c = connector_view(&state.app, &name).await?;
     let catalog = state.app.store.catalog();
     let versions = catalog.component_versions(&name).await?;
-    let attempts = catalog
-        .recent_attempts(&name, now_ms() - 24 * 3_600_000, 50)
-        .await?;
+    let attempts = catalog.recent_attempts(&name, ATTEMPTS_SCANNED, 50).await?;
     let breaker = catalog.breaker_transitions(&name, 20).await?;
     let (_, label, why) = health(&c);
     let configured = state.app.fleet.get(&name);
@@ -325,7 +323,7 @@ pub async fn connector(
             }
             section {
                 h2 { "Recent attempts" }
-                p.hint { "The last 24 hours, newest first, all nodes." }
+                p.hint { "Newest first, all nodes, among the gateway's latest " (count(ATTEMPTS_SCANNED as i64)) " attempts (all connectors)." }
                 table #attempts {
                     thead { tr { th { "Finished" } th { "Event" } th.num { "Attempt" } th.num { "Took" } th { "Outcome" } th { "Reason" } th { "Node" } } }
                     tbody {
@@ -340,7 +338,7 @@ pub async fn connector(
                                 td { code { (a.node) } }
                             }
                         }
-                        @if attempts.is_empty() { tr { td colspan="7" { "No attempt in the last 24 hours." } } }
+                        @if attempts.is_empty() { tr { td colspan="7" { "None among them." } } }
                     }
                 }
             }
@@ -435,6 +433,10 @@ impl DeadForm {
         .any(|s| !s.is_empty())
     }
 }
+
+/// How many of the store's newest attempts a connector's page looks through
+/// for that connector's (a fixed cost, whatever the store holds).
+const ATTEMPTS_SCANNED: usize = 20_000;
 
 /// Most dead letters one page lists.
 pub const DEAD_PAGE: usize = 200;
