@@ -28,7 +28,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::view::{self, page_bare, Refused};
+use super::view::{self, page_bare, Refused, Viewer};
 use super::UiState;
 use crate::api::auth::{allows, Tokens};
 use crate::config::Scope;
@@ -196,6 +196,18 @@ impl FromRequestParts<UiState> for Session {
                 };
                 LoginFirst(page.unwrap_or("/ui/").to_string())
             })
+    }
+}
+
+impl Viewer for Session {
+    fn actor(&self) -> &str {
+        &self.actor
+    }
+    fn admin(&self) -> bool {
+        self.admin
+    }
+    fn csrf(&self) -> &str {
+        &self.csrf
     }
 }
 

@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use super::session::Session;
 use crate::queue::{now_ms, Millis};
 use crate::timefmt;
 
@@ -46,6 +45,17 @@ fn head(title: &str) -> Markup {
     }
 }
 
+/// Who a page is for: what the frame shows and what its forms carry
+/// (a console session implements it).
+pub trait Viewer {
+    /// The token's name.
+    fn actor(&self) -> &str;
+    /// May act (the `admin` scope).
+    fn admin(&self) -> bool;
+    /// The value the viewer's forms send back as `csrf`.
+    fn csrf(&self) -> &str;
+}
+
 /// A page without the navigation (the login page).
 pub fn page_bare(title: &str, body: Markup) -> Markup {
     html! {
@@ -58,7 +68,7 @@ pub fn page_bare(title: &str, body: Markup) -> Markup {
 }
 
 /// A console page: navigation, who is logged in, the body.
-pub fn page(title: &str, session: &Session, body: Markup) -> Markup {
+pub fn page(title: &str, session: &impl Viewer, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -75,11 +85,11 @@ pub fn page(title: &str, session: &Session, body: Markup) -> Markup {
                         input type="search" name="q" placeholder="event id or key (msisdn:…)" aria-label="Find an event or key";
                     }
                     span.who {
-                        (session.actor)
-                        @if !session.admin { " (read-only)" }
+                        (session.actor())
+                        @if !session.admin() { " (read-only)" }
                     }
                     form.logout method="post" action="/ui/logout" {
-                        input type="hidden" name="csrf" value=(session.csrf);
+                        input type="hidden" name="csrf" value=(session.csrf());
                         button type="submit" { "Log out" }
                     }
                 }
@@ -124,8 +134,8 @@ impl From<Refused> for Response {
 }
 
 /// A hidden CSRF field for a form of `session`.
-pub fn csrf(session: &Session) -> Markup {
-    html! { input type="hidden" name="csrf" value=(session.csrf); }
+pub fn csrf(session: &impl Viewer) -> Markup {
+    html! { input type="hidden" name="csrf" value=(session.csrf()); }
 }
 
 /// A time, with how long ago it was on hover.
