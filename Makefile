@@ -85,7 +85,8 @@ bench: connectors
 ## and the webhook connector between a load generator posting a telecom mix
 ## and an HSS-like sink, beside the same requests sent to the sink directly;
 ## prints one table. BACKEND=sqlite|postgres, MODE=single|batch (BATCH events
-## per request), CONCURRENCY posting connections, EVENTS in the run, RATE
+## per request)|ordered (one per request, never two un-acknowledged events on
+## one key, as a config app that keeps order posts), CONCURRENCY posting connections, EVENTS in the run, RATE
 ## events/s offered (0: as fast as the gateway answers), KILLS `kill -9`s of
 ## the gateway during the run (each restarted after 1 s). `cargo bench` builds
 ## the `switchboard` binary itself, with the release settings.

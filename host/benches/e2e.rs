@@ -30,11 +30,16 @@
 //!   It records when each event first arrived.
 //! - The ceiling sends each event's payload to a fresh sink, one request per
 //!   event (moves in order, as above), with the connector's concurrency.
+//! - `--mode ordered` posts like a config app that keeps order: an event
+//!   goes out only once every earlier event sharing a key with it has been
+//!   acknowledged (the ceiling keeps the same order), one per request.
 //!
 //! Figures: delivered events/s (first arrival at the sink, from the first
 //! POST to the last arrival), ingest events/s (acknowledged, from the first
 //! POST to the last 202), the gateway's CPU per event (utime + stime in
-//! `/proc/<pid>/stat` around the measured run, warm-up excluded) and memory
+//! `/proc/<pid>/stat` around the measured run, warm-up excluded), its
+//! context switches per event (every thread's, `/proc/<pid>/task/*/status`)
+//! and memory
 //! (`VmRSS`, `VmHWM`), request latency, event-to-delivery latency (from the
 //! start of the POST that carried the event to its first arrival), lost
 //! (acknowledged but not delivered within `--timeout`) and reordered.
@@ -49,7 +54,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,7 +74,7 @@ use sqlx::Connection;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "usage: cargo bench -p switchboard --bench e2e -- \
-[--backend sqlite|postgres] [--mode single|batch] [--concurrency N] [--events N] \
+[--backend sqlite|postgres] [--mode single|batch|ordered] [--concurrency N] [--events N] \
 [--batch N] [--rate EVENTS_PER_S] [--connector-concurrency N] [--customers N] [--timeout SECS] \
 [--kills N] [--recovery QUEUED] [--seed N] [--dir PATH] [--bin PATH] [--wasm PATH] [--no-ceiling]";
 
@@ -93,6 +98,10 @@ enum Backend {
 enum Mode {
     Single,
     Batch,
+    /// One event per request, as a config app that keeps order posts: an
+    /// event is posted only once every earlier event sharing a key with it
+    /// is acknowledged (never two un-acknowledged events on one key).
+    Ordered,
 }
 
 struct Opts {
@@ -164,6 +173,7 @@ fn parse_args() -> Opts {
                 o.mode = match value("--mode").as_str() {
                     "single" => Mode::Single,
                     "batch" => Mode::Batch,
+                    "ordered" => Mode::Ordered,
                     other => panic!("unknown mode {other:?}\n{USAGE}"),
                 }
             }
@@ -196,7 +206,7 @@ fn parse_args() -> Opts {
         "{USAGE}"
     );
     assert!(
-        o.mode == Mode::Single || o.batch >= 2,
+        o.mode != Mode::Batch || o.batch >= 2,
         "--batch must be at least 2 (a move is two events)\n{USAGE}"
     );
     assert!(
@@ -454,6 +464,7 @@ async fn recovery(opts: &Opts) {
 struct Event {
     id: String,
     ty: &'static str,
+    keys: Vec<String>,
     /// The event object as the gateway takes it.
     json: String,
     /// What the connector POSTs to the sink.
@@ -480,6 +491,10 @@ struct Mix {
     gateway: Vec<Work>,
     /// One event per request, moves in order: the ceiling's requests.
     direct: Vec<Work>,
+    /// `--mode ordered`: per unit of work (the same in `gateway` and
+    /// `direct`), the earlier units that share a key with it and must be
+    /// acknowledged before it is posted (per key, the last one before it).
+    after: Option<Vec<Vec<usize>>>,
 }
 
 impl Mix {
@@ -501,6 +516,7 @@ impl Mix {
             events.push(Event {
                 id,
                 ty,
+                keys,
                 json,
                 payload,
             });
@@ -568,7 +584,7 @@ impl Mix {
             })
             .collect();
         let gateway: Vec<Work> = match opts.mode {
-            Mode::Single => units
+            Mode::Single | Mode::Ordered => units
                 .iter()
                 .map(|u| u.iter().map(|&i| one(i)).collect())
                 .collect(),
@@ -593,12 +609,33 @@ impl Mix {
                     .collect()
             }
         };
+        let after = (opts.mode == Mode::Ordered).then(|| {
+            let mut last: HashMap<&str, usize> = HashMap::new();
+            units
+                .iter()
+                .enumerate()
+                .map(|(u, unit)| {
+                    let mut deps: Vec<usize> = Vec::new();
+                    for &i in unit {
+                        for k in &events[i].keys {
+                            if let Some(d) = last.insert(k.as_str(), u).filter(|&d| d != u) {
+                                deps.push(d);
+                            }
+                        }
+                    }
+                    deps.sort_unstable();
+                    deps.dedup();
+                    deps
+                })
+                .collect()
+        });
         Mix {
             prefix,
             events,
             owners,
             gateway,
             direct,
+            after,
         }
     }
 
@@ -797,11 +834,25 @@ async fn generate(
     };
     let next = AtomicUsize::new(0);
     let start = Instant::now();
+    // `--mode ordered`: a unit waits until the units it comes after are done.
+    let done: Vec<AtomicBool> = (0..work.len()).map(|_| AtomicBool::new(false)).collect();
+    let finished = tokio::sync::Notify::new();
     let tasks = (0..concurrency).map(|_| async {
         let mut latencies = Vec::new();
         loop {
             let w = next.fetch_add(1, Ordering::Relaxed);
             let Some(requests) = work.get(w) else { break };
+            if let Some(deps) = mix.after.as_ref().map(|a| &a[w]) {
+                loop {
+                    let notified = finished.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if deps.iter().all(|&d| done[d].load(Ordering::Acquire)) {
+                        break;
+                    }
+                    notified.await;
+                }
+            }
             if let (Some(rate), Some(first)) = (rate, requests.first()) {
                 // Events are numbered in the order they are offered: event i
                 // is due i/rate seconds after the start.
@@ -820,6 +871,8 @@ async fn generate(
                     }
                 }
             }
+            done[w].store(true, Ordering::Release);
+            finished.notify_waiters();
         }
         load.latencies.lock().unwrap().extend(latencies);
     });
@@ -915,6 +968,10 @@ struct Row {
 
 struct GatewayFigures {
     cpu_us_per_event: f64,
+    /// Voluntary and involuntary context switches of the gateway's threads
+    /// per event (`/proc/<pid>/task/*/status`; a thread that ended during
+    /// the run takes its count with it, so this is a floor).
+    switches_per_event: Option<f64>,
     /// The gateway's CPU time over the measured run's wall time.
     busy_cores: f64,
     /// The PostgreSQL server's CPU per event, when it runs on this machine.
@@ -982,6 +1039,7 @@ async fn through_gateway(opts: &Opts, mix: &Mix) -> Row {
     let machine0 = machine_ticks();
     let db0 = postgres_ticks(opts.backend);
     let cpu0 = cpu_ticks(&gateway.pid.to_string());
+    let switches0 = context_switches(gateway.pid);
     let self0 = cpu_ticks("self");
     // `--kills`: the gateway dies (SIGKILL) and comes back on the same
     // config and port while the load runs; the CPU of each killed process
@@ -1054,6 +1112,8 @@ async fn through_gateway(opts: &Opts, mix: &Mix) -> Row {
     // kill, the last one's since it started (after `cpu0` was read, unless
     // it is the first), expressed as a reading to subtract `cpu0` from.
     let last = cpu_ticks(&gateway.pid.to_string());
+    // Across a kill the counts of the killed process are gone: none then.
+    let switches = (opts.kills == 0).then(|| context_switches(gateway.pid) - switches0);
     let cpu1 = match opts.kills {
         0 => last,
         _ => cpu0 + killed_cpu.load(Ordering::Relaxed) + last,
@@ -1080,6 +1140,10 @@ async fn through_gateway(opts: &Opts, mix: &Mix) -> Row {
         },
         match opts.mode {
             Mode::Single => format!("1 event/request, c{}", opts.concurrency),
+            Mode::Ordered => format!(
+                "1 event/request, ordered producer (never two un-acked on a key), c{}",
+                opts.concurrency
+            ),
             Mode::Batch => format!("batches of {}, c{}", opts.batch, opts.concurrency),
         }
     ) + &opts
@@ -1103,6 +1167,7 @@ async fn through_gateway(opts: &Opts, mix: &Mix) -> Row {
         ticks_us(self1 - self0),
         Some(GatewayFigures {
             cpu_us_per_event: ticks_us(cpu1 - cpu0) / delivered,
+            switches_per_event: switches.map(|n| n as f64 / delivered),
             busy_cores: ticks_us(cpu1 - cpu0) / 1e6 / busy.as_secs_f64(),
             db: db.map(|d| DbCpu {
                 sessions_us: d.sessions_us / delivered,
@@ -1188,18 +1253,20 @@ fn print_table(rows: &[Row]) {
     println!();
     println!(
         "| run | delivered ev/s | of ceiling | ingest ev/s | gateway CPU µs/ev | \
-         database CPU µs/ev | bench CPU µs/ev | gateway RSS / peak MiB | \
+         gateway switches/ev | database CPU µs/ev | bench CPU µs/ev | gateway RSS / peak MiB | \
          request p50 / p99 ms | event→delivery p50 / p99 ms | lost | reordered |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let share = match (ceiling, &r.gateway) {
             (Some(c), Some(_)) if c > 0.0 => format!("{:.0}%", 100.0 * r.delivered_per_s / c),
             _ => dash(),
         };
-        let (cpu, db, rss) = match &r.gateway {
+        let (cpu, switches, db, rss) = match &r.gateway {
             Some(g) => (
                 format!("{:.0}", g.cpu_us_per_event),
+                g.switches_per_event
+                    .map_or_else(dash, |n| format!("{n:.1}")),
                 g.db.as_ref().map_or_else(
                     || "in the gateway".to_string(),
                     |d| format!("{:.0}", d.sessions_us + d.background_us),
@@ -1210,10 +1277,10 @@ fn print_table(rows: &[Row]) {
                     g.hwm_kib as f64 / 1024.0
                 ),
             ),
-            None => (dash(), dash(), dash()),
+            None => (dash(), dash(), dash(), dash()),
         };
         println!(
-            "| {} | {} | {share} | {} | {cpu} | {db} | {:.0} | {rss} | {:.2} / {:.2} | {:.2} / {:.2} | {} | {} |",
+            "| {} | {} | {share} | {} | {cpu} | {switches} | {db} | {:.0} | {rss} | {:.2} / {:.2} | {:.2} / {:.2} | {} | {} |",
             r.name,
             thousands(r.delivered_per_s),
             r.ingest_per_s.map_or_else(dash, thousands),
@@ -1412,6 +1479,24 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> Option<(
 }
 
 /// utime + stime of `/proc/<pid>/stat`, in clock ticks.
+/// Context switches so far of every live thread of process `pid`.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 fn cpu_ticks(pid: &str) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name (field 2) may hold spaces; fields are counted after it.
