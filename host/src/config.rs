@@ -189,8 +189,9 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsoleConfig {
-    /// Serve the console. Off, `/ui/` answers 404 and nothing is recorded
-    /// for its plots.
+    /// Serve the console on this node. Off, `/ui/` is not served; the
+    /// per-minute counts behind its plots are still written (another node
+    /// may serve it).
     pub enabled: bool,
     /// How long a console session lasts after logging in, in hours.
     pub session_hours: u32,

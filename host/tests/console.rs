@@ -665,3 +665,32 @@ async fn without_tokens_only_loopback_names_reach_the_console() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_search_box_finds_an_event_by_id_and_anything_else_as_a_key() {
+    let c = console_with(&tokens()).await;
+    c.ingest(json!({"id": "evt-42", "type": "t", "keys": ["msisdn:1"], "payload": {}}))
+        .await;
+    let noc = c.login(READ).await;
+    for (q, to) in [
+        ("evt-42", "/ui/events/evt-42"),
+        (" msisdn:1 ", "/ui/keys/msisdn:1"),
+        ("a/b?c", "/ui/keys/a%2Fb%3Fc"),
+        ("..", "/ui/key?key=%2E%2E"),
+        ("", "/ui/"),
+    ] {
+        let path = format!(
+            "/ui/find?q={}",
+            percent_encoding::utf8_percent_encode(q, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let r = c.get(&path, Some(&noc)).await;
+        assert_eq!(
+            (r.status, r.location()),
+            (StatusCode::SEE_OTHER, to),
+            "{q:?}"
+        );
+    }
+    let r = c.get("/ui/key?key=..", Some(&noc)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("Key .."), "{}", r.body);
+}
