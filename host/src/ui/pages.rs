@@ -7,15 +7,13 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::{Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::session::Session;
-use super::view::{
-    self, badge, count, csrf, event_link, key_link, maybe_time, page, time, Refused,
-};
+use super::view::{self, badge, count, csrf, event_link, key_link, maybe_time, page, time};
 use super::UiState;
 use crate::api::connectors::{view as connector_view, ConnectorView};
 use crate::api::error::ApiError;
@@ -24,7 +22,28 @@ use crate::queue::{now_ms, DeliveryState};
 use crate::store::{DeadFilter, MinuteCount};
 use crate::timefmt;
 
-type PageResult = Result<Markup, Refused>;
+/// An API error as a console page.
+pub struct Failed(ApiError);
+
+impl From<ApiError> for Failed {
+    fn from(e: ApiError) -> Self {
+        Failed(e)
+    }
+}
+
+impl From<crate::store::StoreError> for Failed {
+    fn from(e: crate::store::StoreError) -> Self {
+        Failed(e.into())
+    }
+}
+
+impl IntoResponse for Failed {
+    fn into_response(self) -> Response {
+        view::refusal(self.0.status, &self.0.body.message)
+    }
+}
+
+type PageResult = Result<Markup, Failed>;
 
 /// How bad a connector's state is, worst first: the overview lists the
 /// connectors that need an operator at the top.
@@ -80,7 +99,7 @@ fn described(info: &serde_json::Value) -> String {
     }
 }
 
-async fn views(state: &UiState) -> Result<Vec<ConnectorView>, Refused> {
+async fn views(state: &UiState) -> Result<Vec<ConnectorView>, Failed> {
     let mut out = Vec::new();
     for name in state.app.fleet.names() {
         out.push(connector_view(&state.app, &name).await?);
@@ -177,7 +196,7 @@ pub async fn overview(session: Session, State(state): State<UiState>) -> PageRes
 pub async fn series(
     _session: Session,
     State(state): State<UiState>,
-) -> Result<Json<serde_json::Value>, Refused> {
+) -> Result<Json<serde_json::Value>, Failed> {
     let now = now_ms();
     let now_minute = now.div_euclid(60_000);
     let first = now_minute - 60;
@@ -362,13 +381,13 @@ pub struct DeadForm {
 
 impl DeadForm {
     /// The filter, as the API reads it (the same checks), up to `limit`.
-    pub fn filter(&self, limit: usize) -> Result<DeadFilter, Refused> {
-        let time = |field: &'static str, text: &str| -> Result<Option<i64>, Refused> {
+    pub fn filter(&self, limit: usize) -> Result<DeadFilter, Failed> {
+        let time = |field: &'static str, text: &str| -> Result<Option<i64>, Failed> {
             if text.trim().is_empty() {
                 return Ok(None);
             }
             timefmt::parse_utc(text).map(Some).ok_or_else(|| {
-                Refused::from(ApiError::new(
+                Failed(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "invalid_query",
                     format!("{field}: {text:?} is not a time; use YYYY-MM-DDTHH:MM (UTC)"),
@@ -510,7 +529,7 @@ pub async fn event(
 ) -> PageResult {
     crate::api::extract::stored_text("id", &id, crate::queue::event::MAX_ID_LEN)?;
     let Some(e) = state.app.store.catalog().event(&id).await? else {
-        return Err(Refused::from(ApiError::new(
+        return Err(Failed(ApiError::new(
             StatusCode::NOT_FOUND,
             "event_not_found",
             format!("No event with id {id:?} is stored: it was never accepted, or it finished and passed the dedup window."),
@@ -738,7 +757,7 @@ pub async fn find(
     _session: Session,
     State(state): State<UiState>,
     Query(f): Query<FindQuery>,
-) -> Result<Redirect, Refused> {
+) -> Result<Redirect, Failed> {
     let q = f.q.trim();
     if q.is_empty() {
         return Ok(Redirect::to("/ui/"));
