@@ -10,9 +10,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::html;
 
-use super::pages::{DeadForm, Failed, DEAD_PAGE};
+use super::pages::{DeadForm, DEAD_PAGE};
 use super::session::Session;
-use super::view::{self, count, csrf, page};
+use super::view::{self, count, csrf, page, Refused};
 use super::UiState;
 use crate::api::connectors::{deploy, roll_back, set_limits, set_paused};
 use crate::api::error::ApiError;
@@ -30,8 +30,8 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
         .map_or("", |(_, v)| v.as_str())
 }
 
-fn bad(message: String) -> Failed {
-    Failed::from(ApiError::new(
+fn bad(message: String) -> Refused {
+    Refused::from(ApiError::new(
         StatusCode::BAD_REQUEST,
         "invalid_form",
         message,
@@ -63,12 +63,12 @@ pub async fn connector(
             ))
         }
     };
-    done.map_err(|e| Failed::from(e).into_response())?;
+    done.map_err(|e| Refused::from(e).into_response())?;
     Ok(back_to(&name).into_response())
 }
 
 /// The limits form: an empty field means "as configured".
-fn limits_of(concurrency: &str, rate: &str) -> Result<LimitOverrides, Failed> {
+fn limits_of(concurrency: &str, rate: &str) -> Result<LimitOverrides, Refused> {
     let concurrency = match concurrency.trim() {
         "" => None,
         c => Some(
@@ -126,7 +126,7 @@ pub async fn upload(
     }
     deploy(&state.app, &name, &wasm, &session.actor)
         .await
-        .map_err(|e| Failed::from(e).into_response())?;
+        .map_err(|e| Refused::from(e).into_response())?;
     Ok(back_to(&name).into_response())
 }
 
@@ -139,7 +139,7 @@ pub async fn dead_letters(
     Form(form): Form<Vec<(String, String)>>,
 ) -> Result<Response, Response> {
     session.may_act(field(&form, "csrf"))?;
-    let fail = |e: Failed| e.into_response();
+    let fail = |e: Refused| e.into_response();
     let action = field(&form, "action");
     let (op, verb) = action_of(action).map_err(|e| fail(e.into()))?;
     let filter = DeadForm {

@@ -7,13 +7,15 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{Redirect, Response};
 use axum::Json;
 use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::session::Session;
-use super::view::{self, badge, count, csrf, event_link, key_link, maybe_time, page, time};
+use super::view::{
+    self, badge, count, csrf, event_link, key_link, maybe_time, page, time, Refused,
+};
 use super::UiState;
 use crate::api::connectors::{view as connector_view, ConnectorView};
 use crate::api::error::ApiError;
@@ -22,28 +24,7 @@ use crate::queue::{now_ms, DeliveryState};
 use crate::store::{DeadFilter, MinuteCount};
 use crate::timefmt;
 
-/// An API error as a console page.
-pub struct Failed(ApiError);
-
-impl From<ApiError> for Failed {
-    fn from(e: ApiError) -> Self {
-        Failed(e)
-    }
-}
-
-impl From<crate::store::StoreError> for Failed {
-    fn from(e: crate::store::StoreError) -> Self {
-        Failed(e.into())
-    }
-}
-
-impl IntoResponse for Failed {
-    fn into_response(self) -> Response {
-        view::refusal(self.0.status, &self.0.body.message)
-    }
-}
-
-type PageResult = Result<Markup, Failed>;
+type PageResult = Result<Markup, Refused>;
 
 /// How bad a connector's state is, worst first: the overview lists the
 /// connectors that need an operator at the top.
@@ -99,7 +80,7 @@ fn described(info: &serde_json::Value) -> String {
     }
 }
 
-async fn views(state: &UiState) -> Result<Vec<ConnectorView>, Failed> {
+async fn views(state: &UiState) -> Result<Vec<ConnectorView>, Refused> {
     let mut out = Vec::new();
     for name in state.app.fleet.names() {
         out.push(connector_view(&state.app, &name).await?);
@@ -196,7 +177,7 @@ pub async fn overview(session: Session, State(state): State<UiState>) -> PageRes
 pub async fn series(
     _session: Session,
     State(state): State<UiState>,
-) -> Result<Json<serde_json::Value>, Failed> {
+) -> Result<Json<serde_json::Value>, Refused> {
     let now = now_ms();
     let now_minute = now.div_euclid(60_000);
     let first = now_minute - 60;
@@ -381,13 +362,13 @@ pub struct DeadForm {
 
 impl DeadForm {
     /// The filter, as the API reads it (the same checks), up to `limit`.
-    pub fn filter(&self, limit: usize) -> Result<DeadFilter, Failed> {
-        let time = |field: &'static str, text: &str| -> Result<Option<i64>, Failed> {
+    pub fn filter(&self, limit: usize) -> Result<DeadFilter, Refused> {
+        let time = |field: &'static str, text: &str| -> Result<Option<i64>, Refused> {
             if text.trim().is_empty() {
                 return Ok(None);
             }
             timefmt::parse_utc(text).map(Some).ok_or_else(|| {
-                Failed(ApiError::new(
+                Refused::from(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "invalid_query",
                     format!("{field}: {text:?} is not a time; use YYYY-MM-DDTHH:MM (UTC)"),
@@ -529,7 +510,7 @@ pub async fn event(
 ) -> PageResult {
     crate::api::extract::stored_text("id", &id, crate::queue::event::MAX_ID_LEN)?;
     let Some(e) = state.app.store.catalog().event(&id).await? else {
-        return Err(Failed(ApiError::new(
+        return Err(Refused::from(ApiError::new(
             StatusCode::NOT_FOUND,
             "event_not_found",
             format!("No event with id {id:?} is stored: it was never accepted, or it finished and passed the dedup window."),
@@ -757,7 +738,7 @@ pub async fn find(
     _session: Session,
     State(state): State<UiState>,
     Query(f): Query<FindQuery>,
-) -> Result<Redirect, Failed> {
+) -> Result<Redirect, Refused> {
     let q = f.q.trim();
     if q.is_empty() {
         return Ok(Redirect::to("/ui/"));

@@ -127,6 +127,19 @@ impl IntoResponse for Refused {
     }
 }
 
+/// An API error as a console page: its status and message.
+impl From<crate::api::error::ApiError> for Refused {
+    fn from(e: crate::api::error::ApiError) -> Self {
+        Refused(e.status, e.body.message)
+    }
+}
+
+impl From<crate::store::StoreError> for Refused {
+    fn from(e: crate::store::StoreError) -> Self {
+        crate::api::error::ApiError::from(e).into()
+    }
+}
+
 impl From<Refused> for Response {
     fn from(r: Refused) -> Self {
         r.into_response()
