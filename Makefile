@@ -58,9 +58,39 @@ ci: lint test
 toolchain:
 	rustup toolchain install
 
-## Connectors and test fixtures, as wasm32-wasip2 components in $(CONNECTORS_WASM).
+## Connectors and test fixtures, as wasm32-wasip2 components in
+## $(CONNECTORS_WASM): the Rust ones, then the webhook connector in
+## TypeScript and Python (webhook-ts.wasm, webhook-py.wasm), each rebuilt
+## only when its sources or toolchain change.
 connectors: toolchain
 	cd connectors && $(CARGO) build --release
+	$(MAKE) --no-print-directory $(CONNECTORS_WASM)/webhook-ts.wasm $(CONNECTORS_WASM)/webhook-py.wasm
+
+## The TypeScript toolchain (componentize-js, jco, rolldown, typescript),
+## pinned by sdk/ts/package-lock.json, and the Python one (componentize-py),
+## pinned with hashes by sdk/python/requirements.txt, in a virtual
+## environment under target/. Both come from the public registries.
+TS_SDK := sdk/ts
+PY_VENV := target/python-venv
+WIT_FILES := $(shell find wit -name '*.wit')
+
+$(TS_SDK)/node_modules/.package-lock.json: $(TS_SDK)/package.json $(TS_SDK)/package-lock.json
+	cd $(TS_SDK) && npm ci --no-audit --no-fund --loglevel=error
+
+$(PY_VENV)/installed: sdk/python/requirements.txt
+	python3 -m venv $(PY_VENV)
+	$(PY_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r $<
+	touch $@
+
+$(CONNECTORS_WASM)/webhook-ts.wasm: $(TS_SDK)/node_modules/.package-lock.json $(TS_SDK)/build.mjs \
+		$(TS_SDK)/tsconfig.json $(wildcard $(TS_SDK)/src/*.ts) $(wildcard connectors/webhook-ts/src/*.ts) $(WIT_FILES)
+	@mkdir -p $(@D)
+	node $(TS_SDK)/build.mjs connectors/webhook-ts -o $@
+
+$(CONNECTORS_WASM)/webhook-py.wasm: $(PY_VENV)/installed sdk/python/build.py \
+		$(wildcard sdk/python/switchboard_connector/*.py) connectors/webhook-py/app.py $(WIT_FILES)
+	@mkdir -p $(@D)
+	$(PY_VENV)/bin/python sdk/python/build.py connectors/webhook-py -o $@
 
 build: connectors
 	$(CARGO) build --release -p switchboard

@@ -109,7 +109,8 @@ impl Harness {
     /// The built connector `name` (e.g. `"webhook"`, `"forbidden-host"`).
     ///
     /// The file is `<name>.wasm` with `-` replaced by `_` (cargo's artefact
-    /// naming), looked for in this order, first hit wins:
+    /// naming) or, failing that, `<name>.wasm` itself (a TypeScript or
+    /// Python build), looked for in these places in order, first hit wins:
     /// 1. `$SWITCHBOARD_WASM_DIR/` (an explicit override, e.g. in CI);
     /// 2. `$CARGO_TARGET_DIR/wasm32-wasip2/release/`;
     /// 3. `<dir>/target/wasm32-wasip2/release/` for `<dir>` = the test
@@ -297,6 +298,7 @@ impl Harness {
                 // Small pool: a test runs a handful of calls at a time.
                 let runtime = Runtime::new(RuntimeConfig {
                     max_instances: 8,
+                    cache_dir: Some(compile_cache_dir()),
                     ..RuntimeConfig::default()
                 })
                 .map_err(|e| HarnessError::Runtime(e.to_string()))?;
@@ -314,9 +316,25 @@ impl Harness {
     }
 }
 
+/// Where harnesses keep compiled components between tests and runs:
+/// `$SWITCHBOARD_COMPILE_CACHE`, else `switchboard-connector-test-cache` in
+/// the system's temporary directory. A Rust connector compiles in tens of
+/// milliseconds, but a JavaScript or Python one takes 10–20 s; with the
+/// cache every test after the first loads it in well under a second. The
+/// cache is wasmtime's own, keyed by the component's bytes and the engine's
+/// settings, so a rebuilt component is never served stale.
+fn compile_cache_dir() -> PathBuf {
+    std::env::var_os("SWITCHBOARD_COMPILE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("switchboard-connector-test-cache"))
+}
+
 /// Find the built `.wasm` of connector `name`; see [`Harness::connector`].
 fn find_wasm(name: &str) -> Result<PathBuf, HarnessError> {
+    // Cargo names a Rust artefact with `_`; the TypeScript and Python builds
+    // keep the connector's own name (`webhook-ts.wasm`).
     let file = format!("{}.wasm", name.replace('-', "_"));
+    let own = format!("{name}.wasm");
     let mut dirs: Vec<PathBuf> = Vec::new();
     if let Some(dir) = std::env::var_os("SWITCHBOARD_WASM_DIR") {
         dirs.push(PathBuf::from(dir));
@@ -338,9 +356,10 @@ fn find_wasm(name: &str) -> Result<PathBuf, HarnessError> {
         if searched.contains(&dir) {
             continue;
         }
-        let candidate = dir.join(&file);
-        if candidate.is_file() {
-            return Ok(candidate);
+        for candidate in [dir.join(&file), dir.join(&own)] {
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
         }
         searched.push(dir);
     }

@@ -1,4 +1,8 @@
-//! `webhook` (SPEC §4.5): POST the payload verbatim to `config.url`.
+//! The webhook conformance suite (SPEC §4.5: POST the payload verbatim to
+//! `config.url`), run against each build of the webhook connector, whatever
+//! its source language: `webhook` (Rust), `webhook-ts` (TypeScript) and
+//! `webhook-py` (Python). Every check is a function of the connector's name;
+//! [`conformance!`] makes one test per check and build.
 
 use crate::{check_statuses, refused_host, SPEC_STATUSES};
 use std::time::Duration;
@@ -6,11 +10,32 @@ use switchboard_connector_test::{
     Delivery, FakeUpstream, Harness, Limits, Outcome, OutcomeExt, Reply,
 };
 
-fn webhook(up: &FakeUpstream) -> Harness {
-    Harness::connector("webhook")
+fn webhook(name: &str, up: &FakeUpstream) -> Harness {
+    Harness::connector(name)
         .config("url", up.url("/op"))
         .allow_host(up.host())
 }
+
+/// One test module per build, one test per check.
+macro_rules! conformance {
+    ($($module:ident => $name:literal),* $(,)?) => {$(
+        mod $module {
+            conformance!(@checks $name: declares_url, posts_payload_verbatim_with_spec_headers,
+                classifies_statuses_per_spec, honours_retry_after_seconds_and_dates,
+                every_attempt_carries_the_same_idempotency_key, transport_failures_are_retried,
+                configuration_mistakes_are_rejected, carries_a_body_of_nine_mebibytes,
+                a_denied_host_is_a_retry_that_says_so);
+        }
+    )*};
+    (@checks $name:literal: $($check:ident),*) => {$(
+        #[tokio::test]
+        async fn $check() {
+            super::$check($name).await
+        }
+    )*};
+}
+
+conformance!(rust => "webhook", typescript => "webhook-ts", python => "webhook-py");
 
 fn assign() -> Delivery {
     Delivery::new("number.assign")
@@ -21,18 +46,17 @@ fn assign() -> Delivery {
         .payload_text(r#"{ "msisdn":"2065551234",  "customer":"A2" }"#)
 }
 
-#[tokio::test]
-async fn declares_url() {
+async fn declares_url(name: &str) {
     let up = FakeUpstream::start().await;
-    let info = webhook(&up).describe().await.unwrap();
+    let info = webhook(name, &up).describe().await.unwrap();
     assert_eq!(info.name, "webhook");
+    assert!(!info.version.is_empty());
     assert!(info.config.iter().any(|f| f.name == "url" && f.required));
 }
 
-#[tokio::test]
-async fn posts_payload_verbatim_with_spec_headers() {
+async fn posts_payload_verbatim_with_spec_headers(name: &str) {
     let up = FakeUpstream::start().await;
-    assert_eq!(webhook(&up).deliver(assign()).await, Outcome::Done);
+    assert_eq!(webhook(name, &up).deliver(assign()).await, Outcome::Done);
 
     let reqs = up.requests();
     assert_eq!(reqs.len(), 1);
@@ -44,9 +68,11 @@ async fn posts_payload_verbatim_with_spec_headers() {
         ("x-switchboard-type", "number.assign"),
         ("content-type", "application/json"),
     ];
-    for (name, want) in headers {
-        assert_eq!(req.header(name), Some(want), "header {name}");
+    for (header, want) in headers {
+        assert_eq!(req.header(header), Some(want), "{name}: header {header}");
     }
+    let agent = req.header("user-agent").unwrap_or_default();
+    assert!(agent.starts_with("switchboard-webhook"), "{name}: {agent}");
     assert_eq!(
         req.body_text(),
         r#"{ "msisdn":"2065551234",  "customer":"A2" }"#
@@ -58,16 +84,14 @@ async fn posts_payload_verbatim_with_spec_headers() {
     assert_eq!(req.header("transfer-encoding"), None);
 }
 
-#[tokio::test]
-async fn classifies_statuses_per_spec() {
+async fn classifies_statuses_per_spec(name: &str) {
     let up = FakeUpstream::start().await;
-    check_statuses(&webhook(&up), &up, SPEC_STATUSES, assign).await;
+    check_statuses(&webhook(name, &up), &up, SPEC_STATUSES, assign).await;
 }
 
-#[tokio::test]
-async fn honours_retry_after_seconds_and_dates() {
+async fn honours_retry_after_seconds_and_dates(name: &str) {
     let up = FakeUpstream::start().await;
-    let h = webhook(&up);
+    let h = webhook(name, &up);
     let table: &[(Reply, Option<Duration>)] = &[
         (
             Reply::status(429).header("retry-after", "120"),
@@ -93,11 +117,10 @@ async fn honours_retry_after_seconds_and_dates() {
     }
 }
 
-#[tokio::test]
-async fn every_attempt_carries_the_same_idempotency_key() {
+async fn every_attempt_carries_the_same_idempotency_key(name: &str) {
     let up = FakeUpstream::start().await;
     up.push(Reply::status(503));
-    let h = webhook(&up);
+    let h = webhook(name, &up);
     assert_eq!(h.deliver(assign().attempt(1)).await.kind(), "retry");
     assert_eq!(h.deliver(assign().attempt(2)).await, Outcome::Done);
     let keys: Vec<_> = up
@@ -108,10 +131,9 @@ async fn every_attempt_carries_the_same_idempotency_key() {
     assert_eq!(keys, vec![Some("dlv-7".to_string()); 2]);
 }
 
-#[tokio::test]
-async fn transport_failures_are_retried() {
+async fn transport_failures_are_retried(name: &str) {
     let refused = refused_host();
-    let outcome = Harness::connector("webhook")
+    let outcome = Harness::connector(name)
         .config("url", format!("http://{refused}/op"))
         .allow_host(refused)
         .deliver(assign())
@@ -120,7 +142,7 @@ async fn transport_failures_are_retried() {
 
     let up = FakeUpstream::start().await;
     up.push(Reply::ok().delay(Duration::from_secs(3)));
-    let outcome = webhook(&up)
+    let outcome = webhook(name, &up)
         .limits(Limits {
             request_timeout: Duration::from_millis(300),
             ..Limits::default()
@@ -134,18 +156,48 @@ async fn transport_failures_are_retried() {
     );
 }
 
-#[tokio::test]
-async fn configuration_mistakes_are_rejected() {
+async fn configuration_mistakes_are_rejected(name: &str) {
     for (config, why) in [
         (None, "missing url"),
         (Some("ftp://example/x"), "unsupported scheme"),
         (Some("http://user:pw@127.0.0.1/x"), "credentials in url"),
     ] {
-        let mut h = Harness::connector("webhook");
+        let mut h = Harness::connector(name);
         if let Some(url) = config {
             h = h.config("url", url);
         }
         let outcome = h.deliver(assign()).await;
         assert_eq!(outcome.kind(), "reject", "{why}: {outcome:?}");
     }
+}
+
+async fn carries_a_body_of_nine_mebibytes(name: &str) {
+    // Near the gateway's default ingest limit (10 MiB per request): what
+    // was accepted must be deliverable, in every language.
+    let up = FakeUpstream::start().await;
+    let filler = "0123456789abcdef".repeat(9 * 1024 * 1024 / 16);
+    let payload = format!(r#"{{"msisdn":"2065551234","notes":"{filler}"}}"#);
+    let outcome = webhook(name, &up)
+        .deliver(assign().payload_text(payload.clone()))
+        .await;
+    assert_eq!(outcome, Outcome::Done, "{name}");
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].body.len(), payload.len(), "{name}");
+    assert!(reqs[0].body_text() == payload, "{name}: body differs");
+    let length = payload.len().to_string();
+    assert_eq!(reqs[0].header("content-length"), Some(length.as_str()));
+}
+
+async fn a_denied_host_is_a_retry_that_says_so(name: &str) {
+    // The real reason reaches the operator, not "an error occurred".
+    let up = FakeUpstream::start().await;
+    let outcome = Harness::connector(name)
+        .config("url", up.url("/op"))
+        .deliver(assign())
+        .await;
+    assert_eq!(outcome.kind(), "retry", "{name}: {outcome:?}");
+    let reason = outcome.reason().unwrap_or_default();
+    assert!(reason.contains("allowed_hosts"), "{name}: {reason}");
+    assert!(up.requests().is_empty());
 }
