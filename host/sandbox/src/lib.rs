@@ -36,6 +36,7 @@
 
 mod budget;
 mod egress;
+mod footprint;
 mod gate;
 mod guest_log;
 mod resolve;
@@ -43,6 +44,7 @@ mod tls;
 
 use budget::{CallBudget, HostCaps, LimitHit};
 use egress::{EgressHooks, EgressPolicy, Pools, ScopedSecret};
+pub use footprint::Footprint;
 pub use gate::{EgressGate, Pass};
 use guest_log::{GuestLog, Source};
 use sha2::{Digest, Sha256};
@@ -332,6 +334,10 @@ pub enum RuntimeError {
     /// `describe` failed, trapped or timed out.
     #[error("component's describe() failed: {0}")]
     Describe(String),
+    /// The component needs more of the instance pool per call than this
+    /// runtime has in all (`max_instances` slots).
+    #[error("component cannot run here: {0}")]
+    TooBig(String),
     /// No sandbox slot was free to run `describe`: the runtime is saturated,
     /// the component was not judged.
     #[error("cannot check the component now: {0}")]
@@ -461,12 +467,13 @@ impl Runtime {
     pub fn new(cfg: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         let mut pool = PoolingAllocationConfig::new();
         let n = cfg.max_instances.max(1);
+        // Each slot brings a fixed share of core instances, memories and
+        // tables; a call holds as many slots as its component needs (see
+        // `footprint`), so the pool never runs dry under a call.
         pool.total_component_instances(n)
-            // Components built by wit-component contain a few core instances
-            // (main module + shims) and at most a couple of memories/tables.
-            .total_core_instances(n.saturating_mul(8))
-            .total_memories(n.saturating_mul(2))
-            .total_tables(n.saturating_mul(4))
+            .total_core_instances(n.saturating_mul(footprint::CORE_INSTANCES_PER_SLOT))
+            .total_memories(n.saturating_mul(footprint::MEMORIES_PER_SLOT))
+            .total_tables(n.saturating_mul(footprint::TABLES_PER_SLOT))
             .total_stacks(n)
             .max_memory_size(cfg.max_memory_bytes)
             // Keep the first 256 KiB of each slot's memory resident, so the
@@ -584,6 +591,13 @@ impl Runtime {
     ///
     /// Errors say which check failed; nothing is retained on error.
     pub async fn load(&self, wasm: &[u8]) -> Result<Component, RuntimeError> {
+        self.load_with(wasm, &Limits::default()).await
+    }
+
+    /// [`Runtime::load`], running `describe` under `limits` (a connector's
+    /// own memory cap, deadline and CPU budget), so a component that cannot
+    /// start within them is refused here rather than failing every delivery.
+    pub async fn load_with(&self, wasm: &[u8], limits: &Limits) -> Result<Component, RuntimeError> {
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(wasm)));
         let engine = self.shared.engine.clone();
         let bytes = wasm.to_vec();
@@ -594,6 +608,20 @@ impl Runtime {
         .await
         .map_err(|e| RuntimeError::Compile(format!("compile task failed: {e}")))?
         .map_err(|e| RuntimeError::Compile(format!("{e:#}")))?;
+
+        let footprint = Footprint::of(wasm).map_err(RuntimeError::Compile)?;
+        let total = self.shared.cfg.max_instances.max(1);
+        if footprint.slots() > total {
+            return Err(RuntimeError::TooBig(format!(
+                "one instance creates {} core instances, {} memories and {} tables, \
+                 which take {} sandbox slots per call; this gateway has {total} \
+                 (runtime.max_instances)",
+                footprint.core_instances,
+                footprint.memories,
+                footprint.tables,
+                footprint.slots()
+            )));
+        }
 
         let instance_pre = self
             .shared
@@ -607,6 +635,7 @@ impl Runtime {
             inner: Arc::new(ComponentInner {
                 pre,
                 digest,
+                footprint,
                 info: ConnectorInfo {
                     name: String::new(),
                     version: String::new(),
@@ -615,7 +644,7 @@ impl Runtime {
                 shared: self.shared.clone(),
             }),
         };
-        let info = component.describe().await?;
+        let info = component.describe(limits).await?;
         if let Some(inner) = Arc::get_mut(&mut component.inner) {
             inner.info = info;
         }
@@ -692,6 +721,7 @@ fn spawn_epoch_ticker(
 struct ComponentInner {
     pre: bindings::ConnectorPre<State>,
     digest: String,
+    footprint: Footprint,
     info: ConnectorInfo,
     shared: Arc<Shared>,
 }
@@ -730,13 +760,19 @@ impl Component {
         &self.inner.info
     }
 
+    /// What one instance of it takes from the pool.
+    pub fn footprint(&self) -> Footprint {
+        self.inner.footprint
+    }
+
     /// Waits for an instance slot, at most `deadline` less a margin (a
     /// tenth of it, or a second if that is more, but never more than nine
     /// tenths): a call that gets no slot ends as [`Outcome::Busy`] before
     /// any timer the caller set to the same deadline fires.
     async fn slot(&self, deadline: Duration) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let shared = &self.inner.shared;
-        if let Ok(permit) = shared.slots.clone().try_acquire_owned() {
+        let slots = self.inner.footprint.slots();
+        if let Ok(permit) = shared.slots.clone().try_acquire_many_owned(slots) {
             return Some(permit);
         }
         shared.slot_waits.fetch_add(1, Ordering::Relaxed);
@@ -744,7 +780,7 @@ impl Component {
             .max(Duration::from_secs(1))
             .min(deadline / 10 * 9);
         let patience = deadline.saturating_sub(margin);
-        match tokio::time::timeout(patience, shared.slots.clone().acquire_owned()).await {
+        match tokio::time::timeout(patience, shared.slots.clone().acquire_many_owned(slots)).await {
             Ok(Ok(permit)) => Some(permit),
             // The semaphore is never closed; treat it like a timeout anyway.
             Ok(Err(_)) | Err(_) => {
@@ -754,8 +790,11 @@ impl Component {
         }
     }
 
-    async fn describe(&self) -> Result<ConnectorInfo, RuntimeError> {
-        let sandbox = Sandbox::default();
+    async fn describe(&self, limits: &Limits) -> Result<ConnectorInfo, RuntimeError> {
+        let sandbox = Sandbox {
+            limits: limits.clone(),
+            ..Sandbox::default()
+        };
         let deadline = sandbox.limits.deadline;
         let started = tokio::time::Instant::now();
         let Some(_slot) = self.slot(deadline).await else {
@@ -781,6 +820,9 @@ impl Component {
                 return Err(RuntimeError::Describe(format!(
                     "timed out after {deadline:?}"
                 )))
+            }
+            Ok(Err(e)) if pool_exhausted(&e) => {
+                return Err(RuntimeError::Busy(format!("sandbox pool exhausted: {e}")));
             }
             Ok(Err(e)) => {
                 return Err(RuntimeError::Describe(failure_reason(&e, &log, &caps)));
@@ -985,6 +1027,12 @@ impl Component {
                 after: None,
                 reason: format!("connector exceeded its wall-clock deadline of {deadline:?}"),
             },
+            // The pool ran dry under the call (the footprint counts what it
+            // can see; this is the backstop): the gateway's limit, not the
+            // connector's failure.
+            Ok(Err(e)) if pool_exhausted(&e) => Outcome::Busy {
+                reason: format!("sandbox pool exhausted: {e}"),
+            },
             Ok(Err(e)) => Outcome::Retry {
                 after: None,
                 reason: failure_reason(&e, &log, &caps),
@@ -1016,6 +1064,12 @@ impl Component {
         }
         outcome
     }
+}
+
+/// Whether instantiating failed because the instance pool had no room left.
+fn pool_exhausted(e: &wasmtime::Error) -> bool {
+    e.chain()
+        .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
 }
 
 /// A one-line reason for a failed call, for operators.

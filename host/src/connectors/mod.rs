@@ -86,13 +86,20 @@ impl Connectors {
         wasm: &[u8],
         actor: &str,
     ) -> Result<ComponentVersion, DeployError> {
-        if !self.is_configured(connector) {
+        let Some(entry) = self.registry.get(connector) else {
             return Err(DeployError::UnknownConnector(connector.to_string()));
-        }
-        let component = self.runtime.load(wasm).await.map_err(|e| match e {
-            switchboard_sandbox::RuntimeError::Busy(_) => DeployError::Busy(e.to_string()),
-            e => DeployError::Invalid(e.to_string()),
-        })?;
+        };
+        // Judged under the connector's own limits: a component that cannot
+        // even describe itself within them would fail every delivery.
+        let limits = entry.sandbox().limits.clone();
+        let component = self
+            .runtime
+            .load_with(wasm, &limits)
+            .await
+            .map_err(|e| match e {
+                switchboard_sandbox::RuntimeError::Busy(_) => DeployError::Busy(e.to_string()),
+                e => DeployError::Invalid(e.to_string()),
+            })?;
         let info = info_json(&component);
         let stored = store
             .catalog()
@@ -146,10 +153,18 @@ impl Connectors {
             .component_wasm(connector, version)
             .await?
             .ok_or_else(|| DeployError::Invalid(format!("version {version} is not stored")))?;
-        self.runtime.load(&wasm).await.map_err(|e| match e {
-            switchboard_sandbox::RuntimeError::Busy(_) => DeployError::Busy(e.to_string()),
-            e => DeployError::Invalid(format!("stored version {version}: {e}")),
-        })
+        let limits = self
+            .registry
+            .get(connector)
+            .map(|entry| entry.sandbox().limits.clone())
+            .unwrap_or_default();
+        self.runtime
+            .load_with(&wasm, &limits)
+            .await
+            .map_err(|e| match e {
+                switchboard_sandbox::RuntimeError::Busy(_) => DeployError::Busy(e.to_string()),
+                e => DeployError::Invalid(format!("stored version {version}: {e}")),
+            })
     }
 
     /// At start: deploys each connector's configured component file if its
