@@ -333,6 +333,26 @@ pub fn write_config_on(
     hss: SocketAddr,
     concurrency: usize,
 ) -> PathBuf {
+    write_config_with(storage, dir, port, hss, concurrency, "webhook")
+}
+
+/// [`write_config_on`] with the `hss` connector running `component`
+/// (`webhook`, `webhook-ts`, `webhook-py`). The JavaScript and Python
+/// builds take 10-20 s to compile, so their compiles are kept between tests
+/// and runs in one cache in the temporary directory.
+pub fn write_config_with(
+    storage: &str,
+    dir: &Path,
+    port: u16,
+    hss: SocketAddr,
+    concurrency: usize,
+    component: &str,
+) -> PathBuf {
+    let cache = if component == "webhook" {
+        dir.join("cache")
+    } else {
+        std::env::temp_dir().join("switchboard-e2e-compile-cache")
+    };
     let path = dir.join(format!("switchboard-{port}.toml"));
     let text = format!(
         r#"
@@ -369,8 +389,8 @@ request_timeout_ms = 1500
 [connectors.config]
 url = "http://{hss}/op"
 "#,
-        cache = dir.join("cache").display(),
-        wasm = wasm("webhook").display(),
+        cache = cache.display(),
+        wasm = wasm(component).display(),
     );
     std::fs::write(&path, text).unwrap();
     path

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, write_config_on, Applied, Db, FakeHss, Gateway};
+use crate::harness::{
+    free_port, write_config_on, write_config_with, Applied, Db, FakeHss, Gateway,
+};
 
 /// Event `s` of number `m`: even steps assign to a customer, odd steps release.
 fn event(m: usize, s: usize) -> Value {
@@ -171,6 +173,56 @@ async fn reassignments_arrive_in_order_through_a_flaky_register(db: Db) {
     assert!(
         status.success(),
         "SIGTERM should be a clean exit, got {status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_webhook_carries_number_moves_in_order() {
+    number_moves_in_order_through("webhook-ts").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_webhook_carries_number_moves_in_order() {
+    number_moves_in_order_through("webhook-py").await
+}
+
+/// The same keyed mix through the webhook connector built from another
+/// language: nothing lost, nothing reordered, the register's refusals (a
+/// 503 now and then) retried.
+async fn number_moves_in_order_through(component: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let hss = FakeHss::default();
+    hss.inner().fail_percent.store(15, Ordering::Relaxed);
+    let hss_addr = hss.start().await;
+    let url = Db::Sqlite.fresh_url(dir.path()).await;
+    let config = write_config_with(&url, dir.path(), free_port(), hss_addr, 8, component);
+    let gw = Gateway::start(&config);
+    let (numbers, steps) = (30, 6);
+    post_all(
+        vec![gw.url("")],
+        numbers,
+        steps,
+        4,
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .await;
+    wait_applied(&hss, numbers * steps, &gw.log).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        hss.conflicts().is_empty(),
+        "{component}: {:?}",
+        hss.conflicts()
+    );
+    check_order(&hss.applied(), numbers, steps);
+    let v: Value = reqwest::get(gw.url("/v1/connectors/hss"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["component"]["info"]["name"], "webhook",
+        "{component}: {v}"
     );
 }
 
