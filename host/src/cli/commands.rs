@@ -202,9 +202,25 @@ async fn connector_on(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
         }
         ConnectorCmd::Deploy { name, file } => {
             let wasm = read_file(&file)?;
+            // A JavaScript or Python component (13-20 MB) takes 10-20 s to
+            // compile and check; say so on stderr, so the wait reads as work
+            // and stdout stays the answer alone.
+            let big = wasm.len() > 1 << 20;
+            let started = std::time::Instant::now();
+            if big {
+                eprintln!(
+                    "uploading {} ({:.1} MB); the gateway compiles and checks it before it answers \
+                     (10-20 s for a component this size)…",
+                    file.display(),
+                    wasm.len() as f64 / 1e6
+                );
+            }
             let v = c
                 .put_bytes(&path(&["v1", "connectors", &name, "component"]), wasm)
                 .await?;
+            if big {
+                eprintln!("accepted after {:.1} s", started.elapsed().as_secs_f64());
+            }
             c.print(&v, |v| format!("deployed {name}:\n{}", versions_text(v)))?;
         }
         ConnectorCmd::Versions { name } => {
