@@ -18,8 +18,17 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-WIT = os.environ.get(
-    "SWITCHBOARD_WIT", os.path.join(HERE, "..", "..", "wit", "switchboard-connector-0.1.0")
+# The world: beside this script in a scaffolded connector, else the repository's.
+WIT = os.environ.get("SWITCHBOARD_WIT") or next(
+    (
+        d
+        for d in (
+            os.path.join(HERE, "wit", "switchboard-connector-0.1.0"),
+            os.path.join(HERE, "..", "..", "wit", "switchboard-connector-0.1.0"),
+        )
+        if os.path.isdir(d)
+    ),
+    os.path.join(HERE, "wit", "switchboard-connector-0.1.0"),
 )
 
 # The world imports two interfaces named `types` (wasi:http's and ours):

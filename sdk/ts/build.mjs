@@ -9,8 +9,9 @@
 //    into one ES module; the WIT imports stay imports;
 // 4. componentize-js makes it a component of the `connector` world.
 //
-// Every tool comes from this directory's node_modules, installed from the
-// committed package-lock.json by `npm ci` (make connectors does it).
+// Every tool comes from node_modules (this directory's, or its parent's in
+// a scaffolded connector), installed from a committed package-lock.json by
+// `npm ci` (make connectors does it for the repository).
 
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,7 +20,18 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const wit = process.env.SWITCHBOARD_WIT ?? resolve(here, '../../wit/switchboard-connector-0.1.0');
+// The world: beside this script in a scaffolded connector (switchboard/wit),
+// else the repository's.
+const wit =
+  process.env.SWITCHBOARD_WIT ??
+  [join(here, 'wit/switchboard-connector-0.1.0'), resolve(here, '../../wit/switchboard-connector-0.1.0')].find(
+    (d) => existsSync(d),
+  );
+// The toolchain: installed here (sdk/ts in the repository) or in the
+// directory above (a scaffolded connector's own package.json).
+const modules = [join(here, 'node_modules'), resolve(here, '../node_modules')].find((d) =>
+  existsSync(join(d, '.bin', 'tsc')),
+);
 
 function usage(message) {
   console.error(`${message}\nusage: node build.mjs <connector dir> -o <out.wasm>`);
@@ -43,11 +55,15 @@ const entryName = candidates.includes('index.ts')
     : usage(`${src}: expected index.ts or exactly one .ts file, found ${candidates.join(', ') || 'none'}`);
 const entry = join(src, entryName);
 
-const bin = (name) => join(here, 'node_modules', '.bin', name);
-if (!existsSync(bin('tsc'))) {
-  console.error(`the TypeScript toolchain is not installed: run \`npm ci\` in ${here}`);
+if (modules === undefined) {
+  console.error(`the TypeScript toolchain is not installed: run \`npm ci\` (in ${resolve(here, '..')} or ${here})`);
   process.exit(1);
 }
+if (wit === undefined) {
+  console.error(`the connector world is missing: expected ${join(here, 'wit')}, or set SWITCHBOARD_WIT`);
+  process.exit(1);
+}
+const bin = (name) => join(modules, '.bin', name);
 function run(tool, argv) {
   try {
     execFileSync(bin(tool), argv, { stdio: 'inherit', cwd: dir });
@@ -86,7 +102,7 @@ process.on('exit', () => rmSync(work, { recursive: true, force: true }));
   );
   run('tsc', ['-p', tsconfig]);
 
-  const { build } = await import(join(here, 'node_modules/rolldown/dist/index.mjs'));
+  const { build } = await import(join(modules, 'rolldown/dist/index.mjs'));
   const bundle = join(work, 'connector.js');
   await build({
     input: entry,
@@ -97,7 +113,7 @@ process.on('exit', () => rmSync(work, { recursive: true, force: true }));
   });
 
   const { componentize } = await import(
-    join(here, 'node_modules/@bytecodealliance/componentize-js/src/componentize.js')
+    join(modules, '@bytecodealliance/componentize-js/src/componentize.js')
   );
   const { component } = await componentize({
     sourcePath: bundle,

@@ -16,5 +16,6 @@ mod quickstart;
 mod reassign;
 mod recovery;
 mod sandbox;
+mod scaffold;
 mod storage;
 mod webdriver;

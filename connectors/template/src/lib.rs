@@ -2,8 +2,9 @@
 //!
 //! As written, it POSTs each event's payload verbatim as JSON to
 //! `config.url`, with the delivery id as `Idempotency-Key` (the same on every
-//! attempt, so the upstream can drop duplicates) and the event type as
-//! `X-Switchboard-Type`, and classifies the answer per SPEC §4.5: 2xx →
+//! attempt, so the upstream can drop duplicates), the event id as
+//! `X-Switchboard-Event` and the event type as `X-Switchboard-Type` (SPEC
+//! §4.5's headers), and classifies the answer per SPEC §4.5: 2xx →
 //! done; 408, 429, 5xx, connect errors and timeouts → retry (honouring
 //! `Retry-After`); any other status → reject with the status and the start of
 //! the body.
@@ -45,6 +46,7 @@ fn send(d: &Delivery) -> Result<Outcome, Error> {
     let url = config::require("url")?;
     let resp = http::post(&url)
         .header("Idempotency-Key", &d.id)
+        .header("X-Switchboard-Event", &d.event_id)
         .header("X-Switchboard-Type", &d.event_type)
         .json_text(&d.payload)
         .send()?;

@@ -105,16 +105,42 @@ pub enum ConnectorCmd {
         #[arg(long)]
         rate: Option<f64>,
     },
-    /// Scaffold a new connector crate (builds for wasm32-wasip2, with tests
-    /// against a fake upstream) in DIR/NAME.
+    /// Scaffold a new connector in DIR/NAME, in Rust (a crate built for
+    /// wasm32-wasip2, tests against a fake upstream), TypeScript or Python
+    /// (the SDK, the toolchain pins and the WIT written into it; tests run
+    /// the built component with `connector check`). Its README has the
+    /// build, test and deploy commands.
     New {
         name: String,
-        /// Parent directory of the new crate.
+        /// Parent directory of the new connector.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// The guest SDK the crate depends on (by path).
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk"))]
-        sdk: PathBuf,
+        /// rust, ts (TypeScript) or python.
+        #[arg(long, default_value = "rust")]
+        lang: Lang,
+        /// The Rust guest SDK the crate depends on (by path; Rust only).
+        /// Default: the `sdk/` of the Switchboard checkout this binary was
+        /// built in, found from where the binary is.
+        #[arg(long, env = "SWITCHBOARD_SDK")]
+        sdk: Option<PathBuf>,
+    },
+    /// Load a component (.wasm) in the gateway's sandbox, without a gateway,
+    /// as an upload would: print what it declares and its footprint; with
+    /// --event, deliver that event once and print the outcome.
+    Check {
+        file: PathBuf,
+        /// A configuration value the connector reads (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// A host it may call, `host:port` or `host` (repeatable).
+        #[arg(long = "allow-host", value_name = "HOST")]
+        allow_hosts: Vec<String>,
+        /// An event to deliver ({"id", "type", "keys", "payload"}; - for stdin).
+        #[arg(long)]
+        event: Option<PathBuf>,
+        /// The connector's memory limit (default 64).
+        #[arg(long)]
+        memory_mb: Option<usize>,
     },
 }
 
@@ -170,24 +196,99 @@ pub fn migrated(versions: &[i64], format: Format) -> Result<(), CliError> {
 /// rest ask the gateway.
 pub fn connector(remote: &Remote, cmd: ConnectorCmd) -> Result<(), CliError> {
     match cmd {
-        ConnectorCmd::New { name, dir, sdk } => connector_new(&name, &dir, &sdk, remote.format),
+        ConnectorCmd::New {
+            name,
+            dir,
+            lang,
+            sdk,
+        } => connector_new(&name, &dir, lang, sdk, remote.format),
+        ConnectorCmd::Check {
+            file,
+            config,
+            allow_hosts,
+            event,
+            memory_mb,
+        } => super::check::check(
+            super::check::CheckArgs {
+                file,
+                config,
+                allow_hosts,
+                event,
+                memory_mb,
+            },
+            remote.format,
+        ),
         cmd => remote.run(|c| async move { connector_on(&c, cmd).await }),
     }
 }
 
 /// `connector new`: a refusal (a bad name, a directory in the way) is a
 /// usage error.
-fn connector_new(name: &str, dir: &Path, sdk: &Path, format: Format) -> Result<(), CliError> {
-    let path = switchboard_connector_test::scaffold::scaffold(name, dir, sdk)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
-    let text = match format {
-        Format::Json => serde_json::json!({ "created": path }).to_string(),
-        Format::Text => format!(
-            "created {0}\nnext: cd {0} && cargo build --release && cargo test --target host-tuple",
-            path.display()
+fn connector_new(
+    name: &str,
+    dir: &Path,
+    lang: Lang,
+    sdk: Option<PathBuf>,
+    format: Format,
+) -> Result<(), CliError> {
+    use switchboard_connector_test::scaffold;
+    let (path, next) = match lang {
+        Lang::Rust => (
+            scaffold::scaffold(name, dir, &rust_sdk(sdk)?),
+            "cargo build --release && cargo test --target host-tuple",
+        ),
+        Lang::Ts => (
+            scaffold::scaffold_ts(name, dir),
+            "npm ci && npm run build && npm test",
+        ),
+        Lang::Python => (
+            scaffold::scaffold_python(name, dir),
+            "make build && make test",
         ),
     };
+    let path = path.map_err(|e| CliError::Usage(e.to_string()))?;
+    let text = match format {
+        Format::Json => serde_json::json!({ "created": path }).to_string(),
+        Format::Text => format!("created {0}\nnext: cd {0} && {next}", path.display()),
+    };
     emit(&text)
+}
+
+/// The Rust SDK a new crate depends on: the one given, else the `sdk/` of
+/// the checkout the running binary sits in (`<checkout>/target/*/switchboard`),
+/// else the one this binary was built from, if it is still there.
+fn rust_sdk(given: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    if let Some(sdk) = given {
+        return Ok(sdk);
+    }
+    let is_sdk = |dir: &Path| {
+        std::fs::read_to_string(dir.join("Cargo.toml"))
+            .is_ok_and(|t| t.contains("name = \"switchboard-sdk\""))
+    };
+    let exe = std::env::current_exe().ok();
+    let found = exe
+        .iter()
+        .flat_map(|exe| exe.ancestors().skip(1))
+        .map(|dir| dir.join("sdk"))
+        .chain(std::iter::once(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk"),
+        ))
+        .find(|dir| is_sdk(dir));
+    found.ok_or_else(|| {
+        CliError::Usage(
+            "cannot find the Rust guest SDK (the `sdk/` directory of a Switchboard checkout): \
+             pass --sdk PATH or set SWITCHBOARD_SDK"
+                .into(),
+        )
+    })
+}
+
+/// The languages `connector new` scaffolds.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
+    Ts,
+    Python,
 }
 
 async fn connector_on(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
@@ -252,8 +353,10 @@ async fn connector_on(c: &Client, cmd: ConnectorCmd) -> Result<(), CliError> {
                 .await?;
             c.print(&v, |v| format!("limits of {name}: {}", v["overrides"]))?;
         }
-        ConnectorCmd::New { .. } => {
-            return Err(CliError::Usage("`connector new` runs locally".into()));
+        ConnectorCmd::New { .. } | ConnectorCmd::Check { .. } => {
+            return Err(CliError::Usage(
+                "`connector new` and `connector check` run locally".into(),
+            ));
         }
         ConnectorCmd::Rollback { name } => {
             let v = c

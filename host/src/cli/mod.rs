@@ -21,6 +21,7 @@
 //! gateway's log is coloured only on a terminal without `NO_COLOR` (in
 //! `main.rs`).
 
+pub mod check;
 pub mod commands;
 pub mod table;
 

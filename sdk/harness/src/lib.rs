@@ -71,6 +71,7 @@
 
 #[cfg(feature = "harness")]
 mod harness;
+mod polyglot;
 pub mod scaffold;
 #[cfg(feature = "harness")]
 mod upstream;

@@ -25,6 +25,7 @@
 //! - The SDK is referenced by a relative path when the crate and the SDK
 //!   share more than the filesystem root, so the pair can be moved together.
 
+pub use crate::polyglot::{scaffold_python, scaffold_ts};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
@@ -202,43 +203,61 @@ pub fn scaffold(name: &str, dir: &Path, sdk_path: &Path) -> Result<PathBuf, Scaf
     let harness = sdk.join("harness");
     let with_tests = check_crate(&harness, "switchboard-connector-test").is_ok();
 
-    fs::create_dir_all(dir).map_err(io(dir))?;
-    let dir = dir.canonicalize().map_err(io(dir))?;
-    let target = dir.join(name);
-    let target_is_empty_dir = match fs::read_dir(&target) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(ScaffoldError::AlreadyExists(target));
-            }
-            true
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(_) => return Err(ScaffoldError::AlreadyExists(target)),
-    };
-
+    let target = target_dir(name, dir)?;
     let sdk_ref = relative_to(&target, &sdk);
     let sdk_ref = sdk_ref
         .to_str()
         .ok_or_else(|| ScaffoldError::NonUtf8Path(sdk_ref.clone()))?
         .replace('\\', "/");
     let files = render(name, &sdk_ref, rust_version.as_deref(), with_tests);
+    place(&target, &files)?;
+    Ok(target)
+}
 
-    let staging = dir.join(format!(".{name}.scaffold-{}", std::process::id()));
+/// `<dir>/<name>`, absolute, after checking that nothing is in the way (an
+/// empty directory may be); creates `dir` if missing.
+pub(crate) fn target_dir(name: &str, dir: &Path) -> Result<PathBuf, ScaffoldError> {
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let dir = dir.canonicalize().map_err(io(dir))?;
+    let target = dir.join(name);
+    match fs::read_dir(&target) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(ScaffoldError::AlreadyExists(target));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(_) => return Err(ScaffoldError::AlreadyExists(target)),
+    }
+    Ok(target)
+}
+
+/// Writes `files` into `target` all or nothing: into a hidden sibling
+/// directory first, renamed into place at the end, removed on failure.
+pub(crate) fn place(target: &Path, files: &[(&str, String)]) -> Result<(), ScaffoldError> {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return Err(ScaffoldError::AlreadyExists(target.to_path_buf()));
+    };
+    let staging = dir.join(format!(
+        ".{}.scaffold-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     if staging.exists() {
         fs::remove_dir_all(&staging).map_err(io(&staging))?;
     }
-    let written = write_all(&staging, &files).and_then(|()| {
-        if target_is_empty_dir {
-            fs::remove_dir(&target).map_err(io(&target))?;
+    let written = write_all(&staging, files).and_then(|()| {
+        if target.is_dir() {
+            fs::remove_dir(target).map_err(io(target))?;
         }
-        fs::rename(&staging, &target).map_err(io(&target))
+        fs::rename(&staging, target).map_err(io(target))
     });
     if let Err(e) = written {
         // Best effort: the error that matters is the one being returned.
         let _ = fs::remove_dir_all(&staging);
         return Err(e);
     }
-    Ok(target)
+    Ok(())
 }
 
 /// Check a connector name: 1–64 characters of `a-z`, `0-9` and `-`,

@@ -195,28 +195,22 @@ class config:
         return v
 
 
+def _logger(level: "_log.Level"):
+    def emit(message: str) -> None:
+        _log.log(level, message)
+
+    return staticmethod(emit)
+
+
 class log:
-    """Log lines, tagged by the host with the connector and delivery id."""
+    """Log lines, tagged by the host with the connector and delivery id:
+    ``log.info("…")``, and ``trace``, ``debug``, ``warn``, ``error``."""
 
-    @staticmethod
-    def trace(message: str) -> None:
-        _log.log(_log.Level.TRACE, message)
-
-    @staticmethod
-    def debug(message: str) -> None:
-        _log.log(_log.Level.DEBUG, message)
-
-    @staticmethod
-    def info(message: str) -> None:
-        _log.log(_log.Level.INFO, message)
-
-    @staticmethod
-    def warn(message: str) -> None:
-        _log.log(_log.Level.WARN, message)
-
-    @staticmethod
-    def error(message: str) -> None:
-        _log.log(_log.Level.ERROR, message)
+    trace = _logger(_log.Level.TRACE)
+    debug = _logger(_log.Level.DEBUG)
+    info = _logger(_log.Level.INFO)
+    warn = _logger(_log.Level.WARN)
+    error = _logger(_log.Level.ERROR)
 
 
 class Response:
@@ -406,28 +400,22 @@ def request(
     return Response(status, resp_headers, b"".join(chunks))
 
 
+def _method(name: str):
+    def send(url: str, **kw) -> Response:
+        return request(name, url, **kw)
+
+    send.__doc__ = f"``request('{name}', url, …)``"
+    return staticmethod(send)
+
+
 class http:
     """``http.post(url, headers=…, json_text=…)`` and the other methods; see ``request``."""
 
-    @staticmethod
-    def get(url: str, **kw) -> Response:
-        return request("GET", url, **kw)
-
-    @staticmethod
-    def post(url: str, **kw) -> Response:
-        return request("POST", url, **kw)
-
-    @staticmethod
-    def put(url: str, **kw) -> Response:
-        return request("PUT", url, **kw)
-
-    @staticmethod
-    def patch(url: str, **kw) -> Response:
-        return request("PATCH", url, **kw)
-
-    @staticmethod
-    def delete(url: str, **kw) -> Response:
-        return request("DELETE", url, **kw)
+    get = _method("GET")
+    post = _method("POST")
+    put = _method("PUT")
+    patch = _method("PATCH")
+    delete = _method("DELETE")
 
 
 def _parse_url(url: str) -> Tuple[bool, str, str]:

@@ -38,6 +38,7 @@ async fn posts_the_payload_with_an_idempotency_key() {
         .deliver(
             Delivery::new("number.assign")
                 .id("dlv-42")
+                .event_id("evt-7")
                 .payload(json!({"msisdn": "2065551234", "customer": "A2"})),
         )
         .await;
@@ -49,6 +50,7 @@ async fn posts_the_payload_with_an_idempotency_key() {
         ("POST", "/events")
     );
     assert_eq!(req.header("idempotency-key"), Some("dlv-42"));
+    assert_eq!(req.header("x-switchboard-event"), Some("evt-7"));
     assert_eq!(req.header("x-switchboard-type"), Some("number.assign"));
     assert_eq!(req.header("content-type"), Some("application/json"));
     assert_eq!(
