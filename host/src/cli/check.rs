@@ -35,11 +35,7 @@ pub fn check(args: CheckArgs, format: Format) -> Result<(), CliError> {
             .ok_or_else(|| CliError::Usage(format!("--config takes KEY=VALUE, not `{pair}`")))?;
         config.insert(k.to_string(), v.to_string());
     }
-    let event = args
-        .event
-        .as_deref()
-        .map(delivery_of)
-        .transpose()?;
+    let event = args.event.as_deref().map(delivery_of).transpose()?;
     let mut limits = Limits::default();
     if let Some(mb) = args.memory_mb {
         limits.memory_bytes = mb << 20;
