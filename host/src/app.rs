@@ -120,6 +120,10 @@ pub async fn run(
         max_memory_bytes: config.runtime.max_memory_mb().saturating_mul(1 << 20),
         max_egress_connections: config.runtime.max_egress_connections,
         egress_gate: gate.clone(),
+        instance_idle: config
+            .runtime
+            .instance_idle_ms
+            .map_or(defaults.instance_idle, std::time::Duration::from_millis),
         ..defaults
     })?;
     let egress = runtime.egress_stats();

@@ -260,6 +260,9 @@ pub struct RuntimeConfig {
     /// the open-files limit less a reserve of a quarter of it, at least
     /// 128, for the listener, the database and files).
     pub max_egress_connections: Option<usize>,
+    /// How long a warm connector instance is kept after its last delivery
+    /// (default 10,000 ms); see `limits.max_deliveries_per_instance`.
+    pub instance_idle_ms: Option<u64>,
 }
 
 impl RuntimeConfig {
@@ -441,6 +444,10 @@ impl ConnectorConfig {
             ("max_concurrent_requests", l.max_concurrent_requests as u64),
             ("max_request_bytes", l.max_request_bytes),
             ("max_connections", l.max_connections as u64),
+            (
+                "max_deliveries_per_instance",
+                l.max_deliveries_per_instance.into(),
+            ),
         ] {
             if value == 0 {
                 return invalid(format!(
@@ -515,6 +522,7 @@ impl ConnectorConfig {
             max_concurrent_requests: l.max_concurrent_requests,
             max_request_bytes: l.max_request_bytes,
             max_connections: l.max_connections,
+            max_deliveries_per_instance: l.max_deliveries_per_instance,
         }
     }
 
@@ -559,6 +567,9 @@ pub struct LimitsConfig {
     /// Upstream connections the connector may have open, all its attempts
     /// together (its own pool).
     pub max_connections: usize,
+    /// Deliveries one warm instance serves before a fresh one replaces it;
+    /// 1 gives every attempt a fresh instance.
+    pub max_deliveries_per_instance: u32,
 }
 
 /// Upper bound of `limits.host_memory_mb`.
@@ -579,6 +590,7 @@ impl Default for LimitsConfig {
             max_concurrent_requests: 8,
             max_request_bytes: 64 * 1024 * 1024,
             max_connections: 128,
+            max_deliveries_per_instance: 1000,
         }
     }
 }

@@ -75,6 +75,17 @@ impl GuestLog {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Starts the log over for the next call of a warm instance: its
+    /// delivery id, a full budget, no partial lines, no stderr tail.
+    pub(crate) fn rearm(&self, delivery_id: Arc<str>, budget: usize) {
+        let mut inner = self.lock();
+        inner.delivery_id = delivery_id;
+        inner.budget = budget;
+        inner.dropped = 0;
+        inner.partial = [Vec::new(), Vec::new()];
+        inner.tail.clear();
+    }
+
     /// A `log` call from the guest.
     pub(crate) fn log(&self, level: Level, message: &str) {
         self.lock().emit(level, None, message);

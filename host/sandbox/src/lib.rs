@@ -18,9 +18,13 @@
 //!   imports from our linker, export `describe`/`deliver` with the right
 //!   types, and answer `describe` within the default limits. Anything else is
 //!   a [`RuntimeError`] at upload time, never a surprise at delivery time.
-//! - **Fresh store per delivery** with its own memory cap, CPU budget, wall
-//!   deadline, egress policy and log budget. Nothing a guest does survives
-//!   its call, and nothing leaks into another connector's calls.
+//! - **Warm instances.** A store and its instance serve deliveries of one
+//!   component version under one sandbox until a trap, a limit hit, a
+//!   leaked host resource, `max_deliveries_per_instance` or an idle timeout
+//!   discards them ([`warm`] states exactly what carries over). Each
+//!   delivery gets its own CPU budget, wall deadline, host-memory and
+//!   request budgets, log budget and egress pass; nothing leaks into
+//!   another connector's, version's or setting's calls.
 //!
 //! ## Invariants
 //! - [`Component::deliver`] never panics and never returns an error: every
@@ -41,6 +45,7 @@ mod gate;
 mod guest_log;
 mod resolve;
 mod tls;
+mod warm;
 
 use budget::{CallBudget, HostCaps, LimitHit};
 use egress::{EgressHooks, EgressPolicy, Pools, ScopedSecret};
@@ -51,12 +56,13 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+use warm::{Idle, MemoryCap, Warm};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
-use wasmtime::{StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView};
 
@@ -116,6 +122,9 @@ pub struct RuntimeConfig {
     /// Until when calls may send upstream ([`EgressGate`]); open for good
     /// by default.
     pub egress_gate: Arc<EgressGate>,
+    /// How long an instance is kept warm after its last delivery (see
+    /// [`Limits::max_deliveries_per_instance`]). Default 10 s.
+    pub instance_idle: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -131,6 +140,7 @@ impl Default for RuntimeConfig {
             extra_ca_pem: None,
             max_egress_connections: None,
             egress_gate: Arc::new(EgressGate::open()),
+            instance_idle: Duration::from_secs(10),
         }
     }
 }
@@ -166,6 +176,11 @@ pub struct Limits {
     /// all its calls together; a call that needs one more waits for one,
     /// within its request timeout. Default 128.
     pub max_connections: usize,
+    /// Deliveries one instance may serve before it is replaced by a fresh
+    /// one; 1 gives every delivery a fresh instance. An instance is
+    /// replaced sooner after a trap, a limit hit or a leaked host resource
+    /// (see the `warm` module). Default 1,000.
+    pub max_deliveries_per_instance: u32,
 }
 
 impl Default for Limits {
@@ -181,6 +196,7 @@ impl Default for Limits {
             max_concurrent_requests: 8,
             max_request_bytes: 64 << 20,
             max_connections: 128,
+            max_deliveries_per_instance: 1000,
         }
     }
 }
@@ -359,6 +375,10 @@ struct Shared {
     cfg: RuntimeConfig,
     cache: Option<wasmtime::Cache>,
     stop_ticker: Arc<AtomicBool>,
+    /// Instances kept warm between deliveries.
+    idle: Idle,
+    /// Ids of loaded components, whose warm instances are theirs alone.
+    next_component: AtomicU64,
 }
 
 impl Drop for Shared {
@@ -397,12 +417,19 @@ pub struct CacheStats {
 pub struct SlotStats {
     /// Slots in the pool (`max_instances`).
     pub total: u32,
-    /// Slots held by a call right now.
+    /// Slots held by a call running now.
     pub in_use: u32,
     /// Calls that found every slot taken and waited.
     pub waited: u64,
     /// Calls that got no slot within their deadline (each a retry).
     pub timed_out: u64,
+    /// Slots held by warm instances between deliveries (free for any call
+    /// that needs them: the oldest are dropped first).
+    pub warm: u32,
+    /// Instances started (each a fresh instantiation).
+    pub instances_started: u64,
+    /// Deliveries served by an instance kept warm from an earlier one.
+    pub instances_reused: u64,
 }
 
 /// Upstream-connection counters, for metrics.
@@ -521,7 +548,6 @@ impl Runtime {
         let linker = build_linker(&engine).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
-        spawn_epoch_ticker(&engine, cfg.epoch_tick, stop_ticker.clone())?;
 
         let tls = tls::client_config(cfg.extra_ca_pem.as_deref()).map_err(RuntimeError::Tls)?;
         let ceiling = cfg
@@ -533,19 +559,21 @@ impl Runtime {
             tls,
             ceiling,
         );
-        Ok(Runtime {
-            shared: Arc::new(Shared {
-                engine,
-                linker,
-                pools,
-                slots: Arc::new(tokio::sync::Semaphore::new(n as usize)),
-                slot_waits: Default::default(),
-                slot_timeouts: Default::default(),
-                cfg,
-                cache,
-                stop_ticker,
-            }),
-        })
+        let shared = Arc::new(Shared {
+            engine,
+            linker,
+            pools,
+            slots: Arc::new(tokio::sync::Semaphore::new(n as usize)),
+            slot_waits: Default::default(),
+            slot_timeouts: Default::default(),
+            cfg,
+            cache,
+            stop_ticker,
+            idle: Idle::default(),
+            next_component: AtomicU64::new(1),
+        });
+        spawn_epoch_ticker(&shared)?;
+        Ok(Runtime { shared })
     }
 
     /// Instance-slot counters.
@@ -553,11 +581,15 @@ impl Runtime {
         let s = &self.shared;
         let total = s.cfg.max_instances.max(1);
         let free = u32::try_from(s.slots.available_permits()).unwrap_or(total);
+        let warm = u32::try_from(s.idle.slots()).unwrap_or(u32::MAX);
         SlotStats {
             total,
-            in_use: total.saturating_sub(free),
+            in_use: total.saturating_sub(free).saturating_sub(warm),
             waited: s.slot_waits.load(Ordering::Relaxed),
             timed_out: s.slot_timeouts.load(Ordering::Relaxed),
+            warm,
+            instances_started: s.idle.started.load(Ordering::Relaxed),
+            instances_reused: s.idle.reused.load(Ordering::Relaxed),
         }
     }
 
@@ -633,6 +665,7 @@ impl Runtime {
 
         let mut component = Component {
             inner: Arc::new(ComponentInner {
+                id: self.shared.next_component.fetch_add(1, Ordering::Relaxed),
                 pre,
                 digest,
                 footprint,
@@ -699,19 +732,29 @@ fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
     Ok(linker)
 }
 
-fn spawn_epoch_ticker(
-    engine: &Engine,
-    tick: Duration,
-    stop: Arc<AtomicBool>,
-) -> Result<(), RuntimeError> {
-    let engine = engine.clone();
-    let tick = tick.max(Duration::from_millis(1));
+/// The thread that advances the epoch every tick (CPU budgets, yields)
+/// and, about once a second, drops instances idle for longer than
+/// `instance_idle`.
+fn spawn_epoch_ticker(shared: &Arc<Shared>) -> Result<(), RuntimeError> {
+    let engine = shared.engine.clone();
+    let stop = shared.stop_ticker.clone();
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let tick = shared.cfg.epoch_tick.max(Duration::from_millis(1));
+    let ticks_per_sweep = (Duration::from_secs(1).as_nanos() / tick.as_nanos()).max(1);
     std::thread::Builder::new()
         .name("wasm-epoch-ticker".into())
         .spawn(move || {
+            let mut ticks: u128 = 0;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(tick);
                 engine.increment_epoch();
+                ticks += 1;
+                if ticks.is_multiple_of(ticks_per_sweep) {
+                    match weak.upgrade() {
+                        Some(shared) => shared.idle.sweep(shared.cfg.instance_idle),
+                        None => break,
+                    }
+                }
             }
         })
         .map(|_| ())
@@ -719,11 +762,20 @@ fn spawn_epoch_ticker(
 }
 
 struct ComponentInner {
+    /// Unique in its runtime: names its warm instances.
+    id: u64,
     pre: bindings::ConnectorPre<State>,
     digest: String,
     footprint: Footprint,
     info: ConnectorInfo,
     shared: Arc<Shared>,
+}
+
+impl Drop for ComponentInner {
+    fn drop(&mut self) {
+        // A version nobody can call again: its warm instances go now.
+        self.shared.idle.forget(self.id);
+    }
 }
 
 /// A loaded, validated connector component. Cheap to clone; in-flight calls
@@ -760,6 +812,14 @@ impl Component {
         &self.inner.info
     }
 
+    /// The instance-slot counters of the runtime it was loaded into.
+    pub fn slot_stats(&self) -> SlotStats {
+        Runtime {
+            shared: self.inner.shared.clone(),
+        }
+        .slot_stats()
+    }
+
     /// What one instance of it takes from the pool.
     pub fn footprint(&self) -> Footprint {
         self.inner.footprint
@@ -769,11 +829,24 @@ impl Component {
     /// tenth of it, or a second if that is more, but never more than nine
     /// tenths): a call that gets no slot ends as [`Outcome::Busy`] before
     /// any timer the caller set to the same deadline fires.
+    ///
+    /// Warm instances hold slots between deliveries: when none is free, idle
+    /// ones are dropped, oldest first, before waiting, and none is kept
+    /// while this call waits.
     async fn slot(&self, deadline: Duration) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let shared = &self.inner.shared;
         let slots = self.inner.footprint.slots();
         if let Ok(permit) = shared.slots.clone().try_acquire_many_owned(slots) {
             return Some(permit);
+        }
+        let _waiting = Waiting::new(&shared.idle.waiting);
+        loop {
+            if let Ok(permit) = shared.slots.clone().try_acquire_many_owned(slots) {
+                return Some(permit);
+            }
+            if !shared.idle.evict_one() {
+                break;
+            }
         }
         shared.slot_waits.fetch_add(1, Ordering::Relaxed);
         let margin = (deadline / 10)
@@ -903,10 +976,6 @@ impl Component {
         table.set_max_capacity(caps.resources);
 
         let memory = limits.memory_bytes.min(shared.cfg.max_memory_bytes);
-        let tick = shared.cfg.epoch_tick.max(Duration::from_millis(1));
-        let cpu_ticks = u64::try_from(limits.cpu_budget.as_nanos() / tick.as_nanos().max(1))
-            .unwrap_or(u64::MAX)
-            .max(1);
 
         let state = State {
             wasi,
@@ -925,13 +994,16 @@ impl Component {
             },
             policy: EgressPolicy::new(&sandbox.allowed_hosts),
             config: sandbox.config.clone(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: MemoryCap {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(memory)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                peak: 0,
+            },
             log: log.clone(),
             connector,
-            cpu_ticks_left: cpu_ticks,
+            cpu_ticks_left: cpu_ticks(limits, shared.cfg.epoch_tick),
         };
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -953,8 +1025,26 @@ impl Component {
         (store, log, call_budget)
     }
 
-    /// Run one delivery in a fresh sandbox. Never panics, never errors: a
-    /// sandbox failure is [`Outcome::Retry`] with the reason.
+    /// Gives a warm instance a new delivery's budgets: log, CPU, host
+    /// memory and requests, egress pass.
+    fn rearm(&self, warm: &mut Warm, delivery_id: Arc<str>) -> (GuestLog, Arc<CallBudget>) {
+        let shared = &self.inner.shared;
+        let budget = CallBudget::new(&warm.sandbox.limits);
+        let ticks = cpu_ticks(&warm.sandbox.limits, shared.cfg.epoch_tick);
+        let state = warm.store.data_mut();
+        state.log.rearm(delivery_id, shared.cfg.log_bytes_per_call);
+        state.hooks.budget = budget.clone();
+        state.hooks.pass = shared.cfg.egress_gate.pass();
+        state.cpu_ticks_left = ticks;
+        let log = state.log.clone();
+        warm.store.set_epoch_deadline(1);
+        (log, budget)
+    }
+
+    /// Run one delivery, in a warm instance of this version under an equal
+    /// sandbox if one is idle, else in a fresh one (see [`warm`] for when an
+    /// instance is kept). Never panics, never errors: a sandbox failure is
+    /// [`Outcome::Retry`] with the reason.
     pub async fn deliver(&self, sandbox: &Sandbox, delivery: &Delivery) -> Outcome {
         let deadline = sandbox.limits.deadline;
         let caps = match HostCaps::of(&sandbox.limits) {
@@ -967,24 +1057,40 @@ impl Component {
             }
         };
         let started = tokio::time::Instant::now();
-        // Waiting for a slot counts against the call's wall-clock deadline.
-        let Some(slot) = self.slot(deadline).await else {
-            return Outcome::Busy {
-                reason: format!(
-                    "no sandbox slot free within {:?}: all {} are in use (runtime max_instances)",
-                    started.elapsed(),
-                    self.inner.shared.cfg.max_instances.max(1)
-                ),
-            };
-        };
-        let waited = started.elapsed();
+        let shared = &self.inner.shared;
         let connector: Arc<str> = Arc::from(self.inner.info.name.as_str());
-        let (mut store, log, budget) = self.new_store(
-            sandbox,
-            caps,
-            connector.clone(),
-            Arc::from(delivery.id.as_str()),
-        );
+        let delivery_id: Arc<str> = Arc::from(delivery.id.as_str());
+        let (mut warm, log, budget, waited) = match shared.idle.take(self.inner.id, sandbox) {
+            Some(mut warm) => {
+                let (log, budget) = self.rearm(&mut warm, delivery_id);
+                (warm, log, budget, Duration::ZERO)
+            }
+            None => {
+                // Waiting for a slot counts against the call's wall-clock deadline.
+                let Some(slot) = self.slot(deadline).await else {
+                    return Outcome::Busy {
+                        reason: format!(
+                            "no sandbox slot free within {:?}: all {} are in use (runtime max_instances)",
+                            started.elapsed(),
+                            shared.cfg.max_instances.max(1)
+                        ),
+                    };
+                };
+                let waited = started.elapsed();
+                let (store, log, budget) =
+                    self.new_store(sandbox, caps, connector.clone(), delivery_id);
+                let warm = Warm {
+                    owner: self.inner.id,
+                    sandbox: sandbox.clone(),
+                    store,
+                    instance: None,
+                    slot,
+                    served: 0,
+                    idle_since: std::time::Instant::now(),
+                };
+                (warm, log, budget, waited)
+            }
+        };
         let wit_delivery = wit::types::Delivery {
             id: delivery.id.clone(),
             attempt: delivery.attempt,
@@ -993,20 +1099,36 @@ impl Component {
             keys: delivery.keys.clone(),
             payload: delivery.payload.clone(),
         };
-        let pre = self.inner.pre.clone();
+        let pre = &self.inner.pre;
         let result = tokio::time::timeout(deadline.saturating_sub(started.elapsed()), async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.call_deliver(&mut store, &wit_delivery).await
+            let instance = match warm.instance.take() {
+                Some(instance) => instance,
+                None => {
+                    shared.idle.started.fetch_add(1, Ordering::Relaxed);
+                    pre.instantiate_async(&mut warm.store).await?
+                }
+            };
+            let answer = instance.call_deliver(&mut warm.store, &wit_delivery).await;
+            warm.instance = Some(instance);
+            answer
         })
         .await;
-        // The slot is free again only once the instance is torn down.
-        drop(store);
-        drop(slot);
+        warm.served = warm.served.saturating_add(1);
+        // Before the instance may serve anyone else: its log is this call's
+        // until here.
         log.finish();
         if let Ok(Err(e)) = &result {
             if let Some(hit) = limit_hit_of(e, &caps) {
                 budget.record(hit);
             }
+        }
+        // Only an instance that answered by itself, within every limit, and
+        // holds nothing it should not, serves another delivery; any other is
+        // torn down here, and its slot is free again once it is.
+        if matches!(result, Ok(Ok(_))) && budget.hit().is_none() && warm.reusable() {
+            shared.idle.put(warm);
+        } else {
+            drop(warm);
         }
         let outcome = match result {
             // A host limit the call hit decides the outcome, whatever the
@@ -1063,6 +1185,31 @@ impl Component {
             }
         }
         outcome
+    }
+}
+
+/// Epoch ticks of CPU a call may spend (at least one).
+fn cpu_ticks(limits: &Limits, tick: Duration) -> u64 {
+    let tick = tick.max(Duration::from_millis(1));
+    u64::try_from(limits.cpu_budget.as_nanos() / tick.as_nanos().max(1))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Counts a call waiting for a slot for as long as it waits (cancelled or
+/// not), so that no instance is kept warm meanwhile.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -1130,7 +1277,7 @@ struct State {
     hooks: EgressHooks,
     policy: EgressPolicy,
     config: BTreeMap<String, String>,
-    limits: StoreLimits,
+    limits: MemoryCap,
     log: GuestLog,
     connector: Arc<str>,
     cpu_ticks_left: u64,

@@ -282,7 +282,7 @@ async fn metrics(
         let slots = connectors.runtime().slot_stats();
         let cache = connectors.runtime().cache_stats();
         let egress = connectors.runtime().egress_stats();
-        let series: [(&str, &str, &str, u64); 8] = [
+        let series: [(&str, &str, &str, u64); 11] = [
             (
                 "switchboard_component_cache_hits_total",
                 "counter",
@@ -306,6 +306,24 @@ async fn metrics(
                 "gauge",
                 "Instance slots held by a connector call now.",
                 slots.in_use.into(),
+            ),
+            (
+                "switchboard_sandbox_slots_warm",
+                "gauge",
+                "Instance slots held by warm connector instances between deliveries (given up to any call that needs them).",
+                slots.warm.into(),
+            ),
+            (
+                "switchboard_sandbox_instances_started_total",
+                "counter",
+                "Connector instances started fresh.",
+                slots.instances_started,
+            ),
+            (
+                "switchboard_sandbox_instances_reused_total",
+                "counter",
+                "Deliveries served by a warm instance kept from an earlier delivery.",
+                slots.instances_reused,
             ),
             (
                 "switchboard_sandbox_slot_waits_total",

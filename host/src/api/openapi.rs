@@ -662,7 +662,9 @@ fn connector_settings() -> Value {
                     "max_host_resources": {"type": "integer", "minimum": 1, "maximum": MAX_HOST_RESOURCES},
                     "max_concurrent_requests": count(1),
                     "max_request_bytes": count(1),
-                    "max_connections": count(1)
+                    "max_connections": count(1),
+                    "max_deliveries_per_instance": {"type": "integer", "minimum": 1, "maximum": u32::MAX,
+                                                    "description": "deliveries one warm instance serves before a fresh one replaces it; 1 gives every attempt a fresh instance"}
                 }
             },
             "config": {"type": "object", "description": "Values handed to the component (config::get)",

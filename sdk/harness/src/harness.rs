@@ -258,8 +258,10 @@ impl Harness {
         self
     }
 
-    /// Run one delivery in a fresh sandbox and return its outcome, exactly
-    /// as the gateway would get it.
+    /// Run one delivery and return its outcome, exactly as the gateway
+    /// would get it. As in the gateway, the instance of an earlier delivery
+    /// that ended cleanly serves the next one (see
+    /// [`Harness::instances_started`]); a trap or a limit hit replaces it.
     ///
     /// # Panics
     /// If the component cannot be loaded (see [`Harness::describe`] for the
@@ -276,6 +278,28 @@ impl Harness {
         match self.component().await {
             Ok(component) => component.deliver(&self.sandbox, &delivery).await,
             Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Instances this harness has started for its deliveries so far. The
+    /// gateway keeps an instance warm for the next delivery of the same
+    /// connector when the last one ended cleanly, so a connector must give
+    /// the same answers on a reused instance as on a fresh one: a test that
+    /// delivers several times and finds this below the number of deliveries
+    /// checks that it does.
+    ///
+    /// ```no_run
+    /// # use switchboard_connector_test::{Delivery, Harness};
+    /// # async fn f(h: Harness) {
+    /// h.deliver(Delivery::new("number.assign").payload_text("{}")).await;
+    /// h.deliver(Delivery::new("number.release").payload_text("{}")).await;
+    /// assert_eq!(h.instances_started().await, 1);
+    /// # }
+    /// ```
+    pub async fn instances_started(&self) -> u64 {
+        match self.component().await {
+            Ok(component) => component.slot_stats().instances_started,
+            Err(_) => 0,
         }
     }
 

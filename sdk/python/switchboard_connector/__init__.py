@@ -369,34 +369,48 @@ def request(
         except Err as e:
             raise _from_error_code(e.value) from None
 
-    pending.subscribe().block()
-    got = pending.get()
-    if got is None:
-        raise ConnectorError("transport", "response not ready after wait")
-    if isinstance(got, Err):
-        raise ConnectorError("transport", "response already taken")
-    inner = got.value
-    if isinstance(inner, Err):
-        raise _from_error_code(inner.value)
-    resp = inner.value
-    status = resp.status()
-    resp_headers = [(k.lower(), v.decode("utf-8", "replace")) for k, v in resp.headers().entries()]
-    incoming = resp.consume()
-    source = incoming.stream()
+    # Every resource this call still owns is dropped when it ends, children
+    # first, whatever happens: the gateway keeps an instance warm for the
+    # next delivery only if it holds no HTTP resource.
+    held = [pending]
     chunks: List[bytes] = []
     size = 0
-    while True:
-        try:
-            chunk = source.blocking_read(_READ_CHUNK)
-        except Err as e:
-            if isinstance(e.value, streams.StreamError_Closed):
-                break
-            raise _from_stream_error(e.value, "reading response body") from None
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise ConnectorError("transport", f"response body larger than {MAX_RESPONSE_BYTES} bytes")
-        chunks.append(chunk)
-    source.__exit__(None, None, None)
+    try:
+        ready = pending.subscribe()
+        held.append(ready)
+        ready.block()
+        got = pending.get()
+        if got is None:
+            raise ConnectorError("transport", "response not ready after wait")
+        if isinstance(got, Err):
+            raise ConnectorError("transport", "response already taken")
+        inner = got.value
+        if isinstance(inner, Err):
+            raise _from_error_code(inner.value)
+        resp = inner.value
+        held.append(resp)
+        status = resp.status()
+        fields = resp.headers()
+        held.append(fields)
+        resp_headers = [(k.lower(), v.decode("utf-8", "replace")) for k, v in fields.entries()]
+        incoming = resp.consume()
+        held.append(incoming)
+        source = incoming.stream()
+        held.append(source)
+        while True:
+            try:
+                chunk = source.blocking_read(_READ_CHUNK)
+            except Err as e:
+                if isinstance(e.value, streams.StreamError_Closed):
+                    break
+                raise _from_stream_error(e.value, "reading response body") from None
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                raise ConnectorError("transport", f"response body larger than {MAX_RESPONSE_BYTES} bytes")
+            chunks.append(chunk)
+    finally:
+        for resource in reversed(held):
+            resource.__exit__(None, None, None)
     return Response(status, resp_headers, b"".join(chunks))
 
 

@@ -347,36 +347,50 @@ export function request(method: HttpMethod, url: string, init: RequestInit = {})
     }
   }
 
-  pending.subscribe().block();
-  const got = pending.get();
-  if (got === undefined) throw new ConnectorError('transport', 'response not ready after wait');
-  if (got.tag !== 'ok') throw new ConnectorError('transport', 'response already taken');
-  if (got.val.tag !== 'ok') throw fromErrorCode(got.val.val);
-  const resp = got.val.val;
-  const status = resp.status();
-  const respHeaders: [string, string][] = resp
-    .headers()
-    .entries()
-    .map(([k, v]) => [k.toLowerCase(), decoder.decode(v)]);
-  const incoming = resp.consume();
-  const input = incoming.stream();
+  // Every resource this call still owns is dropped when it ends, children
+  // first, whatever happens: the gateway keeps an instance warm for the
+  // next delivery only if it holds no HTTP resource, and a collector may
+  // run much later.
+  const held: object[] = [pending];
   const chunks: Uint8Array[] = [];
   let size = 0;
-  for (;;) {
-    let chunk: Uint8Array;
-    try {
-      chunk = input.blockingRead(READ_CHUNK);
-    } catch (e) {
-      if (isClosed(e)) break;
-      throw fromHostError(e, 'reading response body');
+  let status: number;
+  let respHeaders: [string, string][];
+  try {
+    const ready = pending.subscribe();
+    held.push(ready);
+    ready.block();
+    const got = pending.get();
+    if (got === undefined) throw new ConnectorError('transport', 'response not ready after wait');
+    if (got.tag !== 'ok') throw new ConnectorError('transport', 'response already taken');
+    if (got.val.tag !== 'ok') throw fromErrorCode(got.val.val);
+    const resp = got.val.val;
+    held.push(resp);
+    status = resp.status();
+    const fields = resp.headers();
+    held.push(fields);
+    respHeaders = fields.entries().map(([k, v]) => [k.toLowerCase(), decoder.decode(v)]);
+    const incoming = resp.consume();
+    held.push(incoming);
+    const input = incoming.stream();
+    held.push(input);
+    for (;;) {
+      let chunk: Uint8Array;
+      try {
+        chunk = input.blockingRead(READ_CHUNK);
+      } catch (e) {
+        if (isClosed(e)) break;
+        throw fromHostError(e, 'reading response body');
+      }
+      size += chunk.length;
+      if (size > MAX_RESPONSE_BYTES) {
+        throw new ConnectorError('transport', `response body larger than ${MAX_RESPONSE_BYTES} bytes`);
+      }
+      chunks.push(chunk);
     }
-    size += chunk.length;
-    if (size > MAX_RESPONSE_BYTES) {
-      throw new ConnectorError('transport', `response body larger than ${MAX_RESPONSE_BYTES} bytes`);
-    }
-    chunks.push(chunk);
+  } finally {
+    for (const resource of held.reverse()) drop(resource);
   }
-  drop(input);
   const all = new Uint8Array(size);
   let at = 0;
   for (const c of chunks) {
@@ -423,7 +437,11 @@ function parseUrl(url: string): Target {
 
 /** Release a host resource now rather than when the collector finds it. */
 function drop(resource: object): void {
-  (resource as { [Symbol.dispose]?: () => void })[Symbol.dispose]?.();
+  try {
+    (resource as { [Symbol.dispose]?: () => void })[Symbol.dispose]?.();
+  } catch {
+    /* already released */
+  }
 }
 
 /** A stream error whose payload says the stream closed (the normal end of a body). */

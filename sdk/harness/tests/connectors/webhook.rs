@@ -24,7 +24,7 @@ macro_rules! conformance {
                 classifies_statuses_per_spec, honours_retry_after_seconds_and_dates,
                 every_attempt_carries_the_same_idempotency_key, transport_failures_are_retried,
                 configuration_mistakes_are_rejected, carries_a_body_of_nine_mebibytes,
-                a_denied_host_is_a_retry_that_says_so);
+                a_denied_host_is_a_retry_that_says_so, one_instance_serves_many_deliveries);
         }
     )*};
     (@checks $name:literal: $($check:ident),*) => {$(
@@ -200,4 +200,43 @@ async fn a_denied_host_is_a_retry_that_says_so(name: &str) {
     let reason = outcome.reason().unwrap_or_default();
     assert!(reason.contains("allowed_hosts"), "{name}: {reason}");
     assert!(up.requests().is_empty());
+}
+
+/// The gateway keeps an instance warm for the next delivery: each of these
+/// must carry its own delivery's id, event, type and body, never one left
+/// over from the delivery before, whatever the SDK caches.
+async fn one_instance_serves_many_deliveries(name: &str) {
+    let up = FakeUpstream::start().await;
+    let h = webhook(name, &up);
+    let types = ["number.release", "number.assign", "customer.update"];
+    for i in 0..12 {
+        let d = Delivery::new(types[i % 3])
+            .id(format!("dlv-{i}"))
+            .event_id(format!("evt-{i}"))
+            .key(format!("msisdn:{i}"))
+            .payload_text(format!(r#"{{"n":{i}}}"#));
+        assert_eq!(h.deliver(d).await, Outcome::Done, "{name}: delivery {i}");
+    }
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 12, "{name}");
+    for (i, req) in reqs.iter().enumerate() {
+        let (id, event) = (format!("dlv-{i}"), format!("evt-{i}"));
+        assert_eq!(req.header("idempotency-key"), Some(id.as_str()), "{name}");
+        assert_eq!(
+            req.header("x-switchboard-event"),
+            Some(event.as_str()),
+            "{name}"
+        );
+        assert_eq!(
+            req.header("x-switchboard-type"),
+            Some(types[i % 3]),
+            "{name}"
+        );
+        assert_eq!(req.body_text(), format!(r#"{{"n":{i}}}"#), "{name}");
+    }
+    assert_eq!(
+        h.instances_started().await,
+        1,
+        "{name}: one instance served all 12"
+    );
 }
