@@ -158,7 +158,11 @@ pub async fn run(
              wait for a connection"
         );
     }
-    let connectors = Connectors::new(runtime, fleet.registry().clone());
+    let connectors = Connectors::new(
+        runtime,
+        fleet.registry().clone(),
+        config.storage.component_versions,
+    );
     connectors.restore(&*store, &configs).await?;
     let fleet = fleet.with_runtime(connectors.clone());
 

@@ -123,6 +123,10 @@ pub struct StorageConfig {
     /// accepted, and its id may then be used again. Events with a delivery
     /// still pending or dead are kept whatever their age. 0 keeps everything.
     pub retention_days: u32,
+    /// Component versions kept per connector: deploying a new one deletes
+    /// those older than the newest this many (the active one is always
+    /// among them, so rollback works back that far). 0 keeps every version.
+    pub component_versions: u32,
 }
 
 impl Default for StorageConfig {
@@ -130,6 +134,7 @@ impl Default for StorageConfig {
         Self {
             url: "sqlite://./switchboard.db".into(),
             retention_days: 30,
+            component_versions: 10,
         }
     }
 }

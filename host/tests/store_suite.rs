@@ -505,7 +505,7 @@ async fn the_component_registry_keeps_versions_and_one_active(t: TestStore) {
     let info = serde_json::json!({"name": "hss"});
     let v1 = s
         .catalog()
-        .add_component("hss", "sha256:aa", b"one", &info, "ops", 10)
+        .add_component("hss", "sha256:aa", b"one", &info, "ops", 10, 0)
         .await
         .unwrap();
     assert_eq!((v1.version, v1.active, v1.size_bytes), (1, true, 3));
@@ -513,13 +513,13 @@ async fn the_component_registry_keeps_versions_and_one_active(t: TestStore) {
     // starting together with one configured file deploy it once).
     let again = s
         .catalog()
-        .add_component("hss", "sha256:aa", b"one", &info, "config", 11)
+        .add_component("hss", "sha256:aa", b"one", &info, "config", 11, 0)
         .await
         .unwrap();
     assert_eq!((again.version, again.uploaded_at), (1, 10));
     let v2 = s
         .catalog()
-        .add_component("hss", "sha256:bb", b"two!", &info, "ops", 12)
+        .add_component("hss", "sha256:bb", b"two!", &info, "ops", 12, 0)
         .await
         .unwrap();
     assert_eq!(v2.version, 2);
@@ -566,6 +566,67 @@ async fn the_component_registry_keeps_versions_and_one_active(t: TestStore) {
         actions,
         vec!["component.activate", "component.deploy", "component.deploy"]
     );
+}
+
+async fn deploying_beyond_the_retention_prunes_the_oldest_versions(t: TestStore) {
+    let s = &*t.store;
+    let info = serde_json::json!({"name": "hss"});
+    for (n, digest) in ["sha256:01", "sha256:02", "sha256:03", "sha256:04"]
+        .iter()
+        .enumerate()
+    {
+        let v = s
+            .catalog()
+            .add_component("hss", digest, b"wasm", &info, "ops", 10 + n as i64, 3)
+            .await
+            .unwrap();
+        assert_eq!((v.version, v.active), (n as i64 + 1, true));
+    }
+    // Another connector's versions are its own.
+    s.catalog()
+        .add_component("crm", "sha256:c1", b"wasm", &info, "ops", 20, 3)
+        .await
+        .unwrap();
+    let kept: Vec<i64> = (s.catalog().component_versions("hss").await.unwrap())
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(kept, vec![4, 3, 2]);
+    assert_eq!(s.catalog().component_wasm("hss", 1).await.unwrap(), None);
+    assert!(!s
+        .catalog()
+        .activate_component("hss", 1, "ops", 30)
+        .await
+        .unwrap());
+    // Rolled back to the oldest kept, then a new deploy: still 3 kept, the
+    // new one active, numbering goes on.
+    assert!(s
+        .catalog()
+        .activate_component("hss", 2, "ops", 31)
+        .await
+        .unwrap());
+    let v5 = s
+        .catalog()
+        .add_component("hss", "sha256:05", b"wasm", &info, "ops", 32, 3)
+        .await
+        .unwrap();
+    assert_eq!((v5.version, v5.active), (5, true));
+    let kept: Vec<(i64, bool)> = (s.catalog().component_versions("hss").await.unwrap())
+        .iter()
+        .map(|v| (v.version, v.active))
+        .collect();
+    assert_eq!(kept, vec![(5, true), (4, false), (3, false)]);
+    assert_eq!(
+        s.catalog().component_versions("crm").await.unwrap().len(),
+        1
+    );
+    // Each pruning is audited with the versions it deleted.
+    let prunes: Vec<serde_json::Value> = (s.catalog().audit_log(50, None).await.unwrap())
+        .into_iter()
+        .filter(|a| a.action == "component.prune")
+        .map(|a| a.before.unwrap()["versions"].clone())
+        .collect();
+    assert_eq!(prunes, vec![serde_json::json!([2]), serde_json::json!([1])]);
 }
 
 async fn finished_events_past_the_window_are_purged_and_nothing_else(t: TestStore) {
@@ -1370,6 +1431,7 @@ for_each_backend!(
     two_outcomes_for_one_delivery_in_one_call_apply_once_in_order,
     finished_events_past_the_window_are_purged_and_nothing_else,
     the_component_registry_keeps_versions_and_one_active,
+    deploying_beyond_the_retention_prunes_the_oldest_versions,
     ingest_is_idempotent_and_conflicts_store_nothing,
     a_lane_runs_one_delivery_at_a_time_in_accept_order,
     a_delivery_with_several_keys_waits_for_every_lane,

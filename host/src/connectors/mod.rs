@@ -56,11 +56,19 @@ const NO_COMPONENT_RETRY: Duration = Duration::from_secs(2);
 pub struct Connectors {
     runtime: Runtime,
     registry: Registry,
+    /// Component versions kept per connector (`storage.component_versions`).
+    keep_versions: u32,
 }
 
 impl Connectors {
-    pub fn new(runtime: Runtime, registry: Registry) -> Self {
-        Self { runtime, registry }
+    /// `keep_versions`: component versions kept per connector when a new
+    /// one is deployed (0 keeps all).
+    pub fn new(runtime: Runtime, registry: Registry, keep_versions: u32) -> Self {
+        Self {
+            runtime,
+            registry,
+            keep_versions,
+        }
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -103,7 +111,15 @@ impl Connectors {
         let info = info_json(&component);
         let stored = store
             .catalog()
-            .add_component(connector, component.digest(), wasm, &info, actor, now_ms())
+            .add_component(
+                connector,
+                component.digest(),
+                wasm,
+                &info,
+                actor,
+                now_ms(),
+                self.keep_versions,
+            )
             .await?;
         self.install(connector, component);
         tracing::info!(connector, version = stored.version, digest = %stored.digest, "component deployed");

@@ -958,6 +958,9 @@ impl Catalog {
 
     /// Stores a validated component as the connector's next version and makes
     /// it active; the same bytes as the active version are that version.
+    /// Versions older than the `keep` newest (the new one included) are
+    /// deleted, and the deletion audited; `keep` 0 keeps every version.
+    #[allow(clippy::too_many_arguments)]
     pub async fn add_component(
         &self,
         connector: &str,
@@ -966,6 +969,7 @@ impl Catalog {
         info: &serde_json::Value,
         actor: &str,
         now: Millis,
+        keep: u32,
     ) -> StoreResult<ComponentVersion> {
         let mut tx = self.begin().await?;
         let mut conn = tx.conn();
@@ -991,7 +995,7 @@ impl Catalog {
                 activate(conn.re(), connector, version, now).await?;
                 let after = serde_json::json!({"version": version, "digest": digest});
                 audit(
-                    conn,
+                    conn.re(),
                     now,
                     actor,
                     "component.deploy",
@@ -1000,6 +1004,32 @@ impl Catalog {
                     Some(after),
                 )
                 .await?;
+                if keep > 0 {
+                    // Versions are numbered in upload order, so the `keep`
+                    // newest are the last `keep` numbers; the new one, just
+                    // made active, is among them.
+                    let mut pruned: Vec<i64> = on!(conn.re(), |c| sqlx::query_scalar(
+                        "DELETE FROM components WHERE connector = $1 AND version <= $2 \
+                         RETURNING version",
+                    )
+                    .bind(connector)
+                    .bind(version - i64::from(keep))
+                    .fetch_all(c)
+                    .await)?;
+                    if !pruned.is_empty() {
+                        pruned.sort_unstable();
+                        audit(
+                            conn,
+                            now,
+                            actor,
+                            "component.prune",
+                            connector,
+                            Some(serde_json::json!({ "versions": pruned })),
+                            Some(serde_json::json!({ "kept": keep })),
+                        )
+                        .await?;
+                    }
+                }
                 version
             }
         };
