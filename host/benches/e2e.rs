@@ -805,6 +805,29 @@ struct Load {
     first_error: Mutex<Option<String>>,
 }
 
+/// `switchboard_sandbox_instances_{started,reused}_total` from `/metrics`.
+async fn instance_counts(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+) -> Option<(u64, u64)> {
+    let text = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+    };
+    Some((
+        value("switchboard_sandbox_instances_started_total ")?,
+        value("switchboard_sandbox_instances_reused_total ")?,
+    ))
+}
+
 fn client(concurrency: usize) -> reqwest::Client {
     reqwest::Client::builder()
         // Loopback only: never through a proxy from the environment.
@@ -984,6 +1007,9 @@ struct GatewayFigures {
     rss_kib: u64,
     hwm_kib: u64,
     log_warnings: Vec<String>,
+    /// Connector instances started and deliveries served by warm ones, from
+    /// the gateway's `/metrics` at the end (warm-up included).
+    instances: Option<(u64, u64)>,
 }
 
 async fn ceiling(opts: &Opts, mix: &Mix) -> Row {
@@ -1128,6 +1154,7 @@ async fn through_gateway(opts: &Opts, mix: &Mix) -> Row {
     };
     let (rss_kib, hwm_kib) = memory(gateway.pid);
     let log_warnings = gateway.warnings();
+    let instances = instance_counts(&client, gateway.addr).await;
     drop(gateway);
     if let Some(schema) = schema {
         drop_schema(&schema).await;
@@ -1179,6 +1206,7 @@ async fn through_gateway(opts: &Opts, mix: &Mix) -> Row {
             rss_kib,
             hwm_kib,
             log_warnings,
+            instances,
         }),
     )
 }
@@ -1310,7 +1338,7 @@ fn print_table(rows: &[Row]) {
                 .as_ref()
                 .map(|g| format!(
                     ", gateway busy {:.2} cores on average{}, the machine {:.2} cores \
-                     (and {:.2} waiting for the disk), {} WARN/ERROR lines in the gateway log",
+                     (and {:.2} waiting for the disk), {} WARN/ERROR lines in the gateway log{}",
                     g.busy_cores,
                     g.db.as_ref()
                         .map(|d| format!(
@@ -1321,7 +1349,13 @@ fn print_table(rows: &[Row]) {
                         .unwrap_or_default(),
                     g.machine_busy_cores,
                     g.machine_iowait_cores,
-                    g.log_warnings.len()
+                    g.log_warnings.len(),
+                    g.instances
+                        .map(|(started, reused)| format!(
+                            ", {started} connector instances started and {reused} \
+                             deliveries served by warm ones"
+                        ))
+                        .unwrap_or_default()
                 ))
                 .unwrap_or_default(),
         );

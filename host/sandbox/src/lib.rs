@@ -3,7 +3,8 @@
 //! Runs connector components (the WIT world `switchboard:connector/connector`
 //! in `wit/switchboard-connector-0.1.0`) for the gateway:
 //! [`Runtime::load`] validates and compiles a component once,
-//! [`Component::deliver`] runs one delivery in a fresh sandbox.
+//! [`Component::deliver`] runs one delivery in its own sandbox (a warm
+//! instance of an earlier delivery when one may serve it, see [`warm`]).
 //!
 //! ## Design
 //! - **One engine** per [`Runtime`]: async, component model, pooling

@@ -63,8 +63,9 @@ pub enum HarnessError {
 ///
 /// Built with chained setters; the component is compiled on the first
 /// [`deliver`](Harness::deliver) or [`describe`](Harness::describe) and kept
-/// for the harness's lifetime. Each delivery runs in a fresh sandbox, as in
-/// the gateway.
+/// for the harness's lifetime. Each delivery runs under the harness's
+/// limits and egress rules, as in the gateway, and as in the gateway an
+/// instance that ended a delivery cleanly serves the next one.
 ///
 /// ```no_run
 /// use switchboard_connector_test::{Delivery, FakeUpstream, Harness, Outcome};
