@@ -8,7 +8,7 @@ use common::{ev, TestStore};
 use switchboard::queue::{DeliveryState, OnDead};
 use switchboard::store::{
     Completion, CompletionKind, IngestCounts, IngestOutcome, LimitOverrides, OperatorAction,
-    QueueStats, Store,
+    QueueStats, Retention, Store,
 };
 
 const LEASE: i64 = 30_000;
@@ -505,7 +505,7 @@ async fn the_component_registry_keeps_versions_and_one_active(t: TestStore) {
     let info = serde_json::json!({"name": "hss"});
     let v1 = s
         .catalog()
-        .add_component("hss", "sha256:aa", b"one", &info, "ops", 10, 0)
+        .add_component("hss", "sha256:aa", b"one", &info, "ops", 10, Retention::ALL)
         .await
         .unwrap();
     assert_eq!((v1.version, v1.active, v1.size_bytes), (1, true, 3));
@@ -513,13 +513,29 @@ async fn the_component_registry_keeps_versions_and_one_active(t: TestStore) {
     // starting together with one configured file deploy it once).
     let again = s
         .catalog()
-        .add_component("hss", "sha256:aa", b"one", &info, "config", 11, 0)
+        .add_component(
+            "hss",
+            "sha256:aa",
+            b"one",
+            &info,
+            "config",
+            11,
+            Retention::ALL,
+        )
         .await
         .unwrap();
     assert_eq!((again.version, again.uploaded_at), (1, 10));
     let v2 = s
         .catalog()
-        .add_component("hss", "sha256:bb", b"two!", &info, "ops", 12, 0)
+        .add_component(
+            "hss",
+            "sha256:bb",
+            b"two!",
+            &info,
+            "ops",
+            12,
+            Retention::ALL,
+        )
         .await
         .unwrap();
     assert_eq!(v2.version, 2);
@@ -571,20 +587,21 @@ async fn the_component_registry_keeps_versions_and_one_active(t: TestStore) {
 async fn deploying_beyond_the_retention_prunes_the_oldest_versions(t: TestStore) {
     let s = &*t.store;
     let info = serde_json::json!({"name": "hss"});
+    let keep3 = Retention::newest(3);
     for (n, digest) in ["sha256:01", "sha256:02", "sha256:03", "sha256:04"]
         .iter()
         .enumerate()
     {
         let v = s
             .catalog()
-            .add_component("hss", digest, b"wasm", &info, "ops", 10 + n as i64, 3)
+            .add_component("hss", digest, b"wasm", &info, "ops", 10 + n as i64, keep3)
             .await
             .unwrap();
         assert_eq!((v.version, v.active), (n as i64 + 1, true));
     }
     // Another connector's versions are its own.
     s.catalog()
-        .add_component("crm", "sha256:c1", b"wasm", &info, "ops", 20, 3)
+        .add_component("crm", "sha256:c1", b"wasm", &info, "ops", 20, keep3)
         .await
         .unwrap();
     let kept: Vec<i64> = (s.catalog().component_versions("hss").await.unwrap())
@@ -607,7 +624,7 @@ async fn deploying_beyond_the_retention_prunes_the_oldest_versions(t: TestStore)
         .unwrap());
     let v5 = s
         .catalog()
-        .add_component("hss", "sha256:05", b"wasm", &info, "ops", 32, 3)
+        .add_component("hss", "sha256:05", b"wasm", &info, "ops", 32, keep3)
         .await
         .unwrap();
     assert_eq!((v5.version, v5.active), (5, true));
@@ -627,6 +644,31 @@ async fn deploying_beyond_the_retention_prunes_the_oldest_versions(t: TestStore)
         .map(|a| a.before.unwrap()["versions"].clone())
         .collect();
     assert_eq!(prunes, vec![serde_json::json!([2]), serde_json::json!([1])]);
+
+    // The configured file's version is kept whatever its age.
+    let keep_file = Retention {
+        keep: 2,
+        except_digest: Some("sha256:03"),
+    };
+    for (n, digest) in ["sha256:06", "sha256:07"].iter().enumerate() {
+        s.catalog()
+            .add_component(
+                "hss",
+                digest,
+                b"wasm",
+                &info,
+                "ops",
+                40 + n as i64,
+                keep_file,
+            )
+            .await
+            .unwrap();
+    }
+    let kept: Vec<i64> = (s.catalog().component_versions("hss").await.unwrap())
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(kept, vec![7, 6, 3]);
 }
 
 async fn finished_events_past_the_window_are_purged_and_nothing_else(t: TestStore) {

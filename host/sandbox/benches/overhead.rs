@@ -4,14 +4,23 @@
 //!
 //! Both sides send the same body and the same three headers, reuse pooled
 //! keep-alive connections, and wait for the upstream's `200` before the next
-//! delivery of their task. The Wasm side pays a fresh `Store` + instance per
-//! delivery, the guest's request building and response classification, and
-//! the host's egress check — everything a real delivery pays.
+//! delivery of their task. The Wasm side runs as the gateway does (an
+//! instance kept warm between deliveries, under the default limits) and
+//! pays the guest's request building and response classification and the
+//! host's egress check — everything a real delivery pays.
 //!
 //! Usage: cargo bench -p switchboard-sandbox --bench overhead -- [DELIVERIES] [CONCURRENCY]
 //!
 //! `--only native|wasm|sandbox` runs one side alone, three times, for a
 //! profiler (`perf record`, `strace -c`) to see that side without the others.
+//!
+//! `--only languages` measures the webhook connector built from Rust,
+//! TypeScript and Python (`webhook`, `webhook-ts`, `webhook-py`): compile
+//! and `describe` without a cache (what an upload costs), a delivery on a
+//! fresh instance (cold start) and on a warm one, one after another — wall
+//! time and this process's CPU per delivery — and the resident memory each
+//! warm instance adds. DELIVERIES sets the warm deliveries (cold ones are a
+//! tenth of it).
 //!
 //! `--only reload` measures what hot-loading leaves behind instead: it loads
 //! `webhook.wasm` DELIVERIES times (a fresh compile each time, as a deploy
@@ -159,6 +168,110 @@ async fn run_wasm(guest: Guest, url: &str, total: u64, concurrency: u64) -> Dura
     start.elapsed()
 }
 
+/// This process's CPU time (user + system), from `/proc/self/stat`.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// Cold and warm deliveries, compile time and memory per warm instance, for
+/// each build of the webhook connector (see the module docs).
+async fn languages(url: &str, warm_total: u64) {
+    let cold_total = (warm_total / 10).max(10);
+    println!(
+        "webhook by language: {cold_total} cold and {warm_total} warm deliveries one after \
+         another; CPU is this process's (the local upstream's ~tens of µs included)"
+    );
+    println!(
+        "| build | .wasm MB | compile + describe, no cache | cold: wall p50 / CPU per delivery | \
+         warm: wall p50 / CPU per delivery | memory per warm instance |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for name in ["webhook", "webhook-ts", "webhook-py"] {
+        let bytes = std::fs::read(wasm_path(name)).unwrap();
+        let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+        let t = Instant::now();
+        let component = rt.load(&bytes).await.unwrap();
+        let compile = t.elapsed();
+        let mut sandbox = Sandbox {
+            allowed_hosts: vec![url.to_string()],
+            config: [("url".to_string(), format!("http://{url}/op"))].into(),
+            ..Sandbox::default()
+        };
+        let delivery = |n: u64| Delivery {
+            id: n.to_string(),
+            attempt: 1,
+            event_id: "evt-1".into(),
+            event_type: "number.assign".into(),
+            keys: vec!["msisdn:2065551234".into()],
+            payload: PAYLOAD.into(),
+        };
+        let run = |sandbox: Sandbox, total: u64| {
+            let component = component.clone();
+            async move {
+                let mut walls = Vec::new();
+                let cpu0 = cpu_time();
+                for n in 0..total {
+                    let t = Instant::now();
+                    let out = component.deliver(&sandbox, &delivery(n)).await;
+                    walls.push(t.elapsed());
+                    assert_eq!(out, Outcome::Done, "{out:?}");
+                }
+                let cpu = cpu_time().saturating_sub(cpu0);
+                walls.sort();
+                (
+                    walls[walls.len() / 2],
+                    cpu / u32::try_from(total).unwrap_or(1),
+                )
+            }
+        };
+        sandbox.limits.max_deliveries_per_instance = 1;
+        let (cold_wall, cold_cpu) = run(sandbox.clone(), cold_total).await;
+        sandbox.limits.max_deliveries_per_instance = 1_000_000;
+        run(sandbox.clone(), 10).await;
+        let (warm_wall, warm_cpu) = run(sandbox.clone(), warm_total).await;
+        // Memory: 16 deliveries at once leave 16 warm instances behind.
+        let before = rss_mib();
+        let warm_before = rt.slot_stats().warm;
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (component, sandbox) = (component.clone(), sandbox.clone());
+                tokio::spawn(async move {
+                    for n in 0..5 {
+                        component.deliver(&sandbox, &delivery(n)).await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let added = rt.slot_stats().warm.saturating_sub(warm_before).max(1);
+        let per_instance = (rss_mib() - before) / f64::from(added);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "| {name} | {:.2} | {:.2} s | {:.2} ms / {:.2} ms | {:.2} ms / {:.2} ms | {:.1} MiB ({added} instances) |",
+            bytes.len() as f64 / 1e6,
+            compile.as_secs_f64(),
+            ms(cold_wall),
+            ms(cold_cpu),
+            ms(warm_wall),
+            ms(warm_cpu),
+            per_instance
+        );
+    }
+}
+
 /// Resident set size of this process, from `/proc/self/status`.
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -236,6 +349,10 @@ fn main() {
         let url = upstream().await;
         if only.as_deref() == Some("reload") {
             reload(&url, total).await;
+            return;
+        }
+        if only.as_deref() == Some("languages") {
+            languages(&url, total).await;
             return;
         }
         if let Some(side) = only {

@@ -480,12 +480,31 @@ pub(crate) fn gated_handle(
     request: Resource<HostOutgoingRequest>,
     options: Option<Resource<RequestOptions>>,
 ) -> wasmtime::Result<Result<Resource<HostFutureIncomingResponse>, ErrorCode>> {
+    // The guest hands the options over with the request; wasmtime's handler
+    // only reads them, so they are deleted here on every path (left in the
+    // table, they would hold a resource slot for the rest of the call and
+    // keep the instance from being reused).
+    let options_rep = options.as_ref().map(|o| o.rep());
+    let drop_options = |http: &mut WasiHttpCtxView<'_>| {
+        // Only if the entry is still the options: were a handler to delete
+        // them itself, the slot could hold the response future by now.
+        if let Some(rep) = options_rep {
+            if http
+                .table
+                .get(&Resource::<RequestOptions>::new_borrow(rep))
+                .is_ok()
+            {
+                let _ = http.table.delete(Resource::<RequestOptions>::new_own(rep));
+            }
+        }
+    };
     let req = http.table.get(&request)?;
     let scheme = match &req.scheme {
         Some(WasiScheme::Http) => Scheme::HTTP,
         Some(WasiScheme::Https) => Scheme::HTTPS,
         Some(WasiScheme::Other(_)) | None => {
             http.table.delete(request)?;
+            drop_options(&mut http);
             return Ok(Err(ErrorCode::HttpProtocolError));
         }
     };
@@ -493,9 +512,12 @@ pub(crate) fn gated_handle(
     if let Err(why) = policy.check(&scheme, &authority) {
         tracing::warn!(connector, %why, "egress denied");
         http.table.delete(request)?;
+        drop_options(&mut http);
         return Ok(Err(ErrorCode::HttpRequestDenied));
     }
-    match outgoing_handler::Host::handle(&mut http, request, options) {
+    let handled = outgoing_handler::Host::handle(&mut http, request, options);
+    drop_options(&mut http);
+    match handled {
         Ok(future) => Ok(Ok(future)),
         Err(e) => match e.downcast() {
             Ok(code) => Ok(Err(code)),

@@ -751,9 +751,15 @@ fn spawn_epoch_ticker(shared: &Arc<Shared>) -> Result<(), RuntimeError> {
                 engine.increment_epoch();
                 ticks += 1;
                 if ticks.is_multiple_of(ticks_per_sweep) {
-                    match weak.upgrade() {
-                        Some(shared) => shared.idle.sweep(shared.cfg.instance_idle),
-                        None => break,
+                    let Some(shared) = weak.upgrade() else { break };
+                    let expired = shared.idle.expired(shared.cfg.instance_idle);
+                    drop(shared);
+                    // Torn down off this thread: a long teardown here
+                    // would delay every running guest's CPU-budget check.
+                    if !expired.is_empty() {
+                        let _ = std::thread::Builder::new()
+                            .name("wasm-idle-teardown".into())
+                            .spawn(move || drop(expired));
                     }
                 }
             }
@@ -962,14 +968,11 @@ impl Component {
                 }
             }
         }
-        let pool_name = if sandbox.connector.is_empty() {
-            &*connector
-        } else {
-            sandbox.connector.as_str()
-        };
-        let client = shared
-            .pools
-            .client(pool_name, limits.max_connections, limits.request_timeout);
+        let client = shared.pools.client(
+            pool_name(sandbox, &connector),
+            limits.max_connections,
+            limits.request_timeout,
+        );
         let call_budget = CallBudget::new(limits);
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(caps.resource_bytes);
@@ -1000,6 +1003,7 @@ impl Component {
                     .memory_size(memory)
                     .trap_on_grow_failure(true)
                     .build(),
+                cap: memory,
                 peak: 0,
             },
             log: log.clone(),
@@ -1032,8 +1036,16 @@ impl Component {
         let shared = &self.inner.shared;
         let budget = CallBudget::new(&warm.sandbox.limits);
         let ticks = cpu_ticks(&warm.sandbox.limits, shared.cfg.epoch_tick);
+        let limits = &warm.sandbox.limits;
+        // The connector's pool as it is now (a settings change replaces it).
+        let client = shared.pools.client(
+            pool_name(&warm.sandbox, &self.inner.info.name),
+            limits.max_connections,
+            limits.request_timeout,
+        );
         let state = warm.store.data_mut();
         state.log.rearm(delivery_id, shared.cfg.log_bytes_per_call);
+        state.hooks.client = client;
         state.hooks.budget = budget.clone();
         state.hooks.pass = shared.cfg.egress_gate.pass();
         state.cpu_ticks_left = ticks;
@@ -1061,7 +1073,8 @@ impl Component {
         let shared = &self.inner.shared;
         let connector: Arc<str> = Arc::from(self.inner.info.name.as_str());
         let delivery_id: Arc<str> = Arc::from(delivery.id.as_str());
-        let (mut warm, log, budget, waited) = match shared.idle.take(self.inner.id, sandbox) {
+        let ttl = shared.cfg.instance_idle;
+        let (mut warm, log, budget, waited) = match shared.idle.take(self.inner.id, sandbox, ttl) {
             Some(mut warm) => {
                 let (log, budget) = self.rearm(&mut warm, delivery_id);
                 (warm, log, budget, Duration::ZERO)
@@ -1127,7 +1140,7 @@ impl Component {
         // holds nothing it should not, serves another delivery; any other is
         // torn down here, and its slot is free again once it is.
         if matches!(result, Ok(Ok(_))) && budget.hit().is_none() && warm.reusable() {
-            shared.idle.put(warm);
+            shared.idle.put(warm, ttl);
         } else {
             drop(warm);
         }
@@ -1189,6 +1202,16 @@ impl Component {
     }
 }
 
+/// The name a connector's upstream connections are pooled under: the
+/// deployed connector's, else the component's own.
+fn pool_name<'a>(sandbox: &'a Sandbox, component: &'a str) -> &'a str {
+    if sandbox.connector.is_empty() {
+        component
+    } else {
+        &sandbox.connector
+    }
+}
+
 /// Epoch ticks of CPU a call may spend (at least one).
 fn cpu_ticks(limits: &Limits, tick: Duration) -> u64 {
     let tick = tick.max(Duration::from_millis(1));
@@ -1203,14 +1226,14 @@ struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
 
 impl<'a> Waiting<'a> {
     fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
+        count.fetch_add(1, Ordering::SeqCst);
         Self(count)
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -22,11 +22,16 @@
 //! It is taken again only by a delivery of the same [`Component`] version
 //! with an equal [`Sandbox`] (connector name, allowed hosts, config, secret
 //! headers, limits), and only within [`RuntimeConfig::instance_idle`] of its
-//! last use. So a connector's linear memory (globals, heap, caches) may
-//! carry from one delivery to the next of the same connector, version and
-//! settings; host resources, the CPU budget, the wall deadline, the log
-//! budget, the host-memory and request budgets, the egress pass, and
-//! anything of another connector, version or setting never do.
+//! last use (zero: never). So a connector's linear memory (globals, heap,
+//! caches) and up to [`MAX_KEPT_RESOURCES`] non-HTTP host resources (which
+//! count against the next call's resource limit) may carry from one
+//! delivery to the next of the same connector, version and settings;
+//! `wasi:http` resources, the CPU budget, the wall deadline, the log
+//! budget, the host-memory and request budgets, the egress pass, the
+//! upstream pool, and anything of another connector, version or setting
+//! never do. A host limit the component sees only as an error code (a
+//! response too big, a request timeout, a denied host) does not discard the
+//! instance if the component then answers by itself.
 //!
 //! Idle instances keep their pool slots. A call that finds no slot free
 //! first evicts idle instances, oldest first, and while any call waits for
@@ -72,7 +77,7 @@ impl Warm {
             return false;
         }
         let state = self.store.data_mut();
-        if state.limits.peak > limits.memory_bytes / 4 * 3 {
+        if state.limits.peak > state.limits.cap / 4 * 3 {
             return false;
         }
         let mut held = 0;
@@ -121,12 +126,13 @@ impl Idle {
         self.list.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The most recently used idle instance of `owner` under `sandbox`.
-    pub(crate) fn take(&self, owner: u64, sandbox: &Sandbox) -> Option<Warm> {
+    /// The most recently used idle instance of `owner` under `sandbox`,
+    /// idle for at most `ttl`.
+    pub(crate) fn take(&self, owner: u64, sandbox: &Sandbox, ttl: Duration) -> Option<Warm> {
         let mut list = self.lock();
-        let at = list
-            .iter()
-            .rposition(|w| w.owner == owner && w.sandbox == *sandbox)?;
+        let at = list.iter().rposition(|w| {
+            w.owner == owner && w.sandbox == *sandbox && w.idle_since.elapsed() <= ttl
+        })?;
         let warm = list.remove(at);
         drop(list);
         if warm.is_some() {
@@ -135,13 +141,22 @@ impl Idle {
         warm
     }
 
-    /// Keeps `warm` for the next delivery, unless a call waits for a slot.
-    pub(crate) fn put(&self, mut warm: Warm) {
-        if self.waiting.load(Ordering::Relaxed) > 0 {
+    /// Keeps `warm` for the next delivery, unless a call waits for a slot
+    /// (or `ttl` is zero). The check is made under the list's lock, which a
+    /// waiting call takes after counting itself and before it waits, so
+    /// either the waiter finds this instance to evict or this sees the
+    /// waiter.
+    pub(crate) fn put(&self, mut warm: Warm, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        let mut list = self.lock();
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            drop(list);
             return;
         }
         warm.idle_since = Instant::now();
-        self.lock().push_back(warm);
+        list.push_back(warm);
     }
 
     /// Drops the oldest idle instance (outside the lock); false if there
@@ -165,16 +180,15 @@ impl Idle {
         drop(gone);
     }
 
-    /// Drops the instances idle for longer than `ttl`.
-    pub(crate) fn sweep(&self, ttl: Duration) {
+    /// Takes out the instances idle for longer than `ttl`, for the caller
+    /// to drop (tearing down big instances takes a while).
+    pub(crate) fn expired(&self, ttl: Duration) -> Vec<Warm> {
         let mut expired = Vec::new();
-        {
-            let mut list = self.lock();
-            while list.front().is_some_and(|w| w.idle_since.elapsed() > ttl) {
-                expired.extend(list.pop_front());
-            }
+        let mut list = self.lock();
+        while list.front().is_some_and(|w| w.idle_since.elapsed() > ttl) {
+            expired.extend(list.pop_front());
         }
-        drop(expired);
+        expired
     }
 
     /// Pool slots the idle instances hold now.
@@ -188,6 +202,8 @@ impl Idle {
 /// which decides whether an instance is kept.
 pub(crate) struct MemoryCap {
     pub(crate) limits: StoreLimits,
+    /// The memory cap `limits` applies, in bytes.
+    pub(crate) cap: usize,
     pub(crate) peak: usize,
 }
 

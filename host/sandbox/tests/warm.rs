@@ -101,6 +101,19 @@ async fn a_trap_a_limit_hit_or_a_leak_never_reaches_the_next_delivery() {
 }
 
 #[tokio::test]
+async fn a_request_with_options_leaves_nothing_behind_and_the_instance_is_kept() {
+    // The guest hands request options over with its request; the host
+    // deletes them, so they neither hold a resource slot nor keep the
+    // instance from being reused.
+    let rt = runtime(8, Duration::from_secs(60));
+    let c = load(&rt, "stateful").await;
+    let sb = sandbox("a");
+    assert_eq!(served(&c, &sb, "count").await, Ok(1));
+    assert_eq!(served(&c, &sb, "timeout").await, Ok(2));
+    assert_eq!(served(&c, &sb, "count").await, Ok(3));
+}
+
+#[tokio::test]
 async fn an_instance_whose_memory_fills_up_is_replaced_before_it_fails_a_delivery() {
     let rt = runtime(8, Duration::from_secs(60));
     let c = load(&rt, "stateful").await;

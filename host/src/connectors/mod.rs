@@ -7,6 +7,7 @@
 //! deliveries that start afterwards use the new version at once, attempts
 //! already running keep the version they started with until they finish.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,7 +19,7 @@ use crate::config::ConnectorConfig;
 use crate::dispatch::{AttemptOutcome, Deliver};
 use crate::queue::now_ms;
 use crate::registry::Registry;
-use crate::store::{Claimed, ComponentVersion, Store, StoreError};
+use crate::store::{Claimed, ComponentVersion, Retention, Store, StoreError};
 
 /// Why a component could not be deployed or rolled back.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,10 @@ pub struct Connectors {
     registry: Registry,
     /// Component versions kept per connector (`storage.component_versions`).
     keep_versions: u32,
+    /// The digest of each connector's configured component file, as read at
+    /// start: that version is never pruned, so a restart does not take the
+    /// file's bytes for new ones and replace a version deployed since.
+    configured: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl Connectors {
@@ -68,6 +73,7 @@ impl Connectors {
             runtime,
             registry,
             keep_versions,
+            configured: Default::default(),
         }
     }
 
@@ -109,6 +115,12 @@ impl Connectors {
                 e => DeployError::Invalid(e.to_string()),
             })?;
         let info = info_json(&component);
+        let configured = self
+            .configured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(connector)
+            .cloned();
         let stored = store
             .catalog()
             .add_component(
@@ -118,7 +130,10 @@ impl Connectors {
                 &info,
                 actor,
                 now_ms(),
-                self.keep_versions,
+                Retention {
+                    keep: self.keep_versions,
+                    except_digest: configured.as_deref(),
+                },
             )
             .await?;
         self.install(connector, component);
@@ -146,10 +161,17 @@ impl Connectors {
         let component = self
             .load_version(store, connector, previous.version)
             .await?;
-        store
+        // Another node's deploy may have pruned it since it was listed.
+        if !store
             .catalog()
             .activate_component(connector, previous.version, actor, now_ms())
-            .await?;
+            .await?
+        {
+            return Err(DeployError::Invalid(format!(
+                "version {} is no longer stored",
+                previous.version
+            )));
+        }
         self.install(connector, component);
         tracing::info!(connector, version = previous.version, digest = %previous.digest, "rolled back");
         Ok(ComponentVersion {
@@ -203,6 +225,10 @@ impl Connectors {
                         source,
                     })?;
                 let digest = digest_of(&wasm);
+                self.configured
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(c.name.clone(), digest.clone());
                 if !versions.iter().any(|v| v.digest == digest) {
                     self.deploy(store, &c.name, &wasm, "config")
                         .await

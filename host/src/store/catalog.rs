@@ -25,7 +25,7 @@ use super::{
     audit_of, configs_of, dead_letters_of, delivery_view, same_digest, state_counts_of,
     stored_event, versions_of, AuditRecord, AuditRow, ComponentVersion, DeadFilter, DeadLetter,
     DeadRow, DeliveryRow, EventRow, EventView, LimitOverrides, OperatorAction, QueueStats,
-    StateCounts, StoreError, StoreResult, VersionRow,
+    Retention, StateCounts, StoreError, StoreResult, VersionRow,
 };
 use crate::queue::{lanes, DeliveryState, Millis};
 
@@ -958,8 +958,8 @@ impl Catalog {
 
     /// Stores a validated component as the connector's next version and makes
     /// it active; the same bytes as the active version are that version.
-    /// Versions older than the `keep` newest (the new one included) are
-    /// deleted, and the deletion audited; `keep` 0 keeps every version.
+    /// Versions older than the newest `retention.keep` (the new one
+    /// included) are deleted, and the deletion audited.
     #[allow(clippy::too_many_arguments)]
     pub async fn add_component(
         &self,
@@ -969,8 +969,9 @@ impl Catalog {
         info: &serde_json::Value,
         actor: &str,
         now: Millis,
-        keep: u32,
+        retention: Retention<'_>,
     ) -> StoreResult<ComponentVersion> {
+        let keep = retention.keep;
         let mut tx = self.begin().await?;
         let mut conn = tx.conn();
         conn.lock_connector("component", connector).await?;
@@ -1010,10 +1011,11 @@ impl Catalog {
                     // made active, is among them.
                     let mut pruned: Vec<i64> = on!(conn.re(), |c| sqlx::query_scalar(
                         "DELETE FROM components WHERE connector = $1 AND version <= $2 \
-                         RETURNING version",
+                         AND digest <> $3 RETURNING version",
                     )
                     .bind(connector)
                     .bind(version - i64::from(keep))
+                    .bind(retention.except_digest.unwrap_or(""))
                     .fetch_all(c)
                     .await)?;
                     if !pruned.is_empty() {

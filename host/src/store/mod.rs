@@ -173,6 +173,32 @@ pub struct EventView {
     pub deliveries: Vec<DeliveryView>,
 }
 
+/// Which component versions a deploy keeps ([`Catalog::add_component`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention<'a> {
+    /// The newest this many are kept; 0 keeps every version.
+    pub keep: u32,
+    /// A version with these bytes is kept whatever its age (the connector's
+    /// configured component file).
+    pub except_digest: Option<&'a str>,
+}
+
+impl Retention<'_> {
+    /// Every version is kept.
+    pub const ALL: Retention<'static> = Retention {
+        keep: 0,
+        except_digest: None,
+    };
+
+    /// The newest `keep`.
+    pub fn newest(keep: u32) -> Retention<'static> {
+        Retention {
+            keep,
+            except_digest: None,
+        }
+    }
+}
+
 /// One stored version of a connector's component.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ComponentVersion {

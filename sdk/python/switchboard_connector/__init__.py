@@ -269,6 +269,14 @@ _METHODS = {
 Headers = Union[Dict[str, str], List[Tuple[str, str]], None]
 
 
+def _drop(resource: object) -> None:
+    """Release a host resource now rather than when the collector finds it."""
+    try:
+        resource.__exit__(None, None, None)  # type: ignore[attr-defined]
+    except Exception:  # already released: nothing to do
+        pass
+
+
 def request(
     method: str,
     url: str,
@@ -316,7 +324,7 @@ def request(
         bad = "?"
         for k, v in fields_list:
             try:
-                wasi.Fields.from_list([(k, v)])
+                _drop(wasi.Fields.from_list([(k, v)]))
             except Err:
                 bad = k
                 break
@@ -329,6 +337,7 @@ def request(
         req.set_authority(authority)
         req.set_path_with_query(path_with_query)
     except Err:
+        _drop(req)
         raise ConnectorError("invalid-url", f"`{url}`") from None
     outgoing = req.body() if framed else None
 
@@ -346,9 +355,13 @@ def request(
             except Err:
                 pass  # the host may refuse to honour options; not an error
 
+    # The request and its options go to the host with `handle`; the body
+    # stays ours until `finish` hands it over.
     try:
         pending = outgoing_handler.handle(req, options)
     except Err as e:
+        if outgoing is not None:
+            _drop(outgoing)
         raise _from_error_code(e.value) from None
     if outgoing is not None:
         # The request is sent first, then the body is written in chunks the
@@ -360,13 +373,15 @@ def request(
             for at in range(0, len(data), _WRITE_CHUNK):
                 stream.blocking_write_and_flush(bytes(view[at : at + _WRITE_CHUNK]))
         except Err as e:
+            for resource in (stream, outgoing, pending):
+                _drop(resource)
             raise _from_stream_error(e.value, "writing request body") from None
-        finally:
-            # The stream must be dropped before the body is finished.
-            stream.__exit__(None, None, None)
+        # The stream must be dropped before the body is finished.
+        _drop(stream)
         try:
             wasi.OutgoingBody.finish(outgoing, None)
         except Err as e:
+            _drop(pending)
             raise _from_error_code(e.value) from None
 
     # Every resource this call still owns is dropped when it ends, children
@@ -410,7 +425,7 @@ def request(
             chunks.append(chunk)
     finally:
         for resource in reversed(held):
-            resource.__exit__(None, None, None)
+            _drop(resource)
     return Response(status, resp_headers, b"".join(chunks))
 
 
@@ -464,8 +479,12 @@ def _from_stream_error(e, during: str) -> ConnectorError:
         return ConnectorError("transport", f"stream closed while {during}")
     code = wasi.http_error_code(e.value)
     if code is not None:
-        return _from_error_code(code)
-    return ConnectorError("transport", f"{during}: {e.value.to_debug_string()}")
+        error = _from_error_code(code)
+    else:
+        error = ConnectorError("transport", f"{during}: {e.value.to_debug_string()}")
+    # The host's error resource is ours: release it now.
+    _drop(e.value)
+    return error
 
 
 _TIMEOUTS = (

@@ -285,7 +285,7 @@ export function request(method: HttpMethod, url: string, init: RequestInit = {})
   } catch {
     const bad = list.find(([k, v]) => {
       try {
-        Fields.fromList([[k, v]]);
+        drop(Fields.fromList([[k, v]]));
         return false;
       } catch {
         return true;
@@ -300,6 +300,7 @@ export function request(method: HttpMethod, url: string, init: RequestInit = {})
     req.setAuthority(target.authority);
     req.setPathWithQuery(target.pathWithQuery);
   } catch {
+    drop(req);
     throw new ConnectorError('invalid-url', `\`${url}\``);
   }
   const outgoing = framed ? req.body() : undefined;
@@ -322,10 +323,13 @@ export function request(method: HttpMethod, url: string, init: RequestInit = {})
     }
   }
 
+  // The request and its options go to the host with `handle`; the body
+  // stays ours until `finish` hands it over.
   let pending;
   try {
     pending = handle(req, options);
   } catch (e) {
+    if (outgoing !== undefined) drop(outgoing);
     throw fromHostError(e, 'sending request');
   }
   if (outgoing !== undefined) {
@@ -335,14 +339,17 @@ export function request(method: HttpMethod, url: string, init: RequestInit = {})
         stream.blockingWriteAndFlush(bytes.subarray(i, i + WRITE_CHUNK));
       }
     } catch (e) {
-      throw fromHostError(e, 'writing request body');
-    } finally {
-      // The stream must be dropped before the body is finished.
       drop(stream);
+      drop(outgoing);
+      drop(pending);
+      throw fromHostError(e, 'writing request body');
     }
+    // The stream must be dropped before the body is finished.
+    drop(stream);
     try {
       OutgoingBody.finish(outgoing, undefined);
     } catch (e) {
+      drop(pending);
       throw fromHostError(e, 'finishing request body');
     }
   }
@@ -461,8 +468,13 @@ function fromHostError(e: unknown, during: string): ConnectorError {
     } catch {
       code = undefined;
     }
-    if (code !== undefined) return fromErrorCode(code);
-    return new ConnectorError('transport', `${during}: ${describeIoError(p.val)}`);
+    const error =
+      code !== undefined
+        ? fromErrorCode(code)
+        : new ConnectorError('transport', `${during}: ${describeIoError(p.val)}`);
+    // The host's error resource is ours: release it now.
+    drop(p.val as object);
+    return error;
   }
   if (p !== undefined && typeof p.tag === 'string') return fromErrorCode(p as ErrorCode);
   return new ConnectorError('transport', `${during}: ${e}`);
