@@ -240,9 +240,8 @@ async fn languages(url: &str, warm_total: u64) {
         sandbox.limits.max_deliveries_per_instance = 1_000_000;
         run(sandbox.clone(), 10).await;
         let (warm_wall, warm_cpu) = run(sandbox.clone(), warm_total).await;
-        // Memory: 16 deliveries at once leave 16 warm instances behind.
-        let before = rss_mib();
-        let warm_before = rt.slot_stats().warm;
+        // Memory: 16 deliveries at once leave 16 warm instances behind; what
+        // they hold is what the process gives back when they are torn down.
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let (component, sandbox) = (component.clone(), sandbox.clone());
@@ -256,8 +255,11 @@ async fn languages(url: &str, warm_total: u64) {
         for t in tasks {
             t.await.unwrap();
         }
-        let added = rt.slot_stats().warm.saturating_sub(warm_before).max(1);
-        let per_instance = (rss_mib() - before) / f64::from(added);
+        let added = (rt.slot_stats().warm / component.footprint().slots()).max(1);
+        let with_them = rss_mib();
+        drop(component);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let per_instance = (with_them - rss_mib()) / f64::from(added);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
             "| {name} | {:.2} | {:.2} s | {:.2} ms / {:.2} ms | {:.2} ms / {:.2} ms | {:.1} MiB ({added} instances) |",
