@@ -365,6 +365,40 @@ fn from_stream_error(e: StreamError, during: &str) -> Error {
     }
 }
 
+/// An error code by its WIT name (`connection-refused`, `DNS-timeout`,
+/// `HTTP-request-URI-invalid`), with its payload if it has one: the name the
+/// TypeScript and Python SDKs give, so one filter on a failure reason
+/// matches connectors in every language.
+fn wit_name(code: &ErrorCode) -> String {
+    let debug = format!("{code:?}");
+    let debug = debug.strip_prefix("ErrorCode::").unwrap_or(&debug);
+    let end = debug
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(debug.len());
+    let (ident, payload) = debug.split_at(end);
+    let mut words: Vec<String> = Vec::new();
+    for c in ident.chars() {
+        match words.last_mut() {
+            Some(word) if !c.is_ascii_uppercase() => word.push(c),
+            _ => words.push(c.to_string()),
+        }
+    }
+    let mut name = words
+        .iter()
+        .map(|w| match w.to_ascii_lowercase().as_str() {
+            w @ ("dns" | "ip" | "tls" | "http" | "uri") => w.to_ascii_uppercase(),
+            w => w.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("-");
+    let payload = payload.trim();
+    if !payload.is_empty() {
+        name.push(' ');
+        name.push_str(payload);
+    }
+    name
+}
+
 fn from_error_code(code: ErrorCode) -> Error {
     match code {
         ErrorCode::HttpRequestDenied => Error::Denied("host not in allowed_hosts".into()),
@@ -375,15 +409,15 @@ fn from_error_code(code: ErrorCode) -> Error {
         | ErrorCode::ConnectionTimeout
         | ErrorCode::ConnectionReadTimeout
         | ErrorCode::ConnectionWriteTimeout
-        | ErrorCode::HttpResponseTimeout => Error::Timeout(format!("{code:?}")),
+        | ErrorCode::HttpResponseTimeout => Error::Timeout(wit_name(&code)),
         ErrorCode::DnsError(_)
         | ErrorCode::DestinationNotFound
         | ErrorCode::DestinationUnavailable
         | ErrorCode::DestinationIpUnroutable
         | ErrorCode::ConnectionRefused
         | ErrorCode::ConnectionTerminated
-        | ErrorCode::ConnectionLimitReached => Error::Connect(format!("{code:?}")),
-        other => Error::Transport(format!("{other:?}")),
+        | ErrorCode::ConnectionLimitReached => Error::Connect(wit_name(&code)),
+        other => Error::Transport(wit_name(&other)),
     }
 }
 
@@ -617,6 +651,27 @@ fn days_from_civil(y: u64, m: u64, d: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_codes_read_as_their_wit_names() {
+        assert_eq!(
+            wit_name(&ErrorCode::ConnectionRefused),
+            "connection-refused"
+        );
+        assert_eq!(wit_name(&ErrorCode::DnsTimeout), "DNS-timeout");
+        assert_eq!(
+            wit_name(&ErrorCode::DestinationIpProhibited),
+            "destination-IP-prohibited"
+        );
+        assert_eq!(
+            wit_name(&ErrorCode::HttpRequestUriInvalid),
+            "HTTP-request-URI-invalid"
+        );
+        assert_eq!(
+            wit_name(&ErrorCode::HttpResponseBodySize(Some(7))),
+            "HTTP-response-body-size (Some(7))"
+        );
+    }
 
     #[test]
     fn urls() {

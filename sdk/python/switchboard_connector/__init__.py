@@ -505,9 +505,19 @@ _CONNECT = (
 )
 
 
+_ACRONYMS = frozenset({"dns", "ip", "tls", "http", "uri"})
+
+
+def _wit_name(code) -> str:
+    """An error code by its WIT name (``connection-refused``, ``DNS-timeout``),
+    as the Rust and TypeScript SDKs give it."""
+    words = re.findall(r"[A-Z][a-z0-9]*", type(code).__name__.removeprefix("ErrorCode_"))
+    return "-".join(w.upper() if w.lower() in _ACRONYMS else w.lower() for w in words)
+
+
 def _from_error_code(code) -> ConnectorError:
     """A wasi:http error code as the failure it is, with its name as the reason."""
-    name = type(code).__name__.removeprefix("ErrorCode_")
+    name = _wit_name(code)
     if isinstance(code, wasi.ErrorCode_HttpRequestDenied):
         return ConnectorError("denied", "host not in allowed_hosts")
     if isinstance(code, wasi.ErrorCode_DestinationIpProhibited):

@@ -139,6 +139,12 @@ async fn transport_failures_are_retried(name: &str) {
         .deliver(assign())
         .await;
     assert_eq!(outcome.kind(), "retry", "connection refused: {outcome:?}");
+    // The error code by its WIT name, the same in every language, so one
+    // filter on reasons finds it whatever the connector is written in.
+    assert!(
+        outcome.reason().unwrap().contains("connection-refused"),
+        "{name}: {outcome:?}"
+    );
 
     let up = FakeUpstream::start().await;
     up.push(Reply::ok().delay(Duration::from_secs(3)));
