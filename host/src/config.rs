@@ -433,9 +433,19 @@ impl ConnectorConfig {
                 c.name
             ));
         }
+        let mut compiled = Vec::with_capacity(c.routes.len());
         for r in &c.routes {
-            r.compile()
-                .map_err(|e| ConfigError::Invalid(format!("connector {:?}: {e}", c.name)))?;
+            compiled.push(
+                r.compile()
+                    .map_err(|e| ConfigError::Invalid(format!("connector {:?}: {e}", c.name)))?,
+            );
+        }
+        if let Some((a, b)) = crate::queue::route::conflicting_coalesce(&compiled) {
+            return invalid(format!(
+                "connector {:?}: routes {a:?} and {b:?} can match the same type with \
+                 different coalesce_key or coalesce_group; make them agree or not overlap",
+                c.name
+            ));
         }
         let l = &c.limits;
         for (field, value) in [

@@ -23,7 +23,7 @@ use crate::connectors::Connectors;
 use crate::dispatch::DispatchControl;
 use crate::queue::event::NewEvent;
 use crate::queue::now_ms;
-use crate::queue::route::{expiry_of, Route};
+use crate::queue::route::{coalesce_of, expiry_of, Route};
 use crate::registry::Registry;
 use crate::store::{Routed, Store, StoreError};
 
@@ -69,11 +69,15 @@ impl RouteTable {
     pub fn routed(&self, event: NewEvent) -> Routed {
         let mut connectors = Vec::new();
         let mut expire_after = std::collections::BTreeMap::new();
+        let mut coalesce = std::collections::BTreeMap::new();
         for (name, routes) in &self.entries {
             if let Some(expiry) = expiry_of(routes, &event.event_type) {
                 connectors.push(name.clone());
                 if let Some(ms) = expiry {
                     expire_after.insert(name.clone(), ms);
+                }
+                if let Some(tag) = coalesce_of(routes, &event.event_type, &event.keys) {
+                    coalesce.insert(name.clone(), tag);
                 }
             }
         }
@@ -81,6 +85,7 @@ impl RouteTable {
             event,
             connectors,
             expire_after,
+            coalesce,
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct ConnectorMetrics {
     attempt_latency: Mutex<Histogram>,
     /// Deliveries this process ended as `expired`.
     expired: AtomicU64,
+    /// Deliveries that events this process accepted superseded.
+    superseded: AtomicU64,
 }
 
 impl ConnectorMetrics {
@@ -82,6 +84,12 @@ impl ConnectorMetrics {
     /// Deliveries of this connector this process ended as `expired`.
     pub fn expired(&self, n: u64) {
         self.expired.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Deliveries of this connector that newer full-state events accepted
+    /// by this process superseded (coalescing).
+    pub fn superseded(&self, n: u64) {
+        self.superseded.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -200,19 +208,25 @@ pub fn render_connectors(out: &mut String, connectors: &[(&str, &ConnectorMetric
             histogram(out, "switchboard_attempt_duration_seconds", &label, &h);
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP switchboard_deliveries_expired_total Deliveries ended unstarted by their route's expire_after."
-    );
-    let _ = writeln!(out, "# TYPE switchboard_deliveries_expired_total counter");
-    for (c, m) in connectors {
-        let n = m.expired.load(Ordering::Relaxed);
-        if n > 0 {
-            let _ = writeln!(
-                out,
-                "switchboard_deliveries_expired_total{{connector=\"{}\"}} {n}",
-                escape(c)
-            );
+    for (name, help, count) in [
+        (
+            "switchboard_deliveries_expired_total",
+            "Deliveries ended unstarted by their route's expire_after.",
+            (|m| &m.expired) as fn(&ConnectorMetrics) -> &AtomicU64,
+        ),
+        (
+            "switchboard_deliveries_superseded_total",
+            "Deliveries not started that a newer full-state event superseded (coalescing).",
+            |m| &m.superseded,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (c, m) in connectors {
+            let n = count(m).load(Ordering::Relaxed);
+            if n > 0 {
+                let _ = writeln!(out, "{name}{{connector=\"{}\"}} {n}", escape(c));
+            }
         }
     }
 }

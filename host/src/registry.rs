@@ -443,6 +443,7 @@ mod tests {
                 .attempt("retry", Duration::from_millis(20));
         }
         dispatcher.metrics().expired(3);
+        dispatcher.metrics().superseded(7);
         open(&dispatcher, 100);
 
         let api = registry.get("hss").unwrap();
@@ -461,6 +462,7 @@ mod tests {
         assert!(lines.contains(&r#"switchboard_attempts_total{connector="hss",outcome="retry"} 5"#));
         assert!(lines.contains(&r#"switchboard_attempt_duration_seconds_count{connector="hss"} 5"#));
         assert!(lines.contains(&r#"switchboard_deliveries_expired_total{connector="hss"} 3"#));
+        assert!(lines.contains(&r#"switchboard_deliveries_superseded_total{connector="hss"} 7"#));
         assert!(
             !out.contains(r#"connector="crm""#),
             "a connector with nothing counted has no series yet: {out}"

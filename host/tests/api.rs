@@ -100,6 +100,52 @@ async fn ingest_answers_202_with_counts_and_the_event_can_be_looked_up() {
     );
 }
 
+/// A route that declares forwarding updates full-state per customer: the
+/// older update not started is superseded, and its event says by which;
+/// the number move between them is neither superseded nor jumped.
+#[tokio::test]
+async fn a_full_state_update_supersedes_the_older_one_and_says_so() {
+    let t = common::sqlite().await;
+    let hss: switchboard::config::ConnectorConfig = serde_json::from_value(json!({
+        "name": "hss",
+        "routes": ["number.*", {"match": "forwarding.*", "coalesce_key": "customer",
+                                "coalesce_group": "forwarding"}]
+    }))
+    .unwrap();
+    let fleet = switchboard::fleet::Fleet::new(vec![hss], switchboard::config::Bounds::default());
+    let api = Api {
+        app: router(AppState {
+            store: t.store.clone(),
+            fleet,
+            connectors: None,
+            tokens: switchboard::api::auth::Tokens::new(&[]),
+            max_body_bytes: 64 * 1024,
+            max_batch: 100,
+        }),
+        _store: t,
+    };
+    let ev = |id: &str, ty: &str, keys: &[&str]| {
+        json!({"id": id, "type": ty, "keys": keys, "payload": {}}).to_string()
+    };
+    for body in [
+        ev("f1", "forwarding.set", &["customer:A1"]),
+        ev("m1", "number.move", &["customer:A1", "msisdn:1"]),
+        ev("f2", "forwarding.clear", &["customer:A1"]),
+    ] {
+        let (s, b) = api.post(body).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    }
+    let delivery = |v: &Value| v["deliveries"][0].clone();
+    let (_, f1) = api.call("GET", "/v1/events/f1", Body::empty()).await;
+    assert_eq!(delivery(&f1)["state"], "superseded", "{f1}");
+    assert_eq!(delivery(&f1)["superseded_by"], "f2", "{f1}");
+    let (_, m1) = api.call("GET", "/v1/events/m1", Body::empty()).await;
+    assert_eq!(delivery(&m1)["state"], "ready", "{m1}");
+    assert!(delivery(&m1).get("superseded_by").is_none(), "{m1}");
+    let (_, f2) = api.call("GET", "/v1/events/f2", Body::empty()).await;
+    assert_eq!(delivery(&f2)["state"], "blocked", "{f2}");
+}
+
 #[tokio::test]
 async fn same_id_with_another_body_is_a_409_and_stores_nothing_of_the_batch() {
     let api = api().await;

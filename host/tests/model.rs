@@ -4,8 +4,10 @@
 //! attempts back, crash-and-restart, late completions of attempts from before
 //! a crash, and operator retry/skip run against the real store and a small
 //! reference model. The model decides everything by brute force over its own
-//! history (which delivery is blocked, runnable, due to expire); it calls
-//! nothing of the store or queue modules to do so.
+//! history (which delivery is blocked, runnable, due to expire, superseded);
+//! it calls nothing of the store or queue modules to do so. Some events are
+//! full-state for hss (coalescing, SPEC §3): the model supersedes hss's
+//! older deliveries with the same customer key that were never claimed.
 //!
 //! Invariants checked after every step:
 //! - a claim never hands out a delivery while an earlier delivery of the same
@@ -18,6 +20,9 @@
 //!   one (after a rescue, a new claim, a crash) is refused;
 //! - expiry ends exactly the blocked or ready deliveries past their
 //!   `expires_at` (the earliest first when capped), counted per connector;
+//! - a full-state event supersedes exactly the older, never-attempted
+//!   deliveries of its connector and coalesce key, and the store counts them;
+//!   the newer one still waits for everything else ahead of it;
 //! - at the end, after the destination recovers, every routed delivery of every
 //!   accepted event is delivered, dead, skipped or expired — nothing lost —
 //!   and the store shows each in the state the model expects.
@@ -29,7 +34,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use proptest::prelude::*;
 use switchboard::queue::{DeliveryState, OnDead};
-use switchboard::store::{Claimed, Completion, CompletionKind, OperatorAction};
+use switchboard::store::{Claimed, Completion, CompletionKind, IngestOutcome, OperatorAction};
 
 const CONNECTORS: [&str; 2] = ["hss", "crm"];
 const KEYS: [&str; 5] = [
@@ -53,6 +58,8 @@ enum Op {
         batch: usize,
         /// Per connector (by index): its route's `expire_after`, if any.
         expire: Vec<Option<i64>>,
+        /// Full-state for hss (connector 0), coalescing on the customer key.
+        full_state: bool,
     },
     Claim {
         connector: usize,
@@ -119,8 +126,9 @@ fn op() -> impl Strategy<Value = Op> {
                       proptest::option::weighted(0.75, 500..5_000i64),
                       CONNECTORS.len(),
                   ),
-              ])
-            .prop_map(|(keys, to, batch, expire)| Op::Enqueue { keys, to, batch, expire }),
+              ],
+              proptest::bool::weighted(0.4))
+            .prop_map(|(keys, to, batch, expire, full_state)| Op::Enqueue { keys, to, batch, expire, full_state }),
         4 => (0..CONNECTORS.len(), 1..5usize).prop_map(|(connector, limit)| Op::Claim { connector, limit }),
         4 => (any::<usize>(), outcome()).prop_map(|(pick, outcome)| Op::Finish { pick, outcome }),
         2 => (any::<usize>(), outcome()).prop_map(|(pick, outcome)| Op::LateFinish { pick, outcome }),
@@ -143,12 +151,23 @@ fn op() -> impl Strategy<Value = Op> {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum St {
-    Waiting { at: i64 },
-    InFlight { lease: i64, until: i64 },
+    Waiting {
+        at: i64,
+    },
+    InFlight {
+        lease: i64,
+        until: i64,
+    },
     Delivered,
-    Dead { holds: bool },
+    Dead {
+        holds: bool,
+    },
     Skipped,
     Expired,
+    /// By the event with this number.
+    Superseded {
+        by: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +182,10 @@ struct MDelivery {
     in_lanes: bool,
     /// Accept time plus its route's `expire_after`.
     expires_at: Option<i64>,
+    /// Its coalesce tag when its event is full-state for its connector.
+    tag: Option<String>,
+    /// Ever claimed: never superseded from then on.
+    attempted: bool,
 }
 
 impl MDelivery {
@@ -251,6 +274,7 @@ impl Model {
             St::Dead { .. } => DeliveryState::Dead,
             St::Skipped => DeliveryState::Skipped,
             St::Expired => DeliveryState::Expired,
+            St::Superseded { .. } => DeliveryState::Superseded,
         }
     }
 }
@@ -413,8 +437,10 @@ fn run(ops: Vec<Op>, backend: Backend) {
                     to,
                     batch,
                     expire,
+                    full_state,
                 } => {
                     let mut events = Vec::new();
+                    let mut superseded: u64 = 0;
                     for _ in 0..batch {
                         let n = m.next_event;
                         m.next_event += 1;
@@ -429,6 +455,30 @@ fn run(ops: Vec<Op>, backend: Backend) {
                                 }
                             }
                         }
+                        // The tag: the event's one customer key (none with
+                        // two), for hss only, whose route declares it.
+                        let customers: Vec<&str> = ks
+                            .iter()
+                            .copied()
+                            .filter(|k| k.starts_with("customer:"))
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .into_iter()
+                            .collect();
+                        let tag = (full_state && customers.len() == 1 && to.contains(&0))
+                            .then(|| format!("set/{}", customers[0]));
+                        if let Some(tag) = &tag {
+                            r.coalesce.insert(CONNECTORS[0].to_string(), tag.clone());
+                            for d in m.deliveries.values_mut() {
+                                if d.tag.as_ref() == Some(tag)
+                                    && !d.attempted
+                                    && matches!(d.st, St::Waiting { .. })
+                                {
+                                    d.st = St::Superseded { by: n };
+                                    d.in_lanes = false;
+                                    superseded += 1;
+                                }
+                            }
+                        }
                         for c in &r.connectors {
                             m.deliveries.insert(
                                 (n, c.clone()),
@@ -439,12 +489,22 @@ fn run(ops: Vec<Op>, backend: Backend) {
                                     st: St::Waiting { at: now },
                                     in_lanes: true,
                                     expires_at: r.expire_after.get(c).map(|ms| now + ms),
+                                    tag: tag.clone().filter(|_| c == CONNECTORS[0]),
+                                    attempted: false,
                                 },
                             );
                         }
                         events.push(r);
                     }
-                    t.store.ingest(events, now).await.unwrap();
+                    let out = t.store.ingest(events, now).await.unwrap();
+                    let IngestOutcome::Accepted(counts) = out else {
+                        panic!("ingest: {out:?}")
+                    };
+                    assert_eq!(
+                        counts.superseded.values().sum::<u64>(),
+                        superseded,
+                        "superseded by this request"
+                    );
                 }
                 Op::Claim { connector, limit } => {
                     let c = CONNECTORS[connector];
@@ -467,6 +527,7 @@ fn run(ops: Vec<Op>, backend: Backend) {
                             lease: d.lease,
                             until: now + LEASE,
                         };
+                        md.attempted = true;
                     }
                     m.in_flight.extend(got);
                 }
@@ -634,6 +695,22 @@ fn run(ops: Vec<Op>, backend: Backend) {
             let (n, c) = key;
             match d.st {
                 St::Delivered | St::Dead { .. } | St::Skipped | St::Expired => {}
+                St::Superseded { by } => {
+                    // By a newer event of its connector and tag.
+                    let newer = &m.deliveries[&(by, c.clone())];
+                    assert!(
+                        by > *n && newer.tag == d.tag,
+                        "e{n}/{c} superseded by e{by}"
+                    );
+                    let view = t.store.catalog().event(&format!("e{n}")).await.unwrap();
+                    let recorded = view
+                        .unwrap()
+                        .deliveries
+                        .into_iter()
+                        .find(|x| &x.connector == c)
+                        .and_then(|x| x.superseded_by);
+                    assert_eq!(recorded, Some(format!("e{by}")), "e{n}/{c} superseded_by");
+                }
                 St::Waiting { .. } if m.blocked(d) => {
                     // Only a held dead letter, directly or through deliveries
                     // waiting behind it, may keep it waiting.
@@ -704,6 +781,7 @@ fn late_completion_after_crash_rescue_and_reclaim() -> Vec<Op> {
             to: vec![0, 1],
             batch: 2,
             expire: none.clone(),
+            full_state: false,
         },
         Op::Claim {
             connector: 0,
@@ -755,18 +833,21 @@ fn expiry_releases_the_lane_and_hand_back_requeues() -> Vec<Op> {
             to: vec![0],
             batch: 1,
             expire: vec![Some(1_000), None],
+            full_state: false,
         },
         Op::Enqueue {
             keys: vec![0, 1],
             to: vec![0],
             batch: 1,
             expire: none.clone(),
+            full_state: false,
         },
         Op::Enqueue {
             keys: vec![2],
             to: vec![0, 1],
             batch: 3,
             expire: vec![Some(2_000), Some(2_000)],
+            full_state: false,
         },
         Op::Advance { ms: 1_000 },
         Op::Claim {
@@ -798,9 +879,47 @@ fn expiry_releases_the_lane_and_hand_back_requeues() -> Vec<Op> {
     ]
 }
 
+/// Full-state updates on one customer: one in flight when the next comes
+/// (never superseded), a number move between two (never merged, never
+/// jumped), a batch of three (the newest wins), one retried (attempted:
+/// kept), one on both customers (not coalesced).
+fn coalescing_supersedes_only_what_never_started() -> Vec<Op> {
+    let none = vec![None; CONNECTORS.len()];
+    let enqueue = |keys: Vec<usize>, batch, full_state| Op::Enqueue {
+        keys,
+        to: vec![0, 1],
+        batch,
+        expire: none.clone(),
+        full_state,
+    };
+    let claim = |connector| Op::Claim {
+        connector,
+        limit: 5,
+    };
+    vec![
+        enqueue(vec![2], 1, true),
+        claim(0),
+        enqueue(vec![2], 1, true),
+        enqueue(vec![0, 2], 1, false),
+        enqueue(vec![2], 3, true),
+        enqueue(vec![2, 3], 1, true),
+        Op::Finish {
+            pick: 0,
+            outcome: Outcome::Retry { after: 0 },
+        },
+        enqueue(vec![2], 1, true),
+        claim(0),
+        claim(1),
+        Op::Crash { down: 0 },
+        enqueue(vec![2, 4], 2, true),
+        claim(0),
+    ]
+}
+
 fn scenarios(backend: Backend) {
     run(late_completion_after_crash_rescue_and_reclaim(), backend);
     run(expiry_releases_the_lane_and_hand_back_requeues(), backend);
+    run(coalescing_supersedes_only_what_never_started(), backend);
 }
 
 #[test]

@@ -555,6 +555,20 @@ async fn connectors_are_created_and_reconfigured_through_the_api_audited_and_sto
     for (body, code) in [
         (json!({"concurrency": 0}), "invalid_connector"),
         (json!({"routes": ["bad pattern!"]}), "invalid_connector"),
+        // A coalesce key must name an event key, never a payload field.
+        (
+            json!({"routes": [{"match": "fwd.*", "coalesce_key": "$.customer"}]}),
+            "invalid_connector",
+        ),
+        (
+            json!({"routes": [{"match": "fwd.*", "coalesce_group": "fwd"}]}),
+            "invalid_connector",
+        ),
+        (
+            json!({"routes": [{"match": "fwd.*", "coalesce_key": "customer"},
+                              {"match": "fwd.set", "coalesce_key": "msisdn"}]}),
+            "invalid_connector",
+        ),
         (
             json!({"limits": {"deadline_ms": 999999999}}),
             "invalid_connector",

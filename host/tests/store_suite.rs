@@ -18,6 +18,7 @@ fn accepted(accepted: u64, duplicates: u64, unrouted: u64) -> IngestOutcome {
         accepted,
         duplicates,
         unrouted,
+        ..IngestCounts::default()
     })
 }
 
@@ -584,6 +585,14 @@ async fn the_component_registry_keeps_versions_and_one_active(t: TestStore) {
     );
 }
 
+/// The stored versions of `connector`'s component, newest first.
+async fn versions_of(s: &dyn Store, connector: &str) -> Vec<i64> {
+    (s.catalog().component_versions(connector).await.unwrap())
+        .iter()
+        .map(|v| v.version)
+        .collect()
+}
+
 async fn deploying_beyond_the_retention_prunes_the_oldest_versions(t: TestStore) {
     let s = &*t.store;
     let info = serde_json::json!({"name": "hss"});
@@ -604,10 +613,7 @@ async fn deploying_beyond_the_retention_prunes_the_oldest_versions(t: TestStore)
         .add_component("crm", "sha256:c1", b"wasm", &info, "ops", 20, keep3)
         .await
         .unwrap();
-    let kept: Vec<i64> = (s.catalog().component_versions("hss").await.unwrap())
-        .iter()
-        .map(|v| v.version)
-        .collect();
+    let kept = versions_of(s, "hss").await;
     assert_eq!(kept, vec![4, 3, 2]);
     assert_eq!(s.catalog().component_wasm("hss", 1).await.unwrap(), None);
     assert!(!s
@@ -664,10 +670,7 @@ async fn deploying_beyond_the_retention_prunes_the_oldest_versions(t: TestStore)
             .await
             .unwrap();
     }
-    let kept: Vec<i64> = (s.catalog().component_versions("hss").await.unwrap())
-        .iter()
-        .map(|v| v.version)
-        .collect();
+    let kept = versions_of(s, "hss").await;
     assert_eq!(kept, vec![7, 6, 3]);
 }
 
@@ -787,6 +790,183 @@ fn ev_expiring(
         r.expire_after.insert(c.to_string(), after);
     }
     r
+}
+
+/// `ev` whose route declares it full-state for `connector` under `tag`.
+fn ev_full_state(
+    id: &str,
+    keys: &[&str],
+    connectors: &[&str],
+    connector: &str,
+    tag: &str,
+) -> switchboard::store::Routed {
+    let mut r = ev(id, "forwarding.set", keys, connectors);
+    r.coalesce.insert(connector.to_string(), tag.to_string());
+    r
+}
+
+/// The state of `connector`'s delivery of event `id`, and what superseded it.
+async fn delivery_of(s: &dyn Store, id: &str, connector: &str) -> (DeliveryState, Option<String>) {
+    let view = s.catalog().event(id).await.unwrap().unwrap();
+    let d = view
+        .deliveries
+        .into_iter()
+        .find(|d| d.connector == connector)
+        .unwrap();
+    (d.state, d.superseded_by)
+}
+
+async fn a_full_state_event_supersedes_older_unstarted_deliveries_at_their_lane_position(
+    t: TestStore,
+) {
+    let s = &*t.store;
+    let one = |r| async { s.ingest(vec![r], 0).await.unwrap() };
+    // set1 and set2 on customer A1; a move (not full-state) between them on
+    // the same lane; set1 also to crm, whose route does not coalesce.
+    one(ev_full_state(
+        "set1",
+        &["customer:A1", "msisdn:1"],
+        &["hss", "crm"],
+        "hss",
+        "A1",
+    ))
+    .await;
+    one(ev(
+        "move",
+        "number.move",
+        &["customer:A1", "msisdn:2"],
+        &["hss"],
+    ))
+    .await;
+    one(ev_full_state(
+        "other",
+        &["customer:A2"],
+        &["hss"],
+        "hss",
+        "A2",
+    ))
+    .await;
+    let out = one(ev_full_state(
+        "set2",
+        &["customer:A1", "msisdn:1"],
+        &["hss"],
+        "hss",
+        "A1",
+    ))
+    .await;
+    let IngestOutcome::Accepted(counts) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(counts.superseded.get("hss"), Some(&1), "{counts:?}");
+    assert_eq!(
+        delivery_of(s, "set1", "hss").await,
+        (DeliveryState::Superseded, Some("set2".into()))
+    );
+    assert_eq!(delivery_of(s, "set1", "crm").await.0, DeliveryState::Ready);
+    // The move, which set1 held back, heads its lanes now; set2 still waits
+    // for it: superseding never lets a newer event jump what it follows.
+    assert_eq!(ids(s, "hss", 10, 1).await, vec!["move", "other"]);
+    assert_eq!(
+        delivery_of(s, "set2", "hss").await.0,
+        DeliveryState::Blocked
+    );
+    let counts = s.catalog().state_counts("hss").await.unwrap();
+    assert_eq!(
+        (counts.superseded, counts.blocked, counts.in_flight),
+        (1, 1, 2)
+    );
+    // A superseded delivery is final: a purge may take its event once the
+    // other deliveries end, and nothing claims it.
+    assert!(ids(s, "hss", 10, 2).await.is_empty());
+}
+
+async fn a_started_or_attempted_delivery_is_never_superseded(t: TestStore) {
+    let s = &*t.store;
+    let one = |r| async { s.ingest(vec![r], 0).await.unwrap() };
+    one(ev_full_state("a1", &["customer:A1"], &["hss"], "hss", "A1")).await;
+    one(ev_full_state("b1", &["customer:B1"], &["hss"], "hss", "B1")).await;
+    let running = s.claim("hss", 2, 1, LEASE).await.unwrap();
+    assert_eq!(running.len(), 2);
+    // a1 is in flight: a2 does not touch it and waits behind it.
+    one(ev_full_state("a2", &["customer:A1"], &["hss"], "hss", "A1")).await;
+    assert_eq!(delivery_of(s, "a1", "hss").await.0, DeliveryState::InFlight);
+    assert_eq!(
+        delivery_of(s, "a2", "hss").await,
+        (DeliveryState::Blocked, None)
+    );
+    // b1 failed once and waits to run again: attempted, so b2 waits too.
+    let retry = CompletionKind::Retry {
+        at: 5,
+        error: "503".into(),
+    };
+    let b1 = running.iter().find(|d| d.event.id == "b1").unwrap();
+    s.complete(vec![Completion::of(b1, retry)], 2)
+        .await
+        .unwrap();
+    one(ev_full_state("b2", &["customer:B1"], &["hss"], "hss", "B1")).await;
+    assert_eq!(
+        delivery_of(s, "b1", "hss").await,
+        (DeliveryState::Ready, None)
+    );
+    assert_eq!(delivery_of(s, "b2", "hss").await.0, DeliveryState::Blocked);
+    // a3 supersedes a2 (never started) but still not a1.
+    one(ev_full_state("a3", &["customer:A1"], &["hss"], "hss", "A1")).await;
+    assert_eq!(
+        delivery_of(s, "a2", "hss").await,
+        (DeliveryState::Superseded, Some("a3".into()))
+    );
+    let a1 = running.iter().find(|d| d.event.id == "a1").unwrap();
+    s.complete(vec![Completion::of(a1, CompletionKind::Delivered)], 3)
+        .await
+        .unwrap();
+    assert_eq!(ids(s, "hss", 10, 6).await, vec!["b1", "a3"]);
+}
+
+async fn within_one_request_only_the_last_full_state_event_is_delivered(mut t: TestStore) {
+    let s = &*t.store;
+    let out = s
+        .ingest(
+            vec![
+                ev_full_state("x1", &["customer:A1"], &["hss"], "hss", "A1"),
+                ev_full_state("x2", &["customer:A1"], &["hss"], "hss", "A1"),
+                ev("dereg", "number.release", &["customer:A1"], &["hss"]),
+                ev_full_state("x3", &["customer:A1"], &["hss"], "hss", "A1"),
+            ],
+            0,
+        )
+        .await
+        .unwrap();
+    let IngestOutcome::Accepted(counts) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(counts.accepted, 4);
+    assert_eq!(counts.superseded.get("hss"), Some(&2));
+    // As if posted one by one: each supersedes the one before it.
+    for (old, by) in [("x1", "x2"), ("x2", "x3")] {
+        assert_eq!(
+            delivery_of(s, old, "hss").await,
+            (DeliveryState::Superseded, Some(by.into()))
+        );
+    }
+    // The release keeps its place ahead of x3.
+    let first = s.claim("hss", 10, 1, LEASE).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].event.id, "dereg");
+    s.complete(
+        vec![Completion::of(&first[0], CompletionKind::Delivered)],
+        2,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(s, "hss", 10, 3).await, vec!["x3"]);
+    // Survives a reopen: nothing comes back to life.
+    t.reopen().await;
+    let s = &*t.store;
+    assert_eq!(
+        delivery_of(s, "x1", "hss").await.0,
+        DeliveryState::Superseded
+    );
+    assert!(s.claim("hss", 10, 4, LEASE).await.unwrap().is_empty());
 }
 
 async fn deliveries_past_their_expiry_end_expired_and_release_their_lanes(t: TestStore) {
@@ -1461,6 +1641,9 @@ async fn the_consoles_reads_filter_sum_and_purge(t: TestStore) {
 }
 
 for_each_backend!(
+    a_full_state_event_supersedes_older_unstarted_deliveries_at_their_lane_position,
+    a_started_or_attempted_delivery_is_never_superseded,
+    within_one_request_only_the_last_full_state_event_is_delivered,
     the_consoles_reads_filter_sum_and_purge,
     every_finished_attempt_is_logged_once_with_how_it_ended,
     nodes_and_breaker_transitions_are_recorded,

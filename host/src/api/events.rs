@@ -84,6 +84,11 @@ async fn ingest_inner(
                     state.fleet.registry().wake(c);
                 }
             }
+            for (c, n) in &counts.superseded {
+                if let Some(entry) = state.fleet.registry().get(c) {
+                    entry.metrics().superseded(*n);
+                }
+            }
             Ok((StatusCode::ACCEPTED, Json(counts.into())))
         }
         IngestOutcome::Conflict { index, id } => Err(ApiError::new(

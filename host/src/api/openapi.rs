@@ -404,7 +404,8 @@ fn schemas(settings: &Settings) -> Value {
                 "next_attempt_at": {"allOf": [timestamp], "nullable": true},
                 "updated_at": timestamp,
                 "lease_owner": {"type": "string", "description": "the node running it (in_flight only)"},
-                "expires_at": {"allOf": [timestamp], "description": "when it expires unless started (routes with expire_after)"}
+                "expires_at": {"allOf": [timestamp], "description": "when it expires unless started (routes with expire_after)"},
+                "superseded_by": {"type": "string", "description": "the newer full-state event that superseded it (superseded only; routes with coalesce_key)"}
             }
         },
         "EventView": {
@@ -497,14 +498,18 @@ fn schemas(settings: &Settings) -> Value {
             }
         },
         "Route": {
-            "description": "An event type (`number.assign`), a prefix (`number.*`), `*`, or a rule with an expiry",
+            "description": "An event type (`number.assign`), a prefix (`number.*`), `*`, or a rule with an expiry or a full-state (coalescing) declaration",
             "oneOf": [
                 {"type": "string", "pattern": ROUTE_PATTERN},
                 {"type": "object", "required": ["match"], "additionalProperties": false,
                  "properties": {
                     "match": {"type": "string", "pattern": ROUTE_PATTERN},
                     "expire_after": {"type": "string", "nullable": true, "pattern": "^0*[1-9][0-9]{0,8}(ms|s|m|h|d)$",
-                                     "description": "deliveries not started this long after the event was accepted expire (\"90s\", \"72h\"); null: never"}
+                                     "description": "deliveries not started this long after the event was accepted expire (\"90s\", \"72h\"); null: never"},
+                    "coalesce_key": {"type": "string", "nullable": true, "pattern": "^[A-Za-z0-9_.-]{1,64}$",
+                                     "description": "the types this rule matches carry full state per this key (\"customer\": the event's key `customer:…`): a newer event supersedes this connector's older deliveries with the same key value that have not started (coalescing); an event without that key, or with two, is delivered as any other"},
+                    "coalesce_group": {"type": "string", "nullable": true, "pattern": "^[A-Za-z0-9_.-]{1,64}$",
+                                       "description": "types that supersede one another (with coalesce_key); without it, only events of the same type do"}
                  }}
             ]
         },
@@ -614,7 +619,9 @@ fn connector_settings() -> Value {
                         `limits.memory_mb` above `runtime.max_memory_mb`, \
                         `limits.host_memory_mb` too small for `max_host_resources` and `max_concurrent_requests`, \
                         a secret header without `hosts` on a connector with several `allowed_hosts`, \
-                        or `hosts` naming a host that is not one of its `allowed_hosts`.",
+                        `hosts` naming a host that is not one of its `allowed_hosts`, \
+                        a route with `coalesce_group` but no `coalesce_key`, \
+                        or two routes that can match one type with different coalescing.",
         "properties": {
             "component": {"nullable": true, "enum": [null],
                           "description": "Only null here: upload the component with PUT /v1/connectors/{name}/component"},

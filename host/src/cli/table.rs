@@ -275,10 +275,14 @@ pub fn event_text(v: &Value) -> String {
         ("LAST ERROR", Left),
     ]);
     for d in v["deliveries"].as_array().into_iter().flatten() {
+        let state = match d["superseded_by"].as_str() {
+            Some(by) => format!("{} by {}", text(&d["state"]), one_line(by)),
+            None => text(&d["state"]),
+        };
         t.row([
             text(&d["id"]),
             text(&d["connector"]),
-            text(&d["state"]),
+            state,
             text(&d["attempts"]),
             fmt_time(d["next_attempt_at"].as_i64()),
             text(&d["last_error"]),
@@ -463,6 +467,16 @@ mod tests {
         assert_eq!(dead.lines().count(), 2, "{dead}");
         assert_eq!(one_line("  a \n\n b\t"), "a b");
         assert_eq!(one_line(""), "");
+    }
+
+    #[test]
+    fn a_superseded_delivery_names_the_event_that_superseded_it() {
+        let v = serde_json::json!({"id": "fwd-1", "type": "forwarding.set",
+            "keys": ["customer:A1"], "accepted_at": 0,
+            "deliveries": [{"id": 7, "connector": "hss", "state": "superseded",
+                            "superseded_by": "fwd-2", "attempts": 0, "last_error": null}]});
+        let text = event_text(&v);
+        assert!(text.contains("superseded by fwd-2"), "{text}");
     }
 
     /// Where each column's header ends, and where each row's cell in it ends.

@@ -16,6 +16,16 @@
 //!   expiry ([`sql::claimable`]).
 //! - **Settle** ([`Step`]): each step has one resulting state and either
 //!   keeps the delivery's lane entries or releases them.
+//! - **Supersede** ([`first_by_tag`], SPEC §3 coalescing): an accepted
+//!   event whose route declares its type full-state supersedes the
+//!   connector's older deliveries with the same coalesce tag (group and key
+//!   value) that have not started ([`sql::supersedable`]: `blocked` or
+//!   `ready`, never attempted). Each is final at its own lane position: it
+//!   leaves its lanes as any released delivery does, and the newer delivery
+//!   still waits for every earlier delivery that was not superseded. A
+//!   batch is taken as if its events came one by one: the first of a tag
+//!   supersedes the stored ones, each later one the one before it, which
+//!   is created superseded and never joins its lanes.
 //! - **Release** ([`first_released`], [`promotions`]): when entries leave a
 //!   lane, the lane's new head loses one blocker if an entry before it went,
 //!   however many went; it becomes `ready` when it has none left
@@ -112,6 +122,9 @@ pub struct Routed {
     /// event is accepted if it has not started (a route's `expire_after`);
     /// the others never expire.
     pub expire_after: BTreeMap<String, Millis>,
+    /// Connectors whose route declares this event full-state, with its
+    /// coalesce tag (`queue::route::coalesce_of`).
+    pub coalesce: BTreeMap<String, String>,
 }
 
 impl Routed {
@@ -121,6 +134,7 @@ impl Routed {
             event,
             connectors,
             expire_after: BTreeMap::new(),
+            coalesce: BTreeMap::new(),
         }
     }
 
@@ -143,11 +157,19 @@ pub struct NewDelivery<'a> {
     pub connector: &'a str,
     pub blockers: i64,
     pub expires_at: Option<Millis>,
+    /// Its coalesce tag, if its route declares the event full-state.
+    pub coalesce: Option<&'a str>,
+    /// The `seq` of a newer event of the same accept that supersedes it:
+    /// it is created final and joins no lane.
+    pub superseded_by: Option<i64>,
 }
 
 impl NewDelivery<'_> {
     pub fn state(&self) -> DeliveryState {
-        initial_state(self.blockers)
+        match self.superseded_by {
+            Some(_) => Step::Superseded.state(),
+            None => initial_state(self.blockers),
+        }
     }
 }
 
@@ -176,15 +198,31 @@ pub fn plan_accept<'a>(
         deliveries: Vec::new(),
         entries: Vec::new(),
     };
+    // Per (event, connector), the next event of this accept with its tag.
+    let mut next_of: HashMap<(i64, &str), i64> = HashMap::new();
+    let mut later: HashMap<(&str, &str), i64> = HashMap::new();
+    for (r, &seq) in fresh.iter().zip(seqs).rev() {
+        for c in r.targets() {
+            if let Some(tag) = r.coalesce.get(c) {
+                if let Some(next) = later.insert((c, tag), seq) {
+                    next_of.insert((seq, c), next);
+                }
+            }
+        }
+    }
     for (r, &seq) in fresh.iter().zip(seqs) {
         for c in r.targets() {
             let id = next_delivery();
+            let coalesce = r.coalesce.get(c).map(String::as_str);
+            let superseded_by = next_of.get(&(seq, c.as_str())).copied();
             let mut blockers = 0;
-            for k in &r.event.keys {
-                if !occupied.insert((c.clone(), k.clone())) {
-                    blockers += 1;
+            if superseded_by.is_none() {
+                for k in &r.event.keys {
+                    if !occupied.insert((c.clone(), k.clone())) {
+                        blockers += 1;
+                    }
+                    plan.entries.push((c, k, seq, id));
                 }
-                plan.entries.push((c, k, seq, id));
             }
             plan.deliveries.push(NewDelivery {
                 id,
@@ -192,10 +230,31 @@ pub fn plan_accept<'a>(
                 connector: c,
                 blockers,
                 expires_at: r.expire_after.get(c).map(|ms| now.saturating_add(*ms)),
+                coalesce,
+                superseded_by,
             });
         }
     }
     plan
+}
+
+/// Per (connector, coalesce tag) among `fresh` events (accepted with
+/// `seqs`), the `seq` of the first: it supersedes every stored delivery of
+/// that connector with that tag that has not started. Before the accept
+/// writes anything, a store ends those ([`Step::Superseded`],
+/// `superseded_by` = this seq) and releases their lanes; [`plan_accept`]
+/// ends the older ones of this accept.
+pub fn first_by_tag<'a>(fresh: &[&'a Routed], seqs: &[i64]) -> BTreeMap<(&'a str, &'a str), i64> {
+    let mut first = BTreeMap::new();
+    for (r, &seq) in fresh.iter().zip(seqs) {
+        for (c, tag) in &r.coalesce {
+            if r.connectors.contains(c) {
+                let at = first.entry((c.as_str(), tag.as_str())).or_insert(seq);
+                *at = (*at).min(seq);
+            }
+        }
+    }
+    first
 }
 
 /// How many deliveries accepting `fresh` creates.
@@ -271,6 +330,14 @@ pub mod sql {
     /// Which deliveries a lease rescue takes back at `now`.
     pub fn lease_expired(now: &str) -> String {
         format!("{IN_FLIGHT} AND lease_until <= {now}")
+    }
+
+    /// Which deliveries (`d`, the row's name) a newer full-state event may
+    /// supersede: not started (`blocked` or `ready`) and never attempted,
+    /// so one in flight, or one that failed and waits to run again, is
+    /// never dropped.
+    pub fn supersedable(d: &str) -> String {
+        format!("{d}.state IN ('blocked', 'ready') AND {d}.attempts = 0")
     }
 
     /// Deliveries an attempt holds (the lease may be anyone's).
@@ -374,6 +441,59 @@ mod tests {
         );
         assert_eq!(plan.entries.len(), 1 + 2 + 2 + 2);
         assert_eq!(delivery_count(&[&a, &b, &c]), 4);
+    }
+
+    #[test]
+    fn within_one_accept_each_full_state_event_supersedes_the_one_before() {
+        let tagged = |id: &str, keys: &[&str], tag: Option<&str>| {
+            let mut r = routed(id, keys, &["hss", "crm"]);
+            if let Some(t) = tag {
+                r.coalesce.insert("hss".into(), t.into());
+            }
+            r
+        };
+        let a = tagged("a", &["customer:A1", "msisdn:1"], Some("fwd/A1"));
+        let b = tagged("b", &["customer:A1"], None);
+        let c = tagged("c", &["customer:A1", "msisdn:2"], Some("fwd/A1"));
+        let d = tagged("d", &["customer:A2"], Some("fwd/A2"));
+        let first = first_by_tag(&[&a, &b, &c, &d], &[1, 2, 3, 4]);
+        assert_eq!(first[&("hss", "fwd/A1")], 1);
+        assert_eq!(first[&("hss", "fwd/A2")], 4);
+        let mut id = 0;
+        let plan = plan_accept(
+            &[&a, &b, &c, &d],
+            &[1, 2, 3, 4],
+            || {
+                id += 1;
+                id
+            },
+            &mut HashSet::new(),
+            0,
+        );
+        let got: Vec<(i64, &str, i64, Option<i64>, DeliveryState)> = plan
+            .deliveries
+            .iter()
+            .map(|d| (d.seq, d.connector, d.blockers, d.superseded_by, d.state()))
+            .collect();
+        use DeliveryState::{Blocked, Ready, Superseded};
+        assert_eq!(
+            got,
+            [
+                // Superseded by c, at once: joins no lane.
+                (1, "hss", 0, Some(3), Superseded),
+                // Not declared for crm: never superseded.
+                (1, "crm", 0, None, Ready),
+                // b is not full-state: first on hss/A1 now that a left.
+                (2, "hss", 0, None, Ready),
+                (2, "crm", 1, None, Blocked),
+                // c waits for b, which was not superseded.
+                (3, "hss", 1, None, Blocked),
+                (3, "crm", 1, None, Blocked),
+                (4, "hss", 0, None, Ready),
+                (4, "crm", 0, None, Ready),
+            ]
+        );
+        assert!(!plan.entries.iter().any(|e| e.3 == 1), "a joined a lane");
     }
 
     #[test]

@@ -10,6 +10,18 @@
 //! ```toml
 //! routes = ["number.*", { match = "quota.*", expire_after = "72h" }]
 //! ```
+//!
+//! A rule may declare the types it matches **full-state** (SPEC §3,
+//! coalescing): a newer event of the same type (or of the same
+//! `coalesce_group`) and the same coalesce key supersedes the connector's
+//! older deliveries that have not started. The coalesce key is named, not
+//! given: `coalesce_key = "customer"` is the event's key `customer:…`, one
+//! of its lanes, so a coalesced delivery can never jump ahead of anything on
+//! that lane. An event with no such key, or with two, is not coalesced.
+//!
+//! ```toml
+//! routes = [{ match = "forwarding.*", coalesce_key = "customer", coalesce_group = "forwarding" }]
+//! ```
 
 use std::fmt;
 
@@ -79,7 +91,7 @@ pub enum RouteSpec {
 }
 
 /// `{ match = "quota.*", expire_after = "72h" }`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteRule {
     #[serde(rename = "match")]
@@ -88,6 +100,14 @@ pub struct RouteRule {
     /// accepted ends as `expired` instead ("90s", "15m", "72h", "3d").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expire_after: Option<String>,
+    /// The types this rule matches carry full state per this key name: a
+    /// newer event supersedes older deliveries that have not started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce_key: Option<String>,
+    /// Types that supersede one another (`forwarding.set` and
+    /// `forwarding.clear`); without it, only the same type does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce_group: Option<String>,
 }
 
 impl From<&str> for RouteSpec {
@@ -106,7 +126,8 @@ impl<'de> Deserialize<'de> for RouteSpec {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str(
                     "an event type pattern such as \"number.*\", or a table such as \
-                     { match = \"quota.*\", expire_after = \"72h\" }",
+                     { match = \"quota.*\", expire_after = \"72h\" } or \
+                     { match = \"forwarding.*\", coalesce_key = \"customer\" }",
                 )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RouteSpec, E> {
@@ -141,10 +162,90 @@ impl RouteSpec {
             })?),
             _ => None,
         };
+        let coalesce = match self {
+            RouteSpec::Rule(RouteRule {
+                coalesce_key: Some(key),
+                coalesce_group,
+                ..
+            }) => Some(
+                Coalesce::new(key, coalesce_group.as_deref())
+                    .map_err(|reason| format!("route {:?}: {reason}", self.pattern()))?,
+            ),
+            RouteSpec::Rule(RouteRule {
+                coalesce_group: Some(_),
+                ..
+            }) => {
+                return Err(format!(
+                    "route {:?}: coalesce_group needs coalesce_key (the key whose \
+                     latest state wins)",
+                    self.pattern()
+                ))
+            }
+            _ => None,
+        };
         Ok(Route {
             pattern,
             expire_after_ms,
+            coalesce,
         })
+    }
+}
+
+/// A full-state declaration: which event key the state is per, and which
+/// types supersede one another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coalesce {
+    /// The key's name: the event's key `{key}:…`.
+    key: String,
+    /// `None`: each type on its own.
+    group: Option<String>,
+}
+
+impl Coalesce {
+    fn new(key: &str, group: Option<&str>) -> Result<Self, String> {
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        };
+        if !name_ok(key) {
+            return Err(format!(
+                "coalesce_key {key:?} must name one of the event's keys by the part before \
+                 its `:` (\"customer\" for keys like \"customer:A1\"; letters, digits, _ - .), \
+                 never a payload field: only a key is a lane, and coalescing on anything \
+                 else could move an event ahead of one it must follow"
+            ));
+        }
+        if let Some(g) = group.filter(|g| !name_ok(g)) {
+            return Err(format!(
+                "coalesce_group {g:?} must be a name (letters, digits, _ - .)"
+            ));
+        }
+        Ok(Self {
+            key: key.to_string(),
+            group: group.map(str::to_string),
+        })
+    }
+
+    /// The coalesce tag of an event of `event_type` with `keys`: group and
+    /// key value, or `None` when the event has no key of this name, or more
+    /// than one (then it is delivered as any other).
+    pub fn tag(&self, event_type: &str, keys: &[String]) -> Option<String> {
+        let mut found = keys.iter().filter(|k| {
+            k.len() > self.key.len()
+                && k.starts_with(&self.key)
+                && k.as_bytes()[self.key.len()] == b':'
+        });
+        let key = found.next()?;
+        if found.next().is_some() {
+            return None;
+        }
+        // `\u{1f}` cannot occur in a type or a group name.
+        Some(format!(
+            "{}\u{1f}{key}",
+            self.group.as_deref().unwrap_or(event_type)
+        ))
     }
 }
 
@@ -154,6 +255,51 @@ pub struct Route {
     pub pattern: RoutePattern,
     /// `None`: its deliveries never expire.
     pub expire_after_ms: Option<Millis>,
+    /// `Some`: the types it matches are full-state (coalescing).
+    pub coalesce: Option<Coalesce>,
+}
+
+/// The coalesce tag of an event for a connector with `routes`: only when
+/// every route that matches its type declares the same full-state rule (a
+/// route that does not, or declares another, keeps it apart: coalescing is
+/// never implied).
+pub fn coalesce_of(routes: &[Route], event_type: &str, keys: &[String]) -> Option<String> {
+    let mut rule: Option<&Coalesce> = None;
+    for r in routes.iter().filter(|r| r.pattern.matches(event_type)) {
+        match (&r.coalesce, rule) {
+            (None, _) => return None,
+            (Some(c), Some(seen)) if c != seen => return None,
+            (Some(c), _) => rule = Some(c),
+        }
+    }
+    rule?.tag(event_type, keys)
+}
+
+/// Two of a connector's routes that could match one type with different
+/// full-state rules (then neither coalesces it, which is surely not what
+/// was meant): refused with the config.
+pub fn conflicting_coalesce(routes: &[Route]) -> Option<(String, String)> {
+    fn overlap(a: &RoutePattern, b: &RoutePattern) -> bool {
+        let (a, b) = (a.raw.as_str(), b.raw.as_str());
+        match (a.strip_suffix('*'), b.strip_suffix('*')) {
+            (Some(pa), Some(pb)) => pa.starts_with(pb) || pb.starts_with(pa),
+            (Some(_), None) => RoutePattern { raw: a.into() }.matches(b),
+            (None, Some(_)) => RoutePattern { raw: b.into() }.matches(a),
+            (None, None) => a == b,
+        }
+    }
+    for (i, a) in routes.iter().enumerate() {
+        for b in &routes[i + 1..] {
+            if a.coalesce.is_some()
+                && b.coalesce.is_some()
+                && a.coalesce != b.coalesce
+                && overlap(&a.pattern, &b.pattern)
+            {
+                return Some((a.pattern.to_string(), b.pattern.to_string()));
+            }
+        }
+    }
+    None
 }
 
 /// How long a connector's delivery of an event of this type may wait before
@@ -226,10 +372,12 @@ mod tests {
             RouteSpec::Rule(RouteRule {
                 pattern: "quota.*".into(),
                 expire_after: Some("1h".into()),
+                ..RouteRule::default()
             }),
             RouteSpec::Rule(RouteRule {
                 pattern: "quota.reached".into(),
                 expire_after: Some("2h".into()),
+                ..RouteRule::default()
             }),
             RouteSpec::from("quota.reset"),
         ]
@@ -269,6 +417,7 @@ mod tests {
         let spec = RouteSpec::Rule(RouteRule {
             pattern: "a".into(),
             expire_after: Some("soon".into()),
+            ..RouteRule::default()
         });
         assert!(spec.compile().unwrap_err().contains("expire_after"));
         // The JSON form (configs stored through the API) round-trips.
@@ -279,6 +428,99 @@ mod tests {
         );
         let back: Vec<RouteSpec> = serde_json::from_value(json).unwrap();
         assert_eq!(back, c.routes);
+    }
+
+    fn compiled(specs: &[RouteSpec]) -> Vec<Route> {
+        specs.iter().map(|r| r.compile().unwrap()).collect()
+    }
+
+    fn full_state(pattern: &str, key: &str, group: Option<&str>) -> RouteSpec {
+        RouteSpec::Rule(RouteRule {
+            pattern: pattern.into(),
+            coalesce_key: Some(key.into()),
+            coalesce_group: group.map(Into::into),
+            ..RouteRule::default()
+        })
+    }
+
+    #[test]
+    fn only_declared_types_coalesce_on_the_named_key() {
+        let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        let routes = compiled(&[
+            full_state("forwarding.*", "customer", Some("forwarding")),
+            full_state("profile.set", "customer", None),
+            RouteSpec::from("number.*"),
+        ]);
+        let a1 = keys(&["msisdn:1", "customer:A1"]);
+        // One group for both forwarding types, the key's value in the tag.
+        let set = coalesce_of(&routes, "forwarding.set", &a1).unwrap();
+        assert_eq!(set, coalesce_of(&routes, "forwarding.clear", &a1).unwrap());
+        assert!(set.ends_with("customer:A1"), "{set:?}");
+        assert_ne!(
+            Some(set.clone()),
+            coalesce_of(&routes, "forwarding.set", &keys(&["customer:A2"]))
+        );
+        // Without a group, a type only with itself.
+        assert_ne!(coalesce_of(&routes, "profile.set", &a1), Some(set));
+        // Undeclared types never; an event without the key, or with two of it, neither.
+        assert_eq!(coalesce_of(&routes, "number.assign", &a1), None);
+        assert_eq!(
+            coalesce_of(&routes, "forwarding.set", &keys(&["msisdn:1"])),
+            None
+        );
+        assert_eq!(
+            coalesce_of(&routes, "forwarding.set", &keys(&["customerx:A1"])),
+            None
+        );
+        assert_eq!(
+            coalesce_of(
+                &routes,
+                "forwarding.set",
+                &keys(&["customer:A1", "customer:A2"])
+            ),
+            None
+        );
+        // A route that matches the type without declaring it keeps it apart.
+        let mixed = compiled(&[
+            full_state("forwarding.set", "customer", None),
+            RouteSpec::from("*"),
+        ]);
+        assert_eq!(coalesce_of(&mixed, "forwarding.set", &a1), None);
+    }
+
+    #[test]
+    fn a_coalesce_key_must_name_a_key_and_rules_must_agree() {
+        for bad in ["", "$.customer", "/payload/customer", "customer:A1", "a b"] {
+            let e = full_state("x", bad, None).compile().unwrap_err();
+            assert!(e.contains("coalesce_key"), "{bad:?}: {e}");
+        }
+        let e = RouteSpec::Rule(RouteRule {
+            pattern: "x".into(),
+            coalesce_group: Some("g".into()),
+            ..RouteRule::default()
+        })
+        .compile()
+        .unwrap_err();
+        assert!(e.contains("needs coalesce_key"), "{e}");
+        let clash = compiled(&[
+            full_state("forwarding.*", "customer", None),
+            full_state("forwarding.set", "msisdn", None),
+        ]);
+        assert!(conflicting_coalesce(&clash).is_some());
+        let apart = compiled(&[
+            full_state("forwarding.*", "customer", None),
+            full_state("profile.set", "msisdn", None),
+            full_state("forwarding.set", "customer", None),
+        ]);
+        assert_eq!(conflicting_coalesce(&apart), None);
+        // Round trip through the stored (JSON) form.
+        let spec = full_state("forwarding.*", "customer", Some("fwd"));
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"match": "forwarding.*", "coalesce_key": "customer", "coalesce_group": "fwd"})
+        );
+        assert_eq!(serde_json::from_value::<RouteSpec>(json).unwrap(), spec);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! connector's controls or versions are serialised across nodes by an
 //! advisory lock ([`Conn::lock_connector`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
 use sha2::{Digest, Sha256};
@@ -390,6 +390,15 @@ impl Catalog {
         .bind(e.seq)
         .fetch_all(c)
         .await)?;
+        let superseded_by: HashMap<i64, String> = on!(r.conn(), |c| sqlx::query_as(
+            "SELECT d.id, s.id FROM deliveries d JOIN events s ON s.seq = d.superseded_by \
+             WHERE d.event_seq = $1",
+        )
+        .bind(e.seq)
+        .fetch_all(c)
+        .await)?
+        .into_iter()
+        .collect();
         Ok(Some(EventView {
             seq: e.seq,
             id: e.id,
@@ -400,7 +409,11 @@ impl Catalog {
             accepted_at: e.accepted_at,
             deliveries: rows
                 .into_iter()
-                .map(delivery_view)
+                .map(|row| {
+                    let mut d = delivery_view(row)?;
+                    d.superseded_by = superseded_by.get(&d.id).cloned();
+                    Ok(d)
+                })
                 .collect::<StoreResult<_>>()?,
         }))
     }

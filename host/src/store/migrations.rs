@@ -39,6 +39,7 @@ macro_rules! embed_with_shared {
             "0010_expiry",
             $($own,)*
             "0014_minute_counts",
+            "0015_coalesce",
         )
     };
 }

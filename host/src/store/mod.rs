@@ -19,7 +19,7 @@ mod recent_lanes;
 pub mod sqlite;
 mod table_lanes;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -30,11 +30,15 @@ pub use crate::queue::lanes::Routed;
 use crate::queue::lanes::Step;
 use crate::queue::{DeliveryState, Millis, OnDead};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct IngestCounts {
     pub accepted: u64,
     pub duplicates: u64,
     pub unrouted: u64,
+    /// Deliveries this request's full-state events superseded, per
+    /// connector (coalescing, SPEC §3), stored ones and its own.
+    #[serde(skip)]
+    pub superseded: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +163,10 @@ pub struct DeliveryView {
     /// When it expires unless started (its route's `expire_after`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Millis>,
+    /// The id of the newer full-state event that superseded it (for
+    /// `superseded` deliveries; coalescing, SPEC §3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -595,6 +603,7 @@ pub(crate) fn delivery_view(row: DeliveryRow) -> StoreResult<DeliveryView> {
         updated_at,
         lease_owner: lease_owner.filter(|_| state == DeliveryState::InFlight),
         expires_at,
+        superseded_by: None,
     })
 }
 
@@ -840,6 +849,31 @@ pub(crate) fn classify<'a, R: AsRef<[Routed]>>(
         }
     }
     (outcomes, fresh)
+}
+
+/// Adds each superseded delivery — its connector and the `seq` of the event
+/// that superseded it — to the counts of the request that posted that
+/// event. `seqs` are the fresh events' sequence numbers in the order
+/// [`classify`] gave them, which is request order.
+pub(crate) fn count_superseded<'a>(
+    outcomes: &mut [IngestOutcome],
+    seqs: &[i64],
+    superseded: impl IntoIterator<Item = (&'a str, i64)>,
+) {
+    let mut owner: HashMap<i64, usize> = HashMap::with_capacity(seqs.len());
+    let mut next = seqs.iter();
+    for (i, o) in outcomes.iter().enumerate() {
+        if let IngestOutcome::Accepted(c) = o {
+            for seq in next.by_ref().take(c.accepted as usize) {
+                owner.insert(*seq, i);
+            }
+        }
+    }
+    for (connector, by) in superseded {
+        if let Some(IngestOutcome::Accepted(c)) = owner.get(&by).map(|&i| &mut outcomes[i]) {
+            *c.superseded.entry(connector.to_string()).or_default() += 1;
+        }
+    }
 }
 
 /// The active version's number when `active` (its `{"version", "digest"}`)

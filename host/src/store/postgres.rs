@@ -34,9 +34,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::catalog::{self, lock_id, Attempt, Conn, Counts, Pools};
 use super::{
-    claims_of, classify, completion_rounds, lane_view_of, migrations, parse_keys, state_of,
-    Catalog, Claimed, Cluster, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView,
-    OperatorAction, Routed, SharedHealth, Store, StoreError, StoreResult,
+    claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
+    state_of, Catalog, Claimed, Cluster, Completion, EventRow, IngestOutcome, LaneHeadRow,
+    LaneView, OperatorAction, Routed, SharedHealth, Store, StoreError, StoreResult,
 };
 use crate::queue::lanes::{
     self, delivery_count, first_released, plan_accept, promotions, AcceptPlan, Step,
@@ -540,7 +540,7 @@ async fn ingest_tx(
             .fetch_all(&mut *conn)
             .await?;
     let mut known: HashMap<String, Vec<u8>> = rows.into_iter().collect();
-    let (outcomes, fresh) = classify(requests, &mut known);
+    let (mut outcomes, fresh) = classify(requests, &mut known);
     if fresh.is_empty() {
         return Ok(outcomes);
     }
@@ -558,7 +558,13 @@ async fn ingest_tx(
             .fetch_all(&mut *conn)
             .await?;
 
-    // 3. Which lanes are occupied already.
+    // 3. Coalescing: the first full-state event of each tag ends
+    //    the stored deliveries it supersedes, which leave their lanes
+    //    before the new ones join.
+    let first = lanes::first_by_tag(&fresh, &seqs);
+    let superseded = supersede_tx(conn, &first, now, counts).await?;
+
+    // 4. Which lanes are occupied already.
     let mut lane_c = Vec::new();
     let mut lane_k = Vec::new();
     let mut asked = HashSet::new();
@@ -606,7 +612,7 @@ async fn ingest_tx(
         return Err(StoreError::Corrupt("internal: too few delivery ids".into()).into());
     }
 
-    // 4. Write. A racing transaction that inserted one of our ids after our
+    // 5. Write. A racing transaction that inserted one of our ids after our
     // look-up makes the insert skip it: start again, the look-up will see it.
     let keys_json: Vec<String> = fresh
         .iter()
@@ -658,10 +664,10 @@ async fn ingest_tx(
     if !deliveries.is_empty() {
         sqlx::query(
             "INSERT INTO deliveries (id, event_seq, connector, state, blockers, next_attempt_at, \
-                 created_at, updated_at, expires_at) \
-             SELECT i, s, c, st, b, $5, $5, $5, x \
+                 created_at, updated_at, expires_at, coalesce_key, superseded_by) \
+             SELECT i, s, c, st, b, $5, $5, $5, x, ck, sb \
              FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], $6::int8[], \
-                 $7::text[]) AS v(i, s, c, b, x, st)",
+                 $7::text[], $8::text[], $9::int8[]) AS v(i, s, c, b, x, st, ck, sb)",
         )
         .bind(deliveries.iter().map(|d| d.id).collect::<Vec<_>>())
         .bind(deliveries.iter().map(|d| d.seq).collect::<Vec<_>>())
@@ -675,9 +681,21 @@ async fn ingest_tx(
                 .map(|d| d.state().as_str())
                 .collect::<Vec<_>>(),
         )
+        .bind(deliveries.iter().map(|d| d.coalesce).collect::<Vec<_>>())
+        .bind(
+            deliveries
+                .iter()
+                .map(|d| d.superseded_by)
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *conn)
         .await?;
     }
+    let born_superseded = deliveries
+        .iter()
+        .filter_map(|d| Some((d.connector, d.superseded_by?)));
+    let superseded = superseded.iter().map(|(c, by)| (c.as_str(), *by));
+    count_superseded(&mut outcomes, &seqs, superseded.chain(born_superseded));
     if !lanes.is_empty() {
         sqlx::query(
             "INSERT INTO lane_entries (connector, key, seq, delivery_id) \
@@ -691,6 +709,83 @@ async fn ingest_tx(
         .await?;
     }
     Ok(outcomes)
+}
+
+/// Ends the stored deliveries that the first full-state event of each
+/// (connector, coalesce tag) supersedes ([`lanes::sql::supersedable`]),
+/// recording which event did, and releases their lanes. Their lanes are
+/// locked first; the update then re-checks each row under its row lock, so
+/// one a claim took meanwhile stays with the claim. Answers each one's
+/// connector and the superseding event's `seq`.
+async fn supersede_tx(
+    conn: &mut PgConnection,
+    first: &BTreeMap<(&str, &str), i64>,
+    now: Millis,
+    counts: &mut Counts,
+) -> TxResult<Vec<(String, i64)>> {
+    if first.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cs: Vec<&str> = first.keys().map(|k| k.0).collect();
+    let ts: Vec<&str> = first.keys().map(|k| k.1).collect();
+    let bys: Vec<i64> = first.values().copied().collect();
+    static FIND: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT d.id, d.connector, d.event_seq, e.keys, v.by \
+             FROM unnest($1::text[], $2::text[], $3::int8[]) AS v(c, t, by) \
+             JOIN deliveries d ON d.connector = v.c AND d.coalesce_key = v.t \
+             JOIN events e ON e.seq = d.event_seq WHERE {}",
+            lanes::sql::supersedable("d")
+        )
+    });
+    let found: Vec<(i64, String, i64, String, i64)> = sqlx::query_as(&FIND)
+        .bind(&cs)
+        .bind(&ts)
+        .bind(&bys)
+        .fetch_all(&mut *conn)
+        .await?;
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut lanes_of: HashMap<i64, (String, i64, Vec<String>)> = HashMap::new();
+    let mut locks = Vec::new();
+    for (id, c, seq, keys, _) in &found {
+        let keys = parse_keys(keys)?;
+        locks.extend(keys.iter().map(|k| lane_lock(c, k)));
+        lanes_of.insert(*id, (c.clone(), *seq, keys));
+    }
+    lock_all(conn, locks).await?;
+    static END: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH old AS (SELECT d.id, d.state FROM deliveries d \
+                 WHERE d.id = ANY($1) AND {} FOR UPDATE) \
+             UPDATE deliveries d SET state = $3, superseded_by = v.by, updated_at = $4 \
+             FROM old JOIN unnest($1::int8[], $2::int8[]) AS v(id, by) ON v.id = old.id \
+             WHERE d.id = old.id RETURNING d.id, old.state, v.by",
+            lanes::sql::supersedable("d")
+        )
+    });
+    let ended: Vec<(i64, String, i64)> = sqlx::query_as(&END)
+        .bind(found.iter().map(|f| f.0).collect::<Vec<_>>())
+        .bind(found.iter().map(|f| f.4).collect::<Vec<_>>())
+        .bind(Step::Superseded.state().as_str())
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut entries = Vec::new();
+    let mut out = Vec::with_capacity(ended.len());
+    for (id, state, by) in ended {
+        let Some((c, seq, keys)) = lanes_of.remove(&id) else {
+            continue;
+        };
+        counts.moved(&c, Some(state_of(&state)?), Step::Superseded.state(), 1);
+        entries.extend(keys.into_iter().map(|k| (c.clone(), k, seq)));
+        out.push((c, by));
+    }
+    if Step::Superseded.releases() {
+        release_lanes(conn, &entries, now, counts).await?;
+    }
+    Ok(out)
 }
 
 /// Removes the entries `(connector, key, seq)` from their lanes; where one

@@ -25,7 +25,7 @@
 //!   caller in it gets [`StoreError::Unavailable`]: nothing half-applied, and
 //!   the ingest API answers 503 so the client retries.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::LazyLock;
@@ -43,9 +43,9 @@ use super::catalog::{self, Attempt, Conn, Counts, Pools};
 use super::recent_lanes::{Entry, RecentLanes};
 use super::table_lanes::{InTable, TableLanes};
 use super::{
-    claims_of, classify, completion_rounds, lane_view_of, migrations, parse_keys, runs, state_of,
-    Catalog, Claimed, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView, OperatorAction,
-    Routed, Store, StoreError, StoreResult,
+    claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
+    runs, state_of, Catalog, Claimed, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView,
+    OperatorAction, Routed, Store, StoreError, StoreResult,
 };
 use crate::queue::lanes::{self, first_released, plan_accept, promotions, AcceptPlan, Step};
 use crate::queue::{DeliveryState, Millis};
@@ -956,12 +956,20 @@ impl Writer {
                 known.insert(row.try_get(0)?, row.try_get(1)?);
             }
         }
-        let (outcomes, fresh) = classify(requests, &mut known);
+        let (mut outcomes, fresh) = classify(requests, &mut known);
         if fresh.is_empty() {
             return Ok(outcomes);
         }
+        let seqs: Vec<i64> = (self.next_seq..self.next_seq + fresh.len() as i64).collect();
+        self.next_seq += fresh.len() as i64;
 
-        // 2. Which lanes these deliveries join are occupied already: those
+        // 2. Coalescing: the first full-state event of each tag ends
+        //    the stored deliveries it supersedes, which leave their lanes
+        //    before the new ones join.
+        let first = lanes::first_by_tag(&fresh, &seqs);
+        let superseded = self.supersede(&first, now).await?;
+
+        // 3. Which lanes these deliveries join are occupied already: those
         //    with an entry held in memory, and those with one in the table.
         let mut unknown: Vec<(&str, &str)> = Vec::new();
         let mut asked: HashSet<(&str, &str)> = HashSet::new();
@@ -1006,9 +1014,7 @@ impl Writer {
             }
         }
 
-        // 3. Assign sequence numbers and delivery ids; count blockers.
-        let seqs: Vec<i64> = (self.next_seq..self.next_seq + fresh.len() as i64).collect();
-        self.next_seq += fresh.len() as i64;
+        // 4. Assign delivery ids; count blockers.
         let mut next_delivery = self.next_delivery;
         let AcceptPlan {
             deliveries,
@@ -1025,7 +1031,7 @@ impl Writer {
         );
         self.next_delivery = next_delivery;
 
-        // 4. Write.
+        // 5. Write.
         for (chunk, seq_chunk) in runs(&fresh).zip(runs(&seqs)) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT OR FAIL INTO events (seq, id, type, keys, payload, digest, accepted_at) ",
@@ -1050,7 +1056,7 @@ impl Writer {
         }
         for chunk in runs(&deliveries) {
             let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT OR FAIL INTO deliveries (id, event_seq, connector, state, blockers, next_attempt_at, created_at, updated_at, expires_at) ",
+                "INSERT OR FAIL INTO deliveries (id, event_seq, connector, state, blockers, next_attempt_at, created_at, updated_at, expires_at, coalesce_key, superseded_by, pending) ",
             );
             qb.push_values(chunk, |mut b, d| {
                 b.push_bind(d.id)
@@ -1061,19 +1067,84 @@ impl Writer {
                     .push_bind(now)
                     .push_bind(now)
                     .push_bind(now)
-                    .push_bind(d.expires_at);
+                    .push_bind(d.expires_at)
+                    .push_bind(d.coalesce)
+                    .push_bind(d.superseded_by)
+                    .push_bind(d.state().is_pending());
             });
             qb.build().execute(&mut self.conn).await?;
         }
         for d in &deliveries {
             self.counts.moved(d.connector, None, d.state(), 1);
         }
+        let born_superseded = deliveries
+            .iter()
+            .filter_map(|d| Some((d.connector, d.superseded_by?)));
+        let superseded = superseded.iter().map(|(c, by)| (c.as_str(), *by));
+        count_superseded(&mut outcomes, &seqs, superseded.chain(born_superseded));
         // The lane entries stay in memory until the next flush (see
         // `RecentLanes`): a rebuild finds them from the rows above.
         for (c, k, seq, id) in entries {
             self.recent.push(c, k, seq, id);
         }
         Ok(outcomes)
+    }
+
+    /// Ends the stored deliveries that the first full-state event of each
+    /// (connector, coalesce tag) supersedes ([`lanes::sql::supersedable`]),
+    /// recording which event did, and releases their lanes. Answers each
+    /// one's connector and the superseding event's `seq`.
+    async fn supersede(
+        &mut self,
+        first: &BTreeMap<(&str, &str), i64>,
+        now: Millis,
+    ) -> StoreResult<Vec<(String, i64)>> {
+        let tags: Vec<(&str, &str, i64)> = first.iter().map(|(&(c, t), &by)| (c, t, by)).collect();
+        let mut found: Vec<(i64, String, i64, String, String, i64)> = Vec::new();
+        for chunk in runs(&tags) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "SELECT d.id, d.connector, d.event_seq, d.state, e.keys, v.column3 FROM (",
+            );
+            qb.push_values(chunk, |mut b, (c, t, by)| {
+                b.push_bind(*c).push_bind(*t).push_bind(*by);
+            });
+            qb.push(format!(
+                ") AS v JOIN deliveries d ON d.connector = v.column1 AND d.coalesce_key = v.column2 \
+                 AND d.pending = 1 JOIN events e ON e.seq = d.event_seq WHERE {}",
+                lanes::sql::supersedable("d")
+            ));
+            found.extend(qb.build_query_as().fetch_all(&mut self.conn).await?);
+        }
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        for chunk in runs(&found) {
+            let mut qb = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET state = ");
+            qb.push_bind(Step::Superseded.state().as_str())
+                .push(", superseded_by = v.column2, pending = 0, updated_at = ")
+                .push_bind(now)
+                .push(" FROM (");
+            qb.push_values(chunk, |mut b, (id, .., by)| {
+                b.push_bind(*id).push_bind(*by);
+            });
+            qb.push(") AS v WHERE deliveries.id = v.column1");
+            qb.build().execute(&mut self.conn).await?;
+        }
+        let mut keys: Vec<(String, i64, Vec<String>)> = Vec::with_capacity(found.len());
+        for (_, connector, seq, state, k, _) in &found {
+            let from = Some(state_of(state)?);
+            self.counts
+                .moved(connector, from, Step::Superseded.state(), 1);
+            keys.push((connector.clone(), *seq, parse_keys(k)?));
+        }
+        let entries: Vec<(&str, &str, i64)> = keys
+            .iter()
+            .flat_map(|(c, seq, ks)| ks.iter().map(move |k| (c.as_str(), k.as_str(), *seq)))
+            .collect();
+        if Step::Superseded.releases() {
+            self.release_entries(&entries, now).await?;
+        }
+        Ok(found.into_iter().map(|(_, c, .., by)| (c, by)).collect())
     }
 
     async fn claim(

@@ -539,6 +539,7 @@ pub async fn event(
                         @if let Some(t) = d.next_attempt_at { @if d.state == DeliveryState::Ready || d.state == DeliveryState::Blocked { " · next attempt " (time(t)) } }
                         @if let Some(owner) = &d.lease_owner { " · running on " code { (owner) } }
                         @if let Some(t) = d.expires_at { " · expires " (time(t)) }
+                        @if let Some(by) = &d.superseded_by { " · superseded by " (view::event_link(by)) }
                     }
                     @if d.state == DeliveryState::Dead && session.admin {
                         form.inline method="post" action="/ui/dead-letters/act" {
