@@ -23,6 +23,15 @@
 //!   attempts run), from the first successful attempt to the last delivery.
 //!   Its sink is in-process, so the figure is the store and dispatcher's
 //!   rate, not a connector's.
+//! - `--mix coalesce|plain` queues a telecom backlog instead of number
+//!   assigns: `--keys` customers, each changing a full-state attribute
+//!   (`forwarding.set`) again and again, one event in ten a number move on
+//!   the customer and a number (`number.move`, never full-state). With
+//!   `coalesce` the route declares `forwarding.*` full-state per customer
+//!   (SPEC §3); with `plain` it does not. The sink keeps each customer's
+//!   last forwarding value and counts the moves; the run checks both
+//!   against what the backlog says they must end as, so the two modes
+//!   prove the same final state with different numbers of deliveries.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -38,6 +47,7 @@ use switchboard::dispatch::{self, AttemptOutcome, Deliver, DispatchSettings};
 use switchboard::queue::breaker::BreakerPolicy;
 use switchboard::queue::event::parse_body;
 use switchboard::queue::retry::RetryPolicy;
+use switchboard::queue::route::{coalesce_of, Route, RouteSpec};
 use switchboard::queue::{now_ms, Millis, OnDead};
 use switchboard::registry::{ConnectorPolicy, Registry};
 use switchboard::store::{self, Claimed, IngestOutcome, Routed, Store};
@@ -60,11 +70,13 @@ struct Opts {
     trickle_ms: i64,
     concurrency: usize,
     dir: Option<PathBuf>,
+    /// `Some(true)`: the telecom mix with coalescing; `Some(false)`: the mix without.
+    mix: Option<bool>,
 }
 
 const USAGE: &str = "usage: cargo bench -p switchboard --bench outage -- \
 [--backlog N] [--hours H] [--keys N] [--tick-ms MS] [--trickle-ms MS] \
-[--concurrency N] [--dir PATH]";
+[--concurrency N] [--dir PATH] [--mix coalesce|plain]";
 
 fn parse_args() -> Opts {
     let mut o = Opts {
@@ -75,6 +87,7 @@ fn parse_args() -> Opts {
         trickle_ms: 60_000,
         concurrency: 64,
         dir: None,
+        mix: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -91,6 +104,13 @@ fn parse_args() -> Opts {
             "--trickle-ms" => o.trickle_ms = value("--trickle-ms").parse().expect(USAGE),
             "--concurrency" => o.concurrency = value("--concurrency").parse().expect(USAGE),
             "--dir" => o.dir = Some(value("--dir").into()),
+            "--mix" => {
+                o.mix = Some(match value("--mix").as_str() {
+                    "coalesce" => true,
+                    "plain" => false,
+                    _ => panic!("--mix takes coalesce or plain\n{USAGE}"),
+                })
+            }
             other => panic!("unknown argument {other:?}\n{USAGE}"),
         }
     }
@@ -114,6 +134,10 @@ struct Upstreams {
     up_delivered: AtomicU64,
     /// Simulated ms between accept and delivery, worst seen, for `crm`.
     up_worst_lag: AtomicI64,
+    /// The mix: each customer's last forwarding value (the event id), and
+    /// the number moves received.
+    forwarding: Mutex<HashMap<String, String>>,
+    moves: AtomicU64,
 }
 
 #[async_trait]
@@ -142,6 +166,19 @@ impl Deliver for Upstreams {
                 }
             }
         }
+        match d.event.event_type.as_str() {
+            "forwarding.set" => {
+                let customer = d.event.keys[0].clone();
+                self.forwarding
+                    .lock()
+                    .unwrap()
+                    .insert(customer, d.event.id.clone());
+            }
+            "number.move" => {
+                self.moves.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {}
+        }
         self.first_success
             .lock()
             .unwrap()
@@ -152,10 +189,33 @@ impl Deliver for Upstreams {
 }
 
 fn event(id: &str, ty: &str, key: &str, pad: &str) -> switchboard::queue::event::NewEvent {
-    let body = format!(
-        r#"{{"id":"{id}","type":"{ty}","keys":["{key}"],"payload":{{"key":"{key}","pad":"{pad}"}}}}"#
-    );
-    parse_body(body.as_bytes(), 1).unwrap().remove(0)
+    event_on(id, ty, &[key], pad)
+}
+
+fn event_on(id: &str, ty: &str, keys: &[&str], pad: &str) -> switchboard::queue::event::NewEvent {
+    let body = serde_json::json!({"id": id, "type": ty, "keys": keys,
+                                  "payload": {"key": keys[0], "pad": pad}});
+    parse_body(body.to_string().as_bytes(), 1)
+        .unwrap()
+        .remove(0)
+}
+
+/// The mix's `i`-th backlog event for `customers` customers, routed to the
+/// down destination through `routes` (so coalescing is what the config
+/// declares, as the gateway computes it).
+fn mix_event(i: usize, customers: usize, routes: &[Route], pad: &str) -> Routed {
+    let customer = format!("customer:{}", i % customers);
+    let e = if i % 10 == 9 {
+        let number = format!("msisdn:{}", i % (customers * 3));
+        event_on(&format!("b{i}"), "number.move", &[&customer, &number], pad)
+    } else {
+        event_on(&format!("b{i}"), "forwarding.set", &[&customer], pad)
+    };
+    let mut r = Routed::new(e, vec![DOWN.into()]);
+    if let Some(tag) = coalesce_of(routes, &r.event.event_type, &r.event.keys) {
+        r.coalesce.insert(DOWN.into(), tag);
+    }
+    r
 }
 
 async fn ingest(store: &dyn Store, events: Vec<Routed>, now: Millis) {
@@ -219,23 +279,50 @@ async fn run(o: Opts) {
     let pad = "x".repeat(200);
 
     // 1. The backlog, queued before the dispatcher starts (as if it had
-    //    built up while the destination was already down).
+    //    built up while the destination was already down). The mix posts
+    //    one event per request, as a config app does.
+    let routes: Vec<Route> = match o.mix {
+        Some(true) => vec![serde_json::from_value::<RouteSpec>(serde_json::json!(
+            {"match": "forwarding.*", "coalesce_key": "customer"}))
+        .unwrap()
+        .compile()
+        .unwrap()],
+        _ => vec![],
+    };
     let started = Instant::now();
     let mut done = 0;
+    // The mix's final state: each customer's last forwarding event, and moves.
+    let mut want_forwarding: HashMap<String, String> = HashMap::new();
+    let mut want_moves = 0u64;
     while done < o.backlog {
         let k = 1_000.min(o.backlog - done);
-        let batch = (done..done + k)
-            .map(|i| {
-                let e = event(
-                    &format!("b{i}"),
-                    "number.assign",
-                    &format!("msisdn:{}", i % o.keys),
-                    &pad,
-                );
-                Routed::new(e, vec![DOWN.into()])
-            })
-            .collect();
-        ingest(store.as_ref(), batch, t0).await;
+        if o.mix.is_some() {
+            let mut posts = Vec::with_capacity(k);
+            for i in done..done + k {
+                let r = mix_event(i, o.keys, &routes, &pad);
+                if r.event.event_type == "number.move" {
+                    want_moves += 1;
+                } else {
+                    want_forwarding.insert(r.event.keys[0].clone(), r.event.id.clone());
+                }
+                let store = store.clone();
+                posts.push(async move { ingest(store.as_ref(), vec![r], t0).await });
+            }
+            futures::future::join_all(posts).await;
+        } else {
+            let batch = (done..done + k)
+                .map(|i| {
+                    let e = event(
+                        &format!("b{i}"),
+                        "number.assign",
+                        &format!("msisdn:{}", i % o.keys),
+                        &pad,
+                    );
+                    Routed::new(e, vec![DOWN.into()])
+                })
+                .collect();
+            ingest(store.as_ref(), batch, t0).await;
+        }
         done += k;
     }
     let backlog_bytes = disk_bytes(&path);
@@ -260,6 +347,8 @@ async fn run(o: Opts) {
         out_of_order: AtomicU64::new(0),
         up_delivered: AtomicU64::new(0),
         up_worst_lag: AtomicI64::new(0),
+        forwarding: Mutex::new(HashMap::new()),
+        moves: AtomicU64::new(0),
     });
     let defaults = DispatchConfig::default();
     let settings = DispatchSettings {
@@ -373,8 +462,18 @@ async fn run(o: Opts) {
         up.up_worst_lag.load(Ordering::SeqCst)
     );
 
-    // 4. The destination comes back: drive the clock until all is delivered.
-    let expected = (o.backlog as u64) + trickled;
+    // 4. The destination comes back: drive the clock until all is
+    //    delivered but what was superseded (only ingest supersedes, and
+    //    nothing is posted from here on).
+    let superseded = counts.superseded;
+    if o.mix.is_some() {
+        println!(
+            "coalescing {}: {superseded} of {} queued deliveries superseded before recovery",
+            if o.mix == Some(true) { "on" } else { "off" },
+            o.backlog as u64 + trickled
+        );
+    }
+    let expected = (o.backlog as u64) + trickled - superseded;
     let back = clock.now();
     up.back_at.store(back, Ordering::SeqCst);
     let mut back_seen_at: Option<Millis> = None;
@@ -411,6 +510,18 @@ async fn run(o: Opts) {
         counts.delivered, counts.ready, counts.blocked, counts.in_flight, counts.dead
     );
     assert_eq!(counts.delivered, expected, "every accepted event delivered");
+    if o.mix.is_some() {
+        let got = up.forwarding.lock().unwrap().clone();
+        let moves = up.moves.load(Ordering::SeqCst);
+        println!(
+            "final state: {} customers, each with its last forwarding value: {}; number moves \
+             delivered {moves} of {want_moves}",
+            want_forwarding.len(),
+            if got == want_forwarding { "yes" } else { "NO" }
+        );
+        assert_eq!(got, want_forwarding, "final forwarding state");
+        assert_eq!(moves, want_moves, "every number move delivered");
+    }
     assert_eq!(
         up.out_of_order.load(Ordering::SeqCst),
         0,
