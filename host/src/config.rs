@@ -443,7 +443,9 @@ impl ConnectorConfig {
         if let Some((a, b)) = crate::queue::route::conflicting_coalesce(&compiled) {
             return invalid(format!(
                 "connector {:?}: routes {a:?} and {b:?} can match the same type with \
-                 different coalesce_key or coalesce_group; make them agree or not overlap",
+                 different coalescing (coalesce_key, coalesce_group, or none); a type is \
+                 full-state only when every route that matches it says so alike: make \
+                 them agree, or make them match different types",
                 c.name
             ));
         }

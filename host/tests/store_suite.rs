@@ -816,6 +816,47 @@ async fn delivery_of(s: &dyn Store, id: &str, connector: &str) -> (DeliveryState
     (d.state, d.superseded_by)
 }
 
+async fn a_lane_view_lists_the_first_deliveries_behind_its_head(t: TestStore) {
+    let s = &*t.store;
+    for i in 0..15 {
+        s.ingest(
+            vec![ev(
+                &format!("q{i}"),
+                "t",
+                &["k", &format!("own{i}")],
+                &["c"],
+            )],
+            0,
+        )
+        .await
+        .unwrap();
+    }
+    let events = |v: &switchboard::store::LaneView| -> Vec<String> {
+        v.behind.iter().map(|(e, _)| e.clone()).collect()
+    };
+    let lanes = s.lanes("k", &["c".to_string()]).await.unwrap();
+    assert_eq!(lanes[0].head.as_ref().unwrap().0, "q0");
+    assert_eq!(lanes[0].waiting, 14);
+    let want: Vec<String> = (1..=10).map(|i| format!("q{i}")).collect();
+    assert_eq!(events(&lanes[0]), want);
+    assert!(lanes[0]
+        .behind
+        .iter()
+        .all(|(_, d)| d.state == DeliveryState::Blocked));
+    let head = s.claim("c", 10, 1, LEASE).await.unwrap();
+    assert_eq!(head.len(), 1);
+    s.complete(vec![Completion::of(&head[0], CompletionKind::Delivered)], 2)
+        .await
+        .unwrap();
+    let lanes = s.lanes("k", &["c".to_string()]).await.unwrap();
+    assert_eq!(lanes[0].head.as_ref().unwrap().0, "q1");
+    assert_eq!(lanes[0].waiting, 13);
+    let want: Vec<String> = (2..=11).map(|i| format!("q{i}")).collect();
+    assert_eq!(events(&lanes[0]), want);
+    let empty = s.lanes("nothing", &["c".to_string()]).await.unwrap();
+    assert!(empty[0].head.is_none() && empty[0].behind.is_empty());
+}
+
 async fn a_full_state_event_supersedes_older_unstarted_deliveries_at_their_lane_position(
     t: TestStore,
 ) {
@@ -1605,23 +1646,29 @@ async fn the_consoles_reads_filter_sum_and_purge(t: TestStore) {
         "case kept"
     );
 
-    let recent = c.recent_attempts("c", 100, 10).await.unwrap();
+    assert!(c.recent_attempts("other", 10).await.unwrap().is_empty());
+    // A busy neighbour's newer attempts never hide a connector's own.
+    let busy: Vec<_> = (0..40)
+        .map(|i| ev(&format!("n{i}"), "t", &[], &["other"]))
+        .collect();
+    s.ingest(busy, 3).await.unwrap();
+    let running = s.claim("other", 100, 4, LEASE).await.unwrap();
+    let done = running
+        .iter()
+        .map(|d| Completion::of(d, CompletionKind::Delivered))
+        .collect();
+    s.complete(done, 5).await.unwrap();
+    let recent = c.recent_attempts("c", 10).await.unwrap();
     let mut events: Vec<&str> = recent.iter().map(|(e, _, _)| e.as_str()).collect();
     events.sort();
     assert_eq!(events, vec!["a", "b"]);
     assert!(recent.iter().all(|(_, _, a)| a.outcome == "dead"));
-    let newest = c.recent_attempts("c", 1, 10).await.unwrap();
-    assert_eq!(newest.len(), 1, "only the newest attempt is looked at");
-    assert_eq!(
-        c.recent_attempts("c", 100, 1).await.unwrap().len(),
-        1,
-        "limit"
-    );
-    assert!(c
-        .recent_attempts("other", 100, 10)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(c.recent_attempts("c", 1).await.unwrap().len(), 1, "limit");
+    let other = c.recent_attempts("other", 100).await.unwrap();
+    assert_eq!(other.len(), 41, "z and the 40");
+    assert!(other
+        .windows(2)
+        .all(|w| w[0].2.finished_at >= w[1].2.finished_at));
 
     c.add_minute_counts(&[("c".into(), 100, 5, 1), ("c".into(), 101, 7, 0)])
         .await
@@ -1641,6 +1688,7 @@ async fn the_consoles_reads_filter_sum_and_purge(t: TestStore) {
 }
 
 for_each_backend!(
+    a_lane_view_lists_the_first_deliveries_behind_its_head,
     a_full_state_event_supersedes_older_unstarted_deliveries_at_their_lane_position,
     a_started_or_attempted_delivery_is_never_superseded,
     within_one_request_only_the_last_full_state_event_is_delivered,

@@ -550,7 +550,7 @@ fn schemas(settings: &Settings) -> Value {
         },
         "Lane": {
             "type": "object",
-            "required": ["connector", "key", "head", "waiting"],
+            "required": ["connector", "key", "head", "waiting", "behind"],
             "additionalProperties": false,
             "properties": {
                 "connector": {"type": "string"},
@@ -558,7 +558,11 @@ fn schemas(settings: &Settings) -> Value {
                 "head": {"type": "array", "nullable": true, "minItems": 2, "maxItems": 2,
                          "description": "the delivery at the lane's head: [event id, delivery]",
                          "items": {"oneOf": [{"type": "string"}, schema_ref("Delivery")]}},
-                "waiting": {"type": "integer", "minimum": 0}
+                "waiting": {"type": "integer", "minimum": 0},
+                "behind": {"type": "array", "maxItems": 10,
+                           "description": "the first deliveries waiting behind the head, in the order they will run: [event id, delivery] each",
+                           "items": {"type": "array", "minItems": 2, "maxItems": 2,
+                                     "items": {"oneOf": [{"type": "string"}, schema_ref("Delivery")]}}}
             }
         },
         "AuditRecord": {
@@ -621,7 +625,7 @@ fn connector_settings() -> Value {
                         a secret header without `hosts` on a connector with several `allowed_hosts`, \
                         `hosts` naming a host that is not one of its `allowed_hosts`, \
                         a route with `coalesce_group` but no `coalesce_key`, \
-                        or two routes that can match one type with different coalescing.",
+                        or two routes that can match one type with different coalescing (one with coalesce_key and one without included).",
         "properties": {
             "component": {"nullable": true, "enum": [null],
                           "description": "Only null here: upload the component with PUT /v1/connectors/{name}/component"},

@@ -241,11 +241,12 @@ impl Coalesce {
         if found.next().is_some() {
             return None;
         }
-        // `\u{1f}` cannot occur in a type or a group name.
-        Some(format!(
-            "{}\u{1f}{key}",
-            self.group.as_deref().unwrap_or(event_type)
-        ))
+        // `\u{1f}` cannot occur in a type or a group name; the first
+        // letter keeps a group apart from a type of the same name.
+        Some(match &self.group {
+            Some(g) => format!("g{g}\u{1f}{key}"),
+            None => format!("t{event_type}\u{1f}{key}"),
+        })
     }
 }
 
@@ -262,7 +263,8 @@ pub struct Route {
 /// The coalesce tag of an event for a connector with `routes`: only when
 /// every route that matches its type declares the same full-state rule (a
 /// route that does not, or declares another, keeps it apart: coalescing is
-/// never implied).
+/// never implied; [`conflicting_coalesce`] refuses such routes with the
+/// config, so this answers `None` for them only if one slipped through).
 pub fn coalesce_of(routes: &[Route], event_type: &str, keys: &[String]) -> Option<String> {
     let mut rule: Option<&Coalesce> = None;
     for r in routes.iter().filter(|r| r.pattern.matches(event_type)) {
@@ -276,8 +278,9 @@ pub fn coalesce_of(routes: &[Route], event_type: &str, keys: &[String]) -> Optio
 }
 
 /// Two of a connector's routes that could match one type with different
-/// full-state rules (then neither coalesces it, which is surely not what
-/// was meant): refused with the config.
+/// full-state rules, or one with a rule and one without (then the type is
+/// not coalesced, which is surely not what was meant): refused with the
+/// config.
 pub fn conflicting_coalesce(routes: &[Route]) -> Option<(String, String)> {
     fn overlap(a: &RoutePattern, b: &RoutePattern) -> bool {
         let (a, b) = (a.raw.as_str(), b.raw.as_str());
@@ -290,8 +293,7 @@ pub fn conflicting_coalesce(routes: &[Route]) -> Option<(String, String)> {
     }
     for (i, a) in routes.iter().enumerate() {
         for b in &routes[i + 1..] {
-            if a.coalesce.is_some()
-                && b.coalesce.is_some()
+            if (a.coalesce.is_some() || b.coalesce.is_some())
                 && a.coalesce != b.coalesce
                 && overlap(&a.pattern, &b.pattern)
             {
@@ -480,12 +482,23 @@ mod tests {
             ),
             None
         );
-        // A route that matches the type without declaring it keeps it apart.
+        // A route that matches the type without declaring it keeps it
+        // apart (and the config refuses the pair).
         let mixed = compiled(&[
             full_state("forwarding.set", "customer", None),
             RouteSpec::from("*"),
         ]);
         assert_eq!(coalesce_of(&mixed, "forwarding.set", &a1), None);
+        assert!(conflicting_coalesce(&mixed).is_some());
+        // A group named like a type is not that type.
+        let named = compiled(&[
+            full_state("forwarding.*", "customer", Some("profile.set")),
+            full_state("profile.set", "customer", None),
+        ]);
+        assert_ne!(
+            coalesce_of(&named, "forwarding.set", &a1),
+            coalesce_of(&named, "profile.set", &a1)
+        );
     }
 
     #[test]
@@ -511,8 +524,14 @@ mod tests {
             full_state("forwarding.*", "customer", None),
             full_state("profile.set", "msisdn", None),
             full_state("forwarding.set", "customer", None),
+            RouteSpec::from("number.*"),
         ]);
         assert_eq!(conflicting_coalesce(&apart), None);
+        let plain_overlap = compiled(&[
+            RouteSpec::from("*"),
+            full_state("forwarding.*", "customer", None),
+        ]);
+        assert!(conflicting_coalesce(&plain_overlap).is_some());
         // Round trip through the stored (JSON) form.
         let spec = full_state("forwarding.*", "customer", Some("fwd"));
         let json = serde_json::to_value(&spec).unwrap();

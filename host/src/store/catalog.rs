@@ -391,8 +391,9 @@ impl Catalog {
         .fetch_all(c)
         .await)?;
         let superseded_by: HashMap<i64, String> = on!(r.conn(), |c| sqlx::query_as(
-            "SELECT d.id, s.id FROM deliveries d JOIN events s ON s.seq = d.superseded_by \
-             WHERE d.event_seq = $1",
+            "SELECT d.id, COALESCE(s.id, 'seq ' || d.superseded_by) FROM deliveries d \
+                 LEFT JOIN events s ON s.seq = d.superseded_by \
+             WHERE d.event_seq = $1 AND d.superseded_by IS NOT NULL",
         )
         .bind(e.seq)
         .fetch_all(c)
@@ -418,45 +419,71 @@ impl Catalog {
         }))
     }
 
-    /// Dead letters, newest first.
+    /// Dead letters, newest first. Each connector's are read newest first
+    /// through its dead-letter index (`deliveries_dead`: connector, id), a
+    /// page at a time, and merged: no query orders every dead letter of
+    /// the store. The other filters are checked on the rows that index
+    /// yields, so a rare match may read far back, never beyond one
+    /// connector's dead letters.
     pub async fn dead_letters(&self, f: &DeadFilter) -> StoreResult<Vec<DeadLetter>> {
         let mut r = self.read().await?;
+        let connectors: Vec<String> = match &f.connector {
+            Some(c) => vec![c.clone()],
+            None => on!(r.conn(), |c| {
+                sqlx::query_scalar(
+                "SELECT DISTINCT connector FROM connector_counts WHERE dead <> 0 ORDER BY connector"
+            )
+            .fetch_all(c)
+            .await
+            })?,
+        };
+        if connectors.is_empty() {
+            return Ok(Vec::new());
+        }
         let conn = r.conn();
         let key_in_keys = conn.key_in_keys();
         let contains = conn.position_in("d.last_error");
+        let limit = f.limit.clamp(1, 10_000) as i64;
         let rows: Vec<DeadRow> = on!(conn, |c| {
-            let mut qb = QueryBuilder::<Db>::new(
-                "SELECT d.id, d.connector, e.id, e.type, e.keys, d.attempts, d.last_error, \
-                     d.updated_at \
-                 FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.state = 'dead'",
-            );
-            if let Some(v) = &f.connector {
-                qb.push(" AND d.connector = ").push_bind(v.clone());
+            let mut qb = QueryBuilder::<Db>::new("");
+            for (i, connector) in connectors.iter().enumerate() {
+                if i > 0 {
+                    qb.push(" UNION ALL ");
+                }
+                qb.push(
+                    "SELECT * FROM (SELECT d.id, d.connector, e.id AS event_id, e.type, e.keys, \
+                         d.attempts, d.last_error, d.updated_at \
+                     FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+                     WHERE d.state = 'dead' AND d.connector = ",
+                )
+                .push_bind(connector.clone());
+                if let Some(v) = &f.event_type {
+                    qb.push(" AND e.type = ").push_bind(v.clone());
+                }
+                if let Some(k) = &f.key {
+                    qb.push(format_args!(" AND {}", key_in_keys))
+                        .push_bind(k.clone())
+                        .push(")");
+                }
+                if let Some(v) = &f.reason {
+                    qb.push(format_args!(" AND {}", contains))
+                        .push_bind(v.clone())
+                        .push(") > 0");
+                }
+                if let Some(t) = f.since {
+                    qb.push(" AND d.updated_at >= ").push_bind(t);
+                }
+                if let Some(t) = f.until {
+                    qb.push(" AND d.updated_at < ").push_bind(t);
+                }
+                if let Some(id) = f.before_id {
+                    qb.push(" AND d.id < ").push_bind(id);
+                }
+                qb.push(" ORDER BY d.id DESC LIMIT ")
+                    .push_bind(limit)
+                    .push(format_args!(") AS c{i}"));
             }
-            if let Some(v) = &f.event_type {
-                qb.push(" AND e.type = ").push_bind(v.clone());
-            }
-            if let Some(k) = &f.key {
-                qb.push(format_args!(" AND {}", key_in_keys))
-                    .push_bind(k.clone())
-                    .push(")");
-            }
-            if let Some(v) = &f.reason {
-                qb.push(format_args!(" AND {}", contains))
-                    .push_bind(v.clone())
-                    .push(") > 0");
-            }
-            if let Some(t) = f.since {
-                qb.push(" AND d.updated_at >= ").push_bind(t);
-            }
-            if let Some(t) = f.until {
-                qb.push(" AND d.updated_at < ").push_bind(t);
-            }
-            if let Some(id) = f.before_id {
-                qb.push(" AND d.id < ").push_bind(id);
-            }
-            qb.push(" ORDER BY d.id DESC LIMIT ")
-                .push_bind(f.limit.clamp(1, 10_000) as i64);
+            qb.push(" ORDER BY 1 DESC LIMIT ").push_bind(limit);
             qb.build_query_as().fetch_all(c).await
         })?;
         dead_letters_of(rows)
@@ -530,15 +557,12 @@ impl Catalog {
         })
     }
 
-    /// `connector`'s latest attempts among the store's newest `scan`
-    /// attempts (all connectors), newest first, each with its event's id
-    /// and its delivery's id. The bound keeps the cost fixed on a busy
-    /// store: the attempt log has no per-connector index, and a quiet
-    /// connector's last attempt may be millions of rows back.
+    /// `connector`'s latest `limit` attempts, newest first, each with its
+    /// event's id and its delivery's id, through the log's per-connector
+    /// index (however long ago they were, however busy the others are).
     pub async fn recent_attempts(
         &self,
         connector: &str,
-        scan: usize,
         limit: usize,
     ) -> StoreResult<Vec<(String, i64, AttemptRecord)>> {
         type Row = (String, i64, i64, String, i64, i64, String, Option<String>);
@@ -546,13 +570,12 @@ impl Catalog {
         let rows: Vec<Row> = on!(r.conn(), |c| sqlx::query_as(
             "SELECT e.id, a.delivery_id, CAST(a.attempt AS BIGINT), a.node, a.started_at, \
                  a.finished_at, a.outcome, a.reason \
-             FROM (SELECT * FROM attempts ORDER BY finished_at DESC LIMIT $1) a \
+             FROM (SELECT * FROM attempts WHERE connector = $1 \
+                   ORDER BY finished_at DESC LIMIT $2) a \
                  JOIN deliveries d ON d.id = a.delivery_id \
                  JOIN events e ON e.seq = d.event_seq \
-             WHERE d.connector = $2 \
-             ORDER BY a.finished_at DESC LIMIT $3",
+             ORDER BY a.finished_at DESC",
         )
-        .bind(scan.clamp(1, 1_000_000) as i64)
         .bind(connector)
         .bind(limit.clamp(1, 10_000) as i64)
         .fetch_all(c)
@@ -1273,6 +1296,7 @@ impl Counts {
 #[derive(Debug, Clone)]
 pub(crate) struct Attempt {
     pub delivery_id: i64,
+    pub connector: String,
     pub attempt: u32,
     pub started_at: Millis,
     pub finished_at: Millis,
@@ -1285,6 +1309,7 @@ impl Attempt {
     pub(crate) fn of(c: &super::Completion, now: Millis) -> Self {
         Self {
             delivery_id: c.delivery_id,
+            connector: c.connector.clone(),
             attempt: c.attempt,
             started_at: c.started_at,
             finished_at: now,
@@ -1305,10 +1330,11 @@ pub(crate) async fn log_attempts(
         on!(conn.re(), |c| {
             let mut qb = QueryBuilder::<Db>::new(
                 "INSERT INTO attempts \
-                 (delivery_id, attempt, node, started_at, finished_at, outcome, reason) ",
+                 (delivery_id, connector, attempt, node, started_at, finished_at, outcome, reason) ",
             );
             qb.push_values(run, |mut b, a| {
                 b.push_bind(a.delivery_id)
+                    .push_bind(a.connector.as_str())
                     .push_bind(i64::from(a.attempt))
                     .push_bind(node)
                     .push_bind(a.started_at)
@@ -1332,8 +1358,9 @@ pub(crate) async fn log_attempts(
 pub(crate) fn log_lease_expiries(rows: &str, now: &str, reason: &str) -> String {
     format!(
         "INSERT INTO attempts \
-             (delivery_id, attempt, node, started_at, finished_at, outcome, reason) \
-         SELECT d.id, d.attempts, COALESCE(d.lease_owner, ''), d.updated_at, {now}, '{}', \
+             (delivery_id, connector, attempt, node, started_at, finished_at, outcome, reason) \
+         SELECT d.id, d.connector, d.attempts, COALESCE(d.lease_owner, ''), d.updated_at, \
+             {now}, '{}', \
              {reason} FROM {rows} \
          ON CONFLICT (delivery_id, attempt) DO NOTHING",
         super::outcome_name(crate::queue::lanes::Step::LeaseExpired)

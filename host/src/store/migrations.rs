@@ -40,6 +40,7 @@ macro_rules! embed_with_shared {
             $($own,)*
             "0014_minute_counts",
             "0015_coalesce",
+            "0016_attempts_connector",
         )
     };
 }

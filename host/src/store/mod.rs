@@ -83,6 +83,14 @@ pub enum CompletionKind {
 }
 
 impl CompletionKind {
+    /// The states an attempt's outcome can leave a delivery in: what a
+    /// completion moves its counts to (a new outcome adds its state here).
+    pub(crate) const END_STATES: [DeliveryState; 3] = [
+        DeliveryState::Ready,
+        DeliveryState::Delivered,
+        DeliveryState::Dead,
+    ];
+
     /// The lane step this outcome is (`queue::lanes`).
     pub fn step(&self) -> Step {
         match self {
@@ -137,7 +145,10 @@ pub(crate) fn outcome_name(step: Step) -> &'static str {
         Step::Delivered => "delivered",
         Step::Dead(_) => "dead",
         Step::LeaseExpired => "lease_expired",
-        _ => "retry",
+        Step::Retry => "retry",
+        // Not how an attempt ends: never logged as one. A new step that is
+        // must be named here, and in the `attempts.outcome` CHECK.
+        Step::Expired | Step::Skipped | Step::OperatorRetry | Step::Superseded => "retry",
     }
 }
 
@@ -270,7 +281,13 @@ pub struct LaneView {
     pub head: Option<(String, DeliveryView)>,
     /// Deliveries waiting behind the head.
     pub waiting: u64,
+    /// The first of them (at most [`LANE_BEHIND`]), in the order they will
+    /// run, each with its event id.
+    pub behind: Vec<(String, DeliveryView)>,
 }
+
+/// How many of the deliveries behind a lane's head a lane view lists.
+pub const LANE_BEHIND: usize = 10;
 
 /// What is waiting for one connector, from the maintained counts (cheap
 /// enough for every metrics scrape).
@@ -738,28 +755,32 @@ pub(crate) type LaneHeadRow = (
     String,
 );
 
+/// The view of a lane with `entries` entries whose first ones are `first`
+/// (in lane order, the head first, at most [`LANE_BEHIND`] + 1).
 pub(crate) fn lane_view_of(
     connector: &str,
     key: &str,
-    head: Option<LaneHeadRow>,
+    first: Vec<LaneHeadRow>,
     entries: i64,
 ) -> StoreResult<LaneView> {
-    let head = match head {
-        Some((id, c, state, attempts, last_error, next, updated, owner, expires, event_id)) => {
-            Some((
-                event_id,
-                delivery_view((
+    let mut first = first
+        .into_iter()
+        .map(
+            |(id, c, state, attempts, last_error, next, updated, owner, expires, event_id)| {
+                let row = (
                     id, c, state, attempts, last_error, next, updated, owner, expires,
-                ))?,
-            ))
-        }
-        None => None,
-    };
+                );
+                Ok((event_id, delivery_view(row)?))
+            },
+        )
+        .collect::<StoreResult<Vec<_>>>()?
+        .into_iter();
     Ok(LaneView {
         connector: connector.to_string(),
         key: key.to_string(),
-        head,
+        head: first.next(),
         waiting: entries.saturating_sub(1).max(0) as u64,
+        behind: first.collect(),
     })
 }
 
@@ -963,7 +984,34 @@ pub(crate) fn completion_rounds(items: &[Completion]) -> Vec<Vec<usize>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{runs, transient_database_error, MAX_ROWS};
+    use super::{runs, transient_database_error, CompletionKind, MAX_ROWS};
+    use crate::queue::OnDead;
+
+    #[test]
+    fn every_attempt_outcome_ends_in_a_state_completions_count() {
+        let kinds = [
+            CompletionKind::Delivered,
+            CompletionKind::Retry {
+                at: 0,
+                error: String::new(),
+            },
+            CompletionKind::Dead {
+                error: String::new(),
+                on_dead: OnDead::Hold,
+            },
+            CompletionKind::Dead {
+                error: String::new(),
+                on_dead: OnDead::Release,
+            },
+        ];
+        for k in kinds {
+            let state = k.step().state();
+            assert!(
+                CompletionKind::END_STATES.contains(&state),
+                "{k:?} → {state:?}"
+            );
+        }
+    }
 
     #[test]
     fn runs_cover_every_item_once_in_few_distinct_sizes() {

@@ -13,7 +13,9 @@
 //!   commit order: a delivery never joins a lane ahead of one that committed
 //!   earlier, and a completion always sees every entry that was committed
 //!   before it. Each statement at READ COMMITTED sees the commits of the
-//!   lock's previous holder.
+//!   lock's previous holder. The one lock taken later, coalescing's on the
+//!   other lanes of a delivery it supersedes, is only tried
+//!   (`pg_try_advisory_xact_lock`), never waited for.
 //! - **Claims** use `FOR UPDATE SKIP LOCKED`, so nodes claiming the same
 //!   connector never wait on each other and never claim a row twice; leases
 //!   carry a random token, so a late completion after a rescue is a no-op on
@@ -35,8 +37,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::catalog::{self, lock_id, Attempt, Conn, Counts, Pools};
 use super::{
     claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
-    state_of, Catalog, Claimed, Cluster, Completion, EventRow, IngestOutcome, LaneHeadRow,
-    LaneView, OperatorAction, Routed, SharedHealth, Store, StoreError, StoreResult,
+    state_of, Catalog, Claimed, Cluster, Completion, CompletionKind, EventRow, IngestOutcome,
+    LaneHeadRow, LaneView, OperatorAction, Routed, SharedHealth, Store, StoreError, StoreResult,
+    LANE_BEHIND,
 };
 use crate::queue::lanes::{
     self, delivery_count, first_released, plan_accept, promotions, AcceptPlan, Step,
@@ -747,14 +750,34 @@ async fn supersede_tx(
     if found.is_empty() {
         return Ok(Vec::new());
     }
+    // Their lanes: the coalesce key's is held already (the ingest locked
+    // it); the others are only tried, never waited for, so this late lock
+    // can never close a cycle with a transaction that locked in order. A
+    // delivery with a lane that is busy right now is not superseded, which
+    // is always safe.
     let mut lanes_of: HashMap<i64, (String, i64, Vec<String>)> = HashMap::new();
-    let mut locks = Vec::new();
+    let (mut lock_ids, mut lock_lanes) = (Vec::new(), Vec::new());
     for (id, c, seq, keys, _) in &found {
         let keys = parse_keys(keys)?;
-        locks.extend(keys.iter().map(|k| lane_lock(c, k)));
+        for k in &keys {
+            lock_ids.push(*id);
+            lock_lanes.push(lane_lock(c, k));
+        }
         lanes_of.insert(*id, (c.clone(), *seq, keys));
     }
-    lock_all(conn, locks).await?;
+    let free: Vec<i64> = sqlx::query_scalar(
+        "SELECT v.id FROM unnest($1::int8[], $2::int8[]) AS v(id, lane) \
+         GROUP BY v.id HAVING bool_and(pg_try_advisory_xact_lock(v.lane))",
+    )
+    .bind(&lock_ids)
+    .bind(&lock_lanes)
+    .fetch_all(&mut *conn)
+    .await?;
+    let free: HashSet<i64> = free.into_iter().collect();
+    let found: Vec<_> = found.into_iter().filter(|f| free.contains(&f.0)).collect();
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
     static END: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH old AS (SELECT d.id, d.state FROM deliveries d \
@@ -911,35 +934,45 @@ async fn complete_round(
     }
     // One statement, one round trip: apply the outcomes, log the attempts
     // they end and move them out of in-flight in this writer's counts.
-    const COMPLETE: &str =
-        "WITH v AS (SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], \
-             $5::text[], $7::int8[], $8::int8[], $9::text[]) \
-             AS v(id, lease, st, at, err, attempt, started, outcome)), \
-         done AS (UPDATE deliveries d SET state = v.st, \
-             next_attempt_at = COALESCE(v.at, d.next_attempt_at), \
-             last_error = COALESCE(v.err, d.last_error), \
-             lease_until = NULL, lease_token = NULL, lease_owner = NULL, updated_at = $6 \
-             FROM v WHERE d.id = v.id AND d.state = 'in_flight' AND d.lease_token = v.lease \
-             RETURNING d.id, d.connector, d.state), \
-         logged AS (INSERT INTO attempts \
-             (delivery_id, attempt, node, started_at, finished_at, outcome, reason) \
-             SELECT v.id, v.attempt, $10, v.started, $6, v.outcome, v.err \
-             FROM v JOIN done ON done.id = v.id \
-             ON CONFLICT (delivery_id, attempt) DO NOTHING), \
-         counted AS (INSERT INTO connector_counts \
-             (connector, writer, in_flight, ready, delivered, dead) \
-             SELECT connector, $11, -COUNT(*), COUNT(*) FILTER (WHERE state = 'ready'), \
-                 COUNT(*) FILTER (WHERE state = 'delivered'), \
-                 COUNT(*) FILTER (WHERE state = 'dead') \
-             FROM done GROUP BY connector \
-             ON CONFLICT (connector, writer) DO UPDATE SET \
-                 in_flight = connector_counts.in_flight + excluded.in_flight, \
-                 ready = connector_counts.ready + excluded.ready, \
-                 delivered = connector_counts.delivered + excluded.delivered, \
-                 dead = connector_counts.dead + excluded.dead) \
-             SELECT id FROM done";
+    static COMPLETE: LazyLock<String> = LazyLock::new(|| {
+        // The count columns come from the states an outcome can lead to.
+        let ends = CompletionKind::END_STATES.map(DeliveryState::as_str);
+        let filters: Vec<String> = ends
+            .iter()
+            .map(|s| format!("COUNT(*) FILTER (WHERE state = '{s}')"))
+            .collect();
+        let adds: Vec<String> = ends
+            .iter()
+            .map(|s| format!("{s} = connector_counts.{s} + excluded.{s}"))
+            .collect();
+        format!(
+            "WITH v AS (SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], \
+                 $5::text[], $7::int8[], $8::int8[], $9::text[]) \
+                 AS v(id, lease, st, at, err, attempt, started, outcome)), \
+             done AS (UPDATE deliveries d SET state = v.st, \
+                 next_attempt_at = COALESCE(v.at, d.next_attempt_at), \
+                 last_error = COALESCE(v.err, d.last_error), \
+                 lease_until = NULL, lease_token = NULL, lease_owner = NULL, updated_at = $6 \
+                 FROM v WHERE d.id = v.id AND d.state = 'in_flight' AND d.lease_token = v.lease \
+                 RETURNING d.id, d.connector, d.state), \
+             logged AS (INSERT INTO attempts \
+                 (delivery_id, connector, attempt, node, started_at, finished_at, outcome, reason) \
+                 SELECT v.id, done.connector, v.attempt, $10, v.started, $6, v.outcome, v.err \
+                 FROM v JOIN done ON done.id = v.id \
+                 ON CONFLICT (delivery_id, attempt) DO NOTHING), \
+             counted AS (INSERT INTO connector_counts (connector, writer, in_flight, {cols}) \
+                 SELECT connector, $11, -COUNT(*), {filters} \
+                 FROM done GROUP BY connector \
+                 ON CONFLICT (connector, writer) DO UPDATE SET \
+                     in_flight = connector_counts.in_flight + excluded.in_flight, {adds}) \
+                 SELECT id FROM done",
+            cols = ends.join(", "),
+            filters = filters.join(", "),
+            adds = adds.join(", "),
+        )
+    });
     let log: Vec<Attempt> = items.iter().map(|c| Attempt::of(c, now)).collect();
-    let applied: Vec<i64> = sqlx::query_scalar(COMPLETE)
+    let applied: Vec<i64> = sqlx::query_scalar(&COMPLETE)
         .bind(&ids)
         .bind(&leases)
         .bind(&states)
@@ -1309,19 +1342,20 @@ impl Store for PostgresStore {
             .bind(key)
             .fetch_one(&self.pool)
             .await?;
-            let head: Option<LaneHeadRow> = sqlx::query_as(
+            let first: Vec<LaneHeadRow> = sqlx::query_as(
                 "SELECT d.id, d.connector, d.state, d.attempts, d.last_error, d.next_attempt_at, \
                      d.updated_at, d.lease_owner, d.expires_at, e.id \
                  FROM lane_entries l \
                  JOIN deliveries d ON d.id = l.delivery_id \
                  JOIN events e ON e.seq = l.seq \
-                 WHERE l.connector = $1 AND l.key = $2 ORDER BY l.seq LIMIT 1",
+                 WHERE l.connector = $1 AND l.key = $2 ORDER BY l.seq LIMIT $3",
             )
             .bind(c)
             .bind(key)
-            .fetch_optional(&self.pool)
+            .bind(LANE_BEHIND as i64 + 1)
+            .fetch_all(&self.pool)
             .await?;
-            out.push(lane_view_of(c, key, head, count)?);
+            out.push(lane_view_of(c, key, first, count)?);
         }
         Ok(out)
     }

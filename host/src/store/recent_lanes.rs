@@ -86,6 +86,13 @@ impl RecentLanes {
             .and_then(|e| e.front().copied())
     }
 
+    /// The lane's first `n` entries held here, in seq order.
+    pub fn first(&self, connector: &str, key: &str, n: usize) -> Vec<(i64, i64)> {
+        self.lanes
+            .get(&(connector.to_string(), key.to_string()))
+            .map_or_else(Vec::new, |e| e.iter().take(n).copied().collect())
+    }
+
     /// Whether any entry of the lane is held here.
     pub fn holds(&self, lane: &Lane) -> bool {
         self.lanes.contains_key(lane)

@@ -45,7 +45,7 @@ use super::table_lanes::{InTable, TableLanes};
 use super::{
     claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
     runs, state_of, Catalog, Claimed, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView,
-    OperatorAction, Routed, Store, StoreError, StoreResult,
+    OperatorAction, Routed, Store, StoreError, StoreResult, LANE_BEHIND,
 };
 use crate::queue::lanes::{self, first_released, plan_accept, promotions, AcceptPlan, Step};
 use crate::queue::{DeliveryState, Millis};
@@ -599,31 +599,31 @@ impl Writer {
     async fn lane_views(&mut self, key: &str, connectors: &[String]) -> StoreResult<Vec<LaneView>> {
         let mut out = Vec::with_capacity(connectors.len());
         for c in connectors {
-            let (in_table, table_head): (i64, Option<i64>) = sqlx::query_as(
-                "SELECT COUNT(*), (SELECT delivery_id FROM lane_entries \
-                     WHERE connector = ?1 AND key = ?2 ORDER BY seq LIMIT 1) \
-                 FROM lane_entries WHERE connector = ?1 AND key = ?2",
+            let in_table: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM lane_entries WHERE connector = ?1 AND key = ?2",
             )
             .bind(c)
             .bind(key)
             .fetch_one(&mut self.conn)
             .await?;
-            let table_head = match table_head {
-                Some(id) => Some((
-                    sqlx::query_scalar::<_, i64>("SELECT event_seq FROM deliveries WHERE id = ?1")
-                        .bind(id)
-                        .fetch_one(&mut self.conn)
-                        .await?,
-                    id,
-                )),
-                None => None,
-            };
-            let head = match (self.recent.head(c, key), table_head) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let head = match head {
-                Some((_, id)) => {
+            // The lane's first entries: those in the table and those held
+            // here, merged by seq.
+            let n = LANE_BEHIND + 1;
+            let mut first: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT seq, delivery_id FROM lane_entries \
+                 WHERE connector = ?1 AND key = ?2 ORDER BY seq LIMIT ?3",
+            )
+            .bind(c)
+            .bind(key)
+            .bind(n as i64)
+            .fetch_all(&mut self.conn)
+            .await?;
+            first.extend(self.recent.first(c, key, n));
+            first.sort_unstable();
+            first.truncate(n);
+            let mut rows = Vec::with_capacity(first.len());
+            for (_, id) in first {
+                rows.extend(
                     sqlx::query_as::<_, LaneHeadRow>(
                         "SELECT d.id, d.connector, d.state, d.attempts, d.last_error, \
                              d.next_attempt_at, d.updated_at, d.lease_owner, d.expires_at, e.id \
@@ -631,12 +631,11 @@ impl Writer {
                     )
                     .bind(id)
                     .fetch_optional(&mut self.conn)
-                    .await?
-                }
-                None => None,
-            };
+                    .await?,
+                );
+            }
             let count = in_table + self.recent.count(c, key) as i64;
-            out.push(lane_view_of(c, key, head, count)?);
+            out.push(lane_view_of(c, key, rows, count)?);
         }
         Ok(out)
     }
