@@ -409,6 +409,227 @@ async fn an_action_needs_the_sessions_csrf_token_and_the_admin_scope() {
     );
 }
 
+/// A multipart upload as a browser's form sends it: the CSRF field first,
+/// then the file.
+fn upload_request(cookie: &str, csrf: &str) -> Request<Body> {
+    let boundary = "sbBOUNDARY";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"component\"; filename=\"x.wasm\"\r\n\
+         Content-Type: application/wasm\r\n\r\nnot a component\r\n--{boundary}--\r\n"
+    );
+    Request::post("/ui/connectors/hss/component")
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header(header::COOKIE, cookie)
+        .body(Body::from(body))
+        .unwrap()
+}
+
+/// Every state-changing route of the console, one by one: refused without
+/// the session's CSRF token, and refused to a read-only session with it;
+/// nothing changes and nothing is audited.
+#[tokio::test]
+async fn every_action_route_refuses_a_missing_csrf_token_and_a_read_only_session() {
+    let c = console_with(&tokens()).await;
+    c.ingest(json!({"id": "d1", "type": "number.assign", "keys": ["msisdn:1"], "payload": {}}))
+        .await;
+    let dead = c.kill_all(|_| "rejected: HTTP 422".into()).await;
+    let admin = c.login(ADMIN).await;
+    let read = c.login(READ).await;
+    let read_csrf = c.get("/ui/", Some(&read)).await.csrf();
+    let id = dead[0].to_string();
+    let forms: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("/ui/connectors/hss/pause", vec![]),
+        ("/ui/connectors/hss/resume", vec![]),
+        ("/ui/connectors/hss/rollback", vec![]),
+        (
+            "/ui/connectors/hss/limits",
+            vec![("concurrency", "3"), ("rate", "")],
+        ),
+        (
+            "/ui/dead-letters/act",
+            vec![
+                ("action", "skip"),
+                ("scope", "selected"),
+                ("id", &id),
+                ("confirmed", "1"),
+            ],
+        ),
+        (
+            "/ui/dead-letters/act",
+            vec![("action", "retry"), ("scope", "filter"), ("confirmed", "1")],
+        ),
+    ];
+    for (path, fields) in &forms {
+        let r = c.post_form(path, Some(&admin), fields).await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "{path} without csrf: {}",
+            r.body
+        );
+        let mut with = fields.clone();
+        with.push(("csrf", &read_csrf));
+        let r = c.post_form(path, Some(&read), &with).await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "{path} read-only: {}",
+            r.body
+        );
+    }
+    let r = c.send(upload_request(&admin, "")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "upload without csrf: {}",
+        r.body
+    );
+    let r = c.send(upload_request(&read, &read_csrf)).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "upload read-only: {}",
+        r.body
+    );
+
+    let catalog = c.t.store.catalog();
+    assert!(!catalog.is_paused("hss").await.unwrap());
+    assert_eq!(
+        catalog.limit_overrides("hss").await.unwrap().concurrency,
+        None
+    );
+    assert!(catalog.component_versions("hss").await.unwrap().is_empty());
+    let still = catalog
+        .dead_letters(&switchboard::store::DeadFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(still.len(), 1, "the dead letter is untouched");
+    assert!(catalog.audit_log(10, None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_key_page_lists_what_waits_behind_the_head_in_order() {
+    let c = console_with(&tokens()).await;
+    for id in ["k-first", "k-second", "k-third"] {
+        c.ingest(json!({"id": id, "type": "number.assign", "keys": ["msisdn:7"], "payload": {}}))
+            .await;
+    }
+    let admin = c.login(ADMIN).await;
+    let page = c.get("/ui/keys/msisdn%3A7", Some(&admin)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let next = page.body.find("Next in line").expect("the queue is listed");
+    let second = page.body.find("k-second").unwrap();
+    let third = page.body.find("k-third").unwrap();
+    assert!(
+        page.body[..next].contains("k-first"),
+        "the head comes first"
+    );
+    assert!(
+        next < second && second < third,
+        "in the order they will run"
+    );
+}
+
+#[tokio::test]
+async fn the_audit_page_filters_by_action_target_and_time() {
+    let c = console_with(&tokens()).await;
+    let admin = c.login(ADMIN).await;
+    for action in ["pause", "resume"] {
+        let csrf = c.get("/ui/connectors/hss", Some(&admin)).await.csrf();
+        let r = c
+            .post_form(
+                &format!("/ui/connectors/hss/{action}"),
+                Some(&admin),
+                &[("csrf", &csrf)],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    }
+    let rows = |body: &str| body.matches("<tr><td>").count();
+    let all = c.get("/ui/audit", Some(&admin)).await;
+    assert_eq!(rows(&all.body), 2, "{}", all.body);
+    let paused = c.get("/ui/audit?action=pause", Some(&admin)).await;
+    assert_eq!(rows(&paused.body), 1);
+    assert!(paused.body.contains("connector.pause") && !paused.body.contains("connector.resume"));
+    let hss = c.get("/ui/audit?target=hss", Some(&admin)).await;
+    assert_eq!(rows(&hss.body), 2);
+    let none = c.get("/ui/audit?target=crm", Some(&admin)).await;
+    assert!(none.body.contains("No record matches."));
+    let later = c
+        .get("/ui/audit?since=2999-01-01T00%3A00", Some(&admin))
+        .await;
+    assert!(later.body.contains("No record matches."));
+    let before = c
+        .get("/ui/audit?until=2000-01-01T00%3A00", Some(&admin))
+        .await;
+    assert!(before.body.contains("No record matches."));
+    let window = c
+        .get(
+            "/ui/audit?since=2000-01-01T00%3A00&until=2999-01-01T00%3A00",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(rows(&window.body), 2);
+    let bad = c.get("/ui/audit?since=yesterday", Some(&admin)).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("is not a time"), "{}", bad.body);
+}
+
+/// Every field a person fills in or ticks has a name a screen reader says,
+/// every page has a way past the navigation, and nothing clickable is
+/// anything but a link or a button (so the keyboard reaches all of it).
+#[tokio::test]
+async fn every_page_labels_its_fields_and_is_reachable_by_keyboard() {
+    let c = console_with(&tokens()).await;
+    c.ingest(json!({"id": "a1", "type": "number.assign", "keys": ["msisdn:5"], "payload": {}}))
+        .await;
+    c.ingest(json!({"id": "a2", "type": "number.assign", "keys": ["msisdn:5"], "payload": {}}))
+        .await;
+    c.kill_all(|_| "rejected: HTTP 422".into()).await;
+    let admin = c.login(ADMIN).await;
+    for path in [
+        "/ui/",
+        "/ui/dead-letters",
+        "/ui/events/a1",
+        "/ui/keys/msisdn%3A5",
+        "/ui/connectors/hss",
+        "/ui/audit",
+    ] {
+        let r = c.get(path, Some(&admin)).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        assert!(r.body.contains(r##"href="#main""##), "{path}: no skip link");
+        for attr in ["onclick", "onkeydown", "role=\"button\""] {
+            assert!(!r.body.contains(attr), "{path}: {attr}");
+        }
+        // Each visible input sits in a <label>, or carries an aria-label.
+        let mut rest = r.body.as_str();
+        while let Some(at) = rest.find("<input") {
+            let tag = &rest[at..at + rest[at..].find('>').unwrap()];
+            rest = &rest[at + 6..];
+            if tag.contains("type=\"hidden\"") || tag.contains("aria-label=") {
+                continue;
+            }
+            let before = &r.body[..r.body.len() - rest.len()];
+            let open = before.rfind("<label").unwrap_or(0);
+            let close = before.rfind("</label>").unwrap_or(0);
+            assert!(open > close, "{path}: an input without a label: {tag}");
+        }
+    }
+    let dead = c.get("/ui/dead-letters", Some(&admin)).await;
+    assert!(
+        dead.body.contains("aria-label=\"select delivery "),
+        "{}",
+        dead.body
+    );
+}
+
 #[tokio::test]
 async fn what_came_from_outside_renders_inert_on_every_page() {
     let c = console_with(&tokens()).await;
@@ -417,10 +638,25 @@ async fn what_came_from_outside_renders_inert_on_every_page() {
     c.ingest(json!({"id": id, "type": "number.assign", "keys": [key],
                     "payload": {"note": "</pre><script>alert(3)</script>", "x": "\" onmouseover=\"alert(4)"}}))
         .await;
-    c.kill_all(|_| {
-        "rejected: HTTP 422 <script>alert(5)</script><img src=x onerror=alert(6)>".into()
-    })
-    .await;
+    let dead = c
+        .kill_all(|_| {
+            "rejected: HTTP 422 <script>alert(5)</script><img src=x onerror=alert(6)>".into()
+        })
+        .await;
+    // An operator action, so the audit log shows the reason too.
+    assert!(c
+        .t
+        .store
+        .operator_action(
+            dead[0],
+            switchboard::store::OperatorAction::Retry,
+            "ops",
+            now_ms()
+        )
+        .await
+        .unwrap());
+    c.kill_all(|_| "rejected: HTTP 422 <script>alert(7)</script>".into())
+        .await;
     let admin = c.login(ADMIN).await;
     let seg = |s: &str| {
         percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
@@ -432,6 +668,7 @@ async fn what_came_from_outside_renders_inert_on_every_page() {
         format!("/ui/keys/{}", seg(key)),
         "/ui/connectors/hss".to_string(),
         format!("/ui/dead-letters?key={}", seg(key)),
+        "/ui/audit".to_string(),
     ] {
         let r = c.get(&path, Some(&admin)).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);

@@ -309,3 +309,98 @@ async fn events_posted_to_one_node_wake_the_others_at_once() {
     wait_applied(&hss, numbers * steps, &listener.log).await;
     check_order(&hss.applied(), numbers, steps);
 }
+
+/// A console session opened on one node holds on another node of the same
+/// cluster (the nodes share their tokens, and a session is signed with a key
+/// derived from its token): the second node shows the pages and accepts an
+/// action with the CSRF token of its own page, audited under the token's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_session_opened_on_one_node_works_on_another() {
+    const TOKEN: &str = "ops-cluster-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let hss = FakeHss::default();
+    let hss_addr = hss.start().await;
+    let url = Db::Postgres.fresh_url(dir.path()).await;
+    let with_token = |config: std::path::PathBuf| {
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "[storage]",
+            &format!("[[server.tokens]]\nname = \"ops\"\ntoken = \"{TOKEN}\"\nscopes = [\"admin\"]\n\n[storage]"),
+        );
+        std::fs::write(&config, text).unwrap();
+        config
+    };
+    let a = Gateway::start(&with_token(write_config_on(
+        &url,
+        dir.path(),
+        free_port(),
+        hss_addr,
+        4,
+    )));
+    let b = Gateway::start(&with_token(write_config_on(
+        &url,
+        dir.path(),
+        free_port(),
+        hss_addr,
+        4,
+    )));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let r = http
+        .post(a.url("/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "login on node a");
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let page = http
+        .get(b.url("/ui/connectors/hss"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200, "node b takes node a's session");
+    let body = page.text().await.unwrap();
+    let csrf = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF field on node b's page")
+        .to_string();
+    let r = http
+        .post(b.url("/ui/connectors/hss/pause"))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "an action on node b");
+    let audit: Value = http
+        .get(a.url("/v1/audit"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit[0]["action"], "connector.pause", "{audit}");
+    assert_eq!(audit[0]["actor"], "ops", "{audit}");
+    // Without the cookie, node b shows nothing but the way to log in.
+    let r = http.get(b.url("/ui/")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let to = r.headers()["location"].to_str().unwrap();
+    assert!(to.starts_with("/ui/login"), "{to}");
+}

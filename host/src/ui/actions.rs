@@ -149,6 +149,7 @@ pub async fn dead_letters(
         reason: field(&form, "reason").into(),
         since: field(&form, "since").into(),
         until: field(&form, "until").into(),
+        ..DeadForm::default()
     };
     let ids: Vec<i64> = match field(&form, "scope") {
         "selected" => {

@@ -96,7 +96,7 @@ pub async fn overview(session: Session, State(state): State<UiState>) -> PageRes
         .app
         .store
         .catalog()
-        .minute_counts(now.div_euclid(60_000) - 5)
+        .minute_counts(now.div_euclid(60_000) - 60)
         .await?;
     let nodes = state.app.store.catalog().nodes().await?;
     let info = &state.info;
@@ -121,7 +121,10 @@ pub async fn overview(session: Session, State(state): State<UiState>) -> PageRes
                             @let counts = minutes.get(&c.name);
                             tr data-connector=(c.name) {
                                 td { (view::connector_link(&c.name)) }
-                                td { span class={ "health h-" (label.replace(' ', "-")) } title=(why) { (label) } }
+                                td {
+                                    span class={ "health h-" (label.replace(' ', "-")) } title=(why) { (label) }
+                                    @if c.paused && label != "paused" { " " span.health.h-paused title="an operator paused it: events queue, nothing is attempted" { "paused" } }
+                                }
                                 td.num { (count(pending(c))) }
                                 td { @match c.oldest_pending_age_ms {
                                     Some(age) => (timefmt::age(age)),
@@ -144,8 +147,12 @@ pub async fn overview(session: Session, State(state): State<UiState>) -> PageRes
                 h2 { "The last hour" }
                 div.plots {
                     @for c in &connectors {
-                        figure.plot data-plot=(c.name) {
+                        @let counts = minutes.get(&c.name);
+                        @let total = |f: fn(&MinuteCount) -> i64| counts.map_or(0, |m| m.iter().map(f).sum::<i64>());
+                        @let summary = format!("{}: {} delivered, {} failed in the last hour", c.name, total(|m| m.delivered), total(|m| m.failed));
+                        figure.plot data-plot=(c.name) aria-label=(summary) {
                             figcaption { (c.name) }
+                            noscript { p { (summary) " (the plot needs JavaScript)." } }
                         }
                     }
                 }
@@ -216,7 +223,7 @@ pub async fn connector(
     let c = connector_view(&state.app, &name).await?;
     let catalog = state.app.store.catalog();
     let versions = catalog.component_versions(&name).await?;
-    let attempts = catalog.recent_attempts(&name, ATTEMPTS_SCANNED, 50).await?;
+    let attempts = catalog.recent_attempts(&name, 50).await?;
     let breaker = catalog.breaker_transitions(&name, 20).await?;
     let (_, label, why) = health(&c);
     let configured = state.app.fleet.get(&name);
@@ -304,7 +311,7 @@ pub async fn connector(
             }
             section {
                 h2 { "Recent attempts" }
-                p.hint { "Newest first, all nodes, among the gateway's latest " (count(ATTEMPTS_SCANNED as i64)) " attempts (all connectors)." }
+                p.hint { "The latest 50, newest first, from every node." }
                 table #attempts {
                     thead { tr { th { "Finished" } th { "Event" } th.num { "Attempt" } th.num { "Took" } th { "Outcome" } th { "Reason" } th { "Node" } } }
                     tbody {
@@ -358,23 +365,16 @@ pub struct DeadForm {
     pub since: String,
     #[serde(default)]
     pub until: String,
+    /// A page further back: only delivery ids below this one. Never part
+    /// of what a bulk action acts on.
+    #[serde(default)]
+    pub before_id: String,
 }
 
 impl DeadForm {
     /// The filter, as the API reads it (the same checks), up to `limit`.
     pub fn filter(&self, limit: usize) -> Result<DeadFilter, Refused> {
-        let time = |field: &'static str, text: &str| -> Result<Option<i64>, Refused> {
-            if text.trim().is_empty() {
-                return Ok(None);
-            }
-            timefmt::parse_utc(text).map(Some).ok_or_else(|| {
-                Refused::from(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_query",
-                    format!("{field}: {text:?} is not a time; use YYYY-MM-DDTHH:MM (UTC)"),
-                ))
-            })
-        };
+        let time = time_field;
         let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
         Ok(DeadQuery {
             connector: text(&self.connector),
@@ -387,6 +387,20 @@ impl DeadForm {
             limit: Some(limit),
         }
         .filter(limit)?)
+    }
+
+    /// The page's link with this filter, further back than `before_id`.
+    fn older(&self, before_id: i64) -> String {
+        let q = view::query_value;
+        format!(
+            "/ui/dead-letters?connector={}&type={}&key={}&reason={}&since={}&until={}&before_id={before_id}",
+            q(&self.connector),
+            q(&self.event_type),
+            q(&self.key),
+            q(&self.reason),
+            q(&self.since),
+            q(&self.until)
+        )
     }
 
     /// The filter as hidden fields, for a form that acts on it.
@@ -415,10 +429,6 @@ impl DeadForm {
     }
 }
 
-/// How many of the store's newest attempts a connector's page looks through
-/// for that connector's (a fixed cost, whatever the store holds).
-const ATTEMPTS_SCANNED: usize = 20_000;
-
 /// Most dead letters one page lists.
 pub const DEAD_PAGE: usize = 200;
 
@@ -427,12 +437,9 @@ pub async fn dead_letters(
     State(state): State<UiState>,
     Query(form): Query<DeadForm>,
 ) -> PageResult {
-    let dead = state
-        .app
-        .store
-        .catalog()
-        .dead_letters(&form.filter(DEAD_PAGE)?)
-        .await?;
+    let mut filter = form.filter(DEAD_PAGE)?;
+    filter.before_id = form.before_id.trim().parse().ok();
+    let dead = state.app.store.catalog().dead_letters(&filter).await?;
     let names = state.app.fleet.names();
     Ok(page(
         "Dead letters",
@@ -475,7 +482,7 @@ pub async fn dead_letters(
                     tbody {
                         @for d in &dead {
                             tr {
-                                @if session.admin { td { input type="checkbox" name="id" value=(d.delivery_id) aria-label="select"; } }
+                                @if session.admin { td { input type="checkbox" name="id" value=(d.delivery_id) aria-label={ "select delivery " (d.delivery_id) }; } }
                                 td.num { (d.delivery_id) }
                                 td { (view::connector_link(&d.connector)) }
                                 td { (event_link(&d.event_id)) }
@@ -489,7 +496,9 @@ pub async fn dead_letters(
                         @if dead.is_empty() { tr { td colspan=(if session.admin { "9" } else { "8" }) { "No dead letters match." } } }
                     }
                 }
-                @if dead.len() == DEAD_PAGE { p.hint { "The newest " (DEAD_PAGE) " are shown; narrow the filter to see others." } }
+                @if let (true, Some(last)) = (dead.len() == DEAD_PAGE, dead.last()) {
+                    p { a href=(form.older(last.delivery_id)) { "Older dead letters" } span.hint { " (" (DEAD_PAGE) " a page, newest first)" } }
+                }
                 @if session.admin && !dead.is_empty() {
                     p {
                         "Selected: "
@@ -618,6 +627,18 @@ pub async fn key(
                             @if !tries.is_empty() {
                                 ol.timeline { @for a in tries { li { (time(a.started_at)) " · attempt " (a.attempt) " · " (badge(&a.outcome)) @if a.reason.is_some() { " · " (view::reason(a.reason.as_deref())) } } } }
                             }
+                            @if !l.behind.is_empty() {
+                                h3 { "Next in line" }
+                                table.behind {
+                                    thead { tr { th { "Event" } th.num { "Delivery" } th { "State" } th.num { "Attempts" } } }
+                                    tbody {
+                                        @for (event, d) in &l.behind {
+                                            tr { td { (event_link(event)) } td.num { (d.id) } td { (badge(d.state.as_str())) } td.num { (d.attempts) } }
+                                        }
+                                    }
+                                }
+                                @if l.waiting > l.behind.len() as u64 { p.hint { "and " (count(l.waiting - l.behind.len() as u64)) " more behind them" } }
+                            }
                         }
                     }
                 }
@@ -662,7 +683,43 @@ pub struct AuditQuery {
     actor: String,
     #[serde(default)]
     action: String,
+    /// Text the record's target contains (a connector, a delivery id).
+    #[serde(default)]
+    target: String,
+    /// `YYYY-MM-DDTHH:MM`, UTC.
+    #[serde(default)]
+    since: String,
+    #[serde(default)]
+    until: String,
     before_id: Option<i64>,
+}
+
+impl AuditQuery {
+    fn link(&self, before_id: i64) -> String {
+        let q = view::query_value;
+        format!(
+            "/ui/audit?actor={}&action={}&target={}&since={}&until={}&before_id={before_id}",
+            q(&self.actor),
+            q(&self.action),
+            q(&self.target),
+            q(&self.since),
+            q(&self.until)
+        )
+    }
+}
+
+/// A time field of a filter form: empty is no bound.
+fn time_field(field: &'static str, text: &str) -> Result<Option<i64>, Refused> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    timefmt::parse_utc(text).map(Some).ok_or_else(|| {
+        Refused::from(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("{field}: {text:?} is not a time; use YYYY-MM-DDTHH:MM (UTC)"),
+        ))
+    })
 }
 
 pub async fn audit(
@@ -671,7 +728,10 @@ pub async fn audit(
     Query(q): Query<AuditQuery>,
 ) -> PageResult {
     const PAGE: usize = 100;
-    // Filtered here, from pages of the log: it is small next to the queue.
+    let since = time_field("since", &q.since)?;
+    let until = time_field("until", &q.until)?;
+    // Filtered here, from pages of the log (newest first): it is small
+    // next to the queue, and a record older than `since` ends the walk.
     let mut shown = Vec::new();
     let mut before = q.before_id;
     let mut more = false;
@@ -679,8 +739,13 @@ pub async fn audit(
         let page = state.app.store.catalog().audit_log(500, before).await?;
         let last = page.last().map(|r| r.id);
         for r in page {
+            if since.is_some_and(|t| r.at < t) {
+                break 'pages;
+            }
             if (q.actor.is_empty() || r.actor == q.actor)
                 && (q.action.is_empty() || r.action.contains(&q.action))
+                && (q.target.is_empty() || r.target.contains(&q.target))
+                && until.is_none_or(|t| r.at < t)
             {
                 if shown.len() == PAGE {
                     more = true;
@@ -701,7 +766,11 @@ pub async fn audit(
             form.filters method="get" action="/ui/audit" {
                 label { "Actor " input type="text" name="actor" value=(q.actor); }
                 label { "Action contains " input type="text" name="action" value=(q.action) placeholder="delivery.retry"; }
+                label { "Target contains " input type="text" name="target" value=(q.target) placeholder="hss"; }
+                label { "Since " input type="datetime-local" name="since" value=(q.since); }
+                label { "until " input type="datetime-local" name="until" value=(q.until); }
                 button type="submit" { "Filter" }
+                span.hint { " Times are UTC." }
             }
             table #audit {
                 thead { tr { th { "When" } th { "Actor" } th { "Action" } th { "Target" } th { "Before" } th { "After" } } }
@@ -721,7 +790,7 @@ pub async fn audit(
             }
             @if more {
                 @if let Some(last) = shown.last() {
-                    p { a href={ "/ui/audit?actor=" (view::query_value(&q.actor)) "&action=" (view::query_value(&q.action)) "&before_id=" (last.id) } { "Older records" } }
+                    p { a href=(q.link(last.id)) { "Older records" } }
                 }
             }
         },

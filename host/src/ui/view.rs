@@ -74,6 +74,7 @@ pub fn page(title: &str, session: &impl Viewer, body: Markup) -> Markup {
         html lang="en" {
             (head(title))
             body {
+                a.skip href="#main" { "Skip to the page" }
                 header.top {
                     a.brand href="/ui/" { "Switchboard" }
                     nav {
@@ -93,7 +94,7 @@ pub fn page(title: &str, session: &impl Viewer, body: Markup) -> Markup {
                         button type="submit" { "Log out" }
                     }
                 }
-                main { h1 { (title) } (body) }
+                main #main tabindex="-1" { h1 { (title) } (body) }
             }
         }
     }
