@@ -537,17 +537,24 @@ impl Catalog {
     /// index seek).
     pub async fn queue_stats(&self, connector: &str) -> StoreResult<QueueStats> {
         let counts = self.state_counts(connector).await?;
-        let mut r = self.read().await?;
-        let conn = r.conn();
-        let sql = format!(
-            "SELECT created_at FROM deliveries WHERE id = (SELECT MIN(id) FROM deliveries \
-                 WHERE connector = $1 AND {})",
-            conn.pending()
-        );
-        let oldest: Option<i64> = on!(conn, |c| sqlx::query_scalar(&sql)
-            .bind(connector)
-            .fetch_optional(c)
-            .await)?;
+        // Nothing pending: no row to look for. (PostgreSQL's planner, which
+        // cannot tell that a connector with a million dead letters has no
+        // pending row, would otherwise walk the primary key looking for one.)
+        let oldest: Option<i64> = if counts.ready + counts.blocked + counts.in_flight == 0 {
+            None
+        } else {
+            let mut r = self.read().await?;
+            let conn = r.conn();
+            let sql = format!(
+                "SELECT created_at FROM deliveries WHERE id = (SELECT MIN(id) FROM deliveries \
+                     WHERE connector = $1 AND {})",
+                conn.pending()
+            );
+            on!(conn, |c| sqlx::query_scalar(&sql)
+                .bind(connector)
+                .fetch_optional(c)
+                .await)?
+        };
         Ok(QueueStats {
             ready: counts.ready,
             blocked: counts.blocked,
