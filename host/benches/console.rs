@@ -199,10 +199,37 @@ async fn run(o: Opts) {
         app: state.clone(),
     });
     let app = router(state).merge(ui);
+    // As a browser logs in: the login page's form cookie and token first.
+    let page = app
+        .clone()
+        .oneshot(
+            Request::get("/ui/login")
+                .header(header::HOST, "127.0.0.1:7400")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let form_cookie = page.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let body = page.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    let csrf = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
     let login = Request::post("/ui/login")
         .header(header::HOST, "127.0.0.1:7400")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Body::from(format!("token={ADMIN}")))
+        .header(header::COOKIE, form_cookie)
+        .body(Body::from(format!("token={ADMIN}&csrf={csrf}")))
         .unwrap();
     let resp = app.clone().oneshot(login).await.unwrap();
     let cookie = resp.headers()[header::SET_COOKIE]

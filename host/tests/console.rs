@@ -81,9 +81,18 @@ impl Reply {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     }
+    /// The session cookie this reply sets, as a `Cookie` header value.
     fn cookie(&self) -> Option<String> {
-        let v = self.headers.get(header::SET_COOKIE)?.to_str().ok()?;
-        Some(v.split(';').next()?.to_string())
+        self.set_cookie("switchboard_session=")
+    }
+    /// The `Set-Cookie` whose value starts with `prefix`: its `name=value`.
+    fn set_cookie(&self, prefix: &str) -> Option<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(prefix))
+            .and_then(|v| Some(v.split(';').next()?.to_string()))
     }
     /// The value of the first `name="csrf"` field on the page.
     fn csrf(&self) -> String {
@@ -142,11 +151,26 @@ impl Console {
     }
 
     async fn login(&self, token: &str) -> String {
-        let r = self
-            .post_form("/ui/login", None, &[("token", token), ("next", "/ui/")])
-            .await;
+        let r = self.post_login(&[("token", token), ("next", "/ui/")]).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
         r.cookie().expect("a session cookie")
+    }
+
+    /// The login page's form cookie and token, as a browser gets them.
+    async fn login_form(&self) -> (String, String) {
+        let page = self.get("/ui/login", None).await;
+        let cookie = page
+            .set_cookie("switchboard_login=")
+            .expect("the login page sets its form cookie");
+        (cookie, page.csrf())
+    }
+
+    /// Posts the login form as a browser does after opening the login page.
+    async fn post_login(&self, fields: &[(&str, &str)]) -> Reply {
+        let (cookie, csrf) = self.login_form().await;
+        let mut with = fields.to_vec();
+        with.push(("csrf", &csrf));
+        self.post_form("/ui/login", Some(&cookie), &with).await
     }
 
     async fn ingest(&self, events: serde_json::Value) {
@@ -241,16 +265,14 @@ async fn without_a_session_every_page_sends_to_the_login_and_shows_nothing() {
 #[tokio::test]
 async fn logging_in_takes_a_token_that_may_read_and_sets_a_strict_cookie() {
     let c = console_with(&tokens()).await;
-    let r = c
-        .post_form("/ui/login", None, &[("token", "not-a-token")])
-        .await;
+    let r = c.post_login(&[("token", "not-a-token")]).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(
         r.cookie().is_none() && r.body.contains("not known"),
         "{}",
         r.body
     );
-    let r = c.post_form("/ui/login", None, &[("token", INGEST)]).await;
+    let r = c.post_login(&[("token", INGEST)]).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(
         r.cookie().is_none() && r.body.contains("only ingest"),
@@ -259,38 +281,44 @@ async fn logging_in_takes_a_token_that_may_read_and_sets_a_strict_cookie() {
     );
 
     let r = c
-        .post_form(
-            "/ui/login",
-            None,
-            &[("token", ADMIN), ("next", "/ui/keys/msisdn%3A1")],
-        )
+        .post_login(&[("token", ADMIN), ("next", "/ui/keys/msisdn%3A1")])
         .await;
     assert_eq!(
         (r.status, r.location()),
         (StatusCode::SEE_OTHER, "/ui/keys/msisdn%3A1")
     );
-    let set = r.headers[header::SET_COOKIE].to_str().unwrap();
+    let set = r
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|v| v.starts_with("switchboard_session="))
+        .unwrap();
     for part in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age=28800"] {
         assert!(set.contains(part), "{set}");
     }
     assert!(!set.contains("Secure"), "plain HTTP: {set}");
     assert!(!set.contains(ADMIN), "the secret is not in the cookie");
     // Behind a proxy that terminated TLS, the cookie is Secure.
+    let (form_cookie, csrf) = c.login_form().await;
     let tls = c
         .send(
             Request::post("/ui/login")
                 .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::COOKIE, form_cookie)
                 .header("x-forwarded-proto", "https")
                 .body(Body::from(format!(
-                    "token={ADMIN}&next=https%3A%2F%2Fevil.example%2F"
+                    "token={ADMIN}&csrf={csrf}&next=https%3A%2F%2Fevil.example%2F"
                 )))
                 .unwrap(),
         )
         .await;
-    assert!(tls.headers[header::SET_COOKIE]
+    assert_eq!(tls.status, StatusCode::SEE_OTHER, "{}", tls.body);
+    assert!(tls.headers.get_all(header::SET_COOKIE).iter().any(|v| v
         .to_str()
         .unwrap()
-        .contains("; Secure"));
+        .starts_with("switchboard_session=")
+        && v.to_str().unwrap().contains("; Secure")));
     assert_eq!(tls.location(), "/ui/", "never sent to another site");
 
     let cookie = r.cookie().unwrap();
@@ -314,6 +342,61 @@ async fn logging_in_takes_a_token_that_may_read_and_sets_a_strict_cookie() {
         .to_str()
         .unwrap()
         .contains("Max-Age=0"));
+}
+
+/// The login form is a state-changing form too: it carries a token that
+/// must match the cookie its page set, so a page elsewhere cannot log a
+/// browser in under a token of its choosing.
+#[tokio::test]
+async fn the_login_form_needs_the_token_its_page_set() {
+    let c = console_with(&tokens()).await;
+    let page = c.get("/ui/login", None).await;
+    let set = page
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with("switchboard_login="))
+        .expect("the form cookie");
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/ui/login"] {
+        assert!(set.contains(part), "{set}");
+    }
+    let (cookie, csrf) = c.login_form().await;
+    for (who, cookie, fields) in [
+        ("no cookie, no token", None, vec![("token", ADMIN)]),
+        (
+            "a cookie, no token",
+            Some(cookie.as_str()),
+            vec![("token", ADMIN)],
+        ),
+        (
+            "a token, no cookie",
+            None,
+            vec![("token", ADMIN), ("csrf", csrf.as_str())],
+        ),
+        (
+            "another page's token",
+            Some(cookie.as_str()),
+            vec![
+                ("token", ADMIN),
+                ("csrf", "0123456789abcdef0123456789abcdef"),
+            ],
+        ),
+    ] {
+        let r = c.post_form("/ui/login", cookie, &fields).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{who}");
+        assert!(r.cookie().is_none(), "{who}: no session");
+        assert!(r.body.contains("Log in again"), "{who}: {}", r.body);
+    }
+    let ok = c
+        .post_form(
+            "/ui/login",
+            Some(&cookie),
+            &[("token", ADMIN), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert!(ok.cookie().is_some());
 }
 
 #[tokio::test]
@@ -789,7 +872,7 @@ async fn without_tokens_the_login_page_says_how_and_a_button_opens_the_console()
         page.body
     );
     assert!(!page.body.contains(r#"name="token""#));
-    let r = c.post_form("/ui/login", None, &[("next", "/ui/")]).await;
+    let r = c.post_login(&[("next", "/ui/")]).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     let cookie = r.cookie().unwrap();
     let page = c.get("/ui/", Some(&cookie)).await;

@@ -348,10 +348,27 @@ async fn a_console_session_opened_on_one_node_works_on_another() {
         .build()
         .unwrap();
 
+    // As a browser: the login page first (its form token and cookie).
+    let page = http.get(a.url("/ui/login")).send().await.unwrap();
+    let form_cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let body = page.text().await.unwrap();
+    let form_csrf = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
     let r = http
         .post(a.url("/ui/login"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={TOKEN}"))
+        .header("cookie", form_cookie)
+        .body(format!("token={TOKEN}&csrf={form_csrf}"))
         .send()
         .await
         .unwrap();

@@ -9,7 +9,10 @@
 //! only looks, a token with neither opens no console.
 //!
 //! Every state-changing form carries a CSRF token derived from the session
-//! (the same key, another message), checked in constant time; the cookie is
+//! (the same key, another message), checked in constant time. The login
+//! form, which has no session yet, carries a random one that must match a
+//! cookie the login page set (`switchboard_login`, `Path=/ui/login`): a
+//! page elsewhere cannot log a browser in under its own token. The cookie is
 //! `HttpOnly` and `SameSite=Strict` as well, `Secure` when the request came
 //! over TLS (`X-Forwarded-Proto: https` from the proxy that terminates it).
 //!
@@ -24,7 +27,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use hmac::{Hmac, Mac};
-use maud::{html, Markup};
+use maud::html;
 use serde::Deserialize;
 use sha2::Sha256;
 
@@ -142,15 +145,22 @@ impl Sessions {
 }
 
 fn cookie_of(headers: &HeaderMap) -> Option<&str> {
+    cookie_named(headers, COOKIE)
+}
+
+fn cookie_named<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
 }
+
+/// The login form's CSRF cookie: set by the login page, read by the login.
+pub const LOGIN_COOKIE: &str = "switchboard_login";
 
 /// Served over TLS, as the proxy in front says.
 fn over_tls(headers: &HeaderMap) -> bool {
@@ -260,13 +270,37 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-pub async fn login_page(State(state): State<UiState>, Query(q): Query<NextQuery>) -> Markup {
-    login_form(&state, safe_next(q.next.as_deref()), None)
+pub async fn login_page(
+    State(state): State<UiState>,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    login_form(
+        &state,
+        &headers,
+        StatusCode::OK,
+        safe_next(q.next.as_deref()),
+        None,
+    )
 }
 
-fn login_form(state: &UiState, next: &str, error: Option<&str>) -> Markup {
+/// The login page with a fresh form token, and the cookie that must come
+/// back with it.
+fn login_form(
+    state: &UiState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    next: &str,
+    error: Option<&str>,
+) -> Response {
     let open = state.sessions.open_access();
-    page_bare(
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
+    let secure = if over_tls(headers) { "; Secure" } else { "" };
+    let cookie = HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={nonce}; Path=/ui/login; HttpOnly; SameSite=Strict; Max-Age=3600{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"));
+    let page = page_bare(
         "Log in",
         html! {
             main.login {
@@ -274,6 +308,7 @@ fn login_form(state: &UiState, next: &str, error: Option<&str>) -> Markup {
                 @if let Some(e) = error { p.error role="alert" { (e) } }
                 form method="post" action="/ui/login" {
                     input type="hidden" name="next" value=(next);
+                    input type="hidden" name="csrf" value=(nonce);
                     @if open {
                         p {
                             "No API tokens are configured, so this gateway listens on loopback only "
@@ -290,7 +325,10 @@ fn login_form(state: &UiState, next: &str, error: Option<&str>) -> Markup {
                 }
             }
         },
-    )
+    );
+    let mut resp = (status, page).into_response();
+    resp.headers_mut().insert(header::SET_COOKIE, cookie);
+    resp
 }
 
 #[derive(Deserialize)]
@@ -298,6 +336,9 @@ pub struct LoginForm {
     #[serde(default)]
     token: String,
     next: Option<String>,
+    /// The login page's form token.
+    #[serde(default)]
+    csrf: String,
 }
 
 pub async fn login(
@@ -306,31 +347,42 @@ pub async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(form.next.as_deref()).to_string();
+    let opened_here = cookie_named(&headers, LOGIN_COOKIE)
+        .is_some_and(|c| !c.is_empty() && same(c.as_bytes(), form.csrf.as_bytes()));
+    if !opened_here {
+        return login_form(
+            &state,
+            &headers,
+            StatusCode::FORBIDDEN,
+            &next,
+            Some("This login form has expired or was not opened here. Log in again."),
+        );
+    }
     let name = if state.sessions.open_access() {
         "local".to_string()
     } else {
         match state.sessions.tokens.find(form.token.trim()) {
             None => {
                 tracing::info!("console login refused: unknown token");
-                return (
+                return login_form(
+                    &state,
+                    &headers,
                     StatusCode::UNAUTHORIZED,
-                    login_form(&state, &next, Some("That token is not known here.")),
-                )
-                    .into_response();
+                    &next,
+                    Some("That token is not known here."),
+                );
             }
             Some((name, scopes)) if !allows(scopes, Scope::Read) => {
-                return (
+                return login_form(
+                    &state,
+                    &headers,
                     StatusCode::FORBIDDEN,
-                    login_form(
-                        &state,
-                        &next,
-                        Some(&format!(
-                            "Token {name:?} may only ingest events: the console needs a token \
-                             with the read or admin scope."
-                        )),
-                    ),
-                )
-                    .into_response();
+                    &next,
+                    Some(&format!(
+                        "Token {name:?} may only ingest events: the console needs a token \
+                         with the read or admin scope."
+                    )),
+                );
             }
             Some((name, _)) => name.to_string(),
         }
