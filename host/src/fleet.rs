@@ -86,6 +86,7 @@ impl RouteTable {
             connectors,
             expire_after,
             coalesce,
+            origin: None,
         }
     }
 }

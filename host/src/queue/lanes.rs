@@ -16,16 +16,20 @@
 //!   expiry ([`sql::claimable`]).
 //! - **Settle** ([`Step`]): each step has one resulting state and either
 //!   keeps the delivery's lane entries or releases them.
-//! - **Supersede** ([`first_by_tag`], SPEC §3 coalescing): an accepted
+//! - **Supersede** ([`supersessions`], SPEC §3 coalescing): an accepted
 //!   event whose route declares its type full-state supersedes the
 //!   connector's older deliveries with the same coalesce tag (group and key
 //!   value) that have not started ([`sql::supersedable`]: `blocked` or
 //!   `ready`, never attempted). Each is final at its own lane position: it
 //!   leaves its lanes as any released delivery does, and the newer delivery
-//!   still waits for every earlier delivery that was not superseded. A
-//!   batch is taken as if its events came one by one: the first of a tag
-//!   supersedes the stored ones, each later one the one before it, which
-//!   is created superseded and never joins its lanes.
+//!   still waits for every earlier delivery that was not superseded. Per
+//!   connector and tag, the stored candidates and the accept's events are
+//!   ordered by the event they carry (a replayed copy's original, else its
+//!   own `seq`): each is superseded by the next, and the newest state
+//!   survives. For live events that is accept order, as if posted one by
+//!   one; a replayed copy of an old state never supersedes a newer one
+//!   waiting, it is created superseded instead. One of the accept that is
+//!   superseded is created so and never joins its lanes.
 //! - **Release** ([`first_released`], [`promotions`]): when entries leave a
 //!   lane, the lane's new head loses one blocker if an entry before it went,
 //!   however many went; it becomes `ready` when it has none left
@@ -35,7 +39,7 @@
 //! Since every lane orders by the same `seq`, "waits for" always points to a
 //! lower `seq`: waits never form a cycle.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
 
 use super::event::NewEvent;
@@ -125,6 +129,17 @@ pub struct Routed {
     /// Connectors whose route declares this event full-state, with its
     /// coalesce tag (`queue::route::coalesce_of`).
     pub coalesce: BTreeMap<String, String>,
+    /// A replay's copy of a stored event: the replay and the original.
+    pub origin: Option<Origin>,
+}
+
+/// What a replayed copy of an event comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The replay that made it.
+    pub replay: i64,
+    /// The original event's `seq`: where its state stands among the others.
+    pub seq: i64,
 }
 
 impl Routed {
@@ -135,7 +150,14 @@ impl Routed {
             connectors,
             expire_after: BTreeMap::new(),
             coalesce: BTreeMap::new(),
+            origin: None,
         }
+    }
+
+    /// Where its state stands among the events of its tag: the original's
+    /// `seq` for a replayed copy, else `seq`, its own.
+    pub fn order(&self, seq: i64) -> i64 {
+        self.origin.map_or(seq, |o| o.seq)
     }
 
     /// The connectors it makes a delivery for: each once, however often
@@ -186,35 +208,26 @@ pub struct AcceptPlan<'a> {
 
 /// Accepts `fresh` events with sequence numbers `seqs`: `occupied` holds
 /// the lanes that have an entry already and learns the new ones, so each
-/// delivery counts one blocker per lane it joins behind another.
+/// delivery counts one blocker per lane it joins behind another. Those
+/// `superseded` names ((seq, connector) → the superseding event's seq,
+/// from [`supersessions`]) are created superseded, outside every lane.
 pub fn plan_accept<'a>(
     fresh: &[&'a Routed],
     seqs: &[i64],
     mut next_delivery: impl FnMut() -> i64,
     occupied: &mut HashSet<(String, String)>,
     now: Millis,
+    superseded: &HashMap<(i64, String), i64>,
 ) -> AcceptPlan<'a> {
     let mut plan = AcceptPlan {
         deliveries: Vec::new(),
         entries: Vec::new(),
     };
-    // Per (event, connector), the next event of this accept with its tag.
-    let mut next_of: HashMap<(i64, &str), i64> = HashMap::new();
-    let mut later: HashMap<(&str, &str), i64> = HashMap::new();
-    for (r, &seq) in fresh.iter().zip(seqs).rev() {
-        for c in r.targets() {
-            if let Some(tag) = r.coalesce.get(c) {
-                if let Some(next) = later.insert((c, tag), seq) {
-                    next_of.insert((seq, c), next);
-                }
-            }
-        }
-    }
     for (r, &seq) in fresh.iter().zip(seqs) {
         for c in r.targets() {
             let id = next_delivery();
             let coalesce = r.coalesce.get(c).map(String::as_str);
-            let superseded_by = next_of.get(&(seq, c.as_str())).copied();
+            let superseded_by = superseded.get(&(seq, c.clone())).copied();
             let mut blockers = 0;
             if superseded_by.is_none() {
                 for k in &r.event.keys {
@@ -238,23 +251,82 @@ pub fn plan_accept<'a>(
     plan
 }
 
-/// Per (connector, coalesce tag) among `fresh` events (accepted with
-/// `seqs`), the `seq` of the first: it supersedes every stored delivery of
-/// that connector with that tag that has not started. Before the accept
-/// writes anything, a store ends those ([`Step::Superseded`],
-/// `superseded_by` = this seq) and releases their lanes; [`plan_accept`]
-/// ends the older ones of this accept.
-pub fn first_by_tag<'a>(fresh: &[&'a Routed], seqs: &[i64]) -> BTreeMap<(&'a str, &'a str), i64> {
-    let mut first = BTreeMap::new();
+/// The (connector, coalesce tag) pairs of `fresh` events: a store looks
+/// up the stored deliveries that may be superseded ([`sql::supersedable`])
+/// with these tags.
+pub fn tags_of<'a>(fresh: &[&'a Routed]) -> BTreeSet<(&'a str, &'a str)> {
+    fresh
+        .iter()
+        .flat_map(|r| {
+            r.targets()
+                .filter_map(|c| Some((c.as_str(), r.coalesce.get(c)?.as_str())))
+        })
+        .collect()
+}
+
+/// A stored delivery not started yet with the tag of an event being
+/// accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub id: i64,
+    pub connector: String,
+    pub tag: String,
+    /// Its event's `seq`, and where its state stands ([`Routed::order`]).
+    pub seq: i64,
+    pub order: i64,
+}
+
+/// What coalescing decides for one accept.
+#[derive(Debug, Default, PartialEq)]
+pub struct Supersessions {
+    /// Stored deliveries to end: (delivery id, the superseding event's seq).
+    pub stored: Vec<(i64, i64)>,
+    /// This accept's deliveries created superseded: (seq, connector) → the
+    /// superseding event's seq.
+    pub fresh: HashMap<(i64, String), i64>,
+}
+
+/// Per (connector, tag), the stored `candidates` and the `fresh` events
+/// (accepted with `seqs`) in the order of the states they carry: each is
+/// superseded by the next, and the newest survives.
+pub fn supersessions(fresh: &[&Routed], seqs: &[i64], candidates: &[Candidate]) -> Supersessions {
+    #[derive(Clone, Copy)]
+    enum Item {
+        Stored(i64),
+        Fresh,
+    }
+    let mut groups: BTreeMap<(&str, &str), Vec<(i64, i64, Item)>> = BTreeMap::new();
+    for c in candidates {
+        groups
+            .entry((c.connector.as_str(), c.tag.as_str()))
+            .or_default()
+            .push((c.order, c.seq, Item::Stored(c.id)));
+    }
     for (r, &seq) in fresh.iter().zip(seqs) {
-        for (c, tag) in &r.coalesce {
-            if r.connectors.contains(c) {
-                let at = first.entry((c.as_str(), tag.as_str())).or_insert(seq);
-                *at = (*at).min(seq);
+        for c in r.targets() {
+            if let Some(tag) = r.coalesce.get(c) {
+                groups.entry((c.as_str(), tag.as_str())).or_default().push((
+                    r.order(seq),
+                    seq,
+                    Item::Fresh,
+                ));
             }
         }
     }
-    first
+    let mut out = Supersessions::default();
+    for ((connector, _), mut items) in groups {
+        items.sort_by_key(|&(order, seq, _)| (order, seq));
+        for pair in items.windows(2) {
+            let by = pair[1].1;
+            match pair[0].2 {
+                Item::Stored(id) => out.stored.push((id, by)),
+                Item::Fresh => {
+                    out.fresh.insert((pair[0].1, connector.to_string()), by);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// How many deliveries accepting `fresh` creates.
@@ -421,6 +493,7 @@ mod tests {
             },
             &mut occupied,
             0,
+            &HashMap::new(),
         );
         let got: Vec<(i64, &str, i64, DeliveryState)> = plan
             .deliveries
@@ -456,9 +529,14 @@ mod tests {
         let b = tagged("b", &["customer:A1"], None);
         let c = tagged("c", &["customer:A1", "msisdn:2"], Some("fwd/A1"));
         let d = tagged("d", &["customer:A2"], Some("fwd/A2"));
-        let first = first_by_tag(&[&a, &b, &c, &d], &[1, 2, 3, 4]);
-        assert_eq!(first[&("hss", "fwd/A1")], 1);
-        assert_eq!(first[&("hss", "fwd/A2")], 4);
+        let fresh = [&a, &b, &c, &d];
+        let tags = tags_of(&fresh);
+        assert_eq!(
+            tags.into_iter().collect::<Vec<_>>(),
+            [("hss", "fwd/A1"), ("hss", "fwd/A2")]
+        );
+        let decided = supersessions(&fresh, &[1, 2, 3, 4], &[]);
+        assert!(decided.stored.is_empty());
         let mut id = 0;
         let plan = plan_accept(
             &[&a, &b, &c, &d],
@@ -469,6 +547,7 @@ mod tests {
             },
             &mut HashSet::new(),
             0,
+            &decided.fresh,
         );
         let got: Vec<(i64, &str, i64, Option<i64>, DeliveryState)> = plan
             .deliveries
@@ -494,6 +573,41 @@ mod tests {
             ]
         );
         assert!(!plan.entries.iter().any(|e| e.3 == 1), "a joined a lane");
+    }
+
+    #[test]
+    fn the_newest_state_survives_whichever_arrives_last() {
+        let tagged = |id: &str, origin: Option<i64>| {
+            let mut r = routed(id, &["customer:A1"], &["hss"]);
+            r.coalesce.insert("hss".into(), "fwd/A1".into());
+            r.origin = origin.map(|seq| Origin { replay: 7, seq });
+            r
+        };
+        let stored = |id: i64, seq: i64, order: i64| Candidate {
+            id,
+            connector: "hss".into(),
+            tag: "fwd/A1".into(),
+            seq,
+            order,
+        };
+        // Live: a waiting update (seq 10) and a new one (seq 20): the old
+        // one goes, superseded by the new.
+        let live = tagged("new", None);
+        let d = supersessions(&[&live], &[20], &[stored(100, 10, 10)]);
+        assert_eq!(d.stored, [(100, 20)]);
+        assert!(d.fresh.is_empty());
+        // A replay's copies of states 3 and 8 arrive (seqs 30, 31) while the
+        // state of seq 10 waits: the copies are created superseded, the
+        // newer state waiting is kept.
+        let (c3, c8) = (tagged("c3", Some(3)), tagged("c8", Some(8)));
+        let d = supersessions(&[&c3, &c8], &[30, 31], &[stored(100, 10, 10)]);
+        assert!(d.stored.is_empty(), "{d:?}");
+        assert_eq!(d.fresh[&(30, "hss".to_string())], 31);
+        assert_eq!(d.fresh[&(31, "hss".to_string())], 10);
+        // A copy of state 12 supersedes the waiting state of 10.
+        let c12 = tagged("c12", Some(12));
+        let d = supersessions(&[&c12], &[40], &[stored(100, 10, 10)]);
+        assert_eq!(d.stored, [(100, 40)]);
     }
 
     #[test]

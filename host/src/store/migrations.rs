@@ -41,6 +41,7 @@ macro_rules! embed_with_shared {
             "0014_minute_counts",
             "0015_coalesce",
             "0016_attempts_connector",
+            "0017_replays",
         )
     };
 }

@@ -564,8 +564,7 @@ async fn ingest_tx(
     // 3. Coalescing: the first full-state event of each tag ends
     //    the stored deliveries it supersedes, which leave their lanes
     //    before the new ones join.
-    let first = lanes::first_by_tag(&fresh, &seqs);
-    let superseded = supersede_tx(conn, &first, now, counts).await?;
+    let (superseded, superseded_here) = supersede_tx(conn, &fresh, &seqs, now, counts).await?;
 
     // 4. Which lanes are occupied already.
     let mut lane_c = Vec::new();
@@ -610,6 +609,7 @@ async fn ingest_tx(
         },
         &mut occupied,
         now,
+        &superseded_here,
     );
     if exhausted {
         return Err(StoreError::Corrupt("internal: too few delivery ids".into()).into());
@@ -622,10 +622,11 @@ async fn ingest_tx(
         .map(|r| serde_json::to_string(&r.event.keys).unwrap_or_else(|_| "[]".into()))
         .collect();
     let inserted = sqlx::query(
-        "INSERT INTO events (seq, id, type, keys, payload, digest, accepted_at) \
-         SELECT s, i, t, k, p, d, $7 \
-         FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[]) \
-             AS v(s, i, t, k, p, d) \
+        "INSERT INTO events (seq, id, type, keys, payload, digest, accepted_at, replay_id, \
+             origin_seq) \
+         SELECT s, i, t, k, p, d, $7, r, o \
+         FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], \
+             $8::int8[], $9::int8[]) AS v(s, i, t, k, p, d, r, o) \
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(&seqs)
@@ -655,6 +656,18 @@ async fn ingest_tx(
             .collect::<Vec<_>>(),
     )
     .bind(now)
+    .bind(
+        fresh
+            .iter()
+            .map(|r| r.origin.map(|o| o.replay))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        fresh
+            .iter()
+            .map(|r| r.origin.map(|o| o.seq))
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -714,50 +727,63 @@ async fn ingest_tx(
     Ok(outcomes)
 }
 
-/// Ends the stored deliveries that the first full-state event of each
-/// (connector, coalesce tag) supersedes ([`lanes::sql::supersedable`]),
-/// recording which event did, and releases their lanes. Their lanes are
-/// locked first; the update then re-checks each row under its row lock, so
-/// one a claim took meanwhile stays with the claim. Answers each one's
-/// connector and the superseding event's `seq`.
+/// Coalescing: finds the stored deliveries not started with the tags of
+/// `fresh` ([`lanes::sql::supersedable`]), asks [`lanes::supersessions`]
+/// which go, ends those (recording which event superseded each) and
+/// releases their lanes. The lanes are taken first — the coalesce key's is
+/// held already (the ingest locked it); the others are only tried, never
+/// waited for, so this late lock can never close a cycle with a transaction
+/// that locked in order, and a delivery with a lane busy right now stays,
+/// which is always safe — and the update re-checks each row under its row
+/// lock, so one a claim took meanwhile stays with the claim. Answers each
+/// ended one's connector and superseding event's `seq`, and the accept's
+/// own deliveries to create superseded.
 async fn supersede_tx(
     conn: &mut PgConnection,
-    first: &BTreeMap<(&str, &str), i64>,
+    fresh: &[&Routed],
+    seqs: &[i64],
     now: Millis,
     counts: &mut Counts,
-) -> TxResult<Vec<(String, i64)>> {
-    if first.is_empty() {
-        return Ok(Vec::new());
+) -> TxResult<(Vec<(String, i64)>, HashMap<(i64, String), i64>)> {
+    let tags = lanes::tags_of(fresh);
+    if tags.is_empty() {
+        return Ok((Vec::new(), HashMap::new()));
     }
-    let cs: Vec<&str> = first.keys().map(|k| k.0).collect();
-    let ts: Vec<&str> = first.keys().map(|k| k.1).collect();
-    let bys: Vec<i64> = first.values().copied().collect();
+    let cs: Vec<&str> = tags.iter().map(|k| k.0).collect();
+    let ts: Vec<&str> = tags.iter().map(|k| k.1).collect();
     static FIND: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "SELECT d.id, d.connector, d.event_seq, e.keys, v.by \
-             FROM unnest($1::text[], $2::text[], $3::int8[]) AS v(c, t, by) \
+            "SELECT d.id, d.connector, d.coalesce_key, d.event_seq, \
+                 COALESCE(e.origin_seq, e.seq), e.keys \
+             FROM unnest($1::text[], $2::text[]) AS v(c, t) \
              JOIN deliveries d ON d.connector = v.c AND d.coalesce_key = v.t \
              JOIN events e ON e.seq = d.event_seq WHERE {}",
             lanes::sql::supersedable("d")
         )
     });
-    let found: Vec<(i64, String, i64, String, i64)> = sqlx::query_as(&FIND)
+    let found: Vec<(i64, String, String, i64, i64, String)> = sqlx::query_as(&FIND)
         .bind(&cs)
         .bind(&ts)
-        .bind(&bys)
         .fetch_all(&mut *conn)
         .await?;
-    if found.is_empty() {
-        return Ok(Vec::new());
+    let candidates: Vec<lanes::Candidate> = found
+        .iter()
+        .map(|(id, c, tag, seq, order, _)| lanes::Candidate {
+            id: *id,
+            connector: c.clone(),
+            tag: tag.clone(),
+            seq: *seq,
+            order: *order,
+        })
+        .collect();
+    let decided = lanes::supersessions(fresh, seqs, &candidates);
+    if decided.stored.is_empty() {
+        return Ok((Vec::new(), decided.fresh));
     }
-    // Their lanes: the coalesce key's is held already (the ingest locked
-    // it); the others are only tried, never waited for, so this late lock
-    // can never close a cycle with a transaction that locked in order. A
-    // delivery with a lane that is busy right now is not superseded, which
-    // is always safe.
+    let by_of: HashMap<i64, i64> = decided.stored.iter().copied().collect();
     let mut lanes_of: HashMap<i64, (String, i64, Vec<String>)> = HashMap::new();
     let (mut lock_ids, mut lock_lanes) = (Vec::new(), Vec::new());
-    for (id, c, seq, keys, _) in &found {
+    for (id, c, _, seq, _, keys) in found.iter().filter(|f| by_of.contains_key(&f.0)) {
         let keys = parse_keys(keys)?;
         for k in &keys {
             lock_ids.push(*id);
@@ -773,11 +799,10 @@ async fn supersede_tx(
     .bind(&lock_lanes)
     .fetch_all(&mut *conn)
     .await?;
-    let free: HashSet<i64> = free.into_iter().collect();
-    let found: Vec<_> = found.into_iter().filter(|f| free.contains(&f.0)).collect();
-    if found.is_empty() {
-        return Ok(Vec::new());
+    if free.is_empty() {
+        return Ok((Vec::new(), decided.fresh));
     }
+    let bys: Vec<i64> = free.iter().map(|id| by_of[id]).collect();
     static END: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH old AS (SELECT d.id, d.state FROM deliveries d \
@@ -789,8 +814,8 @@ async fn supersede_tx(
         )
     });
     let ended: Vec<(i64, String, i64)> = sqlx::query_as(&END)
-        .bind(found.iter().map(|f| f.0).collect::<Vec<_>>())
-        .bind(found.iter().map(|f| f.4).collect::<Vec<_>>())
+        .bind(&free)
+        .bind(&bys)
         .bind(Step::Superseded.state().as_str())
         .bind(now)
         .fetch_all(&mut *conn)
@@ -808,7 +833,7 @@ async fn supersede_tx(
     if Step::Superseded.releases() {
         release_lanes(conn, &entries, now, counts).await?;
     }
-    Ok(out)
+    Ok((out, decided.fresh))
 }
 
 /// Removes the entries `(connector, key, seq)` from their lanes; where one

@@ -25,7 +25,7 @@
 //!   caller in it gets [`StoreError::Unavailable`]: nothing half-applied, and
 //!   the ingest API answers 503 so the client retries.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::LazyLock;
@@ -965,8 +965,7 @@ impl Writer {
         // 2. Coalescing: the first full-state event of each tag ends
         //    the stored deliveries it supersedes, which leave their lanes
         //    before the new ones join.
-        let first = lanes::first_by_tag(&fresh, &seqs);
-        let superseded = self.supersede(&first, now).await?;
+        let (superseded, superseded_here) = self.supersede(&fresh, &seqs, now).await?;
 
         // 3. Which lanes these deliveries join are occupied already: those
         //    with an entry held in memory, and those with one in the table.
@@ -1027,13 +1026,14 @@ impl Writer {
             },
             &mut self.occupied,
             now,
+            &superseded_here,
         );
         self.next_delivery = next_delivery;
 
         // 5. Write.
         for (chunk, seq_chunk) in runs(&fresh).zip(runs(&seqs)) {
             let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT OR FAIL INTO events (seq, id, type, keys, payload, digest, accepted_at) ",
+                "INSERT OR FAIL INTO events (seq, id, type, keys, payload, digest, accepted_at, replay_id, origin_seq) ",
             );
             let keys_json: Vec<String> = chunk
                 .iter()
@@ -1048,7 +1048,9 @@ impl Writer {
                         .push_bind(keys.as_str())
                         .push_bind(r.event.payload.as_str())
                         .push_bind(&r.event.digest[..])
-                        .push_bind(now);
+                        .push_bind(now)
+                        .push_bind(r.origin.map(|o| o.replay))
+                        .push_bind(r.origin.map(|o| o.seq));
                 },
             );
             qb.build().execute(&mut self.conn).await?;
@@ -1089,52 +1091,79 @@ impl Writer {
         Ok(outcomes)
     }
 
-    /// Ends the stored deliveries that the first full-state event of each
-    /// (connector, coalesce tag) supersedes ([`lanes::sql::supersedable`]),
-    /// recording which event did, and releases their lanes. Answers each
-    /// one's connector and the superseding event's `seq`.
+    /// Coalescing: finds the stored deliveries not started with the tags
+    /// of `fresh` ([`lanes::sql::supersedable`]), asks
+    /// [`lanes::supersessions`] which go, ends those (recording which event
+    /// superseded each) and releases their lanes. Answers each ended one's
+    /// connector and superseding event's `seq`, and the accept's own
+    /// deliveries to create superseded.
     async fn supersede(
         &mut self,
-        first: &BTreeMap<(&str, &str), i64>,
+        fresh: &[&Routed],
+        seqs: &[i64],
         now: Millis,
-    ) -> StoreResult<Vec<(String, i64)>> {
-        let tags: Vec<(&str, &str, i64)> = first.iter().map(|(&(c, t), &by)| (c, t, by)).collect();
-        let mut found: Vec<(i64, String, i64, String, String, i64)> = Vec::new();
+    ) -> StoreResult<(Vec<(String, i64)>, HashMap<(i64, String), i64>)> {
+        let tags: Vec<(&str, &str)> = lanes::tags_of(fresh).into_iter().collect();
+        if tags.is_empty() {
+            return Ok((Vec::new(), HashMap::new()));
+        }
+        type Found = (i64, String, String, i64, i64, String, String);
+        let mut found: Vec<Found> = Vec::new();
         for chunk in runs(&tags) {
             let mut qb = QueryBuilder::<Sqlite>::new(
-                "SELECT d.id, d.connector, d.event_seq, d.state, e.keys, v.column3 FROM (",
+                "SELECT d.id, d.connector, d.coalesce_key, d.event_seq, \
+                     COALESCE(e.origin_seq, e.seq), d.state, e.keys FROM (",
             );
-            qb.push_values(chunk, |mut b, (c, t, by)| {
-                b.push_bind(*c).push_bind(*t).push_bind(*by);
+            qb.push_values(chunk, |mut b, (c, t)| {
+                b.push_bind(*c).push_bind(*t);
             });
             qb.push(format!(
                 ") AS v JOIN deliveries d ON d.connector = v.column1 AND d.coalesce_key = v.column2 \
                  AND d.pending = 1 JOIN events e ON e.seq = d.event_seq WHERE {}",
                 lanes::sql::supersedable("d")
             ));
-            found.extend(qb.build_query_as().fetch_all(&mut self.conn).await?);
+            found.extend(
+                qb.build_query_as::<Found>()
+                    .fetch_all(&mut self.conn)
+                    .await?,
+            );
         }
-        if found.is_empty() {
-            return Ok(Vec::new());
+        let candidates: Vec<lanes::Candidate> = found
+            .iter()
+            .map(|(id, c, tag, seq, order, ..)| lanes::Candidate {
+                id: *id,
+                connector: c.clone(),
+                tag: tag.clone(),
+                seq: *seq,
+                order: *order,
+            })
+            .collect();
+        let decided = lanes::supersessions(fresh, seqs, &candidates);
+        if decided.stored.is_empty() {
+            return Ok((Vec::new(), decided.fresh));
         }
-        for chunk in runs(&found) {
+        for chunk in runs(&decided.stored) {
             let mut qb = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET state = ");
             qb.push_bind(Step::Superseded.state().as_str())
                 .push(", superseded_by = v.column2, pending = 0, updated_at = ")
                 .push_bind(now)
                 .push(" FROM (");
-            qb.push_values(chunk, |mut b, (id, .., by)| {
+            qb.push_values(chunk, |mut b, (id, by)| {
                 b.push_bind(*id).push_bind(*by);
             });
             qb.push(") AS v WHERE deliveries.id = v.column1");
             qb.build().execute(&mut self.conn).await?;
         }
-        let mut keys: Vec<(String, i64, Vec<String>)> = Vec::with_capacity(found.len());
-        for (_, connector, seq, state, k, _) in &found {
+        let by_of: HashMap<i64, i64> = decided.stored.iter().copied().collect();
+        let mut ended: Vec<(String, i64)> = Vec::with_capacity(by_of.len());
+        let mut keys: Vec<(String, i64, Vec<String>)> = Vec::with_capacity(by_of.len());
+        for (id, connector, _, seq, _, state, k) in &found {
+            let Some(&by) = by_of.get(id) else { continue };
             let from = Some(state_of(state)?);
             self.counts
                 .moved(connector, from, Step::Superseded.state(), 1);
             keys.push((connector.clone(), *seq, parse_keys(k)?));
+            ended.push((connector.clone(), by));
         }
         let entries: Vec<(&str, &str, i64)> = keys
             .iter()
@@ -1143,7 +1172,7 @@ impl Writer {
         if Step::Superseded.releases() {
             self.release_entries(&entries, now).await?;
         }
-        Ok(found.into_iter().map(|(_, c, .., by)| (c, by)).collect())
+        Ok((ended, decided.fresh))
     }
 
     async fn claim(
