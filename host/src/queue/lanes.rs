@@ -295,7 +295,9 @@ pub fn supersessions(fresh: &[&Routed], seqs: &[i64], candidates: &[Candidate]) 
         Stored(i64),
         Fresh,
     }
-    let mut groups: BTreeMap<(&str, &str), Vec<(i64, i64, Item)>> = BTreeMap::new();
+    // Per (connector, tag): (order, seq, what it is).
+    type Group = Vec<(i64, i64, Item)>;
+    let mut groups: BTreeMap<(&str, &str), Group> = BTreeMap::new();
     for c in candidates {
         groups
             .entry((c.connector.as_str(), c.tag.as_str()))
