@@ -224,6 +224,13 @@ pub async fn run(
             retention(store.clone(), days, stop.clone())
         });
     }
+    // Replays: every node works on the running ones, a page at a time.
+    {
+        let (store, fleet, stop) = (store.clone(), fleet.clone(), stop_rx.clone());
+        supervise::spawn("replays".into(), stop_rx.clone(), move || {
+            crate::replay::run(store.clone(), fleet.clone(), stop.clone())
+        });
+    }
     // The console's per-minute counts, written on every node whatever its
     // `console.enabled` (another node may serve the console); stopped after
     // the dispatcher has drained, so its last attempts are counted.

@@ -64,6 +64,14 @@ impl RouteTable {
         Self { entries }
     }
 
+    /// `connector`'s routes, if it is configured.
+    pub fn routes_of(&self, connector: &str) -> Option<&[Route]> {
+        self.entries
+            .iter()
+            .find(|(name, _)| name == connector)
+            .map(|(_, routes)| routes.as_slice())
+    }
+
     /// The connectors that receive `event`, and how long each delivery may
     /// wait where a route sets `expire_after`.
     pub fn routed(&self, event: NewEvent) -> Routed {

@@ -30,6 +30,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod queue;
 pub mod registry;
+pub mod replay;
 pub mod store;
 pub mod supervise;
 pub mod timefmt;

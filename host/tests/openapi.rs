@@ -231,7 +231,13 @@ async fn the_document_types_every_parameter_body_and_answer() {
         }
         // A route that reads a body documents it as required, with its size
         // limit and content-type errors.
-        let reads_body = matches!(r.method, "put") || r.path == "/v1/events";
+        let reads_body = r.body != switchboard::api::openapi::Body::None;
+        assert_eq!(
+            reads_body,
+            matches!(r.method, "put")
+                || (r.method == "post" && ["/v1/events", "/v1/replays"].contains(&r.path)),
+            "{at}: the routes that read a body"
+        );
         if reads_body {
             assert_eq!(op["requestBody"]["required"], true, "{at}");
             let content = op["requestBody"]["content"].as_object().unwrap();

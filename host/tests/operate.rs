@@ -618,3 +618,120 @@ async fn connectors_are_created_and_reconfigured_through_the_api_audited_and_sto
     assert_eq!(configs[0]["before"]["routes"], json!(["quota.*"]));
     assert!(!audit.to_string().contains("s3cr3t"), "{audit}");
 }
+
+/// `POST /v1/replays` and friends: bad requests are refused with a clear
+/// error and store nothing; a read token sees replays and starts none; a
+/// replay's progress is visible; a cancel answers once, then 409.
+#[tokio::test]
+async fn replays_are_started_watched_and_cancelled_through_the_api() {
+    let api = api().await;
+    for i in 0..3 {
+        let ev = json!({"id": format!("r{i}"), "type": "number.assign", "keys": ["msisdn:1"], "payload": {}});
+        let (s, _) = api.call("POST", "/v1/events", Some(INGEST), ev).await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+    }
+    for (body, status, code) in [
+        (
+            json!({"connector": "nope", "since": 0}),
+            StatusCode::NOT_FOUND,
+            "connector_not_found",
+        ),
+        (
+            json!({"connector": "hss", "since": 10, "until": 10}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_replay",
+        ),
+        (
+            json!({"connector": "hss", "since": 0, "types": ["Bad*"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_replay",
+        ),
+        (
+            json!({"connector": "hss", "since": 0, "rate": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_replay",
+        ),
+        (
+            json!({"connector": "hss", "since": 0, "key": ""}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_replay",
+        ),
+        (
+            json!({"connector": "hss"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            json!({"connector": "hss", "since": 0, "from": 1}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+    ] {
+        let (s, b) = api
+            .call("POST", "/v1/replays", Some(ADMIN), body.clone())
+            .await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body} → {b}"
+        );
+    }
+    let (s, _) = api
+        .call(
+            "POST",
+            "/v1/replays",
+            Some(READ),
+            json!({"connector": "hss", "since": 0}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a read token starts nothing");
+    let (s, list) = api
+        .call("GET", "/v1/replays", Some(READ), Value::Null)
+        .await;
+    assert_eq!((s, list), (StatusCode::OK, json!([])), "nothing was stored");
+
+    let (s, r) = api
+        .call(
+            "POST",
+            "/v1/replays",
+            Some(ADMIN),
+            json!({"connector": "hss", "since": 0, "rate": 50}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(
+        (
+            r["state"].as_str(),
+            r["rate"].as_f64(),
+            r["created_by"].as_str()
+        ),
+        (Some("running"), Some(50.0), Some("alice"))
+    );
+    let id = r["id"].as_i64().unwrap();
+    let (s, one) = api
+        .call("GET", &format!("/v1/replays/{id}"), Some(READ), Value::Null)
+        .await;
+    assert_eq!((s, one["id"].as_i64()), (StatusCode::OK, Some(id)));
+    let (s, _) = api
+        .call("GET", "/v1/replays/999", Some(READ), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let cancel = format!("/v1/replays/{id}/cancel");
+    let (s, _) = api.call("POST", &cancel, Some(READ), Value::Null).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, b) = api.call("POST", &cancel, Some(ADMIN), Value::Null).await;
+    assert_eq!(
+        (s, b["replay"]["state"].as_str()),
+        (StatusCode::OK, Some("cancelled")),
+        "{b}"
+    );
+    let (s, b) = api.call("POST", &cancel, Some(ADMIN), Value::Null).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("replay_not_running"))
+    );
+    let audit = api.t.store.catalog().audit_log(10, None).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions[..2], ["replay.cancel", "replay.start"]);
+}

@@ -16,6 +16,7 @@ pub(crate) mod events;
 pub mod extract;
 pub mod openapi;
 pub(crate) mod operate;
+pub(crate) mod replays;
 
 use std::sync::Arc;
 
@@ -156,6 +157,32 @@ routes! {
         path_params: &[operate::KEY],
         ok: &[Reply::list(200, "one lane per connector", "Lane")],
         errors: &[400, 503],
+    }
+    post "/v1/replays" => replays::start, {
+        summary: "Deliver stored events again to one connector (without types: a backfill of what its routes take)",
+        body: Body::Json("ReplayRequest"),
+        ok: &[Reply::json(201, "the replay, started", "Replay")],
+        errors: &[400, 404, 413, 415, 422, 503],
+    }
+    get "/v1/replays" => replays::list, {
+        scope: Some(Scope::Read),
+        summary: "Replays, newest first, with their progress",
+        query: replays::LIST_QUERY,
+        ok: &[Reply::list(200, "replays", "Replay")],
+        errors: &[400, 503],
+    }
+    get "/v1/replays/{id}" => replays::show, {
+        scope: Some(Scope::Read),
+        summary: "One replay and its progress",
+        path_params: &[replays::REPLAY_ID],
+        ok: &[Reply::json(200, "the replay", "Replay")],
+        errors: &[400, 404, 503],
+    }
+    post "/v1/replays/{id}/cancel" => replays::cancel, {
+        summary: "Stop a replay: no more copies; its deliveries not started end as expired",
+        path_params: &[replays::REPLAY_ID],
+        ok: &[Reply::json(200, "the replay, cancelled, and how many deliveries it ended", "ReplayCancelled")],
+        errors: &[400, 404, 409, 503],
     }
     get "/v1/audit" => operate::audit, {
         scope: Some(Scope::Read),

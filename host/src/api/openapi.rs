@@ -360,7 +360,7 @@ fn schemas(settings: &Settings) -> Value {
         .iter()
         .map(|s| s.as_str())
         .collect();
-    json!({
+    let mut all = json!({
         "Event": {
             "type": "object",
             "required": ["id", "type", "payload"],
@@ -600,6 +600,62 @@ fn schemas(settings: &Settings) -> Value {
                     "field": {"type": "string", "description": "the field or parameter at fault"}
                 }
             }}
+        }
+    });
+    if let (Some(all), Value::Object(more)) = (all.as_object_mut(), replay_schemas(&timestamp)) {
+        all.extend(more);
+    }
+    all
+}
+
+/// The replays' schemas (apart: one `json!` of everything is too deep).
+fn replay_schemas(timestamp: &Value) -> Value {
+    json!({
+        "ReplayRequest": {
+            "type": "object",
+            "required": ["connector", "since"],
+            "additionalProperties": false,
+            "description": "Stored events to deliver again to one connector, as new deliveries behind what is queued, in accept order. Refused with 422: `since` not before `until`, a bad type pattern, a bad key, a rate out of range",
+            "properties": {
+                "connector": {"type": "string"},
+                "since": {"type": "integer", "format": "int64", "minimum": 0, "description": "events accepted at or after this time, ms since the epoch"},
+                "until": {"type": "integer", "format": "int64", "minimum": 1, "nullable": true, "description": "and before this time; default now"},
+                "types": {"type": "array", "items": {"type": "string", "pattern": ROUTE_PATTERN}, "description": "type patterns; default the connector's routes (a backfill)"},
+                "key": {"type": "string", "nullable": true, "minLength": 1, "maxLength": 200, "description": "only events with this key"},
+                "rate": {"type": "number", "nullable": true, "exclusiveMinimum": true, "minimum": 0, "maximum": 100000, "description": "copies per second at most; default half the connector's rate, or 200"}
+            }
+        },
+        "Replay": {
+            "type": "object",
+            "required": ["id", "connector", "since", "until", "types", "rate", "state", "last_seq", "cursor_seq", "examined", "replayed", "created_by", "created_at", "updated_at"],
+            "additionalProperties": false,
+            "properties": {
+                "id": int(1),
+                "connector": {"type": "string"},
+                "since": timestamp,
+                "until": timestamp,
+                "types": {"type": "array", "items": {"type": "string"}},
+                "key": {"type": "string"},
+                "rate": {"type": "number"},
+                "state": {"type": "string", "enum": ["running", "done", "cancelled"]},
+                "last_seq": {"type": "integer", "format": "int64", "description": "the newest stored event when it started: it goes no further"},
+                "cursor_seq": {"type": "integer", "format": "int64", "description": "every stored event up to here examined"},
+                "examined": int(0),
+                "replayed": {"type": "integer", "minimum": 0, "description": "copies made, each a new delivery (event id `<id>~replay-<replay id>`)"},
+                "created_by": {"type": "string"},
+                "created_at": timestamp,
+                "updated_at": timestamp,
+                "finished_at": timestamp
+            }
+        },
+        "ReplayCancelled": {
+            "type": "object",
+            "required": ["replay", "ended"],
+            "additionalProperties": false,
+            "properties": {
+                "replay": schema_ref("Replay"),
+                "ended": {"type": "integer", "minimum": 0, "description": "its deliveries not started, ended as expired"}
+            }
         }
     })
 }

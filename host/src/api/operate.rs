@@ -138,7 +138,7 @@ pub const MAX_LIMIT: usize = 1000;
 
 /// `limit`, or `default` when absent; `400 invalid_query` outside
 /// 1..=[`MAX_LIMIT`].
-fn limit_of(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
+pub(crate) fn limit_of(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
     match limit {
         None => Ok(default),
         Some(n @ 1..=MAX_LIMIT) => Ok(n),

@@ -25,7 +25,7 @@ use super::{
     audit_of, configs_of, dead_letters_of, delivery_view, same_digest, state_counts_of,
     stored_event, versions_of, AuditRecord, AuditRow, ComponentVersion, DeadFilter, DeadLetter,
     DeadRow, DeliveryRow, EventRow, EventView, LimitOverrides, OperatorAction, QueueStats,
-    Retention, StateCounts, StoreError, StoreResult, VersionRow,
+    Retention, StateCounts, StoreError, StoreResult, StoredEvent, VersionRow,
 };
 use crate::queue::{lanes, DeliveryState, Millis};
 
@@ -773,6 +773,218 @@ impl Catalog {
         audit_of(rows)
     }
 
+    // ---- Replays (SPEC §4.2).
+
+    /// Records a replay of `r` by `actor` and audits it: it covers the
+    /// events stored now (up to the newest `seq`), in pages from the oldest.
+    pub async fn create_replay(
+        &self,
+        r: &NewReplay,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<Replay> {
+        let mut tx = self.begin().await?;
+        let mut conn = tx.conn();
+        let (first, last): (Option<i64>, Option<i64>) = on!(conn.re(), |c| sqlx::query_as(
+            "SELECT MIN(seq), MAX(seq) FROM events"
+        )
+        .fetch_one(c)
+        .await)?;
+        let types = serde_json::to_string(&r.types).unwrap_or_else(|_| "[]".into());
+        let id: i64 = on!(conn.re(), |c| {
+            sqlx::query_scalar(
+            "INSERT INTO replays (connector, since_ms, until_ms, types, event_key, rate, state, \
+                 last_seq, cursor_seq, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8, $9, $10, $10) RETURNING id",
+        )
+        .bind(&r.connector)
+        .bind(r.since)
+        .bind(r.until)
+        .bind(&types)
+        .bind(&r.key)
+        .bind(r.rate)
+        .bind(last.unwrap_or(0))
+        .bind(first.unwrap_or(1) - 1)
+        .bind(actor)
+        .bind(now)
+        .fetch_one(c)
+        .await
+        })?;
+        let after = serde_json::json!({"replay": id, "since": r.since, "until": r.until,
+                                       "types": r.types, "key": r.key, "rate": r.rate});
+        audit(
+            conn,
+            now,
+            actor,
+            "replay.start",
+            &r.connector,
+            None,
+            Some(after),
+        )
+        .await?;
+        tx.commit().await?;
+        self.replay(id)
+            .await?
+            .ok_or_else(|| StoreError::Internal(format!("replay {id} vanished")))
+    }
+
+    /// One replay, with its progress.
+    pub async fn replay(&self, id: i64) -> StoreResult<Option<Replay>> {
+        let mut r = self.read().await?;
+        let row: Option<ReplayRow> = on!(r.conn(), |c| sqlx::query_as(&format!(
+            "SELECT {REPLAY_COLUMNS} FROM replays WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(c)
+        .await)?;
+        row.map(replay_of).transpose()
+    }
+
+    /// The newest replays, newest first; with `running`, only those still
+    /// running (oldest first: the order a node works on them).
+    pub async fn replays(&self, running: bool, limit: usize) -> StoreResult<Vec<Replay>> {
+        let mut r = self.read().await?;
+        let sql = if running {
+            format!(
+                "SELECT {REPLAY_COLUMNS} FROM replays WHERE state = 'running' ORDER BY id LIMIT $1"
+            )
+        } else {
+            format!("SELECT {REPLAY_COLUMNS} FROM replays ORDER BY id DESC LIMIT $1")
+        };
+        let rows: Vec<ReplayRow> = on!(r.conn(), |c| sqlx::query_as(&sql)
+            .bind(limit.clamp(1, 10_000) as i64)
+            .fetch_all(c)
+            .await)?;
+        rows.into_iter().map(replay_of).collect()
+    }
+
+    /// The next stored events a replay examines: after `after`, up to
+    /// `last`, originals only (never another replay's copies), in accept
+    /// order.
+    pub async fn replay_page(
+        &self,
+        after: i64,
+        last: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(StoredEvent, Vec<u8>)>> {
+        let mut r = self.read().await?;
+        let rows: Vec<(i64, String, String, String, String, i64, Vec<u8>)> =
+            on!(r.conn(), |c| sqlx::query_as(
+                "SELECT seq, id, type, keys, payload, accepted_at, digest FROM events \
+                 WHERE seq > $1 AND seq <= $2 AND replay_id IS NULL ORDER BY seq LIMIT $3",
+            )
+            .bind(after)
+            .bind(last)
+            .bind(limit.clamp(1, 10_000) as i64)
+            .fetch_all(c)
+            .await)?;
+        rows.into_iter()
+            .map(|(seq, id, ty, keys, payload, at, digest)| {
+                Ok((stored_event((seq, id, ty, keys, payload, at))?, digest))
+            })
+            .collect()
+    }
+
+    /// Moves a running replay's cursor from `from` to `to` with what that
+    /// page examined and replayed, finished when `done`. False when another
+    /// node moved it first, or it was cancelled meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn advance_replay(
+        &self,
+        id: i64,
+        from: i64,
+        to: i64,
+        examined: u64,
+        replayed: u64,
+        done: bool,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let moved = on!(tx.conn(), |c| sqlx::query(
+            "UPDATE replays SET cursor_seq = $3, examined = examined + $4, \
+                 replayed = replayed + $5, updated_at = $6, \
+                 state = CASE WHEN $7 THEN 'done' ELSE state END, \
+                 finished_at = CASE WHEN $7 THEN $6 ELSE finished_at END \
+             WHERE id = $1 AND cursor_seq = $2 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(from)
+        .bind(to)
+        .bind(examined as i64)
+        .bind(replayed as i64)
+        .bind(now)
+        .bind(done)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?
+            == 1;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// Ends the copies not started of a cancelled replay, again: for a page
+    /// a node made while the replay was being cancelled. How many.
+    pub async fn end_cancelled_copies(&self, id: i64, now: Millis) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let cancelled: Option<String> = on!(tx.conn(), |c| sqlx::query_scalar(
+            "SELECT state FROM replays WHERE id = $1 AND state = 'cancelled'"
+        )
+        .bind(id)
+        .fetch_optional(c)
+        .await)?;
+        let ended = match cancelled {
+            Some(_) => end_copies(tx.conn(), id, now).await?,
+            None => 0,
+        };
+        tx.commit().await?;
+        Ok(ended)
+    }
+
+    /// Cancels a running replay: it makes no more copies, and those of its
+    /// deliveries not started yet expire now (the expiry sweep ends them as
+    /// `expired`, releasing their lanes; none is claimed meanwhile). Audited.
+    /// Answers the replay and how many deliveries it ended, or `None` if it
+    /// was not running.
+    pub async fn cancel_replay(
+        &self,
+        id: i64,
+        actor: &str,
+        now: Millis,
+    ) -> StoreResult<Option<(Replay, u64)>> {
+        let mut tx = self.begin().await?;
+        let mut conn = tx.conn();
+        let connector: Option<String> = on!(conn.re(), |c| sqlx::query_scalar(
+            "UPDATE replays SET state = 'cancelled', finished_at = $2, updated_at = $2 \
+             WHERE id = $1 AND state = 'running' RETURNING connector",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_optional(c)
+        .await)?;
+        let Some(connector) = connector else {
+            return Ok(None);
+        };
+        let ended = end_copies(conn.re(), id, now).await?;
+        let after =
+            serde_json::json!({"replay": id, "state": "cancelled", "not_started_ended": ended});
+        audit(
+            conn,
+            now,
+            actor,
+            "replay.cancel",
+            &connector,
+            None,
+            Some(after),
+        )
+        .await?;
+        tx.commit().await?;
+        let replay = self
+            .replay(id)
+            .await?
+            .ok_or_else(|| StoreError::Internal(format!("replay {id} vanished")))?;
+        Ok(Some((replay, ended)))
+    }
+
     // ---- Per-minute counts (the console's plots).
 
     /// Adds what this node saw to its rows of `minute_counts`: per
@@ -1372,6 +1584,110 @@ pub(crate) fn log_lease_expiries(rows: &str, now: &str, reason: &str) -> String 
          ON CONFLICT (delivery_id, attempt) DO NOTHING",
         super::outcome_name(crate::queue::lanes::Step::LeaseExpired)
     )
+}
+
+/// Makes the copies of replay `id` not started yet expire at `now` (the
+/// expiry sweep ends them; no claim takes them meanwhile). How many.
+async fn end_copies(conn: Conn<'_>, id: i64, now: Millis) -> StoreResult<u64> {
+    on!(conn, |c| sqlx::query(
+        "UPDATE deliveries SET expires_at = $2 \
+         WHERE state IN ('blocked', 'ready') \
+           AND event_seq IN (SELECT seq FROM events WHERE replay_id = $1)",
+    )
+    .bind(id)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))
+    .map_err(StoreError::from)
+}
+
+/// A replay as it is asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewReplay {
+    pub connector: String,
+    /// Events accepted in `[since, until)`, milliseconds since the epoch.
+    pub since: Millis,
+    pub until: Millis,
+    /// Type patterns; empty: whatever the connector's routes take.
+    pub types: Vec<String>,
+    /// Only events with this key.
+    pub key: Option<String>,
+    /// Copies made per second at most.
+    pub rate: f64,
+}
+
+/// A replay and how far it has come.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Replay {
+    pub id: i64,
+    pub connector: String,
+    pub since: Millis,
+    pub until: Millis,
+    pub types: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub rate: f64,
+    /// `running`, `done` or `cancelled`.
+    pub state: String,
+    /// The newest stored event when it was asked for: it goes no further.
+    pub last_seq: i64,
+    /// Every stored event up to here has been examined.
+    pub cursor_seq: i64,
+    pub examined: u64,
+    /// Copies made (each a new delivery).
+    pub replayed: u64,
+    pub created_by: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Millis>,
+}
+
+const REPLAY_COLUMNS: &str = "id, connector, since_ms, until_ms, types, event_key, rate, state, \
+     last_seq, cursor_seq, examined, replayed, created_by, created_at, updated_at, finished_at";
+
+type ReplayRow = (
+    i64,
+    String,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    f64,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+);
+
+fn replay_of(row: ReplayRow) -> StoreResult<Replay> {
+    let (id, connector, since, until, types, key, rate, state, last_seq, cursor_seq) = (
+        row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9,
+    );
+    Ok(Replay {
+        id,
+        connector,
+        since,
+        until,
+        types: serde_json::from_str(&types).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        key,
+        rate,
+        state,
+        last_seq,
+        cursor_seq,
+        examined: row.10.max(0) as u64,
+        replayed: row.11.max(0) as u64,
+        created_by: row.12,
+        created_at: row.13,
+        updated_at: row.14,
+        finished_at: row.15,
+    })
 }
 
 /// The `DO UPDATE SET` list that adds an upsert's counts to a row's.

@@ -24,7 +24,9 @@ use std::collections::{BTreeMap, HashMap};
 use async_trait::async_trait;
 use serde::Serialize;
 
-pub use self::catalog::{AttemptRecord, BreakerTransition, Catalog, MinuteCount, NodeRecord};
+pub use self::catalog::{
+    AttemptRecord, BreakerTransition, Catalog, MinuteCount, NewReplay, NodeRecord, Replay,
+};
 pub use crate::queue::breaker::SharedHealth;
 pub use crate::queue::lanes::Routed;
 use crate::queue::lanes::Step;
