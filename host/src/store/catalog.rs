@@ -868,16 +868,17 @@ impl Catalog {
         limit: usize,
     ) -> StoreResult<Vec<(StoredEvent, Vec<u8>)>> {
         let mut r = self.read().await?;
-        let rows: Vec<(i64, String, String, String, String, i64, Vec<u8>)> =
-            on!(r.conn(), |c| sqlx::query_as(
-                "SELECT seq, id, type, keys, payload, accepted_at, digest FROM events \
+        // An event row, then its digest.
+        type PageRow = (i64, String, String, String, String, i64, Vec<u8>);
+        let rows: Vec<PageRow> = on!(r.conn(), |c| sqlx::query_as(
+            "SELECT seq, id, type, keys, payload, accepted_at, digest FROM events \
                  WHERE seq > $1 AND seq <= $2 AND replay_id IS NULL ORDER BY seq LIMIT $3",
-            )
-            .bind(after)
-            .bind(last)
-            .bind(limit.clamp(1, 10_000) as i64)
-            .fetch_all(c)
-            .await)?;
+        )
+        .bind(after)
+        .bind(last)
+        .bind(limit.clamp(1, 10_000) as i64)
+        .fetch_all(c)
+        .await)?;
         rows.into_iter()
             .map(|(seq, id, ty, keys, payload, at, digest)| {
                 Ok((stored_event((seq, id, ty, keys, payload, at))?, digest))
