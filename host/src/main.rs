@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use switchboard::cli::commands::{self, ConnectorCmd, DlqCmd, EventCmd, KeyCmd, Remote};
+use switchboard::cli::commands::{self, ConnectorCmd, DlqCmd, EventCmd, KeyCmd, Remote, ReplayCmd};
 use switchboard::cli::{CliError, Format};
 use switchboard::config::Config;
 
@@ -83,6 +83,10 @@ enum Command {
     /// Keys: why is this key blocked.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Replays: deliver stored events again to one connector (or backfill a
+    /// new one); list, show, cancel.
+    #[command(subcommand)]
+    Replay(ReplayCmd),
     /// Per-connector queue depth and throughput, refreshing in place on a
     /// terminal; into a pipe or a file, one snapshot and exit.
     Status {
@@ -151,6 +155,7 @@ fn run() -> anyhow::Result<()> {
         Command::Event(cmd) => commands::event(&remote, cmd)?,
         Command::Dlq(cmd) => commands::dlq(&remote, cmd)?,
         Command::Key(cmd) => commands::key(&remote, cmd)?,
+        Command::Replay(cmd) => commands::replay(&remote, cmd)?,
         Command::Status { once, every } => commands::status(&remote, once, every)?,
         Command::Audit { limit } => commands::audit(&remote, limit)?,
     }

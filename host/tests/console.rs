@@ -714,6 +714,29 @@ async fn every_page_labels_its_fields_and_is_reachable_by_keyboard() {
 }
 
 #[tokio::test]
+async fn a_connectors_page_shows_its_replays_and_their_progress() {
+    let c = console_with(&tokens()).await;
+    let asked = switchboard::store::NewReplay {
+        connector: "hss".into(),
+        since: 0,
+        until: 10,
+        types: vec![],
+        key: Some("msisdn:<b>9</b>".into()),
+        rate: 10.0,
+    };
+    c.t.store
+        .catalog()
+        .create_replay(&asked, "alice", 5)
+        .await
+        .unwrap();
+    let admin = c.login(ADMIN).await;
+    let page = c.get("/ui/connectors/hss", Some(&admin)).await;
+    assert!(page.body.contains("<h2>Replays</h2>"), "{}", page.body);
+    assert!(page.body.contains("running") && page.body.contains("its routes"));
+    assert!(!page.body.contains("<b>9</b>"), "the key is escaped");
+}
+
+#[tokio::test]
 async fn what_came_from_outside_renders_inert_on_every_page() {
     let c = console_with(&tokens()).await;
     let id = "evt-<img src=x onerror=alert(1)>";

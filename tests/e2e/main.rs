@@ -15,6 +15,7 @@ mod piped;
 mod quickstart;
 mod reassign;
 mod recovery;
+mod replay;
 mod sandbox;
 mod scaffold;
 mod storage;

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 
 use super::table::{
-    audit_text, connectors_text, dead_text, event_text, lanes_text, status_table, versions_text,
+    audit_text, connectors_text, dead_text, event_text, lanes_text, replays_text, status_table,
+    versions_text,
 };
 use super::{emit, path, query, read_file, CliError, Client, Format};
 
@@ -65,6 +66,37 @@ pub enum DlqCmd {
         #[command(flatten)]
         filter: DlqFilter,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ReplayCmd {
+    /// Deliver stored events again to one connector, behind what is
+    /// queued, in accept order; without --type, what its routes take (a
+    /// backfill of a new connector).
+    Start {
+        connector: String,
+        /// Events accepted at or after this time (UTC, `2026-12-03T16:40`).
+        #[arg(long)]
+        since: String,
+        /// And before this time (UTC); default now.
+        #[arg(long)]
+        until: Option<String>,
+        /// Type patterns (repeatable): `number.*`, `forwarding.set`.
+        #[arg(long = "type")]
+        types: Vec<String>,
+        /// Only events with this key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Copies per second at most; default half the connector's rate, or 200.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Replays, newest first, with their progress.
+    List,
+    /// One replay and its progress.
+    Show { id: i64 },
+    /// Stop a replay: no more copies; its deliveries not started end as expired.
+    Cancel { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -452,6 +484,66 @@ pub fn key(remote: &Remote, cmd: KeyCmd) -> Result<(), CliError> {
         let v = c.get(&path(&["v1", "keys", &key])).await?;
         c.print(&v, lanes_text)
     })
+}
+
+/// `replay start|list|show|cancel`.
+pub fn replay(remote: &Remote, cmd: ReplayCmd) -> Result<(), CliError> {
+    let time = |field: &str, text: &str| {
+        crate::timefmt::parse_utc(text).ok_or_else(|| {
+            CliError::Usage(format!(
+                "--{field} {text:?} is not a time: use YYYY-MM-DDTHH:MM (UTC)"
+            ))
+        })
+    };
+    match cmd {
+        ReplayCmd::Start {
+            connector,
+            since,
+            until,
+            types,
+            key,
+            rate,
+        } => {
+            let mut body = serde_json::json!({
+                "connector": connector,
+                "since": time("since", &since)?,
+                "types": types,
+            });
+            if let Some(u) = until {
+                body["until"] = time("until", &u)?.into();
+            }
+            if let Some(k) = key {
+                body["key"] = k.into();
+            }
+            if let Some(r) = rate {
+                body["rate"] = r.into();
+            }
+            remote.run(|c| async move {
+                let v = c
+                    .post_json("/v1/replays", body.to_string().into_bytes())
+                    .await?;
+                c.print(&v, replays_text)
+            })
+        }
+        ReplayCmd::List => remote.run(|c| async move {
+            let v = c.get("/v1/replays").await?;
+            c.print(&v, replays_text)
+        }),
+        ReplayCmd::Show { id } => remote.run(|c| async move {
+            let v = c.get(&format!("/v1/replays/{id}")).await?;
+            c.print(&v, replays_text)
+        }),
+        ReplayCmd::Cancel { id } => remote.run(|c| async move {
+            let v = c.post_empty(&format!("/v1/replays/{id}/cancel")).await?;
+            c.print(&v, |v| {
+                format!(
+                    "{}\n{} deliveries not started end as expired",
+                    replays_text(&v["replay"]),
+                    v["ended"]
+                )
+            })
+        }),
+    }
 }
 
 /// `audit`: the newest `limit` operator actions.

@@ -97,6 +97,57 @@ pub fn audit_text(v: &Value) -> String {
     }
 }
 
+/// `replay list` (an array, newest first), or the one replay `start` and
+/// `show` answer with (an object).
+pub fn replays_text(v: &Value) -> String {
+    let mut t = Table::new(&[
+        ("ID", Right),
+        ("CONNECTOR", Left),
+        ("STATE", Left),
+        ("REPLAYED", Right),
+        ("EXAMINED", Right),
+        ("PROGRESS", Right),
+        ("FROM", Left),
+        ("UNTIL", Left),
+        ("TYPES", Left),
+        ("KEY", Left),
+        ("BY", Left),
+    ]);
+    let one = [v.clone()];
+    let rows = v.as_array().map_or(&one[..], Vec::as_slice);
+    for r in rows {
+        // How far through the store's events it has come.
+        let (cursor, last) = (r["cursor_seq"].as_i64(), r["last_seq"].as_i64());
+        let progress = match (cursor, last, r["state"].as_str()) {
+            (_, _, Some("done")) => "100%".to_string(),
+            (Some(c), Some(l), _) if l > 0 => format!("{}%", (c.max(0) * 100 / l).min(100)),
+            _ => "–".into(),
+        };
+        let types = match r["types"].as_array() {
+            Some(t) if !t.is_empty() => compact(&r["types"]),
+            _ => "(its routes)".into(),
+        };
+        t.row([
+            text(&r["id"]),
+            text(&r["connector"]),
+            text(&r["state"]),
+            text(&r["replayed"]),
+            text(&r["examined"]),
+            progress,
+            fmt_time(r["since"].as_i64()),
+            fmt_time(r["until"].as_i64()),
+            types,
+            text(&r["key"]),
+            text(&r["created_by"]),
+        ]);
+    }
+    if t.is_empty() {
+        "no replays".into()
+    } else {
+        t.render()
+    }
+}
+
 /// `connector versions` (an array, newest first), or the one version a
 /// deploy or rollback answers with (an object).
 pub fn versions_text(v: &Value) -> String {
@@ -467,6 +518,19 @@ mod tests {
         assert_eq!(dead.lines().count(), 2, "{dead}");
         assert_eq!(one_line("  a \n\n b\t"), "a b");
         assert_eq!(one_line(""), "");
+    }
+
+    #[test]
+    fn replays_show_their_progress() {
+        let r = serde_json::json!({"id": 3, "connector": "hss", "state": "running",
+            "replayed": 120, "examined": 250, "cursor_seq": 250, "last_seq": 1000,
+            "since": 0, "until": 1, "types": [], "created_by": "ops"});
+        let text = replays_text(&r);
+        assert!(
+            text.contains("25%") && text.contains("(its routes)"),
+            "{text}"
+        );
+        assert_eq!(replays_text(&serde_json::json!([])), "no replays");
     }
 
     #[test]

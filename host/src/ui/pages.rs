@@ -225,6 +225,13 @@ pub async fn connector(
     let versions = catalog.component_versions(&name).await?;
     let attempts = catalog.recent_attempts(&name, 50).await?;
     let breaker = catalog.breaker_transitions(&name, 20).await?;
+    let replays: Vec<crate::store::Replay> = catalog
+        .replays(false, 200)
+        .await?
+        .into_iter()
+        .filter(|r| r.connector == name)
+        .take(10)
+        .collect();
     let (_, label, why) = health(&c);
     let configured = state.app.fleet.get(&name);
     let action = |what: &str| format!("/ui/connectors/{}/{what}", view::segment(&name));
@@ -339,6 +346,32 @@ pub async fn connector(
                             tr { td { (time(t.at)) } td { (badge(&t.from)) } td { (badge(&t.to)) } td { code { (t.node) } } }
                         }
                         @if breaker.is_empty() { tr { td colspan="4" { "The breaker has not moved." } } }
+                    }
+                }
+            }
+            @if !replays.is_empty() {
+                section {
+                    h2 { "Replays" }
+                    p.hint { "Stored events delivered again, newest first. Start or cancel one with "
+                        code { "switchboard replay" } " or " code { "POST /v1/replays" } "." }
+                    table #replays {
+                        thead { tr { th.num { "Replay" } th { "State" } th.num { "Replayed" } th.num { "Examined" } th.num { "Progress" } th { "Events accepted" } th { "Types" } th { "Key" } th { "By" } } }
+                        tbody {
+                            @for r in &replays {
+                                @let progress = if r.state == "done" { 100 } else if r.last_seq > 0 { (r.cursor_seq.max(0) * 100 / r.last_seq).min(100) } else { 0 };
+                                tr {
+                                    td.num { (r.id) }
+                                    td { (badge(&r.state)) }
+                                    td.num { (count(r.replayed as i64)) }
+                                    td.num { (count(r.examined as i64)) }
+                                    td.num { (progress) "%" }
+                                    td { (time(r.since)) " – " (time(r.until)) }
+                                    td { @if r.types.is_empty() { "its routes" } @else { (r.types.join(", ")) } }
+                                    td { @match &r.key { Some(k) => (key_link(k)), None => "–" } }
+                                    td { (r.created_by) }
+                                }
+                            }
+                        }
                     }
                 }
             }
