@@ -133,6 +133,12 @@ async fn a_replay_delivers_stored_events_again_behind_live_traffic(t: TestStore)
     let view = s.catalog().event(&copy("a1")).await.unwrap().unwrap();
     assert_eq!(view.deliveries.len(), 1);
     assert_eq!(view.deliveries[0].connector, "hss");
+    assert_eq!(
+        (view.replay, view.original.as_deref()),
+        (Some(replay.id), Some("a1"))
+    );
+    let original = s.catalog().event("a1").await.unwrap().unwrap();
+    assert_eq!((original.replay, original.original), (None, None));
 }
 
 async fn a_replay_selects_by_time_type_and_key(t: TestStore) {

@@ -419,7 +419,9 @@ fn schemas(settings: &Settings) -> Value {
                 "keys": {"type": "array", "items": {"type": "string"}},
                 "payload": {},
                 "accepted_at": timestamp,
-                "deliveries": {"type": "array", "items": schema_ref("Delivery")}
+                "deliveries": {"type": "array", "items": schema_ref("Delivery")},
+                "replay": {"type": "integer", "minimum": 1, "description": "a replay's copy: the replay that made it"},
+                "original": {"type": "string", "description": "a replay's copy: the original event's id"}
             }
         },
         "ComponentVersion": {

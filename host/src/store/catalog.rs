@@ -383,6 +383,15 @@ impl Catalog {
         .await)?;
         let Some(row) = row else { return Ok(None) };
         let e = stored_event(row)?;
+        let (replay, original): (Option<i64>, Option<String>) = on!(r.conn(), |c| {
+            sqlx::query_as(
+            "SELECT e.replay_id, o.id FROM events e LEFT JOIN events o ON o.seq = e.origin_seq \
+             WHERE e.seq = $1",
+        )
+        .bind(e.seq)
+        .fetch_one(c)
+        .await
+        })?;
         let rows: Vec<DeliveryRow> = on!(r.conn(), |c| sqlx::query_as(
             "SELECT id, connector, state, attempts, last_error, next_attempt_at, updated_at, \
                  lease_owner, expires_at FROM deliveries WHERE event_seq = $1 ORDER BY id",
@@ -416,6 +425,8 @@ impl Catalog {
                     Ok(d)
                 })
                 .collect::<StoreResult<_>>()?,
+            replay,
+            original,
         }))
     }
 

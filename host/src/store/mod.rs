@@ -192,6 +192,12 @@ pub struct EventView {
     pub payload: serde_json::Value,
     pub accepted_at: Millis,
     pub deliveries: Vec<DeliveryView>,
+    /// For a replay's copy: the replay, and the original event's id (while
+    /// it is stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
 }
 
 /// Which component versions a deploy keeps ([`Catalog::add_component`]).
