@@ -144,6 +144,18 @@ async fn get(app: &axum::Router, path: &str, cookie: &str) -> (StatusCode, usize
     (status, bytes.len())
 }
 
+/// The `name=value` of the cookie a reply sets.
+fn cookie_set_by(headers: &axum::http::HeaderMap) -> String {
+    let set = headers[header::SET_COOKIE].to_str().unwrap();
+    set.split(';').next().unwrap().to_string()
+}
+
+/// The value of a page's first `csrf` field.
+fn csrf_in(body: &str) -> String {
+    let rest = body.split("name=\"csrf\" value=\"").nth(1).unwrap();
+    rest.split('"').next().unwrap().to_string()
+}
+
 fn main() {
     let o = parse_args();
     tokio::runtime::Builder::new_multi_thread()
@@ -210,21 +222,9 @@ async fn run(o: Opts) {
         )
         .await
         .unwrap();
-    let form_cookie = page.headers()[header::SET_COOKIE]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let form_cookie = cookie_set_by(page.headers());
     let body = page.into_body().collect().await.unwrap().to_bytes();
-    let body = String::from_utf8_lossy(&body);
-    let csrf = body
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_string();
+    let csrf = csrf_in(&String::from_utf8_lossy(&body));
     let login = Request::post("/ui/login")
         .header(header::HOST, "127.0.0.1:7400")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -232,13 +232,7 @@ async fn run(o: Opts) {
         .body(Body::from(format!("token={ADMIN}&csrf={csrf}")))
         .unwrap();
     let resp = app.clone().oneshot(login).await.unwrap();
-    let cookie = resp.headers()[header::SET_COOKIE]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = cookie_set_by(resp.headers());
 
     let mid = o.keys / 2;
     let pages = [

@@ -16,46 +16,68 @@
 //! delivered, and a copy of an old state never supersedes a newer one
 //! waiting (`queue::lanes::supersessions`).
 //!
-//! Every node runs [`run`]; a page is idempotent (a copy's id is fixed, so
-//! a page made twice, by a crash or by two nodes, stores each copy once),
-//! and the cursor moves only from where the page started
-//! (`Catalog::advance_replay`). Copies are made at the replay's `rate` at
-//! most, so a long replay leaves room for live traffic; cancelling stops
-//! the copies and ends those not started (`Catalog::cancel_replay`).
+//! Every node runs [`run`]. A node takes a replay's next page when it is
+//! due (`Catalog::take_replay`), so one node makes it and the replay's
+//! `rate` holds however many nodes there are; a page copies at most a
+//! second's worth at that rate, and the next is due when its copies have
+//! taken their share. A page is idempotent (a copy's id is fixed, so a page
+//! made twice, after a crash, stores each copy once), and the cursor moves
+//! only from where the page started (`Catalog::advance_replay`). Cancelling
+//! stops the copies and ends those waiting (`Catalog::cancel_replay`; the
+//! API also skips the dead ones, so none holds a key). A replay starts
+//! `REPLAY_GRACE_MS` after it is asked for, once every ingest under way
+//! then has committed, and goes no further than the newest event stored
+//! then; events purged by retention before it reaches them are not
+//! replayed.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
 
 use tokio::sync::watch;
 
 use crate::fleet::Fleet;
-use crate::queue::event::NewEvent;
+use crate::queue::event::{NewEvent, MAX_ID_LEN, REPLAY_MARK};
 use crate::queue::lanes::{Origin, Routed};
 use crate::queue::route::{coalesce_of, expiry_of, Route, RoutePattern};
 use crate::queue::{now_ms, Millis};
-use crate::store::{Replay, Store, StoreResult};
+use crate::store::{IngestOutcome, Replay, Store, StoreError, StoreResult, StoredEvent};
 
-/// Stored events examined per page.
+/// Stored events examined per page, at most.
 pub const PAGE: usize = 500;
-/// How often a node looks for running replays when it has none.
-const IDLE: Duration = Duration::from_secs(1);
+/// Stored events examined per second, at most, when a page copies few: a
+/// replay of one hour in thirty days reads through the rest this fast.
+const EXAMINED_PER_SECOND: f64 = 50_000.0;
+/// How long a node holds a replay's page while it makes it.
+const HOLD_MS: i64 = 30_000;
+/// How often a node looks for replays that are due.
+const IDLE: Duration = Duration::from_millis(500);
 
-/// A replay's copy of `event` (`seq` in the store), for `connector` with
+/// A copy's id: `<original id>~replay-<replay id>`, and when the original
+/// id is long, its first characters and a digest of the rest, so that the
+/// copy's id stays within what the API looks up (and is always the same).
+fn copy_id(original: &str, replay: i64) -> String {
+    let suffix = format!("{REPLAY_MARK}{replay}");
+    if original.chars().count() + suffix.len() <= MAX_ID_LEN {
+        return format!("{original}{suffix}");
+    }
+    let digest = Sha256::digest(original.as_bytes());
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let keep = MAX_ID_LEN - suffix.len() - hash.len() - 1;
+    let head: String = original.chars().take(keep).collect();
+    format!("{head}~{hash}{suffix}")
+}
+
+/// A replay's copy of `event` (`seq` in the store), for its connector with
 /// `routes`.
-fn copy_of(
-    replay: &Replay,
-    routes: &[Route],
-    seq: i64,
-    event: &crate::store::StoredEvent,
-    digest: &[u8],
-) -> Routed {
+fn copy_of(replay: &Replay, routes: &[Route], event: &StoredEvent, digest: &[u8]) -> Routed {
     let mut d = [0u8; 32];
     if digest.len() == 32 {
         d.copy_from_slice(digest);
     }
     let copy = NewEvent {
-        id: format!("{}~replay-{}", event.id, replay.id),
+        id: copy_id(&event.id, replay.id),
         event_type: event.event_type.clone(),
         keys: event.keys.clone(),
         payload: event.payload.clone(),
@@ -71,19 +93,14 @@ fn copy_of(
     }
     r.origin = Some(Origin {
         replay: replay.id,
-        seq,
+        seq: event.seq,
     });
     r
 }
 
 /// Whether `replay` takes `event`: accepted in its range, of its types (the
 /// connector's routes when it names none), with its key.
-fn selects(
-    replay: &Replay,
-    patterns: &[RoutePattern],
-    routes: &[Route],
-    e: &crate::store::StoredEvent,
-) -> bool {
+fn selects(replay: &Replay, patterns: &[RoutePattern], routes: &[Route], e: &StoredEvent) -> bool {
     let in_range = e.accepted_at >= replay.since && e.accepted_at < replay.until;
     let typed = if patterns.is_empty() {
         expiry_of(routes, &e.event_type).is_some()
@@ -103,8 +120,11 @@ pub struct Step {
 }
 
 /// Copies one page of `replay`'s events, accepted at `now`, and moves its
-/// cursor on. `None` when its connector is not configured (the replay waits
-/// for it) or another node took this page first.
+/// cursor on, its next page due when this one's copies have taken their
+/// share of the replay's rate. `None` when the replay is not running, or
+/// another node moved the cursor first (then this page's copies were
+/// stored once anyway, and ended if the replay was cancelled meanwhile).
+/// A replay whose connector is no longer configured is cancelled.
 pub async fn step(
     store: &dyn Store,
     fleet: &Fleet,
@@ -116,6 +136,12 @@ pub async fn step(
     }
     let table = fleet.routes();
     let Some(routes) = table.routes_of(&replay.connector) else {
+        tracing::warn!(replay = replay.id, connector = %replay.connector,
+            "replay cancelled: its connector is no longer configured");
+        store
+            .catalog()
+            .cancel_replay(replay.id, "switchboard", now)
+            .await?;
         return Ok(None);
     };
     let patterns: Vec<RoutePattern> = replay
@@ -123,11 +149,13 @@ pub async fn step(
         .iter()
         .filter_map(|t| RoutePattern::parse(t).ok())
         .collect();
+    // At most a second's worth of copies at the replay's rate.
+    let limit = (replay.rate.ceil() as usize).clamp(1, PAGE);
     let page = store
         .catalog()
-        .replay_page(replay.cursor_seq, replay.last_seq, PAGE)
+        .replay_page(replay.cursor_seq, replay.last_seq, limit)
         .await?;
-    let done = page.len() < PAGE;
+    let done = page.len() < limit;
     let to = if done {
         replay.last_seq.max(replay.cursor_seq)
     } else {
@@ -136,14 +164,23 @@ pub async fn step(
     let copies: Vec<Routed> = page
         .iter()
         .filter(|(e, _)| selects(replay, &patterns, routes, e))
-        .map(|(e, digest)| copy_of(replay, routes, e.seq, e, digest))
+        .map(|(e, digest)| copy_of(replay, routes, e, digest))
         .collect();
     let replayed = copies.len() as u64;
     if !copies.is_empty() {
-        store.ingest(copies, now).await?;
-        fleet.registry().wake(&replay.connector);
+        if let IngestOutcome::Conflict { id, .. } = store.ingest(copies, now).await? {
+            // Only a copy's own id can clash (ids with the replay mark are
+            // refused at ingest): nothing of the page was stored.
+            return Err(StoreError::Internal(format!(
+                "replay {}: the copy id {id:?} is taken by another event",
+                replay.id
+            )));
+        }
     }
     let examined = page.len() as u64;
+    let pace =
+        (replayed as f64 / replay.rate.max(0.001)).max(examined as f64 / EXAMINED_PER_SECOND);
+    let due_at = now + (pace * 1000.0) as i64;
     let moved = store
         .catalog()
         .advance_replay(
@@ -153,9 +190,13 @@ pub async fn step(
             examined,
             replayed,
             done,
+            due_at,
             now,
         )
         .await?;
+    if moved && replayed > 0 {
+        fleet.registry().wake(&replay.connector);
+    }
     if !moved && replayed > 0 {
         // Cancelled while this page was made: its copies end as the
         // others did.
@@ -168,48 +209,66 @@ pub async fn step(
     }))
 }
 
-/// Works on every running replay, a page at a time, each at its rate,
-/// until `stop`.
+/// Works on every running replay whose next page is due, taking each page
+/// for this node first (one node makes a page, and a replay's rate holds
+/// however many nodes there are), until `stop`.
 pub async fn run(store: Arc<dyn Store>, fleet: Fleet, mut stop: watch::Receiver<bool>) {
-    // When each replay may make its next copies: a page's copies at the
-    // replay's rate take this long.
-    let mut next_at: HashMap<i64, Instant> = HashMap::new();
     loop {
-        let running = match store.catalog().replays(true, 100).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the running replays; will try again");
-                Vec::new()
-            }
-        };
-        next_at.retain(|id, _| running.iter().any(|r| r.id == *id));
-        let mut pause = IDLE;
-        for replay in &running {
-            let now = Instant::now();
-            if let Some(&at) = next_at.get(&replay.id) {
-                if at > now {
-                    pause = pause.min(at - now);
-                    continue;
-                }
-            }
-            match step(store.as_ref(), &fleet, replay, now_ms()).await {
-                Ok(Some(s)) => {
-                    if s.done {
-                        tracing::info!(replay = replay.id, connector = %replay.connector, "replay done");
+        let mut busy = false;
+        match store.catalog().due_replays(now_ms(), 100).await {
+            Ok(due) => {
+                for replay in &due {
+                    let now = now_ms();
+                    match store.catalog().take_replay(replay.id, now, HOLD_MS).await {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::warn!(replay = replay.id, error = %e, "cannot take a replay's page; will try again");
+                            continue;
+                        }
                     }
-                    let took = Duration::from_secs_f64(s.replayed as f64 / replay.rate.max(0.001));
-                    next_at.insert(replay.id, now + took);
-                    pause = pause.min(took);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(replay = replay.id, error = %e, "replay page failed; will try again");
+                    match step(store.as_ref(), &fleet, replay, now).await {
+                        Ok(Some(s)) => {
+                            busy = true;
+                            if s.done {
+                                tracing::info!(replay = replay.id, connector = %replay.connector, "replay done");
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(replay = replay.id, error = %e, "replay page failed; will try again");
+                        }
+                    }
                 }
             }
+            Err(e) => tracing::warn!(error = %e, "cannot read the replays due; will try again"),
         }
+        let pause = if busy {
+            Duration::from_millis(10)
+        } else {
+            IDLE
+        };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copys_id_names_its_original_and_replay_and_stays_within_the_limit() {
+        assert_eq!(copy_id("evt-1", 7), "evt-1~replay-7");
+        let long = "x".repeat(MAX_ID_LEN);
+        let a = copy_id(&long, 7);
+        assert!(a.chars().count() <= MAX_ID_LEN, "{a}");
+        assert!(a.ends_with("~replay-7"));
+        // The same every time; another long id with the same start differs.
+        assert_eq!(a, copy_id(&long, 7));
+        let other = format!("{}y", "x".repeat(MAX_ID_LEN - 1));
+        assert_ne!(a, copy_id(&other, 7));
     }
 }

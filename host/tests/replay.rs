@@ -236,6 +236,16 @@ async fn a_cancelled_replay_makes_no_more_copies_and_ends_those_not_started(t: T
     assert_eq!((did.replayed, did.done), (500, false));
     let running = s.claim("hss", 10, 500, LEASE).await.unwrap();
     assert_eq!(running.len(), 1);
+    // It is rejected and held: the dead letter keeps msisdn:7 held.
+    let dead = CompletionKind::Dead {
+        error: "rejected".into(),
+        on_dead: switchboard::queue::OnDead::Hold,
+    };
+    s.complete(vec![Completion::of(&running[0], dead)], 550)
+        .await
+        .unwrap();
+    let dead_copies = s.catalog().replay_dead_copies(replay.id, 10).await.unwrap();
+    assert_eq!(dead_copies, [running[0].delivery_id]);
     let (cancelled, ended) = s
         .catalog()
         .cancel_replay(replay.id, "ops", 600)
@@ -259,13 +269,13 @@ async fn a_cancelled_replay_makes_no_more_copies_and_ends_those_not_started(t: T
     let mut stale = current.clone();
     stale.state = "running".into();
     assert_eq!(step(s, &f, &stale, NOW).await.unwrap(), None);
-    // The one in flight finishes; the others expire and nothing else runs.
-    s.complete(
-        vec![Completion::of(&running[0], CompletionKind::Delivered)],
-        402,
-    )
-    .await
-    .unwrap();
+    // The dead copy is skipped (as the API's cancel does), the others
+    // expire, and nothing else runs.
+    let skip = switchboard::store::OperatorAction::Skip;
+    assert!(s
+        .operator_action(dead_copies[0], skip, "ops", 602)
+        .await
+        .unwrap());
     assert!(s.claim("hss", 10, 603, LEASE).await.unwrap().is_empty());
     let expired: u64 = s
         .expire_due(604, 10_000)
@@ -279,14 +289,82 @@ async fn a_cancelled_replay_makes_no_more_copies_and_ends_those_not_started(t: T
         "the 499 of the first page, the 200 of the late one"
     );
     let counts = s.catalog().state_counts("hss").await.unwrap();
-    assert_eq!((counts.ready, counts.blocked, counts.expired), (0, 0, 699));
     assert_eq!(
-        s.catalog().audit_log(1, None).await.unwrap()[0].action,
-        "replay.cancel"
+        (
+            counts.ready,
+            counts.blocked,
+            counts.dead,
+            counts.skipped,
+            counts.expired
+        ),
+        (0, 0, 0, 1, 699)
+    );
+    let actions: Vec<String> = (s.catalog().audit_log(2, None).await.unwrap())
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert!(
+        actions.contains(&"replay.cancel".to_string()),
+        "{actions:?}"
     );
 }
 
+async fn a_copy_never_puts_back_a_state_older_than_one_delivered(t: TestStore) {
+    let s = &*t.store;
+    let f = fleet(serde_json::json!([
+        {"match": "forwarding.*", "coalesce_key": "customer"}
+    ]));
+    post(s, &f, &[("old", "forwarding.set", &["customer:A"])], 100).await;
+    drain(s, "hss", 100).await;
+    let mut asked = ask("hss", &[], None);
+    asked.until = 150;
+    let replay = s.catalog().create_replay(&asked, "ops", 200).await.unwrap();
+    // A newer state is delivered before the replay's page is made.
+    post(s, &f, &[("new", "forwarding.set", &["customer:A"])], 300).await;
+    assert_eq!(drain(s, "hss", 300).await, ["new"]);
+    let did = step(s, &f, &replay, NOW).await.unwrap().unwrap();
+    assert_eq!(did.replayed, 1);
+    assert!(
+        drain(s, "hss", 500).await.is_empty(),
+        "the old state stays old"
+    );
+    let copy = s
+        .catalog()
+        .event(&format!("old~replay-{}", replay.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(copy.deliveries[0].state, DeliveryState::Superseded);
+    assert_eq!(copy.deliveries[0].superseded_by.as_deref(), Some("new"));
+}
+
+async fn one_node_makes_each_page_and_a_replay_without_its_connector_ends(t: TestStore) {
+    let s = &*t.store;
+    let f = fleet(serde_json::json!(["number.*"]));
+    post(s, &f, &[("a", "number.assign", &["msisdn:1"])], 100).await;
+    let replay = s
+        .catalog()
+        .create_replay(&ask("hss", &[], None), "ops", 200)
+        .await
+        .unwrap();
+    let c = s.catalog();
+    // Due only after the grace period; then one take wins the page.
+    assert!(c.due_replays(200, 10).await.unwrap().is_empty());
+    let due_at = 200 + switchboard::store::catalog::REPLAY_GRACE_MS;
+    assert_eq!(c.due_replays(due_at, 10).await.unwrap().len(), 1);
+    assert!(c.take_replay(replay.id, due_at, 30_000).await.unwrap());
+    assert!(!c.take_replay(replay.id, due_at, 30_000).await.unwrap());
+    assert!(c.due_replays(due_at + 1, 10).await.unwrap().is_empty());
+    // The connector goes from the config: the replay is cancelled.
+    let without = Fleet::new(vec![], switchboard::config::Bounds::default());
+    assert_eq!(step(s, &without, &replay, NOW).await.unwrap(), None);
+    let now = c.replay(replay.id).await.unwrap().unwrap();
+    assert_eq!(now.state, "cancelled");
+}
+
 for_each_backend!(
+    a_copy_never_puts_back_a_state_older_than_one_delivered,
+    one_node_makes_each_page_and_a_replay_without_its_connector_ends,
     a_replay_delivers_stored_events_again_behind_live_traffic,
     a_replay_selects_by_time_type_and_key,
     a_replay_coalesces_and_never_overwrites_a_newer_state,

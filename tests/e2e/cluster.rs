@@ -350,20 +350,8 @@ async fn a_console_session_opened_on_one_node_works_on_another() {
 
     // As a browser: the login page first (its form token and cookie).
     let page = http.get(a.url("/ui/login")).send().await.unwrap();
-    let form_cookie = page.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let body = page.text().await.unwrap();
-    let form_csrf = body
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_string();
+    let form_cookie = cookie_set_by(&page);
+    let form_csrf = csrf_in(&page.text().await.unwrap());
     let r = http
         .post(a.url("/ui/login"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -373,13 +361,7 @@ async fn a_console_session_opened_on_one_node_works_on_another() {
         .await
         .unwrap();
     assert_eq!(r.status(), 303, "login on node a");
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = cookie_set_by(&r);
 
     let page = http
         .get(b.url("/ui/connectors/hss"))
@@ -389,12 +371,7 @@ async fn a_console_session_opened_on_one_node_works_on_another() {
         .unwrap();
     assert_eq!(page.status(), 200, "node b takes node a's session");
     let body = page.text().await.unwrap();
-    let csrf = body
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("a CSRF field on node b's page")
-        .to_string();
+    let csrf = csrf_in(&body);
     let r = http
         .post(b.url("/ui/connectors/hss/pause"))
         .header("cookie", &cookie)
@@ -420,4 +397,19 @@ async fn a_console_session_opened_on_one_node_works_on_another() {
     assert_eq!(r.status(), 303);
     let to = r.headers()["location"].to_str().unwrap();
     assert!(to.starts_with("/ui/login"), "{to}");
+}
+
+/// The `name=value` of the cookie a reply sets.
+fn cookie_set_by(r: &reqwest::Response) -> String {
+    let set = r.headers()["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_string()
+}
+
+/// The value of a console page's first `csrf` field.
+fn csrf_in(body: &str) -> String {
+    let rest = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .expect("a CSRF field on the page");
+    rest.split('"').next().unwrap().to_string()
 }

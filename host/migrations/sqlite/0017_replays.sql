@@ -12,7 +12,9 @@ CREATE TABLE replays (
     rate        REAL    NOT NULL,              -- events per second
     state       TEXT    NOT NULL CHECK (state IN ('running', 'done', 'cancelled')),
     last_seq    INTEGER NOT NULL,              -- the newest event when it was created
+    start_seq   INTEGER NOT NULL,              -- where it began: its progress runs from here to last_seq
     cursor_seq  INTEGER NOT NULL,              -- every event up to here examined
+    due_at      INTEGER NOT NULL,              -- when its next page may be made, by any node
     examined    INTEGER NOT NULL DEFAULT 0,
     replayed    INTEGER NOT NULL DEFAULT 0,
     created_by  TEXT    NOT NULL,
@@ -23,3 +25,7 @@ CREATE TABLE replays (
 ALTER TABLE events ADD COLUMN replay_id INTEGER;
 ALTER TABLE events ADD COLUMN origin_seq INTEGER;
 CREATE INDEX events_replay ON events (replay_id) WHERE replay_id IS NOT NULL;
+-- A replay's copies look up the newest state of their key already
+-- delivered or on its way, whatever the state now (see 0015).
+CREATE INDEX deliveries_coalesce_all ON deliveries (connector, coalesce_key)
+    WHERE coalesce_key IS NOT NULL;

@@ -623,13 +623,13 @@ fn replay_schemas(timestamp: &Value) -> Value {
                 "since": {"type": "integer", "format": "int64", "minimum": 0, "description": "events accepted at or after this time, ms since the epoch"},
                 "until": {"type": "integer", "format": "int64", "minimum": 1, "nullable": true, "description": "and before this time; default now"},
                 "types": {"type": "array", "items": {"type": "string", "pattern": ROUTE_PATTERN}, "description": "type patterns; default the connector's routes (a backfill)"},
-                "key": {"type": "string", "nullable": true, "minLength": 1, "maxLength": 200, "description": "only events with this key"},
-                "rate": {"type": "number", "nullable": true, "exclusiveMinimum": true, "minimum": 0, "maximum": 100000, "description": "copies per second at most; default half the connector's rate, or 200"}
+                "key": {"type": "string", "nullable": true, "minLength": 1, "maxLength": 200, "pattern": PRINTABLE, "description": "only events with this key"},
+                "rate": {"type": "number", "nullable": true, "exclusiveMinimum": true, "minimum": 0, "maximum": 100000, "description": "copies per second, over every node together; default half the connector's rate in force, or 200"}
             }
         },
         "Replay": {
             "type": "object",
-            "required": ["id", "connector", "since", "until", "types", "rate", "state", "last_seq", "cursor_seq", "examined", "replayed", "created_by", "created_at", "updated_at"],
+            "required": ["id", "connector", "since", "until", "types", "rate", "state", "last_seq", "start_seq", "cursor_seq", "examined", "replayed", "created_by", "created_at"],
             "additionalProperties": false,
             "properties": {
                 "id": int(1),
@@ -641,22 +641,23 @@ fn replay_schemas(timestamp: &Value) -> Value {
                 "rate": {"type": "number"},
                 "state": {"type": "string", "enum": ["running", "done", "cancelled"]},
                 "last_seq": {"type": "integer", "format": "int64", "description": "the newest stored event when it started: it goes no further"},
+                "start_seq": {"type": "integer", "format": "int64", "description": "where it began: its progress runs from here to last_seq"},
                 "cursor_seq": {"type": "integer", "format": "int64", "description": "every stored event up to here examined"},
                 "examined": int(0),
                 "replayed": {"type": "integer", "minimum": 0, "description": "copies made, each a new delivery (event id `<id>~replay-<replay id>`)"},
                 "created_by": {"type": "string"},
                 "created_at": timestamp,
-                "updated_at": timestamp,
                 "finished_at": timestamp
             }
         },
         "ReplayCancelled": {
             "type": "object",
-            "required": ["replay", "ended"],
+            "required": ["replay", "ended", "skipped_dead"],
             "additionalProperties": false,
             "properties": {
                 "replay": schema_ref("Replay"),
-                "ended": {"type": "integer", "minimum": 0, "description": "its deliveries not started, ended as expired"}
+                "ended": {"type": "integer", "minimum": 0, "description": "its copies waiting (not in flight), ended as expired"},
+                "skipped_dead": {"type": "integer", "minimum": 0, "description": "its dead copies, skipped so that none holds a key"}
             }
         }
     })

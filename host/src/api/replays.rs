@@ -48,7 +48,7 @@ fn invalid(message: String) -> ApiError {
 }
 
 /// The replay `body` asks for, checked against the connector's settings.
-fn request_of(state: &AppState, body: &[u8], now: i64) -> Result<NewReplay, ApiError> {
+async fn request_of(state: &AppState, body: &[u8], now: i64) -> Result<NewReplay, ApiError> {
     let req: ReplayRequest = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -90,7 +90,14 @@ fn request_of(state: &AppState, body: &[u8], now: i64) -> Result<NewReplay, ApiE
             "`rate` must be a number of copies per second above 0 and at most {MAX_RATE}, got {r}"
         )))
         }
-        None => config.rate.map_or(DEFAULT_RATE, |r| (r / 2.0).max(0.1)),
+        // The connector's rate in force (a run-time override first).
+        None => {
+            let overrides = state.store.catalog().limit_overrides(&config.name).await?;
+            overrides
+                .rate
+                .or(config.rate)
+                .map_or(DEFAULT_RATE, |r| (r / 2.0).max(0.1))
+        }
     };
     Ok(NewReplay {
         connector: req.connector,
@@ -109,7 +116,7 @@ pub async fn start(
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Replay>), ApiError> {
     let now = now_ms();
-    let replay = request_of(&state, &body, now)?;
+    let replay = request_of(&state, &body, now).await?;
     let replay = state
         .store
         .catalog()
@@ -151,7 +158,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<Replay>>, ApiError> {
     let limit = super::operate::limit_of(q.limit, 100)?;
-    Ok(Json(state.store.catalog().replays(false, limit).await?))
+    Ok(Json(state.store.catalog().replays(None, limit).await?))
 }
 
 fn not_found(id: i64) -> ApiError {
@@ -176,8 +183,10 @@ pub async fn show(
 #[derive(Debug, Serialize)]
 pub struct Cancelled {
     pub replay: Replay,
-    /// Its deliveries not started yet, ended now (as `expired`).
+    /// Its copies waiting (not in flight), ended now (as `expired`).
     pub ended: u64,
+    /// Its dead copies, skipped so that none holds a key.
+    pub skipped_dead: u64,
 }
 
 /// `POST /v1/replays/{id}/cancel`.
@@ -187,10 +196,26 @@ pub async fn cancel(
     Extension(actor): Extension<Actor>,
 ) -> Result<Json<Cancelled>, ApiError> {
     let catalog = state.store.catalog();
-    match catalog.cancel_replay(id, &actor.0, now_ms()).await? {
+    let now = now_ms();
+    match catalog.cancel_replay(id, &actor.0, now).await? {
         Some((replay, ended)) => {
+            let mut skipped_dead = 0;
+            for delivery in catalog.replay_dead_copies(id, 100_000).await? {
+                let skip = crate::store::OperatorAction::Skip;
+                if state
+                    .store
+                    .operator_action(delivery, skip, &actor.0, now)
+                    .await?
+                {
+                    skipped_dead += 1;
+                }
+            }
             state.fleet.registry().wake(&replay.connector);
-            Ok(Json(Cancelled { replay, ended }))
+            Ok(Json(Cancelled {
+                replay,
+                ended,
+                skipped_dead,
+            }))
         }
         None => match catalog.replay(id).await? {
             None => Err(not_found(id)),

@@ -117,10 +117,12 @@ pub fn replays_text(v: &Value) -> String {
     let rows = v.as_array().map_or(&one[..], Vec::as_slice);
     for r in rows {
         // How far through the store's events it has come.
-        let (cursor, last) = (r["cursor_seq"].as_i64(), r["last_seq"].as_i64());
-        let progress = match (cursor, last, r["state"].as_str()) {
-            (_, _, Some("done")) => "100%".to_string(),
-            (Some(c), Some(l), _) if l > 0 => format!("{}%", (c.max(0) * 100 / l).min(100)),
+        let seq = |f: &str| r[f].as_i64();
+        let progress = match (seq("start_seq"), seq("cursor_seq"), seq("last_seq")) {
+            _ if r["state"] == "done" => "100%".to_string(),
+            (Some(s), Some(c), Some(l)) => {
+                format!("{}%", ((c - s).max(0) * 100 / (l - s).max(1)).min(100))
+            }
             _ => "–".into(),
         };
         let types = match r["types"].as_array() {
@@ -523,7 +525,7 @@ mod tests {
     #[test]
     fn replays_show_their_progress() {
         let r = serde_json::json!({"id": 3, "connector": "hss", "state": "running",
-            "replayed": 120, "examined": 250, "cursor_seq": 250, "last_seq": 1000,
+            "replayed": 120, "examined": 250, "start_seq": 100, "cursor_seq": 325, "last_seq": 1000,
             "since": 0, "until": 1, "types": [], "created_by": "ops"});
         let text = replays_text(&r);
         assert!(

@@ -27,6 +27,10 @@ pub struct NewEvent {
     pub digest: [u8; 32],
 }
 
+/// What a replay's copy of an event carries in its id
+/// (`<original id>~replay-<replay id>`); no posted id may hold it.
+pub const REPLAY_MARK: &str = "~replay-";
+
 /// Why a request was refused. `code` is stable and machine-readable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -152,6 +156,13 @@ fn validate_event(value: Value) -> Result<NewEvent, ValidationError> {
             "id",
             "invalid_value",
             "`id` must not contain control characters".into(),
+        ));
+    }
+    if id.contains(REPLAY_MARK) {
+        return Err(field_error(
+            "id",
+            "invalid_value",
+            format!("`id` must not contain {REPLAY_MARK:?}: it marks the copies replays make"),
         ));
     }
 
@@ -308,6 +319,14 @@ mod tests {
         let c = parse_body(br#"{"id":"e","type":"t","payload":{"a":1,"b":3}}"#, 1).unwrap();
         assert_eq!(a[0].digest, b[0].digest);
         assert_ne!(a[0].digest, c[0].digest);
+    }
+
+    #[test]
+    fn an_id_may_not_carry_the_mark_of_a_replays_copy() {
+        let e = parse_body(br#"{"id":"evt-1~replay-3","type":"t","payload":1}"#, 1).unwrap_err();
+        assert_eq!(e.field, Some("id"), "{e:?}");
+        assert!(e.message.contains("~replay-"), "{e:?}");
+        assert!(parse_body(br#"{"id":"evt~1-replay","type":"t","payload":1}"#, 1).is_ok());
     }
 
     #[test]

@@ -288,12 +288,22 @@ pub struct Supersessions {
 
 /// Per (connector, tag), the stored `candidates` and the `fresh` events
 /// (accepted with `seqs`) in the order of the states they carry: each is
-/// superseded by the next, and the newest survives.
-pub fn supersessions(fresh: &[&Routed], seqs: &[i64], candidates: &[Candidate]) -> Supersessions {
+/// superseded by the next, and the newest survives. `kept` are deliveries
+/// whose state a destination has or is getting ([`sql::delivering`]): never
+/// superseded, they still supersede an older state that comes after them,
+/// which only a replay's copy can be (so a replay never puts back a state
+/// older than one already delivered).
+pub fn supersessions(
+    fresh: &[&Routed],
+    seqs: &[i64],
+    candidates: &[Candidate],
+    kept: &[Candidate],
+) -> Supersessions {
     #[derive(Clone, Copy)]
     enum Item {
         Stored(i64),
         Fresh,
+        Kept,
     }
     // Per (connector, tag): (order, seq, what it is).
     type Group = Vec<(i64, i64, Item)>;
@@ -315,6 +325,11 @@ pub fn supersessions(fresh: &[&Routed], seqs: &[i64], candidates: &[Candidate]) 
             }
         }
     }
+    for k in kept {
+        if let Some(group) = groups.get_mut(&(k.connector.as_str(), k.tag.as_str())) {
+            group.push((k.order, k.seq, Item::Kept));
+        }
+    }
     let mut out = Supersessions::default();
     for ((connector, _), mut items) in groups {
         items.sort_by_key(|&(order, seq, _)| (order, seq));
@@ -325,6 +340,7 @@ pub fn supersessions(fresh: &[&Routed], seqs: &[i64], candidates: &[Candidate]) 
                 Item::Fresh => {
                     out.fresh.insert((pair[0].1, connector.to_string()), by);
                 }
+                Item::Kept => {}
             }
         }
     }
@@ -412,6 +428,17 @@ pub mod sql {
     /// never dropped.
     pub fn supersedable(d: &str) -> String {
         format!("{d}.state IN ('blocked', 'ready') AND {d}.attempts = 0")
+    }
+
+    /// Deliveries (`d`) whose state a destination has or is getting:
+    /// delivered, in flight, or attempted and waiting to run again. A
+    /// replay's copy of an older state never supersedes them, and never
+    /// follows them either.
+    pub fn delivering(d: &str) -> String {
+        format!(
+            "({d}.state IN ('delivered', 'in_flight') \
+             OR ({d}.state IN ('blocked', 'ready') AND {d}.attempts > 0))"
+        )
     }
 
     /// Deliveries an attempt holds (the lease may be anyone's).
@@ -537,7 +564,7 @@ mod tests {
             tags.into_iter().collect::<Vec<_>>(),
             [("hss", "fwd/A1"), ("hss", "fwd/A2")]
         );
-        let decided = supersessions(&fresh, &[1, 2, 3, 4], &[]);
+        let decided = supersessions(&fresh, &[1, 2, 3, 4], &[], &[]);
         assert!(decided.stored.is_empty());
         let mut id = 0;
         let plan = plan_accept(
@@ -595,21 +622,26 @@ mod tests {
         // Live: a waiting update (seq 10) and a new one (seq 20): the old
         // one goes, superseded by the new.
         let live = tagged("new", None);
-        let d = supersessions(&[&live], &[20], &[stored(100, 10, 10)]);
+        let d = supersessions(&[&live], &[20], &[stored(100, 10, 10)], &[]);
         assert_eq!(d.stored, [(100, 20)]);
         assert!(d.fresh.is_empty());
         // A replay's copies of states 3 and 8 arrive (seqs 30, 31) while the
         // state of seq 10 waits: the copies are created superseded, the
         // newer state waiting is kept.
         let (c3, c8) = (tagged("c3", Some(3)), tagged("c8", Some(8)));
-        let d = supersessions(&[&c3, &c8], &[30, 31], &[stored(100, 10, 10)]);
+        let d = supersessions(&[&c3, &c8], &[30, 31], &[stored(100, 10, 10)], &[]);
         assert!(d.stored.is_empty(), "{d:?}");
         assert_eq!(d.fresh[&(30, "hss".to_string())], 31);
         assert_eq!(d.fresh[&(31, "hss".to_string())], 10);
         // A copy of state 12 supersedes the waiting state of 10.
         let c12 = tagged("c12", Some(12));
-        let d = supersessions(&[&c12], &[40], &[stored(100, 10, 10)]);
+        let d = supersessions(&[&c12], &[40], &[stored(100, 10, 10)], &[]);
         assert_eq!(d.stored, [(100, 40)]);
+        // Nothing waits, but the state of seq 10 was delivered: a copy of
+        // state 8 is created superseded by it; one of state 12 is not.
+        let d = supersessions(&[&c8, &c12], &[50, 51], &[], &[stored(0, 10, 10)]);
+        assert_eq!(d.fresh.get(&(50, "hss".to_string())), Some(&10));
+        assert_eq!(d.fresh.get(&(51, "hss".to_string())), None);
     }
 
     #[test]

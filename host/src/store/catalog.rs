@@ -787,7 +787,9 @@ impl Catalog {
     // ---- Replays (SPEC §4.2).
 
     /// Records a replay of `r` by `actor` and audits it: it covers the
-    /// events stored now (up to the newest `seq`), in pages from the oldest.
+    /// events stored now (up to the newest `seq`), in pages from the first
+    /// accepted at `since`, starting after [`REPLAY_GRACE_MS`] so that
+    /// every ingest under way when it was asked for has committed.
     pub async fn create_replay(
         &self,
         r: &NewReplay,
@@ -796,17 +798,23 @@ impl Catalog {
     ) -> StoreResult<Replay> {
         let mut tx = self.begin().await?;
         let mut conn = tx.conn();
+        // Read once: `accepted_at` has no index (nothing else needs one).
         let (first, last): (Option<i64>, Option<i64>) = on!(conn.re(), |c| sqlx::query_as(
-            "SELECT MIN(seq), MAX(seq) FROM events"
+            "SELECT (SELECT MIN(seq) FROM events WHERE accepted_at >= $1), \
+                    (SELECT MAX(seq) FROM events)"
         )
+        .bind(r.since)
         .fetch_one(c)
         .await)?;
+        let last = last.unwrap_or(0);
+        let start = first.map_or(last, |f| f - 1);
         let types = serde_json::to_string(&r.types).unwrap_or_else(|_| "[]".into());
         let id: i64 = on!(conn.re(), |c| {
             sqlx::query_scalar(
             "INSERT INTO replays (connector, since_ms, until_ms, types, event_key, rate, state, \
-                 last_seq, cursor_seq, created_by, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8, $9, $10, $10) RETURNING id",
+                 last_seq, start_seq, cursor_seq, due_at, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8, $8, $9, $10, $11, $11) \
+             RETURNING id",
         )
         .bind(&r.connector)
         .bind(r.since)
@@ -814,8 +822,9 @@ impl Catalog {
         .bind(&types)
         .bind(&r.key)
         .bind(r.rate)
-        .bind(last.unwrap_or(0))
-        .bind(first.unwrap_or(1) - 1)
+        .bind(last)
+        .bind(start)
+        .bind(now + REPLAY_GRACE_MS)
         .bind(actor)
         .bind(now)
         .fetch_one(c)
@@ -851,22 +860,53 @@ impl Catalog {
         row.map(replay_of).transpose()
     }
 
-    /// The newest replays, newest first; with `running`, only those still
-    /// running (oldest first: the order a node works on them).
-    pub async fn replays(&self, running: bool, limit: usize) -> StoreResult<Vec<Replay>> {
+    /// The newest replays (of `connector`, or all), newest first.
+    pub async fn replays(&self, connector: Option<&str>, limit: usize) -> StoreResult<Vec<Replay>> {
         let mut r = self.read().await?;
-        let sql = if running {
-            format!(
-                "SELECT {REPLAY_COLUMNS} FROM replays WHERE state = 'running' ORDER BY id LIMIT $1"
-            )
-        } else {
-            format!("SELECT {REPLAY_COLUMNS} FROM replays ORDER BY id DESC LIMIT $1")
-        };
-        let rows: Vec<ReplayRow> = on!(r.conn(), |c| sqlx::query_as(&sql)
-            .bind(limit.clamp(1, 10_000) as i64)
-            .fetch_all(c)
-            .await)?;
+        let rows: Vec<ReplayRow> = on!(r.conn(), |c| sqlx::query_as(&format!(
+            "SELECT {REPLAY_COLUMNS} FROM replays WHERE $1 IS NULL OR connector = $1 \
+             ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(connector)
+        .bind(limit.clamp(1, 10_000) as i64)
+        .fetch_all(c)
+        .await)?;
         rows.into_iter().map(replay_of).collect()
+    }
+
+    /// Running replays whose next page is due at `now`, the longest due
+    /// first.
+    pub async fn due_replays(&self, now: Millis, limit: usize) -> StoreResult<Vec<Replay>> {
+        let mut r = self.read().await?;
+        let rows: Vec<ReplayRow> = on!(r.conn(), |c| sqlx::query_as(&format!(
+            "SELECT {REPLAY_COLUMNS} FROM replays WHERE state = 'running' AND due_at <= $1 \
+             ORDER BY due_at LIMIT $2"
+        ))
+        .bind(now)
+        .bind(limit.clamp(1, 10_000) as i64)
+        .fetch_all(c)
+        .await)?;
+        rows.into_iter().map(replay_of).collect()
+    }
+
+    /// Takes replay `id`'s next page for this node, if it is due: no other
+    /// node makes it before `now + hold_ms`, or before this one moves the
+    /// cursor and sets when the next is due.
+    pub async fn take_replay(&self, id: i64, now: Millis, hold_ms: i64) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let taken = on!(tx.conn(), |c| {
+            sqlx::query(
+            "UPDATE replays SET due_at = $3 WHERE id = $1 AND state = 'running' AND due_at <= $2",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(now + hold_ms)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected())
+        })? == 1;
+        tx.commit().await?;
+        Ok(taken)
     }
 
     /// The next stored events a replay examines: after `after`, up to
@@ -883,7 +923,7 @@ impl Catalog {
         type PageRow = (i64, String, String, String, String, i64, Vec<u8>);
         let rows: Vec<PageRow> = on!(r.conn(), |c| sqlx::query_as(
             "SELECT seq, id, type, keys, payload, accepted_at, digest FROM events \
-                 WHERE seq > $1 AND seq <= $2 AND replay_id IS NULL ORDER BY seq LIMIT $3",
+             WHERE seq > $1 AND seq <= $2 AND replay_id IS NULL ORDER BY seq LIMIT $3",
         )
         .bind(after)
         .bind(last)
@@ -898,8 +938,9 @@ impl Catalog {
     }
 
     /// Moves a running replay's cursor from `from` to `to` with what that
-    /// page examined and replayed, finished when `done`. False when another
-    /// node moved it first, or it was cancelled meanwhile.
+    /// page examined and replayed, finished when `done`, its next page due
+    /// at `due_at`. False when another node moved it first, or it was
+    /// cancelled meanwhile.
     #[allow(clippy::too_many_arguments)]
     pub async fn advance_replay(
         &self,
@@ -909,12 +950,13 @@ impl Catalog {
         examined: u64,
         replayed: u64,
         done: bool,
+        due_at: Millis,
         now: Millis,
     ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let moved = on!(tx.conn(), |c| sqlx::query(
             "UPDATE replays SET cursor_seq = $3, examined = examined + $4, \
-                 replayed = replayed + $5, updated_at = $6, \
+                 replayed = replayed + $5, updated_at = $6, due_at = $8, \
                  state = CASE WHEN $7 THEN 'done' ELSE state END, \
                  finished_at = CASE WHEN $7 THEN $6 ELSE finished_at END \
              WHERE id = $1 AND cursor_seq = $2 AND state = 'running'",
@@ -926,6 +968,7 @@ impl Catalog {
         .bind(replayed as i64)
         .bind(now)
         .bind(done)
+        .bind(due_at)
         .execute(c)
         .await
         .map(|r| r.rows_affected()))?
@@ -934,8 +977,22 @@ impl Catalog {
         Ok(moved)
     }
 
-    /// Ends the copies not started of a cancelled replay, again: for a page
-    /// a node made while the replay was being cancelled. How many.
+    /// The dead deliveries of replay `id`'s copies (at most `limit`): a
+    /// cancel skips them, so none holds a key for ever.
+    pub async fn replay_dead_copies(&self, id: i64, limit: usize) -> StoreResult<Vec<i64>> {
+        let mut r = self.read().await?;
+        Ok(on!(r.conn(), |c| sqlx::query_scalar(
+            "SELECT d.id FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+             WHERE e.replay_id = $1 AND d.state = 'dead' ORDER BY d.id LIMIT $2",
+        )
+        .bind(id)
+        .bind(limit.clamp(1, 100_000) as i64)
+        .fetch_all(c)
+        .await)?)
+    }
+
+    /// Ends the copies waiting of a cancelled replay, again: for a page a
+    /// node made while the replay was being cancelled. How many.
     pub async fn end_cancelled_copies(&self, id: i64, now: Millis) -> StoreResult<u64> {
         let mut tx = self.begin().await?;
         let cancelled: Option<String> = on!(tx.conn(), |c| sqlx::query_scalar(
@@ -952,11 +1009,11 @@ impl Catalog {
         Ok(ended)
     }
 
-    /// Cancels a running replay: it makes no more copies, and those of its
-    /// deliveries not started yet expire now (the expiry sweep ends them as
-    /// `expired`, releasing their lanes; none is claimed meanwhile). Audited.
-    /// Answers the replay and how many deliveries it ended, or `None` if it
-    /// was not running.
+    /// Cancels a running replay: it makes no more copies, and its copies
+    /// waiting (not in flight) expire now: the expiry sweep ends them as
+    /// `expired`, releasing their lanes, and no claim takes them meanwhile.
+    /// Audited. Answers the replay and how many deliveries it ended, or
+    /// `None` if it was not running.
     pub async fn cancel_replay(
         &self,
         id: i64,
@@ -977,8 +1034,7 @@ impl Catalog {
             return Ok(None);
         };
         let ended = end_copies(conn.re(), id, now).await?;
-        let after =
-            serde_json::json!({"replay": id, "state": "cancelled", "not_started_ended": ended});
+        let after = serde_json::json!({"replay": id, "state": "cancelled", "waiting_ended": ended});
         audit(
             conn,
             now,
@@ -1644,6 +1700,9 @@ pub struct Replay {
     pub state: String,
     /// The newest stored event when it was asked for: it goes no further.
     pub last_seq: i64,
+    /// Where it began (just before the first event accepted at `since`):
+    /// its progress runs from here to `last_seq`.
+    pub start_seq: i64,
     /// Every stored event up to here has been examined.
     pub cursor_seq: i64,
     pub examined: u64,
@@ -1651,13 +1710,16 @@ pub struct Replay {
     pub replayed: u64,
     pub created_by: String,
     pub created_at: Millis,
-    pub updated_at: Millis,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Millis>,
 }
 
+/// How long after it is asked for a replay starts: every ingest under way
+/// then has committed (PostgreSQL hands out `seq` before commit).
+pub const REPLAY_GRACE_MS: i64 = 2_000;
+
 const REPLAY_COLUMNS: &str = "id, connector, since_ms, until_ms, types, event_key, rate, state, \
-     last_seq, cursor_seq, examined, replayed, created_by, created_at, updated_at, finished_at";
+     last_seq, start_seq, cursor_seq, examined, replayed, created_by, created_at, finished_at";
 
 type ReplayRow = (
     i64,
@@ -1672,32 +1734,30 @@ type ReplayRow = (
     i64,
     i64,
     i64,
-    String,
     i64,
+    String,
     i64,
     Option<i64>,
 );
 
 fn replay_of(row: ReplayRow) -> StoreResult<Replay> {
-    let (id, connector, since, until, types, key, rate, state, last_seq, cursor_seq) = (
-        row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9,
-    );
+    let types = serde_json::from_str(&row.4).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(Replay {
-        id,
-        connector,
-        since,
-        until,
-        types: serde_json::from_str(&types).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        key,
-        rate,
-        state,
-        last_seq,
-        cursor_seq,
-        examined: row.10.max(0) as u64,
-        replayed: row.11.max(0) as u64,
-        created_by: row.12,
-        created_at: row.13,
-        updated_at: row.14,
+        id: row.0,
+        connector: row.1,
+        since: row.2,
+        until: row.3,
+        types,
+        key: row.5,
+        rate: row.6,
+        state: row.7,
+        last_seq: row.8,
+        start_seq: row.9,
+        cursor_seq: row.10,
+        examined: row.11.max(0) as u64,
+        replayed: row.12.max(0) as u64,
+        created_by: row.13,
+        created_at: row.14,
         finished_at: row.15,
     })
 }

@@ -776,7 +776,37 @@ async fn supersede_tx(
             order: *order,
         })
         .collect();
-    let decided = lanes::supersessions(fresh, seqs, &candidates);
+    // A replay's copies also meet the newest state of their key that a
+    // destination has or is getting.
+    let mut kept = Vec::new();
+    if fresh.iter().any(|r| r.origin.is_some()) {
+        static KEPT: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT v.c, v.t, k.o, k.s FROM unnest($1::text[], $2::text[]) AS v(c, t) \
+                 CROSS JOIN LATERAL (SELECT COALESCE(e.origin_seq, e.seq) AS o, d.event_seq AS s \
+                     FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+                     WHERE d.connector = v.c AND d.coalesce_key = v.t AND {} \
+                     ORDER BY o DESC LIMIT 1) k",
+                lanes::sql::delivering("d")
+            )
+        });
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(&KEPT)
+            .bind(&cs)
+            .bind(&ts)
+            .fetch_all(&mut *conn)
+            .await?;
+        kept.extend(
+            rows.into_iter()
+                .map(|(connector, tag, order, seq)| lanes::Candidate {
+                    id: 0,
+                    connector,
+                    tag,
+                    seq,
+                    order,
+                }),
+        );
+    }
+    let decided = lanes::supersessions(fresh, seqs, &candidates, &kept);
     if decided.stored.is_empty() {
         return Ok((Vec::new(), decided.fresh));
     }

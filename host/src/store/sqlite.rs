@@ -1138,7 +1138,37 @@ impl Writer {
                 order: *order,
             })
             .collect();
-        let decided = lanes::supersessions(fresh, seqs, &candidates);
+        // A replay's copies also meet the newest state of their key that a
+        // destination has or is getting.
+        let mut kept = Vec::new();
+        if fresh.iter().any(|r| r.origin.is_some()) {
+            static KEPT: LazyLock<String> = LazyLock::new(|| {
+                format!(
+                    "SELECT COALESCE(e.origin_seq, e.seq) AS o, d.event_seq FROM deliveries d \
+                     JOIN events e ON e.seq = d.event_seq \
+                     WHERE d.connector = ?1 AND d.coalesce_key = ?2 AND {} \
+                     ORDER BY o DESC LIMIT 1",
+                    lanes::sql::delivering("d")
+                )
+            });
+            for (c, t) in &tags {
+                let row: Option<(i64, i64)> = sqlx::query_as(&KEPT)
+                    .bind(*c)
+                    .bind(*t)
+                    .fetch_optional(&mut self.conn)
+                    .await?;
+                if let Some((order, seq)) = row {
+                    kept.push(lanes::Candidate {
+                        id: 0,
+                        connector: c.to_string(),
+                        tag: t.to_string(),
+                        seq,
+                        order,
+                    });
+                }
+            }
+        }
+        let decided = lanes::supersessions(fresh, seqs, &candidates, &kept);
         if decided.stored.is_empty() {
             return Ok((Vec::new(), decided.fresh));
         }

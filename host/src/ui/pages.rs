@@ -225,13 +225,7 @@ pub async fn connector(
     let versions = catalog.component_versions(&name).await?;
     let attempts = catalog.recent_attempts(&name, 50).await?;
     let breaker = catalog.breaker_transitions(&name, 20).await?;
-    let replays: Vec<crate::store::Replay> = catalog
-        .replays(false, 200)
-        .await?
-        .into_iter()
-        .filter(|r| r.connector == name)
-        .take(10)
-        .collect();
+    let replays = catalog.replays(Some(&name), 10).await?;
     let (_, label, why) = health(&c);
     let configured = state.app.fleet.get(&name);
     let action = |what: &str| format!("/ui/connectors/{}/{what}", view::segment(&name));
@@ -358,7 +352,8 @@ pub async fn connector(
                         thead { tr { th.num { "Replay" } th { "State" } th.num { "Replayed" } th.num { "Examined" } th.num { "Progress" } th { "Events accepted" } th { "Types" } th { "Key" } th { "By" } } }
                         tbody {
                             @for r in &replays {
-                                @let progress = if r.state == "done" { 100 } else if r.last_seq > 0 { (r.cursor_seq.max(0) * 100 / r.last_seq).min(100) } else { 0 };
+                                @let span = (r.last_seq - r.start_seq).max(1);
+                                @let progress = if r.state == "done" { 100 } else { ((r.cursor_seq - r.start_seq).max(0) * 100 / span).min(100) };
                                 tr {
                                     td.num { (r.id) }
                                     td { (badge(&r.state)) }
