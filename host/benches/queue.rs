@@ -2,7 +2,7 @@
 //!
 //! `cargo bench -p switchboard --bench queue -- <scenario> [options]`, where
 //! scenario is one of `ingest-single`, `ingest-batch`, `drain`, `footprint`,
-//! `all`. BENCHMARKS.md at the repository root records what it printed.
+//! `storage`, `all`. BENCHMARKS.md at the repository root records what it printed.
 //!
 //! Honesty rules this program keeps:
 //! - The store is opened exactly as the gateway opens it (`store::open`: WAL,
@@ -94,7 +94,7 @@ impl Default for Opts {
 }
 
 const USAGE: &str = "usage: cargo bench -p switchboard --bench queue -- \
-<ingest-single|ingest-batch|drain|footprint|all> \
+<ingest-single|ingest-batch|drain|footprint|storage|all> \
 [--duration SECS] [--warmup SECS] [--clients N] [--batch N] \
 [--measured N] [--backlog N] [--prefill-batch N] [--concurrency N] [--dir PATH] \
 [--storage postgres://… [--nodes N]]";
@@ -163,6 +163,7 @@ fn main() {
                 let db = prefilled(&opts, opts.backlog, Behind::SameKeys).await;
                 footprint(&db).await;
             }
+            "storage" => storage(&opts).await,
             "all" => {
                 ingest_single(&opts).await;
                 ingest_batch(&opts).await;
@@ -469,6 +470,127 @@ async fn footprint(db: &Db) {
         t.elapsed().as_secs_f64()
     );
     drop(reopened);
+}
+
+/// Bytes per event as it goes through its life (issue 25, item 5): `n`
+/// events (`--backlog`) queued, then delivered, then reduced to their id
+/// past the payload retention (`store::retention`). Each figure is the
+/// pages the database's tables and indexes occupy (SQLite: `dbstat`, free
+/// space inside pages included, free pages not; PostgreSQL:
+/// `pg_total_relation_size` after `VACUUM`) divided by `n`.
+async fn storage(opts: &Opts) {
+    let n = opts.backlog;
+    let db = prefilled(opts, n, Behind::SameKeys).await;
+    let per = |bytes: i64| bytes as f64 / n as f64;
+    let live = table_bytes(&db).await;
+    println!(
+        "storage: {n} events queued (ids of ~20 characters, two keys, a {PAYLOAD_BYTES}-byte \
+         payload): {:.0} bytes per live event",
+        per(live.iter().map(|r| r.1).sum())
+    );
+    print_tables(&live, n);
+
+    let t = Instant::now();
+    let mut delivered = 0;
+    loop {
+        let claimed = db
+            .store
+            .claim(CONNECTOR, 1_000, now_ms(), 60_000)
+            .await
+            .unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        delivered += claimed.len();
+        let done = claimed
+            .iter()
+            .map(|d| store::Completion::of(d, store::CompletionKind::Delivered))
+            .collect();
+        db.store.complete(done, now_ms()).await.unwrap();
+    }
+    assert_eq!(delivered, n, "every event delivered");
+    println!(
+        "storage: delivered all {n} in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let finished = table_bytes(&db).await;
+    println!(
+        "storage: {:.0} bytes per finished event, whole",
+        per(finished.iter().map(|r| r.1).sum())
+    );
+    print_tables(&finished, n);
+
+    // Everything past the payload retention, nothing past the window.
+    let purge = store::Purge {
+        compact_before: now_ms() + 1,
+        forget_before: Some(0),
+    };
+    let t = Instant::now();
+    let mut compacted = 0;
+    loop {
+        let p = db.store.purge_finished(purge, 5_000).await.unwrap();
+        compacted += p.compacted;
+        if p.events() == 0 {
+            break;
+        }
+    }
+    assert_eq!(compacted as usize, n, "every event reduced to its id");
+    let took = t.elapsed().as_secs_f64();
+    println!(
+        "storage: reduced {n} events to their ids in {took:.1} s ({:.0} events/s, 5,000 a \
+         transaction)",
+        n as f64 / took
+    );
+    let reduced = table_bytes(&db).await;
+    let ids: i64 = reduced
+        .iter()
+        .filter(|r| r.0.starts_with("finished_"))
+        .map(|r| r.1)
+        .sum();
+    println!(
+        "storage: {:.1} bytes per finished event past its payload retention (finished_ids, its \
+         index, finished_marks); {:.1} bytes per event for the whole database",
+        per(ids),
+        per(reduced.iter().map(|r| r.1).sum())
+    );
+    print_tables(&reduced, n);
+}
+
+/// Each table's and index's bytes, largest first (see [`storage`]).
+async fn table_bytes(db: &Db) -> Vec<(String, i64)> {
+    if db.path.is_none() {
+        let schema = db.schema.clone().unwrap_or_default();
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query("VACUUM").execute(&mut conn).await.unwrap();
+        return sqlx::query_as(
+            "SELECT c.relname::text, pg_relation_size(c.oid)::int8 FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'i', 't') ORDER BY 2 DESC",
+        )
+        .bind(&schema)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    }
+    let mut conn = sqlx::sqlite::SqliteConnection::connect(&db.url)
+        .await
+        .unwrap();
+    let rows = sqlx::query_as("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    rows
+}
+
+fn print_tables(rows: &[(String, i64)], n: usize) {
+    for (name, bytes) in rows.iter().filter(|r| r.1 >= 64 * 1024) {
+        println!(
+            "  {name:<28} {:>8.1} MiB  {:>6.1} bytes/event",
+            *bytes as f64 / (1024.0 * 1024.0),
+            *bytes as f64 / n as f64
+        );
+    }
 }
 
 /// Bytes of the schema's tables and indexes (heap, TOAST, indexes).

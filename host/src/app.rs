@@ -214,12 +214,12 @@ pub async fn run(
             listen(store.clone(), registry.clone(), stop.clone())
         });
     }
-    if config.storage.retention_days > 0 {
-        let (store, days, stop) = (
-            store.clone(),
-            config.storage.retention_days,
-            stop_rx.clone(),
-        );
+    let days = (
+        config.storage.retention_days,
+        config.storage.payload_retention_days,
+    );
+    if store::Purge::at(now_ms(), days.0, days.1).is_some() {
+        let (store, stop) = (store.clone(), stop_rx.clone());
         supervise::spawn("retention".into(), stop_rx.clone(), move || {
             retention(store.clone(), days, stop.clone())
         });
@@ -441,36 +441,41 @@ async fn listen(
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 const RETENTION_BATCH: usize = 5_000;
 
-/// Deletes finished events older than the dedup window, in batches, so the
-/// store grows with the window and the backlog, not with all history.
+/// Reduces finished events past the payload retention to their id and
+/// forgets ids past the dedup window (`store::retention`), in batches, so
+/// the store grows with the window and the backlog, not with all history.
 async fn retention(
     store: std::sync::Arc<dyn store::Store>,
-    days: u32,
+    (window_days, payload_days): (u32, u32),
     mut stop: watch::Receiver<bool>,
 ) {
-    let window = i64::from(days) * 24 * 3600 * 1000;
     loop {
-        let mut purged = 0;
-        loop {
-            let before = now_ms() - window;
-            match store.purge_finished(before, RETENTION_BATCH).await {
-                Ok(n) => {
-                    purged += n;
-                    if (n as usize) < RETENTION_BATCH || *stop.borrow() {
+        let mut total = store::Purged::default();
+        while let Some(r) = store::Purge::at(now_ms(), window_days, payload_days) {
+            match store.purge_finished(r, RETENTION_BATCH).await {
+                Ok(p) => {
+                    total.compacted += p.compacted;
+                    total.deleted += p.deleted;
+                    total.forgotten += p.forgotten;
+                    let more = p.events().max(p.forgotten) as usize >= RETENTION_BATCH;
+                    if !more || *stop.borrow() {
                         break;
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot delete events past the dedup window; will try again");
+                    tracing::warn!(error = %e, "cannot purge finished events; will try again");
                     break;
                 }
             }
         }
-        if purged > 0 {
+        if total != store::Purged::default() {
             tracing::info!(
-                events = purged,
-                days,
-                "deleted finished events past the dedup window"
+                compacted = total.compacted,
+                deleted = total.deleted,
+                ids_forgotten = total.forgotten,
+                window_days,
+                payload_days,
+                "purged finished events"
             );
         }
         tokio::select! {

@@ -118,11 +118,18 @@ impl Default for ServerConfig {
 pub struct StorageConfig {
     /// `sqlite://PATH` (embedded default) or `postgres://…`.
     pub url: String,
-    /// The dedup window, in days: an event whose deliveries are all final
-    /// (delivered, skipped, superseded) is deleted this long after it was
-    /// accepted, and its id may then be used again. Events with a delivery
-    /// still pending or dead are kept whatever their age. 0 keeps everything.
+    /// The dedup window, in days: a finished event's id (every delivery
+    /// final: delivered, skipped, expired, superseded) is kept this long
+    /// after the event was accepted, so a re-post is a duplicate; then it
+    /// may be used again. Events with a delivery still pending or dead are
+    /// kept whatever their age. 0 keeps ids for good.
     pub retention_days: u32,
+    /// How long a finished event is kept whole, in days: its payload,
+    /// deliveries and attempt log, for the event view, the console and
+    /// replays. After that only what deduplication needs stays (about 60
+    /// bytes an event) until `retention_days`. 0: whole for the whole
+    /// window; more than the window ends at the window.
+    pub payload_retention_days: u32,
     /// Component versions kept per connector: deploying a new one deletes
     /// those older than the newest this many (the active one is always
     /// among them, so rollback works back that far). 0 keeps every version.
@@ -134,6 +141,7 @@ impl Default for StorageConfig {
         Self {
             url: "sqlite://./switchboard.db".into(),
             retention_days: 30,
+            payload_retention_days: 7,
             component_versions: 10,
         }
     }

@@ -100,6 +100,46 @@ async fn ingest_answers_202_with_counts_and_the_event_can_be_looked_up() {
     );
 }
 
+/// Past the payload retention an event is reduced to its id: the event
+/// view says so (rather than "never accepted"), and a re-post of the same
+/// body is still a duplicate through the API.
+#[tokio::test]
+async fn an_event_reduced_to_its_id_is_still_known_and_says_why_it_is_gone() {
+    let api = api().await;
+    let ev = json!({"id": "old-1", "type": "customer.note", "payload": {"n": 1}});
+    let (s, _) = api.post(ev.to_string()).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let store = &api._store.store;
+    let later = i64::MAX / 4;
+    let claimed = store.claim("crm", 10, later, 30_000).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let delivered = switchboard::store::CompletionKind::Delivered;
+    let done = vec![switchboard::store::Completion::of(&claimed[0], delivered)];
+    store.complete(done, later).await.unwrap();
+    let purge = switchboard::store::Purge {
+        compact_before: i64::MAX / 2,
+        forget_before: Some(0),
+    };
+    assert_eq!(store.purge_finished(purge, 10).await.unwrap().compacted, 1);
+
+    let (s, b) = api.call("GET", "/v1/events/old-1", Body::empty()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let message = b["error"]["message"].as_str().unwrap();
+    assert!(message.contains("payload retention"), "{message}");
+    let (_, b) = api.call("GET", "/v1/events/never", Body::empty()).await;
+    let message = b["error"]["message"].as_str().unwrap();
+    assert!(message.contains("never accepted"), "{message}");
+
+    let (s, b) = api.post(ev.to_string()).await;
+    assert_eq!(
+        (s, b["duplicates"].as_u64()),
+        (StatusCode::ACCEPTED, Some(1))
+    );
+    let other = json!({"id": "old-1", "type": "customer.note", "payload": {"n": 2}});
+    let (s, b) = api.post(other.to_string()).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+}
+
 /// A route that declares forwarding updates full-state per customer: the
 /// older update not started is superseded, and its event says by which;
 /// the number move between them is neither superseded nor jumped.

@@ -7,8 +7,8 @@ mod common;
 use common::{ev, TestStore};
 use switchboard::queue::{DeliveryState, OnDead};
 use switchboard::store::{
-    Completion, CompletionKind, IngestCounts, IngestOutcome, LimitOverrides, OperatorAction,
-    QueueStats, Retention, Store,
+    Completion, CompletionKind, IngestCounts, IngestOutcome, LimitOverrides, OperatorAction, Purge,
+    Purged, QueueStats, Retention, Store,
 };
 
 const LEASE: i64 = 30_000;
@@ -674,6 +674,138 @@ async fn deploying_beyond_the_retention_prunes_the_oldest_versions(t: TestStore)
     assert_eq!(kept, vec![7, 6, 3]);
 }
 
+async fn finished_events_keep_only_their_id_past_the_payload_retention(t: TestStore) {
+    let s = &*t.store;
+    const M: i64 = 60_000;
+    s.ingest(
+        vec![
+            ev("old", "t", &["k1"], &["c"]),
+            ev("other", "t", &[], &[]),
+            ev("dead", "t", &["k2"], &["c"]),
+        ],
+        M,
+    )
+    .await
+    .unwrap();
+    let claimed = s.claim("c", 10, M, LEASE).await.unwrap();
+    let items = claimed
+        .iter()
+        .map(|d| {
+            let kind = if d.event.id == "dead" {
+                CompletionKind::Dead {
+                    error: "rejected".into(),
+                    on_dead: OnDead::Hold,
+                }
+            } else {
+                CompletionKind::Delivered
+            };
+            Completion::of(d, kind)
+        })
+        .collect();
+    s.complete(items, M + 1).await.unwrap();
+    s.ingest(vec![ev("new", "t", &["k3"], &["c"])], 5 * M)
+        .await
+        .unwrap();
+    finish(s, "c", 5 * M + 1, CompletionKind::Delivered).await;
+
+    // Past the payload retention, within the window: payload, deliveries
+    // and attempts go, the id stays; the dead letter is not touched.
+    let keep_ids = |compact: i64, forget: i64| Purge {
+        compact_before: compact,
+        forget_before: Some(forget),
+    };
+    let purged = s.purge_finished(keep_ids(3 * M, 0), 100).await.unwrap();
+    let want = Purged {
+        compacted: 2,
+        deleted: 0,
+        forgotten: 0,
+    };
+    assert_eq!(purged, want);
+    for (id, whole) in [
+        ("old", false),
+        ("other", false),
+        ("dead", true),
+        ("new", true),
+    ] {
+        assert_eq!(
+            s.catalog().event(id).await.unwrap().is_some(),
+            whole,
+            "{id}"
+        );
+    }
+    assert_eq!(t.count_mismatches().await, Vec::<String>::new());
+    let left = s.catalog().state_counts("c").await.unwrap();
+    assert_eq!((left.delivered, left.dead), (1, 1), "{left:?}");
+    assert_eq!(
+        s.purge_finished(keep_ids(3 * M, 0), 100).await.unwrap(),
+        Purged::default(),
+        "nothing more"
+    );
+
+    // A re-post of a reduced id is still a duplicate, with another body a
+    // conflict that stores nothing; beside a fresh event in one request.
+    assert_eq!(
+        s.ingest(
+            vec![ev("old", "t", &["k1"], &["c"]), ev("fresh", "t", &[], &[])],
+            6 * M
+        )
+        .await
+        .unwrap(),
+        accepted(1, 1, 1)
+    );
+    assert!(matches!(
+        s.ingest(
+            vec![ev("x1", "t", &[], &[]), ev("other", "changed", &[], &[])],
+            6 * M
+        )
+        .await
+        .unwrap(),
+        IngestOutcome::Conflict { index: 1, .. }
+    ));
+    assert!(s.catalog().event("x1").await.unwrap().is_none());
+
+    // Past the window the id is forgotten, and may be used again.
+    let purged = s.purge_finished(keep_ids(3 * M, 2 * M), 100).await.unwrap();
+    assert_eq!(purged.forgotten, 2, "{purged:?}");
+    assert_eq!(
+        s.ingest(vec![ev("old", "t", &["k1"], &["c"])], 7 * M)
+            .await
+            .unwrap(),
+        accepted(1, 0, 0)
+    );
+    let purged = s.purge_finished(keep_ids(6 * M, 5 * M), 100).await.unwrap();
+    assert_eq!((purged.compacted, purged.forgotten), (1, 0), "{purged:?}");
+    // Ids are forgotten to the minute: "new", accepted in minute 5,
+    // outlives a cut-off inside that minute.
+    let purged = s
+        .purge_finished(keep_ids(6 * M, 5 * M + M / 2), 100)
+        .await
+        .unwrap();
+    assert_eq!(purged, Purged::default());
+    assert_eq!(
+        s.ingest(vec![ev("new", "t", &["k3"], &["c"])], 8 * M)
+            .await
+            .unwrap(),
+        accepted(0, 1, 0)
+    );
+    // Ids go a limited number at a time.
+    let purged = s.purge_finished(keep_ids(6 * M, 6 * M), 1).await.unwrap();
+    assert_eq!(purged.forgotten, 1, "{purged:?}");
+    let purged = s.purge_finished(keep_ids(6 * M, 6 * M), 1).await.unwrap();
+    assert_eq!(purged.forgotten, 0, "{purged:?}");
+    assert_eq!(
+        s.ingest(vec![ev("new", "t", &["k3"], &["c"])], 9 * M)
+            .await
+            .unwrap(),
+        accepted(1, 0, 0)
+    );
+    // An event finished only after the window was over goes whole.
+    finish(s, "c", 9 * M, CompletionKind::Delivered).await;
+    let purged = s.purge_finished(keep_ids(8 * M, 8 * M), 100).await.unwrap();
+    assert_eq!((purged.compacted, purged.deleted), (0, 2), "{purged:?}");
+    assert_eq!(t.count_mismatches().await, Vec::<String>::new());
+}
+
 async fn finished_events_past_the_window_are_purged_and_nothing_else(t: TestStore) {
     let s = &*t.store;
     s.ingest(
@@ -710,7 +842,13 @@ async fn finished_events_past_the_window_are_purged_and_nothing_else(t: TestStor
 
     // Only events accepted before 200 whose deliveries are all final (or that
     // had none) go; the dead letter and the one waiting behind it stay.
-    assert_eq!(s.purge_finished(200, 100).await.unwrap(), 2);
+    assert_eq!(
+        s.purge_finished(Purge::whole(200), 100)
+            .await
+            .unwrap()
+            .events(),
+        2
+    );
     for (id, kept) in [
         ("done", false),
         ("unrouted", false),
@@ -720,7 +858,14 @@ async fn finished_events_past_the_window_are_purged_and_nothing_else(t: TestStor
     ] {
         assert_eq!(s.catalog().event(id).await.unwrap().is_some(), kept, "{id}");
     }
-    assert_eq!(s.purge_finished(200, 100).await.unwrap(), 0, "nothing more");
+    assert_eq!(
+        s.purge_finished(Purge::whole(200), 100)
+            .await
+            .unwrap()
+            .events(),
+        0,
+        "nothing more"
+    );
     // Past the window an id may be used again.
     assert_eq!(
         s.ingest(vec![ev("done", "t", &["k1"], &["c"])], 600)
@@ -734,9 +879,27 @@ async fn finished_events_past_the_window_are_purged_and_nothing_else(t: TestStor
         .map(|i| ev(&format!("u{i}"), "t", &[], &[]))
         .collect();
     s.ingest(batch, 700).await.unwrap();
-    assert_eq!(s.purge_finished(800, 3).await.unwrap(), 3);
-    assert_eq!(s.purge_finished(800, 3).await.unwrap(), 3);
-    assert_eq!(s.purge_finished(800, 3).await.unwrap(), 0);
+    assert_eq!(
+        s.purge_finished(Purge::whole(800), 3)
+            .await
+            .unwrap()
+            .events(),
+        3
+    );
+    assert_eq!(
+        s.purge_finished(Purge::whole(800), 3)
+            .await
+            .unwrap()
+            .events(),
+        3
+    );
+    assert_eq!(
+        s.purge_finished(Purge::whole(800), 3)
+            .await
+            .unwrap()
+            .events(),
+        0
+    );
     assert!(s.catalog().event("dead").await.unwrap().is_some());
     // The counts lost what the purge deleted.
     assert_eq!(t.count_mismatches().await, Vec::<String>::new());
@@ -1399,7 +1562,13 @@ async fn every_finished_attempt_is_logged_once_with_how_it_ended(t: TestStore) {
     assert!(log.iter().all(|a| a.node == s.catalog().node()), "{log:?}");
     assert_eq!(t.count_mismatches().await, Vec::<String>::new());
     // The log goes with its event.
-    assert_eq!(s.purge_finished(i64::MAX, 10).await.unwrap(), 1);
+    assert_eq!(
+        s.purge_finished(Purge::whole(i64::MAX), 10)
+            .await
+            .unwrap()
+            .events(),
+        1
+    );
     assert!(s.catalog().attempts(id).await.unwrap().is_empty());
 }
 
@@ -1806,6 +1975,7 @@ for_each_backend!(
     deliveries_past_their_expiry_end_expired_and_release_their_lanes,
     two_outcomes_for_one_delivery_in_one_call_apply_once_in_order,
     finished_events_past_the_window_are_purged_and_nothing_else,
+    finished_events_keep_only_their_id_past_the_payload_retention,
     the_component_registry_keeps_versions_and_one_active,
     deploying_beyond_the_retention_prunes_the_oldest_versions,
     ingest_is_idempotent_and_conflicts_store_nothing,

@@ -119,10 +119,23 @@ pub async fn show(
     super::extract::stored_text("id", &id, MAX_ID_LEN)?;
     match state.store.catalog().event(&id).await? {
         Some(view) => Ok(Json(view)),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "event_not_found",
-            format!("no event with id {id:?}"),
-        )),
+        None => Err(no_event(&state, &id).await?),
     }
+}
+
+/// 404 for an event not stored whole, saying why as far as the store can
+/// tell: an event reduced to its id after `storage.payload_retention_days`
+/// is known (a re-post is still a duplicate), its details are not.
+pub async fn no_event(state: &AppState, id: &str) -> Result<ApiError, ApiError> {
+    let why = if state.store.catalog().reduced_to_id(id).await? {
+        "it finished and passed the payload retention (storage.payload_retention_days): \
+         only its id is kept, until the dedup window ends, so a re-post is still a duplicate"
+    } else {
+        "it was never accepted, or it finished and passed the dedup window"
+    };
+    Ok(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "event_not_found",
+        format!("no event with id {id:?} is stored: {why}"),
+    ))
 }

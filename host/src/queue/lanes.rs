@@ -276,6 +276,18 @@ pub struct Candidate {
     pub order: i64,
 }
 
+impl Candidate {
+    pub fn new(id: i64, connector: &str, tag: &str, seq: i64, order: i64) -> Self {
+        Self {
+            id,
+            connector: connector.to_string(),
+            tag: tag.to_string(),
+            seq,
+            order,
+        }
+    }
+}
+
 /// What coalescing decides for one accept.
 #[derive(Debug, Default, PartialEq)]
 pub struct Supersessions {

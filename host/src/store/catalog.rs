@@ -58,6 +58,7 @@ macro_rules! on {
         }
     };
 }
+pub(crate) use on;
 
 /// The database's clock in epoch milliseconds, as PostgreSQL SQL: nodes'
 /// heartbeats and the judgement that a node went silent use it, never a
@@ -371,6 +372,20 @@ impl Catalog {
     }
 
     // ---- Views of the queue.
+
+    /// Whether `id` is of a finished event reduced to its id (past the
+    /// payload retention, within the dedup window: see `store::retention`).
+    pub async fn reduced_to_id(&self, id: &str) -> StoreResult<bool> {
+        let mut r = self.read().await?;
+        let hash = super::retention::id_hash(id).to_vec();
+        let found: Option<i64> = on!(r.conn(), |c| sqlx::query_scalar(
+            "SELECT seq FROM finished_ids WHERE id_hash = $1"
+        )
+        .bind(&hash)
+        .fetch_optional(c)
+        .await)?;
+        Ok(found.is_some())
+    }
 
     /// An event with its deliveries.
     pub async fn event(&self, id: &str) -> StoreResult<Option<EventView>> {

@@ -42,6 +42,7 @@ macro_rules! embed_with_shared {
             "0015_coalesce",
             "0016_attempts_connector",
             "0017_replays",
+            "0018_finished_ids",
         )
     };
 }

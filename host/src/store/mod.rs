@@ -16,6 +16,7 @@ pub mod catalog;
 mod migrations;
 pub mod postgres;
 mod recent_lanes;
+pub mod retention;
 pub mod sqlite;
 mod table_lanes;
 
@@ -27,6 +28,7 @@ use serde::Serialize;
 pub use self::catalog::{
     AttemptRecord, BreakerTransition, Catalog, MinuteCount, NewReplay, NodeRecord, Replay,
 };
+pub use self::retention::{Purge, Purged};
 pub use crate::queue::breaker::SharedHealth;
 pub use crate::queue::lanes::Routed;
 use crate::queue::lanes::Step;
@@ -470,11 +472,13 @@ pub trait Store: Send + Sync + 'static {
     /// The lane of `key` in each of `connectors`.
     async fn lanes(&self, key: &str, connectors: &[String]) -> StoreResult<Vec<LaneView>>;
 
-    /// Deletes up to `limit` of the oldest events accepted before
-    /// `accepted_before` whose deliveries are all final (or that had none),
-    /// with their deliveries; returns how many events went. Events with a
-    /// delivery still pending or dead are never deleted.
-    async fn purge_finished(&self, accepted_before: Millis, limit: usize) -> StoreResult<u64>;
+    /// Reduces up to `limit` of the oldest finished events (deliveries all
+    /// final, or none) accepted before `purge.compact_before` to their id,
+    /// or deletes them whole when accepted before its `forget_before`,
+    /// and forgets up to `limit` ids past `forget_before` (see
+    /// [`retention`]). Events with a delivery still pending or dead are
+    /// never touched.
+    async fn purge_finished(&self, purge: Purge, limit: usize) -> StoreResult<Purged>;
 
     /// Connector configs, controls and versions, the audit log, and the
     /// queue's read-only views.
@@ -847,7 +851,9 @@ pub(crate) fn classify<'a, R: AsRef<[Routed]>>(
         let mut conflict = None;
         for (index, r) in events.iter().enumerate() {
             match known.get(&r.event.id) {
-                Some(d) if d.as_slice() == r.event.digest => counts.duplicates += 1,
+                // `d` is a prefix of the digest once the event is reduced
+                // to its id (see `retention`).
+                Some(d) if r.event.digest.starts_with(d) => counts.duplicates += 1,
                 Some(_) => {
                     conflict = Some(IngestOutcome::Conflict {
                         index,

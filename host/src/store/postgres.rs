@@ -35,11 +35,12 @@ use sqlx::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::catalog::{self, lock_id, Attempt, Conn, Counts, Pools};
+use super::retention;
 use super::{
     claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
     state_of, Catalog, Claimed, Cluster, Completion, CompletionKind, EventRow, IngestOutcome,
-    LaneHeadRow, LaneView, OperatorAction, Routed, SharedHealth, Store, StoreError, StoreResult,
-    LANE_BEHIND,
+    LaneHeadRow, LaneView, OperatorAction, Purge, Purged, Routed, SharedHealth, Store, StoreError,
+    StoreResult, LANE_BEHIND,
 };
 use crate::queue::lanes::{
     self, delivery_count, first_released, plan_accept, promotions, AcceptPlan, Step,
@@ -537,12 +538,7 @@ async fn ingest_tx(
         .flatten()
         .map(|r| r.event.id.as_str())
         .collect();
-    let rows: Vec<(String, Vec<u8>)> =
-        sqlx::query_as("SELECT id, digest FROM events WHERE id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&mut *conn)
-            .await?;
-    let mut known: HashMap<String, Vec<u8>> = rows.into_iter().collect();
+    let mut known = retention::known_ids(Conn::Postgres(&mut *conn), &ids).await?;
     let (mut outcomes, fresh) = classify(requests, &mut known);
     if fresh.is_empty() {
         return Ok(outcomes);
@@ -768,13 +764,7 @@ async fn supersede_tx(
         .await?;
     let candidates: Vec<lanes::Candidate> = found
         .iter()
-        .map(|(id, c, tag, seq, order, _)| lanes::Candidate {
-            id: *id,
-            connector: c.clone(),
-            tag: tag.clone(),
-            seq: *seq,
-            order: *order,
-        })
+        .map(|(id, c, tag, seq, order, _)| lanes::Candidate::new(*id, c, tag, *seq, *order))
         .collect();
     // A replay's copies also meet the newest state of their key that a
     // destination has or is getting.
@@ -796,14 +786,8 @@ async fn supersede_tx(
             .fetch_all(&mut *conn)
             .await?;
         kept.extend(
-            rows.into_iter()
-                .map(|(connector, tag, order, seq)| lanes::Candidate {
-                    id: 0,
-                    connector,
-                    tag,
-                    seq,
-                    order,
-                }),
+            rows.iter()
+                .map(|(c, tag, order, seq)| lanes::Candidate::new(0, c, tag, *seq, *order)),
         );
     }
     let decided = lanes::supersessions(fresh, seqs, &candidates, &kept);
@@ -1415,45 +1399,17 @@ impl Store for PostgresStore {
         Ok(out)
     }
 
-    async fn purge_finished(&self, accepted_before: Millis, limit: usize) -> StoreResult<u64> {
+    async fn purge_finished(&self, r: Purge, limit: usize) -> StoreResult<Purged> {
         let writer = format!("{}/purge", self.node);
         transaction!(self.pool, |conn| async {
+            let mut counts = Counts::default();
             // SKIP LOCKED: an event another node is purging right now is
             // left to it.
-            let seqs: Vec<i64> = sqlx::query_scalar(&format!(
-                "SELECT seq FROM events e WHERE e.accepted_at < $1 AND NOT EXISTS \
-                     (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq \
-                      AND d.state NOT IN ({})) \
-                 ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
-                lanes::sql::final_states()
-            ))
-            .bind(accepted_before)
-            .bind(limit as i64)
-            .fetch_all(&mut *conn)
-            .await?;
-            sqlx::query(
-                "DELETE FROM attempts WHERE delivery_id IN \
-                     (SELECT id FROM deliveries WHERE event_seq = ANY($1))",
-            )
-            .bind(&seqs)
-            .execute(&mut *conn)
-            .await?;
-            let gone: Vec<(String, String)> = sqlx::query_as(
-                "DELETE FROM deliveries WHERE event_seq = ANY($1) RETURNING connector, state",
-            )
-            .bind(&seqs)
-            .fetch_all(&mut *conn)
-            .await?;
-            let mut counts = Counts::default();
-            for (connector, state) in gone {
-                counts.gone(&connector, state_of(&state)?, 1);
-            }
+            let lock = "FOR UPDATE SKIP LOCKED";
+            let purged =
+                retention::purge(Conn::Postgres(conn), r, limit, lock, &mut counts).await?;
             counts.write(Conn::Postgres(conn), &writer).await?;
-            sqlx::query("DELETE FROM events WHERE seq = ANY($1)")
-                .bind(&seqs)
-                .execute(&mut *conn)
-                .await?;
-            TxResult::Ok(seqs.len() as u64)
+            TxResult::Ok(purged)
         })
     }
 

@@ -41,11 +41,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::catalog::{self, Attempt, Conn, Counts, Pools};
 use super::recent_lanes::{Entry, RecentLanes};
+use super::retention;
 use super::table_lanes::{InTable, TableLanes};
 use super::{
     claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
     runs, state_of, Catalog, Claimed, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView,
-    OperatorAction, Routed, Store, StoreError, StoreResult, LANE_BEHIND,
+    OperatorAction, Purge, Purged, Routed, Store, StoreError, StoreResult, LANE_BEHIND,
 };
 use crate::queue::lanes::{self, first_released, plan_accept, promotions, AcceptPlan, Step};
 use crate::queue::{DeliveryState, Millis};
@@ -386,7 +387,7 @@ enum Work {
         now: Millis,
     },
     Purge {
-        before: Millis,
+        retention: Purge,
         limit: usize,
     },
     /// Read-only, but the writer holds the newest lane entries.
@@ -860,7 +861,7 @@ impl Writer {
             Work::Complete { items, now } => Box::new(self.complete_batch(&items, now).await?),
             Work::Rescue { now, all } => Box::new(self.rescue(now, all).await?),
             Work::Expire { now, limit } => Box::new(self.expire(now, limit).await?),
-            Work::Purge { before, limit } => Box::new(self.purge(before, limit).await?),
+            Work::Purge { retention, limit } => Box::new(self.purge(retention, limit).await?),
             Work::Lanes { key, connectors } => Box::new(self.lane_views(&key, &connectors).await?),
             Work::Pause { .. } => {
                 return Err(StoreError::Internal(
@@ -887,47 +888,9 @@ impl Writer {
         })
     }
 
-    async fn purge(&mut self, before: Millis, limit: usize) -> StoreResult<u64> {
-        let seqs: Vec<i64> = sqlx::query_scalar(&format!(
-            "SELECT seq FROM events e WHERE e.accepted_at < ?1 AND NOT EXISTS \
-                 (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq \
-                  AND d.state NOT IN ({})) \
-             ORDER BY seq LIMIT ?2",
-            lanes::sql::final_states()
-        ))
-        .bind(before)
-        .bind(limit as i64)
-        .fetch_all(&mut self.conn)
-        .await?;
-        for chunk in runs(&seqs) {
-            for table in [
-                "attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq",
-                "deliveries WHERE event_seq",
-                "events WHERE seq",
-            ] {
-                let mut qb = QueryBuilder::<Sqlite>::new(format!("DELETE FROM {table} IN ("));
-                let mut sep = qb.separated(", ");
-                for seq in chunk {
-                    sep.push_bind(*seq);
-                }
-                if table.starts_with("deliveries") {
-                    qb.push(") RETURNING connector, state");
-                    let gone: Vec<(String, String)> =
-                        qb.build_query_as().fetch_all(&mut self.conn).await?;
-                    for (connector, state) in gone {
-                        self.counts.gone(&connector, state_of(&state)?, 1);
-                    }
-                    continue;
-                }
-                qb.push(if table.starts_with("attempts") {
-                    "))"
-                } else {
-                    ")"
-                });
-                qb.build().execute(&mut self.conn).await?;
-            }
-        }
-        Ok(seqs.len() as u64)
+    async fn purge(&mut self, r: Purge, limit: usize) -> StoreResult<Purged> {
+        let conn = Conn::Sqlite(&mut self.conn);
+        retention::purge(conn, r, limit, "", &mut self.counts).await
     }
 
     /// Applies every ingest request of a commit group as one batch: one
@@ -942,19 +905,12 @@ impl Writer {
         now: Millis,
     ) -> StoreResult<Vec<IngestOutcome>> {
         // 1. Idempotency: which ids exist already, and with which digest.
-        let all: Vec<&Routed> = requests.iter().flatten().collect();
-        let mut known: HashMap<String, Vec<u8>> = HashMap::new();
-        for chunk in runs(&all) {
-            let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, digest FROM events WHERE id IN (");
-            let mut sep = qb.separated(", ");
-            for r in chunk {
-                sep.push_bind(r.event.id.as_str());
-            }
-            qb.push(")");
-            for row in qb.build().fetch_all(&mut self.conn).await? {
-                known.insert(row.try_get(0)?, row.try_get(1)?);
-            }
-        }
+        let all: Vec<&str> = requests
+            .iter()
+            .flatten()
+            .map(|r| r.event.id.as_str())
+            .collect();
+        let mut known = retention::known_ids(Conn::Sqlite(&mut self.conn), &all).await?;
         let (mut outcomes, fresh) = classify(requests, &mut known);
         if fresh.is_empty() {
             return Ok(outcomes);
@@ -1130,13 +1086,7 @@ impl Writer {
         }
         let candidates: Vec<lanes::Candidate> = found
             .iter()
-            .map(|(id, c, tag, seq, order, ..)| lanes::Candidate {
-                id: *id,
-                connector: c.clone(),
-                tag: tag.clone(),
-                seq: *seq,
-                order: *order,
-            })
+            .map(|(id, c, tag, seq, order, ..)| lanes::Candidate::new(*id, c, tag, *seq, *order))
             .collect();
         // A replay's copies also meet the newest state of their key that a
         // destination has or is getting.
@@ -1158,13 +1108,7 @@ impl Writer {
                     .fetch_optional(&mut self.conn)
                     .await?;
                 if let Some((order, seq)) = row {
-                    kept.push(lanes::Candidate {
-                        id: 0,
-                        connector: c.to_string(),
-                        tag: t.to_string(),
-                        seq,
-                        order,
-                    });
+                    kept.push(lanes::Candidate::new(0, c, t, seq, order));
                 }
             }
         }
@@ -1674,8 +1618,8 @@ impl Store for SqliteStore {
         self.call(Work::Lanes { key, connectors }).await
     }
 
-    async fn purge_finished(&self, before: Millis, limit: usize) -> StoreResult<u64> {
-        self.call(Work::Purge { before, limit }).await
+    async fn purge_finished(&self, retention: Purge, limit: usize) -> StoreResult<Purged> {
+        self.call(Work::Purge { retention, limit }).await
     }
 
     fn catalog(&self) -> &Catalog {

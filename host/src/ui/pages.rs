@@ -547,11 +547,8 @@ pub async fn event(
 ) -> PageResult {
     crate::api::extract::stored_text("id", &id, crate::queue::event::MAX_ID_LEN)?;
     let Some(e) = state.app.store.catalog().event(&id).await? else {
-        return Err(Refused::from(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "event_not_found",
-            format!("No event with id {id:?} is stored: it was never accepted, or it finished and passed the dedup window."),
-        )));
+        let missing = crate::api::events::no_event(&state.app, &id).await?;
+        return Err(Refused::from(missing));
     };
     let mut attempts = Vec::new();
     for d in &e.deliveries {
@@ -846,7 +843,9 @@ pub async fn find(
         q,
         crate::queue::event::MAX_KEY_LEN.max(crate::queue::event::MAX_ID_LEN),
     )?;
-    if state.app.store.catalog().event(q).await?.is_some() {
+    // An event reduced to its id has a page too: it says what became of it.
+    let catalog = state.app.store.catalog();
+    if catalog.event(q).await?.is_some() || catalog.reduced_to_id(q).await? {
         return Ok(Redirect::to(&view::event_href(q)));
     }
     Ok(Redirect::to(&view::key_href(q)))
