@@ -219,6 +219,12 @@ pub async fn run(
         config.storage.payload_retention_days,
     );
     if store::Purge::at(now_ms(), days.0, days.1).is_some() {
+        tracing::info!(
+            dedup_window_days = days.0,
+            payload_retention_days = days.1,
+            "finished events are kept whole for the payload retention, then only their id \
+             until the dedup window ends (0: for good)"
+        );
         let (store, stop) = (store.clone(), stop_rx.clone());
         supervise::spawn("retention".into(), stop_rx.clone(), move || {
             retention(store.clone(), days, stop.clone())

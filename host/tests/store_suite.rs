@@ -806,6 +806,47 @@ async fn finished_events_keep_only_their_id_past_the_payload_retention(t: TestSt
     assert_eq!(t.count_mismatches().await, Vec::<String>::new());
 }
 
+/// The newest events reduced to their id, then a reopen: the next `seq`
+/// and delivery id are past every one handed out, so a new event neither
+/// takes a kept id's `seq` (which would stop every later purge) nor falls
+/// below the lane watermark.
+async fn a_reopen_after_the_newest_events_were_reduced_reuses_no_seq(mut t: TestStore) {
+    const M: i64 = 60_000;
+    let keep_ids = Purge {
+        compact_before: 100 * M,
+        forget_before: Some(0),
+    };
+    for round in 0..3 {
+        let s = &*t.store;
+        let (a, b) = (format!("a{round}"), format!("b{round}"));
+        s.ingest(
+            vec![ev(&a, "t", &["k"], &["c"]), ev(&b, "t", &["k"], &["c"])],
+            M,
+        )
+        .await
+        .unwrap();
+        finish(s, "c", M, CompletionKind::Delivered).await;
+        finish(s, "c", M, CompletionKind::Delivered).await;
+        let purged = s.purge_finished(keep_ids, 100).await.unwrap();
+        assert_eq!(purged.compacted, 2, "round {round}: {purged:?}");
+        t.reopen().await;
+    }
+    let s = &*t.store;
+    // Every id is still known, and the lane still orders a new pair.
+    for round in 0..3 {
+        let dup = s.ingest(vec![ev(&format!("a{round}"), "t", &["k"], &["c"])], 2 * M);
+        assert_eq!(dup.await.unwrap(), accepted(0, 1, 0));
+    }
+    s.ingest(
+        vec![ev("x", "t", &["k"], &["c"]), ev("y", "t", &["k"], &["c"])],
+        2 * M,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(s, "c", 10, 2 * M).await, vec!["x"]);
+    assert_eq!(t.count_mismatches().await, Vec::<String>::new());
+}
+
 async fn finished_events_past_the_window_are_purged_and_nothing_else(t: TestStore) {
     let s = &*t.store;
     s.ingest(
@@ -1976,6 +2017,7 @@ for_each_backend!(
     two_outcomes_for_one_delivery_in_one_call_apply_once_in_order,
     finished_events_past_the_window_are_purged_and_nothing_else,
     finished_events_keep_only_their_id_past_the_payload_retention,
+    a_reopen_after_the_newest_events_were_reduced_reuses_no_seq,
     the_component_registry_keeps_versions_and_one_active,
     deploying_beyond_the_retention_prunes_the_oldest_versions,
     ingest_is_idempotent_and_conflicts_store_nothing,

@@ -285,19 +285,17 @@ async fn keep_ids(mut conn: Conn<'_>, events: &[&(i64, String, Vec<u8>, i64)]) -
 /// minute); how many.
 async fn forget_ids(mut conn: Conn<'_>, before: Millis, limit: usize) -> StoreResult<u64> {
     let minute = before.div_euclid(MINUTE_MS);
-    let first: Option<i64> = on!(conn.re(), |c| sqlx::query_scalar(
-        "SELECT MIN(first_seq) FROM finished_marks WHERE minute >= $1"
+    // One statement, so the marks it reads and the rows it deletes are of
+    // one snapshot: an id another node keeps meanwhile (a late compaction,
+    // below the first mark read) is never deleted with those before it.
+    // No mark from the window on: every id kept is older.
+    let gone = on!(conn.re(), |c| sqlx::query(
+        "DELETE FROM finished_ids WHERE seq IN (SELECT seq FROM finished_ids \
+             WHERE seq < (SELECT COALESCE(MIN(first_seq), 9223372036854775807) \
+                          FROM finished_marks WHERE minute >= $1) \
+             ORDER BY seq LIMIT $2)"
     )
     .bind(minute)
-    .fetch_one(c)
-    .await)?;
-    // No id kept from the window on: every one kept is older.
-    let below = first.unwrap_or(i64::MAX);
-    let gone = on!(conn.re(), |c| sqlx::query(
-        "DELETE FROM finished_ids WHERE seq < $1 AND seq IN \
-             (SELECT seq FROM finished_ids WHERE seq < $1 ORDER BY seq LIMIT $2)"
-    )
-    .bind(below)
     .bind(limit as i64)
     .execute(c)
     .await

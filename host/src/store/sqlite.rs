@@ -831,13 +831,23 @@ impl Writer {
         Ok(Some(watermark))
     }
 
+    /// The next `seq` and delivery id: past every one ever handed out, so
+    /// none is used twice even when the newest events were purged — a seq
+    /// may live on in `finished_ids`, and the lane watermark is past every
+    /// delivery it swept (a delivery below it would not be rebuilt).
     async fn reload_counters(&mut self) -> StoreResult<()> {
-        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM events")
-            .fetch_one(&mut self.conn)
-            .await?;
-        let did: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM deliveries")
-            .fetch_one(&mut self.conn)
-            .await?;
+        let seq: i64 = sqlx::query_scalar(
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0), \
+                        COALESCE((SELECT MAX(seq) FROM finished_ids), 0)) + 1",
+        )
+        .fetch_one(&mut self.conn)
+        .await?;
+        let did: i64 = sqlx::query_scalar(
+            "SELECT MAX(COALESCE((SELECT MAX(id) FROM deliveries), 0) + 1, \
+                        (SELECT delivery_id FROM lane_watermark WHERE id = 1))",
+        )
+        .fetch_one(&mut self.conn)
+        .await?;
         self.next_seq = seq;
         self.next_delivery = did;
         Ok(())
