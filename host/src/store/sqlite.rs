@@ -64,6 +64,10 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
 /// Most operations applied in one transaction.
 const MAX_GROUP_OPS: usize = 512;
+/// Lanes of `lane_entries` read per commit group while the writer rebuilds
+/// its filter of them under load (about a millisecond); when idle it reads
+/// `LaneFlush::slice` at a time.
+const REBUILD_PAGE_BUSY: usize = 1_024;
 /// When and how fast the writer moves the lane entries it holds in memory
 /// into `lane_entries` (see [`RecentLanes`]). A flush sweeps the lanes in
 /// key order, a slice per commit group, so no commit stalls behind writing
@@ -436,7 +440,26 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<(Work, Reply)>) {
-        while let Some(first) = rx.recv().await {
+        loop {
+            let first = if self.table_lanes.rebuild_from().is_some() {
+                // Rebuilding the lane filter: a page whenever nothing waits.
+                match rx.try_recv() {
+                    Ok(op) => op,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        if let Err(e) = self.rebuild_table_lanes(self.flush.slice).await {
+                            tracing::warn!(error = %e, "cannot read the lane table; will try again");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv().await {
+                    Some(op) => op,
+                    None => break,
+                }
+            };
             let mut group = vec![first];
             while group.len() < MAX_GROUP_OPS {
                 match rx.try_recv() {
@@ -550,6 +573,12 @@ impl Writer {
                 None => {}
             }
         }
+        if failure.is_none() && self.table_lanes.rebuild_from().is_some() {
+            // A small page per group while requests keep the writer busy.
+            if let Err(e) = self.rebuild_table_lanes(REBUILD_PAGE_BUSY).await {
+                tracing::warn!(error = %e, "cannot read the lane table; will try again");
+            }
+        }
         let mut flushed = None;
         if failure.is_none() {
             match self.flush_lanes().await {
@@ -653,7 +682,8 @@ impl Writer {
         self.occupied.clear();
         self.sweep = None;
         self.flush_now = false;
-        self.count_table_lanes().await?;
+        // Rebuilt a page at a time as the store serves (see `TableLanes`).
+        self.table_lanes.restart();
         // Every delivery from the watermark on that holds its lanes and is
         // not dead: a dead one that holds them moved its entries to
         // `lane_entries` when it died, and one brought back from dead keeps
@@ -704,63 +734,54 @@ impl Writer {
         Ok(())
     }
 
-    /// Rebuilds [`TableLanes`] from every row of `lane_entries`. Rows come
-    /// back a page at a time, each page framed into one string by SQLite
-    /// (`<bytes>,<connector><bytes>,<key>` per row): fetched a row at a
-    /// time, 1,800,000 rows took 4.1 s, nearly all of it per-row overhead
-    /// between SQLite's thread and this task.
-    async fn count_table_lanes(&mut self) -> StoreResult<()> {
+    /// Goes on rebuilding [`TableLanes`] from `lane_entries`: reads every
+    /// row of about `page` lanes' worth past the last lane counted (whole
+    /// lanes: the page ends at a lane's last row). Rows come back framed
+    /// into one string by SQLite (`<bytes>,<connector><bytes>,<key>` per
+    /// row): fetched a row at a time, 1,800,000 rows took 4.1 s, nearly all
+    /// of it per-row overhead between SQLite's thread and this task.
+    async fn rebuild_table_lanes(&mut self, page: usize) -> StoreResult<()> {
         const FRAMED: &str = "SELECT group_concat(octet_length(connector) || ',' || connector \
                               || octet_length(key) || ',' || key, '') FROM (SELECT connector, key \
-                              FROM lane_entries WHERE (connector, key, seq) > (?1, ?2, ?3)";
-        self.table_lanes.clear();
-        let page = self.flush.slice.max(1) as i64;
-        let mut after = (String::new(), String::new(), i64::MIN);
-        loop {
-            // The page's last row, if there are more rows than a page.
-            let end: Option<(String, String, i64)> = sqlx::query_as(
-                "SELECT connector, key, seq FROM lane_entries \
-                 WHERE (connector, key, seq) > (?1, ?2, ?3) \
-                 ORDER BY connector, key, seq LIMIT 1 OFFSET ?4",
-            )
-            .bind(&after.0)
-            .bind(&after.1)
-            .bind(after.2)
-            .bind(page - 1)
-            .fetch_optional(&mut self.conn)
-            .await?;
-            let framed: Option<String> = match &end {
-                Some((c, k, seq)) => {
-                    sqlx::query_scalar(&format!(
-                        "{FRAMED} AND (connector, key, seq) <= (?4, ?5, ?6) \
-                         ORDER BY connector, key, seq)"
-                    ))
+                              FROM lane_entries WHERE (connector, key) > (?1, ?2)";
+        let Some(from) = self.table_lanes.rebuild_from() else {
+            return Ok(());
+        };
+        // Connector names are never empty: ("", "") is before every lane.
+        let after = from.cloned().unwrap_or_default();
+        // The lane of the page's last row, if there are more rows than a page.
+        let end: Option<(String, String)> = sqlx::query_as(
+            "SELECT connector, key FROM lane_entries WHERE (connector, key) > (?1, ?2) \
+             ORDER BY connector, key LIMIT 1 OFFSET ?3",
+        )
+        .bind(&after.0)
+        .bind(&after.1)
+        .bind(page.max(1) as i64 - 1)
+        .fetch_optional(&mut self.conn)
+        .await?;
+        let framed: Option<String> = match &end {
+            Some((c, k)) => {
+                sqlx::query_scalar(&format!(
+                    "{FRAMED} AND (connector, key) <= (?3, ?4) ORDER BY connector, key)"
+                ))
+                .bind(&after.0)
+                .bind(&after.1)
+                .bind(c)
+                .bind(k)
+                .fetch_one(&mut self.conn)
+                .await?
+            }
+            None => {
+                sqlx::query_scalar(&format!("{FRAMED} ORDER BY connector, key)"))
                     .bind(&after.0)
                     .bind(&after.1)
-                    .bind(after.2)
-                    .bind(c)
-                    .bind(k)
-                    .bind(seq)
                     .fetch_one(&mut self.conn)
                     .await?
-                }
-                None => {
-                    sqlx::query_scalar(&format!("{FRAMED} ORDER BY connector, key, seq)"))
-                        .bind(&after.0)
-                        .bind(&after.1)
-                        .bind(after.2)
-                        .fetch_one(&mut self.conn)
-                        .await?
-                }
-            };
-            for (c, k) in unframe_lanes(framed.as_deref().unwrap_or(""))? {
-                self.table_lanes.added(c, k);
             }
-            match end {
-                Some(e) => after = e,
-                None => return Ok(()),
-            }
-        }
+        };
+        let rows = unframe_lanes(framed.as_deref().unwrap_or(""))?;
+        self.table_lanes.scanned_to(rows, end);
+        Ok(())
     }
 
     /// Goes on with the flush under way, or starts one when the thresholds
@@ -1637,7 +1658,7 @@ impl Store for SqliteStore {
     }
 }
 
-/// Splits what [`Writer::count_table_lanes`] has SQLite frame: per row,
+/// Splits what [`Writer::rebuild_table_lanes`] has SQLite frame: per row,
 /// the connector's length in bytes, a comma and the connector, then the
 /// same for the key.
 fn unframe_lanes(mut framed: &str) -> StoreResult<Vec<(&str, &str)>> {

@@ -17,10 +17,15 @@
 //!
 //! Neither may ever be wrong. Every row written to `lane_entries` goes
 //! through [`TableLanes::added`] and every row deleted through
-//! [`TableLanes::removed`]. Both are rebuilt (the filter from the table, the
-//! set empty) when the store opens and after a rolled-back transaction, so
-//! they describe what the table held at the last commit plus this
-//! transaction's own writes.
+//! [`TableLanes::removed`]. Both start over (the set empty, the filter
+//! counting nothing) when the store opens and after a rolled-back
+//! transaction, and the filter is then rebuilt from the table a page at a
+//! time, in lane order, while the store serves ([`TableLanes::scanned_to`]):
+//! a lane the scan has not passed yet answers "maybe" (the table is asked),
+//! and rows written or deleted there count only once the scan has passed
+//! them, as the scan itself then counts what the table holds. So a store
+//! with millions of lanes queued serves at once rather than after reading
+//! them all.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
@@ -103,10 +108,19 @@ impl LaneFilter {
 /// (connector, key)
 type Lane = (String, String);
 
+/// How far the filter's rebuild from the table has come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scanned {
+    /// Every lane up to this one, in (connector, key) order; `None`: none.
+    UpTo(Option<Lane>),
+    All,
+}
+
 /// The writer's knowledge of the table's lanes: see the module docs.
 #[derive(Debug)]
 pub(crate) struct TableLanes {
     filter: LaneFilter,
+    scanned: Scanned,
     /// Lanes with at least one row in the table.
     known: HashSet<Lane>,
     /// The most lanes `known` holds; it starts over when full (~100 bytes
@@ -126,15 +140,25 @@ impl TableLanes {
     pub fn new(filter_slots: usize, known_cap: usize) -> Self {
         Self {
             filter: LaneFilter::new(filter_slots),
+            scanned: Scanned::All,
             known: HashSet::new(),
             known_cap,
+        }
+    }
+
+    /// Whether the filter counts this lane's rows: the rebuild has passed it.
+    fn counts(&self, connector: &str, key: &str) -> bool {
+        match &self.scanned {
+            Scanned::All => true,
+            Scanned::UpTo(None) => false,
+            Scanned::UpTo(Some((c, k))) => (connector, key) <= (c.as_str(), k.as_str()),
         }
     }
 
     pub fn get(&self, lane: &Lane) -> InTable {
         if self.known.contains(lane) {
             InTable::Yes
-        } else if self.filter.may_hold(&lane.0, &lane.1) {
+        } else if self.may_hold(&lane.0, &lane.1) {
             InTable::Maybe
         } else {
             InTable::No
@@ -143,7 +167,33 @@ impl TableLanes {
 
     /// False only when the table holds no row of this lane.
     pub fn may_hold(&self, connector: &str, key: &str) -> bool {
-        self.filter.may_hold(connector, key)
+        !self.counts(connector, key) || self.filter.may_hold(connector, key)
+    }
+
+    /// Where the rebuild goes on from: `None` when it is done, else the
+    /// last lane counted (`Some(None)`: none yet).
+    pub fn rebuild_from(&self) -> Option<Option<&Lane>> {
+        match &self.scanned {
+            Scanned::All => None,
+            Scanned::UpTo(lane) => Some(lane.as_ref()),
+        }
+    }
+
+    /// The rebuild read `rows`: every row of the lanes after the last one
+    /// counted, up to `last` (every lane when `None`), in the table as it
+    /// stands.
+    pub fn scanned_to<'a>(
+        &mut self,
+        rows: impl IntoIterator<Item = (&'a str, &'a str)>,
+        last: Option<Lane>,
+    ) {
+        for (c, k) in rows {
+            self.filter.add(c, k);
+        }
+        self.scanned = match last {
+            Some(lane) => Scanned::UpTo(Some(lane)),
+            None => Scanned::All,
+        };
     }
 
     /// A lookup found rows of `lane` in the table.
@@ -158,20 +208,25 @@ impl TableLanes {
 
     /// A row of this lane was written to the table.
     pub fn added(&mut self, connector: &str, key: &str) {
-        self.filter.add(connector, key);
+        if self.counts(connector, key) {
+            self.filter.add(connector, key);
+        }
     }
 
     /// A row of this lane was deleted from the table: the lane may now be
     /// empty.
     pub fn removed(&mut self, lane: &Lane) {
-        self.filter.remove(&lane.0, &lane.1);
+        if self.counts(&lane.0, &lane.1) {
+            self.filter.remove(&lane.0, &lane.1);
+        }
         self.known.remove(lane);
     }
 
-    /// Forgets everything; the caller then adds every row of the table.
-    pub fn clear(&mut self) {
+    /// Forgets everything and starts the rebuild from the table over.
+    pub fn restart(&mut self) {
         self.filter.clear();
         self.known = HashSet::new();
+        self.scanned = Scanned::UpTo(None);
     }
 }
 
@@ -256,12 +311,70 @@ mod tests {
         }
         assert_eq!(t.get(&lane("c")), InTable::Yes);
         assert_eq!(t.get(&lane("a")), InTable::Maybe, "forgotten, still maybe");
-        t.clear();
+        t.restart();
+        t.scanned_to([], None);
         assert_eq!(t.get(&lane("c")), InTable::No);
         let mut none = TableLanes::new(8, 0);
         none.added("hss", "a");
         none.found(lane("a"));
         assert_eq!(none.get(&lane("a")), InTable::Maybe);
+    }
+
+    /// The rebuild meets writes: a lane it has not reached answers maybe,
+    /// and a row written or deleted there is left for the rebuild to count
+    /// (it reads the table as it stands), never counted twice.
+    #[test]
+    fn a_rebuild_under_way_answers_maybe_ahead_and_counts_each_row_once() {
+        let mut t = TableLanes::new(1 << 12, 16);
+        let lane = |k: &str| ("hss".to_string(), k.to_string());
+        t.restart();
+        assert_eq!(t.get(&lane("a")), InTable::Maybe, "nothing counted yet");
+        // "b" and "d" hold a row each; "c" gets one ahead of the rebuild.
+        t.added("hss", "c");
+        t.scanned_to([("hss", "b")], Some(lane("b")));
+        assert_eq!(t.get(&lane("a")), InTable::No, "passed, no row");
+        assert_eq!(t.get(&lane("b")), InTable::Maybe);
+        assert_eq!(
+            t.get(&lane("c")),
+            InTable::Maybe,
+            "ahead: the table decides"
+        );
+        // Behind the rebuild a write counts at once.
+        t.added("hss", "a");
+        assert_eq!(t.get(&lane("a")), InTable::Maybe);
+        t.removed(&lane("a"));
+        t.removed(&lane("b"));
+        // Ahead of it, a delete is not counted either: the rebuild will
+        // not find the row.
+        t.removed(&lane("d"));
+        t.scanned_to([("hss", "c")], None);
+        for (k, want) in [
+            ("a", InTable::No),
+            ("b", InTable::No),
+            ("c", InTable::Maybe),
+        ] {
+            assert_eq!(t.get(&lane(k)), want, "{k}");
+        }
+        assert_eq!(t.get(&lane("d")), InTable::No);
+        t.removed(&lane("c"));
+        assert!(
+            t.filter.slots.iter().all(|&s| s == 0),
+            "every row counted once"
+        );
+
+        // With eight slots every lane shares them: a delete ahead of the
+        // rebuild that reached the filter would empty lanes still holding
+        // rows.
+        let mut t = TableLanes::new(8, 0);
+        t.restart();
+        let held: Vec<String> = (0..6).map(|i| format!("b{i}")).collect();
+        t.scanned_to(held.iter().map(|k| ("hss", k.as_str())), Some(lane("b9")));
+        for i in 0..20 {
+            t.removed(&lane(&format!("z{i}")));
+        }
+        for k in &held {
+            assert_eq!(t.get(&lane(k)), InTable::Maybe, "{k} holds a row");
+        }
     }
 
     #[test]
