@@ -374,13 +374,12 @@ async fn recovery(opts: &Opts) {
     let sink_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let (dir, config, schema) = prepare(
-        opts,
-        "switchboard-recovery-",
-        sink_addr,
-        "[connectors.limits]\ndeadline_ms = 100000\nrequest_timeout_ms = 100000\n",
-    )
-    .await;
+    // The hanging attempts must outlast the fill (about 20 s a million
+    // here): one that times out first is retried behind what is queued.
+    let hang_ms = (100_000 + opts.recovery as u64 / 20).min(3_600_000);
+    let limits =
+        format!("[connectors.limits]\ndeadline_ms = {hang_ms}\nrequest_timeout_ms = {hang_ms}\n");
+    let (dir, config, schema) = prepare(opts, "switchboard-recovery-", sink_addr, &limits).await;
     let mut gateway = Gateway::start(&opts.bin, &config, dir.path(), 1);
     let ingest = format!("http://{}/v1/events", gateway.addr);
     let client = client(4);
@@ -442,11 +441,12 @@ async fn recovery(opts: &Opts) {
         });
     let secs = |t: Option<Instant>| t.map_or(f64::NAN, |t| (t - restarted).as_secs_f64());
     println!(
-        "recovery ({:?}, {queued} queued, {} in flight at the kill, leases 120 s): \
+        "recovery ({:?}, {queued} queued, {} in flight at the kill, leases {} s): \
          listening {:.2} s after the restart; first delivery of a lane that was in \
          flight {:.2} s; all {} of them {:.2} s",
         opts.backend,
         in_flight.len(),
+        (hang_ms / 1000 + 10).max(120),
         listening.as_secs_f64(),
         secs(first(false)),
         in_flight.len(),

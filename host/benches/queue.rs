@@ -342,6 +342,10 @@ async fn prefilled(opts: &Opts, n: usize, behind: Behind) -> Db {
     let db = fresh_db(opts).await;
     let mut gen = Gen::new();
     let mut in_store = Duration::ZERO;
+    // Time inside store.ingest for the first and the last tenth of the
+    // fill: whether ingest slows as the queue grows.
+    let tenth = (n / 10).max(1);
+    let (mut first_tenth, mut last_tenth) = (Duration::ZERO, Duration::ZERO);
     let wall = Instant::now();
     let mut done = 0;
     while done < n {
@@ -358,10 +362,25 @@ async fn prefilled(opts: &Opts, n: usize, behind: Behind) -> Db {
             IngestOutcome::Accepted(c) => assert_eq!(c.accepted as usize, k),
             other => panic!("prefill: {other:?}"),
         }
-        in_store += t.elapsed();
+        let took = t.elapsed();
+        in_store += took;
+        if done < tenth {
+            first_tenth += took;
+        } else if done >= n - tenth {
+            last_tenth += took;
+        }
         done += k;
     }
     let wall = wall.elapsed();
+    if n >= 100_000 {
+        println!(
+            "  prefill: {:.0} events/s inside store.ingest over the first tenth, {:.0} over the \
+             last (with {} queued before it)",
+            tenth as f64 / first_tenth.as_secs_f64(),
+            tenth as f64 / last_tenth.as_secs_f64(),
+            n - tenth
+        );
+    }
     if db.path.is_none() {
         println!(
             "  prefill: {n} events/deliveries in batches of {} via store.ingest: {:.0} events/s",
@@ -461,8 +480,8 @@ async fn footprint(db: &Db) {
     }
     conn.close().await.unwrap();
     // What a restart costs before the gateway serves: opening the store
-    // rebuilds the writer's in-memory lane state (the held entries and the
-    // filter of the lane table) from the database.
+    // rebuilds the writer's held lane entries from the database (its filter
+    // of the lane table is rebuilt afterwards, while the store serves).
     let t = Instant::now();
     let reopened = store::open(&db.url).await.unwrap();
     println!(
