@@ -64,9 +64,10 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
 /// Most operations applied in one transaction.
 const MAX_GROUP_OPS: usize = 512;
-/// Lanes of `lane_entries` read per commit group while the writer rebuilds
-/// its filter of them under load (about a millisecond); when idle it reads
-/// `LaneFlush::slice` at a time.
+/// Rows of `lane_entries` read per commit group while the writer rebuilds
+/// its filter of them under load (about a millisecond; a page ends with the
+/// last row of a lane, so one lane with more rows is read whole); when idle
+/// it reads `LaneFlush::slice` rows at a time.
 const REBUILD_PAGE_BUSY: usize = 1_024;
 /// When and how fast the writer moves the lane entries it holds in memory
 /// into `lane_entries` (see [`RecentLanes`]). A flush sweeps the lanes in
@@ -215,6 +216,7 @@ impl SqliteStore {
             flush,
             sweep: None,
             flush_now: false,
+            rebuild_after: tokio::time::Instant::now(),
             node: node.to_string(),
             counts: Counts::default(),
         };
@@ -432,6 +434,8 @@ struct Writer {
     sweep: Option<Sweep>,
     /// Flush everything at the end of this transaction.
     flush_now: bool,
+    /// No page of the lane filter's rebuild before this (one failed).
+    rebuild_after: tokio::time::Instant,
     /// Written as the owner of every lease this store hands out.
     node: String,
     /// What this transaction changed in the per-connector counts.
@@ -445,12 +449,19 @@ impl Writer {
                 // Rebuilding the lane filter: a page whenever nothing waits.
                 match rx.try_recv() {
                     Ok(op) => op,
-                    Err(mpsc::error::TryRecvError::Empty) => {
+                    Err(mpsc::error::TryRecvError::Empty) if self.rebuild_due() => {
                         if let Err(e) = self.rebuild_table_lanes(self.flush.slice).await {
-                            tracing::warn!(error = %e, "cannot read the lane table; will try again");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            self.rebuild_failed(&e);
                         }
                         continue;
+                    }
+                    // After a failed page: work, or the time to try again.
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        match tokio::time::timeout_at(self.rebuild_after, rx.recv()).await {
+                            Ok(Some(op)) => op,
+                            Ok(None) => break,
+                            Err(_) => continue,
+                        }
                     }
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
                 }
@@ -573,10 +584,15 @@ impl Writer {
                 None => {}
             }
         }
-        if failure.is_none() && self.table_lanes.rebuild_from().is_some() {
-            // A small page per group while requests keep the writer busy.
-            if let Err(e) = self.rebuild_table_lanes(REBUILD_PAGE_BUSY).await {
-                tracing::warn!(error = %e, "cannot read the lane table; will try again");
+        if failure.is_none() && self.rebuild_due() {
+            // A small page per group while requests keep the writer busy. A
+            // statement that failed may have ended the transaction: the
+            // group fails (and the rebuild starts over); only a page that
+            // does not parse leaves it be.
+            match self.rebuild_table_lanes(REBUILD_PAGE_BUSY).await {
+                Ok(()) => {}
+                Err(e @ StoreError::Corrupt(_)) => self.rebuild_failed(&e),
+                Err(e) => failure = Some(e),
             }
         }
         let mut flushed = None;
@@ -674,16 +690,18 @@ impl Writer {
     /// database: its counters and the lane entries it holds in memory. Runs
     /// at open and after a rolled-back transaction.
     async fn reload(&mut self) -> StoreResult<()> {
-        self.reload_counters().await?;
-        self.watermark = sqlx::query_scalar("SELECT delivery_id FROM lane_watermark WHERE id = 1")
-            .fetch_one(&mut self.conn)
-            .await?;
+        // Forgotten first, so that a reload that fails half-way leaves
+        // nothing of the rolled-back transaction behind. The filter is
+        // rebuilt a page at a time as the store serves (see `TableLanes`).
+        self.table_lanes.restart();
         self.recent.clear();
         self.occupied.clear();
         self.sweep = None;
         self.flush_now = false;
-        // Rebuilt a page at a time as the store serves (see `TableLanes`).
-        self.table_lanes.restart();
+        self.reload_counters().await?;
+        self.watermark = sqlx::query_scalar("SELECT delivery_id FROM lane_watermark WHERE id = 1")
+            .fetch_one(&mut self.conn)
+            .await?;
         // Every delivery from the watermark on that holds its lanes and is
         // not dead: a dead one that holds them moved its entries to
         // `lane_entries` when it died, and one brought back from dead keeps
@@ -704,10 +722,12 @@ impl Writer {
             }
         }
         let mut in_table: HashSet<(String, String, i64)> = HashSet::new();
-        let maybe: Vec<&(String, String, i64, i64)> = entries
+        let mut maybe: Vec<&(String, String, i64, i64)> = entries
             .iter()
             .filter(|(c, k, _, _)| self.table_lanes.may_hold(c, k))
             .collect();
+        // In the table's order: neighbouring look-ups share its pages.
+        maybe.sort_unstable_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
         for chunk in runs(&maybe) {
             let mut qb =
                 QueryBuilder::<Sqlite>::new("SELECT v.column1, v.column2, v.column3 FROM (");
@@ -741,19 +761,24 @@ impl Writer {
     /// row): fetched a row at a time, 1,800,000 rows took 4.1 s, nearly all
     /// of it per-row overhead between SQLite's thread and this task.
     async fn rebuild_table_lanes(&mut self, page: usize) -> StoreResult<()> {
-        const FRAMED: &str = "SELECT group_concat(octet_length(connector) || ',' || connector \
-                              || octet_length(key) || ',' || key, '') FROM (SELECT connector, key \
-                              FROM lane_entries WHERE (connector, key) > (?1, ?2)";
         let Some(from) = self.table_lanes.rebuild_from() else {
             return Ok(());
         };
-        // Connector names are never empty: ("", "") is before every lane.
-        let after = from.cloned().unwrap_or_default();
+        // The first page starts at ("", ""), the least lane there can be.
+        let (after, past) = match from {
+            Some(lane) => (lane.clone(), ">"),
+            None => ((String::new(), String::new()), ">="),
+        };
+        let framed_sql = format!(
+            "SELECT group_concat(octet_length(connector) || ',' || connector \
+             || octet_length(key) || ',' || key, '') FROM (SELECT connector, key \
+             FROM lane_entries WHERE (connector, key) {past} (?1, ?2)"
+        );
         // The lane of the page's last row, if there are more rows than a page.
-        let end: Option<(String, String)> = sqlx::query_as(
-            "SELECT connector, key FROM lane_entries WHERE (connector, key) > (?1, ?2) \
-             ORDER BY connector, key LIMIT 1 OFFSET ?3",
-        )
+        let end: Option<(String, String)> = sqlx::query_as(&format!(
+            "SELECT connector, key FROM lane_entries WHERE (connector, key) {past} (?1, ?2) \
+             ORDER BY connector, key LIMIT 1 OFFSET ?3"
+        ))
         .bind(&after.0)
         .bind(&after.1)
         .bind(page.max(1) as i64 - 1)
@@ -762,7 +787,7 @@ impl Writer {
         let framed: Option<String> = match &end {
             Some((c, k)) => {
                 sqlx::query_scalar(&format!(
-                    "{FRAMED} AND (connector, key) <= (?3, ?4) ORDER BY connector, key)"
+                    "{framed_sql} AND (connector, key) <= (?3, ?4) ORDER BY connector, key)"
                 ))
                 .bind(&after.0)
                 .bind(&after.1)
@@ -772,7 +797,7 @@ impl Writer {
                 .await?
             }
             None => {
-                sqlx::query_scalar(&format!("{FRAMED} ORDER BY connector, key)"))
+                sqlx::query_scalar(&format!("{framed_sql} ORDER BY connector, key)"))
                     .bind(&after.0)
                     .bind(&after.1)
                     .fetch_one(&mut self.conn)
@@ -782,6 +807,19 @@ impl Writer {
         let rows = unframe_lanes(framed.as_deref().unwrap_or(""))?;
         self.table_lanes.scanned_to(rows, end);
         Ok(())
+    }
+
+    /// Whether a page of the lane filter's rebuild is to be read now.
+    fn rebuild_due(&self) -> bool {
+        self.table_lanes.rebuild_from().is_some()
+            && tokio::time::Instant::now() >= self.rebuild_after
+    }
+
+    /// A page of the rebuild failed: try again in a second (lanes not
+    /// reached are looked up meanwhile, which only costs time).
+    fn rebuild_failed(&mut self, e: &StoreError) {
+        tracing::warn!(error = %e, "cannot read the lane table; will try again in 1 s");
+        self.rebuild_after = tokio::time::Instant::now() + Duration::from_secs(1);
     }
 
     /// Goes on with the flush under way, or starts one when the thresholds
