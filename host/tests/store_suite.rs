@@ -674,20 +674,10 @@ async fn deploying_beyond_the_retention_prunes_the_oldest_versions(t: TestStore)
     assert_eq!(kept, vec![7, 6, 3]);
 }
 
-async fn finished_events_keep_only_their_id_past_the_payload_retention(t: TestStore) {
-    let s = &*t.store;
-    const M: i64 = 60_000;
-    s.ingest(
-        vec![
-            ev("old", "t", &["k1"], &["c"]),
-            ev("other", "t", &[], &[]),
-            ev("dead", "t", &["k2"], &["c"]),
-        ],
-        M,
-    )
-    .await
-    .unwrap();
-    let claimed = s.claim("c", 10, M, LEASE).await.unwrap();
+/// Claims the ready deliveries of "c" at `now` and settles them at `done`:
+/// the event "dead" dies (holding its keys), the others are delivered.
+async fn settle_all_but_dead(s: &dyn Store, now: i64, done: i64) {
+    let claimed = s.claim("c", 10, now, LEASE).await.unwrap();
     let items = claimed
         .iter()
         .map(|d| {
@@ -702,7 +692,23 @@ async fn finished_events_keep_only_their_id_past_the_payload_retention(t: TestSt
             Completion::of(d, kind)
         })
         .collect();
-    s.complete(items, M + 1).await.unwrap();
+    s.complete(items, done).await.unwrap();
+}
+
+async fn finished_events_keep_only_their_id_past_the_payload_retention(t: TestStore) {
+    let s = &*t.store;
+    const M: i64 = 60_000;
+    s.ingest(
+        vec![
+            ev("old", "t", &["k1"], &["c"]),
+            ev("other", "t", &[], &[]),
+            ev("dead", "t", &["k2"], &["c"]),
+        ],
+        M,
+    )
+    .await
+    .unwrap();
+    settle_all_but_dead(s, M, M + 1).await;
     s.ingest(vec![ev("new", "t", &["k3"], &["c"])], 5 * M)
         .await
         .unwrap();
@@ -916,22 +922,7 @@ async fn finished_events_past_the_window_are_purged_and_nothing_else(t: TestStor
     )
     .await
     .unwrap();
-    let claimed = s.claim("c", 10, 100, LEASE).await.unwrap();
-    let items = claimed
-        .iter()
-        .map(|d| {
-            let kind = if d.event.id == "dead" {
-                CompletionKind::Dead {
-                    error: "rejected".into(),
-                    on_dead: OnDead::Hold,
-                }
-            } else {
-                CompletionKind::Delivered
-            };
-            Completion::of(d, kind)
-        })
-        .collect();
-    s.complete(items, 101).await.unwrap();
+    settle_all_but_dead(s, 100, 101).await;
     s.ingest(vec![ev("recent", "t", &["k3"], &["c"])], 500)
         .await
         .unwrap();
