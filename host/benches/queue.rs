@@ -496,7 +496,7 @@ async fn footprint(db: &Db) {
 /// past the payload retention (`store::retention`). Each figure is the
 /// pages the database's tables and indexes occupy (SQLite: `dbstat`, free
 /// space inside pages included, free pages not; PostgreSQL:
-/// `pg_total_relation_size` after `VACUUM`) divided by `n`.
+/// `pg_relation_size` of each table and index after `VACUUM`) divided by `n`.
 async fn storage(opts: &Opts) {
     let n = opts.backlog;
     let db = prefilled(opts, n, Behind::SameKeys).await;
