@@ -286,6 +286,92 @@ async fn shutdown_hands_unfinished_attempts_back_to_the_queue() {
     );
 }
 
+/// Takes `delay` over each attempt; fails the first attempt of the ids in
+/// `fail_first`.
+struct Paced {
+    delay: Duration,
+    fail_first: HashSet<String>,
+    done: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Deliver for Paced {
+    async fn deliver(&self, d: &Claimed) -> AttemptOutcome {
+        tokio::time::sleep(self.delay).await;
+        if d.attempt == 1 && self.fail_first.contains(&d.event.id) {
+            return AttemptOutcome::Retry {
+                after: None,
+                reason: "503".into(),
+            };
+        }
+        self.done.lock().unwrap().push(d.event.id.clone());
+        AttemptOutcome::Done
+    }
+}
+
+/// The loop claims after an attempt ends only when something may have made
+/// a delivery ready. With a poll interval of a minute, every way work
+/// becomes ready must still wake it: a lane moving on to the next event, a
+/// retry falling due, deliveries left behind by a claim of as many as there
+/// were free slots, and an event ingested while every slot was busy.
+async fn nothing_waits_for_the_poll(t: common::TestStore) {
+    let deliver = Arc::new(Paced {
+        delay: Duration::from_millis(150),
+        fail_first: HashSet::from(["chain-2".to_string()]),
+        done: Mutex::new(Vec::new()),
+    });
+    let (stop, rx) = watch::channel(false);
+    let registry = Registry::of([policy(2)]);
+    let settings = DispatchSettings {
+        poll_interval: Duration::from_secs(60),
+        ..settings(Duration::from_secs(5))
+    };
+    let handle = dispatch::spawn(
+        t.store.clone(),
+        deliver.clone(),
+        registry.clone(),
+        settings,
+        rx,
+    );
+    // A chain of three on one key (the second retried once) and three
+    // without keys, for two slots.
+    let mut events: Vec<_> = (1..=3)
+        .map(|i| common::ev(&format!("chain-{i}"), "t", &["msisdn:1"], &["hss"]))
+        .collect();
+    events.extend((1..=3).map(|i| common::ev(&format!("free-{i}"), "t", &[], &["hss"])));
+    t.store.ingest(events, now_ms()).await.unwrap();
+    registry.wake("hss");
+    // Once both slots are busy, one more.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    t.store
+        .ingest(vec![common::ev("late", "t", &[], &["hss"])], now_ms())
+        .await
+        .unwrap();
+    registry.wake("hss");
+    let all = |d: &Paced| d.done.lock().unwrap().len() == 7;
+    let started = std::time::Instant::now();
+    wait_until("all seven delivered", async || all(&deliver)).await;
+    // Seven attempts and a retry, two at a time, take about a second; a
+    // missed wake would wait the poll interval of a minute (`wait_until`
+    // gives up after 20 s).
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let done = deliver.done.lock().unwrap().clone();
+    let chain: Vec<&String> = done.iter().filter(|id| id.starts_with("chain")).collect();
+    assert_eq!(chain, ["chain-1", "chain-2", "chain-3"]);
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_waits_for_the_poll_sqlite() {
+    nothing_waits_for_the_poll(common::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_waits_for_the_poll_postgres() {
+    nothing_waits_for_the_poll(common::postgres().await).await;
+}
+
 /// Drains 60 unkeyed deliveries with `policy` (after applying `overrides`,
 /// if any) and returns how long it took and how many attempts started.
 async fn drain_60(

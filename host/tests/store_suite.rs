@@ -136,6 +136,63 @@ async fn a_delivery_with_several_keys_waits_for_every_lane(t: TestStore) {
     assert_eq!(ids(s, "c", 10, 4).await, vec!["ab"]);
 }
 
+/// The dispatcher claims after an outcome only when the outcome says it
+/// made a delivery of its connector ready: an outcome that released a lane
+/// onto a delivery must say so, or that delivery waits for the poll.
+async fn an_outcome_names_the_connectors_whose_deliveries_it_made_ready(t: TestStore) {
+    let s = &*t.store;
+    let batch = vec![
+        ev("a", "t", &["k1"], &["c"]),
+        ev("b", "t", &["k2"], &["c"]),
+        ev("x", "t", &[], &["c"]),
+        ev("p", "t", &["k1"], &["d"]),
+        ev("q", "t", &["k1"], &["d"]),
+    ];
+    s.ingest(batch, 1).await.unwrap();
+    s.ingest(vec![ev("ab", "t", &["k1", "k2"], &["c"])], 2)
+        .await
+        .unwrap();
+    let c = s.claim("c", 10, 2, LEASE).await.unwrap();
+    let d = s.claim("d", 10, 2, LEASE).await.unwrap();
+    let of = |list: &[switchboard::store::Claimed], id: &str| {
+        let d = list.iter().find(|d| d.event.id == id).unwrap();
+        Completion::of(d, CompletionKind::Delivered)
+    };
+    let none: Vec<String> = Vec::new();
+    // Nothing behind it.
+    let out = s.settle(vec![of(&c, "x")], 3).await.unwrap();
+    assert_eq!((out.applied, out.readied), (vec![true], none.clone()));
+    // `ab` is still behind `b` on k2.
+    let out = s.settle(vec![of(&c, "a")], 4).await.unwrap();
+    assert_eq!(
+        (out.applied.clone(), out.readied.clone()),
+        (vec![true], none.clone())
+    );
+    assert!(!out.readied("c"));
+    // A retry keeps its lane: nothing moves up.
+    let retry = CompletionKind::Retry {
+        at: 1_000,
+        error: "503".into(),
+    };
+    let b = c.iter().find(|d| d.event.id == "b").unwrap();
+    let out = s.settle(vec![Completion::of(b, retry)], 5).await.unwrap();
+    assert_eq!(out.readied, none);
+    let b = s.claim("c", 10, 1_000, LEASE).await.unwrap();
+    assert_eq!(b.len(), 1);
+    // `b` done: `ab` heads both its lanes now.
+    let out = s.settle(vec![of(&b, "b")], 1_001).await.unwrap();
+    assert_eq!(out.readied, vec!["c".to_string()]);
+    assert!(out.readied("c") && !out.readied("d"));
+    // The other connector's lane of k1 moves on to `q`, in one call with a
+    // stale outcome, which applies nothing and releases nothing.
+    let stale = of(&c, "x");
+    let out = s.settle(vec![of(&d, "p"), stale], 1_002).await.unwrap();
+    assert_eq!(out.applied, vec![true, false]);
+    assert_eq!(out.readied, vec!["d".to_string()]);
+    assert_eq!(ids(s, "c", 10, 1_002).await, vec!["ab"]);
+    assert_eq!(ids(s, "d", 10, 1_002).await, vec!["q"]);
+}
+
 async fn connectors_have_independent_lanes(t: TestStore) {
     let s = &*t.store;
     s.ingest(
@@ -2071,6 +2128,7 @@ for_each_backend!(
     ingest_is_idempotent_and_conflicts_store_nothing,
     a_lane_runs_one_delivery_at_a_time_in_accept_order,
     a_delivery_with_several_keys_waits_for_every_lane,
+    an_outcome_names_the_connectors_whose_deliveries_it_made_ready,
     connectors_have_independent_lanes,
     retry_waits_for_its_time_and_keeps_the_lane,
     expired_leases_are_rescued_and_late_completions_ignored,
@@ -2194,18 +2252,39 @@ async fn postgres_nodes_hear_of_each_others_work_and_breaker_changes() {
         .unwrap()
         .unwrap();
     assert_eq!(next, Announcement::Health("hss".into()));
-    // A delivery that releases its lane: the next one may be ready.
-    let claimed = a.claim("hss", 1, 2, LEASE).await.unwrap();
-    let done = claimed
-        .iter()
-        .map(|d| Completion::of(d, CompletionKind::Delivered))
-        .collect();
-    assert_eq!(a.complete(done, 3).await.unwrap(), vec![true]);
+    a.ingest(vec![ev("n3", "t", &["k"], &["hss"])], 2)
+        .await
+        .unwrap();
     let next = tokio::time::timeout(Duration::from_secs(10), heard.recv())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(next, Announcement::Work("hss".into()));
+    // A delivery whose lane moves on to the next event, ready now.
+    let done = |claimed: Vec<switchboard::store::Claimed>| -> Vec<Completion> {
+        claimed
+            .iter()
+            .map(|d| Completion::of(d, CompletionKind::Delivered))
+            .collect()
+    };
+    let n1 = a.claim("hss", 1, 2, LEASE).await.unwrap();
+    assert_eq!(n1[0].event.id, "n1");
+    assert_eq!(a.complete(done(n1), 3).await.unwrap(), vec![true]);
+    let next = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next, Announcement::Work("hss".into()));
+    // Deliveries with nothing behind them: nothing to announce.
+    let rest = a.claim("hss", 10, 4, LEASE).await.unwrap();
+    assert_eq!(rest.len(), 2);
+    assert_eq!(a.complete(done(rest), 5).await.unwrap(), vec![true, true]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), heard.recv())
+            .await
+            .is_err(),
+        "an outcome that made nothing ready is not announced"
+    );
     assert!(
         tokio::time::timeout(Duration::from_millis(300), stranger_heard.recv())
             .await

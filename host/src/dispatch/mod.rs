@@ -2,9 +2,13 @@
 //!
 //! One loop per connector keeps up to `concurrency` attempts in flight. Each
 //! attempt runs in its own task and writes its own completion, so completions
-//! from many attempts share a commit in the store. The loop sleeps until an
-//! ingest wakes it, an attempt finishes, the earliest retry falls due, or the
-//! poll interval passes.
+//! from many attempts share a commit in the store. The loop sleeps until
+//! something may have made a delivery ready (an ingest, an outcome whose
+//! released lanes moved on to a delivery or that scheduled a retry, a rescue,
+//! an operator), the earliest retry falls due, or the poll interval passes.
+//! An attempt that ends frees a slot; the loop claims for it only when its
+//! last claim may have left deliveries ready (it got as many as it asked for).
+//! So at a trickle a delivery costs one claim, not a claim and an empty one.
 //!
 //! The loop keeps no copy of the connector's state: policy, waker, breaker
 //! and counters are the connector's entry in the [`Registry`], which the API
@@ -392,6 +396,9 @@ impl ConnectorLoop {
                 }
             }
             let mut claimed_all = false;
+            // The claim took every delivery ready then: until something
+            // wakes the loop, an attempt that ends leaves nothing to claim.
+            let mut drained = false;
             // Work claimed now may send only until the egress gate next
             // closes, even if it reopens before the work runs.
             let pass = gate.map(|g| (g.pass(), g));
@@ -403,6 +410,7 @@ impl ConnectorLoop {
                 {
                     Ok(batch) => {
                         claimed_all = batch.len() == free;
+                        drained = batch.len() < free;
                         if local_tokens {
                             lock(&self.bucket).take(batch.len(), now);
                         }
@@ -426,11 +434,27 @@ impl ConnectorLoop {
                 Some(wait) => wait.min(self.settings.poll_interval),
                 None => self.idle_sleep().await,
             };
-            tokio::select! {
-                _ = self.entry.woken() => {}
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = clock.sleep(sleep) => {}
-                _ = shutdown.wait_for(|s| *s) => break,
+            // Whatever may have made a delivery ready wakes the loop: an
+            // ingest, a released lane (the attempt below wakes it only then,
+            // see `Settled`), a retry scheduled, a rescue, an operator. An
+            // attempt that just ended frees a slot, which matters only if
+            // the last claim left deliveries ready behind it.
+            let timer = clock.sleep(sleep);
+            tokio::pin!(timer);
+            let stop = loop {
+                tokio::select! {
+                    _ = self.entry.woken() => break false,
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                        if !drained {
+                            break false;
+                        }
+                    }
+                    _ = &mut timer => break false,
+                    _ = shutdown.wait_for(|s| *s) => break true,
+                }
+            };
+            if stop {
+                break;
             }
         }
         self.drain(tasks).await;
@@ -582,20 +606,31 @@ impl ConnectorLoop {
                     tracing::warn!(error = %error, "delivery is dead; an operator must retry or skip it")
                 }
             }
-            match store.complete(vec![Completion::of(&d, kind)], now).await {
-                Ok(applied) if applied.first() == Some(&false) => {
+            let delivered = matches!(kind, CompletionKind::Delivered);
+            // Whether the loop has something new to claim or schedule: a
+            // delivery made ready by the lanes this one released, or a retry
+            // (its due time). A plain delivery leaves nothing; waking the
+            // loop for it would cost an empty claim per delivery.
+            let wake = match store.settle(vec![Completion::of(&d, kind)], now).await {
+                Ok(s) if s.applied.first() == Some(&false) => {
                     tracing::warn!(
                         "lease was taken over before the attempt finished; its outcome is dropped"
-                    )
+                    );
+                    true
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    "cannot record the outcome; the lease will expire and the delivery run again"
-                ),
-            }
+                Ok(s) => !delivered || s.readied(entry.name()),
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "cannot record the outcome; the lease will expire and the delivery run again"
+                    );
+                    true
+                }
+            };
             lock(&in_flight).remove(&d.delivery_id);
-            entry.wake();
+            if wake {
+                entry.wake();
+            }
             if let Some((transition, _)) = moved {
                 record_breaker(&store, entry.name(), transition, now);
             }

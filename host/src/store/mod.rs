@@ -114,6 +114,30 @@ impl CompletionKind {
     }
 }
 
+/// What [`Store::settle`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settled {
+    /// Per completion, in order: `false` where the lease was no longer
+    /// current (nothing of it applied).
+    pub applied: Vec<bool>,
+    /// The connectors with a delivery that became ready when a lane these
+    /// completions released moved on to it, sorted, each once. A store that
+    /// commits several callers' completions together names those of the
+    /// whole transaction: more than a caller's own, never fewer. A
+    /// connector's loop that finds its own name here claims again; one that
+    /// does not knows that the outcome left nothing new to claim.
+    pub readied: Vec<String>,
+}
+
+impl Settled {
+    /// Whether `connector` has a delivery these completions made ready.
+    pub fn readied(&self, connector: &str) -> bool {
+        self.readied
+            .binary_search_by(|c| c.as_str().cmp(connector))
+            .is_ok()
+    }
+}
+
 /// The result of one attempt, applied if `lease` is still current.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
@@ -438,8 +462,15 @@ pub trait Store: Send + Sync + 'static {
         lease_ms: i64,
     ) -> StoreResult<Vec<Claimed>>;
 
-    /// Applies outcomes; `false` where the lease was no longer current.
-    async fn complete(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Vec<bool>>;
+    /// Applies outcomes, and says which connectors' lanes they released
+    /// onto a delivery that is ready now (see [`Settled`]).
+    async fn settle(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Settled>;
+
+    /// [`Store::settle`], for callers that need only whether each applied:
+    /// `false` where the lease was no longer current.
+    async fn complete(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Vec<bool>> {
+        Ok(self.settle(items, now).await?.applied)
+    }
 
     /// Re-queues deliveries whose lease expired (a crashed or hung attempt).
     async fn rescue_expired(&self, now: Millis) -> StoreResult<u64>;

@@ -39,8 +39,8 @@ use super::retention;
 use super::{
     claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
     state_of, Catalog, Claimed, Cluster, Completion, CompletionKind, EventRow, IngestOutcome,
-    LaneHeadRow, LaneView, OperatorAction, Purge, Purged, Routed, SharedHealth, Store, StoreError,
-    StoreResult, LANE_BEHIND,
+    LaneHeadRow, LaneView, OperatorAction, Purge, Purged, Routed, Settled, SharedHealth, Store,
+    StoreError, StoreResult, LANE_BEHIND,
 };
 use crate::queue::lanes::{
     self, delivery_count, first_released, plan_accept, promotions, AcceptPlan, Step,
@@ -59,7 +59,7 @@ pub struct PostgresStore {
     /// Written as the owner of every lease this node takes.
     node: String,
     ingests: mpsc::Sender<Queued<Vec<Routed>, IngestOutcome>>,
-    completions: mpsc::Sender<Queued<Vec<Completion>, Vec<bool>>>,
+    completions: mpsc::Sender<Queued<Vec<Completion>, Settled>>,
     /// The session holding this node's name ([`Cluster::hold_name`]).
     name_lock: tokio::sync::Mutex<Option<PgConnection>>,
     /// Tells the other nodes of new work and breaker changes, once
@@ -387,7 +387,7 @@ impl PostgresStore {
             }));
         }
         let (completions, rx) = mpsc::channel(4096);
-        let rx: Queue<Vec<Completion>, Vec<bool>> = Arc::new(tokio::sync::Mutex::new(rx));
+        let rx: Queue<Vec<Completion>, Settled> = Arc::new(tokio::sync::Mutex::new(rx));
         for worker in 0..GROUP_WORKERS {
             let pool = pool.clone();
             let writer = format!("{node}/complete{worker}");
@@ -402,25 +402,28 @@ impl PostgresStore {
                     async move {
                         let sizes: Vec<usize> = requests.iter().map(Vec::len).collect();
                         let items: Vec<Completion> = requests.into_iter().flatten().collect();
-                        let applied = transaction!(pool, |conn| counted(
+                        let settled = transaction!(pool, |conn| counted(
                             conn,
                             &writer,
                             async |conn, counts| {
                                 complete_tx(conn, &items, now, (&node, &writer), counts).await
                             }
                         ))?;
-                        // A released lane may have made its next delivery
-                        // ready: any node may take it.
-                        let released = items.iter().zip(&applied).filter(|(c, ok)| {
-                            **ok && !c.keys.is_empty() && c.kind.step().releases()
-                        });
+                        // A released lane made its next delivery ready: any
+                        // node may take it.
                         announcer.send(
-                            released.map(|(c, _)| super::Announcement::Work(c.connector.clone())),
+                            settled
+                                .readied
+                                .iter()
+                                .map(|c| super::Announcement::Work(c.clone())),
                         );
-                        let mut applied = applied.into_iter();
+                        let mut applied = settled.applied.into_iter();
                         Ok(sizes
                             .into_iter()
-                            .map(|n| applied.by_ref().take(n).collect())
+                            .map(|n| Settled {
+                                applied: applied.by_ref().take(n).collect(),
+                                readied: settled.readied.clone(),
+                            })
                             .collect())
                     }
                 },
@@ -852,15 +855,17 @@ async fn supersede_tx(
 
 /// Removes the entries `(connector, key, seq)` from their lanes; where one
 /// was the head, the new head loses a blocker and becomes ready when it has
-/// none left. The caller holds the lanes' advisory locks.
+/// none left. The caller holds the lanes' advisory locks. Returns the
+/// connector of each delivery that became ready.
 async fn release_lanes(
     conn: &mut PgConnection,
     entries: &[(String, String, i64)],
     now: Millis,
     counts: &mut Counts,
-) -> TxResult<()> {
+) -> TxResult<Vec<String>> {
+    let mut readied = Vec::new();
     if entries.is_empty() {
-        return Ok(());
+        return Ok(readied);
     }
     let cs: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
     let ks: Vec<&str> = entries.iter().map(|e| e.1.as_str()).collect();
@@ -876,7 +881,7 @@ async fn release_lanes(
     .fetch_all(&mut *conn)
     .await?;
     if removed.is_empty() {
-        return Ok(());
+        return Ok(readied);
     }
     let first = first_released(removed.into_iter().map(|(c, k, seq)| ((c, k), seq)));
     let cs: Vec<&str> = first.keys().map(|l| l.0.as_str()).collect();
@@ -910,16 +915,17 @@ async fn release_lanes(
             .bind(now)
             .fetch_all(&mut *conn)
             .await?;
-        for (connector, _) in moved.iter().filter(|(_, ready)| *ready) {
+        for (connector, _) in moved.into_iter().filter(|(_, ready)| *ready) {
             counts.moved(
-                connector,
+                &connector,
                 Some(DeliveryState::Blocked),
                 DeliveryState::Ready,
                 1,
             );
+            readied.push(connector);
         }
     }
-    Ok(())
+    Ok(readied)
 }
 
 async fn complete_tx(
@@ -928,26 +934,34 @@ async fn complete_tx(
     now: Millis,
     who: (&str, &str),
     counts: &mut Counts,
-) -> TxResult<Vec<bool>> {
+) -> TxResult<Settled> {
     let mut out = vec![false; items.len()];
+    let mut readied = Vec::new();
     for round in completion_rounds(items) {
         let batch: Vec<Completion> = round.iter().map(|&i| items[i].clone()).collect();
-        let applied = complete_round(conn, &batch, now, who, counts).await?;
+        let (applied, ready) = complete_round(conn, &batch, now, who, counts).await?;
+        readied.extend(ready);
         for (k, &i) in round.iter().enumerate() {
             out[i] = applied.get(k).copied().unwrap_or(false);
         }
     }
-    Ok(out)
+    readied.sort_unstable();
+    readied.dedup();
+    Ok(Settled {
+        applied: out,
+        readied,
+    })
 }
 
-/// [`complete_tx`] for completions of distinct deliveries.
+/// [`complete_tx`] for completions of distinct deliveries: whether each
+/// applied, and the connectors it readied a delivery of.
 async fn complete_round(
     conn: &mut PgConnection,
     items: &[Completion],
     now: Millis,
     (node, writer): (&str, &str),
     counts: &mut Counts,
-) -> TxResult<Vec<bool>> {
+) -> TxResult<(Vec<bool>, Vec<String>)> {
     let releases = |c: &Completion| c.kind.step().releases();
     let locks = items
         .iter()
@@ -1035,11 +1049,12 @@ async fn complete_round(
             }
         }
     }
-    release_lanes(conn, &entries, now, counts).await?;
-    Ok(items
+    let readied = release_lanes(conn, &entries, now, counts).await?;
+    let applied = items
         .iter()
         .map(|c| applied.contains(&c.delivery_id))
-        .collect())
+        .collect();
+    Ok((applied, readied))
 }
 
 /// Ends up to `limit` blocked or ready deliveries past their `expires_at` as
@@ -1330,9 +1345,9 @@ impl Store for PostgresStore {
         claims_of(connector, lease, now, claimed, events)
     }
 
-    async fn complete(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Vec<bool>> {
+    async fn settle(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Settled> {
         if items.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Settled::default());
         }
         enqueue(&self.completions, items, now).await
     }

@@ -46,7 +46,7 @@ use super::table_lanes::{InTable, TableLanes};
 use super::{
     claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
     runs, state_of, Catalog, Claimed, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView,
-    OperatorAction, Purge, Purged, Routed, Store, StoreError, StoreResult, LANE_BEHIND,
+    OperatorAction, Purge, Purged, Routed, Settled, Store, StoreError, StoreResult, LANE_BEHIND,
 };
 use crate::queue::lanes::{self, first_released, plan_accept, promotions, AcceptPlan, Step};
 use crate::queue::{DeliveryState, Millis};
@@ -553,10 +553,13 @@ impl Writer {
         }
         if failure.is_none() && !completion_slots.is_empty() {
             match self.complete_batch(&completions, complete_now).await {
-                Ok(applied) => {
-                    let mut applied = applied.into_iter();
+                Ok(settled) => {
+                    let mut applied = settled.applied.into_iter();
                     for (i, n) in completion_slots {
-                        let mine: Vec<bool> = applied.by_ref().take(n).collect();
+                        let mine = Settled {
+                            applied: applied.by_ref().take(n).collect(),
+                            readied: settled.readied.clone(),
+                        };
                         slots[i] = Some(Box::new(mine));
                     }
                 }
@@ -1286,28 +1289,32 @@ impl Writer {
     /// then one release of every lane entry the delivered and released-dead
     /// ones held, one look-up of the lanes' new heads and one update of the
     /// heads that lose a blocker.
-    async fn complete_batch(
-        &mut self,
-        items: &[Completion],
-        now: Millis,
-    ) -> StoreResult<Vec<bool>> {
+    async fn complete_batch(&mut self, items: &[Completion], now: Millis) -> StoreResult<Settled> {
         let mut out = vec![false; items.len()];
+        let mut readied = Vec::new();
         for round in completion_rounds(items) {
             let batch: Vec<Completion> = round.iter().map(|&i| items[i].clone()).collect();
-            let applied = self.complete_round(&batch, now).await?;
+            let (applied, ready) = self.complete_round(&batch, now).await?;
+            readied.extend(ready);
             for (k, &i) in round.iter().enumerate() {
                 out[i] = applied.get(k).copied().unwrap_or(false);
             }
         }
-        Ok(out)
+        readied.sort_unstable();
+        readied.dedup();
+        Ok(Settled {
+            applied: out,
+            readied,
+        })
     }
 
-    /// [`Writer::complete_batch`] for completions of distinct deliveries.
+    /// [`Writer::complete_batch`] for completions of distinct deliveries:
+    /// whether each applied, and the connectors it readied a delivery of.
     async fn complete_round(
         &mut self,
         items: &[Completion],
         now: Millis,
-    ) -> StoreResult<Vec<bool>> {
+    ) -> StoreResult<(Vec<bool>, Vec<String>)> {
         let mut applied: HashSet<i64> = HashSet::with_capacity(items.len());
         for chunk in runs(items) {
             let mut qb = QueryBuilder::<Sqlite>::new(
@@ -1376,21 +1383,23 @@ impl Writer {
             });
             qb.build().execute(&mut self.conn).await?;
         }
-        self.release_entries(&entries, now).await?;
-        Ok(items
+        let readied = self.release_entries(&entries, now).await?;
+        let applied = items
             .iter()
             .map(|c| applied.contains(&c.delivery_id))
-            .collect())
+            .collect();
+        Ok((applied, readied))
     }
 
     /// Removes lane entries `(connector, key, seq)`; where one was its
     /// lane's head, the new head loses a blocker (one per lane it heads) and
-    /// becomes ready when it has none left.
+    /// becomes ready when it has none left. Returns the connector of each
+    /// delivery that became ready.
     async fn release_entries(
         &mut self,
         entries: &[(&str, &str, i64)],
         now: Millis,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<String>> {
         // Remove each entry where it is: held in memory, else in the table.
         let mut removed: Vec<(String, String, i64)> = Vec::new();
         let mut in_table: Vec<(&str, &str, i64)> = Vec::new();
@@ -1462,6 +1471,7 @@ impl Writer {
         let unblock: Vec<(i64, i64)> = promotions(&first, |lane| heads.get(lane).copied())
             .into_iter()
             .collect();
+        let mut readied = Vec::new();
         for chunk in runs(&unblock) {
             let mut qb = QueryBuilder::<Sqlite>::new(format!(
                 "UPDATE deliveries SET blockers = deliveries.blockers - v.column2, state = {}, \
@@ -1477,13 +1487,14 @@ impl Writer {
                  RETURNING deliveries.connector, deliveries.state = 'ready'",
             );
             let moved: Vec<(String, bool)> = qb.build_query_as().fetch_all(&mut self.conn).await?;
-            for (connector, _) in moved.iter().filter(|(_, ready)| *ready) {
+            for (connector, _) in moved.into_iter().filter(|(_, ready)| *ready) {
                 let blocked = Some(DeliveryState::Blocked);
                 self.counts
-                    .moved(connector, blocked, DeliveryState::Ready, 1);
+                    .moved(&connector, blocked, DeliveryState::Ready, 1);
+                readied.push(connector);
             }
         }
-        Ok(())
+        Ok(readied)
     }
 
     /// Re-queues deliveries whose lease ended, or with `all` every
@@ -1649,7 +1660,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn complete(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Vec<bool>> {
+    async fn settle(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Settled> {
         self.call(Work::Complete { items, now }).await
     }
 
