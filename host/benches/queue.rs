@@ -2,7 +2,7 @@
 //!
 //! `cargo bench -p switchboard --bench queue -- <scenario> [options]`, where
 //! scenario is one of `ingest-single`, `ingest-batch`, `drain`, `footprint`,
-//! `storage`, `all`. BENCHMARKS.md at the repository root records what it printed.
+//! `storage`, `churn`, `all`. BENCHMARKS.md at the repository root records what it printed.
 //!
 //! Honesty rules this program keeps:
 //! - The store is opened exactly as the gateway opens it (`store::open`: WAL,
@@ -73,6 +73,8 @@ struct Opts {
     /// Gateway nodes sharing the store (PostgreSQL only): each has its own
     /// store connection pool, HTTP listener and dispatcher.
     nodes: usize,
+    /// Fill-deliver-purge cycles of `churn`, `backlog` events each.
+    cycles: usize,
 }
 
 impl Default for Opts {
@@ -89,14 +91,15 @@ impl Default for Opts {
             dir: None,
             storage: None,
             nodes: 1,
+            cycles: 10,
         }
     }
 }
 
 const USAGE: &str = "usage: cargo bench -p switchboard --bench queue -- \
-<ingest-single|ingest-batch|drain|footprint|storage|all> \
+<ingest-single|ingest-batch|drain|footprint|storage|churn|all> \
 [--duration SECS] [--warmup SECS] [--clients N] [--batch N] \
-[--measured N] [--backlog N] [--prefill-batch N] [--concurrency N] [--dir PATH] \
+[--measured N] [--backlog N] [--prefill-batch N] [--concurrency N] [--dir PATH] [--cycles N] \
 [--storage postgres://… [--nodes N]]";
 
 fn parse_args() -> (String, Opts) {
@@ -124,6 +127,7 @@ fn parse_args() -> (String, Opts) {
             "--dir" => opts.dir = Some(PathBuf::from(value("--dir"))),
             "--storage" => opts.storage = Some(value("--storage")),
             "--nodes" => opts.nodes = value("--nodes").parse().expect(USAGE),
+            "--cycles" => opts.cycles = value("--cycles").parse().expect(USAGE),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -164,6 +168,7 @@ fn main() {
                 footprint(&db).await;
             }
             "storage" => storage(&opts).await,
+            "churn" => churn(&opts).await,
             "all" => {
                 ingest_single(&opts).await;
                 ingest_batch(&opts).await;
@@ -573,6 +578,155 @@ async fn storage(opts: &Opts) {
         per(reduced.iter().map(|r| r.1).sum())
     );
     print_tables(&reduced, n);
+}
+
+/// Whether the tables stay bounded while millions of events go through
+/// them: on PostgreSQL every claim and outcome updates a row and every
+/// release and purge deletes some, and only (auto)vacuum makes their space
+/// reusable. Each cycle queues `backlog` events, delivers them all, and
+/// purges every finished one (reduced to its id, then the ids forgotten) as
+/// the retention loop does once their time has passed; after each it prints
+/// the bytes of every table with its indexes and its dead rows, as
+/// autovacuum left them: this program runs no VACUUM of its own until the
+/// end, when one shows what a manual VACUUM would still have reclaimed.
+async fn churn(opts: &Opts) {
+    let n = opts.backlog;
+    let db = fresh_db(opts).await;
+    if db.path.is_none() {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let settings: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, setting FROM pg_settings WHERE name IN ('autovacuum', \
+             'autovacuum_naptime', 'autovacuum_vacuum_scale_factor', \
+             'autovacuum_vacuum_insert_scale_factor', 'autovacuum_vacuum_cost_limit') \
+             ORDER BY name",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let settings: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("  server: {}", settings.join(", "));
+    }
+    println!(
+        "churn: {} cycles of {n} events (two keys, {PAYLOAD_BYTES}-byte payload): queue them \
+         ({} per store.ingest), deliver them all (claims of 1,000), purge them all",
+        opts.cycles, opts.prefill_batch
+    );
+    let mut gen = Gen::new();
+    let mib = |b: i64| b as f64 / (1024.0 * 1024.0);
+    let total = |rows: &[(String, i64, i64)]| rows.iter().map(|r| r.1).sum::<i64>();
+    for cycle in 1..=opts.cycles {
+        let t = Instant::now();
+        let mut done = 0;
+        while done < n {
+            let k = opts.prefill_batch.min(n - done);
+            let batch = gen.routed(&format!("c{cycle}-"), done, k);
+            match db.store.ingest(batch, now_ms()).await.unwrap() {
+                IngestOutcome::Accepted(c) => assert_eq!(c.accepted as usize, k),
+                other => panic!("churn: {other:?}"),
+            }
+            done += k;
+        }
+        let filled = t.elapsed();
+        let full = relation_sizes(&db).await;
+        let t = Instant::now();
+        let mut delivered = 0;
+        loop {
+            let claimed = db
+                .store
+                .claim(CONNECTOR, 1_000, now_ms(), 60_000)
+                .await
+                .unwrap();
+            if claimed.is_empty() {
+                break;
+            }
+            delivered += claimed.len();
+            let done = claimed
+                .iter()
+                .map(|d| store::Completion::of(d, store::CompletionKind::Delivered))
+                .collect();
+            db.store.complete(done, now_ms()).await.unwrap();
+        }
+        assert_eq!(delivered, n, "every event delivered");
+        let drained = t.elapsed();
+        let t = Instant::now();
+        // Reduced to their ids (the payload retention), then the ids
+        // forgotten (the dedup window).
+        let reduce = store::Purge {
+            compact_before: now_ms() + 1,
+            forget_before: None,
+        };
+        for purge in [reduce, store::Purge::whole(now_ms() + 1)] {
+            loop {
+                let p = db.store.purge_finished(purge, 5_000).await.unwrap();
+                if p.events() == 0 && p.forgotten == 0 {
+                    break;
+                }
+            }
+        }
+        let purged = t.elapsed();
+        let empty = relation_sizes(&db).await;
+        let dead: i64 = empty.iter().map(|r| r.2).sum();
+        println!(
+            "churn: cycle {cycle} ({} events so far): queued in {:.0} s, delivered in {:.0} s, \
+             purged in {:.0} s; tables and indexes {:.1} MiB with {n} queued, {:.1} MiB once \
+             purged ({dead} dead rows)",
+            cycle * n,
+            filled.as_secs_f64(),
+            drained.as_secs_f64(),
+            purged.as_secs_f64(),
+            mib(total(&full)),
+            mib(total(&empty)),
+        );
+        if cycle == 1 || cycle == opts.cycles {
+            for (name, bytes, dead) in full.iter().filter(|r| r.1 >= 1 << 20) {
+                let after = empty.iter().find(|r| &r.0 == name).map_or(0, |r| r.1);
+                println!(
+                    "  {name:<24} {:>8.1} MiB queued, {:>8.1} MiB purged ({dead} dead rows \
+                     when queued)",
+                    mib(*bytes),
+                    mib(after)
+                );
+            }
+        }
+    }
+    if db.path.is_none() {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query("VACUUM").execute(&mut conn).await.unwrap();
+        let after = relation_sizes(&db).await;
+        println!(
+            "churn: after a manual VACUUM: {:.1} MiB ({} dead rows); files only shrink by \
+             their empty tail, the rest is reused",
+            mib(total(&after)),
+            after.iter().map(|r| r.2).sum::<i64>()
+        );
+    }
+}
+
+/// Each table's bytes with its indexes (and TOAST), and its dead rows as the
+/// server counts them (PostgreSQL; SQLite reuses free pages at once: 0).
+async fn relation_sizes(db: &Db) -> Vec<(String, i64, i64)> {
+    if db.path.is_some() {
+        return table_bytes(db)
+            .await
+            .into_iter()
+            .map(|(name, bytes)| (name, bytes, 0))
+            .collect();
+    }
+    let schema = db.schema.clone().unwrap_or_default();
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    // The server's statistics arrive within a second of a commit.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sqlx::query_as(
+        "SELECT c.relname::text, pg_total_relation_size(c.oid)::int8, \
+             COALESCE(s.n_dead_tup, 0)::int8 FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
+         WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY 2 DESC",
+    )
+    .bind(&schema)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
 }
 
 /// Each table's and index's bytes, largest first (see [`storage`]).

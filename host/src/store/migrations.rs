@@ -22,10 +22,11 @@ macro_rules! embed {
     };
 }
 
-/// `embed!` of the migrations both backends have, numbered alike, then
-/// each backend's own.
+/// `embed!` of the migrations both backends have, numbered alike, with
+/// each backend's own in their place (`[…]` before 0014, `[…]` after the
+/// last shared one).
 macro_rules! embed_with_shared {
-    ($dir:literal $(, $own:literal)* $(,)?) => {
+    ($dir:literal, [$($own:literal),* $(,)?], [$($after:literal),* $(,)?] $(,)?) => {
         embed!($dir:
             "0001_queue",
             "0002_components",
@@ -43,6 +44,7 @@ macro_rules! embed_with_shared {
             "0016_attempts_connector",
             "0017_replays",
             "0018_finished_ids",
+            $($after,)*
         )
     };
 }
@@ -50,13 +52,13 @@ macro_rules! embed_with_shared {
 /// The SQLite schema.
 pub(super) const SQLITE: &[(&str, &str)] = embed_with_shared!(
     "sqlite",
-    "0011_pending_flag",
-    "0012_lane_watermark",
-    "0013_records"
+    ["0011_pending_flag", "0012_lane_watermark", "0013_records"],
+    [],
 );
 
 /// The PostgreSQL schema.
-pub(super) const POSTGRES: &[(&str, &str)] = embed_with_shared!("postgres", "0013_records");
+pub(super) const POSTGRES: &[(&str, &str)] =
+    embed_with_shared!("postgres", ["0013_records"], ["0019_vacuum_queue_tables"]);
 
 /// A migrator over `files`. A stem that is not `<version>_<description>`
 /// is a build mistake that `every_file_is_listed` catches (the versions it

@@ -279,6 +279,29 @@ async fn enqueue<Req, Out>(
     rx.await.map_err(|_| stopped())?
 }
 
+/// Says so at start when the server's autovacuum is off: every event that
+/// passes through leaves dead rows behind (updated deliveries, released lane
+/// entries, purged events), and without autovacuum their space is never
+/// reused, so the tables grow without bound. Migration 0019 tunes it for the
+/// queue's tables; it cannot turn it on.
+async fn warn_without_autovacuum(pool: &PgPool) {
+    let on: Result<Vec<(String, String)>, _> = sqlx::query_as(
+        "SELECT name, setting FROM pg_settings WHERE name IN ('autovacuum', 'track_counts')",
+    )
+    .fetch_all(pool)
+    .await;
+    for (name, setting) in on.unwrap_or_default() {
+        if setting != "on" {
+            tracing::warn!(
+                setting = %name,
+                "PostgreSQL runs with {name} = off: the space of the queue's dead rows is never \
+                 reused and its tables grow with every event; set {name} = on (the server's \
+                 default) in postgresql.conf"
+            );
+        }
+    }
+}
+
 /// How long start-up waits for a PostgreSQL that refuses connections or is
 /// still starting (as the pool would: its acquire timeout).
 const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
@@ -364,6 +387,7 @@ impl PostgresStore {
         let schema: String = sqlx::query_scalar("SELECT current_schema()")
             .fetch_one(&pool)
             .await?;
+        warn_without_autovacuum(&pool).await;
         let announcer = Announcer::start(pool.clone(), &schema);
         let (ingests, rx) = mpsc::channel(4096);
         let rx: Queue<Vec<Routed>, IngestOutcome> = Arc::new(tokio::sync::Mutex::new(rx));
