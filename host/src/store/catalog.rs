@@ -1555,6 +1555,19 @@ impl Counts {
 
     /// Adds the changes to `writer`'s rows and forgets them.
     pub(crate) async fn write(&mut self, conn: Conn<'_>, writer: &str) -> StoreResult<()> {
+        self.write_then(conn, writer, None).await.map(|_| ())
+    }
+
+    /// [`Counts::write`], followed in the same call by the statement `then`
+    /// (SQLite runs several statements a call; the writer ends its
+    /// transaction so, one hand-off to SQLite's thread fewer). Whether
+    /// `then` ran: not when there was nothing to write.
+    pub(crate) async fn write_then(
+        &mut self,
+        conn: Conn<'_>,
+        writer: &str,
+        then: Option<&str>,
+    ) -> StoreResult<bool> {
         static UPSERT: LazyLock<(String, String)> = LazyLock::new(|| {
             let cols: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
             let insert = format!(
@@ -1572,7 +1585,7 @@ impl Counts {
             .filter(|(_, d)| d.iter().any(|n| *n != 0))
             .collect();
         if rows.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         on!(conn, |c| {
             let mut qb = QueryBuilder::<Db>::new(&UPSERT.0);
@@ -1583,9 +1596,12 @@ impl Counts {
                 }
             });
             qb.push(&UPSERT.1);
+            if let Some(then) = then {
+                qb.push("; ").push(then);
+            }
             qb.build().execute(c).await.map(|_| ())
         })?;
-        Ok(())
+        Ok(then.is_some())
     }
 
     /// Forgets the changes of a transaction that rolled back.

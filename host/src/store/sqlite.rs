@@ -605,13 +605,18 @@ impl Writer {
                 Err(e) => failure = Some(e),
             }
         }
+        let mut committed = false;
         if failure.is_none() {
-            // The only writer: one row of counts per connector.
-            if let Err(e) = self.counts.write(Conn::Sqlite(&mut self.conn), "").await {
-                failure = Some(e);
+            // The only writer: one row of counts per connector, and the
+            // commit in the same call. Should the commit fail, the
+            // transaction is still open and rolls back below.
+            let conn = Conn::Sqlite(&mut self.conn);
+            match self.counts.write_then(conn, "", Some("COMMIT")).await {
+                Ok(ran) => committed = ran,
+                Err(e) => failure = Some(e),
             }
         }
-        if failure.is_none() {
+        if failure.is_none() && !committed {
             if let Err(e) = sqlx::query("COMMIT").execute(&mut self.conn).await {
                 failure = Some(e.into());
             }
