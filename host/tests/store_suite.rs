@@ -230,11 +230,32 @@ async fn retry_waits_for_its_time_and_keeps_the_lane(t: TestStore) {
     };
     assert_eq!(finish(s, "c", 1, retry).await, vec!["1"]);
     assert!(ids(s, "c", 10, 4_999).await.is_empty());
-    assert_eq!(s.catalog().next_due("c").await.unwrap(), Some(5_000));
+    assert_eq!(s.catalog().next_due("c", 2).await.unwrap(), Some(5_000));
     let d = s.claim("c", 10, 5_000, LEASE).await.unwrap();
     assert_eq!((d[0].event.id.as_str(), d[0].attempt), ("1", 2));
     let view = s.catalog().event("1").await.unwrap().unwrap();
     assert_eq!(view.deliveries[0].last_error.as_deref(), Some("503"));
+}
+
+/// A connector's loop that claimed nothing sleeps until `next_due`: a
+/// delivery no claim would take (expired, or its connector paused) must not
+/// count, or the loop would claim nothing again every millisecond.
+async fn the_next_due_time_leaves_out_what_no_claim_would_take(t: TestStore) {
+    let s = &*t.store;
+    let mut soon = ev("soon", "t", &[], &["c"]);
+    soon.expire_after.insert("c".into(), 100);
+    s.ingest(vec![soon], 0).await.unwrap();
+    assert_eq!(s.catalog().next_due("c", 50).await.unwrap(), Some(0));
+    assert_eq!(s.catalog().next_due("c", 100).await.unwrap(), None);
+    s.ingest(vec![ev("later", "t", &[], &["c"])], 200)
+        .await
+        .unwrap();
+    assert_eq!(s.catalog().next_due("c", 200).await.unwrap(), Some(200));
+    let catalog = s.catalog();
+    assert!(catalog.set_paused("c", true, "ops", 300).await.unwrap());
+    assert_eq!(catalog.next_due("c", 300).await.unwrap(), None);
+    assert!(catalog.set_paused("c", false, "ops", 400).await.unwrap());
+    assert_eq!(catalog.next_due("c", 400).await.unwrap(), Some(200));
 }
 
 async fn expired_leases_are_rescued_and_late_completions_ignored(t: TestStore) {
@@ -2131,6 +2152,7 @@ for_each_backend!(
     an_outcome_names_the_connectors_whose_deliveries_it_made_ready,
     connectors_have_independent_lanes,
     retry_waits_for_its_time_and_keeps_the_lane,
+    the_next_due_time_leaves_out_what_no_claim_would_take,
     expired_leases_are_rescued_and_late_completions_ignored,
     dead_letters_hold_or_release_their_keys,
     everything_acknowledged_survives_a_reopen,

@@ -547,13 +547,20 @@ impl Catalog {
         )
     }
 
-    /// The earliest `next_attempt_at` among `connector`'s ready deliveries.
-    pub async fn next_due(&self, connector: &str) -> StoreResult<Option<Millis>> {
+    /// The earliest `next_attempt_at` among the deliveries of `connector` a
+    /// claim would take once due: ready, not past their expiry at `now`,
+    /// the connector not paused. Those a claim would not take are left out,
+    /// or a loop that found nothing to claim would look again at once, and
+    /// again, until they expire or the connector resumes.
+    pub async fn next_due(&self, connector: &str, now: Millis) -> StoreResult<Option<Millis>> {
         let mut r = self.read().await?;
         Ok(on!(r.conn(), |c| sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'ready' AND connector = $1",
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'ready' \
+             AND connector = $1 AND (expires_at IS NULL OR expires_at > $2) \
+             AND NOT EXISTS (SELECT 1 FROM connector_controls WHERE connector = $1 AND paused)",
         )
         .bind(connector)
+        .bind(now)
         .fetch_one(c)
         .await)?)
     }
@@ -1568,6 +1575,12 @@ impl Counts {
         writer: &str,
         then: Option<&str>,
     ) -> StoreResult<bool> {
+        if then.is_some() && matches!(conn, Conn::Postgres(_)) {
+            // PostgreSQL prepares one statement at a time.
+            return Err(StoreError::Internal(
+                "connector counts: a second statement in one call on PostgreSQL".into(),
+            ));
+        }
         static UPSERT: LazyLock<(String, String)> = LazyLock::new(|| {
             let cols: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
             let insert = format!(
