@@ -515,24 +515,7 @@ async fn storage(opts: &Opts) {
     print_tables(&live, n);
 
     let t = Instant::now();
-    let mut delivered = 0;
-    loop {
-        let claimed = db
-            .store
-            .claim(CONNECTOR, 1_000, now_ms(), 60_000)
-            .await
-            .unwrap();
-        if claimed.is_empty() {
-            break;
-        }
-        delivered += claimed.len();
-        let done = claimed
-            .iter()
-            .map(|d| store::Completion::of(d, store::CompletionKind::Delivered))
-            .collect();
-        db.store.complete(done, now_ms()).await.unwrap();
-    }
-    assert_eq!(delivered, n, "every event delivered");
+    deliver_all(&db, n).await;
     println!(
         "storage: delivered all {n} in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -578,6 +561,29 @@ async fn storage(opts: &Opts) {
         per(reduced.iter().map(|r| r.1).sum())
     );
     print_tables(&reduced, n);
+}
+
+/// Claims and completes (`Delivered`) every queued delivery, 1,000 at a
+/// time, and checks that there were `n`.
+async fn deliver_all(db: &Db, n: usize) {
+    let mut delivered = 0;
+    loop {
+        let claimed = db
+            .store
+            .claim(CONNECTOR, 1_000, now_ms(), 60_000)
+            .await
+            .unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        delivered += claimed.len();
+        let done = claimed
+            .iter()
+            .map(|d| store::Completion::of(d, store::CompletionKind::Delivered))
+            .collect();
+        db.store.complete(done, now_ms()).await.unwrap();
+    }
+    assert_eq!(delivered, n, "every event delivered");
 }
 
 /// Whether the tables stay bounded while millions of events go through
@@ -629,24 +635,7 @@ async fn churn(opts: &Opts) {
         let filled = t.elapsed();
         let full = relation_sizes(&db).await;
         let t = Instant::now();
-        let mut delivered = 0;
-        loop {
-            let claimed = db
-                .store
-                .claim(CONNECTOR, 1_000, now_ms(), 60_000)
-                .await
-                .unwrap();
-            if claimed.is_empty() {
-                break;
-            }
-            delivered += claimed.len();
-            let done = claimed
-                .iter()
-                .map(|d| store::Completion::of(d, store::CompletionKind::Delivered))
-                .collect();
-            db.store.complete(done, now_ms()).await.unwrap();
-        }
-        assert_eq!(delivered, n, "every event delivered");
+        deliver_all(&db, n).await;
         let drained = t.elapsed();
         let t = Instant::now();
         // Reduced to their ids (the payload retention), then the ids
