@@ -49,7 +49,7 @@
 mod common;
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -1139,7 +1139,20 @@ async fn through_gateway(opts: &Opts, mix: &Mix) -> Row {
     // it is the first), expressed as a reading to subtract `cpu0` from.
     let last = cpu_ticks(&gateway.pid.to_string());
     // Across a kill the counts of the killed process are gone: none then.
-    let switches = (opts.kills == 0).then(|| context_switches(gateway.pid) - switches0);
+    let switches = (opts.kills == 0).then(|| {
+        let now = context_switches(gateway.pid);
+        // Where they happen, for the profile (to stderr: the table stays one).
+        let delivered = sink.delivered.load(Ordering::Relaxed).max(1) as f64;
+        let per_event = |n: u64| n as f64 / delivered;
+        let by: Vec<String> = now
+            .iter()
+            .map(|(name, n)| (name, n.saturating_sub(*switches0.get(name).unwrap_or(&0))))
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{name} {:.1}", per_event(n)))
+            .collect();
+        eprintln!("gateway switches/ev by thread: {}", by.join(", "));
+        now.values().sum::<u64>() - switches0.values().sum::<u64>()
+    });
     let cpu1 = match opts.kills {
         0 => last,
         _ => cpu0 + killed_cpu.load(Ordering::Relaxed) + last,
@@ -1512,25 +1525,29 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> Option<(
     }
 }
 
-/// utime + stime of `/proc/<pid>/stat`, in clock ticks.
-/// Context switches so far of every live thread of process `pid`.
-fn context_switches(pid: u32) -> u64 {
+/// Context switches so far of every live thread of process `pid`, by
+/// thread name (threads of one name summed).
+fn context_switches(pid: u32) -> BTreeMap<String, u64> {
+    let mut by_name = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return by_name;
     };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
-        .flat_map(|status| {
-            status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum()
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let n: u64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        *by_name.entry(name.trim().to_string()).or_default() += n;
+    }
+    by_name
 }
 
+/// utime + stime of `/proc/<pid>/stat`, in clock ticks.
 fn cpu_ticks(pid: &str) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name (field 2) may hold spaces; fields are counted after it.

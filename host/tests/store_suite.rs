@@ -258,6 +258,41 @@ async fn the_next_due_time_leaves_out_what_no_claim_would_take(t: TestStore) {
     assert_eq!(catalog.next_due("c", 400).await.unwrap(), Some(200));
 }
 
+/// A store may answer when the next delivery is due from what the last
+/// claim that got fewer than it asked for found (SQLite does); either way
+/// the answer is the one a read would give.
+async fn a_claim_that_gets_fewer_than_asked_says_when_the_next_is_due(t: TestStore) {
+    let s = &*t.store;
+    s.ingest(
+        vec![ev("a", "t", &[], &["c"]), ev("b", "t", &[], &["c"])],
+        0,
+    )
+    .await
+    .unwrap();
+    let a = s.claim("c", 1, 0, LEASE).await.unwrap().remove(0);
+    assert_eq!(s.next_due("c", 0).await.unwrap(), Some(0), "b waits");
+    let retry = CompletionKind::Retry {
+        at: 5_000,
+        error: "busy".into(),
+    };
+    let done = s.complete(vec![Completion::of(&a, retry)], 10);
+    assert_eq!(done.await.unwrap(), vec![true]);
+    let b = s.claim("c", 4, 20, LEASE).await.unwrap();
+    assert_eq!(b.len(), 1, "b only: a is not due");
+    assert_eq!(s.next_due("c", 20).await.unwrap(), Some(5_000));
+    assert_eq!(
+        s.next_due("c", 20).await.unwrap(),
+        Some(5_000),
+        "read again"
+    );
+    let done = s.complete(vec![Completion::of(&b[0], CompletionKind::Delivered)], 30);
+    assert_eq!(done.await.unwrap(), vec![true]);
+    assert!(s.claim("c", 4, 40, LEASE).await.unwrap().is_empty());
+    assert!(s.catalog().set_paused("c", true, "ops", 50).await.unwrap());
+    assert!(s.claim("c", 4, 60, LEASE).await.unwrap().is_empty());
+    assert_eq!(s.next_due("c", 60).await.unwrap(), None, "paused");
+}
+
 async fn expired_leases_are_rescued_and_late_completions_ignored(t: TestStore) {
     let s = &*t.store;
     s.ingest(
@@ -2153,6 +2188,7 @@ for_each_backend!(
     connectors_have_independent_lanes,
     retry_waits_for_its_time_and_keeps_the_lane,
     the_next_due_time_leaves_out_what_no_claim_would_take,
+    a_claim_that_gets_fewer_than_asked_says_when_the_next_is_due,
     expired_leases_are_rescued_and_late_completions_ignored,
     dead_letters_hold_or_release_their_keys,
     everything_acknowledged_survives_a_reopen,

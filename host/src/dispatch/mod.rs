@@ -509,7 +509,7 @@ impl ConnectorLoop {
             let wait = at.saturating_sub(now).max(1) as u64;
             return poll.min(Duration::from_millis(wait));
         }
-        match self.store.catalog().next_due(self.entry.name(), now).await {
+        match self.store.next_due(self.entry.name(), now).await {
             Ok(Some(at)) => {
                 let wait = at.saturating_sub(now).max(1) as u64;
                 poll.min(Duration::from_millis(wait))

@@ -140,6 +140,11 @@ pub(crate) fn lock_id(kind: &str, a: &str, b: &str) -> i64 {
     i64::from_le_bytes(first)
 }
 
+const AUDIT_INSERT: &str = "INSERT INTO audit_log (at, actor, action, target, before, after) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+const BEFORE_ACTION: &str = "SELECT state, attempts, last_error FROM deliveries WHERE id = $1";
+const AFTER_ACTION: &str = "SELECT state FROM deliveries WHERE id = $1";
+
 /// Records one operator action; callers run it in the action's own
 /// transaction.
 pub(crate) async fn audit(
@@ -151,20 +156,32 @@ pub(crate) async fn audit(
     before: Option<serde_json::Value>,
     after: Option<serde_json::Value>,
 ) -> StoreResult<()> {
-    on!(conn, |c| sqlx::query(
-        "INSERT INTO audit_log (at, actor, action, target, before, after) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(now)
-    .bind(actor)
-    .bind(action)
-    .bind(target)
-    .bind(before.map(|v| v.to_string()))
-    .bind(after.map(|v| v.to_string()))
-    .execute(c)
-    .await
-    .map(|_| ()))?;
+    on!(conn, |c| sqlx::query(AUDIT_INSERT)
+        .bind(now)
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(before.map(|v| v.to_string()))
+        .bind(after.map(|v| v.to_string()))
+        .execute(c)
+        .await
+        .map(|_| ()))?;
     Ok(())
+}
+
+type BeforeRow = (String, i64, Option<String>);
+
+fn before_of(row: Option<BeforeRow>) -> Option<serde_json::Value> {
+    row.map(|(state, attempts, last_error)| {
+        serde_json::json!({"state": state, "attempts": attempts, "last_error": last_error})
+    })
+}
+
+fn action_name(action: OperatorAction) -> &'static str {
+    match action {
+        OperatorAction::Retry => "delivery.retry",
+        OperatorAction::Skip => "delivery.skip",
+    }
 }
 
 /// A delivery as an operator action's audit record shows it before the
@@ -173,15 +190,11 @@ pub(crate) async fn before_action(
     conn: Conn<'_>,
     id: i64,
 ) -> StoreResult<Option<serde_json::Value>> {
-    let row: Option<(String, i64, Option<String>)> = on!(conn, |c| sqlx::query_as(
-        "SELECT state, attempts, last_error FROM deliveries WHERE id = $1"
-    )
-    .bind(id)
-    .fetch_optional(c)
-    .await)?;
-    Ok(row.map(|(state, attempts, last_error)| {
-        serde_json::json!({"state": state, "attempts": attempts, "last_error": last_error})
-    }))
+    let row: Option<BeforeRow> = on!(conn, |c| sqlx::query_as(BEFORE_ACTION)
+        .bind(id)
+        .fetch_optional(c)
+        .await)?;
+    Ok(before_of(row))
 }
 
 /// Records an operator's retry or skip of delivery `id`, applied in this
@@ -194,18 +207,47 @@ pub(crate) async fn audit_action(
     now: Millis,
     before: Option<serde_json::Value>,
 ) -> StoreResult<()> {
-    let after: Option<String> = on!(conn.re(), |c| sqlx::query_scalar(
-        "SELECT state FROM deliveries WHERE id = $1"
-    )
-    .bind(id)
-    .fetch_optional(c)
-    .await)?;
+    let after: Option<String> = on!(conn.re(), |c| sqlx::query_scalar(AFTER_ACTION)
+        .bind(id)
+        .fetch_optional(c)
+        .await)?;
     let after = after.map(|state| serde_json::json!({ "state": state }));
-    let name = match action {
-        OperatorAction::Retry => "delivery.retry",
-        OperatorAction::Skip => "delivery.skip",
-    };
+    let name = action_name(action);
     audit(conn, now, actor, name, &id.to_string(), before, after).await
+}
+
+/// [`before_action`] on the SQLite writer's own connection.
+pub(crate) fn before_action_lite(
+    conn: &rusqlite::Connection,
+    id: i64,
+) -> StoreResult<Option<serde_json::Value>> {
+    let row = super::lite::query(BEFORE_ACTION)
+        .bind(id)
+        .fetch_optional(conn)?;
+    Ok(before_of(row))
+}
+
+/// [`audit_action`] on the SQLite writer's own connection.
+pub(crate) fn audit_action_lite(
+    conn: &rusqlite::Connection,
+    id: i64,
+    action: OperatorAction,
+    actor: &str,
+    now: Millis,
+    before: Option<serde_json::Value>,
+) -> StoreResult<()> {
+    use super::lite::query;
+    let after: Option<String> = query(AFTER_ACTION).bind(id).fetch_optional(conn)?;
+    let after = after.map(|state| serde_json::json!({ "state": state }));
+    query(AUDIT_INSERT)
+        .bind(now)
+        .bind(actor)
+        .bind(action_name(action))
+        .bind(id.to_string())
+        .bind(before.map(|v| v.to_string()))
+        .bind(after.map(|v| v.to_string()))
+        .execute(conn)?;
+    Ok(())
 }
 
 /// One finished attempt of a delivery.
@@ -275,6 +317,11 @@ pub(crate) enum Pools {
 pub(crate) trait WriterPause: Send + Sync {
     async fn pause(&self) -> StoreResult<tokio::sync::oneshot::Sender<()>>;
 }
+
+/// [`Catalog::next_due`]'s statement: `$1` the connector, `$2` now.
+pub(crate) const NEXT_DUE: &str = "SELECT MIN(next_attempt_at) FROM deliveries \
+     WHERE state = 'ready' AND connector = $1 AND (expires_at IS NULL OR expires_at > $2) \
+     AND NOT EXISTS (SELECT 1 FROM connector_controls WHERE connector = $1 AND paused)";
 
 /// A pooled connection of either backend.
 enum Pooled {
@@ -359,6 +406,24 @@ impl Catalog {
             }
             Pools::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
+    }
+
+    /// SQLite's purge of finished events ([`super::retention::purge`]), in
+    /// a transaction of the catalog's connection while the queue writer
+    /// stands aside: purged events hold no lane and none of the writer's
+    /// state, and the writer's thread keeps to the statements of the hot
+    /// path.
+    pub(crate) async fn purge_aside(
+        &self,
+        r: super::retention::Purge,
+        limit: usize,
+    ) -> StoreResult<super::retention::Purged> {
+        let mut tx = self.begin().await?;
+        let mut counts = Counts::default();
+        let purged = super::retention::purge(tx.conn(), r, limit, "", &mut counts).await?;
+        counts.write(tx.conn(), "").await?;
+        tx.commit().await?;
+        Ok(purged)
     }
 
     /// Reachable and migrated.
@@ -554,15 +619,11 @@ impl Catalog {
     /// again, until they expire or the connector resumes.
     pub async fn next_due(&self, connector: &str, now: Millis) -> StoreResult<Option<Millis>> {
         let mut r = self.read().await?;
-        Ok(on!(r.conn(), |c| sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'ready' \
-             AND connector = $1 AND (expires_at IS NULL OR expires_at > $2) \
-             AND NOT EXISTS (SELECT 1 FROM connector_controls WHERE connector = $1 AND paused)",
-        )
-        .bind(connector)
-        .bind(now)
-        .fetch_one(c)
-        .await)?)
+        Ok(on!(r.conn(), |c| sqlx::query_scalar(NEXT_DUE)
+            .bind(connector)
+            .bind(now)
+            .fetch_one(c)
+            .await)?)
     }
 
     /// What waits for one connector: the maintained counts (no rows are
@@ -1514,6 +1575,21 @@ pub(crate) struct Counts(BTreeMap<String, [i64; STATES]>);
 
 const STATES: usize = DeliveryState::ALL.len();
 
+/// The statement that adds a transaction's [`Counts`] to a writer's rows:
+/// the text before the `VALUES` and after them.
+static COUNTS_UPSERT: LazyLock<(String, String)> = LazyLock::new(|| {
+    let cols: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
+    let insert = format!(
+        "INSERT INTO connector_counts (connector, writer, {}) ",
+        cols.join(", ")
+    );
+    let update = add_counts(&cols);
+    (
+        insert,
+        format!(" ON CONFLICT (connector, writer) DO UPDATE SET {update}"),
+    )
+});
+
 impl Counts {
     fn slot(state: DeliveryState) -> usize {
         DeliveryState::ALL
@@ -1562,59 +1638,51 @@ impl Counts {
 
     /// Adds the changes to `writer`'s rows and forgets them.
     pub(crate) async fn write(&mut self, conn: Conn<'_>, writer: &str) -> StoreResult<()> {
-        self.write_then(conn, writer, None).await.map(|_| ())
-    }
-
-    /// [`Counts::write`], followed in the same call by the statement `then`
-    /// (SQLite runs several statements a call; the writer ends its
-    /// transaction so, one hand-off to SQLite's thread fewer). Whether
-    /// `then` ran: not when there was nothing to write.
-    pub(crate) async fn write_then(
-        &mut self,
-        conn: Conn<'_>,
-        writer: &str,
-        then: Option<&str>,
-    ) -> StoreResult<bool> {
-        if then.is_some() && matches!(conn, Conn::Postgres(_)) {
-            // PostgreSQL prepares one statement at a time.
-            return Err(StoreError::Internal(
-                "connector counts: a second statement in one call on PostgreSQL".into(),
-            ));
-        }
-        static UPSERT: LazyLock<(String, String)> = LazyLock::new(|| {
-            let cols: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
-            let insert = format!(
-                "INSERT INTO connector_counts (connector, writer, {}) ",
-                cols.join(", ")
-            );
-            let update = add_counts(&cols);
-            (
-                insert,
-                format!(" ON CONFLICT (connector, writer) DO UPDATE SET {update}"),
-            )
-        });
-        let rows: Vec<(String, [i64; STATES])> = std::mem::take(&mut self.0)
-            .into_iter()
-            .filter(|(_, d)| d.iter().any(|n| *n != 0))
-            .collect();
+        let rows = self.take();
         if rows.is_empty() {
-            return Ok(false);
+            return Ok(());
         }
         on!(conn, |c| {
-            let mut qb = QueryBuilder::<Db>::new(&UPSERT.0);
+            let mut qb = QueryBuilder::<Db>::new(&COUNTS_UPSERT.0);
             qb.push_values(&rows, |mut b, (connector, d)| {
                 b.push_bind(connector.as_str()).push_bind(writer);
                 for n in d {
                     b.push_bind(*n);
                 }
             });
-            qb.push(&UPSERT.1);
-            if let Some(then) = then {
-                qb.push("; ").push(then);
-            }
+            qb.push(&COUNTS_UPSERT.1);
             qb.build().execute(c).await.map(|_| ())
         })?;
-        Ok(then.is_some())
+        Ok(())
+    }
+
+    /// [`Counts::write`] on the SQLite writer's own connection.
+    pub(crate) fn write_lite(
+        &mut self,
+        conn: &rusqlite::Connection,
+        writer: &str,
+    ) -> StoreResult<()> {
+        let rows = self.take();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut qb = super::lite::Builder::new(&COUNTS_UPSERT.0);
+        qb.push_values(&rows, |mut b, (connector, d)| {
+            b.push_bind(connector.as_str()).push_bind(writer);
+            for n in d {
+                b.push_bind(*n);
+            }
+        });
+        qb.push(&COUNTS_UPSERT.1);
+        qb.build().execute(conn).map(|_| ())
+    }
+
+    /// The rows to add (those that change anything), forgetting them.
+    fn take(&mut self) -> Vec<(String, [i64; STATES])> {
+        std::mem::take(&mut self.0)
+            .into_iter()
+            .filter(|(_, d)| d.iter().any(|n| *n != 0))
+            .collect()
     }
 
     /// Forgets the changes of a transaction that rolled back.
@@ -1651,34 +1719,32 @@ impl Attempt {
 }
 
 /// Appends finished attempts, run by `node`, to the attempt log, in the
-/// transaction that applied their outcomes.
-pub(crate) async fn log_attempts(
-    mut conn: Conn<'_>,
+/// transaction that applied their outcomes: SQLite's writer, on its own
+/// connection (PostgreSQL logs them in its settle statement).
+pub(crate) fn log_attempts_lite(
+    conn: &rusqlite::Connection,
     node: &str,
     attempts: &[Attempt],
 ) -> StoreResult<()> {
     for run in super::runs(attempts) {
-        on!(conn.re(), |c| {
-            let mut qb = QueryBuilder::<Db>::new(
-                "INSERT INTO attempts \
-                 (delivery_id, connector, attempt, node, started_at, finished_at, outcome, reason) ",
-            );
-            qb.push_values(run, |mut b, a| {
-                b.push_bind(a.delivery_id)
-                    .push_bind(a.connector.as_str())
-                    .push_bind(i64::from(a.attempt))
-                    .push_bind(node)
-                    .push_bind(a.started_at)
-                    .push_bind(a.finished_at)
-                    .push_bind(a.outcome)
-                    // PostgreSQL text cannot hold NUL; a connector's reason might.
-                    .push_bind(a.reason.as_deref().map(|r| r.replace('\0', "\u{fffd}")));
-            });
-            // An attempt is logged once; should the same one come again,
-            // the first record stands.
-            qb.push(" ON CONFLICT (delivery_id, attempt) DO NOTHING");
-            qb.build().execute(c).await.map(|_| ())
-        })?;
+        let mut qb = super::lite::Builder::new(
+            "INSERT INTO attempts \
+             (delivery_id, connector, attempt, node, started_at, finished_at, outcome, reason) ",
+        );
+        qb.push_values(run, |mut b, a| {
+            b.push_bind(a.delivery_id)
+                .push_bind(a.connector.as_str())
+                .push_bind(i64::from(a.attempt))
+                .push_bind(node)
+                .push_bind(a.started_at)
+                .push_bind(a.finished_at)
+                .push_bind(a.outcome)
+                .push_bind(a.reason.as_deref());
+        });
+        // An attempt is logged once; should the same one come again, the
+        // first record stands.
+        qb.push(" ON CONFLICT (delivery_id, attempt) DO NOTHING");
+        qb.build().execute(conn)?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@
 //! - every method takes `now`, so tests drive time.
 
 pub mod catalog;
+mod lite;
 mod migrations;
 pub mod postgres;
 mod recent_lanes;
@@ -461,6 +462,16 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
         lease_ms: i64,
     ) -> StoreResult<Vec<Claimed>>;
+
+    /// When a claim of `connector` would next take something, as
+    /// [`Catalog::next_due`]: a loop whose claim got fewer than it asked
+    /// for sleeps until then. A store may answer from what its last claim
+    /// of `connector` found, read in that claim's transaction (SQLite does:
+    /// no read of its own); whatever makes a delivery ready since wakes
+    /// the loop anyway.
+    async fn next_due(&self, connector: &str, now: Millis) -> StoreResult<Option<Millis>> {
+        self.catalog().next_due(connector, now).await
+    }
 
     /// Applies outcomes, and says which connectors' lanes they released
     /// onto a delivery that is ready now (see [`Settled`]).

@@ -107,6 +107,29 @@ pub(crate) fn id_hash(id: &str) -> [u8; ID_HASH_BYTES] {
 /// whole, `(None, id_hash, digest prefix)` of one reduced to its id.
 type Found = (Option<String>, Option<Vec<u8>>, Vec<u8>);
 
+/// Builds, in either backend's query builder, the look-up of `$run`'s
+/// ids among whole events and ids kept after them.
+macro_rules! known_ids_select {
+    ($qb:expr, $run:expr) => {{
+        let qb = &mut $qb;
+        let mut sep = qb.separated(", ");
+        for id in $run {
+            sep.push_bind(*id);
+        }
+        qb.push(
+            ") UNION ALL SELECT CAST(NULL AS text), id_hash, digest FROM finished_ids \
+             WHERE id_hash IN (",
+        );
+        let mut sep = qb.separated(", ");
+        for id in $run {
+            sep.push_bind(id_hash(id).to_vec());
+        }
+        qb.push(")");
+    }};
+}
+
+const KNOWN_IDS: &str = "SELECT id, CAST(NULL AS bytea), digest FROM events WHERE id IN (";
+
 /// The ids among `ids` already stored, each with its digest (a prefix of
 /// it for an event reduced to its id), as `store::classify` takes them.
 pub(crate) async fn known_ids(
@@ -116,25 +139,25 @@ pub(crate) async fn known_ids(
     let mut found: Vec<Found> = Vec::new();
     for run in runs(ids) {
         let rows: Vec<Found> = on!(conn.re(), |c| {
-            let mut qb = QueryBuilder::<Db>::new(
-                "SELECT id, CAST(NULL AS bytea), digest FROM events WHERE id IN (",
-            );
-            let mut sep = qb.separated(", ");
-            for id in run {
-                sep.push_bind(*id);
-            }
-            qb.push(
-                ") UNION ALL SELECT CAST(NULL AS text), id_hash, digest FROM finished_ids \
-                 WHERE id_hash IN (",
-            );
-            let mut sep = qb.separated(", ");
-            for id in run {
-                sep.push_bind(id_hash(id).to_vec());
-            }
-            qb.push(")");
+            let mut qb = QueryBuilder::<Db>::new(KNOWN_IDS);
+            known_ids_select!(qb, run);
             qb.build_query_as().fetch_all(c).await
         })?;
         found.extend(rows);
+    }
+    Ok(known_of(found, ids))
+}
+
+/// [`known_ids`] on the SQLite writer's own connection.
+pub(crate) fn known_ids_lite(
+    conn: &rusqlite::Connection,
+    ids: &[&str],
+) -> StoreResult<HashMap<String, Vec<u8>>> {
+    let mut found: Vec<Found> = Vec::new();
+    for run in runs(ids) {
+        let mut qb = super::lite::Builder::new(KNOWN_IDS);
+        known_ids_select!(qb, run);
+        found.extend(qb.build().fetch_all::<Found>(conn)?);
     }
     Ok(known_of(found, ids))
 }

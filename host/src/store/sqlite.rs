@@ -1,14 +1,19 @@
 //! The embedded default: SQLite in WAL mode with `synchronous=FULL`.
 //!
 //! Design:
-//! - **One writer.** SQLite admits one writer at a time, so every write goes
-//!   through a single task that owns the write connection. It drains whatever
-//!   operations are queued (ingests, claims, completions, rescues), applies
-//!   them in one `BEGIN IMMEDIATE` transaction, commits once and only then
-//!   answers each caller: group commit. 64 clients posting single events
-//!   share one fsync instead of paying one each.
-//! - **Readers** use a small read-only pool; WAL lets them run beside the
-//!   writer and see only committed data.
+//! - **One writer.** SQLite admits one writer at a time, so every queue
+//!   write goes through a single thread that owns the write connection. It
+//!   drains whatever operations are queued (ingests, claims, completions,
+//!   rescues), applies them in one `BEGIN IMMEDIATE` transaction, commits
+//!   once and only then answers each caller: group commit. 64 clients
+//!   posting single events share one fsync instead of paying one each. The
+//!   thread runs its statements itself, synchronously (see `lite`): a
+//!   transaction costs one hand-off in and one answer out, however many
+//!   statements it holds.
+//! - **Readers** use a small read-only pool (sqlx); WAL lets them run beside
+//!   the writer and see only committed data. Catalog writes and the purge of
+//!   finished events take a connection of their own while the writer stands
+//!   aside (`catalog::WriterPause`).
 //! - Because the writer is the only writer, it assigns `seq` and delivery ids
 //!   itself (reloaded from the table after any failed transaction), which lets
 //!   one ingest write all its rows with a few multi-row statements.
@@ -36,10 +41,14 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, QueryBuilder, Row, Sqlite};
-use tokio::sync::{mpsc, oneshot};
+use sqlx::Connection;
+use std::sync::mpsc;
+use std::time::Instant;
 
-use super::catalog::{self, Attempt, Conn, Counts, Pools};
+use tokio::sync::oneshot;
+
+use super::catalog::{self, Attempt, Counts, Pools};
+use super::lite;
 use super::recent_lanes::{Entry, RecentLanes};
 use super::retention;
 use super::table_lanes::{InTable, TableLanes};
@@ -61,6 +70,9 @@ const WRITER_CACHE_KIB: u32 = 64 * 1024;
 /// WAL pages (4 KiB) after which a commit checkpoints: ~40 MiB of WAL at most
 /// in steady state, against SQLite's default of 1,000.
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+/// Prepared statements the writer keeps: every kind it runs, each in the
+/// few sizes `runs` cuts multi-row statements into.
+const WRITER_STATEMENTS: usize = 512;
 
 /// Most operations applied in one transaction.
 const MAX_GROUP_OPS: usize = 512;
@@ -120,6 +132,10 @@ static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(migr
 pub struct SqliteStore {
     tx: mpsc::Sender<(Work, Reply)>,
     catalog: Catalog,
+    /// Per connector, when its next delivery is due as its last claim that
+    /// got fewer than it asked for found it (see [`Store::next_due`]);
+    /// taken by the next look.
+    due: std::sync::Mutex<HashMap<String, Option<Millis>>>,
 }
 
 /// Creates the directory a database file is to live in, as the file itself
@@ -171,19 +187,26 @@ impl SqliteStore {
             .run(&mut conn)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        // The writer's page cache and checkpoint cadence (docs/benchmarks-history.md,
+        conn.close().await?;
+        // The writer's own connection, on its own thread (see `lite`), with
+        // its page cache and checkpoint cadence (docs/benchmarks-history.md,
         // "SQLite writer settings"): with random keys nearly every statement
         // touches a page that SQLite's default 2 MiB cache no longer holds,
         // and the default checkpoint every 1,000 WAL pages copies the same
         // hot pages back into the database over and over.
-        for pragma in [
-            format!("PRAGMA cache_size = -{}", WRITER_CACHE_KIB),
-            format!("PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}"),
-            "PRAGMA temp_store = MEMORY".to_string(),
-        ] {
-            sqlx::query(&pragma).execute(&mut conn).await?;
-        }
+        let conn = lite::open(base.get_filename(), WRITER_STATEMENTS)?;
+        let mut wal = base.get_filename().as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = std::path::PathBuf::from(wal);
+        conn.execute_batch(&format!(
+            "PRAGMA cache_size = -{WRITER_CACHE_KIB}; \
+             PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}; \
+             PRAGMA temp_store = MEMORY;"
+        ))?;
+        // No ping before each use: a local file's connection does not go
+        // stale, and the ping is a round trip to sqlx's SQLite thread.
         let read = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(4)
             .min_connections(1)
             .connect_with(base.clone().read_only(true))
@@ -191,11 +214,12 @@ impl SqliteStore {
         // The catalog's writes (configs, controls, versions) never touch
         // lanes: they take their own connection and SQLite's write lock.
         let catalog_write = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .min_connections(0)
             .connect_with(base)
             .await?;
-        let (tx, rx) = mpsc::channel(4096);
+        let (tx, rx) = mpsc::channel();
         let catalog = Catalog::new(
             Pools::Sqlite {
                 read,
@@ -216,13 +240,35 @@ impl SqliteStore {
             flush,
             sweep: None,
             flush_now: false,
-            rebuild_after: tokio::time::Instant::now(),
+            rebuild_after: Instant::now(),
             node: node.to_string(),
             counts: Counts::default(),
+            synchronous_full: true,
+            wal,
         };
-        writer.reload().await?;
-        tokio::spawn(writer.run(rx));
-        Ok(Self { tx, catalog })
+        // The writer reads back its state before it serves; the first
+        // answer says whether it could.
+        let (ready, started) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || match writer.reload() {
+                Ok(()) => {
+                    let _ = ready.send(Ok(()));
+                    writer.run(rx);
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
+        started
+            .await
+            .map_err(|_| StoreError::Internal("store writer ended at start".into()))??;
+        Ok(Self {
+            tx,
+            catalog,
+            due: Default::default(),
+        })
     }
 
     /// Applies migrations only (`switchboard migrate`); returns the versions
@@ -328,7 +374,7 @@ impl SqliteStore {
     async fn call<T: Send + 'static>(&self, work: Work) -> StoreResult<T> {
         let stopped = || StoreError::Unavailable("store writer stopped".into());
         let (tx, rx) = oneshot::channel();
-        self.tx.send((work, tx)).await.map_err(|_| stopped())?;
+        self.tx.send((work, tx)).map_err(|_| stopped())?;
         let answer = rx.await.map_err(|_| stopped())??;
         answer
             .downcast::<T>()
@@ -354,7 +400,7 @@ impl catalog::WriterPause for PauseWriter {
         let (resume, waiting) = oneshot::channel();
         let (tx, rx) = oneshot::channel();
         let work = Work::Pause { resume: waiting };
-        self.0.send((work, tx)).await.map_err(|_| stopped())?;
+        self.0.send((work, tx)).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())??;
         Ok(resume)
     }
@@ -392,10 +438,6 @@ enum Work {
         actor: String,
         now: Millis,
     },
-    Purge {
-        retention: Purge,
-        limit: usize,
-    },
     /// Read-only, but the writer holds the newest lane entries.
     Lanes {
         key: String,
@@ -409,12 +451,38 @@ enum Work {
     },
 }
 
+impl Work {
+    /// Whether a commit holding this waits for the disk: all but what
+    /// acknowledges nothing and, on its own, readies nothing (see
+    /// [`Writer::sync_commit`]; an outcome that readies a delivery is
+    /// synced after its commit).
+    fn must_sync(&self) -> bool {
+        !matches!(
+            self,
+            Work::Claim { .. }
+                | Work::Complete { .. }
+                | Work::Rescue { .. }
+                | Work::Lanes { .. }
+                | Work::Pause { .. }
+        )
+    }
+}
+
+/// What [`Writer::supersede`] ended: each stored delivery's connector and
+/// superseding `seq`; and which of the accept's own deliveries are born
+/// superseded, by whom.
+type Supersessions = (Vec<(String, i64)>, HashMap<(i64, String), i64>);
+
+/// A claim's deliveries and, when it got fewer than it asked for, when the
+/// next is due (see [`Store::next_due`]).
+type ClaimAnswer = (Vec<Claimed>, Option<Option<Millis>>);
+
 /// The result of one [`Work`], of the type its caller expects.
 type Answer = Box<dyn std::any::Any + Send>;
 type Reply = oneshot::Sender<StoreResult<Answer>>;
 
 struct Writer {
-    conn: SqliteConnection,
+    conn: rusqlite::Connection,
     next_seq: i64,
     next_delivery: i64,
     next_lease: i64,
@@ -435,40 +503,48 @@ struct Writer {
     /// Flush everything at the end of this transaction.
     flush_now: bool,
     /// No page of the lane filter's rebuild before this (one failed).
-    rebuild_after: tokio::time::Instant,
+    rebuild_after: Instant,
     /// Written as the owner of every lease this store hands out.
     node: String,
     /// What this transaction changed in the per-connector counts.
     counts: Counts,
+    /// The connection's `synchronous` setting: `FULL`, or `NORMAL` for a
+    /// commit that may skip the sync (see [`Writer::sync_commit`]).
+    synchronous_full: bool,
+    /// The write-ahead log's file, synced by [`Writer::sync_wal`].
+    wal: std::path::PathBuf,
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<(Work, Reply)>) {
+    /// Serves commit groups until every sender is gone, on the writer's
+    /// own thread (see `lite`).
+    fn run(mut self, rx: mpsc::Receiver<(Work, Reply)>) {
         loop {
             let first = if self.table_lanes.rebuild_from().is_some() {
                 // Rebuilding the lane filter: a page whenever nothing waits.
                 match rx.try_recv() {
                     Ok(op) => op,
-                    Err(mpsc::error::TryRecvError::Empty) if self.rebuild_due() => {
-                        if let Err(e) = self.rebuild_table_lanes(self.flush.slice).await {
+                    Err(mpsc::TryRecvError::Empty) if self.rebuild_due() => {
+                        if let Err(e) = self.rebuild_table_lanes(self.flush.slice) {
                             self.rebuild_failed(&e);
                         }
                         continue;
                     }
                     // After a failed page: work, or the time to try again.
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        match tokio::time::timeout_at(self.rebuild_after, rx.recv()).await {
-                            Ok(Some(op)) => op,
-                            Ok(None) => break,
-                            Err(_) => continue,
+                    Err(mpsc::TryRecvError::Empty) => {
+                        let wait = self.rebuild_after.saturating_duration_since(Instant::now());
+                        match rx.recv_timeout(wait) {
+                            Ok(op) => op,
+                            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
                         }
                     }
-                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => break,
                 }
             } else {
-                match rx.recv().await {
-                    Some(op) => op,
-                    None => break,
+                match rx.recv() {
+                    Ok(op) => op,
+                    Err(_) => break,
                 }
             };
             let mut group = vec![first];
@@ -484,29 +560,24 @@ impl Writer {
                 match work {
                     Work::Pause { resume } => {
                         if !batch.is_empty() {
-                            self.apply_group(std::mem::take(&mut batch)).await;
+                            self.apply_group(std::mem::take(&mut batch));
                         }
                         if reply.send(Ok(Box::new(()))).is_ok() {
-                            let _ = resume.await;
+                            let _ = resume.blocking_recv();
                         }
                     }
                     work => batch.push((work, reply)),
                 }
             }
             if !batch.is_empty() {
-                self.apply_group(batch).await;
+                self.apply_group(batch);
             }
         }
     }
 
-    async fn apply_group(&mut self, group: Vec<(Work, Reply)>) {
+    fn apply_group(&mut self, group: Vec<(Work, Reply)>) {
         self.occupied.clear();
         let mut answers = Vec::with_capacity(group.len());
-        let mut failure = sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut self.conn)
-            .await
-            .err()
-            .map(StoreError::from);
         let mut replies = Vec::with_capacity(group.len());
         // Every ingest of the group first, as one batch (see `ingest`), then
         // every completion, as one batch (see `complete_batch`); the other
@@ -521,7 +592,9 @@ impl Writer {
         let mut completion_slots: Vec<(usize, usize)> = Vec::new();
         let mut complete_now = 0;
         let mut rest = Vec::new();
+        let mut durable = false;
         for (i, (work, reply)) in group.into_iter().enumerate() {
+            durable |= work.must_sync();
             replies.push(reply);
             slots.push(None);
             match work {
@@ -538,8 +611,19 @@ impl Writer {
                 other => rest.push((i, Some(other))),
             }
         }
+        // The sync level is set outside a transaction (SQLite refuses it
+        // inside one).
+        let mut failure = self.sync_commit(durable).err();
+        if failure.is_none() {
+            failure = self
+                .conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .err()
+                .map(StoreError::from);
+        }
+        let mut readied = false;
         if failure.is_none() && !ingests.is_empty() {
-            match self.ingest(&ingests, ingest_now).await {
+            match self.ingest(&ingests, ingest_now) {
                 Ok(outcomes) => {
                     let mut outcomes = outcomes.into_iter();
                     for (i, work) in &rest {
@@ -552,8 +636,9 @@ impl Writer {
             }
         }
         if failure.is_none() && !completion_slots.is_empty() {
-            match self.complete_batch(&completions, complete_now).await {
+            match self.complete_batch(&completions, complete_now) {
                 Ok(settled) => {
+                    readied = !settled.readied.is_empty();
                     let mut applied = settled.applied.into_iter();
                     for (i, n) in completion_slots {
                         let mine = Settled {
@@ -571,7 +656,7 @@ impl Writer {
             if failure.is_some() {
                 break;
             }
-            match self.apply(work).await {
+            match self.apply(work) {
                 Ok(a) => slots[i] = Some(a),
                 Err(e) => failure = Some(e),
             }
@@ -592,7 +677,7 @@ impl Writer {
             // statement that failed may have ended the transaction: the
             // group fails (and the rebuild starts over); only a page that
             // does not parse leaves it be.
-            match self.rebuild_table_lanes(REBUILD_PAGE_BUSY).await {
+            match self.rebuild_table_lanes(REBUILD_PAGE_BUSY) {
                 Ok(()) => {}
                 Err(e @ StoreError::Corrupt(_)) => self.rebuild_failed(&e),
                 Err(e) => failure = Some(e),
@@ -600,25 +685,33 @@ impl Writer {
         }
         let mut flushed = None;
         if failure.is_none() {
-            match self.flush_lanes().await {
+            match self.flush_lanes() {
                 Ok(w) => flushed = w,
                 Err(e) => failure = Some(e),
             }
         }
-        let mut committed = false;
         if failure.is_none() {
-            // The only writer: one row of counts per connector, and the
-            // commit in the same call. Should the commit fail, the
-            // transaction is still open and rolls back below.
-            let conn = Conn::Sqlite(&mut self.conn);
-            match self.counts.write_then(conn, "", Some("COMMIT")).await {
-                Ok(ran) => committed = ran,
-                Err(e) => failure = Some(e),
+            // The only writer: one row of counts per connector.
+            if let Err(e) = self.counts.write_lite(&self.conn, "") {
+                failure = Some(e);
             }
         }
-        if failure.is_none() && !committed {
-            if let Err(e) = sqlx::query("COMMIT").execute(&mut self.conn).await {
+        if failure.is_none() {
+            // Should the commit fail, the transaction is still open and
+            // rolls back below.
+            if let Err(e) = self.conn.execute_batch("COMMIT") {
                 failure = Some(e.into());
+            } else if readied && !durable {
+                // Committed, but it moved a lane on: synced before anyone
+                // hears of it (see `sync_commit`). Should that fail, nothing
+                // is answered as done; the transaction stays.
+                if let Err(e) = self.sync_wal() {
+                    tracing::error!(error = %e, "cannot sync the write-ahead log");
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                    return;
+                }
             }
         }
         match failure {
@@ -634,11 +727,11 @@ impl Writer {
             }
             Some(err) => {
                 tracing::warn!(error = %err, ops = replies.len(), "store transaction failed, rolled back");
-                let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+                let _ = self.conn.execute_batch("ROLLBACK");
                 self.counts.clear();
                 // The lane entries held in memory may include the rolled-back
                 // group's: rebuild them from what was committed.
-                if let Err(e) = self.reload().await {
+                if let Err(e) = self.reload() {
                     tracing::error!(error = %e, "cannot reload store state after rollback");
                 }
                 for reply in replies {
@@ -648,44 +741,76 @@ impl Writer {
         }
     }
 
+    /// Whether the group's commit waits for the disk (`synchronous =
+    /// FULL`) or only for the operating system (`NORMAL`: the WAL is not
+    /// synced, and a power failure may take the transaction back, with
+    /// every later one; a process crash cannot).
+    ///
+    /// Only what acknowledges nothing and readies nothing may skip the sync:
+    /// claims, rescues, and outcomes that move no lane on. Losing one of
+    /// those repeats a delivery, which at-least-once allows, and in its
+    /// lane's order: whatever comes next in a lane is claimed only after an
+    /// outcome that made it ready, and such an outcome is synced before it
+    /// is answered ([`Writer::sync_wal`]), which makes every transaction
+    /// before it durable too (the WAL is one file, replayed as a prefix).
+    /// Ingests (acknowledged with 202), operator actions and expiries always
+    /// commit with `FULL`.
+    fn sync_commit(&mut self, durable: bool) -> StoreResult<()> {
+        if durable != self.synchronous_full {
+            let level = if durable { "FULL" } else { "NORMAL" };
+            self.conn
+                .execute_batch(&format!("PRAGMA synchronous = {level}"))?;
+            self.synchronous_full = durable;
+        }
+        Ok(())
+    }
+
+    /// Makes what was committed with `synchronous = NORMAL` durable: syncs
+    /// the write-ahead log, as a `FULL` commit would have. (Any descriptor
+    /// of the file will do: a sync flushes the file, not the descriptor.)
+    fn sync_wal(&self) -> StoreResult<()> {
+        let cannot = |e: std::io::Error| {
+            StoreError::Unavailable(format!("cannot sync {}: {e}", self.wal.display()))
+        };
+        std::fs::File::open(&self.wal)
+            .and_then(|f| f.sync_data())
+            .map_err(cannot)
+    }
+
     /// Each connector's lane of `key`: its head and how many wait behind it,
     /// counting the entries held in memory and those in the table.
-    async fn lane_views(&mut self, key: &str, connectors: &[String]) -> StoreResult<Vec<LaneView>> {
+    fn lane_views(&mut self, key: &str, connectors: &[String]) -> StoreResult<Vec<LaneView>> {
         let mut out = Vec::with_capacity(connectors.len());
         for c in connectors {
-            let in_table: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM lane_entries WHERE connector = ?1 AND key = ?2",
-            )
-            .bind(c)
-            .bind(key)
-            .fetch_one(&mut self.conn)
-            .await?;
+            let in_table: i64 =
+                lite::query("SELECT COUNT(*) FROM lane_entries WHERE connector = ?1 AND key = ?2")
+                    .bind(c)
+                    .bind(key)
+                    .fetch_one(&self.conn)?;
             // The lane's first entries: those in the table and those held
             // here, merged by seq.
             let n = LANE_BEHIND + 1;
-            let mut first: Vec<(i64, i64)> = sqlx::query_as(
+            let mut first: Vec<(i64, i64)> = lite::query(
                 "SELECT seq, delivery_id FROM lane_entries \
                  WHERE connector = ?1 AND key = ?2 ORDER BY seq LIMIT ?3",
             )
             .bind(c)
             .bind(key)
             .bind(n as i64)
-            .fetch_all(&mut self.conn)
-            .await?;
+            .fetch_all(&self.conn)?;
             first.extend(self.recent.first(c, key, n));
             first.sort_unstable();
             first.truncate(n);
             let mut rows = Vec::with_capacity(first.len());
             for (_, id) in first {
                 rows.extend(
-                    sqlx::query_as::<_, LaneHeadRow>(
+                    lite::query(
                         "SELECT d.id, d.connector, d.state, d.attempts, d.last_error, \
                              d.next_attempt_at, d.updated_at, d.lease_owner, d.expires_at, e.id \
                          FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?1",
                     )
                     .bind(id)
-                    .fetch_optional(&mut self.conn)
-                    .await?,
+                    .fetch_optional::<LaneHeadRow>(&self.conn)?,
                 );
             }
             let count = in_table + self.recent.count(c, key) as i64;
@@ -697,7 +822,7 @@ impl Writer {
     /// Re-reads what the writer keeps between transactions from the
     /// database: its counters and the lane entries it holds in memory. Runs
     /// at open and after a rolled-back transaction.
-    async fn reload(&mut self) -> StoreResult<()> {
+    fn reload(&mut self) -> StoreResult<()> {
         // Forgotten first, so that a reload that fails half-way leaves
         // nothing of the rolled-back transaction behind. The filter is
         // rebuilt a page at a time as the store serves (see `TableLanes`).
@@ -706,23 +831,21 @@ impl Writer {
         self.occupied.clear();
         self.sweep = None;
         self.flush_now = false;
-        self.reload_counters().await?;
-        self.watermark = sqlx::query_scalar("SELECT delivery_id FROM lane_watermark WHERE id = 1")
-            .fetch_one(&mut self.conn)
-            .await?;
+        self.reload_counters()?;
+        self.watermark = lite::query("SELECT delivery_id FROM lane_watermark WHERE id = 1")
+            .fetch_one(&self.conn)?;
         // Every delivery from the watermark on that holds its lanes and is
         // not dead: a dead one that holds them moved its entries to
         // `lane_entries` when it died, and one brought back from dead keeps
         // them there, which the EXISTS check below finds.
-        let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(&format!(
+        let rows: Vec<(i64, String, i64, String)> = lite::query(&format!(
             "SELECT d.id, d.connector, d.event_seq, e.keys FROM deliveries d \
              JOIN events e ON e.seq = d.event_seq \
              WHERE d.id >= ?1 AND d.state IN ({}) ORDER BY d.id",
             lanes::sql::pending_states()
         ))
         .bind(self.watermark)
-        .fetch_all(&mut self.conn)
-        .await?;
+        .fetch_all(&self.conn)?;
         let mut entries: Vec<(String, String, i64, i64)> = Vec::new();
         for (id, connector, seq, keys) in rows {
             for key in parse_keys(&keys)? {
@@ -737,8 +860,7 @@ impl Writer {
         // In the table's order: neighbouring look-ups share its pages.
         maybe.sort_unstable_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
         for chunk in runs(&maybe) {
-            let mut qb =
-                QueryBuilder::<Sqlite>::new("SELECT v.column1, v.column2, v.column3 FROM (");
+            let mut qb = lite::Builder::new("SELECT v.column1, v.column2, v.column3 FROM (");
             qb.push_values(chunk, |mut b, (c, k, seq, _)| {
                 b.push_bind(c.as_str())
                     .push_bind(k.as_str())
@@ -748,11 +870,7 @@ impl Writer {
                 ") AS v WHERE EXISTS (SELECT 1 FROM lane_entries l \
                  WHERE l.connector = v.column1 AND l.key = v.column2 AND l.seq = v.column3)",
             );
-            in_table.extend(
-                qb.build_query_as::<(String, String, i64)>()
-                    .fetch_all(&mut self.conn)
-                    .await?,
-            );
+            in_table.extend(qb.build().fetch_all(&self.conn)?);
         }
         for (c, k, seq, id) in entries {
             if !in_table.contains(&(c.clone(), k.clone(), seq)) {
@@ -768,7 +886,7 @@ impl Writer {
     /// into one string by SQLite (`<bytes>,<connector><bytes>,<key>` per
     /// row): fetched a row at a time, 1,800,000 rows took 4.1 s, nearly all
     /// of it per-row overhead between SQLite's thread and this task.
-    async fn rebuild_table_lanes(&mut self, page: usize) -> StoreResult<()> {
+    fn rebuild_table_lanes(&mut self, page: usize) -> StoreResult<()> {
         let Some(from) = self.table_lanes.rebuild_from() else {
             return Ok(());
         };
@@ -783,34 +901,27 @@ impl Writer {
              FROM lane_entries WHERE (connector, key) {past} (?1, ?2)"
         );
         // The lane of the page's last row, if there are more rows than a page.
-        let end: Option<(String, String)> = sqlx::query_as(&format!(
+        let end: Option<(String, String)> = lite::query(&format!(
             "SELECT connector, key FROM lane_entries WHERE (connector, key) {past} (?1, ?2) \
              ORDER BY connector, key LIMIT 1 OFFSET ?3"
         ))
         .bind(&after.0)
         .bind(&after.1)
         .bind(page.max(1) as i64 - 1)
-        .fetch_optional(&mut self.conn)
-        .await?;
+        .fetch_optional(&self.conn)?;
         let framed: Option<String> = match &end {
-            Some((c, k)) => {
-                sqlx::query_scalar(&format!(
-                    "{framed_sql} AND (connector, key) <= (?3, ?4) ORDER BY connector, key)"
-                ))
+            Some((c, k)) => lite::query(&format!(
+                "{framed_sql} AND (connector, key) <= (?3, ?4) ORDER BY connector, key)"
+            ))
+            .bind(&after.0)
+            .bind(&after.1)
+            .bind(c)
+            .bind(k)
+            .fetch_one(&self.conn)?,
+            None => lite::query(&format!("{framed_sql} ORDER BY connector, key)"))
                 .bind(&after.0)
                 .bind(&after.1)
-                .bind(c)
-                .bind(k)
-                .fetch_one(&mut self.conn)
-                .await?
-            }
-            None => {
-                sqlx::query_scalar(&format!("{framed_sql} ORDER BY connector, key)"))
-                    .bind(&after.0)
-                    .bind(&after.1)
-                    .fetch_one(&mut self.conn)
-                    .await?
-            }
+                .fetch_one(&self.conn)?,
         };
         let rows = unframe_lanes(framed.as_deref().unwrap_or(""))?;
         self.table_lanes.scanned_to(rows, end);
@@ -819,15 +930,14 @@ impl Writer {
 
     /// Whether a page of the lane filter's rebuild is to be read now.
     fn rebuild_due(&self) -> bool {
-        self.table_lanes.rebuild_from().is_some()
-            && tokio::time::Instant::now() >= self.rebuild_after
+        self.table_lanes.rebuild_from().is_some() && Instant::now() >= self.rebuild_after
     }
 
     /// A page of the rebuild failed: try again in a second (lanes not
     /// reached are looked up meanwhile, which only costs time).
     fn rebuild_failed(&mut self, e: &StoreError) {
         tracing::warn!(error = %e, "cannot read the lane table; will try again in 1 s");
-        self.rebuild_after = tokio::time::Instant::now() + Duration::from_secs(1);
+        self.rebuild_after = Instant::now() + Duration::from_secs(1);
     }
 
     /// Goes on with the flush under way, or starts one when the thresholds
@@ -835,7 +945,7 @@ impl Writer {
     /// `lane_entries`. Returns the new watermark when a flush ended; it is
     /// in the transaction, so it counts once the group commits (a rollback
     /// rebuilds everything from what was committed).
-    async fn flush_lanes(&mut self) -> StoreResult<Option<i64>> {
+    fn flush_lanes(&mut self) -> StoreResult<Option<i64>> {
         if self.flush_now {
             // Everything at once, and the watermark past every delivery.
             self.flush_now = false;
@@ -843,7 +953,7 @@ impl Writer {
                 started_at: self.next_delivery,
             });
             let entries = self.recent.take_all();
-            return self.write_slice(entries, true).await;
+            return self.write_slice(entries, true);
         }
         if self.sweep.is_none()
             && (self.recent.len() >= self.flush.entries
@@ -859,16 +969,16 @@ impl Writer {
         }
         let max = self.flush.slice.max(self.recent.len() / 8);
         let (entries, done) = self.recent.sweep(max);
-        self.write_slice(entries, done).await
+        self.write_slice(entries, done)
     }
 
     /// Writes one slice of a sweep; `done` when it ends the sweep.
-    async fn write_slice(&mut self, entries: Vec<Entry>, done: bool) -> StoreResult<Option<i64>> {
+    fn write_slice(&mut self, entries: Vec<Entry>, done: bool) -> StoreResult<Option<i64>> {
         for (c, k, _, _) in &entries {
             self.table_lanes.added(c, k);
         }
         for chunk in runs(&entries) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
+            let mut qb = lite::Builder::new(
                 "INSERT OR FAIL INTO lane_entries (connector, key, seq, delivery_id) ",
             );
             qb.push_values(chunk, |mut b, (c, k, seq, id)| {
@@ -877,7 +987,7 @@ impl Writer {
                     .push_bind(*seq)
                     .push_bind(*id);
             });
-            qb.build().execute(&mut self.conn).await?;
+            qb.build().execute(&self.conn)?;
         }
         if !done {
             return Ok(None);
@@ -886,10 +996,9 @@ impl Writer {
             return Ok(None);
         };
         let watermark = sweep.started_at;
-        sqlx::query("UPDATE lane_watermark SET delivery_id = ?1 WHERE id = 1")
+        lite::query("UPDATE lane_watermark SET delivery_id = ?1 WHERE id = 1")
             .bind(watermark)
-            .execute(&mut self.conn)
-            .await?;
+            .execute(&self.conn)?;
         tracing::debug!(
             watermark,
             held = self.recent.len(),
@@ -902,28 +1011,26 @@ impl Writer {
     /// none is used twice even when the newest events were purged — a seq
     /// may live on in `finished_ids`, and the lane watermark is past every
     /// delivery it swept (a delivery below it would not be rebuilt).
-    async fn reload_counters(&mut self) -> StoreResult<()> {
-        let seq: i64 = sqlx::query_scalar(
+    fn reload_counters(&mut self) -> StoreResult<()> {
+        let seq: i64 = lite::query(
             "SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0), \
                         COALESCE((SELECT MAX(seq) FROM finished_ids), 0)) + 1",
         )
-        .fetch_one(&mut self.conn)
-        .await?;
-        let did: i64 = sqlx::query_scalar(
+        .fetch_one(&self.conn)?;
+        let did: i64 = lite::query(
             "SELECT MAX(COALESCE((SELECT MAX(id) FROM deliveries), 0) + 1, \
                         (SELECT delivery_id FROM lane_watermark WHERE id = 1))",
         )
-        .fetch_one(&mut self.conn)
-        .await?;
+        .fetch_one(&self.conn)?;
         self.next_seq = seq;
         self.next_delivery = did;
         Ok(())
     }
 
-    async fn apply(&mut self, work: Work) -> StoreResult<Answer> {
+    fn apply(&mut self, work: Work) -> StoreResult<Answer> {
         Ok(match work {
             Work::Ingest { events, now } => {
-                let mut out = self.ingest(&[events], now).await?;
+                let mut out = self.ingest(&[events], now)?;
                 let outcome = out
                     .pop()
                     .ok_or_else(|| StoreError::Internal("store writer: no ingest answer".into()))?;
@@ -934,12 +1041,11 @@ impl Writer {
                 limit,
                 now,
                 lease_ms,
-            } => Box::new(self.claim(&connector, limit, now, lease_ms).await?),
-            Work::Complete { items, now } => Box::new(self.complete_batch(&items, now).await?),
-            Work::Rescue { now, all } => Box::new(self.rescue(now, all).await?),
-            Work::Expire { now, limit } => Box::new(self.expire(now, limit).await?),
-            Work::Purge { retention, limit } => Box::new(self.purge(retention, limit).await?),
-            Work::Lanes { key, connectors } => Box::new(self.lane_views(&key, &connectors).await?),
+            } => Box::new(self.claim(&connector, limit, now, lease_ms)?),
+            Work::Complete { items, now } => Box::new(self.complete_batch(&items, now)?),
+            Work::Rescue { now, all } => Box::new(self.rescue(now, all)?),
+            Work::Expire { now, limit } => Box::new(self.expire(now, limit)?),
+            Work::Lanes { key, connectors } => Box::new(self.lane_views(&key, &connectors)?),
             Work::Pause { .. } => {
                 return Err(StoreError::Internal(
                     "store writer: a pause inside a transaction".into(),
@@ -951,23 +1057,17 @@ impl Writer {
                 actor,
                 now,
             } => {
-                let before = catalog::before_action(Conn::Sqlite(&mut self.conn), id).await?;
+                let before = catalog::before_action_lite(&self.conn, id)?;
                 let done = match action {
-                    OperatorAction::Retry => self.retry_dead(id, now).await?,
-                    OperatorAction::Skip => self.skip_dead(id, now).await?,
+                    OperatorAction::Retry => self.retry_dead(id, now)?,
+                    OperatorAction::Skip => self.skip_dead(id, now)?,
                 };
                 if done {
-                    let conn = Conn::Sqlite(&mut self.conn);
-                    catalog::audit_action(conn, id, action, &actor, now, before).await?;
+                    catalog::audit_action_lite(&self.conn, id, action, &actor, now, before)?;
                 }
                 Box::new(done)
             }
         })
-    }
-
-    async fn purge(&mut self, r: Purge, limit: usize) -> StoreResult<Purged> {
-        let conn = Conn::Sqlite(&mut self.conn);
-        retention::purge(conn, r, limit, "", &mut self.counts).await
     }
 
     /// Applies every ingest request of a commit group as one batch: one
@@ -976,18 +1076,14 @@ impl Writer {
     /// rather than a handful each. Each request is still all-or-nothing: its
     /// conflicts are decided before anything is written, and a request with a
     /// conflict contributes no rows.
-    async fn ingest(
-        &mut self,
-        requests: &[Vec<Routed>],
-        now: Millis,
-    ) -> StoreResult<Vec<IngestOutcome>> {
+    fn ingest(&mut self, requests: &[Vec<Routed>], now: Millis) -> StoreResult<Vec<IngestOutcome>> {
         // 1. Idempotency: which ids exist already, and with which digest.
         let all: Vec<&str> = requests
             .iter()
             .flatten()
             .map(|r| r.event.id.as_str())
             .collect();
-        let mut known = retention::known_ids(Conn::Sqlite(&mut self.conn), &all).await?;
+        let mut known = retention::known_ids_lite(&self.conn, &all)?;
         let (mut outcomes, fresh) = classify(requests, &mut known);
         if fresh.is_empty() {
             return Ok(outcomes);
@@ -998,7 +1094,7 @@ impl Writer {
         // 2. Coalescing: the first full-state event of each tag ends
         //    the stored deliveries it supersedes, which leave their lanes
         //    before the new ones join.
-        let (superseded, superseded_here) = self.supersede(&fresh, &seqs, now).await?;
+        let (superseded, superseded_here) = self.supersede(&fresh, &seqs, now)?;
 
         // 3. Which lanes these deliveries join are occupied already: those
         //    with an entry held in memory, and those with one in the table.
@@ -1030,7 +1126,7 @@ impl Writer {
             }
         }
         for chunk in runs(&unknown) {
-            let mut qb = QueryBuilder::<Sqlite>::new("SELECT v.column1, v.column2 FROM (");
+            let mut qb = lite::Builder::new("SELECT v.column1, v.column2 FROM (");
             qb.push_values(chunk, |mut b, (c, k)| {
                 b.push_bind(*c).push_bind(*k);
             });
@@ -1038,8 +1134,7 @@ impl Writer {
                 ") AS v WHERE EXISTS (SELECT 1 FROM lane_entries l \
                  WHERE l.connector = v.column1 AND l.key = v.column2)",
             );
-            for row in qb.build().fetch_all(&mut self.conn).await? {
-                let lane: (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            for lane in qb.build().fetch_all::<(String, String)>(&self.conn)? {
                 self.table_lanes.found(lane.clone());
                 self.occupied.insert(lane);
             }
@@ -1065,7 +1160,7 @@ impl Writer {
 
         // 5. Write.
         for (chunk, seq_chunk) in runs(&fresh).zip(runs(&seqs)) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
+            let mut qb = lite::Builder::new(
                 "INSERT OR FAIL INTO events (seq, id, type, keys, payload, digest, accepted_at, replay_id, origin_seq) ",
             );
             let keys_json: Vec<String> = chunk
@@ -1086,10 +1181,10 @@ impl Writer {
                         .push_bind(r.origin.map(|o| o.seq));
                 },
             );
-            qb.build().execute(&mut self.conn).await?;
+            qb.build().execute(&self.conn)?;
         }
         for chunk in runs(&deliveries) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
+            let mut qb = lite::Builder::new(
                 "INSERT OR FAIL INTO deliveries (id, event_seq, connector, state, blockers, next_attempt_at, created_at, updated_at, expires_at, coalesce_key, superseded_by, pending) ",
             );
             qb.push_values(chunk, |mut b, d| {
@@ -1106,7 +1201,7 @@ impl Writer {
                     .push_bind(d.superseded_by)
                     .push_bind(d.state().is_pending());
             });
-            qb.build().execute(&mut self.conn).await?;
+            qb.build().execute(&self.conn)?;
         }
         for d in &deliveries {
             self.counts.moved(d.connector, None, d.state(), 1);
@@ -1130,12 +1225,12 @@ impl Writer {
     /// superseded each) and releases their lanes. Answers each ended one's
     /// connector and superseding event's `seq`, and the accept's own
     /// deliveries to create superseded.
-    async fn supersede(
+    fn supersede(
         &mut self,
         fresh: &[&Routed],
         seqs: &[i64],
         now: Millis,
-    ) -> StoreResult<(Vec<(String, i64)>, HashMap<(i64, String), i64>)> {
+    ) -> StoreResult<Supersessions> {
         let tags: Vec<(&str, &str)> = lanes::tags_of(fresh).into_iter().collect();
         if tags.is_empty() {
             return Ok((Vec::new(), HashMap::new()));
@@ -1143,7 +1238,7 @@ impl Writer {
         type Found = (i64, String, String, i64, i64, String, String);
         let mut found: Vec<Found> = Vec::new();
         for chunk in runs(&tags) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
+            let mut qb = lite::Builder::new(
                 "SELECT d.id, d.connector, d.coalesce_key, d.event_seq, \
                      COALESCE(e.origin_seq, e.seq), d.state, e.keys FROM (",
             );
@@ -1155,11 +1250,7 @@ impl Writer {
                  AND d.pending = 1 JOIN events e ON e.seq = d.event_seq WHERE {}",
                 lanes::sql::supersedable("d")
             ));
-            found.extend(
-                qb.build_query_as::<Found>()
-                    .fetch_all(&mut self.conn)
-                    .await?,
-            );
+            found.extend(qb.build().fetch_all::<Found>(&self.conn)?);
         }
         let candidates: Vec<lanes::Candidate> = found
             .iter()
@@ -1179,11 +1270,10 @@ impl Writer {
                 )
             });
             for (c, t) in &tags {
-                let row: Option<(i64, i64)> = sqlx::query_as(&KEPT)
+                let row: Option<(i64, i64)> = lite::query(&KEPT)
                     .bind(*c)
                     .bind(*t)
-                    .fetch_optional(&mut self.conn)
-                    .await?;
+                    .fetch_optional(&self.conn)?;
                 if let Some((order, seq)) = row {
                     kept.push(lanes::Candidate::new(0, c, t, seq, order));
                 }
@@ -1194,7 +1284,7 @@ impl Writer {
             return Ok((Vec::new(), decided.fresh));
         }
         for chunk in runs(&decided.stored) {
-            let mut qb = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET state = ");
+            let mut qb = lite::Builder::new("UPDATE deliveries SET state = ");
             qb.push_bind(Step::Superseded.state().as_str())
                 .push(", superseded_by = v.column2, pending = 0, updated_at = ")
                 .push_bind(now)
@@ -1203,7 +1293,7 @@ impl Writer {
                 b.push_bind(*id).push_bind(*by);
             });
             qb.push(") AS v WHERE deliveries.id = v.column1");
-            qb.build().execute(&mut self.conn).await?;
+            qb.build().execute(&self.conn)?;
         }
         let by_of: HashMap<i64, i64> = decided.stored.iter().copied().collect();
         let mut ended: Vec<(String, i64)> = Vec::with_capacity(by_of.len());
@@ -1221,20 +1311,20 @@ impl Writer {
             .flat_map(|(c, seq, ks)| ks.iter().map(move |k| (c.as_str(), k.as_str(), *seq)))
             .collect();
         if Step::Superseded.releases() {
-            self.release_entries(&entries, now).await?;
+            self.release_entries(&entries, now)?;
         }
         Ok((ended, decided.fresh))
     }
 
-    async fn claim(
+    fn claim(
         &mut self,
         connector: &str,
         limit: usize,
         now: Millis,
         lease_ms: i64,
-    ) -> StoreResult<Vec<Claimed>> {
+    ) -> StoreResult<ClaimAnswer> {
         if limit == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let lease = self.next_lease;
         self.next_lease += 1;
@@ -1250,19 +1340,14 @@ impl Writer {
                 lanes::sql::claimable("?3")
             )
         });
-        let rows = sqlx::query(&CLAIM)
+        let taken: Vec<(i64, i64, i64)> = lite::query(&CLAIM)
             .bind(now.saturating_add(lease_ms))
             .bind(lease)
             .bind(now)
             .bind(connector)
             .bind(limit as i64)
             .bind(&self.node)
-            .fetch_all(&mut self.conn)
-            .await?;
-        let taken: Vec<(i64, i64, i64)> = rows
-            .iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
-            .collect::<Result<_, sqlx::Error>>()?;
+            .fetch_all(&self.conn)?;
         let n = taken.len() as i64;
         self.counts.moved(
             connector,
@@ -1272,7 +1357,7 @@ impl Writer {
         );
         let mut events = Vec::with_capacity(taken.len());
         for chunk in runs(&taken) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
+            let mut qb = lite::Builder::new(
                 "SELECT seq, id, type, keys, payload, accepted_at FROM events WHERE seq IN (",
             );
             let mut sep = qb.separated(", ");
@@ -1280,13 +1365,20 @@ impl Writer {
                 sep.push_bind(t.1);
             }
             qb.push(")");
-            events.extend(
-                qb.build_query_as::<EventRow>()
-                    .fetch_all(&mut self.conn)
-                    .await?,
-            );
+            events.extend(qb.build().fetch_all::<EventRow>(&self.conn)?);
         }
-        claims_of(connector, lease, now, taken, events)
+        // Fewer than asked for: the loop sleeps until the next is due, which
+        // it would otherwise read on its own a moment later.
+        let due = match taken.len() < limit {
+            true => Some(
+                lite::query(catalog::NEXT_DUE)
+                    .bind(connector)
+                    .bind(now)
+                    .fetch_one::<Option<i64>>(&self.conn)?,
+            ),
+            false => None,
+        };
+        Ok((claims_of(connector, lease, now, taken, events)?, due))
     }
 
     /// Applies a group's outcomes with a few multi-row statements: one
@@ -1294,12 +1386,12 @@ impl Writer {
     /// then one release of every lane entry the delivered and released-dead
     /// ones held, one look-up of the lanes' new heads and one update of the
     /// heads that lose a blocker.
-    async fn complete_batch(&mut self, items: &[Completion], now: Millis) -> StoreResult<Settled> {
+    fn complete_batch(&mut self, items: &[Completion], now: Millis) -> StoreResult<Settled> {
         let mut out = vec![false; items.len()];
         let mut readied = Vec::new();
         for round in completion_rounds(items) {
             let batch: Vec<Completion> = round.iter().map(|&i| items[i].clone()).collect();
-            let (applied, ready) = self.complete_round(&batch, now).await?;
+            let (applied, ready) = self.complete_round(&batch, now)?;
             readied.extend(ready);
             for (k, &i) in round.iter().enumerate() {
                 out[i] = applied.get(k).copied().unwrap_or(false);
@@ -1315,14 +1407,14 @@ impl Writer {
 
     /// [`Writer::complete_batch`] for completions of distinct deliveries:
     /// whether each applied, and the connectors it readied a delivery of.
-    async fn complete_round(
+    fn complete_round(
         &mut self,
         items: &[Completion],
         now: Millis,
     ) -> StoreResult<(Vec<bool>, Vec<String>)> {
         let mut applied: HashSet<i64> = HashSet::with_capacity(items.len());
         for chunk in runs(items) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
+            let mut qb = lite::Builder::new(
                 "UPDATE deliveries SET state = v.column3, pending = (v.column3 = 'ready'), \
                      next_attempt_at = COALESCE(v.column4, deliveries.next_attempt_at), \
                      last_error = COALESCE(v.column5, deliveries.last_error), \
@@ -1342,11 +1434,7 @@ impl Writer {
                 ") AS v WHERE deliveries.id = v.column1 AND deliveries.state = 'in_flight' \
                  AND deliveries.lease_token = v.column2 RETURNING deliveries.id",
             );
-            for id in qb
-                .build_query_scalar::<i64>()
-                .fetch_all(&mut self.conn)
-                .await?
-            {
+            for id in qb.build().fetch_all::<i64>(&self.conn)? {
                 applied.insert(id);
             }
         }
@@ -1375,20 +1463,20 @@ impl Writer {
                 }
             }
         }
-        catalog::log_attempts(Conn::Sqlite(&mut self.conn), &self.node, &log).await?;
+        catalog::log_attempts_lite(&self.conn, &self.node, &log)?;
         for (c, k, _, _) in &held {
             self.table_lanes.added(c, k);
         }
         for chunk in runs(&held) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
+            let mut qb = lite::Builder::new(
                 "INSERT OR FAIL INTO lane_entries (connector, key, seq, delivery_id) ",
             );
             qb.push_values(chunk, |mut b, (c, k, seq, id)| {
                 b.push_bind(*c).push_bind(*k).push_bind(*seq).push_bind(*id);
             });
-            qb.build().execute(&mut self.conn).await?;
+            qb.build().execute(&self.conn)?;
         }
-        let readied = self.release_entries(&entries, now).await?;
+        let readied = self.release_entries(&entries, now)?;
         let applied = items
             .iter()
             .map(|c| applied.contains(&c.delivery_id))
@@ -1400,7 +1488,7 @@ impl Writer {
     /// lane's head, the new head loses a blocker (one per lane it heads) and
     /// becomes ready when it has none left. Returns the connector of each
     /// delivery that became ready.
-    async fn release_entries(
+    fn release_entries(
         &mut self,
         entries: &[(&str, &str, i64)],
         now: Millis,
@@ -1419,18 +1507,13 @@ impl Writer {
         }
         let from_table = removed.len();
         for chunk in runs(&in_table) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "DELETE FROM lane_entries WHERE (connector, key, seq) IN (",
-            );
+            let mut qb =
+                lite::Builder::new("DELETE FROM lane_entries WHERE (connector, key, seq) IN (");
             qb.push_values(chunk, |mut b, (c, k, seq)| {
                 b.push_bind(*c).push_bind(*k).push_bind(*seq);
             });
             qb.push(") RETURNING connector, key, seq");
-            removed.extend(
-                qb.build_query_as::<(String, String, i64)>()
-                    .fetch_all(&mut self.conn)
-                    .await?,
-            );
+            removed.extend(qb.build().fetch_all(&self.conn)?);
         }
         for (c, k, _) in &removed[from_table..] {
             self.table_lanes.removed(&(c.clone(), k.clone()));
@@ -1451,9 +1534,8 @@ impl Writer {
             }
         }
         for chunk in runs(&look_up) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "SELECT v.column1, v.column2, l.seq, l.delivery_id FROM (",
-            );
+            let mut qb =
+                lite::Builder::new("SELECT v.column1, v.column2, l.seq, l.delivery_id FROM (");
             qb.push_values(chunk, |mut b, (c, k)| {
                 b.push_bind(c.as_str()).push_bind(k.as_str());
             });
@@ -1462,11 +1544,7 @@ impl Writer {
                  AND l.seq = (SELECT MIN(seq) FROM lane_entries \
                               WHERE connector = v.column1 AND key = v.column2)",
             );
-            for (c, k, seq, id) in qb
-                .build_query_as::<(String, String, i64, i64)>()
-                .fetch_all(&mut self.conn)
-                .await?
-            {
+            for (c, k, seq, id) in qb.build().fetch_all(&self.conn)? {
                 let head = heads.entry((c, k)).or_insert((seq, id));
                 if seq < head.0 {
                     *head = (seq, id);
@@ -1478,7 +1556,7 @@ impl Writer {
             .collect();
         let mut readied = Vec::new();
         for chunk in runs(&unblock) {
-            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            let mut qb = lite::Builder::new(format!(
                 "UPDATE deliveries SET blockers = deliveries.blockers - v.column2, state = {}, \
                  updated_at = ",
                 lanes::sql::unblocked_state("deliveries", "v.column2")
@@ -1491,7 +1569,7 @@ impl Writer {
                 ") AS v WHERE deliveries.id = v.column1 \
                  RETURNING deliveries.connector, deliveries.state = 'ready'",
             );
-            let moved: Vec<(String, bool)> = qb.build_query_as().fetch_all(&mut self.conn).await?;
+            let moved: Vec<(String, bool)> = qb.build().fetch_all(&self.conn)?;
             for (connector, _) in moved.into_iter().filter(|(_, ready)| *ready) {
                 let blocked = Some(DeliveryState::Blocked);
                 self.counts
@@ -1507,7 +1585,7 @@ impl Writer {
     /// this process's previous run's), and logs their attempts as ended.
     /// Their `next_attempt_at` stays: they keep their place at the front of
     /// the ready order rather than queueing behind a backlog.
-    async fn rescue(&mut self, now: Millis, all: bool) -> StoreResult<u64> {
+    fn rescue(&mut self, now: Millis, all: bool) -> StoreResult<u64> {
         fn rescue(which: &str) -> String {
             format!(
                 "UPDATE deliveries SET state = ?2, lease_until = NULL, lease_token = NULL, \
@@ -1528,17 +1606,15 @@ impl Writer {
             false => (&*EXPIRED, super::LEASE_EXPIRED),
             true => (&*ALL, super::RECLAIMED),
         };
-        sqlx::query(log)
+        lite::query(log)
             .bind(now)
             .bind(reason)
-            .execute(&mut self.conn)
-            .await?;
-        let rescued: Vec<String> = sqlx::query_scalar(rescue)
+            .execute(&self.conn)?;
+        let rescued: Vec<String> = lite::query(rescue)
             .bind(now)
             .bind(Step::LeaseExpired.state().as_str())
             .bind(reason)
-            .fetch_all(&mut self.conn)
-            .await?;
+            .fetch_all(&self.conn)?;
         for connector in &rescued {
             let in_flight = Some(DeliveryState::InFlight);
             self.counts
@@ -1551,7 +1627,7 @@ impl Writer {
     /// passed as `expired`, releasing their lane entries (a blocked one may
     /// expire behind a head that still waits: removing an entry that is not
     /// its lane's head unblocks nothing, and its successors stay in order).
-    async fn expire(&mut self, now: Millis, limit: usize) -> StoreResult<Vec<(String, u64)>> {
+    fn expire(&mut self, now: Millis, limit: usize) -> StoreResult<Vec<(String, u64)>> {
         static EXPIRE: LazyLock<String> = LazyLock::new(|| {
             format!(
                 "UPDATE deliveries SET state = ?3, pending = 0, updated_at = ?1, last_error = ?4 \
@@ -1561,13 +1637,12 @@ impl Writer {
                 lanes::sql::expirable("?1")
             )
         });
-        let rows: Vec<(String, i64, String, i64)> = sqlx::query_as(&EXPIRE)
+        let rows: Vec<(String, i64, String, i64)> = lite::query(&EXPIRE)
             .bind(now)
             .bind(limit as i64)
             .bind(Step::Expired.state().as_str())
             .bind(super::EXPIRED)
-            .fetch_all(&mut self.conn)
-            .await?;
+            .fetch_all(&self.conn)?;
         let mut keys: Vec<(String, Vec<String>, i64)> = Vec::with_capacity(rows.len());
         let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
         for (connector, seq, k, blockers) in rows {
@@ -1581,11 +1656,11 @@ impl Writer {
             .iter()
             .flat_map(|(c, ks, seq)| ks.iter().map(move |k| (c.as_str(), k.as_str(), *seq)))
             .collect();
-        self.release_entries(&entries, now).await?;
+        self.release_entries(&entries, now)?;
         Ok(counts.into_iter().collect())
     }
 
-    async fn retry_dead(&mut self, id: i64, now: Millis) -> StoreResult<bool> {
+    fn retry_dead(&mut self, id: i64, now: Millis) -> StoreResult<bool> {
         static RETRY: LazyLock<String> = LazyLock::new(|| {
             format!(
                 "UPDATE deliveries SET state = {}, pending = 1, next_attempt_at = ?1, \
@@ -1593,11 +1668,10 @@ impl Writer {
                 lanes::sql::REQUEUED_STATE
             )
         });
-        let row: Option<(String, String)> = sqlx::query_as(&RETRY)
+        let row: Option<(String, String)> = lite::query(&RETRY)
             .bind(now)
             .bind(id)
-            .fetch_optional(&mut self.conn)
-            .await?;
+            .fetch_optional(&self.conn)?;
         let retried = row.is_some();
         if let Some((connector, state)) = row {
             let to = state_of(&state)?;
@@ -1615,8 +1689,8 @@ impl Writer {
         Ok(retried)
     }
 
-    async fn skip_dead(&mut self, id: i64, now: Millis) -> StoreResult<bool> {
-        let row: Option<(String, i64, String)> = sqlx::query_as(
+    fn skip_dead(&mut self, id: i64, now: Millis) -> StoreResult<bool> {
+        let row: Option<(String, i64, String)> = lite::query(
             "UPDATE deliveries SET state = ?3, pending = 0, updated_at = ?1 \
              WHERE id = ?2 AND state = 'dead' \
              RETURNING connector, event_seq, (SELECT keys FROM events WHERE seq = event_seq)",
@@ -1624,8 +1698,7 @@ impl Writer {
         .bind(now)
         .bind(id)
         .bind(Step::Skipped.state().as_str())
-        .fetch_optional(&mut self.conn)
-        .await?;
+        .fetch_optional(&self.conn)?;
         let Some((connector, seq, keys)) = row else {
             return Ok(false);
         };
@@ -1637,7 +1710,7 @@ impl Writer {
             .iter()
             .map(|k| (connector.as_str(), k.as_str(), seq))
             .collect();
-        self.release_entries(&entries, now).await?;
+        self.release_entries(&entries, now)?;
         Ok(true)
     }
 }
@@ -1655,14 +1728,30 @@ impl Store for SqliteStore {
         now: Millis,
         lease_ms: i64,
     ) -> StoreResult<Vec<Claimed>> {
-        let connector = connector.to_string();
-        self.call(Work::Claim {
-            connector,
+        let work = Work::Claim {
+            connector: connector.to_string(),
             limit,
             now,
             lease_ms,
-        })
-        .await
+        };
+        let (claimed, due): ClaimAnswer = self.call(work).await?;
+        if let Some(due) = due {
+            let mut known = self.due.lock().unwrap_or_else(|e| e.into_inner());
+            known.insert(connector.to_string(), due);
+        }
+        Ok(claimed)
+    }
+
+    async fn next_due(&self, connector: &str, now: Millis) -> StoreResult<Option<Millis>> {
+        let known = self
+            .due
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(connector);
+        match known {
+            Some(due) => Ok(due),
+            None => self.catalog.next_due(connector, now).await,
+        }
     }
 
     async fn settle(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Settled> {
@@ -1704,7 +1793,7 @@ impl Store for SqliteStore {
     }
 
     async fn purge_finished(&self, retention: Purge, limit: usize) -> StoreResult<Purged> {
-        self.call(Work::Purge { retention, limit }).await
+        self.catalog.purge_aside(retention, limit).await
     }
 
     fn catalog(&self) -> &Catalog {
@@ -1738,7 +1827,7 @@ fn unframe_lanes(mut framed: &str) -> StoreResult<Vec<(&str, &str)>> {
 
 #[cfg(test)]
 mod tests {
-    use super::unframe_lanes;
+    use super::{unframe_lanes, OperatorAction, Work};
 
     #[test]
     fn one_process_at_a_time_holds_a_database_and_a_second_is_told_who() {
@@ -1787,6 +1876,47 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("plain/x"), "{e}");
+    }
+
+    #[test]
+    fn only_what_acknowledges_nothing_and_readies_nothing_commits_unsynced() {
+        let now = 0;
+        let synced = [
+            Work::Ingest {
+                events: Vec::new(),
+                now,
+            },
+            Work::Operator {
+                id: 1,
+                action: OperatorAction::Retry,
+                actor: "op".into(),
+                now,
+            },
+            Work::Expire { now, limit: 1 },
+        ];
+        for w in &synced {
+            assert!(w.must_sync());
+        }
+        let unsynced = [
+            Work::Claim {
+                connector: "c".into(),
+                limit: 1,
+                now,
+                lease_ms: 1,
+            },
+            Work::Complete {
+                items: Vec::new(),
+                now,
+            },
+            Work::Rescue { now, all: true },
+            Work::Lanes {
+                key: "k".into(),
+                connectors: Vec::new(),
+            },
+        ];
+        for w in &unsynced {
+            assert!(!w.must_sync());
+        }
     }
 
     #[test]
