@@ -2199,6 +2199,39 @@ for_each_backend!(
     limit_overrides_round_trip_and_are_audited,
 );
 
+/// An outcome that moves a lane on commits unsynced and then syncs the
+/// write-ahead log before it is answered; should that sync fail, the store
+/// answers every request with the failure from then on (a later sync could
+/// not be trusted), until a restart reads back what the disk holds. The
+/// sync is made to fail by taking the log's name away.
+#[tokio::test]
+async fn sqlite_a_failed_sync_stops_the_store() {
+    use switchboard::store::StoreError;
+    let t = common::sqlite().await;
+    let s = &*t.store;
+    s.ingest(
+        vec![ev("1", "t", &["k"], &["c"]), ev("2", "t", &["k"], &["c"])],
+        0,
+    )
+    .await
+    .unwrap();
+    let first = s.claim("c", 10, 1, LEASE).await.unwrap().remove(0);
+    let db = switchboard::store::sqlite::SqliteStore::path_of(&t.url).unwrap();
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::remove_file(&wal).unwrap();
+    let done = s.complete(vec![Completion::of(&first, CompletionKind::Delivered)], 2);
+    let err = done.await.expect_err("the sync of the log must fail");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(err.to_string().contains("restart"), "{err}");
+    let later = s.ingest(vec![ev("3", "t", &["j"], &["c"])], 3).await;
+    assert!(
+        matches!(later, Err(StoreError::Unavailable(_))),
+        "{later:?}"
+    );
+    assert!(s.claim("c", 10, 4, LEASE).await.is_err());
+}
+
 /// SQLite's ingest inserts use `OR FAIL`, which keeps the rows a multi-row
 /// statement wrote before the one that failed: only the commit group's
 /// transaction undoes them. An event row planted by another connection under

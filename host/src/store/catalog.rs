@@ -1739,7 +1739,8 @@ pub(crate) fn log_attempts_lite(
                 .push_bind(a.started_at)
                 .push_bind(a.finished_at)
                 .push_bind(a.outcome)
-                .push_bind(a.reason.as_deref());
+                // As PostgreSQL, whose text cannot hold NUL, stores them.
+                .push_bind(a.reason.as_deref().map(|r| r.replace('\0', "\u{fffd}")));
         });
         // An attempt is logged once; should the same one come again, the
         // first record stands.

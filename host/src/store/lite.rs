@@ -44,9 +44,19 @@ impl From<rusqlite::Error> for StoreError {
 
 /// Opens the database file `path` for the writer (it exists: migrations ran
 /// on it) with the settings every connection of the store has, and a cache
-/// of `statements` prepared statements.
-pub(crate) fn open(path: &std::path::Path, statements: usize) -> StoreResult<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+/// of `statements` prepared statements. `path` is as sqlx names it: an
+/// in-memory database is shared with sqlx's connections by that name.
+pub(crate) fn open(
+    path: &std::path::Path,
+    in_memory: bool,
+    statements: usize,
+) -> StoreResult<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    if in_memory {
+        flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+    }
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     conn.set_prepared_statement_cache_capacity(statements);

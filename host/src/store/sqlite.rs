@@ -1,4 +1,6 @@
-//! The embedded default: SQLite in WAL mode with `synchronous=FULL`.
+//! The embedded default: SQLite in WAL mode, with `synchronous=FULL` for
+//! every commit that acknowledges or readies something (see
+//! `Writer::sync_commit`).
 //!
 //! Design:
 //! - **One writer.** SQLite admits one writer at a time, so every queue
@@ -187,22 +189,14 @@ impl SqliteStore {
             .run(&mut conn)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        conn.close().await?;
-        // The writer's own connection, on its own thread (see `lite`), with
-        // its page cache and checkpoint cadence (docs/benchmarks-history.md,
-        // "SQLite writer settings"): with random keys nearly every statement
-        // touches a page that SQLite's default 2 MiB cache no longer holds,
-        // and the default checkpoint every 1,000 WAL pages copies the same
-        // hot pages back into the database over and over.
-        let conn = lite::open(base.get_filename(), WRITER_STATEMENTS)?;
-        let mut wal = base.get_filename().as_os_str().to_owned();
-        wal.push("-wal");
-        let wal = std::path::PathBuf::from(wal);
-        conn.execute_batch(&format!(
-            "PRAGMA cache_size = -{WRITER_CACHE_KIB}; \
-             PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}; \
-             PRAGMA temp_store = MEMORY;"
-        ))?;
+        // The writer's file, and its write-ahead log (none in memory).
+        let path = base.get_filename().to_path_buf();
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let wal = (!in_memory).then(|| {
+            let mut wal = path.as_os_str().to_owned();
+            wal.push("-wal");
+            std::path::PathBuf::from(wal)
+        });
         // No ping before each use: a local file's connection does not go
         // stale, and the ping is a round trip to sqlx's SQLite thread.
         let read = SqlitePoolOptions::new()
@@ -217,7 +211,7 @@ impl SqliteStore {
             .test_before_acquire(false)
             .max_connections(1)
             .min_connections(0)
-            .connect_with(base)
+            .connect_with(base.pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string()))
             .await?;
         let (tx, rx) = mpsc::channel();
         let catalog = Catalog::new(
@@ -228,42 +222,64 @@ impl SqliteStore {
             },
             node,
         );
-        let mut writer = Writer {
-            conn,
-            next_seq: 0,
-            next_delivery: 0,
-            next_lease: rand::random::<u32>() as i64,
-            occupied: HashSet::new(),
-            recent: RecentLanes::default(),
-            table_lanes: TableLanes::new(flush.filter_slots, flush.known_lanes),
-            watermark: 0,
-            flush,
-            sweep: None,
-            flush_now: false,
-            rebuild_after: Instant::now(),
-            node: node.to_string(),
-            counts: Counts::default(),
-            synchronous_full: true,
-            wal,
-        };
-        // The writer reads back its state before it serves; the first
+        // The writer opens its own connection (see `lite`) on its own
+        // thread, with its page cache and checkpoint cadence
+        // (docs/benchmarks-history.md, "SQLite writer settings": with random
+        // keys nearly every statement touches a page that SQLite's default
+        // 2 MiB cache no longer holds, and the default checkpoint every 1,000
+        // WAL pages copies the same hot pages back into the database over
+        // and over), and reads back its state before it serves; the first
         // answer says whether it could.
+        let node = node.to_string();
         let (ready, started) = oneshot::channel();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || match writer.reload() {
-                Ok(()) => {
-                    let _ = ready.send(Ok(()));
-                    writer.run(rx);
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
+            .spawn(move || {
+                let opened = lite::open(&path, in_memory, WRITER_STATEMENTS).and_then(|conn| {
+                    conn.execute_batch(&format!(
+                        "PRAGMA cache_size = -{WRITER_CACHE_KIB}; \
+                         PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}; \
+                         PRAGMA temp_store = MEMORY;"
+                    ))?;
+                    let mut writer = Writer {
+                        conn,
+                        next_seq: 0,
+                        next_delivery: 0,
+                        next_lease: rand::random::<u32>() as i64,
+                        occupied: HashSet::new(),
+                        recent: RecentLanes::default(),
+                        table_lanes: TableLanes::new(flush.filter_slots, flush.known_lanes),
+                        watermark: 0,
+                        flush,
+                        sweep: None,
+                        flush_now: false,
+                        rebuild_after: Instant::now(),
+                        node,
+                        counts: Counts::default(),
+                        synchronous_full: true,
+                        wal,
+                        stopped: None,
+                    };
+                    writer.reload()?;
+                    Ok(writer)
+                });
+                match opened {
+                    Ok(writer) => {
+                        let _ = ready.send(Ok(()));
+                        writer.run(rx);
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                    }
                 }
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
         started
             .await
             .map_err(|_| StoreError::Internal("store writer ended at start".into()))??;
+        // Only now: an in-memory database lives as long as a connection to
+        // it does.
+        conn.close().await?;
         Ok(Self {
             tx,
             catalog,
@@ -511,8 +527,11 @@ struct Writer {
     /// The connection's `synchronous` setting: `FULL`, or `NORMAL` for a
     /// commit that may skip the sync (see [`Writer::sync_commit`]).
     synchronous_full: bool,
-    /// The write-ahead log's file, synced by [`Writer::sync_wal`].
-    wal: std::path::PathBuf,
+    /// The write-ahead log's file, synced by [`Writer::sync_wal`] (none for
+    /// an in-memory database).
+    wal: Option<std::path::PathBuf>,
+    /// Set once a sync failed: every request is answered with it.
+    stopped: Option<StoreError>,
 }
 
 impl Writer {
@@ -557,6 +576,10 @@ impl Writer {
             // A pause splits the group: what came before it commits first.
             let mut batch = Vec::with_capacity(group.len());
             for (work, reply) in group {
+                if let Some(e) = &self.stopped {
+                    let _ = reply.send(Err(e.clone()));
+                    continue;
+                }
                 match work {
                     Work::Pause { resume } => {
                         if !batch.is_empty() {
@@ -575,7 +598,18 @@ impl Writer {
         }
     }
 
+    /// Applies a group, or answers it with the error that stopped the
+    /// writer.
     fn apply_group(&mut self, group: Vec<(Work, Reply)>) {
+        match self.stopped.clone() {
+            Some(e) => group.into_iter().for_each(|(_, reply)| {
+                let _ = reply.send(Err(e.clone()));
+            }),
+            None => self.apply_ready_group(group),
+        }
+    }
+
+    fn apply_ready_group(&mut self, group: Vec<(Work, Reply)>) {
         self.occupied.clear();
         let mut answers = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
@@ -701,24 +735,22 @@ impl Writer {
             // rolls back below.
             if let Err(e) = self.conn.execute_batch("COMMIT") {
                 failure = Some(e.into());
-            } else if readied && !durable {
-                // Committed, but it moved a lane on: synced before anyone
-                // hears of it (see `sync_commit`). Should that fail, nothing
-                // is answered as done; the transaction stays.
-                if let Err(e) = self.sync_wal() {
-                    tracing::error!(error = %e, "cannot sync the write-ahead log");
-                    for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
+            } else {
+                if let Some(w) = flushed {
+                    self.watermark = w;
+                }
+                if readied && !durable {
+                    // Committed, but it moved a lane on: synced before anyone
+                    // hears of it (see `sync_commit`).
+                    if let Err(e) = self.sync_wal() {
+                        self.stop(e, replies);
+                        return;
                     }
-                    return;
                 }
             }
         }
         match failure {
             None => {
-                if let Some(w) = flushed {
-                    self.watermark = w;
-                }
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     // A caller that went away (request cancelled) is fine
                     // to ignore: its work committed either way.
@@ -739,6 +771,23 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Stops serving after `error`, answering `replies` and everything
+    /// after them with it: a sync of the write-ahead log failed, so what
+    /// was committed may not be on disk, and a later sync that succeeds
+    /// proves nothing (the kernel may have dropped the pages that failed).
+    /// Nothing more is committed; a restart reads back what the disk holds
+    /// and takes back what was in flight.
+    fn stop(&mut self, error: StoreError, replies: Vec<Reply>) {
+        tracing::error!(error = %error, "cannot sync the write-ahead log; the store stops until the gateway restarts");
+        let error = StoreError::Unavailable(format!(
+            "the store stopped after a failed sync ({error}); restart the gateway"
+        ));
+        for reply in replies {
+            let _ = reply.send(Err(error.clone()));
+        }
+        self.stopped = Some(error);
     }
 
     /// Whether the group's commit waits for the disk (`synchronous =
@@ -769,10 +818,13 @@ impl Writer {
     /// the write-ahead log, as a `FULL` commit would have. (Any descriptor
     /// of the file will do: a sync flushes the file, not the descriptor.)
     fn sync_wal(&self) -> StoreResult<()> {
-        let cannot = |e: std::io::Error| {
-            StoreError::Unavailable(format!("cannot sync {}: {e}", self.wal.display()))
+        let Some(wal) = &self.wal else {
+            return Ok(());
         };
-        std::fs::File::open(&self.wal)
+        let cannot = |e: std::io::Error| {
+            StoreError::Unavailable(format!("cannot sync {}: {e}", wal.display()))
+        };
+        std::fs::File::open(wal)
             .and_then(|f| f.sync_data())
             .map_err(cannot)
     }
@@ -1734,12 +1786,16 @@ impl Store for SqliteStore {
             now,
             lease_ms,
         };
-        let (claimed, due): ClaimAnswer = self.call(work).await?;
-        if let Some(due) = due {
-            let mut known = self.due.lock().unwrap_or_else(|e| e.into_inner());
-            known.insert(connector.to_string(), due);
-        }
-        Ok(claimed)
+        let answer: StoreResult<ClaimAnswer> = self.call(work).await;
+        // Only this claim's finding stands: none when it got all it asked
+        // for, or failed.
+        let mut known = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        match &answer {
+            Ok((_, Some(due))) => known.insert(connector.to_string(), *due),
+            _ => known.remove(connector),
+        };
+        drop(known);
+        answer.map(|(claimed, _)| claimed)
     }
 
     async fn next_due(&self, connector: &str, now: Millis) -> StoreResult<Option<Millis>> {
@@ -1876,6 +1932,22 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("plain/x"), "{e}");
+    }
+
+    /// The writer's own connection meets sqlx's in the same in-memory
+    /// database, by the name sqlx gives it.
+    #[tokio::test]
+    async fn an_in_memory_database_serves_the_writer_and_the_readers_alike() {
+        use crate::store::{Routed, Store};
+        let s = super::SqliteStore::open("sqlite::memory:").await.unwrap();
+        let body = r#"{"id": "m1", "type": "t", "keys": ["k"], "payload": {}}"#;
+        let event = crate::queue::event::parse_body(body.as_bytes(), 1)
+            .unwrap()
+            .remove(0);
+        let routed = Routed::new(event, vec!["c".to_string()]);
+        s.ingest(vec![routed], 0).await.unwrap();
+        assert!(s.catalog().event("m1").await.unwrap().is_some());
+        assert_eq!(s.claim("c", 4, 1, 1_000).await.unwrap().len(), 1);
     }
 
     #[test]

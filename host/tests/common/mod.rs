@@ -19,7 +19,7 @@ pub struct TestStore {
 impl TestStore {
     /// Drops the store (as a crash would: no shutdown) and opens it again.
     pub async fn reopen(&mut self) {
-        // Give the writer task a moment to see its channel close.
+        // Give the writer thread a moment to see its channel close.
         let url = self.url.clone();
         self.store = match self.flush {
             Some(flush) => Arc::new(
