@@ -26,7 +26,10 @@ struct Api {
 }
 
 async fn api() -> Api {
-    let t = common::sqlite().await;
+    api_on(common::sqlite().await)
+}
+
+fn api_on(t: common::TestStore) -> Api {
     let tokens = Tokens::new(&[
         TokenConfig {
             name: "config-app".into(),
@@ -115,6 +118,34 @@ impl Api {
             .unwrap();
         claimed[0].delivery_id
     }
+}
+
+/// A resume reaches the other nodes sharing a PostgreSQL store at once
+/// (they would otherwise claim at their next poll); a pause, which makes
+/// nothing ready, is not announced.
+#[tokio::test]
+async fn a_resume_is_announced_to_the_other_nodes() {
+    use std::time::Duration;
+    use switchboard::store::postgres::PostgresStore;
+    use switchboard::store::{Announcement, Store};
+    let api = api_on(common::postgres().await);
+    let b = PostgresStore::open_as(&api.t.url, "b:1").await.unwrap();
+    let mut heard = b.cluster().unwrap().listen().await.unwrap();
+    // This node announces once it listens too.
+    let _mine = api.t.store.cluster().unwrap().listen().await.unwrap();
+    let pause = "/v1/connectors/hss/pause";
+    let (s, _) = api.call("POST", pause, Some(ADMIN), Value::Null).await;
+    assert_eq!(s, StatusCode::OK);
+    let quiet = tokio::time::timeout(Duration::from_millis(300), heard.recv()).await;
+    assert!(quiet.is_err(), "a pause is not announced: {quiet:?}");
+    let resume = "/v1/connectors/hss/resume";
+    let (s, _) = api.call("POST", resume, Some(ADMIN), Value::Null).await;
+    assert_eq!(s, StatusCode::OK);
+    let next = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+        .await
+        .expect("announced within seconds")
+        .unwrap();
+    assert_eq!(next, Announcement::Work("hss".into()));
 }
 
 #[tokio::test]

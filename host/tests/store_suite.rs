@@ -2376,6 +2376,13 @@ async fn postgres_nodes_hear_of_each_others_work_and_breaker_changes() {
             .is_err(),
         "an outcome that made nothing ready is not announced"
     );
+    // An operator's resume, which the API announces.
+    a.cluster().unwrap().announce_work("crm");
+    let next = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next, Announcement::Work("crm".into()));
     assert!(
         tokio::time::timeout(Duration::from_millis(300), stranger_heard.recv())
             .await

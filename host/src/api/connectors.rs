@@ -267,6 +267,13 @@ pub(crate) async fn set_paused(
         .set_paused(name, paused, actor, now_ms())
         .await?;
     state.fleet.registry().wake(name);
+    if !paused {
+        // The other nodes sharing the store claim at once too, rather than
+        // at their next poll.
+        if let Some(cluster) = state.store.cluster() {
+            cluster.announce_work(name);
+        }
+    }
     Ok(())
 }
 

@@ -558,6 +558,11 @@ pub trait Cluster: Send + Sync {
     /// published one.
     async fn shared_health(&self, connector: &str) -> StoreResult<Option<SharedHealth>>;
 
+    /// Tells the other nodes that `connector` may have work ready now,
+    /// which nothing in the queue announced: an operator resumed it. (What
+    /// the store does itself, it announces itself.)
+    fn announce_work(&self, connector: &str);
+
     /// Publishes this node's view of a connector's breaker to the cluster.
     async fn publish_health(
         &self,

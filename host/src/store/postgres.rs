@@ -1463,6 +1463,11 @@ impl Store for PostgresStore {
 
 #[async_trait]
 impl Cluster for PostgresStore {
+    fn announce_work(&self, connector: &str) {
+        let work = super::Announcement::Work(connector.to_string());
+        self.announcer.send([work]);
+    }
+
     async fn hold_name(&self, patience: Duration) -> StoreResult<()> {
         let mut held = self.name_lock.lock().await;
         if let Some(conn) = held.as_mut() {
