@@ -7,8 +7,8 @@ mod common;
 use common::{ev, TestStore};
 use switchboard::queue::{DeliveryState, OnDead};
 use switchboard::store::{
-    Completion, CompletionKind, IngestCounts, IngestOutcome, LimitOverrides, OperatorAction, Purge,
-    Purged, QueueStats, Retention, Store,
+    Claimed, Completion, CompletionKind, IngestCounts, IngestOutcome, LimitOverrides, Offer,
+    OperatorAction, Purge, Purged, QueueStats, Retention, Served, Store,
 };
 
 const LEASE: i64 = 30_000;
@@ -291,6 +291,122 @@ async fn a_claim_that_gets_fewer_than_asked_says_when_the_next_is_due(t: TestSto
     assert!(s.catalog().set_paused("c", true, "ops", 50).await.unwrap());
     assert!(s.claim("c", 4, 60, LEASE).await.unwrap().is_empty());
     assert_eq!(s.next_due("c", 60).await.unwrap(), None, "paused");
+}
+
+fn counts_of(outcome: IngestOutcome) -> IngestCounts {
+    match outcome {
+        IngestOutcome::Accepted(counts) => counts,
+        other => panic!("not accepted: {other:?}"),
+    }
+}
+
+fn served_ids(served: &Served) -> Vec<&str> {
+    served.claimed.iter().map(|d| d.event.id.as_str()).collect()
+}
+
+/// A loop's open offer is claimed for inside the transaction that makes
+/// one of its deliveries ready (an ingest, an outcome that moves a lane on,
+/// a rescue) and its batch is there when that transaction answers; the loop
+/// needs no wake for it. A claim that fills the room closes the offer; a
+/// closed offer, or one whose loop is gone, gets nothing and its loop is
+/// woken as before. A store that takes no offers (PostgreSQL) says to wake.
+async fn an_open_offer_is_claimed_for_in_the_transaction_that_readies_a_delivery(t: TestStore) {
+    let s = &*t.store;
+    let (offer, mut served) = Offer::new("c");
+    let takes = s.offer(offer.clone());
+    assert_eq!(takes, t.url.starts_with("sqlite"));
+    assert!(offer.open(2, LEASE));
+    let both = vec![ev("1", "t", &["k"], &["c"]), ev("2", "t", &["k"], &["c"])];
+    let counts = counts_of(s.ingest(both, 0).await.unwrap());
+    let delivered = |d: &Claimed| Completion::of(d, CompletionKind::Delivered);
+    if !takes {
+        assert!(counts.needs_wake("c"));
+        let first = s.claim("c", 2, 0, LEASE).await.unwrap().remove(0);
+        let settled = s.settle(vec![delivered(&first)], 1).await.unwrap();
+        assert!(settled.readied("c"), "the loop is woken for 2");
+        assert!(
+            served.try_recv().is_err(),
+            "nothing is claimed for an offer"
+        );
+        return;
+    }
+    assert!(
+        !counts.needs_wake("c"),
+        "claimed in the ingest's transaction"
+    );
+    let batch = served
+        .try_recv()
+        .expect("1 arrives before the ingest answers");
+    assert_eq!((served_ids(&batch), batch.exhausted), (vec!["1"], false));
+    assert_eq!(offer.in_transit(), 1, "1 holds a slot until received");
+    offer.received(1);
+    assert!(ids(s, "c", 10, 0).await.is_empty(), "2 waits behind 1");
+    // 1's outcome moves the lane on: 2 is claimed with it, filling the room.
+    let settled = s
+        .settle(vec![delivered(&batch.claimed[0])], 1)
+        .await
+        .unwrap();
+    assert!(!settled.readied("c"), "no wake: 2 went to the offer");
+    let batch = served.try_recv().expect("2 arrives with the outcome");
+    assert_eq!((served_ids(&batch), batch.exhausted), (vec!["2"], true));
+    assert!(!offer.is_open(), "a filled room closes the offer");
+    offer.received(1);
+    let done = s
+        .complete(vec![delivered(&batch.claimed[0])], 2)
+        .await
+        .unwrap();
+    assert_eq!(done, vec![true], "leased as a claim is");
+    // Closed: the loop claims itself.
+    let counts = counts_of(s.ingest(vec![ev("3", "t", &[], &["c"])], 3).await.unwrap());
+    assert!(counts.needs_wake("c"));
+    assert!(served.try_recv().is_err());
+    let three = s.claim("c", 10, 3, LEASE).await.unwrap();
+    assert_eq!(three.len(), 1);
+    // Reopened: a lease that runs out readies 3 again, and the rescue claims it.
+    assert!(offer.open(1, LEASE));
+    assert_eq!(s.rescue_expired(3 + LEASE).await.unwrap(), 1);
+    let batch = served.try_recv().expect("3 is claimed by its rescue");
+    assert_eq!(
+        (served_ids(&batch), batch.claimed[0].attempt),
+        (vec!["3"], 2)
+    );
+    offer.received(1);
+    // An offer whose loop is gone is dropped: its deliveries stay ready.
+    assert!(offer.open(5, LEASE));
+    drop(served);
+    let counts = counts_of(s.ingest(vec![ev("4", "t", &[], &["c"])], 4).await.unwrap());
+    assert!(counts.needs_wake("c"));
+    assert_eq!(ids(s, "c", 10, 4).await, ["4"]);
+}
+
+/// What moves up behind a delivery that a newer full-state event
+/// supersedes is ready too, though the new event's own delivery waits: an
+/// open offer takes it in the ingest's transaction (else no one would wake
+/// the loop for it).
+async fn an_offer_takes_what_a_superseded_delivery_leaves_ready(t: TestStore) {
+    let s = &*t.store;
+    let (offer, mut served) = Offer::new("c");
+    if !s.offer(offer.clone()) {
+        return;
+    }
+    // x holds lane L; d1 heads K but waits on L behind x; d2 waits behind d1.
+    s.ingest(vec![ev("x", "t", &["L"], &["c"])], 0)
+        .await
+        .unwrap();
+    let d1 = ev_full_state("d1", &["K", "L"], &["c"], "c", "T");
+    s.ingest(vec![d1], 0).await.unwrap();
+    s.ingest(vec![ev("d2", "t", &["K"], &["c"])], 0)
+        .await
+        .unwrap();
+    assert_eq!(ids(s, "c", 10, 0).await, ["x"]);
+    assert!(offer.open(4, LEASE));
+    // e supersedes d1, which leaves K: d2 heads it now; e waits behind x.
+    let e = ev_full_state("e", &["L"], &["c"], "c", "T");
+    let counts = counts_of(s.ingest(vec![e], 1).await.unwrap());
+    assert_eq!(counts.superseded.get("c"), Some(&1));
+    assert!(!counts.needs_wake("c"));
+    let batch = served.try_recv().expect("d2 is claimed with the ingest");
+    assert_eq!(served_ids(&batch), ["d2"]);
 }
 
 async fn expired_leases_are_rescued_and_late_completions_ignored(t: TestStore) {
@@ -2189,6 +2305,8 @@ for_each_backend!(
     retry_waits_for_its_time_and_keeps_the_lane,
     the_next_due_time_leaves_out_what_no_claim_would_take,
     a_claim_that_gets_fewer_than_asked_says_when_the_next_is_due,
+    an_open_offer_is_claimed_for_in_the_transaction_that_readies_a_delivery,
+    an_offer_takes_what_a_superseded_delivery_leaves_ready,
     expired_leases_are_rescued_and_late_completions_ignored,
     dead_letters_hold_or_release_their_keys,
     everything_acknowledged_survives_a_reopen,

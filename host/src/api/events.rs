@@ -79,10 +79,8 @@ async fn ingest_inner(
 
     match state.store.ingest(routed, now_ms()).await? {
         IngestOutcome::Accepted(counts) => {
-            if counts.accepted > 0 {
-                for c in &touched {
-                    state.fleet.registry().wake(c);
-                }
+            for c in touched.iter().filter(|c| counts.needs_wake(c)) {
+                state.fleet.registry().wake(c);
             }
             for (c, n) in &counts.superseded {
                 if let Some(entry) = state.fleet.registry().get(c) {

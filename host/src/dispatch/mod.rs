@@ -40,7 +40,7 @@ use crate::queue::rate::TokenBucket;
 use crate::queue::retry::RetryDecision;
 use crate::queue::Millis;
 use crate::registry::{ConnectorEntry, ConnectorPolicy, Registry};
-use crate::store::{Claimed, Completion, CompletionKind, Store};
+use crate::store::{Claimed, Completion, CompletionKind, Offer, Served, Store};
 use switchboard_sandbox::{EgressGate, Pass};
 
 /// How a connector classified one attempt.
@@ -157,6 +157,7 @@ pub fn spawn_controlled(
                     deliver: deliver.clone(),
                     settings: settings.clone(),
                     in_flight: in_flight.clone(),
+                    offer: None,
                 };
                 l.run(stop.clone()).instrument(span.clone())
             };
@@ -282,6 +283,9 @@ struct ConnectorLoop {
     in_flight: Arc<Mutex<HashMap<i64, Claimed>>>,
     /// This node's rate, used where the store keeps no shared one.
     bucket: Mutex<TokenBucket>,
+    /// The standing claim this loop leaves with the store while it waits,
+    /// where the store takes one (`store::offer`).
+    offer: Option<Arc<Offer>>,
 }
 
 impl ConnectorLoop {
@@ -291,6 +295,18 @@ impl ConnectorLoop {
         self.hand_back("the connector's dispatcher restarted during the attempt")
             .await;
         let mut tasks: JoinSet<()> = JoinSet::new();
+        // While it waits with free slots and nothing left to claim, the
+        // loop leaves the store an offer: the transaction that makes one of
+        // its deliveries ready claims it too, and it arrives here with no
+        // wake and no claim of the loop's own (see `store::offer`).
+        let (offer, served) = Offer::new(self.entry.name());
+        let mut served = ServedBatches {
+            rx: served,
+            in_flight: self.in_flight.clone(),
+        };
+        if self.store.offer(offer.clone()) {
+            self.offer = Some(offer.clone());
+        }
         let mut limits = Limits::of(&self.entry.policy());
         let clock = self.settings.clock.clone();
         let mut limits_read_at: Option<crate::queue::Millis> = None;
@@ -336,12 +352,27 @@ impl ConnectorLoop {
                 }
                 self.adopt_shared_health().await;
             }
+            // What the store claimed for the offer runs first.
+            while let Ok(batch) = served.rx.try_recv() {
+                self.take_served(&offer, batch, &mut tasks);
+            }
             // Reap finished attempts first: a slot whose attempt already
             // wrote its completion is free, and counting it as busy would
             // make every claim after the first a claim of one.
             while tasks.try_join_next().is_some() {}
             let now = clock.now();
-            let mut permits = self.entry.breaker().permits(now, tasks.len());
+            // Claimed for the offer but not received yet: those hold slots.
+            let busy = tasks.len() + offer.in_transit();
+            // Whatever an attempt's outcome did to the breaker until now is
+            // read below (see `Offer::hold`).
+            offer.looked();
+            let mut permits = self.entry.breaker().permits(now, busy);
+            // Nothing but free slots limits what may start: no rate, no
+            // ramp-up or probe, no fence. Only then may the store claim for
+            // the loop while it waits.
+            let unlimited = limits.rate.is_none()
+                && !self.entry.breaker().is_open()
+                && permits >= limits.concurrency.saturating_sub(busy);
             let probe_due = permits > 0 && self.entry.breaker().next_probe_at().is_some();
             let cluster = self.store.cluster();
             let won = match cluster {
@@ -356,8 +387,9 @@ impl ConnectorLoop {
                 permits = 0;
                 self.adopt_shared_health().await;
             }
-            let mut free = limits.concurrency.saturating_sub(tasks.len()).min(permits);
+            let mut free = limits.concurrency.saturating_sub(busy).min(permits);
             let gate = self.deliver.egress_gate();
+            let unlimited = unlimited && gate.as_ref().is_none_or(|g| !g.fences());
             if gate.as_ref().is_some_and(|g| !g.is_open()) {
                 // Fenced: the others may be taking this node's work over.
                 free = 0;
@@ -399,6 +431,7 @@ impl ConnectorLoop {
             // The claim took every delivery ready then: until something
             // wakes the loop, an attempt that ends leaves nothing to claim.
             let mut drained = false;
+            let mut room = 0;
             // Work claimed now may send only until the egress gate next
             // closes, even if it reopens before the work runs.
             let pass = gate.map(|g| (g.pass(), g));
@@ -411,6 +444,7 @@ impl ConnectorLoop {
                     Ok(batch) => {
                         claimed_all = batch.len() == free;
                         drained = batch.len() < free;
+                        room = free.saturating_sub(batch.len());
                         if local_tokens {
                             lock(&self.bucket).take(batch.len(), now);
                         }
@@ -423,9 +457,12 @@ impl ConnectorLoop {
                 }
             }
             if claimed_all {
-                // There may be more ready: go round once an attempt frees a slot.
+                // There may be more ready: go round once an attempt frees a
+                // slot (or what the store claimed before the offer closed
+                // arrives).
                 tokio::select! {
                     _ = tasks.join_next() => {}
+                    Some(batch) = served.rx.recv() => self.take_served(&offer, batch, &mut tasks),
                     _ = shutdown.wait_for(|s| *s) => break,
                 }
                 continue;
@@ -434,6 +471,35 @@ impl ConnectorLoop {
                 Some(wait) => wait.min(self.settings.poll_interval),
                 None => self.idle_sleep().await,
             };
+            // Wait with the offer open: what the store claims for it starts
+            // here; an attempt that ends gives its slot to it. Anything else
+            // that may call for a claim (a wake, the timer, a batch that
+            // filled the room) closes it first, and the loop claims itself.
+            // (`open` refuses if an attempt held it since the loop looked.)
+            if drained && unlimited && self.offer.is_some() && offer.open(room, self.lease_ms()) {
+                let timer = clock.sleep(sleep);
+                tokio::pin!(timer);
+                let stop = loop {
+                    tokio::select! {
+                        Some(batch) = served.rx.recv() => {
+                            let exhausted = batch.exhausted;
+                            self.take_served(&offer, batch, &mut tasks);
+                            if exhausted {
+                                break false;
+                            }
+                        }
+                        Some(_) = tasks.join_next(), if !tasks.is_empty() => offer.add_room(),
+                        _ = self.entry.woken() => break false,
+                        _ = &mut timer => break false,
+                        _ = shutdown.wait_for(|s| *s) => break true,
+                    }
+                };
+                offer.close();
+                if stop {
+                    break;
+                }
+                continue;
+            }
             // Whatever may have made a delivery ready wakes the loop: an
             // ingest, a released lane (the attempt below wakes it only then,
             // see `Settled`), a retry scheduled, a rescue, an operator. An
@@ -449,6 +515,11 @@ impl ConnectorLoop {
                             break false;
                         }
                     }
+                    // Claimed for the offer before it closed.
+                    Some(batch) = served.rx.recv() => {
+                        self.take_served(&offer, batch, &mut tasks);
+                        break false;
+                    }
                     _ = &mut timer => break false,
                     _ = shutdown.wait_for(|s| *s) => break true,
                 }
@@ -457,7 +528,35 @@ impl ConnectorLoop {
                 break;
             }
         }
+        // Claimed for the offer before it closed: not started, handed back
+        // with the attempts still running when the grace ends.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while offer.in_transit() > 0 {
+            match tokio::time::timeout_at(deadline, served.rx.recv()).await {
+                Ok(Some(batch)) => {
+                    offer.received(batch.claimed.len());
+                    served.keep(batch);
+                }
+                _ => break,
+            }
+        }
+        drop(served);
         self.drain(tasks).await;
+    }
+
+    /// Starts what the store claimed for the offer.
+    fn take_served(&self, offer: &Offer, batch: Served, tasks: &mut JoinSet<()>) {
+        offer.received(batch.claimed.len());
+        if batch.claimed.is_empty() {
+            return;
+        }
+        let now = self.settings.clock.now();
+        lock(&self.bucket).take(batch.claimed.len(), now);
+        let pass = self.deliver.egress_gate().map(|g| (g.pass(), g));
+        for d in batch.claimed {
+            self.on_start(now);
+            self.start(tasks, d, pass.clone());
+        }
     }
 
     /// How long this connector's claims are leased: `dispatch.lease_ms`, or
@@ -526,6 +625,7 @@ impl ConnectorLoop {
         let policy = entry.policy();
         let in_flight = self.in_flight.clone();
         let clock = self.settings.clock.clone();
+        let offer = self.offer.clone();
         lock(&in_flight).insert(d.delivery_id, d.clone());
         let span = tracing::info_span!(
             "attempt",
@@ -607,6 +707,13 @@ impl ConnectorLoop {
                 }
             }
             let delivered = matches!(kind, CompletionKind::Delivered);
+            if !delivered {
+                // The breaker or the retry's due time may call for another
+                // look: the store claims nothing more until the loop had it.
+                if let Some(offer) = &offer {
+                    offer.hold();
+                }
+            }
             // Whether the loop has something new to claim or schedule: a
             // delivery made ready by the lanes this one released, or a retry
             // (its due time). A plain delivery leaves nothing; waking the
@@ -701,6 +808,33 @@ impl ConnectorLoop {
             .collect();
         if let Err(e) = self.store.complete(items, now).await {
             tracing::warn!(error = %e, "cannot hand leases back; they will expire instead");
+        }
+    }
+}
+
+/// Where what the store claimed for a loop's offer arrives. Batches still
+/// here when the loop ends (a panic, shutdown) were claimed but never
+/// started: they join the loop's in-flight map, whose leases the loop's
+/// next incarnation, or its shutdown, hands back to the queue.
+struct ServedBatches {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Served>,
+    in_flight: Arc<Mutex<HashMap<i64, Claimed>>>,
+}
+
+impl ServedBatches {
+    fn keep(&self, batch: Served) {
+        let mut in_flight = lock(&self.in_flight);
+        for d in batch.claimed {
+            in_flight.insert(d.delivery_id, d);
+        }
+    }
+}
+
+impl Drop for ServedBatches {
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(batch) = self.rx.try_recv() {
+            self.keep(batch);
         }
     }
 }

@@ -15,6 +15,7 @@
 pub mod catalog;
 mod lite;
 mod migrations;
+pub mod offer;
 pub mod postgres;
 mod recent_lanes;
 pub mod retention;
@@ -29,6 +30,7 @@ use serde::Serialize;
 pub use self::catalog::{
     AttemptRecord, BreakerTransition, Catalog, MinuteCount, NewReplay, NodeRecord, Replay,
 };
+pub use self::offer::{Offer, Served};
 pub use self::retention::{Purge, Purged};
 pub use crate::queue::breaker::SharedHealth;
 pub use crate::queue::lanes::Routed;
@@ -44,6 +46,19 @@ pub struct IngestCounts {
     /// connector (coalescing, SPEC §3), stored ones and its own.
     #[serde(skip)]
     pub superseded: BTreeMap<String, u64>,
+    /// Connectors whose loop had an offer open when this request committed
+    /// ([`Store::offer`]): the store claimed for them, in the same
+    /// transaction, whatever the request made ready, so they need no wake.
+    #[serde(skip)]
+    pub offered: Vec<String>,
+}
+
+impl IngestCounts {
+    /// Whether `connector`'s loop must be woken to claim what this request
+    /// made ready (see [`IngestCounts::offered`]).
+    pub fn needs_wake(&self, connector: &str) -> bool {
+        self.accepted > 0 && !self.offered.iter().any(|c| c == connector)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,8 +140,10 @@ pub struct Settled {
     /// completions released moved on to it, sorted, each once. A store that
     /// commits several callers' completions together names those of the
     /// whole transaction: more than a caller's own, never fewer. A
-    /// connector's loop that finds its own name here claims again; one that
-    /// does not knows that the outcome left nothing new to claim.
+    /// connector whose loop had an offer open is left out: the store claimed
+    /// for it in that transaction ([`Store::offer`]). A connector's loop that
+    /// finds its own name here claims again; one that does not knows that
+    /// the outcome left nothing new for it to claim.
     pub readied: Vec<String>,
 }
 
@@ -471,6 +488,17 @@ pub trait Store: Send + Sync + 'static {
     /// the loop anyway.
     async fn next_due(&self, connector: &str, now: Millis) -> StoreResult<Option<Millis>> {
         self.catalog().next_due(connector, now).await
+    }
+
+    /// Leaves a loop's standing claim with the store: while the loop keeps
+    /// it open, the store claims for its connector inside each transaction
+    /// that may make one of its deliveries ready, and sends what it claimed
+    /// once that transaction is durable (see [`offer`]). One per connector;
+    /// a new one replaces the last. `false` when the store takes none (the
+    /// loop then waits to be woken and claims itself).
+    fn offer(&self, offer: std::sync::Arc<Offer>) -> bool {
+        let _ = offer;
+        false
     }
 
     /// Applies outcomes, and says which connectors' lanes they released

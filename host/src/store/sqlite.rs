@@ -35,7 +35,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -56,8 +56,9 @@ use super::retention;
 use super::table_lanes::{InTable, TableLanes};
 use super::{
     claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
-    runs, state_of, Catalog, Claimed, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView,
-    OperatorAction, Purge, Purged, Routed, Settled, Store, StoreError, StoreResult, LANE_BEHIND,
+    runs, state_of, Catalog, Claimed, Completion, CompletionKind, EventRow, IngestOutcome,
+    LaneHeadRow, LaneView, Offer, OperatorAction, Purge, Purged, Routed, Settled, Store,
+    StoreError, StoreResult, LANE_BEHIND,
 };
 use crate::queue::lanes::{self, first_released, plan_accept, promotions, AcceptPlan, Step};
 use crate::queue::{DeliveryState, Millis};
@@ -138,7 +139,13 @@ pub struct SqliteStore {
     /// got fewer than it asked for found it (see [`Store::next_due`]);
     /// taken by the next look.
     due: std::sync::Mutex<HashMap<String, Option<Millis>>>,
+    /// The loops' standing claims, served by the writer ([`Store::offer`]).
+    offers: Offers,
 }
+
+/// Each connector's offer ([`Store::offer`]), shared by the store and its
+/// writer.
+type Offers = Arc<std::sync::Mutex<HashMap<String, Arc<Offer>>>>;
 
 /// Creates the directory a database file is to live in, as the file itself
 /// is created when missing (`sqlite://./data/switchboard.db` on a fresh
@@ -231,6 +238,8 @@ impl SqliteStore {
         // and over), and reads back its state before it serves; the first
         // answer says whether it could.
         let node = node.to_string();
+        let offers = Offers::default();
+        let writer_offers = offers.clone();
         let (ready, started) = oneshot::channel();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -259,6 +268,10 @@ impl SqliteStore {
                         synchronous_full: true,
                         wal,
                         stopped: None,
+                        offers: writer_offers,
+                        made_ready: HashSet::new(),
+                        ready_any: false,
+                        orphaned: Vec::new(),
                     };
                     writer.reload()?;
                     Ok(writer)
@@ -284,6 +297,7 @@ impl SqliteStore {
             tx,
             catalog,
             due: Default::default(),
+            offers,
         })
     }
 
@@ -468,6 +482,19 @@ enum Work {
 }
 
 impl Work {
+    /// The time its caller gave it (0 for what carries none).
+    fn now(&self) -> Millis {
+        match self {
+            Work::Ingest { now, .. }
+            | Work::Claim { now, .. }
+            | Work::Complete { now, .. }
+            | Work::Rescue { now, .. }
+            | Work::Expire { now, .. }
+            | Work::Operator { now, .. } => *now,
+            Work::Lanes { .. } | Work::Pause { .. } => 0,
+        }
+    }
+
     /// Whether a commit holding this waits for the disk: all but what
     /// acknowledges nothing and, on its own, readies nothing (see
     /// [`Writer::sync_commit`]; an outcome that readies a delivery is
@@ -532,6 +559,15 @@ struct Writer {
     wal: Option<std::path::PathBuf>,
     /// Set once a sync failed: every request is answered with it.
     stopped: Option<StoreError>,
+    /// The loops' standing claims ([`Writer::serve_offers`]).
+    offers: Offers,
+    /// Connectors this transaction may have made a delivery of ready
+    /// (every connector with an offer, with `ready_any`).
+    made_ready: HashSet<String>,
+    ready_any: bool,
+    /// Deliveries claimed for an offer whose loop was gone when they were
+    /// sent: handed back (ready now) in the next transaction.
+    orphaned: Vec<Claimed>,
 }
 
 impl Writer {
@@ -611,6 +647,8 @@ impl Writer {
 
     fn apply_ready_group(&mut self, group: Vec<(Work, Reply)>) {
         self.occupied.clear();
+        self.made_ready.clear();
+        self.ready_any = false;
         let mut answers = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
         // Every ingest of the group first, as one batch (see `ingest`), then
@@ -625,24 +663,27 @@ impl Writer {
         let mut completions: Vec<Completion> = Vec::new();
         let mut completion_slots: Vec<(usize, usize)> = Vec::new();
         let mut complete_now = 0;
+        let mut ingest_slots = Vec::new();
         let mut rest = Vec::new();
         let mut durable = false;
+        let mut group_now = 0;
         for (i, (work, reply)) in group.into_iter().enumerate() {
             durable |= work.must_sync();
+            group_now = group_now.max(work.now());
             replies.push(reply);
             slots.push(None);
             match work {
                 Work::Ingest { events, now } => {
                     ingest_now = ingest_now.max(now);
                     ingests.push(events);
-                    rest.push((i, None));
+                    ingest_slots.push(i);
                 }
                 Work::Complete { items, now } => {
                     complete_now = complete_now.max(now);
                     completion_slots.push((i, items.len()));
                     completions.extend(items);
                 }
-                other => rest.push((i, Some(other))),
+                other => rest.push((i, other)),
             }
         }
         // The sync level is set outside a transaction (SQLite refuses it
@@ -656,43 +697,75 @@ impl Writer {
                 .map(StoreError::from);
         }
         let mut readied = false;
+        let mut ingested = Vec::new();
         if failure.is_none() && !ingests.is_empty() {
             match self.ingest(&ingests, ingest_now) {
-                Ok(outcomes) => {
-                    let mut outcomes = outcomes.into_iter();
-                    for (i, work) in &rest {
-                        if work.is_none() {
-                            slots[*i] = outcomes.next().map(|o| Box::new(o) as Answer);
-                        }
-                    }
-                }
+                Ok(outcomes) => ingested = outcomes,
                 Err(e) => failure = Some(e),
             }
         }
-        if failure.is_none() && !completion_slots.is_empty() {
+        // Deliveries claimed for a loop that was gone go back to the queue
+        // with this group's outcomes (no caller waits for their answer).
+        let orphaned = match group_now {
+            0 => Vec::new(),
+            _ => std::mem::take(&mut self.orphaned),
+        };
+        for d in &orphaned {
+            let error = "claimed for a dispatcher that had stopped: handed back".to_string();
+            let kind = CompletionKind::Retry {
+                at: group_now,
+                error,
+            };
+            completions.push(Completion::of(d, kind));
+            complete_now = complete_now.max(group_now);
+            // Ready again, with no caller to wake anyone: an open offer
+            // (the restarted loop's) takes it.
+            self.made_ready.insert(d.connector.clone());
+        }
+        let mut settled = Settled::default();
+        if failure.is_none() && !completions.is_empty() {
             match self.complete_batch(&completions, complete_now) {
-                Ok(settled) => {
-                    readied = !settled.readied.is_empty();
-                    let mut applied = settled.applied.into_iter();
-                    for (i, n) in completion_slots {
-                        let mine = Settled {
-                            applied: applied.by_ref().take(n).collect(),
-                            readied: settled.readied.clone(),
-                        };
-                        slots[i] = Some(Box::new(mine));
-                    }
+                Ok(s) => {
+                    readied = !s.readied.is_empty();
+                    self.made_ready.extend(s.readied.iter().cloned());
+                    settled = s;
                 }
                 Err(e) => failure = Some(e),
             }
         }
         for (i, work) in rest {
-            let Some(work) = work else { continue };
             if failure.is_some() {
                 break;
             }
             match self.apply(work) {
                 Ok(a) => slots[i] = Some(a),
                 Err(e) => failure = Some(e),
+            }
+        }
+        // What this group made ready goes to the loops waiting for it, in
+        // this transaction; they need no wake.
+        let mut served = Vec::new();
+        let mut offered = HashSet::new();
+        if failure.is_none() {
+            if let Err(e) = self.serve_offers(group_now, &mut served, &mut offered) {
+                failure = Some(e);
+            }
+        }
+        if failure.is_none() {
+            for (i, mut o) in ingest_slots.into_iter().zip(ingested) {
+                if let IngestOutcome::Accepted(counts) = &mut o {
+                    counts.offered = offered.iter().cloned().collect();
+                }
+                slots[i] = Some(Box::new(o));
+            }
+            settled.readied.retain(|c| !offered.contains(c));
+            let mut applied = settled.applied.into_iter();
+            for (i, n) in completion_slots {
+                let mine = Settled {
+                    applied: applied.by_ref().take(n).collect(),
+                    readied: settled.readied.clone(),
+                };
+                slots[i] = Some(Box::new(mine));
             }
         }
         for slot in slots {
@@ -743,6 +816,9 @@ impl Writer {
                     // Committed, but it moved a lane on: synced before anyone
                     // hears of it (see `sync_commit`).
                     if let Err(e) = self.sync_wal() {
+                        for (offer, claimed, _) in served {
+                            offer.rolled_back(claimed.len());
+                        }
                         self.stop(e, replies);
                         return;
                     }
@@ -751,6 +827,11 @@ impl Writer {
         }
         match failure {
             None => {
+                for (offer, claimed, exhausted) in served {
+                    if let Err(claimed) = offer.send(claimed, exhausted) {
+                        self.orphaned.extend(claimed);
+                    }
+                }
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     // A caller that went away (request cancelled) is fine
                     // to ignore: its work committed either way.
@@ -761,6 +842,12 @@ impl Writer {
                 tracing::warn!(error = %err, ops = replies.len(), "store transaction failed, rolled back");
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.counts.clear();
+                for (offer, claimed, _) in served {
+                    offer.rolled_back(claimed.len());
+                }
+                if self.orphaned.is_empty() {
+                    self.orphaned = orphaned;
+                }
                 // The lane entries held in memory may include the rolled-back
                 // group's: rebuild them from what was committed.
                 if let Err(e) = self.reload() {
@@ -1093,10 +1180,20 @@ impl Writer {
                 limit,
                 now,
                 lease_ms,
-            } => Box::new(self.claim(&connector, limit, now, lease_ms)?),
+            } => Box::new(self.claim(&connector, limit, now, lease_ms, true)?),
             Work::Complete { items, now } => Box::new(self.complete_batch(&items, now)?),
-            Work::Rescue { now, all } => Box::new(self.rescue(now, all)?),
-            Work::Expire { now, limit } => Box::new(self.expire(now, limit)?),
+            // These may make any connector's deliveries ready: every open
+            // offer is served when they changed something.
+            Work::Rescue { now, all } => {
+                let rescued = self.rescue(now, all)?;
+                self.ready_any |= rescued > 0;
+                Box::new(rescued)
+            }
+            Work::Expire { now, limit } => {
+                let expired = self.expire(now, limit)?;
+                self.ready_any |= !expired.is_empty();
+                Box::new(expired)
+            }
             Work::Lanes { key, connectors } => Box::new(self.lane_views(&key, &connectors)?),
             Work::Pause { .. } => {
                 return Err(StoreError::Internal(
@@ -1116,6 +1213,7 @@ impl Writer {
                 };
                 if done {
                     catalog::audit_action_lite(&self.conn, id, action, &actor, now, before)?;
+                    self.ready_any = true;
                 }
                 Box::new(done)
             }
@@ -1257,6 +1355,9 @@ impl Writer {
         }
         for d in &deliveries {
             self.counts.moved(d.connector, None, d.state(), 1);
+            if d.state() == DeliveryState::Ready {
+                self.made_ready.insert(d.connector.to_string());
+            }
         }
         let born_superseded = deliveries
             .iter()
@@ -1363,17 +1464,23 @@ impl Writer {
             .flat_map(|(c, seq, ks)| ks.iter().map(move |k| (c.as_str(), k.as_str(), *seq)))
             .collect();
         if Step::Superseded.releases() {
-            self.release_entries(&entries, now)?;
+            // What moves up behind a superseded delivery is ready for an
+            // offer as much as what the ingest adds.
+            let readied = self.release_entries(&entries, now)?;
+            self.made_ready.extend(readied);
         }
         Ok((ended, decided.fresh))
     }
 
+    /// Claims up to `limit` of `connector`'s ready deliveries; with
+    /// `want_due`, a claim that gets fewer also reads when the next is due.
     fn claim(
         &mut self,
         connector: &str,
         limit: usize,
         now: Millis,
         lease_ms: i64,
+        want_due: bool,
     ) -> StoreResult<ClaimAnswer> {
         if limit == 0 {
             return Ok((Vec::new(), None));
@@ -1421,7 +1528,7 @@ impl Writer {
         }
         // Fewer than asked for: the loop sleeps until the next is due, which
         // it would otherwise read on its own a moment later.
-        let due = match taken.len() < limit {
+        let due = match want_due && taken.len() < limit {
             true => Some(
                 lite::query(catalog::NEXT_DUE)
                     .bind(connector)
@@ -1431,6 +1538,48 @@ impl Writer {
             false => None,
         };
         Ok((claims_of(connector, lease, now, taken, events)?, due))
+    }
+
+    /// Claims, in this transaction, for each open offer whose connector it
+    /// may have made a delivery of ready (`store::offer`): into `served`
+    /// what each got and whether that filled its room, to be sent once the
+    /// transaction is durable (or rolled back with it); into `offered` every
+    /// connector whose offer was open, whose loop needs no wake.
+    fn serve_offers(
+        &mut self,
+        now: Millis,
+        served: &mut Vec<(Arc<Offer>, Vec<Claimed>, bool)>,
+        offered: &mut HashSet<String>,
+    ) -> StoreResult<()> {
+        let open: Vec<Arc<Offer>> = {
+            let mut offers = self.offers.lock().unwrap_or_else(|p| p.into_inner());
+            offers.retain(|_, o| o.is_live());
+            offers.values().filter(|o| o.is_open()).cloned().collect()
+        };
+        for offer in open {
+            let c = offer.connector();
+            offered.insert(c.to_string());
+            if !self.ready_any && !self.made_ready.contains(c) {
+                continue;
+            }
+            let Some(room) = offer.reserve() else {
+                continue;
+            };
+            match self.claim(c, room.limit, now, room.lease_ms, false) {
+                Ok((claimed, _)) => {
+                    let exhausted = offer.claimed(room, claimed.len());
+                    if !claimed.is_empty() || exhausted {
+                        served.push((offer, claimed, exhausted));
+                    }
+                }
+                Err(e) => {
+                    offer.claimed(room, 0);
+                    served.push((offer, Vec::new(), false));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Applies a group's outcomes with a few multi-row statements: one
@@ -1808,6 +1957,12 @@ impl Store for SqliteStore {
             Some(due) => Ok(due),
             None => self.catalog.next_due(connector, now).await,
         }
+    }
+
+    fn offer(&self, offer: Arc<Offer>) -> bool {
+        let mut offers = self.offers.lock().unwrap_or_else(|p| p.into_inner());
+        offers.insert(offer.connector().to_string(), offer);
+        true
     }
 
     async fn settle(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Settled> {

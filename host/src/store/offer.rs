@@ -1,0 +1,305 @@
+//! A dispatcher's standing claim ([`Store::offer`](super::Store::offer)).
+//!
+//! At a trickle, a delivery used to cost three store transactions: the
+//! ingest, the dispatcher's claim once the ingest woke it, and the outcome.
+//! A loop whose last claim took everything ready instead leaves an
+//! [`Offer`] open with the room it has (free slots): a store that takes
+//! offers claims for it inside the transaction that makes a delivery ready
+//! (an ingest, an outcome that moves a lane on, a rescue, an expiry, an
+//! operator's action) and sends the claimed deliveries to the loop once
+//! that transaction has committed, and synced where it moved a lane on (the
+//! store's sync rules are those of its own claims). The claim costs no
+//! transaction, thread
+//! hand-off or wake-up of its own, and the loop needs no wake for what the
+//! store handed it ([`IngestCounts::offered`](super::IngestCounts),
+//! [`Settled::readied`](super::Settled)).
+//!
+//! The rules that keep this exact:
+//! - **Room.** The store claims at most the offer's room and takes it from
+//!   the room as it claims; the claimed deliveries count as in transit until
+//!   the loop receives them, so the loop never runs more than its
+//!   concurrency ([`Offer::in_transit`]).
+//! - **Exhausted.** A claim that fills the room may have left deliveries
+//!   ready: the store closes the offer and says so with the batch; the loop
+//!   then claims itself before it opens the offer again. An offer is only
+//!   served by transactions that may have made its connector's deliveries
+//!   ready, so one that was not exhausted has left nothing ready behind.
+//! - **Closed.** The loop closes the offer before it claims itself (a wake,
+//!   its timer, shutdown). Deliveries the store claimed before the close
+//!   still arrive, before the answer to the loop's own claim (one writer
+//!   sends both, in order), and count as in transit until then.
+//! - **Held.** An attempt whose outcome was not a delivery (the breaker may
+//!   have moved; a retry's due time matters) holds the offer: it stays
+//!   closed, and the loop cannot reopen it until it has looked at the
+//!   breaker again ([`Offer::looked`]), so a decision made before the
+//!   outcome never reopens it.
+//! - **A failed transaction** gives the room back and sends an empty,
+//!   exhausted batch, so the loop claims again.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+
+use super::Claimed;
+
+/// What a store claimed for an offer, sent once its transaction is durable.
+#[derive(Debug)]
+pub struct Served {
+    pub claimed: Vec<Claimed>,
+    /// The claim filled the room (or its transaction failed): the offer is
+    /// closed, and the loop claims itself before it opens it again.
+    pub exhausted: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    open: bool,
+    /// Held by an attempt since the loop last looked ([`Offer::hold`]).
+    held: bool,
+    room: usize,
+    in_transit: usize,
+    lease_ms: i64,
+}
+
+/// A dispatcher's standing claim for one connector; see the module notes.
+#[derive(Debug)]
+pub struct Offer {
+    connector: String,
+    state: Mutex<State>,
+    served: mpsc::UnboundedSender<Served>,
+}
+
+/// Room reserved by a store for one claim ([`Offer::reserve`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reserved {
+    pub limit: usize,
+    pub lease_ms: i64,
+}
+
+impl Offer {
+    /// A closed offer for `connector`, and where what the store claims for
+    /// it arrives.
+    pub fn new(connector: &str) -> (Arc<Self>, mpsc::UnboundedReceiver<Served>) {
+        let (served, rx) = mpsc::unbounded_channel();
+        let offer = Self {
+            connector: connector.to_string(),
+            state: Mutex::new(State::default()),
+            served,
+        };
+        (Arc::new(offer), rx)
+    }
+
+    pub fn connector(&self) -> &str {
+        &self.connector
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every change below is a few assignments that cannot panic half-way.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // The loop's side.
+
+    /// The loop is about to decide afresh whether it may open the offer
+    /// (breaker, limits): a hold from before counts as seen.
+    pub fn looked(&self) {
+        self.state().held = false;
+    }
+
+    /// Lets the store claim up to `room` deliveries, leased for `lease_ms`;
+    /// `false` (and it stays closed) if an attempt held it since the loop
+    /// last looked.
+    pub fn open(&self, room: usize, lease_ms: i64) -> bool {
+        let mut s = self.state();
+        if s.held {
+            return false;
+        }
+        s.open = room > 0;
+        s.room = room;
+        s.lease_ms = lease_ms;
+        s.open
+    }
+
+    /// An attempt ended other than delivered: the store claims nothing more
+    /// until the loop has looked again.
+    pub fn hold(&self) {
+        let mut s = self.state();
+        s.held = true;
+        s.open = false;
+        s.room = 0;
+    }
+
+    /// The store claims nothing more for this offer.
+    pub fn close(&self) {
+        let mut s = self.state();
+        s.open = false;
+        s.room = 0;
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.state().open
+    }
+
+    /// A slot freed (an attempt ended): one more delivery fits, if the
+    /// offer is still open.
+    pub fn add_room(&self) {
+        let mut s = self.state();
+        if s.open {
+            s.room += 1;
+        }
+    }
+
+    /// Deliveries the store claimed for this offer that the loop has not
+    /// received yet: they hold slots.
+    pub fn in_transit(&self) -> usize {
+        self.state().in_transit
+    }
+
+    /// The loop received `n` deliveries.
+    pub fn received(&self, n: usize) {
+        let mut s = self.state();
+        s.in_transit = s.in_transit.saturating_sub(n);
+    }
+
+    // The store's side.
+
+    /// Whether the loop is still there to receive what is claimed for it.
+    pub fn is_live(&self) -> bool {
+        !self.served.is_closed()
+    }
+
+    /// Takes the whole room for one claim (it counts as in transit until
+    /// [`Offer::claimed`] gives back what the claim did not use). `None`
+    /// when the offer is closed.
+    pub fn reserve(&self) -> Option<Reserved> {
+        let mut s = self.state();
+        if !s.open || s.room == 0 {
+            return None;
+        }
+        let limit = std::mem::take(&mut s.room);
+        s.in_transit += limit;
+        Some(Reserved {
+            limit,
+            lease_ms: s.lease_ms,
+        })
+    }
+
+    /// A reserved claim took `got`: the rest of the room comes back, unless
+    /// the claim filled it, which closes the offer. Returns whether it did.
+    pub fn claimed(&self, reserved: Reserved, got: usize) -> bool {
+        let mut s = self.state();
+        let unused = reserved.limit.saturating_sub(got);
+        s.in_transit = s.in_transit.saturating_sub(unused);
+        let exhausted = got >= reserved.limit;
+        if exhausted {
+            s.open = false;
+            s.room = 0;
+        } else if s.open {
+            s.room += unused;
+        }
+        exhausted
+    }
+
+    /// The transaction that claimed `got` for this offer rolled back:
+    /// nothing was claimed; the offer is closed so that the loop claims
+    /// itself.
+    pub fn rolled_back(&self, got: usize) {
+        {
+            let mut s = self.state();
+            s.in_transit = s.in_transit.saturating_sub(got);
+            s.open = false;
+            s.room = 0;
+        }
+        let _ = self.send(Vec::new(), true);
+    }
+
+    /// Sends what a committed transaction claimed; gives the deliveries
+    /// back when the loop is gone (the caller hands them back to the queue).
+    pub fn send(&self, claimed: Vec<Claimed>, exhausted: bool) -> Result<(), Vec<Claimed>> {
+        self.served
+            .send(Served { claimed, exhausted })
+            .map_err(|e| e.0.claimed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_takes_the_room_and_gives_back_what_it_did_not_use() {
+        let (offer, _rx) = Offer::new("hss");
+        assert_eq!(offer.reserve(), None, "closed until the loop opens it");
+        assert!(offer.open(3, 60_000));
+        let r = offer.reserve().unwrap();
+        assert_eq!(
+            r,
+            Reserved {
+                limit: 3,
+                lease_ms: 60_000
+            }
+        );
+        assert_eq!(offer.reserve(), None, "the room is reserved");
+        assert_eq!(offer.in_transit(), 3);
+        // An attempt ends while the claim runs.
+        offer.add_room();
+        assert!(!offer.claimed(r, 1));
+        assert_eq!(offer.in_transit(), 1);
+        assert_eq!(
+            offer.reserve().map(|r| r.limit),
+            Some(3),
+            "2 unused + 1 freed"
+        );
+    }
+
+    #[test]
+    fn a_claim_that_fills_the_room_closes_the_offer() {
+        let (offer, _rx) = Offer::new("hss");
+        assert!(offer.open(2, 1));
+        let r = offer.reserve().unwrap();
+        assert!(offer.claimed(r, 2));
+        assert!(!offer.is_open());
+        offer.add_room();
+        assert_eq!(offer.reserve(), None, "a freed slot does not reopen it");
+        offer.received(2);
+        assert_eq!(offer.in_transit(), 0);
+    }
+
+    #[test]
+    fn a_closed_offer_keeps_its_claims_in_transit_and_a_rollback_says_to_claim() {
+        let (offer, mut rx) = Offer::new("hss");
+        assert!(offer.open(4, 1));
+        let r = offer.reserve().unwrap();
+        offer.close();
+        assert!(!offer.claimed(r, 1));
+        assert_eq!(offer.in_transit(), 1);
+        assert_eq!(offer.reserve(), None);
+        assert!(offer.open(2, 1));
+        let r = offer.reserve().unwrap();
+        assert!(!offer.claimed(r, 1));
+        offer.rolled_back(1);
+        assert_eq!(
+            offer.in_transit(),
+            1,
+            "the first claim's delivery is still owed"
+        );
+        assert!(!offer.is_open());
+        let served = rx.try_recv().unwrap();
+        assert!(served.claimed.is_empty() && served.exhausted);
+        drop(rx);
+        assert!(!offer.is_live());
+    }
+
+    #[test]
+    fn an_attempts_hold_outlasts_a_decision_the_loop_made_before_it() {
+        let (offer, _rx) = Offer::new("hss");
+        offer.looked();
+        // The loop decided it may open; an attempt fails meanwhile.
+        offer.hold();
+        assert!(!offer.open(4, 1), "the hold came after the loop looked");
+        assert_eq!(offer.reserve(), None);
+        offer.looked();
+        assert!(offer.open(4, 1));
+        assert!(!offer.open(0, 1), "no room: nothing to open");
+    }
+}
