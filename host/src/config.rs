@@ -54,6 +54,10 @@ pub struct ServerConfig {
     /// How long in-flight attempts may run after SIGTERM before their leases
     /// are handed back, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// Threads that serve HTTP, dispatch and run connectors; 0: one per
+    /// core. Fewer threads than cores cost less CPU per event at modest
+    /// rates (fewer wake-ups) and carry less at saturation (BENCHMARKS.md).
+    pub workers: usize,
     /// Bearer tokens. Without any, the gateway serves loopback only and
     /// refuses to listen elsewhere.
     pub tokens: Vec<TokenConfig>,
@@ -101,6 +105,9 @@ impl Scope {
     }
 }
 
+/// The most `server.workers` accepted.
+pub const MAX_WORKERS: usize = 1024;
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -108,6 +115,7 @@ impl Default for ServerConfig {
             max_body_bytes: 10 * 1024 * 1024,
             max_batch: 10_000,
             shutdown_grace_ms: 30_000,
+            workers: 0,
             tokens: Vec::new(),
         }
     }
@@ -801,6 +809,12 @@ impl Config {
         if self.server.max_batch == 0 || self.server.max_body_bytes == 0 {
             return invalid("server.max_batch and server.max_body_bytes must be positive".into());
         }
+        if self.server.workers > MAX_WORKERS {
+            return invalid(format!(
+                "server.workers is {}: at most {MAX_WORKERS} (0: one per core)",
+                self.server.workers
+            ));
+        }
         Ok(())
     }
 }
@@ -968,6 +982,17 @@ concurrency = 64
 [connectors.config]
 url = "http://127.0.0.1:18080/op"
 "#;
+
+    #[test]
+    fn the_runtime_workers_are_one_per_core_unless_set_and_bounded() {
+        assert_eq!(load(SPEC_EXAMPLE, &[]).unwrap().server.workers, 0);
+        let one = load(SPEC_EXAMPLE, &[("SWITCHBOARD_SERVER__WORKERS", "1")]).unwrap();
+        assert_eq!(one.server.workers, 1);
+        let e = load(SPEC_EXAMPLE, &[("SWITCHBOARD_SERVER__WORKERS", "5000")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.workers") && e.contains("1024"), "{e}");
+    }
 
     #[test]
     fn the_spec_example_loads() {

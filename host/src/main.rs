@@ -165,7 +165,11 @@ fn run() -> anyhow::Result<()> {
 fn serve(config: Option<&Path>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let overrides = switchboard::config::Overrides { listen };
     let cfg = Config::load_with(config, std::env::vars(), &overrides)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if cfg.server.workers > 0 {
+        rt.worker_threads(cfg.server.workers);
+    }
+    let rt = rt
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

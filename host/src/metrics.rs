@@ -176,6 +176,15 @@ impl Metrics {
                 escape(task)
             );
         }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let _ = writeln!(
+                out,
+                "# HELP switchboard_runtime_workers Threads serving HTTP, dispatch and connectors (server.workers)."
+            );
+            let _ = writeln!(out, "# TYPE switchboard_runtime_workers gauge");
+            let workers = runtime.metrics().num_workers();
+            let _ = writeln!(out, "switchboard_runtime_workers {workers}");
+        }
     }
 }
 

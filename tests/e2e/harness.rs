@@ -71,8 +71,14 @@ impl Gateway {
     /// Starts `switchboard serve <args>` in the working directory `cwd` (its
     /// log goes there too) and waits for it to listen.
     pub fn start_in(cwd: &Path, args: &[&str]) -> Gateway {
+        Self::start_in_with(cwd, args, &[])
+    }
+
+    /// [`Gateway::start_in`], with `env` added to the environment.
+    pub fn start_in_with(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
         cmd.arg("serve").args(args).current_dir(cwd);
+        cmd.envs(env.iter().copied());
         Self::spawn(cmd, cwd)
     }
 

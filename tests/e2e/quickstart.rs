@@ -83,9 +83,15 @@ async fn the_quick_start_config_serves_as_shipped_from_a_fresh_directory() {
         assert!(metrics.lines().any(|l| l.starts_with(name)), "{name}");
     }
 
+    // One runtime worker per core by default; `server.workers` sets it.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let workers = format!("switchboard_runtime_workers {cores}");
+    assert!(metrics.lines().any(|l| l == workers), "{metrics}");
+
     // A restart serves the same directory again and finds its compile cache.
     assert!(gw.terminate().success());
-    let gw = Gateway::start_in(dir.path(), &args);
+    let workers = [("SWITCHBOARD_SERVER__WORKERS", "1")];
+    let gw = Gateway::start_in_with(dir.path(), &args, &workers);
     let resp = client.get(gw.url("/readyz")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let metrics = gw.get_text("/metrics").await;
@@ -98,6 +104,9 @@ async fn the_quick_start_config_serves_as_shipped_from_a_fresh_directory() {
     assert!(metrics
         .lines()
         .any(|l| l == "switchboard_component_cache_misses_total 0"));
+    assert!(metrics
+        .lines()
+        .any(|l| l == "switchboard_runtime_workers 1"));
 }
 
 #[test]
