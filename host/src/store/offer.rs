@@ -8,7 +8,8 @@
 //! (an ingest, an outcome that moves a lane on, a rescue, an expiry, an
 //! operator's action) and sends the claimed deliveries to the loop once
 //! that transaction has committed, and synced where it moved a lane on (the
-//! store's sync rules are those of its own claims). The claim costs no
+//! store's sync rules are those of its own claims), right after it answered
+//! the transaction's callers. The claim costs no
 //! transaction, thread
 //! hand-off or wake-up of its own, and the loop needs no wake for what the
 //! store handed it ([`IngestCounts::offered`](super::IngestCounts),

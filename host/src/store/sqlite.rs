@@ -12,6 +12,11 @@
 //!   thread runs its statements itself, synchronously (see `lite`): a
 //!   transaction costs one hand-off in and one answer out, however many
 //!   statements it holds.
+//! - **Offers.** The writer also claims for the dispatch loops waiting with
+//!   an open offer, at the end of each group that may have made one of
+//!   their deliveries ready, in that group's transaction
+//!   (`Writer::serve_offers`; see `store::offer`): at a trickle a delivery
+//!   then costs the ingest's and the outcome's transactions, no claim's.
 //! - **Readers** use a small read-only pool (sqlx); WAL lets them run beside
 //!   the writer and see only committed data. Catalog writes and the purge of
 //!   finished events take a connection of their own while the writer stands
@@ -827,15 +832,17 @@ impl Writer {
         }
         match failure {
             None => {
-                for (offer, claimed, exhausted) in served {
-                    if let Err(claimed) = offer.send(claimed, exhausted) {
-                        self.orphaned.extend(claimed);
-                    }
-                }
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     // A caller that went away (request cancelled) is fine
                     // to ignore: its work committed either way.
                     let _ = reply.send(Ok(answer));
+                }
+                // After the answers: a producer's acknowledgement does not
+                // wait for the dispatch its event set off.
+                for (offer, claimed, exhausted) in served {
+                    if let Err(claimed) = offer.send(claimed, exhausted) {
+                        self.orphaned.extend(claimed);
+                    }
                 }
             }
             Some(err) => {
