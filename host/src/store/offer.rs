@@ -34,8 +34,9 @@
 //!   closed, and the loop cannot reopen it until it has looked at the
 //!   breaker again ([`Offer::looked`]), so a decision made before the
 //!   outcome never reopens it.
-//! - **A failed transaction** gives the room back and sends an empty,
-//!   exhausted batch, so the loop claims again.
+//! - **A failed transaction** (or a failed sync) closes each offer it had
+//!   claimed for, no longer counting those deliveries in transit, and sends
+//!   it an empty, exhausted batch, so the loop claims again.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
