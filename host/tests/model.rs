@@ -23,6 +23,12 @@
 //! - a full-state event supersedes exactly the older, never-attempted
 //!   deliveries of its connector and coalesce key, and the store counts them;
 //!   the newer one still waits for everything else ahead of it;
+//! - a dispatch loop's offer (SQLite: `Store::offer`), opened as a loop opens
+//!   it (after a claim that took everything runnable) and closed as a loop
+//!   closes it (its timer when time moves, its own claim, a stop, a crash; an
+//!   attempt that did not deliver holds it): whatever the store claims for it
+//!   was runnable, and after every step an open offer has left nothing of
+//!   its connector runnable (liveness without a wake);
 //! - at the end, after the destination recovers, every routed delivery of every
 //!   accepted event is delivered, dead, skipped or expired — nothing lost —
 //!   and the store shows each in the state the model expects.
@@ -31,10 +37,13 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use proptest::prelude::*;
 use switchboard::queue::{DeliveryState, OnDead};
-use switchboard::store::{Claimed, Completion, CompletionKind, IngestOutcome, OperatorAction};
+use switchboard::store::{
+    Claimed, Completion, CompletionKind, IngestOutcome, Offer, OperatorAction, Served,
+};
 
 const CONNECTORS: [&str; 2] = ["hss", "crm"];
 const KEYS: [&str; 5] = [
@@ -98,7 +107,20 @@ enum Op {
     OperatorRetry {
         pick: usize,
     },
+    /// A loop that claims everything runnable, then (having got fewer than
+    /// it asked for) waits with an offer open for `room` more.
+    Offer {
+        connector: usize,
+        room: usize,
+    },
 }
+
+/// An open offer and where what the store claims for it arrives.
+type OpenOffer = (Arc<Offer>, tokio::sync::mpsc::UnboundedReceiver<Served>);
+
+/// Most a loop's claim asks for in `Op::Offer`: more than a run can make
+/// runnable.
+const CLAIM_ALL: usize = 1_000;
 
 #[derive(Debug, Clone, Copy)]
 enum Outcome {
@@ -146,6 +168,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => prop_oneof![Just(0), LEASE..LEASE + 4_000].prop_map(|down| Op::Crash { down }),
         1 => any::<usize>().prop_map(|pick| Op::OperatorSkip { pick }),
         1 => any::<usize>().prop_map(|pick| Op::OperatorRetry { pick }),
+        2 => (0..CONNECTORS.len(), 1..4usize).prop_map(|(connector, room)| Op::Offer { connector, room }),
     ]
 }
 
@@ -417,6 +440,73 @@ async fn expire(t: &common::TestStore, m: &mut Model, now: i64, limit: usize) {
     );
 }
 
+/// Takes in what a claim (the loop's own, or the store's for an offer)
+/// handed out: each must have been runnable then.
+fn took(m: &mut Model, got: Vec<Claimed>, runnable: &[Key], now: i64, what: &str) {
+    for d in &got {
+        let key = key_of(d);
+        assert!(
+            runnable.contains(&key),
+            "{what} claimed {key:?} that is not runnable"
+        );
+        let md = m.deliveries.get_mut(&key).unwrap();
+        md.st = St::InFlight {
+            lease: d.lease,
+            until: now + LEASE,
+        };
+        md.attempted = true;
+    }
+    m.in_flight.extend(got);
+}
+
+/// After a step: takes in what the store claimed for the open offers, and
+/// checks that an offer still open left nothing of its connector runnable.
+async fn served(t: &common::TestStore, m: &mut Model, offers: &mut [Option<OpenOffer>], now: i64) {
+    if offers.iter().all(Option::is_none) {
+        return;
+    }
+    // The writer sends a group's batches right after answering it, before
+    // it answers anything later: this read's answer comes after them.
+    t.store.lanes(KEYS[0], &[]).await.unwrap();
+    for (i, slot) in offers.iter_mut().enumerate() {
+        let Some((offer, rx)) = slot else { continue };
+        let c = CONNECTORS[i];
+        while let Ok(batch) = rx.try_recv() {
+            offer.received(batch.claimed.len());
+            let runnable = m.runnable(c, now);
+            took(
+                m,
+                batch.claimed,
+                &runnable,
+                now,
+                &format!("the offer of {c}"),
+            );
+        }
+        if offer.is_open() {
+            let left = m.runnable(c, now);
+            assert!(
+                left.is_empty(),
+                "an open offer of {c} left {left:?} runnable at {now}"
+            );
+        } else {
+            // Filled: the loop claims itself (a later `Claim` or `Offer`).
+            *slot = None;
+        }
+    }
+}
+
+/// The loop closes its offer (a wake, its timer, a stop) or an attempt
+/// holds it.
+fn close(offers: &mut [Option<OpenOffer>], connector: Option<usize>) {
+    for (i, slot) in offers.iter_mut().enumerate() {
+        if connector.is_none_or(|c| c == i) {
+            if let Some((offer, _)) = slot.take() {
+                offer.close();
+            }
+        }
+    }
+}
+
 fn run(ops: Vec<Op>, backend: Backend) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -430,7 +520,36 @@ fn run(ops: Vec<Op>, backend: Backend) {
         };
         let mut m = Model::default();
         let mut now: i64 = 1_000_000;
+        let mut offers: Vec<Option<OpenOffer>> = CONNECTORS.iter().map(|_| None).collect();
         for op in ops {
+            match &op {
+                // The loop's timer ends its wait; it claims itself first;
+                // it stops; the process dies.
+                Op::Advance { .. } | Op::Drain { .. } | Op::Crash { .. } => {
+                    close(&mut offers, None)
+                }
+                Op::Claim { connector, .. } | Op::Offer { connector, .. } => {
+                    close(&mut offers, Some(*connector))
+                }
+                // An attempt that did not deliver holds its loop's offer
+                // before its outcome is written.
+                Op::Finish { pick, outcome } | Op::LateFinish { pick, outcome }
+                    if !matches!(outcome, Outcome::Done) =>
+                {
+                    let pool = match op {
+                        Op::Finish { .. } => &m.in_flight,
+                        _ => &m.stale,
+                    };
+                    if !pool.is_empty() {
+                        let c = &pool[pick % pool.len()].connector;
+                        let i = CONNECTORS.iter().position(|x| x == c).unwrap();
+                        if let Some((offer, _)) = offers[i].take() {
+                            offer.hold();
+                        }
+                    }
+                }
+                _ => {}
+            }
             match op {
                 Op::Enqueue {
                     keys,
@@ -516,20 +635,19 @@ fn run(ops: Vec<Op>, backend: Backend) {
                         "claim({c}, {limit}) at {now}: runnable {expected:?}, got {:?}",
                         got.iter().map(|d| &d.event.id).collect::<Vec<_>>()
                     );
-                    for d in &got {
-                        let key = key_of(d);
-                        assert!(
-                            expected.contains(&key),
-                            "claimed {key:?} that is not runnable"
-                        );
-                        let md = m.deliveries.get_mut(&key).unwrap();
-                        md.st = St::InFlight {
-                            lease: d.lease,
-                            until: now + LEASE,
-                        };
-                        md.attempted = true;
+                    took(&mut m, got, &expected, now, "a claim");
+                }
+                Op::Offer { connector, room } => {
+                    let c = CONNECTORS[connector];
+                    let expected = m.runnable(c, now);
+                    let got = t.store.claim(c, CLAIM_ALL, now, LEASE).await.unwrap();
+                    assert_eq!(got.len(), expected.len(), "claim({c}) of everything");
+                    took(&mut m, got, &expected, now, "a claim");
+                    let (offer, rx) = Offer::new(c);
+                    if t.store.offer(offer.clone()) {
+                        assert!(offer.open(room, LEASE));
+                        offers[connector] = Some((offer, rx));
                     }
-                    m.in_flight.extend(got);
                 }
                 Op::Finish { pick, outcome } => {
                     if m.in_flight.is_empty() {
@@ -645,7 +763,9 @@ fn run(ops: Vec<Op>, backend: Backend) {
                     }
                 }
             }
+            served(&t, &mut m, &mut offers, now).await;
         }
+        close(&mut offers, None);
 
         assert_eq!(
             t.pending_flag_mismatches().await,
