@@ -1362,7 +1362,7 @@ impl Writer {
         }
         for d in &deliveries {
             self.counts.moved(d.connector, None, d.state(), 1);
-            if d.state() == DeliveryState::Ready {
+            if d.state() == DeliveryState::Ready && !self.made_ready.contains(d.connector) {
                 self.made_ready.insert(d.connector.to_string());
             }
         }
