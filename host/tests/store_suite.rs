@@ -259,7 +259,7 @@ async fn the_next_due_time_leaves_out_what_no_claim_would_take(t: TestStore) {
 }
 
 /// A store may answer when the next delivery is due from what the last
-/// claim that got fewer than it asked for found (SQLite does); either way
+/// claim that got fewer than it asked for found (both stores do); either way
 /// the answer is the one a read would give.
 async fn a_claim_that_gets_fewer_than_asked_says_when_the_next_is_due(t: TestStore) {
     let s = &*t.store;

@@ -319,9 +319,19 @@ pub(crate) trait WriterPause: Send + Sync {
 }
 
 /// [`Catalog::next_due`]'s statement: `$1` the connector, `$2` now.
-pub(crate) const NEXT_DUE: &str = "SELECT MIN(next_attempt_at) FROM deliveries \
-     WHERE state = 'ready' AND connector = $1 AND (expires_at IS NULL OR expires_at > $2) \
-     AND NOT EXISTS (SELECT 1 FROM connector_controls WHERE connector = $1 AND paused)";
+pub(crate) static NEXT_DUE: LazyLock<String> = LazyLock::new(|| next_due("$1", "$2"));
+
+/// When `connector`'s next delivery a claim would take is due, at `now`
+/// (SQL expressions of the statement it is part of).
+pub(crate) fn next_due(connector: &str, now: &str) -> String {
+    format!(
+        "SELECT MIN(next_attempt_at) FROM deliveries \
+         WHERE state = 'ready' AND connector = {connector} \
+             AND (expires_at IS NULL OR expires_at > {now}) \
+             AND NOT EXISTS (SELECT 1 FROM connector_controls \
+                             WHERE connector = {connector} AND paused)"
+    )
+}
 
 /// A pooled connection of either backend.
 enum Pooled {
@@ -619,7 +629,7 @@ impl Catalog {
     /// again, until they expire or the connector resumes.
     pub async fn next_due(&self, connector: &str, now: Millis) -> StoreResult<Option<Millis>> {
         let mut r = self.read().await?;
-        Ok(on!(r.conn(), |c| sqlx::query_scalar(NEXT_DUE)
+        Ok(on!(r.conn(), |c| sqlx::query_scalar(&NEXT_DUE)
             .bind(connector)
             .bind(now)
             .fetch_one(c)
@@ -1590,6 +1600,22 @@ static COUNTS_UPSERT: LazyLock<(String, String)> = LazyLock::new(|| {
     )
 });
 
+/// Pushes [`COUNTS_UPSERT`] with one `VALUES` row per connector's changes
+/// onto `$qb` (sqlx's `QueryBuilder` or `lite::Builder`, which share these
+/// methods).
+macro_rules! push_upsert {
+    ($qb:expr, $rows:expr, $writer:expr) => {{
+        $qb.push(&COUNTS_UPSERT.0);
+        $qb.push_values($rows, |mut b, (connector, d)| {
+            b.push_bind(connector).push_bind($writer);
+            for n in d {
+                b.push_bind(n);
+            }
+        });
+        $qb.push(&COUNTS_UPSERT.1);
+    }};
+}
+
 impl Counts {
     fn slot(state: DeliveryState) -> usize {
         DeliveryState::ALL
@@ -1643,17 +1669,25 @@ impl Counts {
             return Ok(());
         }
         on!(conn, |c| {
-            let mut qb = QueryBuilder::<Db>::new(&COUNTS_UPSERT.0);
-            qb.push_values(&rows, |mut b, (connector, d)| {
-                b.push_bind(connector.as_str()).push_bind(writer);
-                for n in d {
-                    b.push_bind(*n);
-                }
-            });
-            qb.push(&COUNTS_UPSERT.1);
+            let mut qb = QueryBuilder::<Db>::new("");
+            push_upsert!(qb, &rows, writer);
             qb.build().execute(c).await.map(|_| ())
         })?;
         Ok(())
+    }
+
+    /// Adds the changes to `writer`'s rows as one more data-modifying `WITH`
+    /// item of the PostgreSQL statement `qb` is building (`, counts AS
+    /// (INSERT …)`), so that they cost no round trip of their own; forgets
+    /// them. Pushes nothing when nothing changed.
+    pub(crate) fn push_cte<'a>(&mut self, qb: &mut QueryBuilder<'a, Postgres>, writer: &'a str) {
+        let rows = self.take();
+        if rows.is_empty() {
+            return;
+        }
+        qb.push(", counts AS (");
+        push_upsert!(qb, rows, writer);
+        qb.push(")");
     }
 
     /// [`Counts::write`] on the SQLite writer's own connection.
@@ -1666,14 +1700,8 @@ impl Counts {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut qb = super::lite::Builder::new(&COUNTS_UPSERT.0);
-        qb.push_values(&rows, |mut b, (connector, d)| {
-            b.push_bind(connector.as_str()).push_bind(writer);
-            for n in d {
-                b.push_bind(*n);
-            }
-        });
-        qb.push(&COUNTS_UPSERT.1);
+        let mut qb = super::lite::Builder::new("");
+        push_upsert!(qb, &rows, writer);
         qb.build().execute(conn).map(|_| ())
     }
 

@@ -997,6 +997,34 @@ pub(crate) fn same_digest(active: Option<&serde_json::Value>, digest: &str) -> O
         .flatten()
 }
 
+/// Per connector, when its next delivery is due as its last claim that got
+/// fewer than it asked for found it, in that claim's own transaction or
+/// statement; taken by the next look ([`Store::next_due`]), which so costs
+/// no read of its own after such a claim.
+#[derive(Debug, Default)]
+pub(crate) struct LastDue(std::sync::Mutex<HashMap<String, Option<Millis>>>);
+
+impl LastDue {
+    /// Records a claim's finding: `Some(due)` when it got fewer than it
+    /// asked for; `None` (nothing known) when it got all or failed, so an
+    /// older finding never stands in for it.
+    pub(crate) fn record(&self, connector: &str, found: Option<Option<Millis>>) {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match found {
+            Some(due) => known.insert(connector.to_string(), due),
+            None => known.remove(connector),
+        };
+    }
+
+    /// The last claim's finding for `connector`, if it has one, forgotten.
+    pub(crate) fn take(&self, connector: &str) -> Option<Option<Millis>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(connector)
+    }
+}
+
 /// The deliveries a claim took — (id, event seq, attempts) — with their
 /// events, as the dispatcher gets them: in accept order.
 pub(crate) fn claims_of(

@@ -31,7 +31,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::Connection;
+use sqlx::{Connection, Postgres, QueryBuilder};
 use tokio::sync::{mpsc, oneshot};
 
 use super::catalog::{self, lock_id, Attempt, Conn, Counts, Pools};
@@ -39,8 +39,8 @@ use super::retention;
 use super::{
     claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
     state_of, Catalog, Claimed, Cluster, Completion, CompletionKind, EventRow, IngestOutcome,
-    LaneHeadRow, LaneView, OperatorAction, Purge, Purged, Routed, Settled, SharedHealth, Store,
-    StoreError, StoreResult, LANE_BEHIND,
+    LaneHeadRow, LaneView, LastDue, OperatorAction, Purge, Purged, Routed, Settled, SharedHealth,
+    Store, StoreError, StoreResult, LANE_BEHIND,
 };
 use crate::queue::lanes::{
     self, delivery_count, first_released, plan_accept, promotions, AcceptPlan, Step,
@@ -65,6 +65,8 @@ pub struct PostgresStore {
     /// Tells the other nodes of new work and breaker changes, once
     /// [`Cluster::listen`] turned it on.
     announcer: Arc<Announcer>,
+    /// What this node's last claims found of when the next delivery is due.
+    due: LastDue,
 }
 
 /// How often, at most, a node sends each kind of announcement: what comes
@@ -400,7 +402,7 @@ impl PostgresStore {
                 async move {
                     let done =
                         transaction!(pool, |conn| counted(conn, &writer, async |conn, counts| {
-                            ingest_tx(conn, &requests, now, counts).await
+                            ingest_tx(conn, &requests, now, (&writer, counts)).await
                         }));
                     if done.is_ok() {
                         let connectors = requests.iter().flatten().flat_map(|r| &r.connectors);
@@ -461,6 +463,7 @@ impl PostgresStore {
             completions,
             name_lock: tokio::sync::Mutex::new(None),
             announcer,
+            due: LastDue::default(),
         })
     }
 
@@ -547,7 +550,7 @@ async fn ingest_tx(
     conn: &mut PgConnection,
     requests: &[Vec<Routed>],
     now: Millis,
-    counts: &mut Counts,
+    (writer, counts): (&str, &mut Counts),
 ) -> TxResult<Vec<IngestOutcome>> {
     let mut locks = Vec::new();
     for r in requests.iter().flatten() {
@@ -571,18 +574,17 @@ async fn ingest_tx(
         return Ok(outcomes);
     }
 
-    // 2. Sequence numbers (now that the lanes are held) and delivery ids.
-    let seqs: Vec<i64> =
-        sqlx::query_scalar("SELECT nextval('events_seq') FROM generate_series(1, $1)")
-            .bind(fresh.len() as i64)
-            .fetch_all(&mut *conn)
-            .await?;
+    // 2. Sequence numbers (now that the lanes are held) and delivery ids,
+    //    in one round trip.
     let n_deliveries = delivery_count(&fresh);
-    let delivery_ids: Vec<i64> =
-        sqlx::query_scalar("SELECT nextval('deliveries_id') FROM generate_series(1, $1)")
-            .bind(n_deliveries as i64)
-            .fetch_all(&mut *conn)
-            .await?;
+    let (seqs, delivery_ids): (Vec<i64>, Vec<i64>) = sqlx::query_as(
+        "SELECT ARRAY(SELECT nextval('events_seq') FROM generate_series(1, $1)), \
+                ARRAY(SELECT nextval('deliveries_id') FROM generate_series(1, $2))",
+    )
+    .bind(fresh.len() as i64)
+    .bind(n_deliveries as i64)
+    .fetch_one(&mut *conn)
+    .await?;
 
     // 3. Coalescing: the first full-state event of each tag ends
     //    the stored deliveries it supersedes, which leave their lanes
@@ -638,115 +640,94 @@ async fn ingest_tx(
         return Err(StoreError::Corrupt("internal: too few delivery ids".into()).into());
     }
 
-    // 5. Write. A racing transaction that inserted one of our ids after our
-    // look-up makes the insert skip it: start again, the look-up will see it.
+    // 5. Write the events, deliveries, lane entries and per-connector counts
+    // in one statement (one round trip). A racing transaction that inserted
+    // one of our ids after our look-up makes the insert skip it: start
+    // again, the look-up will see it.
+    for d in &deliveries {
+        counts.moved(d.connector, None, d.state(), 1);
+    }
     let keys_json: Vec<String> = fresh
         .iter()
         .map(|r| serde_json::to_string(&r.event.keys).unwrap_or_else(|_| "[]".into()))
         .collect();
-    let inserted = sqlx::query(
-        "INSERT INTO events (seq, id, type, keys, payload, digest, accepted_at, replay_id, \
-             origin_seq) \
-         SELECT s, i, t, k, p, d, $7, r, o \
-         FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], \
-             $8::int8[], $9::int8[]) AS v(s, i, t, k, p, d, r, o) \
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&seqs)
-    .bind(
-        fresh
-            .iter()
-            .map(|r| r.event.id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        fresh
-            .iter()
-            .map(|r| r.event.event_type.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(&keys_json)
-    .bind(
-        fresh
-            .iter()
-            .map(|r| r.event.payload.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        fresh
-            .iter()
-            .map(|r| r.event.digest.to_vec())
-            .collect::<Vec<_>>(),
-    )
-    .bind(now)
-    .bind(
-        fresh
-            .iter()
-            .map(|r| r.origin.map(|o| o.replay))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        fresh
-            .iter()
-            .map(|r| r.origin.map(|o| o.seq))
-            .collect::<Vec<_>>(),
-    )
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted != fresh.len() as u64 {
-        return Err(Fail::Again("an event id was inserted concurrently".into()));
-    }
-    for d in &deliveries {
-        counts.moved(d.connector, None, d.state(), 1);
-    }
-    if !deliveries.is_empty() {
-        sqlx::query(
-            "INSERT INTO deliveries (id, event_seq, connector, state, blockers, next_attempt_at, \
-                 created_at, updated_at, expires_at, coalesce_key, superseded_by) \
-             SELECT i, s, c, st, b, $5, $5, $5, x, ck, sb \
-             FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], $6::int8[], \
-                 $7::text[], $8::text[], $9::int8[]) AS v(i, s, c, b, x, st, ck, sb)",
+    let column = |f: fn(&Routed) -> &str| fresh.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let mut qb =
+        QueryBuilder::<Postgres>::new("WITH new_events AS (INSERT INTO events (accepted_at, ");
+    qb.push("seq, id, type, keys, payload, digest, replay_id, origin_seq) SELECT ")
+        .push_bind(now)
+        .push(", * FROM unnest(");
+    qb.separated(", ")
+        .push_bind(&seqs)
+        .push_bind(column(|r| r.event.id.as_str()))
+        .push_bind(column(|r| r.event.event_type.as_str()))
+        .push_bind(&keys_json)
+        .push_bind(column(|r| r.event.payload.as_str()))
+        .push_bind(
+            fresh
+                .iter()
+                .map(|r| r.event.digest.to_vec())
+                .collect::<Vec<_>>(),
         )
-        .bind(deliveries.iter().map(|d| d.id).collect::<Vec<_>>())
-        .bind(deliveries.iter().map(|d| d.seq).collect::<Vec<_>>())
-        .bind(deliveries.iter().map(|d| d.connector).collect::<Vec<_>>())
-        .bind(deliveries.iter().map(|d| d.blockers).collect::<Vec<_>>())
-        .bind(now)
-        .bind(deliveries.iter().map(|d| d.expires_at).collect::<Vec<_>>())
-        .bind(
+        .push_bind(
+            fresh
+                .iter()
+                .map(|r| r.origin.map(|o| o.replay))
+                .collect::<Vec<_>>(),
+        )
+        .push_bind(
+            fresh
+                .iter()
+                .map(|r| r.origin.map(|o| o.seq))
+                .collect::<Vec<_>>(),
+        );
+    // `$1` is `now`.
+    qb.push(
+        ") ON CONFLICT (id) DO NOTHING RETURNING 1), \
+         new_deliveries AS (INSERT INTO deliveries (next_attempt_at, created_at, updated_at, \
+             id, event_seq, connector, blockers, expires_at, state, coalesce_key, superseded_by) \
+         SELECT $1, $1, $1, * FROM unnest(",
+    );
+    qb.separated(", ")
+        .push_bind(deliveries.iter().map(|d| d.id).collect::<Vec<_>>())
+        .push_bind(deliveries.iter().map(|d| d.seq).collect::<Vec<_>>())
+        .push_bind(deliveries.iter().map(|d| d.connector).collect::<Vec<_>>())
+        .push_bind(deliveries.iter().map(|d| d.blockers).collect::<Vec<_>>())
+        .push_bind(deliveries.iter().map(|d| d.expires_at).collect::<Vec<_>>())
+        .push_bind(
             deliveries
                 .iter()
                 .map(|d| d.state().as_str())
                 .collect::<Vec<_>>(),
         )
-        .bind(deliveries.iter().map(|d| d.coalesce).collect::<Vec<_>>())
-        .bind(
+        .push_bind(deliveries.iter().map(|d| d.coalesce).collect::<Vec<_>>())
+        .push_bind(
             deliveries
                 .iter()
                 .map(|d| d.superseded_by)
                 .collect::<Vec<_>>(),
-        )
-        .execute(&mut *conn)
-        .await?;
+        );
+    qb.push(
+        ")), new_entries AS (INSERT INTO lane_entries (connector, key, seq, delivery_id) \
+         SELECT * FROM unnest(",
+    );
+    qb.separated(", ")
+        .push_bind(lanes.iter().map(|l| l.0).collect::<Vec<_>>())
+        .push_bind(lanes.iter().map(|l| l.1).collect::<Vec<_>>())
+        .push_bind(lanes.iter().map(|l| l.2).collect::<Vec<_>>())
+        .push_bind(lanes.iter().map(|l| l.3).collect::<Vec<_>>());
+    qb.push("))");
+    counts.push_cte(&mut qb, writer);
+    qb.push(" SELECT count(*) FROM new_events");
+    let inserted: i64 = qb.build_query_scalar().fetch_one(&mut *conn).await?;
+    if inserted != fresh.len() as i64 {
+        return Err(Fail::Again("an event id was inserted concurrently".into()));
     }
     let born_superseded = deliveries
         .iter()
         .filter_map(|d| Some((d.connector, d.superseded_by?)));
     let superseded = superseded.iter().map(|(c, by)| (c.as_str(), *by));
     count_superseded(&mut outcomes, &seqs, superseded.chain(born_superseded));
-    if !lanes.is_empty() {
-        sqlx::query(
-            "INSERT INTO lane_entries (connector, key, seq, delivery_id) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])",
-        )
-        .bind(lanes.iter().map(|l| l.0).collect::<Vec<_>>())
-        .bind(lanes.iter().map(|l| l.1).collect::<Vec<_>>())
-        .bind(lanes.iter().map(|l| l.2).collect::<Vec<_>>())
-        .bind(lanes.iter().map(|l| l.3).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
-    }
     Ok(outcomes)
 }
 
@@ -1329,8 +1310,11 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let lease = rand::random::<i64>() & i64::MAX;
-        // One statement: take the rows, and move them from ready to in
-        // flight in this node's claimer row of the counts.
+        // One statement, one round trip: take the rows, move them from ready
+        // to in flight in this node's claimer row of the counts, read their
+        // events, and find when the next of the rest is due (for a claim that
+        // gets fewer than it asks for, `Store::next_due` then reads nothing).
+        // With nothing taken it answers one row with only that time.
         static CLAIM: LazyLock<String> = LazyLock::new(|| {
             format!(
                 "WITH taken AS (UPDATE deliveries d SET state = 'in_flight', \
@@ -1344,12 +1328,21 @@ impl Store for PostgresStore {
                  WHERE d.id = c.id \
                  RETURNING d.id, d.event_seq, d.attempts), \
                  counted AS ({}) \
-                 SELECT id, event_seq, attempts FROM taken",
+                 SELECT due.at, t.id, t.event_seq, t.attempts, \
+                     e.seq, e.id, e.type, e.keys, e.payload, e.accepted_at \
+                 FROM ({} AND id NOT IN (SELECT id FROM taken)) AS due(at) \
+                 LEFT JOIN taken t ON true LEFT JOIN events e ON e.seq = t.event_seq",
                 lanes::sql::claimable("$3"),
-                count_moves("SELECT $4, $7, 0, -COUNT(*), COUNT(*) FROM taken HAVING COUNT(*) > 0")
+                count_moves("SELECT $4, $7, 0, -COUNT(*), COUNT(*) FROM taken HAVING COUNT(*) > 0"),
+                catalog::next_due("$4", "$3"),
             )
         });
-        let claimed: Vec<(i64, i64, i64)> = sqlx::query_as(&CLAIM)
+        type Row = (
+            Option<Millis>,
+            Option<(i64, i64, i64)>,
+            Option<(i64, String, String, String, String, i64)>,
+        );
+        let rows: Vec<Row> = sqlx::query(&CLAIM)
             .bind(now.saturating_add(lease_ms))
             .bind(lease)
             .bind(now)
@@ -1357,16 +1350,41 @@ impl Store for PostgresStore {
             .bind(limit as i64)
             .bind(&self.node)
             .bind(format!("{}/claim", self.node))
+            .try_map(|row: sqlx::postgres::PgRow| {
+                use sqlx::Row as _;
+                let taken: Option<i64> = row.try_get(1)?;
+                let claimed = match taken {
+                    None => None,
+                    Some(id) => Some((id, row.try_get(2)?, row.try_get(3)?)),
+                };
+                let event = match claimed {
+                    None => None,
+                    Some(_) => Some((
+                        row.try_get(4)?,
+                        row.try_get(5)?,
+                        row.try_get(6)?,
+                        row.try_get(7)?,
+                        row.try_get(8)?,
+                        row.try_get(9)?,
+                    )),
+                };
+                Ok((row.try_get(0)?, claimed, event))
+            })
             .fetch_all(&self.pool)
             .await?;
-        let seqs: Vec<i64> = claimed.iter().map(|c| c.1).collect();
-        let events: Vec<EventRow> = sqlx::query_as(
-            "SELECT seq, id, type, keys, payload, accepted_at FROM events WHERE seq = ANY($1)",
-        )
-        .bind(&seqs)
-        .fetch_all(&self.pool)
-        .await?;
+        let due = rows.first().and_then(|r| r.0);
+        let (claimed, events): (Vec<_>, Vec<EventRow>) =
+            rows.into_iter().filter_map(|r| r.1.zip(r.2)).unzip();
+        self.due
+            .record(connector, (claimed.len() < limit).then_some(due));
         claims_of(connector, lease, now, claimed, events)
+    }
+
+    async fn next_due(&self, connector: &str, now: Millis) -> StoreResult<Option<Millis>> {
+        match self.due.take(connector) {
+            Some(due) => Ok(due),
+            None => self.catalog.next_due(connector, now).await,
+        }
     }
 
     async fn settle(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Settled> {

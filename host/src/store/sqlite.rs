@@ -62,7 +62,7 @@ use super::table_lanes::{InTable, TableLanes};
 use super::{
     claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
     runs, state_of, Catalog, Claimed, Completion, CompletionKind, EventRow, IngestOutcome,
-    LaneHeadRow, LaneView, Offer, OperatorAction, Purge, Purged, Routed, Settled, Store,
+    LaneHeadRow, LaneView, LastDue, Offer, OperatorAction, Purge, Purged, Routed, Settled, Store,
     StoreError, StoreResult, LANE_BEHIND,
 };
 use crate::queue::lanes::{self, first_released, plan_accept, promotions, AcceptPlan, Step};
@@ -140,10 +140,8 @@ static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(migr
 pub struct SqliteStore {
     tx: mpsc::Sender<(Work, Reply)>,
     catalog: Catalog,
-    /// Per connector, when its next delivery is due as its last claim that
-    /// got fewer than it asked for found it (see [`Store::next_due`]);
-    /// taken by the next look.
-    due: std::sync::Mutex<HashMap<String, Option<Millis>>>,
+    /// What the last claims found of when the next delivery is due.
+    due: LastDue,
     /// The loops' standing claims, served by the writer ([`Store::offer`]).
     offers: Offers,
 }
@@ -1537,7 +1535,7 @@ impl Writer {
         // it would otherwise read on its own a moment later.
         let due = match want_due && taken.len() < limit {
             true => Some(
-                lite::query(catalog::NEXT_DUE)
+                lite::query(&catalog::NEXT_DUE)
                     .bind(connector)
                     .bind(now)
                     .fetch_one::<Option<i64>>(&self.conn)?,
@@ -1943,24 +1941,13 @@ impl Store for SqliteStore {
             lease_ms,
         };
         let answer: StoreResult<ClaimAnswer> = self.call(work).await;
-        // Only this claim's finding stands: none when it got all it asked
-        // for, or failed.
-        let mut known = self.due.lock().unwrap_or_else(|e| e.into_inner());
-        match &answer {
-            Ok((_, Some(due))) => known.insert(connector.to_string(), *due),
-            _ => known.remove(connector),
-        };
-        drop(known);
+        self.due
+            .record(connector, answer.as_ref().ok().and_then(|(_, due)| *due));
         answer.map(|(claimed, _)| claimed)
     }
 
     async fn next_due(&self, connector: &str, now: Millis) -> StoreResult<Option<Millis>> {
-        let known = self
-            .due
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(connector);
-        match known {
+        match self.due.take(connector) {
             Some(due) => Ok(due),
             None => self.catalog.next_due(connector, now).await,
         }
