@@ -293,6 +293,24 @@ async fn a_claim_that_gets_fewer_than_asked_says_when_the_next_is_due(t: TestSto
     assert_eq!(s.next_due("c", 60).await.unwrap(), None, "paused");
 }
 
+/// A claim's finding answers only the look that follows it: a loop that
+/// sleeps for another reason (its probe, its rate) drops it, and its next
+/// look reads what is there then.
+async fn a_dropped_finding_is_read_afresh(t: TestStore) {
+    let s = &*t.store;
+    s.ingest(vec![ev("a", "t", &[], &["c"])], 0).await.unwrap();
+    assert_eq!(s.claim("c", 4, 0, LEASE).await.unwrap().len(), 1);
+    s.ingest(vec![ev("b", "t", &[], &["c"])], 10).await.unwrap();
+    s.forget_due("c");
+    assert_eq!(s.next_due("c", 20).await.unwrap(), Some(10), "b, read");
+    assert_eq!(s.claim("c", 4, 30, LEASE).await.unwrap().len(), 1);
+    assert_eq!(
+        s.next_due("c", 30).await.unwrap(),
+        None,
+        "the claim's own finding"
+    );
+}
+
 fn counts_of(outcome: IngestOutcome) -> IngestCounts {
     match outcome {
         IngestOutcome::Accepted(counts) => counts,
@@ -2318,6 +2336,7 @@ for_each_backend!(
     retry_waits_for_its_time_and_keeps_the_lane,
     the_next_due_time_leaves_out_what_no_claim_would_take,
     a_claim_that_gets_fewer_than_asked_says_when_the_next_is_due,
+    a_dropped_finding_is_read_afresh,
     an_open_offer_is_claimed_for_in_the_transaction_that_readies_a_delivery,
     an_offer_takes_what_a_superseded_delivery_leaves_ready,
     expired_leases_are_rescued_and_late_completions_ignored,

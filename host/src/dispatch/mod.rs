@@ -605,6 +605,7 @@ impl ConnectorLoop {
         let probe = self.entry.breaker().next_probe_at();
         let token = lock(&self.bucket).next_token_at(now);
         if let Some(at) = probe.or(token) {
+            self.store.forget_due(self.entry.name());
             let wait = at.saturating_sub(now).max(1) as u64;
             return poll.min(Duration::from_millis(wait));
         }

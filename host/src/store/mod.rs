@@ -483,12 +483,18 @@ pub trait Store: Send + Sync + 'static {
     /// When a claim of `connector` would next take something, as
     /// [`Catalog::next_due`]: a loop whose claim got fewer than it asked
     /// for sleeps until then. A store may answer from what its last claim
-    /// of `connector` found, read in that claim's transaction (SQLite does:
-    /// no read of its own); whatever makes a delivery ready since wakes
-    /// the loop anyway.
+    /// of `connector` found, read in that claim's transaction or statement
+    /// (both stores do: no read of its own); whatever makes a delivery
+    /// ready since wakes the loop anyway.
     async fn next_due(&self, connector: &str, now: Millis) -> StoreResult<Option<Millis>> {
         self.catalog().next_due(connector, now).await
     }
+
+    /// Drops what the last claim of `connector` found for [`Store::next_due`]:
+    /// a loop that sleeps for another reason (its breaker's probe, its rate)
+    /// does not look, and a finding must answer only the look that follows
+    /// its claim, never a later one.
+    fn forget_due(&self, _connector: &str) {}
 
     /// Leaves a loop's standing claim with the store: while the loop keeps
     /// it open, the store claims for its connector inside each transaction

@@ -1314,7 +1314,9 @@ impl Store for PostgresStore {
         // to in flight in this node's claimer row of the counts, read their
         // events, and find when the next of the rest is due (for a claim that
         // gets fewer than it asks for, `Store::next_due` then reads nothing).
-        // With nothing taken it answers one row with only that time.
+        // With nothing taken it answers one row with only that time. Such a
+        // claim took every due row it could lock, so the next due is a later
+        // one: rows due now that it left were locked by another claim.
         static CLAIM: LazyLock<String> = LazyLock::new(|| {
             format!(
                 "WITH taken AS (UPDATE deliveries d SET state = 'in_flight', \
@@ -1330,7 +1332,7 @@ impl Store for PostgresStore {
                  counted AS ({}) \
                  SELECT due.at, t.id, t.event_seq, t.attempts, \
                      e.seq, e.id, e.type, e.keys, e.payload, e.accepted_at \
-                 FROM ({} AND id NOT IN (SELECT id FROM taken)) AS due(at) \
+                 FROM ({} AND next_attempt_at > $3) AS due(at) \
                  LEFT JOIN taken t ON true LEFT JOIN events e ON e.seq = t.event_seq",
                 lanes::sql::claimable("$3"),
                 count_moves("SELECT $4, $7, 0, -COUNT(*), COUNT(*) FROM taken HAVING COUNT(*) > 0"),
@@ -1342,7 +1344,7 @@ impl Store for PostgresStore {
             Option<(i64, i64, i64)>,
             Option<(i64, String, String, String, String, i64)>,
         );
-        let rows: Vec<Row> = sqlx::query(&CLAIM)
+        let rows: Result<Vec<Row>, _> = sqlx::query(&CLAIM)
             .bind(now.saturating_add(lease_ms))
             .bind(lease)
             .bind(now)
@@ -1371,13 +1373,23 @@ impl Store for PostgresStore {
                 Ok((row.try_get(0)?, claimed, event))
             })
             .fetch_all(&self.pool)
-            .await?;
-        let due = rows.first().and_then(|r| r.0);
-        let (claimed, events): (Vec<_>, Vec<EventRow>) =
-            rows.into_iter().filter_map(|r| r.1.zip(r.2)).unzip();
-        self.due
-            .record(connector, (claimed.len() < limit).then_some(due));
-        claims_of(connector, lease, now, claimed, events)
+            .await;
+        let rows = rows.map_err(StoreError::from);
+        let due = rows.as_ref().ok().and_then(|r| r.first()).and_then(|r| r.0);
+        let claims = rows.and_then(|rows| {
+            let (claimed, events): (Vec<_>, Vec<EventRow>) =
+                rows.into_iter().filter_map(|r| r.1.zip(r.2)).unzip();
+            claims_of(connector, lease, now, claimed, events)
+        });
+        // Only this claim's finding stands: none when it got all it asked
+        // for, or failed.
+        let fewer = claims.as_ref().is_ok_and(|c| c.len() < limit);
+        self.due.record(connector, fewer.then_some(due));
+        claims
+    }
+
+    fn forget_due(&self, connector: &str) {
+        self.due.take(connector);
     }
 
     async fn next_due(&self, connector: &str, now: Millis) -> StoreResult<Option<Millis>> {

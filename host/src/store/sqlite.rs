@@ -1946,6 +1946,10 @@ impl Store for SqliteStore {
         answer.map(|(claimed, _)| claimed)
     }
 
+    fn forget_due(&self, connector: &str) {
+        self.due.take(connector);
+    }
+
     async fn next_due(&self, connector: &str, now: Millis) -> StoreResult<Option<Millis>> {
         match self.due.take(connector) {
             Some(due) => Ok(due),
