@@ -487,14 +487,27 @@ pub trait Store: Send + Sync + 'static {
     /// (both stores do: no read of its own); whatever makes a delivery
     /// ready since wakes the loop anyway.
     async fn next_due(&self, connector: &str, now: Millis) -> StoreResult<Option<Millis>> {
-        self.catalog().next_due(connector, now).await
+        match self.last_due().and_then(|known| known.take(connector)) {
+            Some(due) => Ok(due),
+            None => self.catalog().next_due(connector, now).await,
+        }
+    }
+
+    /// Where the store keeps what its claims found for [`Store::next_due`],
+    /// if it keeps it (both stores do).
+    fn last_due(&self) -> Option<&LastDue> {
+        None
     }
 
     /// Drops what the last claim of `connector` found for [`Store::next_due`]:
     /// a loop that sleeps for another reason (its breaker's probe, its rate)
     /// does not look, and a finding must answer only the look that follows
     /// its claim, never a later one.
-    fn forget_due(&self, _connector: &str) {}
+    fn forget_due(&self, connector: &str) {
+        if let Some(known) = self.last_due() {
+            known.take(connector);
+        }
+    }
 
     /// Leaves a loop's standing claim with the store: while the loop keeps
     /// it open, the store claims for its connector inside each transaction
@@ -1008,7 +1021,7 @@ pub(crate) fn same_digest(active: Option<&serde_json::Value>, digest: &str) -> O
 /// statement; taken by the next look ([`Store::next_due`]), which so costs
 /// no read of its own after such a claim.
 #[derive(Debug, Default)]
-pub(crate) struct LastDue(std::sync::Mutex<HashMap<String, Option<Millis>>>);
+pub struct LastDue(std::sync::Mutex<HashMap<String, Option<Millis>>>);
 
 impl LastDue {
     /// Records a claim's finding: `Some(due)` when it got fewer than it

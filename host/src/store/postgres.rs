@@ -1388,15 +1388,8 @@ impl Store for PostgresStore {
         claims
     }
 
-    fn forget_due(&self, connector: &str) {
-        self.due.take(connector);
-    }
-
-    async fn next_due(&self, connector: &str, now: Millis) -> StoreResult<Option<Millis>> {
-        match self.due.take(connector) {
-            Some(due) => Ok(due),
-            None => self.catalog.next_due(connector, now).await,
-        }
+    fn last_due(&self) -> Option<&LastDue> {
+        Some(&self.due)
     }
 
     async fn settle(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Settled> {

@@ -1946,15 +1946,8 @@ impl Store for SqliteStore {
         answer.map(|(claimed, _)| claimed)
     }
 
-    fn forget_due(&self, connector: &str) {
-        self.due.take(connector);
-    }
-
-    async fn next_due(&self, connector: &str, now: Millis) -> StoreResult<Option<Millis>> {
-        match self.due.take(connector) {
-            Some(due) => Ok(due),
-            None => self.catalog.next_due(connector, now).await,
-        }
+    fn last_due(&self) -> Option<&LastDue> {
+        Some(&self.due)
     }
 
     fn offer(&self, offer: Arc<Offer>) -> bool {
