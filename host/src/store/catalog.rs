@@ -334,13 +334,13 @@ pub(crate) fn next_due(connector: &str, now: &str) -> String {
 }
 
 /// A pooled connection of either backend.
-enum Pooled {
+pub(super) enum Pooled {
     Sqlite(PoolConnection<Sqlite>),
     Postgres(PoolConnection<Postgres>),
 }
 
 impl Pooled {
-    fn conn(&mut self) -> Conn<'_> {
+    pub(super) fn conn(&mut self) -> Conn<'_> {
         match self {
             Pooled::Sqlite(c) => Conn::Sqlite(c),
             Pooled::Postgres(c) => Conn::Postgres(c),
@@ -350,7 +350,7 @@ impl Pooled {
 
 /// A write transaction of either backend; rolled back if dropped before
 /// [`Tx::commit`].
-enum Tx {
+pub(super) enum Tx {
     /// With the queue writer paused until this ends.
     Sqlite(
         sqlx::Transaction<'static, Sqlite>,
@@ -360,14 +360,14 @@ enum Tx {
 }
 
 impl Tx {
-    fn conn(&mut self) -> Conn<'_> {
+    pub(super) fn conn(&mut self) -> Conn<'_> {
         match self {
             Tx::Sqlite(t, _) => Conn::Sqlite(t),
             Tx::Postgres(t) => Conn::Postgres(t),
         }
     }
 
-    async fn commit(self) -> StoreResult<()> {
+    pub(super) async fn commit(self) -> StoreResult<()> {
         match self {
             Tx::Sqlite(t, resume) => {
                 t.commit().await?;
@@ -401,14 +401,14 @@ impl Catalog {
         &self.node
     }
 
-    async fn read(&self) -> StoreResult<Pooled> {
+    pub(super) async fn read(&self) -> StoreResult<Pooled> {
         Ok(match &self.pools {
             Pools::Sqlite { read, .. } => Pooled::Sqlite(read.acquire().await?),
             Pools::Postgres(pool) => Pooled::Postgres(pool.acquire().await?),
         })
     }
 
-    async fn begin(&self) -> StoreResult<Tx> {
+    pub(super) async fn begin(&self) -> StoreResult<Tx> {
         Ok(match &self.pools {
             Pools::Sqlite { write, writer, .. } => {
                 let resume = writer.pause().await?;
@@ -416,24 +416,6 @@ impl Catalog {
             }
             Pools::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
-    }
-
-    /// SQLite's purge of finished events ([`super::retention::purge`]), in
-    /// a transaction of the catalog's connection while the queue writer
-    /// stands aside: purged events hold no lane and none of the writer's
-    /// state, and the writer's thread keeps to the statements of the hot
-    /// path.
-    pub(crate) async fn purge_aside(
-        &self,
-        r: super::retention::Purge,
-        limit: usize,
-    ) -> StoreResult<super::retention::Purged> {
-        let mut tx = self.begin().await?;
-        let mut counts = Counts::default();
-        let purged = super::retention::purge(tx.conn(), r, limit, "", &mut counts).await?;
-        counts.write(tx.conn(), "").await?;
-        tx.commit().await?;
-        Ok(purged)
     }
 
     /// Reachable and migrated.
@@ -447,20 +429,6 @@ impl Catalog {
     }
 
     // ---- Views of the queue.
-
-    /// Whether `id` is of a finished event reduced to its id (past the
-    /// payload retention, within the dedup window: see `store::retention`).
-    pub async fn reduced_to_id(&self, id: &str) -> StoreResult<bool> {
-        let mut r = self.read().await?;
-        let hash = super::retention::id_hash(id).to_vec();
-        let found: Option<i64> = on!(r.conn(), |c| sqlx::query_scalar(
-            "SELECT seq FROM finished_ids WHERE id_hash = $1"
-        )
-        .bind(&hash)
-        .fetch_optional(c)
-        .await)?;
-        Ok(found.is_some())
-    }
 
     /// An event with its deliveries.
     pub async fn event(&self, id: &str) -> StoreResult<Option<EventView>> {

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use sha2::{Digest, Sha256};
 use sqlx::{QueryBuilder, Row};
 
-use super::catalog::{on, Conn, Counts};
+use super::catalog::{on, Catalog, Conn, Counts};
 use super::{runs, state_of, StoreResult};
 use crate::queue::{lanes, Millis};
 
@@ -333,6 +333,37 @@ async fn forget_ids(mut conn: Conn<'_>, before: Millis, limit: usize) -> StoreRe
         .map(|_| ()))?;
     }
     Ok(gone)
+}
+
+/// The catalog's reads and writes of what retention keeps.
+impl Catalog {
+    /// SQLite's purge of finished events ([`purge`]), in
+    /// a transaction of the catalog's connection while the queue writer
+    /// stands aside: purged events hold no lane and none of the writer's
+    /// state, and the writer's thread keeps to the statements of the hot
+    /// path.
+    pub(crate) async fn purge_aside(&self, r: Purge, limit: usize) -> StoreResult<Purged> {
+        let mut tx = self.begin().await?;
+        let mut counts = Counts::default();
+        let purged = purge(tx.conn(), r, limit, "", &mut counts).await?;
+        counts.write(tx.conn(), "").await?;
+        tx.commit().await?;
+        Ok(purged)
+    }
+
+    /// Whether `id` is of a finished event reduced to its id (past the
+    /// payload retention, within the dedup window: see the module notes).
+    pub async fn reduced_to_id(&self, id: &str) -> StoreResult<bool> {
+        let mut r = self.read().await?;
+        let hash = id_hash(id).to_vec();
+        let found: Option<i64> = on!(r.conn(), |c| sqlx::query_scalar(
+            "SELECT seq FROM finished_ids WHERE id_hash = $1"
+        )
+        .bind(&hash)
+        .fetch_optional(c)
+        .await)?;
+        Ok(found.is_some())
+    }
 }
 
 #[cfg(test)]
