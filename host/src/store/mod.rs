@@ -1029,10 +1029,15 @@ impl LastDue {
     /// older finding never stands in for it.
     pub(crate) fn record(&self, connector: &str, found: Option<Option<Millis>>) {
         let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match found {
-            Some(due) => known.insert(connector.to_string(), due),
-            None => known.remove(connector),
-        };
+        match (found, known.get_mut(connector)) {
+            (Some(due), Some(slot)) => *slot = due,
+            (Some(due), None) => {
+                known.insert(connector.to_string(), due);
+            }
+            (None, _) => {
+                known.remove(connector);
+            }
+        }
     }
 
     /// The last claim's finding for `connector`, if it has one, forgotten.

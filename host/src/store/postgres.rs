@@ -38,9 +38,9 @@ use super::catalog::{self, lock_id, Attempt, Conn, Counts, Pools};
 use super::retention;
 use super::{
     claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
-    state_of, Catalog, Claimed, Cluster, Completion, CompletionKind, EventRow, IngestOutcome,
-    LaneHeadRow, LaneView, LastDue, OperatorAction, Purge, Purged, Routed, Settled, SharedHealth,
-    Store, StoreError, StoreResult, LANE_BEHIND,
+    state_of, Catalog, Claimed, Cluster, Completion, CompletionKind, IngestOutcome, LaneHeadRow,
+    LaneView, LastDue, OperatorAction, Purge, Purged, Routed, Settled, SharedHealth, Store,
+    StoreError, StoreResult, LANE_BEHIND,
 };
 use crate::queue::lanes::{
     self, delivery_count, first_released, plan_accept, promotions, AcceptPlan, Step,
@@ -1339,12 +1339,20 @@ impl Store for PostgresStore {
                 catalog::next_due("$4", "$3"),
             )
         });
+        // With nothing taken, one row of NULLs but the due time.
         type Row = (
             Option<Millis>,
-            Option<(i64, i64, i64)>,
-            Option<(i64, String, String, String, String, i64)>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
         );
-        let rows: Result<Vec<Row>, _> = sqlx::query(&CLAIM)
+        let rows: Result<Vec<Row>, _> = sqlx::query_as(&CLAIM)
             .bind(now.saturating_add(lease_ms))
             .bind(lease)
             .bind(now)
@@ -1352,33 +1360,23 @@ impl Store for PostgresStore {
             .bind(limit as i64)
             .bind(&self.node)
             .bind(format!("{}/claim", self.node))
-            .try_map(|row: sqlx::postgres::PgRow| {
-                use sqlx::Row as _;
-                let taken: Option<i64> = row.try_get(1)?;
-                let claimed = match taken {
-                    None => None,
-                    Some(id) => Some((id, row.try_get(2)?, row.try_get(3)?)),
-                };
-                let event = match claimed {
-                    None => None,
-                    Some(_) => Some((
-                        row.try_get(4)?,
-                        row.try_get(5)?,
-                        row.try_get(6)?,
-                        row.try_get(7)?,
-                        row.try_get(8)?,
-                        row.try_get(9)?,
-                    )),
-                };
-                Ok((row.try_get(0)?, claimed, event))
-            })
             .fetch_all(&self.pool)
             .await;
-        let rows = rows.map_err(StoreError::from);
-        let due = rows.as_ref().ok().and_then(|r| r.first()).and_then(|r| r.0);
-        let claims = rows.and_then(|rows| {
-            let (claimed, events): (Vec<_>, Vec<EventRow>) =
-                rows.into_iter().filter_map(|r| r.1.zip(r.2)).unzip();
+        let mut due = None;
+        let claims = rows.map_err(StoreError::from).and_then(|rows| {
+            let (mut claimed, mut events) = (Vec::new(), Vec::new());
+            for (at, id, seq, attempts, e_seq, e_id, e_type, keys, payload, accepted) in rows {
+                due = at;
+                if let (Some(id), Some(seq), Some(attempts)) = (id, seq, attempts) {
+                    claimed.push((id, seq, attempts));
+                }
+                if let (Some(s), Some(i), Some(t), Some(k), Some(p), Some(a)) =
+                    (e_seq, e_id, e_type, keys, payload, accepted)
+                {
+                    events.push((s, i, t, k, p, a));
+                }
+            }
+            // A claimed row whose event is missing is reported there.
             claims_of(connector, lease, now, claimed, events)
         });
         // Only this claim's finding stands: none when it got all it asked
