@@ -409,6 +409,25 @@ pub mod sql {
         )
     }
 
+    /// [`super::promotions`] inside one statement: from `gone`, the lane
+    /// entries (`connector`, `key`, `seq`) the statement deletes, which its
+    /// snapshot of `lane_entries` still shows, each new head that loses
+    /// blockers and how many (`id`, `n`): one per lane in which an entry
+    /// before it went. A lane's new head is its first entry not in `gone`.
+    pub fn promotions(gone: &str) -> String {
+        format!(
+            "SELECT h.delivery_id AS id, COUNT(*) AS n \
+             FROM (SELECT connector, key, MIN(seq) AS first FROM {gone} \
+                   GROUP BY connector, key) f \
+             CROSS JOIN LATERAL (SELECT e.seq, e.delivery_id FROM lane_entries e \
+                 WHERE e.connector = f.connector AND e.key = f.key \
+                 AND NOT EXISTS (SELECT 1 FROM {gone} g WHERE g.connector = e.connector \
+                                 AND g.key = e.key AND g.seq = e.seq) \
+                 ORDER BY e.seq LIMIT 1) h \
+             WHERE h.seq > f.first GROUP BY h.delivery_id"
+        )
+    }
+
     /// The state of a delivery sent back to the queue by an operator: it
     /// waits again behind whatever it still waits for.
     pub const REQUEUED_STATE: &str = "CASE WHEN blockers > 0 THEN 'blocked' ELSE 'ready' END";

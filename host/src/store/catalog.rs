@@ -1568,6 +1568,28 @@ static COUNTS_UPSERT: LazyLock<(String, String)> = LazyLock::new(|| {
     )
 });
 
+/// A PostgreSQL statement (for a data-modifying `WITH` item) that adds to
+/// `writer`'s counts (a placeholder) the moves in `moves`: a relation of
+/// `(connector, from_state, to_state)` rows, one per delivery moved.
+pub(crate) fn count_transitions(moves: &str, writer: &str) -> String {
+    let deltas: Vec<String> = DeliveryState::ALL
+        .iter()
+        .map(|s| {
+            let s = s.as_str();
+            format!(
+                "COUNT(*) FILTER (WHERE to_state = '{s}') \
+                 - COUNT(*) FILTER (WHERE from_state = '{s}')"
+            )
+        })
+        .collect();
+    format!(
+        "{} SELECT connector, {writer}, {} FROM {moves} GROUP BY connector{}",
+        COUNTS_UPSERT.0,
+        deltas.join(", "),
+        COUNTS_UPSERT.1
+    )
+}
+
 /// Pushes [`COUNTS_UPSERT`] with one `VALUES` row per connector's changes
 /// onto `$qb` (sqlx's `QueryBuilder` or `lite::Builder`, which share these
 /// methods).

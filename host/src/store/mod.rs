@@ -103,14 +103,6 @@ pub enum CompletionKind {
 }
 
 impl CompletionKind {
-    /// The states an attempt's outcome can leave a delivery in: what a
-    /// completion moves its counts to (a new outcome adds its state here).
-    pub(crate) const END_STATES: [DeliveryState; 3] = [
-        DeliveryState::Ready,
-        DeliveryState::Delivered,
-        DeliveryState::Dead,
-    ];
-
     /// The lane step this outcome is (`queue::lanes`).
     pub fn step(&self) -> Step {
         match self {
@@ -1125,34 +1117,7 @@ pub(crate) fn completion_rounds(items: &[Completion]) -> Vec<Vec<usize>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{runs, transient_database_error, CompletionKind, MAX_ROWS};
-    use crate::queue::OnDead;
-
-    #[test]
-    fn every_attempt_outcome_ends_in_a_state_completions_count() {
-        let kinds = [
-            CompletionKind::Delivered,
-            CompletionKind::Retry {
-                at: 0,
-                error: String::new(),
-            },
-            CompletionKind::Dead {
-                error: String::new(),
-                on_dead: OnDead::Hold,
-            },
-            CompletionKind::Dead {
-                error: String::new(),
-                on_dead: OnDead::Release,
-            },
-        ];
-        for k in kinds {
-            let state = k.step().state();
-            assert!(
-                CompletionKind::END_STATES.contains(&state),
-                "{k:?} → {state:?}"
-            );
-        }
-    }
+    use super::{runs, transient_database_error, MAX_ROWS};
 
     #[test]
     fn runs_cover_every_item_once_in_few_distinct_sizes() {

@@ -23,6 +23,7 @@
 //! - Migrations run under sqlx's migration lock, so nodes starting together
 //!   apply them once.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
@@ -38,9 +39,9 @@ use super::catalog::{self, lock_id, Attempt, Conn, Counts, Pools};
 use super::retention;
 use super::{
     claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
-    state_of, Catalog, Claimed, Cluster, Completion, CompletionKind, IngestOutcome, LaneHeadRow,
-    LaneView, LastDue, OperatorAction, Purge, Purged, Routed, Settled, SharedHealth, Store,
-    StoreError, StoreResult, LANE_BEHIND,
+    state_of, Catalog, Claimed, Cluster, Completion, IngestOutcome, LaneHeadRow, LaneView, LastDue,
+    OperatorAction, Purge, Purged, Routed, Settled, SharedHealth, Store, StoreError, StoreResult,
+    LANE_BEHIND,
 };
 use crate::queue::lanes::{
     self, delivery_count, first_released, plan_accept, promotions, AcceptPlan, Step,
@@ -181,21 +182,86 @@ impl From<StoreError> for Fail {
 
 type TxResult<T> = Result<T, Fail>;
 
-/// Runs `$body` (an async block using `$conn`, a transaction) until it
-/// commits or fails for good.
+/// How a transaction starts.
+enum Begin {
+    /// No transaction of its own: the body is one statement, which commits
+    /// on its own, one round trip in all.
+    Autocommit,
+    /// `BEGIN`, or a `BEGIN` that takes advisory locks (see
+    /// [`Begin::locking`]), sent as one simple query.
+    Tx(Cow<'static, str>),
+}
+
+impl Begin {
+    const PLAIN: Begin = Begin::Tx(Cow::Borrowed("BEGIN"));
+
+    /// A `BEGIN` that then takes the advisory locks of `ids`, in ascending
+    /// order (as [`lock_all`]), in the same round trip: a transaction that
+    /// holds its lanes from the start pays no statement for the locks. The
+    /// ids are numbers, written into the text.
+    fn locking(mut ids: Vec<i64>) -> Begin {
+        ids.sort_unstable();
+        ids.dedup();
+        match ids.as_slice() {
+            [] => Begin::PLAIN,
+            [id] => Begin::Tx(format!("BEGIN; SELECT pg_advisory_xact_lock({id})").into()),
+            _ => {
+                let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+                Begin::Tx(
+                    format!(
+                        "BEGIN; SELECT pg_advisory_xact_lock(l.id) \
+                         FROM unnest('{{{}}}'::int8[]) WITH ORDINALITY AS l(id, n) ORDER BY l.n",
+                        list.join(",")
+                    )
+                    .into(),
+                )
+            }
+        }
+    }
+}
+
+/// Runs `$body` (an async block using `$conn`, a transaction started as
+/// `$begin` says, [`Begin::PLAIN`] if not given) until it commits or fails
+/// for good.
 macro_rules! transaction {
-    ($pool:expr, |$conn:ident| $body:expr) => {{
+    ($pool:expr, |$conn:ident| $body:expr) => {
+        transaction!($pool, Begin::PLAIN, |$conn| $body)
+    };
+    ($pool:expr, $begin:expr, |$conn:ident| $body:expr) => {{
+        let begin: Begin = $begin;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result: TxResult<_> = async {
-                let mut tx = $pool.begin().await?;
-                let out = {
-                    let $conn: &mut PgConnection = &mut tx;
-                    $body.await?
-                };
-                tx.commit().await?;
-                Ok(out)
+                let mut pooled = $pool.acquire().await?;
+                let mut begun = false;
+                let out: TxResult<_> = async {
+                    match &begin {
+                        Begin::Autocommit => {
+                            begun = true;
+                            let $conn: &mut PgConnection = &mut pooled;
+                            Ok($body.await?)
+                        }
+                        Begin::Tx(sql) => {
+                            let mut tx = pooled.begin_with(sql.clone()).await?;
+                            begun = true;
+                            let out = {
+                                let $conn: &mut PgConnection = &mut tx;
+                                $body.await?
+                            };
+                            tx.commit().await?;
+                            Ok(out)
+                        }
+                    }
+                }
+                .await;
+                if !begun {
+                    // A lock that failed inside the `BEGIN` left an aborted
+                    // transaction that nothing would roll back: the
+                    // connection goes.
+                    pooled.close_on_drop();
+                }
+                out
             }
             .await;
             match result {
@@ -400,10 +466,14 @@ impl PostgresStore {
             tokio::spawn(group_worker("ingest", rx.clone(), move |requests, now| {
                 let (pool, writer, announcer) = (pool.clone(), writer.clone(), announcer.clone());
                 async move {
-                    let done =
-                        transaction!(pool, |conn| counted(conn, &writer, async |conn, counts| {
+                    let begin = Begin::locking(ingest_locks(&requests));
+                    let done = transaction!(pool, begin, |conn| counted(
+                        conn,
+                        &writer,
+                        async |conn, counts| {
                             ingest_tx(conn, &requests, now, (&writer, counts)).await
-                        }));
+                        }
+                    ));
                     if done.is_ok() {
                         let connectors = requests.iter().flatten().flat_map(|r| &r.connectors);
                         announcer.send(connectors.map(|c| super::Announcement::Work(c.clone())));
@@ -428,12 +498,21 @@ impl PostgresStore {
                     async move {
                         let sizes: Vec<usize> = requests.iter().map(Vec::len).collect();
                         let items: Vec<Completion> = requests.into_iter().flatten().collect();
-                        let settled = transaction!(pool, |conn| counted(
+                        let rounds = completion_rounds(&items);
+                        let locks = settle_locks(&items);
+                        // Completions that release no lane, of distinct
+                        // deliveries, are one statement and its own commit.
+                        let begin = if locks.is_empty() && rounds.len() == 1 {
+                            Begin::Autocommit
+                        } else {
+                            Begin::locking(locks)
+                        };
+                        let settled = transaction!(pool, begin, |conn| complete_tx(
                             conn,
-                            &writer,
-                            async |conn, counts| {
-                                complete_tx(conn, &items, now, (&node, &writer), counts).await
-                            }
+                            &items,
+                            &rounds,
+                            now,
+                            (&node, &writer)
                         ))?;
                         // A released lane made its next delivery ready: any
                         // node may take it.
@@ -542,16 +621,9 @@ async fn counted<T>(
     Ok(out)
 }
 
-/// The ingest requests waiting at one moment, applied in one transaction:
-/// see the module notes for why the lane locks come before the sequence
-/// numbers. Each request stays all-or-nothing (a conflict in one stores
-/// nothing of it and does not touch the others).
-async fn ingest_tx(
-    conn: &mut PgConnection,
-    requests: &[Vec<Routed>],
-    now: Millis,
-    (writer, counts): (&str, &mut Counts),
-) -> TxResult<Vec<IngestOutcome>> {
+/// The lanes an ingest group joins: its transaction begins by locking them
+/// ([`Begin::locking`]).
+fn ingest_locks(requests: &[Vec<Routed>]) -> Vec<i64> {
     let mut locks = Vec::new();
     for r in requests.iter().flatten() {
         for c in &r.connectors {
@@ -560,8 +632,20 @@ async fn ingest_tx(
             }
         }
     }
-    lock_all(conn, locks).await?;
+    locks
+}
 
+/// The ingest requests waiting at one moment, applied in one transaction
+/// that holds their lanes' locks from its `BEGIN` ([`ingest_locks`]): see
+/// the module notes for why the lane locks come before the sequence
+/// numbers. Each request stays all-or-nothing (a conflict in one stores
+/// nothing of it and does not touch the others).
+async fn ingest_tx(
+    conn: &mut PgConnection,
+    requests: &[Vec<Routed>],
+    now: Millis,
+    (writer, counts): (&str, &mut Counts),
+) -> TxResult<Vec<IngestOutcome>> {
     // 1. Idempotency.
     let ids: Vec<&str> = requests
         .iter()
@@ -933,18 +1017,31 @@ async fn release_lanes(
     Ok(readied)
 }
 
+/// The lanes a settle releases: its transaction begins by locking them
+/// ([`Begin::locking`]), so that no ingest joins them meanwhile.
+fn settle_locks(items: &[Completion]) -> Vec<i64> {
+    items
+        .iter()
+        .filter(|c| c.kind.step().releases())
+        .flat_map(|c| c.keys.iter().map(|k| lane_lock(&c.connector, k)))
+        .collect()
+}
+
+/// Applies a settle group's completions, a round of distinct deliveries at
+/// a time (`rounds`, from [`completion_rounds`]); the caller holds their
+/// lanes' locks ([`settle_locks`]).
 async fn complete_tx(
     conn: &mut PgConnection,
     items: &[Completion],
+    rounds: &[Vec<usize>],
     now: Millis,
     who: (&str, &str),
-    counts: &mut Counts,
 ) -> TxResult<Settled> {
     let mut out = vec![false; items.len()];
     let mut readied = Vec::new();
-    for round in completion_rounds(items) {
+    for round in rounds {
         let batch: Vec<Completion> = round.iter().map(|&i| items[i].clone()).collect();
-        let (applied, ready) = complete_round(conn, &batch, now, who, counts).await?;
+        let (applied, ready) = complete_round(conn, &batch, now, who).await?;
         readied.extend(ready);
         for (k, &i) in round.iter().enumerate() {
             out[i] = applied.get(k).copied().unwrap_or(false);
@@ -958,51 +1055,78 @@ async fn complete_tx(
     })
 }
 
-/// [`complete_tx`] for completions of distinct deliveries: whether each
-/// applied, and the connectors it readied a delivery of.
+/// [`complete_tx`] for completions of distinct deliveries, in one
+/// statement: whether each applied, and the connectors it readied a
+/// delivery of.
+///
+/// The statement applies the outcomes, logs the attempts they end, takes
+/// the released entries out of their lanes, promotes the new heads
+/// (`lanes::sql::promotions`) and moves the counts: where the
+/// completions release no lane, it is the whole settle, committing on its
+/// own; else it runs between the `BEGIN` that locks the lanes and the
+/// `COMMIT`.
 async fn complete_round(
     conn: &mut PgConnection,
     items: &[Completion],
     now: Millis,
     (node, writer): (&str, &str),
-    counts: &mut Counts,
 ) -> TxResult<(Vec<bool>, Vec<String>)> {
-    let releases = |c: &Completion| c.kind.step().releases();
-    let locks = items
-        .iter()
-        .filter(|c| releases(c))
-        .flat_map(|c| c.keys.iter().map(|k| lane_lock(&c.connector, k)))
-        .collect();
-    lock_all(conn, locks).await?;
-
     let mut ids = Vec::with_capacity(items.len());
     let mut leases = Vec::with_capacity(items.len());
     let mut states = Vec::with_capacity(items.len());
     let mut next_at: Vec<Option<i64>> = Vec::with_capacity(items.len());
     // PostgreSQL text cannot hold NUL; a connector's error text might.
     let mut errors: Vec<Option<String>> = Vec::with_capacity(items.len());
+    // The lane entries each completion releases, should it apply.
+    let (mut rel_c, mut rel_k, mut rel_s, mut rel_id) = (vec![], vec![], vec![], vec![]);
     for c in items {
-        let state = c.kind.step().state().as_str();
+        let step = c.kind.step();
         let (at, error) = c.kind.next_at_and_error();
         ids.push(c.delivery_id);
         leases.push(c.lease);
-        states.push(state);
+        states.push(step.state().as_str());
         next_at.push(at);
         errors.push(error.map(|e| e.replace('\0', "\u{fffd}")));
+        if step.releases() {
+            for k in &c.keys {
+                rel_c.push(c.connector.as_str());
+                rel_k.push(k.as_str());
+                rel_s.push(c.seq);
+                rel_id.push(c.delivery_id);
+            }
+        }
     }
-    // One statement, one round trip: apply the outcomes, log the attempts
-    // they end and move them out of in-flight in this writer's counts.
-    static COMPLETE: LazyLock<String> = LazyLock::new(|| {
-        // The count columns come from the states an outcome can lead to.
-        let ends = CompletionKind::END_STATES.map(DeliveryState::as_str);
-        let filters: Vec<String> = ends
-            .iter()
-            .map(|s| format!("COUNT(*) FILTER (WHERE state = '{s}')"))
-            .collect();
-        let adds: Vec<String> = ends
-            .iter()
-            .map(|s| format!("{s} = connector_counts.{s} + excluded.{s}"))
-            .collect();
+    // Two texts: completions that release no lane (unkeyed deliveries,
+    // retries, dead letters held) skip the lane items, which the server
+    // would otherwise plan at every execution for nothing.
+    fn settle_sql(releasing: bool) -> String {
+        let lanes = if releasing {
+            format!(
+                "gone AS (DELETE FROM lane_entries l \
+                     USING unnest($12::text[], $13::text[], $14::int8[], $15::int8[]) \
+                         AS r(c, k, s, id) \
+                     JOIN done ON done.id = r.id \
+                     WHERE l.connector = r.c AND l.key = r.k AND l.seq = r.s \
+                     RETURNING l.connector, l.key, l.seq), \
+                 lose AS ({}), \
+                 unblocked AS (UPDATE deliveries d SET blockers = d.blockers - lose.n, \
+                     state = {}, updated_at = $6 \
+                     FROM lose WHERE d.id = lose.id \
+                     RETURNING d.connector, d.state = 'ready' AS ready), ",
+                lanes::sql::promotions("gone"),
+                lanes::sql::unblocked_state("d", "lose.n"),
+            )
+        } else {
+            String::new()
+        };
+        let (moved, readied) = if releasing {
+            (
+                " UNION ALL SELECT connector, 'blocked', 'ready' FROM unblocked WHERE ready",
+                " UNION ALL SELECT NULL, connector FROM unblocked WHERE ready",
+            )
+        } else {
+            ("", "")
+        };
         format!(
             "WITH v AS (SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], \
                  $5::text[], $7::int8[], $8::int8[], $9::text[]) \
@@ -1018,19 +1142,18 @@ async fn complete_round(
                  SELECT v.id, done.connector, v.attempt, $10, v.started, $6, v.outcome, v.err \
                  FROM v JOIN done ON done.id = v.id \
                  ON CONFLICT (delivery_id, attempt) DO NOTHING), \
-             counted AS (INSERT INTO connector_counts (connector, writer, in_flight, {cols}) \
-                 SELECT connector, $11, -COUNT(*), {filters} \
-                 FROM done GROUP BY connector \
-                 ON CONFLICT (connector, writer) DO UPDATE SET \
-                     in_flight = connector_counts.in_flight + excluded.in_flight, {adds}) \
-                 SELECT id FROM done",
-            cols = ends.join(", "),
-            filters = filters.join(", "),
-            adds = adds.join(", "),
+             {lanes}\
+             moves AS (SELECT connector, 'in_flight'::text AS from_state, state AS to_state \
+                 FROM done{moved}), \
+             counted AS ({counts}) \
+             SELECT done.id, NULL::text FROM done{readied}",
+            counts = catalog::count_transitions("moves", "$11"),
         )
-    });
+    }
+    static SETTLE: LazyLock<[String; 2]> = LazyLock::new(|| [settle_sql(false), settle_sql(true)]);
+    let releasing = !rel_id.is_empty();
     let log: Vec<Attempt> = items.iter().map(|c| Attempt::of(c, now)).collect();
-    let applied: Vec<i64> = sqlx::query_scalar(&COMPLETE)
+    let mut query = sqlx::query_as(&SETTLE[usize::from(releasing)])
         .bind(&ids)
         .bind(&leases)
         .bind(&states)
@@ -1041,20 +1164,17 @@ async fn complete_round(
         .bind(log.iter().map(|a| a.started_at).collect::<Vec<_>>())
         .bind(log.iter().map(|a| a.outcome).collect::<Vec<_>>())
         .bind(node)
-        .bind(writer)
-        .fetch_all(&mut *conn)
-        .await?;
-    let applied: HashSet<i64> = applied.into_iter().collect();
-    let mut entries = Vec::new();
-    for c in items.iter().filter(|c| applied.contains(&c.delivery_id)) {
-        let step = c.kind.step();
-        if step.releases() {
-            for k in &c.keys {
-                entries.push((c.connector.clone(), k.clone(), c.seq));
-            }
-        }
+        .bind(writer);
+    if releasing {
+        query = query.bind(&rel_c).bind(&rel_k).bind(&rel_s).bind(&rel_id);
     }
-    let readied = release_lanes(conn, &entries, now, counts).await?;
+    let rows: Vec<(Option<i64>, Option<String>)> = query.fetch_all(&mut *conn).await?;
+    let mut applied = HashSet::new();
+    let mut readied = Vec::new();
+    for (id, connector) in rows {
+        applied.extend(id);
+        readied.extend(connector);
+    }
     let applied = items
         .iter()
         .map(|c| applied.contains(&c.delivery_id))
@@ -1686,6 +1806,51 @@ impl Cluster for PostgresStore {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A `BEGIN` whose lock fails leaves an aborted transaction on its
+    /// connection, which nothing would roll back: that connection must not
+    /// go back to the pool, or every later statement on it fails.
+    #[tokio::test]
+    async fn a_begin_whose_lock_fails_gives_the_pool_no_aborted_connection() {
+        let url = std::env::var("SWITCHBOARD_TEST_PG")
+            .or_else(|_| std::env::var("DATABASE_URL"))
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let opts = PgConnectOptions::from_str(&url)
+            .unwrap()
+            .options([("lock_timeout", "200ms")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await
+            .expect("the test database (SWITCHBOARD_TEST_PG) is reachable");
+        let mut holder = PgConnection::connect_with(&opts).await.unwrap();
+        let held = lock_id("test", "held", &rand::random::<u64>().to_string());
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(held)
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let locks = || Begin::locking(vec![held, held.wrapping_add(1)]);
+        let run = async |begin: Begin| -> StoreResult<i32> {
+            transaction!(pool, begin, |conn| async {
+                Ok::<i32, Fail>(sqlx::query_scalar("SELECT 7").fetch_one(&mut *conn).await?)
+            })
+        };
+
+        let e = run(locks()).await.unwrap_err().to_string();
+        assert!(e.contains("lock timeout"), "{e}");
+        // The pool's only connection serves the next caller.
+        assert_eq!(run(Begin::PLAIN).await.unwrap(), 7);
+        assert_eq!(run(Begin::Autocommit).await.unwrap(), 7);
+        // Once the lock is free, the same `BEGIN` takes it.
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(held)
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        assert_eq!(run(locks()).await.unwrap(), 7);
+    }
 
     #[tokio::test]
     async fn an_unreachable_server_is_named_with_the_reason_after_waiting_for_it() {
