@@ -436,16 +436,22 @@ pub mod sql {
     /// placeholder), beside the connector filter: ready (head of all its
     /// lanes), due, and not expired.
     pub fn claimable(now: &str) -> String {
-        format!(
-            "state = 'ready' AND next_attempt_at <= {now} \
-             AND (expires_at IS NULL OR expires_at > {now})"
-        )
+        format!("{} AND next_attempt_at <= {now}", ready_unexpired(now))
     }
 
+    /// Which deliveries will be claimable once due ([`claimable`] but for
+    /// the time): ready and not expired at `now`.
+    pub fn ready_unexpired(now: &str) -> String {
+        format!("state = 'ready' AND (expires_at IS NULL OR expires_at > {now})")
+    }
+
+    /// Deliveries no attempt has started: `blocked` or `ready`.
+    pub const NOT_STARTED: &str = "state IN ('blocked', 'ready')";
+
     /// Which deliveries an expiry sweep may end at `now`: not started yet
-    /// (`blocked` or `ready`) and past `expires_at`.
+    /// and past `expires_at`.
     pub fn expirable(now: &str) -> String {
-        format!("expires_at IS NOT NULL AND state IN ('blocked', 'ready') AND expires_at <= {now}")
+        format!("expires_at IS NOT NULL AND {NOT_STARTED} AND expires_at <= {now}")
     }
 
     /// Which deliveries a lease rescue takes back at `now`.

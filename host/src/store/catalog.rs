@@ -326,10 +326,10 @@ pub(crate) static NEXT_DUE: LazyLock<String> = LazyLock::new(|| next_due("$1", "
 pub(crate) fn next_due(connector: &str, now: &str) -> String {
     format!(
         "SELECT MIN(next_attempt_at) FROM deliveries \
-         WHERE state = 'ready' AND connector = {connector} \
-             AND (expires_at IS NULL OR expires_at > {now}) \
+         WHERE connector = {connector} AND {} \
              AND NOT EXISTS (SELECT 1 FROM connector_controls \
-                             WHERE connector = {connector} AND paused)"
+                             WHERE connector = {connector} AND paused)",
+        crate::queue::lanes::sql::ready_unexpired(now)
     )
 }
 
@@ -1786,16 +1786,19 @@ pub(crate) fn log_lease_expiries(rows: &str, now: &str, reason: &str) -> String 
 /// Makes the copies of replay `id` not started yet expire at `now` (the
 /// expiry sweep ends them; no claim takes them meanwhile). How many.
 async fn end_copies(conn: Conn<'_>, id: i64, now: Millis) -> StoreResult<u64> {
-    on!(conn, |c| sqlx::query(
-        "UPDATE deliveries SET expires_at = $2 \
-         WHERE state IN ('blocked', 'ready') \
-           AND event_seq IN (SELECT seq FROM events WHERE replay_id = $1)",
-    )
-    .bind(id)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))
+    static END: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE deliveries SET expires_at = $2 \
+             WHERE {} AND event_seq IN (SELECT seq FROM events WHERE replay_id = $1)",
+            crate::queue::lanes::sql::NOT_STARTED
+        )
+    });
+    on!(conn, |c| sqlx::query(&END)
+        .bind(id)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
     .map_err(StoreError::from)
 }
 
