@@ -3,12 +3,15 @@
 //! Design:
 //! - **Every write is one transaction** on a pooled connection, at READ
 //!   COMMITTED, retried from the start when PostgreSQL reports a deadlock or
-//!   a serialisation failure. Concurrent commits share WAL flushes on the
+//!   a serialisation failure (a settle that releases no lane is a single
+//!   statement, its own transaction). Concurrent commits share WAL flushes on the
 //!   server, so there is no writer task here.
 //! - **Lanes are serialised by advisory locks.** Any transaction that adds to
 //!   or releases from a lane `(connector, key)` first takes
 //!   `pg_advisory_xact_lock` on the lane's 64-bit hash, all of its lanes in
-//!   ascending order (so lock waits never cycle). An ingest takes its `seq`
+//!   ascending order (so lock waits never cycle); an ingest group and a
+//!   settle know theirs from the start and take them in the `BEGIN`'s own
+//!   round trip (`Begin::locking`). An ingest takes its `seq`
 //!   values only after it holds its lanes, so inside a lane `seq` order is
 //!   commit order: a delivery never joins a lane ahead of one that committed
 //!   earlier, and a completion always sees every entry that was committed
@@ -197,7 +200,7 @@ impl Begin {
 
     /// A `BEGIN` that then takes the advisory locks of `ids`, in ascending
     /// order (as [`lock_all`]), in the same round trip: a transaction that
-    /// holds its lanes from the start pays no statement for the locks. The
+    /// holds its lanes from the start pays no round trip for the locks. The
     /// ids are numbers, written into the text.
     fn locking(mut ids: Vec<i64>) -> Begin {
         ids.sort_unstable();
@@ -220,6 +223,22 @@ impl Begin {
     }
 }
 
+/// A pooled connection and whether its transaction has begun (or, for
+/// [`Begin::Autocommit`], needs none). Dropped before that (a lock that
+/// failed inside the `BEGIN`, or a caller that gave up while it waited), it
+/// is closed, not returned to the pool: it may hold an aborted or open
+/// transaction that nothing would roll back. Once begun, sqlx's
+/// `Transaction` rolls back by itself.
+struct Opening(sqlx::pool::PoolConnection<Postgres>, bool);
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.close_on_drop();
+        }
+    }
+}
+
 /// Runs `$body` (an async block using `$conn`, a transaction started as
 /// `$begin` says, [`Begin::PLAIN`] if not given) until it commits or fails
 /// for good.
@@ -233,35 +252,24 @@ macro_rules! transaction {
         loop {
             attempt += 1;
             let result: TxResult<_> = async {
-                let mut pooled = $pool.acquire().await?;
-                let mut begun = false;
-                let out: TxResult<_> = async {
-                    match &begin {
-                        Begin::Autocommit => {
-                            begun = true;
-                            let $conn: &mut PgConnection = &mut pooled;
-                            Ok($body.await?)
-                        }
-                        Begin::Tx(sql) => {
-                            let mut tx = pooled.begin_with(sql.clone()).await?;
-                            begun = true;
-                            let out = {
-                                let $conn: &mut PgConnection = &mut tx;
-                                $body.await?
-                            };
-                            tx.commit().await?;
-                            Ok(out)
-                        }
+                let mut pooled = Opening($pool.acquire().await?, false);
+                match &begin {
+                    Begin::Autocommit => {
+                        pooled.1 = true;
+                        let $conn: &mut PgConnection = &mut pooled.0;
+                        Ok($body.await?)
+                    }
+                    Begin::Tx(sql) => {
+                        let mut tx = pooled.0.begin_with(sql.clone()).await?;
+                        pooled.1 = true;
+                        let out = {
+                            let $conn: &mut PgConnection = &mut tx;
+                            $body.await?
+                        };
+                        tx.commit().await?;
+                        Ok(out)
                     }
                 }
-                .await;
-                if !begun {
-                    // A lock that failed inside the `BEGIN` left an aborted
-                    // transaction that nothing would roll back: the
-                    // connection goes.
-                    pooled.close_on_drop();
-                }
-                out
             }
             .await;
             match result {
@@ -1061,10 +1069,9 @@ async fn complete_tx(
 ///
 /// The statement applies the outcomes, logs the attempts they end, takes
 /// the released entries out of their lanes, promotes the new heads
-/// (`lanes::sql::promotions`) and moves the counts: where the
-/// completions release no lane, it is the whole settle, committing on its
-/// own; else it runs between the `BEGIN` that locks the lanes and the
-/// `COMMIT`.
+/// (`lanes::sql::promotions`) and moves the counts. A settle of one round
+/// that releases no lane is this statement alone, committing on its own;
+/// else it runs between the `BEGIN` that locks the lanes and the `COMMIT`.
 async fn complete_round(
     conn: &mut PgConnection,
     items: &[Completion],
@@ -1809,10 +1816,11 @@ mod tests {
     use super::*;
 
     /// A `BEGIN` whose lock fails leaves an aborted transaction on its
-    /// connection, which nothing would roll back: that connection must not
-    /// go back to the pool, or every later statement on it fails.
+    /// connection, and one given up while it waits leaves the wait going:
+    /// nothing would clear either, so that connection must not go back to
+    /// the pool, or every later caller on it fails or hangs.
     #[tokio::test]
-    async fn a_begin_whose_lock_fails_gives_the_pool_no_aborted_connection() {
+    async fn a_begin_that_fails_or_is_given_up_gives_the_pool_no_stuck_connection() {
         let url = std::env::var("SWITCHBOARD_TEST_PG")
             .or_else(|_| std::env::var("DATABASE_URL"))
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
@@ -1843,6 +1851,12 @@ mod tests {
         // The pool's only connection serves the next caller.
         assert_eq!(run(Begin::PLAIN).await.unwrap(), 7);
         assert_eq!(run(Begin::Autocommit).await.unwrap(), 7);
+        // A caller that gives up while its `BEGIN` waits for the lock
+        // leaves no connection stuck in that wait behind either.
+        let gave_up = tokio::time::timeout(Duration::from_millis(50), run(locks())).await;
+        assert!(gave_up.is_err(), "the lock was free: {gave_up:?}");
+        let next = tokio::time::timeout(Duration::from_secs(5), run(Begin::PLAIN)).await;
+        assert_eq!(next.expect("the pool's connection is stuck").unwrap(), 7);
         // Once the lock is free, the same `BEGIN` takes it.
         sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(held)
