@@ -3,8 +3,8 @@
 //! Design:
 //! - **Every write is one transaction** on a pooled connection, at READ
 //!   COMMITTED, retried from the start when PostgreSQL reports a deadlock or
-//!   a serialisation failure (a settle that releases no lane is a single
-//!   statement, its own transaction). Concurrent commits share WAL flushes on the
+//!   a serialisation failure (a settle of one round that releases no lane
+//!   is a single statement, its own transaction). Concurrent commits share WAL flushes on the
 //!   server, so there is no writer task here.
 //! - **Lanes are serialised by advisory locks.** Any transaction that adds to
 //!   or releases from a lane `(connector, key)` first takes
@@ -188,7 +188,8 @@ type TxResult<T> = Result<T, Fail>;
 /// How a transaction starts.
 enum Begin {
     /// No transaction of its own: the body is one statement, which commits
-    /// on its own, one round trip in all.
+    /// on its own (one round trip, besides the pool's check of the
+    /// connection it hands out).
     Autocommit,
     /// `BEGIN`, or a `BEGIN` that takes advisory locks (see
     /// [`Begin::locking`]), sent as one simple query.
