@@ -188,8 +188,8 @@ type TxResult<T> = Result<T, Fail>;
 /// How a transaction starts.
 enum Begin {
     /// No transaction of its own: the body is one statement, which commits
-    /// on its own (one round trip, besides the pool's check of the
-    /// connection it hands out).
+    /// on its own (one round trip, besides the pool's checks of the
+    /// connection when it hands it out and when it comes back).
     Autocommit,
     /// `BEGIN`, or a `BEGIN` that takes advisory locks (see
     /// [`Begin::locking`]), sent as one simple query.
