@@ -211,14 +211,8 @@ impl Begin {
             [id] => Begin::Tx(format!("BEGIN; SELECT pg_advisory_xact_lock({id})").into()),
             _ => {
                 let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-                Begin::Tx(
-                    format!(
-                        "BEGIN; SELECT pg_advisory_xact_lock(l.id) \
-                         FROM unnest('{{{}}}'::int8[]) WITH ORDINALITY AS l(id, n) ORDER BY l.n",
-                        list.join(",")
-                    )
-                    .into(),
-                )
+                let ids = format!("'{{{}}}'::int8[]", list.join(","));
+                Begin::Tx(format!("BEGIN; {}", lock_in_order(&ids)).into())
             }
         }
     }
@@ -572,6 +566,16 @@ impl PostgresStore {
     }
 }
 
+/// The statement that takes the advisory locks of the sorted array `ids`
+/// (an expression of type `int8[]`) in its order: WITH ORDINALITY + ORDER
+/// BY pins the order in which the locks are taken to the array's.
+fn lock_in_order(ids: &str) -> String {
+    format!(
+        "SELECT pg_advisory_xact_lock(l.id) \
+         FROM unnest({ids}) WITH ORDINALITY AS l(id, n) ORDER BY l.n"
+    )
+}
+
 /// Takes the advisory locks of `ids` for the rest of the transaction, in
 /// ascending order so two transactions never wait on each other in a cycle.
 async fn lock_all(conn: &mut PgConnection, mut ids: Vec<i64>) -> TxResult<()> {
@@ -586,15 +590,8 @@ async fn lock_all(conn: &mut PgConnection, mut ids: Vec<i64>) -> TxResult<()> {
                 .await?;
         }
         _ => {
-            // WITH ORDINALITY + ORDER BY pins the order in which the locks
-            // are taken to the sorted array's.
-            sqlx::query(
-                "SELECT pg_advisory_xact_lock(l.id) \
-                 FROM unnest($1::int8[]) WITH ORDINALITY AS l(id, n) ORDER BY l.n",
-            )
-            .bind(&ids)
-            .execute(&mut *conn)
-            .await?;
+            static LOCK: LazyLock<String> = LazyLock::new(|| lock_in_order("$1::int8[]"));
+            sqlx::query(&LOCK).bind(&ids).execute(&mut *conn).await?;
         }
     }
     Ok(())
