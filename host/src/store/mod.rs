@@ -1115,6 +1115,45 @@ pub(crate) fn completion_rounds(items: &[Completion]) -> Vec<Vec<usize>> {
     rounds
 }
 
+/// A settle's answers, gathered round by round ([`completion_rounds`]) and
+/// put back in the order of its completions.
+pub(crate) struct RoundAnswers {
+    applied: Vec<bool>,
+    readied: Vec<String>,
+}
+
+impl RoundAnswers {
+    pub(crate) fn new(items: usize) -> Self {
+        RoundAnswers {
+            applied: vec![false; items],
+            readied: Vec::new(),
+        }
+    }
+
+    /// The completions of `round`, to apply as one batch.
+    pub(crate) fn batch(items: &[Completion], round: &[usize]) -> Vec<Completion> {
+        round.iter().map(|&i| items[i].clone()).collect()
+    }
+
+    /// One round's answers: whether each of its completions applied, in the
+    /// round's order, and the connectors it readied a delivery of.
+    pub(crate) fn add(&mut self, round: &[usize], (applied, readied): (Vec<bool>, Vec<String>)) {
+        for (k, &i) in round.iter().enumerate() {
+            self.applied[i] = applied.get(k).copied().unwrap_or(false);
+        }
+        self.readied.extend(readied);
+    }
+
+    pub(crate) fn settled(mut self) -> Settled {
+        self.readied.sort_unstable();
+        self.readied.dedup();
+        Settled {
+            applied: self.applied,
+            readied: self.readied,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{runs, transient_database_error, MAX_ROWS};

@@ -46,8 +46,8 @@ use super::retention;
 use super::{
     claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
     state_of, Catalog, Claimed, Cluster, Completion, IngestOutcome, LaneHeadRow, LaneView, LastDue,
-    OperatorAction, Purge, Purged, Routed, Settled, SharedHealth, Store, StoreError, StoreResult,
-    LANE_BEHIND,
+    OperatorAction, Purge, Purged, RoundAnswers, Routed, Settled, SharedHealth, Store, StoreError,
+    StoreResult, LANE_BEHIND,
 };
 use crate::queue::lanes::{
     self, delivery_count, first_released, plan_accept, promotions, AcceptPlan, Step,
@@ -1194,22 +1194,12 @@ async fn complete_tx(
     now: Millis,
     who: (&str, &str),
 ) -> TxResult<Settled> {
-    let mut out = vec![false; items.len()];
-    let mut readied = Vec::new();
+    let mut answers = RoundAnswers::new(items.len());
     for round in rounds {
-        let batch: Vec<Completion> = round.iter().map(|&i| items[i].clone()).collect();
-        let (applied, ready) = complete_round(conn, &batch, now, who).await?;
-        readied.extend(ready);
-        for (k, &i) in round.iter().enumerate() {
-            out[i] = applied.get(k).copied().unwrap_or(false);
-        }
+        let batch = RoundAnswers::batch(items, round);
+        answers.add(round, complete_round(conn, &batch, now, who).await?);
     }
-    readied.sort_unstable();
-    readied.dedup();
-    Ok(Settled {
-        applied: out,
-        readied,
-    })
+    Ok(answers.settled())
 }
 
 /// [`complete_tx`] for completions of distinct deliveries, in one

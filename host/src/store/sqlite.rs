@@ -62,8 +62,8 @@ use super::table_lanes::{InTable, TableLanes};
 use super::{
     claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
     runs, state_of, Catalog, Claimed, Completion, CompletionKind, EventRow, IngestOutcome,
-    LaneHeadRow, LaneView, LastDue, Offer, OperatorAction, Purge, Purged, Routed, Settled, Store,
-    StoreError, StoreResult, LANE_BEHIND,
+    LaneHeadRow, LaneView, LastDue, Offer, OperatorAction, Purge, Purged, RoundAnswers, Routed,
+    Settled, Store, StoreError, StoreResult, LANE_BEHIND,
 };
 use crate::queue::lanes::{self, first_released, plan_accept, promotions, AcceptPlan, Step};
 use crate::queue::{DeliveryState, Millis};
@@ -1593,22 +1593,12 @@ impl Writer {
     /// ones held, one look-up of the lanes' new heads and one update of the
     /// heads that lose a blocker.
     fn complete_batch(&mut self, items: &[Completion], now: Millis) -> StoreResult<Settled> {
-        let mut out = vec![false; items.len()];
-        let mut readied = Vec::new();
+        let mut answers = RoundAnswers::new(items.len());
         for round in completion_rounds(items) {
-            let batch: Vec<Completion> = round.iter().map(|&i| items[i].clone()).collect();
-            let (applied, ready) = self.complete_round(&batch, now)?;
-            readied.extend(ready);
-            for (k, &i) in round.iter().enumerate() {
-                out[i] = applied.get(k).copied().unwrap_or(false);
-            }
+            let batch = RoundAnswers::batch(items, &round);
+            answers.add(&round, self.complete_round(&batch, now)?);
         }
-        readied.sort_unstable();
-        readied.dedup();
-        Ok(Settled {
-            applied: out,
-            readied,
-        })
+        Ok(answers.settled())
     }
 
     /// [`Writer::complete_batch`] for completions of distinct deliveries:
