@@ -177,6 +177,11 @@ enum Fail {
     /// A deadlock, a serialisation failure or a racing insert of the same
     /// event id: run the whole transaction again.
     Again(String),
+    /// The connection or the server's session is gone (I/O error, the
+    /// server ending the session or still starting): run it again at once
+    /// on a new connection if the attempt cannot have committed anything
+    /// (see `transaction!`), else answer unavailable.
+    Gone(String),
     Store(StoreError),
 }
 
@@ -187,6 +192,14 @@ impl From<sqlx::Error> for Fail {
             if matches!(db.code().as_deref(), Some("40P01") | Some("40001")) {
                 return Fail::Again(e.to_string());
             }
+            // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03
+            // cannot_connect_now.
+            if matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03")) {
+                return Fail::Gone(e.to_string());
+            }
+        }
+        if let sqlx::Error::Io(_) = &e {
+            return Fail::Gone(e.to_string());
         }
         Fail::Store(e.into())
     }
@@ -203,8 +216,8 @@ type TxResult<T> = Result<T, Fail>;
 /// How a transaction starts.
 enum Begin {
     /// No transaction of its own: the body is one statement, which commits
-    /// on its own (one round trip, besides the pool's checks of the
-    /// connection when it hands it out and when it comes back).
+    /// on its own (one round trip; on a pooled connection, also the pool's
+    /// checks of it when it hands it out and when it comes back).
     Autocommit,
     /// `BEGIN`, or a `BEGIN` that takes advisory locks (see
     /// [`Begin::locking`]), sent as one simple query.
@@ -267,29 +280,40 @@ impl Direct {
         }
     }
 
-    /// The connection, opened if there is none (waiting at most as long as
-    /// the pool would for one), or checked first if it has sat idle.
-    async fn ready(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+    /// Makes sure there is a connection: the one kept, checked first if it
+    /// has sat idle, else a new one (a refused connection fails at once, a
+    /// server that does not answer after [`ACQUIRE_TIMEOUT`]). Answers
+    /// whether it is the one kept from before.
+    async fn ready(&mut self) -> Result<bool, sqlx::Error> {
         if self.used.elapsed() > DIRECT_IDLE_CHECK {
-            if let Some(conn) = &mut self.conn {
-                if conn.ping().await.is_err() {
-                    self.conn = None;
-                }
-            }
+            self.check().await;
         }
         self.used = tokio::time::Instant::now();
-        let conn = match self.conn.take() {
-            Some(conn) => conn,
-            None => tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&self.opts))
-                .await
-                .map_err(|_| {
-                    sqlx::Error::Io(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "no connection to PostgreSQL within the acquire timeout",
-                    ))
-                })??,
-        };
-        Ok(self.conn.insert(conn))
+        if self.conn.is_some() {
+            return Ok(true);
+        }
+        let conn = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&self.opts))
+            .await
+            .map_err(|_| {
+                sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no connection to PostgreSQL within the acquire timeout",
+                ))
+            })??;
+        self.conn = Some(conn);
+        Ok(false)
+    }
+
+    /// Pings the connection, if any, and closes it unless it answers within
+    /// [`ACQUIRE_TIMEOUT`] (a peer that vanished without a reset would
+    /// otherwise keep the ping waiting for the kernel's retransmissions).
+    async fn check(&mut self) {
+        if let Some(conn) = &mut self.conn {
+            let answered = tokio::time::timeout(ACQUIRE_TIMEOUT, conn.ping()).await;
+            if !matches!(answered, Ok(Ok(()))) {
+                self.conn = None;
+            }
+        }
     }
 }
 
@@ -325,6 +349,10 @@ struct Opening<'a> {
     /// (its caller gave up in the middle of a statement) may have left the
     /// connection between a message and its answer: it is closed.
     finished: bool,
+    /// A [`Direct`] connection kept from an earlier use (not one the pool
+    /// checked, nor one just opened): the server may have ended its session
+    /// since, which the attempt's first message then finds.
+    reused: bool,
 }
 
 impl<'a> Opening<'a> {
@@ -333,15 +361,17 @@ impl<'a> Opening<'a> {
             held: Held::Pooled(pool.acquire().await?),
             begun: false,
             finished: false,
+            reused: false,
         })
     }
 
     async fn direct(direct: &'a mut Direct) -> Result<Opening<'a>, sqlx::Error> {
-        direct.ready().await?;
+        let reused = direct.ready().await?;
         Ok(Opening {
             held: Held::Direct(direct),
             begun: false,
             finished: false,
+            reused,
         })
     }
 
@@ -354,11 +384,7 @@ impl<'a> Opening<'a> {
     /// the worker's next group.
     async fn after_failure(&mut self) {
         if let Held::Direct(direct) = &mut self.held {
-            if let Some(conn) = &mut direct.conn {
-                if conn.ping().await.is_err() {
-                    direct.conn = None;
-                }
-            }
+            direct.check().await;
         }
     }
 }
@@ -386,6 +412,7 @@ macro_rules! transaction {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let mut stale = false;
             let result: TxResult<_> = async {
                 let mut opening: Opening = $open.await?;
                 let out: TxResult<_> = async {
@@ -412,12 +439,25 @@ macro_rules! transaction {
                 if out.is_err() && opening.begun {
                     opening.after_failure().await;
                 }
+                // A kept connection whose session the server had ended: the
+                // attempt failed before anything could commit if its `BEGIN`
+                // did not go through, or if it is one statement (whose
+                // repeat is harmless: an outcome is applied only under its
+                // lease, and a claim whose answer was lost is rescued when
+                // its lease runs out).
+                stale = opening.reused
+                    && matches!(out, Err(Fail::Gone(_)))
+                    && (!opening.begun || matches!(begin, Begin::Autocommit));
                 out
             }
             .await;
             match result {
                 Ok(v) => break Ok(v),
                 Err(Fail::Store(e)) => break Err(e),
+                Err(Fail::Gone(why)) if stale && attempt < MAX_TX_ATTEMPTS => {
+                    tracing::debug!(attempt, reason = %why, "store connection replaced");
+                }
+                Err(Fail::Gone(why)) => break Err(StoreError::Unavailable(why)),
                 Err(Fail::Again(why)) if attempt < MAX_TX_ATTEMPTS => {
                     tracing::debug!(attempt, reason = %why, "store transaction retried");
                     tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
@@ -2064,8 +2104,9 @@ mod tests {
     /// A worker's own connection: a transaction that fails on the gateway's
     /// side lets its locks go at once (not with the worker's next group;
     /// one the server fails has let them go already), and a connection the
-    /// server ended is replaced, before use once it has sat idle, after the
-    /// one failure otherwise.
+    /// server ended is replaced, before use once it has sat idle, else when
+    /// the attempt's first message finds it gone (the attempt then runs
+    /// again at once: nothing of it can have committed).
     #[tokio::test]
     async fn a_workers_connection_lets_its_locks_go_and_is_replaced_when_it_dies() {
         let opts = test_options();
@@ -2111,13 +2152,25 @@ mod tests {
                 .unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        // Ended, then used at once: that transaction fails, the next one
-        // runs on a new connection.
+        // Ended, then used at once (before the idle check would catch it):
+        // the statement, or the `BEGIN` of a transaction, finds it gone and
+        // runs again at once on a new connection.
         let first = pid(&mut direct).await.unwrap();
         end(&mut other, first).await;
-        assert!(pid(&mut direct).await.is_err());
         let second = pid(&mut direct).await.unwrap();
         assert_ne!(second, first);
+        end(&mut other, second).await;
+        let in_tx: StoreResult<i32> =
+            transaction!(Opening::direct(&mut direct), Begin::PLAIN, |conn| async {
+                Ok::<i32, Fail>(
+                    sqlx::query_scalar("SELECT pg_backend_pid()")
+                        .fetch_one(&mut *conn)
+                        .await?,
+                )
+            });
+        let renewed = in_tx.unwrap();
+        assert_ne!(renewed, second);
+        let second = renewed;
         // Ended, then used after sitting idle: checked first, replaced, and
         // the transaction runs.
         end(&mut other, second).await;
