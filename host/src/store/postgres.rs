@@ -1675,19 +1675,21 @@ impl Store for PostgresStore {
                 .bind(&self.node)
                 .bind(&claimer)
         };
+        let claim = async |conn: &mut PgConnection| Ok::<_, Fail>(query().fetch_all(conn).await?);
+        // The same transaction either way (retried alike), on whichever
+        // connection is to hand.
         let rows: StoreResult<Vec<Row>> = match self.claimers.iter().find_map(|c| c.try_lock().ok())
         {
             Some(mut direct) => {
-                transaction!(
-                    Opening::direct(&mut direct),
-                    Begin::Autocommit,
-                    |conn| async { Ok::<_, Fail>(query().fetch_all(&mut *conn).await?) }
-                )
+                transaction!(Opening::direct(&mut direct), Begin::Autocommit, |conn| {
+                    claim(conn)
+                })
             }
-            None => query()
-                .fetch_all(&self.pool)
-                .await
-                .map_err(StoreError::from),
+            None => transaction!(
+                Opening::pooled(&self.pool),
+                Begin::Autocommit,
+                |conn| claim(conn)
+            ),
         };
         let mut due = None;
         let claims = rows.and_then(|rows| {
