@@ -824,6 +824,11 @@ async fn counted<T>(
     Ok(out)
 }
 
+/// Whether lane `(v.c, v.k)` holds an entry: the condition of the ingest's
+/// look-up of the lanes it joins.
+const OCCUPIED: &str =
+    "EXISTS (SELECT 1 FROM lane_entries l WHERE l.connector = v.c AND l.key = v.k)";
+
 /// The lanes an ingest group joins: its transaction begins by locking them
 /// ([`Begin::locking`]).
 fn ingest_locks(requests: &[Vec<Routed>]) -> Vec<i64> {
@@ -849,40 +854,17 @@ async fn ingest_tx(
     now: Millis,
     (writer, counts): (&str, &mut Counts),
 ) -> TxResult<Vec<IngestOutcome>> {
-    // 1. Idempotency.
-    let ids: Vec<&str> = requests
-        .iter()
-        .flatten()
-        .map(|r| r.event.id.as_str())
-        .collect();
-    let mut known = retention::known_ids(Conn::Postgres(&mut *conn), &ids).await?;
-    let (mut outcomes, fresh) = classify(requests, &mut known);
-    if fresh.is_empty() {
-        return Ok(outcomes);
-    }
-
-    // 2. Sequence numbers (now that the lanes are held) and delivery ids,
-    //    in one round trip.
-    let n_deliveries = delivery_count(&fresh);
-    let (seqs, delivery_ids): (Vec<i64>, Vec<i64>) = sqlx::query_as(
-        "SELECT ARRAY(SELECT nextval('events_seq') FROM generate_series(1, $1)), \
-                ARRAY(SELECT nextval('deliveries_id') FROM generate_series(1, $2))",
-    )
-    .bind(fresh.len() as i64)
-    .bind(n_deliveries as i64)
-    .fetch_one(&mut *conn)
-    .await?;
-
-    // 3. Coalescing: the first full-state event of each tag ends
-    //    the stored deliveries it supersedes, which leave their lanes
-    //    before the new ones join.
-    let (superseded, superseded_here) = supersede_tx(conn, &fresh, &seqs, now, counts).await?;
-
-    // 4. Which lanes are occupied already.
-    let mut lane_c = Vec::new();
-    let mut lane_k = Vec::new();
+    // 1. One round trip: the duplicate look-up, `seq`s and delivery ids
+    //    for every event of the group (those drawn for a duplicate stay
+    //    unused, a gap such as a rolled-back transaction leaves too), and
+    //    which of the group's lanes hold an entry already. The `BEGIN` took
+    //    these lanes, so the `seq`s follow every commit that added to them
+    //    and nothing else adds to or releases from them until this commits.
+    let all: Vec<&Routed> = requests.iter().flatten().collect();
+    let ids: Vec<&str> = all.iter().map(|r| r.event.id.as_str()).collect();
+    let (mut lane_c, mut lane_k) = (Vec::new(), Vec::new());
     let mut asked = HashSet::new();
-    for r in &fresh {
+    for r in &all {
         for c in &r.connectors {
             for k in &r.event.keys {
                 if asked.insert((c.as_str(), k.as_str())) {
@@ -892,18 +874,69 @@ async fn ingest_tx(
             }
         }
     }
-    let mut occupied: HashSet<(String, String)> = HashSet::new();
-    if !lane_c.is_empty() {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT v.c, v.k FROM unnest($1::text[], $2::text[]) AS v(c, k) \
-             CROSS JOIN LATERAL (SELECT 1 FROM lane_entries l \
-                 WHERE l.connector = v.c AND l.key = v.k LIMIT 1) x",
+    static FIRST: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT ARRAY(SELECT nextval('events_seq') FROM generate_series(1, $1)), \
+                    ARRAY(SELECT nextval('deliveries_id') FROM generate_series(1, $2)), \
+                    whole.ids, whole.digests, reduced.hashes, reduced.digests, \
+                    ARRAY(SELECT v.i - 1 FROM unnest($5::text[], $6::text[]) \
+                              WITH ORDINALITY AS v(c, k, i) \
+                          WHERE {}) \
+             FROM {}",
+            OCCUPIED,
+            retention::known_ids_from("$3", "$4"),
         )
-        .bind(&lane_c)
-        .bind(&lane_k)
-        .fetch_all(&mut *conn)
-        .await?;
-        occupied.extend(rows);
+    });
+    type First = (
+        Vec<i64>,
+        Vec<i64>,
+        Option<Vec<String>>,
+        Option<Vec<Vec<u8>>>,
+        Option<Vec<Vec<u8>>>,
+        Option<Vec<Vec<u8>>>,
+        Vec<i64>,
+    );
+    let (mut seqs, delivery_ids, whole_ids, whole_digests, hashes, reduced_digests, held): First =
+        sqlx::query_as(&FIRST)
+            .bind(ids.len() as i64)
+            .bind(delivery_count(&all) as i64)
+            .bind(&ids)
+            .bind(retention::id_hashes(&ids))
+            .bind(&lane_c)
+            .bind(&lane_k)
+            .fetch_one(&mut *conn)
+            .await?;
+    let mut known =
+        retention::known_of_arrays((whole_ids, whole_digests, hashes, reduced_digests), &ids);
+    let (mut outcomes, fresh) = classify(requests, &mut known);
+    if fresh.is_empty() {
+        return Ok(outcomes);
+    }
+    seqs.truncate(fresh.len());
+    let lane_at = |i: i64| {
+        let i = usize::try_from(i).ok()?;
+        Some((lane_c.get(i)?.to_string(), lane_k.get(i)?.to_string()))
+    };
+    let mut occupied: HashSet<(String, String)> = held.into_iter().filter_map(lane_at).collect();
+
+    // 2. Coalescing: the first full-state event of each tag ends
+    //    the stored deliveries it supersedes, which leave their lanes
+    //    before the new ones join: which lanes hold an entry is asked again
+    //    once some did.
+    let (superseded, superseded_here) = supersede_tx(conn, &fresh, &seqs, now, counts).await?;
+    if !superseded.is_empty() {
+        static AGAIN: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT v.i - 1 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS v(c, k, i) \
+                 WHERE {OCCUPIED}"
+            )
+        });
+        let held: Vec<i64> = sqlx::query_scalar(&AGAIN)
+            .bind(&lane_c)
+            .bind(&lane_k)
+            .fetch_all(&mut *conn)
+            .await?;
+        occupied = held.into_iter().filter_map(lane_at).collect();
     }
     let mut next = delivery_ids.into_iter();
     let mut exhausted = false;
@@ -927,7 +960,7 @@ async fn ingest_tx(
         return Err(StoreError::Corrupt("internal: too few delivery ids".into()).into());
     }
 
-    // 5. Write the events, deliveries, lane entries and per-connector counts
+    // 3. Write the events, deliveries, lane entries and per-connector counts
     // in one statement (one round trip). A racing transaction that inserted
     // one of our ids after our look-up makes the insert skip it: start
     // again, the look-up will see it.

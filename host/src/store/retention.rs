@@ -130,25 +130,58 @@ macro_rules! known_ids_select {
 
 const KNOWN_IDS: &str = "SELECT id, CAST(NULL AS bytea), digest FROM events WHERE id IN (";
 
-/// The ids among `ids` already stored, each with its digest (a prefix of
-/// it for an event reduced to its id), as `store::classify` takes them.
-pub(crate) async fn known_ids(
-    mut conn: Conn<'_>,
-    ids: &[&str],
-) -> StoreResult<HashMap<String, Vec<u8>>> {
-    let mut found: Vec<Found> = Vec::new();
-    for run in runs(ids) {
-        let rows: Vec<Found> = on!(conn.re(), |c| {
-            let mut qb = QueryBuilder::<Db>::new(KNOWN_IDS);
-            known_ids_select!(qb, run);
-            qb.build_query_as().fetch_all(c).await
-        })?;
-        found.extend(rows);
-    }
-    Ok(known_of(found, ids))
+/// The duplicate look-up on PostgreSQL, as two `FROM` items of a larger
+/// statement (the first of an ingest, `store::postgres`): `whole` holds
+/// `whole.ids` and `whole.digests` of the events among the ids bound at
+/// `ids` (`text[]`) that are stored whole, `reduced` holds
+/// `reduced.hashes` and `reduced.digests` of those reduced to their id
+/// (`hashes`: [`id_hashes`] of the same ids). Each is one row, of NULLs
+/// where nothing is found; [`known_of_arrays`] reads them back.
+pub(crate) fn known_ids_from(ids: &str, hashes: &str) -> String {
+    format!(
+        "(SELECT array_agg(id) AS ids, array_agg(digest) AS digests FROM events \
+          WHERE id = ANY({ids})) AS whole, \
+         (SELECT array_agg(id_hash) AS hashes, array_agg(digest) AS digests \
+          FROM finished_ids WHERE id_hash = ANY({hashes})) AS reduced"
+    )
 }
 
-/// [`known_ids`] on the SQLite writer's own connection.
+/// [`id_hash`] of each of `ids`, as [`known_ids_from`] binds them.
+pub(crate) fn id_hashes(ids: &[&str]) -> Vec<Vec<u8>> {
+    ids.iter().map(|id| id_hash(id).to_vec()).collect()
+}
+
+/// Arrays of the look-up's columns, NULL where it found nothing.
+pub(crate) type FoundArrays = (
+    Option<Vec<String>>,
+    Option<Vec<Vec<u8>>>,
+    Option<Vec<Vec<u8>>>,
+    Option<Vec<Vec<u8>>>,
+);
+
+/// The ids among `ids` that [`known_ids_from`] found (`whole.ids`,
+/// `whole.digests`, `reduced.hashes`, `reduced.digests`), as
+/// [`known_ids_lite`] answers them.
+pub(crate) fn known_of_arrays(
+    (ids_whole, digests_whole, hashes, digests_reduced): FoundArrays,
+    ids: &[&str],
+) -> HashMap<String, Vec<u8>> {
+    let whole = ids_whole
+        .unwrap_or_default()
+        .into_iter()
+        .zip(digests_whole.unwrap_or_default())
+        .map(|(id, digest)| (Some(id), None, digest));
+    let reduced = hashes
+        .unwrap_or_default()
+        .into_iter()
+        .zip(digests_reduced.unwrap_or_default())
+        .map(|(hash, digest)| (None, Some(hash), digest));
+    known_of(whole.chain(reduced).collect(), ids)
+}
+
+/// The ids among `ids` already stored, each with its digest (a prefix of
+/// it for an event reduced to its id), as `store::classify` takes them; on
+/// the SQLite writer's own connection.
 pub(crate) fn known_ids_lite(
     conn: &rusqlite::Connection,
     ids: &[&str],
