@@ -824,10 +824,16 @@ async fn counted<T>(
     Ok(out)
 }
 
-/// Whether lane `(v.c, v.k)` holds an entry: the condition of the ingest's
-/// look-up of the lanes it joins.
-const OCCUPIED: &str =
-    "EXISTS (SELECT 1 FROM lane_entries l WHERE l.connector = v.c AND l.key = v.k)";
+/// The ingest's look-up of the lanes it joins that hold an entry already:
+/// the 0-based positions among the lanes `(connectors[i], keys[i])` bound
+/// at `connectors` and `keys` (`text[]` each).
+fn occupied_of(connectors: &str, keys: &str) -> String {
+    format!(
+        "SELECT v.i - 1 FROM unnest({connectors}::text[], {keys}::text[]) \
+             WITH ORDINALITY AS v(c, k, i) \
+         WHERE EXISTS (SELECT 1 FROM lane_entries l WHERE l.connector = v.c AND l.key = v.k)"
+    )
+}
 
 /// The lanes an ingest group joins: its transaction begins by locking them
 /// ([`Begin::locking`]).
@@ -879,11 +885,9 @@ async fn ingest_tx(
             "SELECT ARRAY(SELECT nextval('events_seq') FROM generate_series(1, $1)), \
                     ARRAY(SELECT nextval('deliveries_id') FROM generate_series(1, $2)), \
                     whole.ids, whole.digests, reduced.hashes, reduced.digests, \
-                    ARRAY(SELECT v.i - 1 FROM unnest($5::text[], $6::text[]) \
-                              WITH ORDINALITY AS v(c, k, i) \
-                          WHERE {}) \
+                    ARRAY({}) \
              FROM {}",
-            OCCUPIED,
+            occupied_of("$5", "$6"),
             retention::known_ids_from("$3", "$4"),
         )
     });
@@ -925,12 +929,7 @@ async fn ingest_tx(
     //    once some did.
     let (superseded, superseded_here) = supersede_tx(conn, &fresh, &seqs, now, counts).await?;
     if !superseded.is_empty() {
-        static AGAIN: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "SELECT v.i - 1 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS v(c, k, i) \
-                 WHERE {OCCUPIED}"
-            )
-        });
+        static AGAIN: LazyLock<String> = LazyLock::new(|| occupied_of("$1", "$2"));
         let held: Vec<i64> = sqlx::query_scalar(&AGAIN)
             .bind(&lane_c)
             .bind(&lane_k)

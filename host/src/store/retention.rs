@@ -1,6 +1,9 @@
 //! What is kept of a finished event, and for how long: written once for
 //! both stores (SQL valid in both dialects, run on the connection the
-//! store's transaction holds).
+//! store's transaction holds). The duplicate look-up's statement is the
+//! one thing each store has its own of: SQLite's writer runs
+//! [`known_ids_lite`], PostgreSQL's ingest makes [`known_ids_from`] part of
+//! its first statement; one [`known_of`] reads back what either found.
 //!
 //! An event whose deliveries are all final (delivered, skipped, expired,
 //! superseded), or that had none, goes through three stages:
@@ -107,29 +110,6 @@ pub(crate) fn id_hash(id: &str) -> [u8; ID_HASH_BYTES] {
 /// whole, `(None, id_hash, digest prefix)` of one reduced to its id.
 type Found = (Option<String>, Option<Vec<u8>>, Vec<u8>);
 
-/// Builds, in either backend's query builder, the look-up of `$run`'s
-/// ids among whole events and ids kept after them.
-macro_rules! known_ids_select {
-    ($qb:expr, $run:expr) => {{
-        let qb = &mut $qb;
-        let mut sep = qb.separated(", ");
-        for id in $run {
-            sep.push_bind(*id);
-        }
-        qb.push(
-            ") UNION ALL SELECT CAST(NULL AS text), id_hash, digest FROM finished_ids \
-             WHERE id_hash IN (",
-        );
-        let mut sep = qb.separated(", ");
-        for id in $run {
-            sep.push_bind(id_hash(id).to_vec());
-        }
-        qb.push(")");
-    }};
-}
-
-const KNOWN_IDS: &str = "SELECT id, CAST(NULL AS bytea), digest FROM events WHERE id IN (";
-
 /// The duplicate look-up on PostgreSQL, as two `FROM` items of a larger
 /// statement (the first of an ingest, `store::postgres`): `whole` holds
 /// `whole.ids` and `whole.digests` of the events among the ids bound at
@@ -188,14 +168,24 @@ pub(crate) fn known_ids_lite(
 ) -> StoreResult<HashMap<String, Vec<u8>>> {
     let mut found: Vec<Found> = Vec::new();
     for run in runs(ids) {
-        let mut qb = super::lite::Builder::new(KNOWN_IDS);
-        known_ids_select!(qb, run);
+        let mut qb = super::lite::Builder::new("SELECT id, NULL, digest FROM events WHERE id IN (");
+        let mut sep = qb.separated(", ");
+        for id in run {
+            sep.push_bind(*id);
+        }
+        qb.push(") UNION ALL SELECT NULL, id_hash, digest FROM finished_ids WHERE id_hash IN (");
+        let mut sep = qb.separated(", ");
+        for id in run {
+            sep.push_bind(id_hash(id).to_vec());
+        }
+        qb.push(")");
         found.extend(qb.build().fetch_all::<Found>(conn)?);
     }
     Ok(known_of(found, ids))
 }
 
-/// [`known_ids`] from the rows found.
+/// What a duplicate look-up found ([`known_ids_lite`], [`known_of_arrays`]),
+/// as `store::classify` takes it.
 fn known_of(found: Vec<Found>, ids: &[&str]) -> HashMap<String, Vec<u8>> {
     let mut known = HashMap::with_capacity(found.len());
     let mut by_hash: HashMap<[u8; ID_HASH_BYTES], &str> = HashMap::new();
