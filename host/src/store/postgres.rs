@@ -835,18 +835,33 @@ fn occupied_of(connectors: &str, keys: &str) -> String {
     )
 }
 
-/// The lanes an ingest group joins: its transaction begins by locking them
-/// ([`Begin::locking`]).
-fn ingest_locks(requests: &[Vec<Routed>]) -> Vec<i64> {
-    let mut locks = Vec::new();
+/// The lanes an ingest group's events join, each once, in the order first
+/// met: its transaction begins by locking them ([`ingest_locks`]), and its
+/// first statement asks which of them hold an entry already.
+fn group_lanes(requests: &[Vec<Routed>]) -> (Vec<&str>, Vec<&str>) {
+    let (mut connectors, mut keys) = (Vec::new(), Vec::new());
+    let mut seen = HashSet::new();
     for r in requests.iter().flatten() {
         for c in &r.connectors {
             for k in &r.event.keys {
-                locks.push(lane_lock(c, k));
+                if seen.insert((c.as_str(), k.as_str())) {
+                    connectors.push(c.as_str());
+                    keys.push(k.as_str());
+                }
             }
         }
     }
-    locks
+    (connectors, keys)
+}
+
+/// The locks of [`group_lanes`] ([`Begin::locking`]).
+fn ingest_locks(requests: &[Vec<Routed>]) -> Vec<i64> {
+    let (connectors, keys) = group_lanes(requests);
+    connectors
+        .into_iter()
+        .zip(keys)
+        .map(|(c, k)| lane_lock(c, k))
+        .collect()
 }
 
 /// The ingest requests waiting at one moment, applied in one transaction
@@ -868,18 +883,7 @@ async fn ingest_tx(
     //    and nothing else adds to or releases from them until this commits.
     let all: Vec<&Routed> = requests.iter().flatten().collect();
     let ids: Vec<&str> = all.iter().map(|r| r.event.id.as_str()).collect();
-    let (mut lane_c, mut lane_k) = (Vec::new(), Vec::new());
-    let mut asked = HashSet::new();
-    for r in &all {
-        for c in &r.connectors {
-            for k in &r.event.keys {
-                if asked.insert((c.as_str(), k.as_str())) {
-                    lane_c.push(c.as_str());
-                    lane_k.push(k.as_str());
-                }
-            }
-        }
-    }
+    let (lane_c, lane_k) = group_lanes(requests);
     static FIRST: LazyLock<String> = LazyLock::new(|| {
         format!(
             "SELECT ARRAY(SELECT nextval('events_seq') FROM generate_series(1, $1)), \
