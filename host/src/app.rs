@@ -72,7 +72,9 @@ pub async fn run(
     } else {
         None
     };
-    let store = store::open_as(&config.storage.url, &node).await?;
+    let wait = config.storage.group_commit_wait_us;
+    let wait = wait.map(|us| std::time::Duration::from_micros(us.into()));
+    let store = store::open_waiting(&config.storage.url, &node, wait).await?;
     // PostgreSQL: no other running gateway acts under this node's name.
     // A previous run killed a moment ago holds it until the server sees its
     // connection close.

@@ -142,6 +142,12 @@ pub struct StorageConfig {
     /// those older than the newest this many (the active one is always
     /// among them, so rollback works back that far). 0 keeps every version.
     pub component_versions: u32,
+    /// How long, in microseconds, a small group of posts waits for more
+    /// before it commits, where posts arrive often enough that more are due
+    /// within that time, so that a trickle shares commits (`store::group`).
+    /// Unset: 2000 on SQLite, 4000 on PostgreSQL; 0 never waits; at most
+    /// 100000.
+    pub group_commit_wait_us: Option<u32>,
 }
 
 impl Default for StorageConfig {
@@ -151,6 +157,7 @@ impl Default for StorageConfig {
             retention_days: 30,
             payload_retention_days: 7,
             component_versions: 10,
+            group_commit_wait_us: None,
         }
     }
 }
@@ -741,6 +748,12 @@ impl Config {
                 return invalid(format!("connector name {:?} is used twice", c.name));
             }
         }
+        if let Some(us) = self.storage.group_commit_wait_us.filter(|&us| us > 100_000) {
+            return invalid(format!(
+                "storage.group_commit_wait_us ({us}) must be at most 100000 (0.1 s): every \
+                 post may wait this long for its answer"
+            ));
+        }
         let cl = &self.cluster;
         if cl.node_timeout_ms < 1_000 || cl.node_timeout_ms > 600_000 {
             return invalid(format!(
@@ -992,6 +1005,29 @@ url = "http://127.0.0.1:18080/op"
             .unwrap_err()
             .to_string();
         assert!(e.contains("server.workers") && e.contains("1024"), "{e}");
+    }
+
+    #[test]
+    fn the_group_commit_wait_is_the_backends_unless_set_and_bounded() {
+        assert_eq!(
+            load(SPEC_EXAMPLE, &[])
+                .unwrap()
+                .storage
+                .group_commit_wait_us,
+            None
+        );
+        let var = "SWITCHBOARD_STORAGE__GROUP_COMMIT_WAIT_US";
+        let off = load(SPEC_EXAMPLE, &[(var, "0")]).unwrap();
+        assert_eq!(off.storage.group_commit_wait_us, Some(0));
+        let e = load(SPEC_EXAMPLE, &[(var, "100001")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("storage.group_commit_wait_us") && e.contains("100000"),
+            "{e}"
+        );
+        let e = load(SPEC_EXAMPLE, &[(var, "-1")]).unwrap_err().to_string();
+        assert!(e.contains("group_commit_wait_us"), "{e}");
     }
 
     #[test]

@@ -2540,3 +2540,51 @@ async fn postgres_nodes_hear_of_each_others_work_and_breaker_changes() {
         "another schema's nodes hear nothing"
     );
 }
+
+/// Where posts arrive often enough that more are due within the group
+/// commit wait (here one every 150 ms against a 3 s wait), a post waits for
+/// them to share its commit; a post with none before it begins at once.
+/// (Timed only one way: a slow machine answers later, never sooner.)
+async fn a_steady_trickle_of_posts_shares_a_commit(s: std::sync::Arc<dyn Store>) {
+    use std::time::{Duration, Instant};
+    let first = Instant::now();
+    s.ingest(vec![ev("t0", "a", &[], &["c"])], 1).await.unwrap();
+    assert!(first.elapsed() < WAIT, "the first post waited for company");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second = tokio::spawn({
+        let s = s.clone();
+        async move {
+            let out = s.ingest(vec![ev("t1", "a", &[], &["c"])], 2).await;
+            (out.unwrap(), Instant::now())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let third_sent = Instant::now();
+    let third = s.ingest(vec![ev("t2", "a", &[], &["c"])], 3).await.unwrap();
+    let (second, answered) = second.await.unwrap();
+    assert_eq!((second, third), (accepted(1, 0, 0), accepted(1, 0, 0)));
+    assert!(
+        answered >= third_sent,
+        "the second post was answered before the third was posted: it did not wait"
+    );
+    assert_eq!(ids(&*s, "c", 10, 4).await, ["t0", "t1", "t2"]);
+}
+
+const WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_steady_trickle_of_posts_shares_a_commit() {
+    use switchboard::store::sqlite::{LaneFlush, SqliteStore};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sb.db").display());
+    let node = switchboard::store::default_node();
+    let s = SqliteStore::open_tuned(&url, &node, LaneFlush::default(), Some(WAIT)).await;
+    a_steady_trickle_of_posts_shares_a_commit(std::sync::Arc::new(s.unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_steady_trickle_of_posts_shares_a_commit() {
+    let url = common::pg_schema_url().await;
+    let s = switchboard::store::open_waiting(&url, "trickle:1", Some(WAIT)).await;
+    a_steady_trickle_of_posts_shares_a_commit(s.unwrap()).await;
+}

@@ -13,6 +13,7 @@
 //! - every method takes `now`, so tests drive time.
 
 pub mod catalog;
+mod group;
 mod lite;
 mod migrations;
 pub mod offer;
@@ -655,13 +656,25 @@ pub fn default_node() -> String {
 
 /// [`open`], with the name its leases carry (`node`), e.g. `host:port`.
 pub async fn open_as(url: &str, node: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    open_waiting(url, node, None).await
+}
+
+/// [`open_as`], with how long a small group of posts waits for more
+/// (`storage.group_commit_wait_us`; `None`: the backend's default, see
+/// `group`).
+pub async fn open_waiting(
+    url: &str,
+    node: &str,
+    wait: Option<std::time::Duration>,
+) -> StoreResult<std::sync::Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
+        let flush = sqlite::LaneFlush::default();
         Ok(std::sync::Arc::new(
-            sqlite::SqliteStore::open_as(url, node).await?,
+            sqlite::SqliteStore::open_tuned(url, node, flush, wait).await?,
         ))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Ok(std::sync::Arc::new(
-            postgres::PostgresStore::open_as(url, node).await?,
+            postgres::PostgresStore::open_waiting(url, node, wait).await?,
         ))
     } else {
         Err(StoreError::InvalidUrl {

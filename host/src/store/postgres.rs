@@ -33,7 +33,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
@@ -42,6 +42,7 @@ use sqlx::{Connection, Postgres, QueryBuilder};
 use tokio::sync::{mpsc, oneshot};
 
 use super::catalog::{self, lock_id, Attempt, Conn, Counts, Pools};
+use super::group::{CommitWindow, POSTGRES_WAIT};
 use super::retention;
 use super::{
     claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
@@ -468,16 +469,25 @@ macro_rules! transaction {
     }};
 }
 
-/// A request to a group-commit worker: the work, its time, where to answer.
-type Queued<Req, Out> = (Req, Millis, oneshot::Sender<StoreResult<Out>>);
-type Queue<Req, Out> = Arc<tokio::sync::Mutex<mpsc::Receiver<Queued<Req, Out>>>>;
+/// A request to a group-commit worker: the work, its time, where to answer,
+/// since when it waits.
+type Queued<Req, Out> = (Req, Millis, oneshot::Sender<StoreResult<Out>>, Instant);
+/// A group-commit queue, taken by one worker at a time while it gathers a
+/// group, with when its groups begin (`group`).
+type Queue<Req, Out> = Arc<tokio::sync::Mutex<(mpsc::Receiver<Queued<Req, Out>>, CommitWindow)>>;
+
+fn queue<Req, Out>(rx: mpsc::Receiver<Queued<Req, Out>>, wait: Duration) -> Queue<Req, Out> {
+    Arc::new(tokio::sync::Mutex::new((rx, CommitWindow::new(wait))))
+}
 
 /// Group commit: each worker takes every request queued at that moment (up
 /// to [`MAX_GROUP_REQUESTS`]) and applies them in one transaction, so
 /// concurrent callers share round trips and a WAL flush instead of paying a
 /// handful of statements and an fsync each. `apply` answers one output per
 /// request, in order; if the transaction fails, every caller in it hears so.
-async fn group_worker<Req, Out, F, Fut>(what: &'static str, rx: Queue<Req, Out>, apply: F)
+///
+/// A small group in steady traffic first waits for company (`group`).
+async fn group_worker<Req, Out, F, Fut>(what: &'static str, queue: Queue<Req, Out>, apply: F)
 where
     F: Fn(Vec<Req>, Millis) -> Fut,
     Fut: std::future::Future<Output = StoreResult<Vec<Out>>>,
@@ -485,22 +495,31 @@ where
     loop {
         let mut group = Vec::new();
         {
-            let mut rx = rx.lock().await;
+            let mut queue = queue.lock().await;
+            let (rx, window) = &mut *queue;
             match rx.recv().await {
                 Some(first) => group.push(first),
                 None => return,
             }
-            while group.len() < MAX_GROUP_REQUESTS {
-                match rx.try_recv() {
-                    Ok(more) => group.push(more),
-                    Err(_) => break,
+            let drain = |rx: &mut mpsc::Receiver<_>, group: &mut Vec<_>| {
+                while group.len() < MAX_GROUP_REQUESTS {
+                    match rx.try_recv() {
+                        Ok(more) => group.push(more),
+                        Err(_) => break,
+                    }
                 }
+            };
+            drain(rx, &mut group);
+            if let Some(until) = window.until(group.len(), group[0].3, Instant::now()) {
+                tokio::time::sleep_until(until.into()).await;
+                drain(rx, &mut group);
             }
+            window.took(group.len());
         }
         let now = group.iter().map(|g| g.1).max().unwrap_or_default();
         let (requests, replies): (Vec<Req>, Vec<_>) = group
             .into_iter()
-            .map(|(req, _, reply)| (req, reply))
+            .map(|(req, _, reply, _)| (req, reply))
             .unzip();
         let n = replies.len();
         match apply(requests, now).await {
@@ -534,7 +553,10 @@ async fn enqueue<Req, Out>(
 ) -> StoreResult<Out> {
     let (tx, rx) = oneshot::channel();
     let stopped = || StoreError::Unavailable("store workers stopped".into());
-    queue.send((req, now, tx)).await.map_err(|_| stopped())?;
+    queue
+        .send((req, now, tx, Instant::now()))
+        .await
+        .map_err(|_| stopped())?;
     rx.await.map_err(|_| stopped())?
 }
 
@@ -623,6 +645,12 @@ impl PostgresStore {
 
     /// [`PostgresStore::open`], with the node name its leases carry.
     pub async fn open_as(url: &str, node: &str) -> StoreResult<Self> {
+        Self::open_waiting(url, node, None).await
+    }
+
+    /// [`PostgresStore::open_as`], with how long a small group of posts
+    /// waits for more (`None`: 4 ms; see `store::group`).
+    pub async fn open_waiting(url: &str, node: &str, wait: Option<Duration>) -> StoreResult<Self> {
         // Plan every statement for its actual arguments. A generic plan made
         // while the tables were nearly empty (sequential scans are cheapest
         // then) would otherwise stay cached as they grow to millions of rows.
@@ -651,7 +679,7 @@ impl PostgresStore {
         warn_without_autovacuum(&pool).await;
         let announcer = Announcer::start(pool.clone(), &schema);
         let (ingests, rx) = mpsc::channel(4096);
-        let rx: Queue<Vec<Routed>, IngestOutcome> = Arc::new(tokio::sync::Mutex::new(rx));
+        let rx: Queue<Vec<Routed>, IngestOutcome> = queue(rx, wait.unwrap_or(POSTGRES_WAIT));
         for worker in 0..GROUP_WORKERS {
             let direct = Direct::new(&pool);
             let writer = format!("{node}/ingest{worker}");
@@ -678,7 +706,8 @@ impl PostgresStore {
             }));
         }
         let (completions, rx) = mpsc::channel(4096);
-        let rx: Queue<Vec<Completion>, Settled> = Arc::new(tokio::sync::Mutex::new(rx));
+        // Outcomes never wait for company (see `group`).
+        let rx: Queue<Vec<Completion>, Settled> = queue(rx, Duration::ZERO);
         for worker in 0..GROUP_WORKERS {
             let direct = Direct::new(&pool);
             let writer = format!("{node}/complete{worker}");

@@ -55,6 +55,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::catalog::{self, Attempt, Counts, Pools};
+use super::group::{CommitWindow, SQLITE_WAIT};
 use super::lite;
 use super::recent_lanes::{Entry, RecentLanes};
 use super::retention;
@@ -138,7 +139,7 @@ struct Sweep {
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(migrations::SQLITE));
 
 pub struct SqliteStore {
-    tx: mpsc::Sender<(Work, Reply)>,
+    tx: mpsc::Sender<Queued>,
     catalog: Catalog,
     /// What the last claims found of when the next delivery is due.
     due: LastDue,
@@ -175,12 +176,19 @@ impl SqliteStore {
 
     /// [`SqliteStore::open`], with the node name its leases carry.
     pub async fn open_as(url: &str, node: &str) -> StoreResult<Self> {
-        Self::open_tuned(url, node, LaneFlush::default()).await
+        Self::open_tuned(url, node, LaneFlush::default(), None).await
     }
 
     /// [`SqliteStore::open_as`], with when to flush the lane entries the
-    /// writer holds (tests use tiny values to flush all the time).
-    pub async fn open_tuned(url: &str, node: &str, flush: LaneFlush) -> StoreResult<Self> {
+    /// writer holds (tests use tiny values to flush all the time) and how
+    /// long a small group of posts waits for more (`None`: 2 ms; see
+    /// `store::group`).
+    pub async fn open_tuned(
+        url: &str,
+        node: &str,
+        flush: LaneFlush,
+        wait: Option<Duration>,
+    ) -> StoreResult<Self> {
         let base = SqliteConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl {
             url: url.to_string(),
             reason: e.to_string(),
@@ -275,6 +283,7 @@ impl SqliteStore {
                         made_ready: HashSet::new(),
                         ready_any: false,
                         orphaned: Vec::new(),
+                        window: CommitWindow::new(wait.unwrap_or(SQLITE_WAIT)),
                     };
                     writer.reload()?;
                     Ok(writer)
@@ -407,7 +416,9 @@ impl SqliteStore {
     async fn call<T: Send + 'static>(&self, work: Work) -> StoreResult<T> {
         let stopped = || StoreError::Unavailable("store writer stopped".into());
         let (tx, rx) = oneshot::channel();
-        self.tx.send((work, tx)).map_err(|_| stopped())?;
+        self.tx
+            .send((work, tx, Instant::now()))
+            .map_err(|_| stopped())?;
         let answer = rx.await.map_err(|_| stopped())??;
         answer
             .downcast::<T>()
@@ -424,7 +435,7 @@ pub struct DatabaseLock {
 }
 
 /// Asks the writer to stand aside for the catalog (`catalog::WriterPause`).
-struct PauseWriter(mpsc::Sender<(Work, Reply)>);
+struct PauseWriter(mpsc::Sender<Queued>);
 
 #[async_trait]
 impl catalog::WriterPause for PauseWriter {
@@ -433,7 +444,9 @@ impl catalog::WriterPause for PauseWriter {
         let (resume, waiting) = oneshot::channel();
         let (tx, rx) = oneshot::channel();
         let work = Work::Pause { resume: waiting };
-        self.0.send((work, tx)).map_err(|_| stopped())?;
+        self.0
+            .send((work, tx, Instant::now()))
+            .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())??;
         Ok(resume)
     }
@@ -526,6 +539,9 @@ type ClaimAnswer = (Vec<Claimed>, Option<Option<Millis>>);
 /// The result of one [`Work`], of the type its caller expects.
 type Answer = Box<dyn std::any::Any + Send>;
 type Reply = oneshot::Sender<StoreResult<Answer>>;
+/// A [`Work`] on its way to the writer: where to answer, and since when it
+/// waits.
+type Queued = (Work, Reply, Instant);
 
 struct Writer {
     conn: rusqlite::Connection,
@@ -571,12 +587,14 @@ struct Writer {
     /// Deliveries claimed for an offer whose loop was gone when they were
     /// sent: handed back (ready now) in the next transaction.
     orphaned: Vec<Claimed>,
+    /// How long a small group waits for company ([`super::group`]).
+    window: CommitWindow,
 }
 
 impl Writer {
     /// Serves commit groups until every sender is gone, on the writer's
     /// own thread (see `lite`).
-    fn run(mut self, rx: mpsc::Receiver<(Work, Reply)>) {
+    fn run(mut self, rx: mpsc::Receiver<Queued>) {
         loop {
             let first = if self.table_lanes.rebuild_from().is_some() {
                 // Rebuilding the lane filter: a page whenever nothing waits.
@@ -606,15 +624,34 @@ impl Writer {
                 }
             };
             let mut group = vec![first];
-            while group.len() < MAX_GROUP_OPS {
-                match rx.try_recv() {
-                    Ok(op) => group.push(op),
-                    Err(_) => break,
+            let drain = |group: &mut Vec<_>| {
+                while group.len() < MAX_GROUP_OPS {
+                    match rx.try_recv() {
+                        Ok(op) => group.push(op),
+                        Err(_) => break,
+                    }
                 }
+            };
+            drain(&mut group);
+            // Too few posts where more are due: wait for company (`group`;
+            // only posts wait, the rest rides along).
+            let posts = |group: &[Queued]| {
+                let mut posts = group
+                    .iter()
+                    .filter(|(w, ..)| matches!(w, Work::Ingest { .. }));
+                (posts.clone().count(), posts.next().map(|(.., at)| *at))
+            };
+            if let (count, Some(since)) = posts(&group) {
+                let now = Instant::now();
+                if let Some(until) = self.window.until(count, since, now) {
+                    std::thread::sleep(until - now);
+                    drain(&mut group);
+                }
+                self.window.took(posts(&group).0);
             }
             // A pause splits the group: what came before it commits first.
             let mut batch = Vec::with_capacity(group.len());
-            for (work, reply) in group {
+            for (work, reply, _) in group {
                 if let Some(e) = &self.stopped {
                     let _ = reply.send(Err(e.clone()));
                     continue;

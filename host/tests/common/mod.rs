@@ -23,7 +23,7 @@ impl TestStore {
         let url = self.url.clone();
         self.store = match self.flush {
             Some(flush) => Arc::new(
-                SqliteStore::open_tuned(&url, &store::default_node(), flush)
+                SqliteStore::open_tuned(&url, &store::default_node(), flush, None)
                     .await
                     .expect("reopen store"),
             ),
@@ -162,7 +162,7 @@ pub async fn sqlite_flushing() -> TestStore {
     };
     TestStore {
         store: Arc::new(
-            SqliteStore::open_tuned(&url, &store::default_node(), flush)
+            SqliteStore::open_tuned(&url, &store::default_node(), flush, None)
                 .await
                 .unwrap(),
         ),
