@@ -507,7 +507,17 @@ fn close(offers: &mut [Option<OpenOffer>], connector: Option<usize>) {
     }
 }
 
+/// PostgreSQL's advisory locks belong to the whole database, not to a
+/// schema: runs in schemas of their own still share the lane locks of the
+/// same connector and key, and a supersede passes over a stored delivery
+/// whose lane lock another transaction holds (it never waits for a lock
+/// out of order; the delivery is then simply delivered). The model expects
+/// every supersede, so the PostgreSQL runs of this file take turns.
+static POSTGRES_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(ops: Vec<Op>, backend: Backend) {
+    let _turn = matches!(backend, Backend::Postgres)
+        .then(|| POSTGRES_TURN.lock().unwrap_or_else(|e| e.into_inner()));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
