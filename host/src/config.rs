@@ -142,9 +142,11 @@ pub struct StorageConfig {
     /// those older than the newest this many (the active one is always
     /// among them, so rollback works back that far). 0 keeps every version.
     pub component_versions: u32,
-    /// How long, in microseconds, a small group of posts waits for more
-    /// before it commits, where posts arrive often enough that more are due
-    /// within that time, so that a trickle shares commits (`store::group`).
+    /// How long, at most, in microseconds, a small group of posts waits for
+    /// more before it commits, where posts arrive often enough that more are
+    /// due within that time, so that a trickle shares commits
+    /// (`store::group`: a shorter wait where eight arrive sooner, none where
+    /// recent waits gathered next to nothing).
     /// Unset: 2000 on SQLite, 4000 on PostgreSQL; 0 never waits; at most
     /// 100000.
     pub group_commit_wait_us: Option<u32>,

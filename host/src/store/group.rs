@@ -16,7 +16,8 @@
 //! tenth of a second or more, one and a half or more are due within `wait`
 //! (so that it gathers one or two, not none), it waits until its oldest
 //! post has waited `wait` — or, where that rate fills it to eight sooner,
-//! as long as filling takes — then takes in what arrived meanwhile. (The
+//! as long after its oldest post as filling takes — then takes in what
+//! arrived meanwhile. (The
 //! shorter wait matters to producers that post again only once answered:
 //! under such a closed loop at thousands a second, a full `wait` cost 6% of
 //! the delivered rate.) Posts that trickle in share a commit, and none waits for
@@ -24,8 +25,15 @@
 //! to meet within `wait` (which would only answer later), and a group
 //! already full enough begin at once. `wait = 0` turns waiting off.
 //!
-//! Only posts wait, and what else is queued rides along. An outcome or a
-//! claim that waited would keep its connector's slot that much longer: a
+//! Waiting also has to pay: when the waits lately gathered less than half a
+//! post each (a lone producer that posts again only once answered, whose
+//! posts no other producer's join), groups stop waiting, and try one wait a
+//! second to learn whether company has come back. Without that, such a
+//! producer would spend most of its time waiting for itself.
+//!
+//! Only posts make a group wait; what else is queued shares the group and
+//! waits with it. An outcome or a claim that made a group wait would keep
+//! its connector's slot that much longer: a
 //! closed loop, which waiting slows down (saturated delivery fell by a
 //! third in a run where outcomes waited too). Posts mostly arrive whatever
 //! the store does; where they do not (a producer that posts again only once
@@ -54,6 +62,13 @@ const DUE: f64 = 1.5;
 /// How long an arrival rate is counted over before it is used.
 const PERIOD: Duration = Duration::from_millis(100);
 
+/// Posts a wait must have gathered, on average lately, for groups to go on
+/// waiting.
+const WORTH: f64 = 0.5;
+
+/// How often a window whose waits gathered too little tries one again.
+const PROBE: Duration = Duration::from_secs(1);
+
 /// When a commit group begins (see the module notes).
 #[derive(Debug, Clone)]
 pub struct CommitWindow {
@@ -63,6 +78,11 @@ pub struct CommitWindow {
     /// Posts taken since `counting_since`.
     counted: usize,
     counting_since: Option<Instant>,
+    /// Posts a wait gathered, a moving average (weight 1/8 to the newest).
+    gain: f64,
+    /// When the last wait began, and the group's posts then.
+    waited: Option<Instant>,
+    waiting_with: Option<usize>,
 }
 
 impl CommitWindow {
@@ -73,6 +93,9 @@ impl CommitWindow {
             rate: 0.0,
             counted: 0,
             counting_since: None,
+            gain: DUE,
+            waited: None,
+            waiting_with: None,
         }
     }
 
@@ -89,15 +112,29 @@ impl CommitWindow {
             self.counting_since = Some(now);
         }
         let due = self.rate * self.wait.as_secs_f64() >= DUE;
+        let worth = self.gain >= WORTH
+            || self
+                .waited
+                .is_none_or(|w| now.saturating_duration_since(w) >= PROBE);
         // No longer than, at that rate, the group takes to fill.
-        let fill = COMPANY.saturating_sub(posts) as f64 / self.rate.max(f64::MIN_POSITIVE);
-        let until = since + self.wait.min(Duration::from_secs_f64(fill.min(1.0)));
-        (due && posts < COMPANY && until > now).then_some(until)
+        let fill = COMPANY.saturating_sub(posts) as f64 / self.rate;
+        let wait = Duration::try_from_secs_f64(fill).map_or(self.wait, |f| f.min(self.wait));
+        let until = since + wait;
+        let waits = due && worth && posts < COMPANY && until > now;
+        if waits {
+            self.waited = Some(now);
+            self.waiting_with = Some(posts);
+        }
+        waits.then_some(until)
     }
 
     /// The group that began last took `posts` in all.
     pub fn took(&mut self, posts: usize) {
         self.counted += posts;
+        if let Some(before) = self.waiting_with.take() {
+            let gathered = posts.saturating_sub(before) as f64;
+            self.gain += (gathered - self.gain) / 8.0;
+        }
     }
 }
 
@@ -111,17 +148,23 @@ mod tests {
         t + Duration::from_micros(micros)
     }
 
-    /// Posts arriving one every `gap_us` for `for_us`, each a group of its
-    /// own that begins as it arrives; how many of the groups waited.
+    /// Posts arriving one every `gap_us` for `for_us` from many producers:
+    /// a group begins as its first arrives and, if it waits, takes in those
+    /// that arrive meanwhile. How many of the groups waited.
     fn trickle(window: &mut CommitWindow, t: Instant, gap_us: u64, for_us: u64) -> usize {
-        let mut waited = 0;
-        for n in 0..for_us / gap_us {
+        let (total, mut n, mut waited) = (for_us / gap_us, 0, 0);
+        while n < total {
             let now = at(t, n * gap_us);
+            let mut took = 1;
             if let Some(until) = window.until(1, now, now) {
                 assert!(until <= now + WAIT, "longer than the wait");
                 waited += 1;
+                while n + took < total && at(t, (n + took) * gap_us) <= until {
+                    took += 1;
+                }
             }
-            window.took(1);
+            window.took(took as usize);
+            n += took;
         }
         waited
     }
@@ -130,12 +173,10 @@ mod tests {
     fn a_steady_trickle_waits_once_its_rate_is_known_and_a_quiet_spell_ends_it() {
         let mut window = CommitWindow::new(WAIT);
         let t = Instant::now();
-        // 1,000 posts a second: a companion is due within 2 ms.
+        // 1,000 posts a second: two are due within 2 ms, so after the first
+        // tenth of a second each group waits and takes three.
         let waited = trickle(&mut window, t, 1_000, 300_000);
-        assert!(
-            (190..=200).contains(&waited),
-            "all but the first tenth of a second waited: {waited}"
-        );
+        assert!((60..=70).contains(&waited), "{waited} groups waited");
         let later = at(t, 1_300_000);
         assert_eq!(window.until(1, later, later), None, "after a quiet second");
         assert_eq!(window.until(1, later, later), None);
@@ -182,6 +223,36 @@ mod tests {
         let now = at(t, 200_000);
         assert_eq!(window.until(COMPANY, now, now), None);
         assert!(window.until(COMPANY - 1, now, now).is_some());
+    }
+
+    #[test]
+    fn waits_that_gather_nothing_stop_and_one_a_second_tries_again() {
+        let mut window = CommitWindow::new(WAIT);
+        let t = Instant::now();
+        // One producer, posting again once answered: a post every 0.3 ms
+        // when nothing waits, and no other post ever joins a waiting group.
+        let (mut now, mut waits) = (t, Vec::new());
+        while now < at(t, 3_000_000) {
+            match window.until(1, now, now) {
+                Some(until) => {
+                    waits.push(now);
+                    now = until;
+                }
+                None => now += Duration::from_micros(300),
+            }
+            window.took(1);
+        }
+        let after_learning: Vec<_> = waits.iter().filter(|w| **w > at(t, 500_000)).collect();
+        assert!(
+            waits.len() < 20 && (2..=3).contains(&after_learning.len()),
+            "{} waits, {} after the first half second",
+            waits.len(),
+            after_learning.len()
+        );
+        // Company comes back (many producers, 1,000 posts a second): a try
+        // gathers posts, and waiting resumes within the second.
+        let waited = trickle(&mut window, at(t, 3_000_000), 1_000, 2_000_000);
+        assert!(waited > 300, "{waited} of at most 666 groups waited");
     }
 
     #[test]

@@ -634,20 +634,23 @@ impl Writer {
             };
             drain(&mut group);
             // Too few posts where more are due: wait for company (`group`;
-            // only posts wait, the rest rides along).
+            // only posts make a group wait).
             let posts = |group: &[Queued]| {
                 let mut posts = group
                     .iter()
                     .filter(|(w, ..)| matches!(w, Work::Ingest { .. }));
-                (posts.clone().count(), posts.next().map(|(.., at)| *at))
+                let oldest = posts.next().map(|(.., at)| *at);
+                (oldest, usize::from(oldest.is_some()) + posts.count())
             };
-            if let (count, Some(since)) = posts(&group) {
+            if let (Some(since), count) = posts(&group) {
                 let now = Instant::now();
-                if let Some(until) = self.window.until(count, since, now) {
+                let open = self.stopped.is_none() && group.len() < MAX_GROUP_OPS;
+                let until = open.then(|| self.window.until(count, since, now));
+                if let Some(until) = until.flatten() {
                     std::thread::sleep(until - now);
                     drain(&mut group);
                 }
-                self.window.took(posts(&group).0);
+                self.window.took(posts(&group).1);
             }
             // A pause splits the group: what came before it commits first.
             let mut batch = Vec::with_capacity(group.len());
