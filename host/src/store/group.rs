@@ -169,6 +169,14 @@ mod tests {
         waited
     }
 
+    /// A window after 200 ms of posts one every `gap_us`, and that moment.
+    fn after_trickle(gap_us: u64) -> (CommitWindow, Instant) {
+        let mut window = CommitWindow::new(WAIT);
+        let t = Instant::now();
+        trickle(&mut window, t, gap_us, 200_000);
+        (window, at(t, 200_000))
+    }
+
     #[test]
     fn a_steady_trickle_waits_once_its_rate_is_known_and_a_quiet_spell_ends_it() {
         let mut window = CommitWindow::new(WAIT);
@@ -191,10 +199,8 @@ mod tests {
 
     #[test]
     fn a_group_waits_only_for_what_its_oldest_has_not_waited_yet() {
-        let mut window = CommitWindow::new(WAIT);
-        let t = Instant::now();
-        trickle(&mut window, t, 500, 200_000);
-        let (queued, now) = (at(t, 200_000), at(t, 201_500));
+        let (mut window, queued) = after_trickle(500);
+        let now = at(queued, 1_500);
         assert_eq!(window.until(3, queued, now), Some(queued + WAIT));
         let now = at(queued, 2_500);
         assert_eq!(window.until(3, queued, now), None, "it waited long enough");
@@ -202,11 +208,8 @@ mod tests {
 
     #[test]
     fn at_a_rate_that_fills_a_group_sooner_it_waits_only_that_long() {
-        let mut window = CommitWindow::new(WAIT);
-        let t = Instant::now();
         // 10,000 posts a second: seven more arrive within 0.7 ms.
-        trickle(&mut window, t, 100, 200_000);
-        let now = at(t, 200_000);
+        let (mut window, now) = after_trickle(100);
         let until = window.until(1, now, now).unwrap();
         let waits = until - now;
         assert!(
@@ -217,10 +220,7 @@ mod tests {
 
     #[test]
     fn a_full_enough_group_begins_at_once() {
-        let mut window = CommitWindow::new(WAIT);
-        let t = Instant::now();
-        trickle(&mut window, t, 500, 200_000);
-        let now = at(t, 200_000);
+        let (mut window, now) = after_trickle(500);
         assert_eq!(window.until(COMPANY, now, now), None);
         assert!(window.until(COMPANY - 1, now, now).is_some());
     }
