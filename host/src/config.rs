@@ -146,7 +146,8 @@ pub struct StorageConfig {
     /// more before it commits, where posts arrive often enough that more are
     /// due within that time, so that a trickle shares commits
     /// (`store::group`: a shorter wait where eight arrive sooner, none where
-    /// recent waits gathered next to nothing).
+    /// recent waits gathered next to nothing). On PostgreSQL a small group
+    /// of outcomes waits as long for more, in the same way.
     /// Unset: 2000 on SQLite, 4000 on PostgreSQL; 0 never waits; at most
     /// 100000.
     pub group_commit_wait_us: Option<u32>,

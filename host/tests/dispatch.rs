@@ -314,14 +314,25 @@ impl Deliver for Paced {
 }
 
 /// The store, counting the loop's own claims and those that came back
-/// empty.
+/// empty; with `held`, each outcome handed to it waits until that says
+/// `true` before it is written, and no offer is taken.
 struct CountingClaims {
     inner: Arc<dyn Store>,
     empty: std::sync::atomic::AtomicUsize,
     all: std::sync::atomic::AtomicUsize,
+    held: Option<watch::Receiver<bool>>,
 }
 
 impl CountingClaims {
+    fn new(inner: Arc<dyn Store>, held: Option<watch::Receiver<bool>>) -> Self {
+        Self {
+            inner,
+            empty: Default::default(),
+            all: Default::default(),
+            held,
+        }
+    }
+
     fn empty(&self) -> usize {
         self.empty.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -351,9 +362,12 @@ impl Store for CountingClaims {
         Ok(got)
     }
     fn offer(&self, offer: Arc<Offer>) -> bool {
-        self.inner.offer(offer)
+        self.held.is_none() && self.inner.offer(offer)
     }
     async fn settle(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Settled> {
+        if let Some(held) = &self.held {
+            let _ = held.clone().wait_for(|go| *go).await;
+        }
         self.inner.settle(items, now).await
     }
     async fn rescue_expired(&self, now: Millis) -> StoreResult<u64> {
@@ -400,11 +414,7 @@ impl Store for CountingClaims {
 ///    for, then a lane moving on);
 /// 4. an event ingested while another runs.
 async fn a_trickle_costs_one_claim_a_delivery_and_waits_for_no_poll(t: common::TestStore) {
-    let store = Arc::new(CountingClaims {
-        inner: t.store.clone(),
-        empty: Default::default(),
-        all: Default::default(),
-    });
+    let store = Arc::new(CountingClaims::new(t.store.clone(), None));
     // SQLite takes the loop's offer: what an ingest or outcome makes ready
     // is claimed in its transaction, and the loop makes no claim of its own.
     let offers = t.url.starts_with("sqlite");
@@ -506,6 +516,61 @@ async fn a_trickle_costs_one_claim_a_delivery_and_waits_for_no_poll_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickle_costs_one_claim_a_delivery_and_waits_for_no_poll_postgres() {
     a_trickle_costs_one_claim_a_delivery_and_waits_for_no_poll(common::postgres().await).await;
+}
+
+/// A slot is the destination's: it frees once the connector has answered
+/// and the outcome is handed to the store, so the store may take its time
+/// to commit it (sharing the commit with others) without slowing delivery
+/// down. Outcomes not yet written beyond the concurrency hold slots again:
+/// with two slots and the store writing nothing, four attempts run, not two
+/// and not all eight. A loop that stops waits for what it handed over to be
+/// written, rather than handing those deliveries back to the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_frees_once_the_outcome_is_handed_to_the_store() {
+    let t = common::sqlite().await;
+    let (write, held) = watch::channel(false);
+    let store = Arc::new(CountingClaims::new(t.store.clone(), Some(held)));
+    let ids: Vec<String> = (0..8).map(|i| format!("e{i}")).collect();
+    let events = ids.iter().map(|id| common::ev(id, "t", &[], &["hss"]));
+    t.store.ingest(events.collect(), now_ms()).await.unwrap();
+    let rec = Arc::new(Recorder::default());
+    let run = start(store, rec.clone(), 2, Duration::from_secs(5));
+    let started = || rec.started.lock().unwrap().len();
+    wait_until("four attempts", async || started() >= 4).await;
+    // Time for a fifth, were the bound not there.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(started(), 4, "attempts while no outcome is written");
+    // Stopping now: the loop waits for the four outcomes to be written.
+    run.stop.send(true).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    write.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), run.handle)
+        .await
+        .expect("stopped")
+        .unwrap();
+    let mut delivered = 0;
+    for id in &ids[..4] {
+        let v = t.store.catalog().event(id).await.unwrap().unwrap();
+        if v.deliveries[0].state == DeliveryState::Delivered {
+            delivered += 1;
+        }
+        assert_eq!(v.deliveries[0].attempts, 1);
+    }
+    assert_eq!(delivered, 4, "outcomes handed over before the stop");
+    // The rest: a dispatcher that writes at once delivers them all.
+    let run = start(t.store.clone(), rec.clone(), 2, Duration::from_secs(5));
+    wait_until("all delivered", async || {
+        let mut n = 0;
+        for id in &ids {
+            let v = t.store.catalog().event(id).await.unwrap().unwrap();
+            n += usize::from(v.deliveries[0].state == DeliveryState::Delivered);
+        }
+        n == ids.len()
+    })
+    .await;
+    assert_eq!(started(), 8);
+    run.stop.send(true).unwrap();
+    run.handle.await.unwrap();
 }
 
 /// Drains 60 unkeyed deliveries with `policy` (after applying `overrides`,

@@ -2443,7 +2443,8 @@ async fn sqlite_a_request_that_fails_part_way_leaves_nothing_and_the_store_recov
 }
 
 /// Nodes sharing a PostgreSQL schema hear of each other's new work and
-/// breaker changes through the database; another schema's nodes do not.
+/// breaker changes through the database; another schema's nodes do not,
+/// and a node does not hear its own (it woke its loops itself).
 #[tokio::test]
 async fn postgres_nodes_hear_of_each_others_work_and_breaker_changes() {
     use std::time::Duration;
@@ -2457,7 +2458,7 @@ async fn postgres_nodes_hear_of_each_others_work_and_breaker_changes() {
     let mut heard = b.cluster().unwrap().listen().await.unwrap();
     let mut stranger_heard = stranger.cluster().unwrap().listen().await.unwrap();
     // A's announcements are on once A listens too.
-    let _a_heard = a.cluster().unwrap().listen().await.unwrap();
+    let mut a_heard = a.cluster().unwrap().listen().await.unwrap();
     a.ingest(
         vec![
             ev("n1", "t", &["k"], &["hss"]),
@@ -2538,6 +2539,23 @@ async fn postgres_nodes_hear_of_each_others_work_and_breaker_changes() {
             .await
             .is_err(),
         "another schema's nodes hear nothing"
+    );
+    assert!(
+        a_heard.try_recv().is_err(),
+        "a node hears its own announcements"
+    );
+    // It does hear the others'.
+    b.cluster().unwrap().announce_work("sms");
+    let next = tokio::time::timeout(Duration::from_secs(10), a_heard.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next, Announcement::Work("sms".into()));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), heard.recv())
+            .await
+            .is_err(),
+        "b heard its own announcement"
     );
 }
 

@@ -10,6 +10,17 @@
 //! last claim may have left deliveries ready (it got as many as it asked for).
 //! So at a trickle a delivery costs one claim, not a claim and an empty one.
 //!
+//! A slot is the destination's: it frees once the connector has answered and
+//! the outcome is handed to the store, not once the store has committed it
+//! (`Settling`). So the store may hold an outcome back to share its commit
+//! with others (`store::group`) without slowing the connector down. A lane
+//! still moves on only once the outcome is committed, and an outcome lost
+//! with a crash before its commit only repeats the delivery, which
+//! at-least-once allows. Outcomes waiting for their commit beyond the
+//! connector's concurrency hold slots again, so a store that falls behind
+//! slows the claims down instead of piling up outcomes that leases would
+//! outlive.
+//!
 //! The loop keeps no copy of the connector's state: policy, waker, breaker
 //! and counters are the connector's entry in the [`Registry`], which the API
 //! and `/metrics` read too. The loop alone moves the breaker; each change of
@@ -27,11 +38,12 @@
 //! restart retries them at once rather than after the lease.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -144,6 +156,7 @@ pub fn spawn_controlled(
             // Shared by the loop's incarnations: what one that panicked
             // left in flight, the next hands back (see `crate::supervise`).
             let in_flight = Arc::new(Mutex::new(HashMap::new()));
+            let settling = Settling::default();
             let (store, deliver, settings) = (store.clone(), deliver.clone(), settings.clone());
             let stop = shutdown.clone();
             let task = format!("dispatch:{}", entry.name());
@@ -158,6 +171,7 @@ pub fn spawn_controlled(
                     settings: settings.clone(),
                     in_flight: in_flight.clone(),
                     offer: None,
+                    settling: settling.clone(),
                 };
                 l.run(stop.clone()).instrument(span.clone())
             };
@@ -286,12 +300,16 @@ struct ConnectorLoop {
     /// The standing claim this loop leaves with the store while it waits,
     /// where the store takes one (`store::offer`).
     offer: Option<Arc<Offer>>,
+    /// Outcomes handed to the store and not committed yet.
+    settling: Settling,
 }
 
 impl ConnectorLoop {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         // Attempts of an incarnation of this loop that panicked were
-        // aborted with it: their leases go back now, not at their end.
+        // aborted with it: their leases go back now, not at their end (once
+        // the outcomes it handed over are written).
+        let _ = tokio::time::timeout(SETTLE_GRACE, self.settling.idle()).await;
         self.hand_back("the connector's dispatcher restarted during the attempt")
             .await;
         let mut tasks: JoinSet<()> = JoinSet::new();
@@ -361,8 +379,11 @@ impl ConnectorLoop {
             // make every claim after the first a claim of one.
             while tasks.try_join_next().is_some() {}
             let now = clock.now();
-            // Claimed for the offer but not received yet: those hold slots.
-            let busy = tasks.len() + offer.in_transit();
+            // Claimed for the offer but not received yet: those hold slots;
+            // so do outcomes waiting for their commit beyond the concurrency.
+            let busy = tasks.len()
+                + offer.in_transit()
+                + self.settling.len().saturating_sub(limits.concurrency);
             // Whatever an attempt's outcome did to the breaker until now is
             // read below (see `Offer::hold`).
             offer.looked();
@@ -627,6 +648,7 @@ impl ConnectorLoop {
         let in_flight = self.in_flight.clone();
         let clock = self.settings.clock.clone();
         let offer = self.offer.clone();
+        let settling = self.settling.clone();
         lock(&in_flight).insert(d.delivery_id, d.clone());
         let span = tracing::info_span!(
             "attempt",
@@ -644,7 +666,7 @@ impl ConnectorLoop {
         );
         let attempt = async move {
             // A simulated clock stands still until the outcome is stored.
-            let _busy = clock.busy();
+            let busy = clock.busy();
             let started = std::time::Instant::now();
             let attempt = tokio::time::timeout(policy.attempt_timeout, deliver.deliver(&d));
             let finished = match pass {
@@ -715,33 +737,40 @@ impl ConnectorLoop {
                     offer.hold();
                 }
             }
-            // Whether the loop has something new to claim or schedule: a
-            // delivery made ready by the lanes this one released, or a retry
-            // (its due time). A plain delivery leaves nothing; waking the
-            // loop for it would cost an empty claim per delivery.
-            let wake = match store.settle(vec![Completion::of(&d, kind)], now).await {
-                Ok(s) if s.applied.first() == Some(&false) => {
-                    tracing::warn!(
-                        "lease was taken over before the attempt finished; its outcome is dropped"
-                    );
-                    true
+            // The slot is free once the outcome is handed over: the store
+            // may hold it back to share a commit (see the module notes).
+            let settle = async move {
+                let _busy = busy;
+                // Whether the loop has something new to claim or schedule: a
+                // delivery made ready by the lanes this one released, or a
+                // retry (its due time). A plain delivery leaves nothing;
+                // waking the loop for it would cost an empty claim per
+                // delivery.
+                let wake = match store.settle(vec![Completion::of(&d, kind)], now).await {
+                    Ok(s) if s.applied.first() == Some(&false) => {
+                        tracing::warn!(
+                            "lease was taken over before the attempt finished; its outcome is dropped"
+                        );
+                        true
+                    }
+                    Ok(s) => !delivered || s.readied(entry.name()),
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %e,
+                            "cannot record the outcome; the lease will expire and the delivery run again"
+                        );
+                        true
+                    }
+                };
+                lock(&in_flight).remove(&d.delivery_id);
+                if wake {
+                    entry.wake();
                 }
-                Ok(s) => !delivered || s.readied(entry.name()),
-                Err(e) => {
-                    tracing::warn!(
-                        error = %e,
-                        "cannot record the outcome; the lease will expire and the delivery run again"
-                    );
-                    true
+                if let Some((transition, _)) = moved {
+                    record_breaker(&store, entry.name(), transition, now);
                 }
             };
-            lock(&in_flight).remove(&d.delivery_id);
-            if wake {
-                entry.wake();
-            }
-            if let Some((transition, _)) = moved {
-                record_breaker(&store, entry.name(), transition, now);
-            }
+            settling.spawn(settle.in_current_span());
         };
         tasks.spawn(
             async move {
@@ -781,6 +810,15 @@ impl ConnectorLoop {
         }
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
+        // Outcomes handed over are written before the rest goes back.
+        let written = tokio::time::timeout(SETTLE_GRACE, self.settling.idle()).await;
+        if written.is_err() {
+            tracing::warn!(
+                count = self.settling.len(),
+                "outcomes not written within {} s of shutdown; their deliveries go back to the queue",
+                SETTLE_GRACE.as_secs()
+            );
+        }
         self.hand_back("gateway shut down during the attempt").await;
     }
 
@@ -817,6 +855,59 @@ impl ConnectorLoop {
 /// here when the loop ends (a panic, shutdown) were claimed but never
 /// started: they join the loop's in-flight map, whose leases the loop's
 /// next incarnation, or its shutdown, hands back to the queue.
+/// How long a loop that stops waits for the outcomes it handed to the store
+/// to be written, before it hands their deliveries back instead.
+const SETTLE_GRACE: Duration = Duration::from_secs(5);
+
+/// Outcomes handed to the store and not yet written: each one's write runs
+/// in a task of its own, counted here until it ends (or panics: a bug,
+/// logged; the delivery's lease then expires and it runs again).
+#[derive(Clone, Default)]
+struct Settling(Arc<(AtomicUsize, Notify)>);
+
+impl Settling {
+    fn spawn(&self, write: impl std::future::Future<Output = ()> + Send + 'static) {
+        /// Counts the write down however its task ends.
+        struct Counted(Settling);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                let (count, idle) = &*(self.0).0;
+                if count.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    idle.notify_waiters();
+                }
+            }
+        }
+        self.0 .0.fetch_add(1, Ordering::AcqRel);
+        let counted = Counted(self.clone());
+        tokio::spawn(async move {
+            let _counted = counted;
+            use futures::FutureExt;
+            if let Err(panic) = std::panic::AssertUnwindSafe(write).catch_unwind().await {
+                let panic = crate::supervise::panic_message(panic);
+                crate::metrics::global().task_panicked("settle");
+                tracing::error!(panic = %panic, "writing an outcome panicked (a bug: please report it with this line); the delivery will run again once its lease ends");
+            }
+        });
+    }
+
+    fn len(&self) -> usize {
+        self.0 .0.load(Ordering::Acquire)
+    }
+
+    /// Until no outcome is waiting to be written.
+    async fn idle(&self) {
+        loop {
+            let idle = self.0 .1.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.len() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
 struct ServedBatches {
     rx: tokio::sync::mpsc::UnboundedReceiver<Served>,
     in_flight: Arc<Mutex<HashMap<i64, Claimed>>>,

@@ -89,27 +89,37 @@ const ANNOUNCE_EVERY: Duration = Duration::from_millis(10);
 /// breakers changed), outside the transactions that caused them (a NOTIFY takes a cluster-wide lock at commit) and coalesced:
 /// one per channel per [`ANNOUNCE_EVERY`] at most, naming every connector
 /// concerned.
+///
+/// A notification's payload begins with its sender (`@` and a hash of the
+/// node's name, which no connector name can be): a node does not act on its
+/// own, since it woke its loops itself when it did the work. (Hearing them
+/// made every group of posts cost each connector it touched a second, empty
+/// claim.)
 struct Announcer {
     enabled: std::sync::atomic::AtomicBool,
     tx: mpsc::UnboundedSender<super::Announcement>,
     /// `NOTIFY` channels of this store's schema: work, health.
     channels: [String; 2],
+    /// The first item of this node's payloads.
+    sender: String,
 }
 
 impl Announcer {
-    fn start(pool: PgPool, schema: &str) -> Arc<Self> {
+    fn start(pool: PgPool, schema: &str, node: &str) -> Arc<Self> {
         let channels = ["work", "health"].map(|kind| {
             format!(
                 "switchboard_{kind}_{:016x}",
                 lock_id("notify", kind, schema) as u64
             )
         });
+        let sender = format!("@{:016x}", lock_id("notify", node, schema) as u64);
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(announce(pool, rx, channels.clone()));
+        tokio::spawn(announce(pool, rx, channels.clone(), sender.clone()));
         Arc::new(Self {
             enabled: std::sync::atomic::AtomicBool::new(false),
             tx,
             channels,
+            sender,
         })
     }
 
@@ -129,6 +139,7 @@ async fn announce(
     pool: PgPool,
     mut rx: mpsc::UnboundedReceiver<super::Announcement>,
     channels: [String; 2],
+    sender: String,
 ) {
     use super::Announcement;
     while let Some(first) = rx.recv().await {
@@ -147,7 +158,7 @@ async fn announce(
             for chunk in names.chunks(100) {
                 let sent = sqlx::query("SELECT pg_notify($1, $2)")
                     .bind(channel)
-                    .bind(chunk.join(","))
+                    .bind(format!("{sender},{}", chunk.join(",")))
                     .execute(&pool)
                     .await;
                 if let Err(e) = sent {
@@ -677,9 +688,10 @@ impl PostgresStore {
             .fetch_one(&pool)
             .await?;
         warn_without_autovacuum(&pool).await;
-        let announcer = Announcer::start(pool.clone(), &schema);
+        let announcer = Announcer::start(pool.clone(), &schema, node);
         let (ingests, rx) = mpsc::channel(4096);
-        let rx: Queue<Vec<Routed>, IngestOutcome> = queue(rx, wait.unwrap_or(POSTGRES_WAIT));
+        let wait = wait.unwrap_or(POSTGRES_WAIT);
+        let rx: Queue<Vec<Routed>, IngestOutcome> = queue(rx, wait);
         for worker in 0..GROUP_WORKERS {
             let direct = Direct::new(&pool);
             let writer = format!("{node}/ingest{worker}");
@@ -706,8 +718,9 @@ impl PostgresStore {
             }));
         }
         let (completions, rx) = mpsc::channel(4096);
-        // Outcomes never wait for company (see `group`).
-        let rx: Queue<Vec<Completion>, Settled> = queue(rx, Duration::ZERO);
+        // Outcomes wait for company too: they hold no connector's slot
+        // (see `group`).
+        let rx: Queue<Vec<Completion>, Settled> = queue(rx, wait);
         for worker in 0..GROUP_WORKERS {
             let direct = Direct::new(&pool);
             let writer = format!("{node}/complete{worker}");
@@ -1927,6 +1940,7 @@ impl Cluster for PostgresStore {
         use super::Announcement;
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
         let [work, health] = self.announcer.channels.clone();
+        let own = self.announcer.sender.clone();
         listener
             .listen_all([work.as_str(), health.as_str()])
             .await?;
@@ -1950,8 +1964,18 @@ impl Cluster for PostgresStore {
                 } else {
                     Announcement::Health
                 };
-                for name in n.payload().split(',').filter(|c| !c.is_empty()) {
-                    if tx.send(kind(name.to_string())).await.is_err() {
+                let items: Vec<String> = n
+                    .payload()
+                    .split(',')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if items.first() == Some(&own) {
+                    continue;
+                }
+                // Names only: a sender is not a connector.
+                for name in items.into_iter().filter(|c| !c.starts_with('@')) {
+                    if tx.send(kind(name)).await.is_err() {
                         return;
                     }
                 }
