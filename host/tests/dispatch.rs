@@ -26,6 +26,9 @@ use tokio::sync::watch;
 #[derive(Default)]
 struct Recorder {
     running: Mutex<HashSet<String>>,
+    /// Attempts running now, and the most that ever ran at once.
+    now: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
     started: Mutex<Vec<(String, u32)>>,
     fail_first: HashSet<String>,
     reject: HashSet<String>,
@@ -36,6 +39,9 @@ struct Recorder {
 #[async_trait]
 impl Deliver for Recorder {
     async fn deliver(&self, d: &Claimed) -> AttemptOutcome {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.now.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(now, SeqCst);
         {
             let mut running = self.running.lock().unwrap();
             for k in &d.event.keys {
@@ -61,6 +67,7 @@ impl Deliver for Recorder {
                 running.remove(k);
             }
         }
+        self.now.fetch_sub(1, SeqCst);
         if self.reject.contains(&d.event.id) {
             AttemptOutcome::Reject {
                 reason: "400 number unknown".into(),
@@ -424,9 +431,8 @@ async fn a_trickle_costs_one_claim_a_delivery_and_waits_for_no_poll(t: common::T
         done: Mutex::new(Vec::new()),
     });
     let (stop, rx) = watch::channel(false);
-    // More slots than the test ever fills: a claim made while an attempt
-    // that already finished still holds its slot (its outcome not yet
-    // settled) gets fewer than it asked for, so no claim is owed a slot.
+    // More slots than the test ever fills: every claim gets fewer than it
+    // asked for, so no claim is owed to a slot that frees.
     let registry = Registry::of([policy(4)]);
     let settings = DispatchSettings {
         poll_interval: Duration::from_secs(60),
@@ -540,9 +546,15 @@ async fn a_slot_frees_once_the_outcome_is_handed_to_the_store() {
     // Time for a fifth, were the bound not there.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(started(), 4, "attempts while no outcome is written");
+    let peak = rec.peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(peak <= 2, "{peak} attempts at once with two slots");
     // Stopping now: the loop waits for the four outcomes to be written.
     run.stop.send(true).unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !run.handle.is_finished(),
+        "the dispatcher stopped before the outcomes it handed over were written"
+    );
     write.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(10), run.handle)
         .await

@@ -2611,3 +2611,48 @@ async fn postgres_a_steady_trickle_of_posts_shares_a_commit() {
     let s = switchboard::store::open_waiting(&url, "trickle:1", Some(WAIT)).await;
     a_steady_trickle_of_posts_shares_a_commit(s.unwrap()).await;
 }
+
+/// PostgreSQL's outcomes wait for company as posts do (an outcome waiting
+/// for its commit holds no connector's slot): the first at once, the second
+/// of a steady trickle until the third joins it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_steady_trickle_of_outcomes_shares_a_commit() {
+    use std::time::{Duration, Instant};
+    let url = common::pg_schema_url().await;
+    let s = switchboard::store::open_waiting(&url, "trickle:1", Some(WAIT))
+        .await
+        .unwrap();
+    let events = (0..3).map(|i| ev(&format!("o{i}"), "a", &[], &["c"]));
+    s.ingest(events.collect(), 1).await.unwrap();
+    let mut claimed = s.claim("c", 3, 2, LEASE).await.unwrap().into_iter();
+    let mut done = move || {
+        vec![Completion::of(
+            &claimed.next().unwrap(),
+            CompletionKind::Delivered,
+        )]
+    };
+    let first = Instant::now();
+    assert_eq!(s.complete(done(), 3).await.unwrap(), vec![true]);
+    assert!(
+        first.elapsed() < Duration::from_millis(500),
+        "the first outcome waited for company"
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second = tokio::spawn({
+        let (s, items) = (s.clone(), done());
+        async move { (s.complete(items, 4).await.unwrap(), Instant::now()) }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let third_sent = Instant::now();
+    assert_eq!(s.complete(done(), 5).await.unwrap(), vec![true]);
+    let (second, answered) = second.await.unwrap();
+    assert_eq!(second, vec![true]);
+    assert!(
+        answered >= third_sent,
+        "the second outcome was answered before the third was handed over: it did not wait"
+    );
+    for i in 0..3 {
+        let v = s.catalog().event(&format!("o{i}")).await.unwrap().unwrap();
+        assert_eq!(v.deliveries[0].state, DeliveryState::Delivered);
+    }
+}

@@ -17,9 +17,9 @@
 //! still moves on only once the outcome is committed, and an outcome lost
 //! with a crash before its commit only repeats the delivery, which
 //! at-least-once allows. Outcomes waiting for their commit beyond the
-//! connector's concurrency hold slots again, so a store that falls behind
-//! slows the claims down instead of piling up outcomes that leases would
-//! outlive.
+//! connector's concurrency hold slots again (the loop then waits for one to
+//! be written), so a store that falls behind slows the claims down instead
+//! of piling up outcomes that leases would outlive.
 //!
 //! The loop keeps no copy of the connector's state: policy, waker, breaker
 //! and counters are the connector's entry in the [`Registry`], which the API
@@ -384,6 +384,17 @@ impl ConnectorLoop {
             let busy = tasks.len()
                 + offer.in_transit()
                 + self.settling.len().saturating_sub(limits.concurrency);
+            // Outcomes waiting for their commit hold every slot: nothing may
+            // start until one is written (or an attempt ends).
+            if busy >= limits.concurrency && self.settling.len() > limits.concurrency {
+                tokio::select! {
+                    _ = self.settling.written() => {}
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                    Some(batch) = served.rx.recv() => self.take_served(&offer, batch, &mut tasks),
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
+                continue;
+            }
             // Whatever an attempt's outcome did to the breaker until now is
             // read below (see `Offer::hold`).
             offer.looked();
@@ -509,7 +520,14 @@ impl ConnectorLoop {
                                 break false;
                             }
                         }
-                        Some(_) = tasks.join_next(), if !tasks.is_empty() => offer.add_room(),
+                        Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                            // Its slot is free unless outcomes waiting for
+                            // their commit hold it (the loop then looks again).
+                            if self.settling.len() > limits.concurrency {
+                                break false;
+                            }
+                            offer.add_room();
+                        }
                         _ = self.entry.woken() => break false,
                         _ = &mut timer => break false,
                         _ = shutdown.wait_for(|s| *s) => break true,
@@ -656,14 +674,14 @@ impl ConnectorLoop {
             event_id = %d.event.id,
             attempt = d.attempt
         );
-        let (d_, store_, entry_, in_flight_, clock_, policy_) = (
-            d.clone(),
-            store.clone(),
-            entry.clone(),
-            in_flight.clone(),
-            clock.clone(),
-            policy.clone(),
-        );
+        let after_panic = AfterPanic {
+            store: store.clone(),
+            policy: policy.clone(),
+            d: d.clone(),
+            clock: clock.clone(),
+            in_flight: in_flight.clone(),
+            entry: entry.clone(),
+        };
         let attempt = async move {
             // A simulated clock stands still until the outcome is stored.
             let busy = clock.busy();
@@ -679,7 +697,7 @@ impl ConnectorLoop {
             };
             let Some(finished) = finished else {
                 hand_back_fenced(&store, &d, &clock, policy.attempt_timeout).await;
-                lock(&in_flight).remove(&d.delivery_id);
+                forget(&in_flight, &d);
                 entry.wake();
                 return;
             };
@@ -739,8 +757,15 @@ impl ConnectorLoop {
             }
             // The slot is free once the outcome is handed over: the store
             // may hold it back to share a commit (see the module notes).
+            let after_panic = AfterPanic {
+                store: store.clone(),
+                policy,
+                d: d.clone(),
+                clock,
+                in_flight: in_flight.clone(),
+                entry: entry.clone(),
+            };
             let settle = async move {
-                let _busy = busy;
                 // Whether the loop has something new to claim or schedule: a
                 // delivery made ready by the lanes this one released, or a
                 // retry (its due time). A plain delivery leaves nothing;
@@ -762,7 +787,7 @@ impl ConnectorLoop {
                         true
                     }
                 };
-                lock(&in_flight).remove(&d.delivery_id);
+                forget(&in_flight, &d);
                 if wake {
                     entry.wake();
                 }
@@ -770,30 +795,24 @@ impl ConnectorLoop {
                     record_breaker(&store, entry.name(), transition, now);
                 }
             };
-            settling.spawn(settle.in_current_span());
+            settling.spawn(
+                async move {
+                    use futures::FutureExt;
+                    // The clock moves on once the outcome is stored.
+                    let _busy = busy;
+                    if let Err(panic) = std::panic::AssertUnwindSafe(settle).catch_unwind().await {
+                        after_panic.retry(panic, "settle").await;
+                    }
+                }
+                .in_current_span(),
+            );
         };
         tasks.spawn(
             async move {
                 use futures::FutureExt;
-                let Err(panic) = std::panic::AssertUnwindSafe(attempt).catch_unwind().await else {
-                    return;
-                };
-                // A bug, not the connector's failing: the delivery is retried
-                // as its retry policy allows, and the loop goes on.
-                let panic = crate::supervise::panic_message(panic);
-                crate::metrics::global().task_panicked(&format!("attempt:{}", entry_.name()));
-                tracing::error!(panic = %panic, "an attempt panicked (a bug: please report it with this line); the delivery will be retried");
-                let now = clock_.now();
-                let outcome = AttemptOutcome::Retry {
-                    after: Some(Duration::from_secs(5)),
-                    reason: "the gateway failed during the attempt (a bug, logged)".into(),
-                };
-                let kind = classify(&policy_, &d_, outcome, now);
-                if let Err(e) = store_.complete(vec![Completion::of(&d_, kind)], now).await {
-                    tracing::warn!(error = %e, "cannot record the outcome; the lease will expire and the delivery run again");
+                if let Err(panic) = std::panic::AssertUnwindSafe(attempt).catch_unwind().await {
+                    after_panic.retry(panic, "attempt").await;
                 }
-                lock(&in_flight_).remove(&d_.delivery_id);
-                entry_.wake();
             }
             .instrument(span),
         );
@@ -851,19 +870,69 @@ impl ConnectorLoop {
     }
 }
 
-/// Where what the store claimed for a loop's offer arrives. Batches still
-/// here when the loop ends (a panic, shutdown) were claimed but never
-/// started: they join the loop's in-flight map, whose leases the loop's
-/// next incarnation, or its shutdown, hands back to the queue.
+/// What retrying an attempt takes after the gateway panicked during it or
+/// while writing its outcome (a bug, not the connector's failing): the
+/// delivery is retried as its retry policy allows, and the loop goes on.
+struct AfterPanic {
+    store: Arc<dyn Store>,
+    policy: Arc<ConnectorPolicy>,
+    d: Claimed,
+    clock: Clock,
+    in_flight: Arc<Mutex<HashMap<i64, Claimed>>>,
+    entry: Arc<ConnectorEntry>,
+}
+
+impl AfterPanic {
+    /// `during`: "attempt" or "settle", the task that panicked.
+    async fn retry(self, panic: Box<dyn std::any::Any + Send>, during: &str) {
+        let panic = crate::supervise::panic_message(panic);
+        let name = self.entry.name();
+        crate::metrics::global().task_panicked(&format!("{during}:{name}"));
+        tracing::error!(panic = %panic, task = during, "an attempt panicked (a bug: please report it with this line); the delivery will be retried");
+        let now = self.clock.now();
+        let outcome = AttemptOutcome::Retry {
+            after: Some(Duration::from_secs(5)),
+            reason: "the gateway failed during the attempt (a bug, logged)".into(),
+        };
+        let kind = classify(&self.policy, &self.d, outcome, now);
+        let retry = vec![Completion::of(&self.d, kind)];
+        if let Err(e) = self.store.complete(retry, now).await {
+            tracing::warn!(error = %e, "cannot record the outcome; the lease will expire and the delivery run again");
+        }
+        forget(&self.in_flight, &self.d);
+        self.entry.wake();
+    }
+}
+
+/// Takes `d` out of the in-flight map, unless the delivery is there under
+/// another lease (handed back, then claimed again meanwhile).
+fn forget(in_flight: &Mutex<HashMap<i64, Claimed>>, d: &Claimed) {
+    let mut in_flight = lock(in_flight);
+    if in_flight
+        .get(&d.delivery_id)
+        .is_some_and(|c| c.lease == d.lease)
+    {
+        in_flight.remove(&d.delivery_id);
+    }
+}
+
 /// How long a loop that stops waits for the outcomes it handed to the store
 /// to be written, before it hands their deliveries back instead.
 const SETTLE_GRACE: Duration = Duration::from_secs(5);
 
 /// Outcomes handed to the store and not yet written: each one's write runs
-/// in a task of its own, counted here until it ends (or panics: a bug,
-/// logged; the delivery's lease then expires and it runs again).
+/// in a task of its own, counted here until it ends, however it ends.
 #[derive(Clone, Default)]
-struct Settling(Arc<(AtomicUsize, Notify)>);
+struct Settling(Arc<SettlingInner>);
+
+#[derive(Default)]
+struct SettlingInner {
+    count: AtomicUsize,
+    /// Told when the count reaches zero.
+    idle: Notify,
+    /// Told each time a write ends.
+    written: Notify,
+}
 
 impl Settling {
     fn spawn(&self, write: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -871,33 +940,34 @@ impl Settling {
         struct Counted(Settling);
         impl Drop for Counted {
             fn drop(&mut self) {
-                let (count, idle) = &*(self.0).0;
-                if count.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    idle.notify_waiters();
+                let inner = &(self.0).0;
+                if inner.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    inner.idle.notify_waiters();
                 }
+                inner.written.notify_one();
             }
         }
-        self.0 .0.fetch_add(1, Ordering::AcqRel);
+        self.0.count.fetch_add(1, Ordering::AcqRel);
         let counted = Counted(self.clone());
         tokio::spawn(async move {
             let _counted = counted;
-            use futures::FutureExt;
-            if let Err(panic) = std::panic::AssertUnwindSafe(write).catch_unwind().await {
-                let panic = crate::supervise::panic_message(panic);
-                crate::metrics::global().task_panicked("settle");
-                tracing::error!(panic = %panic, "writing an outcome panicked (a bug: please report it with this line); the delivery will run again once its lease ends");
-            }
+            write.await
         });
     }
 
     fn len(&self) -> usize {
-        self.0 .0.load(Ordering::Acquire)
+        self.0.count.load(Ordering::Acquire)
+    }
+
+    /// Until a write ends (or one ended since the last call).
+    async fn written(&self) {
+        self.0.written.notified().await
     }
 
     /// Until no outcome is waiting to be written.
     async fn idle(&self) {
         loop {
-            let idle = self.0 .1.notified();
+            let idle = self.0.idle.notified();
             tokio::pin!(idle);
             idle.as_mut().enable();
             if self.len() == 0 {
@@ -908,6 +978,10 @@ impl Settling {
     }
 }
 
+/// Where what the store claimed for a loop's offer arrives. Batches still
+/// here when the loop ends (a panic, shutdown) were claimed but never
+/// started: they join the loop's in-flight map, whose leases the loop's
+/// next incarnation, or its shutdown, hands back to the queue.
 struct ServedBatches {
     rx: tokio::sync::mpsc::UnboundedReceiver<Served>,
     in_flight: Arc<Mutex<HashMap<i64, Claimed>>>,

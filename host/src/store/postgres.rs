@@ -93,8 +93,9 @@ const ANNOUNCE_EVERY: Duration = Duration::from_millis(10);
 /// A notification's payload begins with its sender (`@` and a hash of the
 /// node's name, which no connector name can be): a node does not act on its
 /// own, since it woke its loops itself when it did the work. (Hearing them
-/// made every group of posts cost each connector it touched a second, empty
-/// claim.)
+/// woke each connector named again, every [`ANNOUNCE_EVERY`] under load,
+/// for a claim that mostly found nothing: about 8% of the claims at 1,000
+/// events a second.)
 struct Announcer {
     enabled: std::sync::atomic::AtomicBool,
     tx: mpsc::UnboundedSender<super::Announcement>,
