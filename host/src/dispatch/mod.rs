@@ -1,8 +1,9 @@
 //! Claim → run the connector → apply the outcome.
 //!
 //! One loop per connector keeps up to `concurrency` attempts in flight. Each
-//! attempt runs in its own task and writes its own completion, so completions
-//! from many attempts share a commit in the store. The loop sleeps until
+//! attempt runs in its own task and hands its completion to a task that
+//! writes it, so completions from many attempts share a commit in the store.
+//! The loop sleeps until
 //! something may have made a delivery ready (an ingest, an outcome whose
 //! released lanes moved on to a delivery or that scheduled a retry, a rescue,
 //! an operator), the earliest retry falls due, or the poll interval passes.
@@ -33,9 +34,10 @@
 //! expire under an attempt still running. A crashed gateway's leases expire
 //! and the rescuer (any node) re-queues them: at-least-once, never lost.
 //!
-//! Shutdown: stop claiming, give in-flight attempts the grace period, then
-//! hand any still running back to the queue (ready now, attempt counted) so a
-//! restart retries them at once rather than after the lease.
+//! Shutdown: stop claiming, give in-flight attempts the grace period, wait
+//! up to `SETTLE_GRACE` for the outcomes handed over to be written, then
+//! hand any still running or unwritten back to the queue (ready now, attempt
+//! counted) so a restart retries them at once rather than after the lease.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -375,8 +377,8 @@ impl ConnectorLoop {
                 self.take_served(&offer, batch, &mut tasks);
             }
             // Reap finished attempts first: a slot whose attempt already
-            // wrote its completion is free, and counting it as busy would
-            // make every claim after the first a claim of one.
+            // handed its completion over is free, and counting it as busy
+            // would make every claim after the first a claim of one.
             while tasks.try_join_next().is_some() {}
             let now = clock.now();
             // Claimed for the offer but not received yet: those hold slots;
