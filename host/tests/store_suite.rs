@@ -2450,6 +2450,18 @@ async fn postgres_nodes_hear_of_each_others_work_and_breaker_changes() {
     use std::time::Duration;
     use switchboard::store::postgres::PostgresStore;
     use switchboard::store::{Announcement, SharedHealth};
+    use tokio::sync::mpsc::Receiver;
+    async fn next(heard: &mut Receiver<Announcement>) -> Announcement {
+        tokio::time::timeout(Duration::from_secs(10), heard.recv())
+            .await
+            .expect("announced within seconds")
+            .unwrap()
+    }
+    async fn silent(heard: &mut Receiver<Announcement>) -> bool {
+        tokio::time::timeout(Duration::from_millis(300), heard.recv())
+            .await
+            .is_err()
+    }
     let t = common::postgres().await;
     let other_schema = common::postgres().await;
     let a = &*t.store;
@@ -2470,11 +2482,7 @@ async fn postgres_nodes_hear_of_each_others_work_and_breaker_changes() {
     .unwrap();
     let mut got = std::collections::BTreeSet::new();
     while got.len() < 2 {
-        let a = tokio::time::timeout(Duration::from_secs(10), heard.recv())
-            .await
-            .expect("announced within seconds")
-            .unwrap();
-        got.insert(a);
+        got.insert(next(&mut heard).await);
     }
     assert_eq!(
         got,
@@ -2489,19 +2497,11 @@ async fn postgres_nodes_hear_of_each_others_work_and_breaker_changes() {
         .publish_health("hss", SharedHealth::Closed, 1)
         .await
         .unwrap();
-    let next = tokio::time::timeout(Duration::from_secs(10), heard.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(next, Announcement::Health("hss".into()));
+    assert_eq!(next(&mut heard).await, Announcement::Health("hss".into()));
     a.ingest(vec![ev("n3", "t", &["k"], &["hss"])], 2)
         .await
         .unwrap();
-    let next = tokio::time::timeout(Duration::from_secs(10), heard.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(next, Announcement::Work("hss".into()));
+    assert_eq!(next(&mut heard).await, Announcement::Work("hss".into()));
     // A delivery whose lane moves on to the next event, ready now.
     let done = |claimed: Vec<switchboard::store::Claimed>| -> Vec<Completion> {
         claimed
@@ -2512,32 +2512,20 @@ async fn postgres_nodes_hear_of_each_others_work_and_breaker_changes() {
     let n1 = a.claim("hss", 1, 2, LEASE).await.unwrap();
     assert_eq!(n1[0].event.id, "n1");
     assert_eq!(a.complete(done(n1), 3).await.unwrap(), vec![true]);
-    let next = tokio::time::timeout(Duration::from_secs(10), heard.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(next, Announcement::Work("hss".into()));
+    assert_eq!(next(&mut heard).await, Announcement::Work("hss".into()));
     // Deliveries with nothing behind them: nothing to announce.
     let rest = a.claim("hss", 10, 4, LEASE).await.unwrap();
     assert_eq!(rest.len(), 2);
     assert_eq!(a.complete(done(rest), 5).await.unwrap(), vec![true, true]);
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), heard.recv())
-            .await
-            .is_err(),
+        silent(&mut heard).await,
         "an outcome that made nothing ready is not announced"
     );
     // An operator's resume, which the API announces.
     a.cluster().unwrap().announce_work("crm");
-    let next = tokio::time::timeout(Duration::from_secs(10), heard.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(next, Announcement::Work("crm".into()));
+    assert_eq!(next(&mut heard).await, Announcement::Work("crm".into()));
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), stranger_heard.recv())
-            .await
-            .is_err(),
+        silent(&mut stranger_heard).await,
         "another schema's nodes hear nothing"
     );
     assert!(
@@ -2546,17 +2534,8 @@ async fn postgres_nodes_hear_of_each_others_work_and_breaker_changes() {
     );
     // It does hear the others'.
     b.cluster().unwrap().announce_work("sms");
-    let next = tokio::time::timeout(Duration::from_secs(10), a_heard.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(next, Announcement::Work("sms".into()));
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), heard.recv())
-            .await
-            .is_err(),
-        "b heard its own announcement"
-    );
+    assert_eq!(next(&mut a_heard).await, Announcement::Work("sms".into()));
+    assert!(silent(&mut heard).await, "b heard its own announcement");
 }
 
 /// Where posts arrive often enough that more are due within the group

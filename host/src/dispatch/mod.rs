@@ -676,14 +676,16 @@ impl ConnectorLoop {
             event_id = %d.event.id,
             attempt = d.attempt
         );
-        let after_panic = AfterPanic {
+        // One for the attempt's task and its outcome's.
+        let after_panic = Arc::new(AfterPanic {
             store: store.clone(),
             policy: policy.clone(),
             d: d.clone(),
             clock: clock.clone(),
             in_flight: in_flight.clone(),
             entry: entry.clone(),
-        };
+        });
+        let settle_panic = after_panic.clone();
         let attempt = async move {
             // A simulated clock stands still until the outcome is stored.
             let busy = clock.busy();
@@ -759,14 +761,6 @@ impl ConnectorLoop {
             }
             // The slot is free once the outcome is handed over: the store
             // may hold it back to share a commit (see the module notes).
-            let after_panic = AfterPanic {
-                store: store.clone(),
-                policy,
-                d: d.clone(),
-                clock,
-                in_flight: in_flight.clone(),
-                entry: entry.clone(),
-            };
             let settle = async move {
                 // Whether the loop has something new to claim or schedule: a
                 // delivery made ready by the lanes this one released, or a
@@ -803,7 +797,7 @@ impl ConnectorLoop {
                     // The clock moves on once the outcome is stored.
                     let _busy = busy;
                     if let Err(panic) = std::panic::AssertUnwindSafe(settle).catch_unwind().await {
-                        after_panic.retry(panic, "settle").await;
+                        settle_panic.retry(panic, "settle").await;
                     }
                 }
                 .in_current_span(),
@@ -886,7 +880,7 @@ struct AfterPanic {
 
 impl AfterPanic {
     /// `during`: "attempt" or "settle", the task that panicked.
-    async fn retry(self, panic: Box<dyn std::any::Any + Send>, during: &str) {
+    async fn retry(&self, panic: Box<dyn std::any::Any + Send>, during: &str) {
         let panic = crate::supervise::panic_message(panic);
         let name = self.entry.name();
         crate::metrics::global().task_panicked(&format!("{during}:{name}"));
