@@ -329,7 +329,17 @@ async fn state_in_store(t: &common::TestStore, key: &Key) -> DeliveryState {
 
 /// Completes one attempt and checks that the store applies it exactly when
 /// the model holds its lease as current.
-async fn finish(t: &common::TestStore, m: &mut Model, d: Claimed, outcome: Outcome, now: i64) {
+/// Applies an attempt's outcome; answers the connector whose loop the
+/// dispatcher then wakes (which closes its offer): a delivery's only when
+/// the outcome made one of its deliveries ready that the store did not
+/// claim for it, any other outcome's always.
+async fn finish(
+    t: &common::TestStore,
+    m: &mut Model,
+    d: Claimed,
+    outcome: Outcome,
+    now: i64,
+) -> Option<usize> {
     let key = key_of(&d);
     let md = m.deliveries.get_mut(&key).unwrap();
     let current = matches!(md.st, St::InFlight { lease, .. } if lease == d.lease);
@@ -348,13 +358,13 @@ async fn finish(t: &common::TestStore, m: &mut Model, d: Claimed, outcome: Outco
             },
         },
     };
-    let applied = t
+    let settled = t
         .store
-        .complete(vec![Completion::of(&d, kind)], now)
+        .settle(vec![Completion::of(&d, kind)], now)
         .await
         .unwrap();
     assert_eq!(
-        applied,
+        settled.applied,
         vec![current],
         "completion of {key:?} with lease {} (model: {:?})",
         d.lease,
@@ -370,6 +380,8 @@ async fn finish(t: &common::TestStore, m: &mut Model, d: Claimed, outcome: Outco
             md.in_lanes = false;
         }
     }
+    let woken = !current || !matches!(outcome, Outcome::Done) || settled.readied(&d.connector);
+    woken.then(|| CONNECTORS.iter().position(|c| *c == d.connector).unwrap())
 }
 
 /// Every lease that ran out goes back to waiting, due now, lanes held.
@@ -460,8 +472,16 @@ fn took(m: &mut Model, got: Vec<Claimed>, runnable: &[Key], now: i64, what: &str
 }
 
 /// After a step: takes in what the store claimed for the open offers, and
-/// checks that an offer still open left nothing of its connector runnable.
-async fn served(t: &common::TestStore, m: &mut Model, offers: &mut [Option<OpenOffer>], now: i64) {
+/// checks that an offer still open left nothing of its connector runnable,
+/// unless the step woke its loop (`woken`), which then closes it and claims
+/// itself (a later `Claim` or `Offer`).
+async fn served(
+    t: &common::TestStore,
+    m: &mut Model,
+    offers: &mut [Option<OpenOffer>],
+    woken: &[bool],
+    now: i64,
+) {
     if offers.iter().all(Option::is_none) {
         return;
     }
@@ -482,7 +502,10 @@ async fn served(t: &common::TestStore, m: &mut Model, offers: &mut [Option<OpenO
                 &format!("the offer of {c}"),
             );
         }
-        if offer.is_open() {
+        if woken[i] {
+            offer.close();
+            *slot = None;
+        } else if offer.is_open() {
             let left = m.runnable(c, now);
             assert!(
                 left.is_empty(),
@@ -532,6 +555,7 @@ fn run(ops: Vec<Op>, backend: Backend) {
         let mut now: i64 = 1_000_000;
         let mut offers: Vec<Option<OpenOffer>> = CONNECTORS.iter().map(|_| None).collect();
         for op in ops {
+            let mut woken = [false; CONNECTORS.len()];
             match &op {
                 // The loop's timer ends its wait; it claims itself first;
                 // it stops; the process dies.
@@ -540,6 +564,18 @@ fn run(ops: Vec<Op>, backend: Backend) {
                 }
                 Op::Claim { connector, .. } | Op::Offer { connector, .. } => {
                     close(&mut offers, Some(*connector))
+                }
+                // PostgreSQL serves offers in ingests and outcomes only: what
+                // a rescue, an expiry or an operator's action makes ready
+                // wakes the loops instead (the rescuer wakes every one, the
+                // others the connectors concerned), which claim themselves.
+                Op::Rescue
+                | Op::Expire { .. }
+                | Op::OperatorSkip { .. }
+                | Op::OperatorRetry { .. }
+                    if matches!(backend, Backend::Postgres) =>
+                {
+                    close(&mut offers, None)
                 }
                 // An attempt that did not deliver holds its loop's offer
                 // before its outcome is written.
@@ -625,10 +661,19 @@ fn run(ops: Vec<Op>, backend: Backend) {
                         }
                         events.push(r);
                     }
+                    let targets: Vec<String> =
+                        events.iter().flat_map(|r| r.connectors.clone()).collect();
                     let out = t.store.ingest(events, now).await.unwrap();
                     let IngestOutcome::Accepted(counts) = out else {
                         panic!("ingest: {out:?}")
                     };
+                    // As the API does: a connector the store did not claim
+                    // for has its loop woken, which closes its offer.
+                    for (i, c) in CONNECTORS.iter().enumerate() {
+                        if targets.iter().any(|t| t == c) && counts.needs_wake(c) {
+                            woken[i] = true;
+                        }
+                    }
                     assert_eq!(
                         counts.superseded.values().sum::<u64>(),
                         superseded,
@@ -655,7 +700,7 @@ fn run(ops: Vec<Op>, backend: Backend) {
                     took(&mut m, got, &expected, now, "a claim");
                     let (offer, rx) = Offer::new(c);
                     if t.store.offer(offer.clone()) {
-                        assert!(offer.open(room, LEASE));
+                        assert!(offer.open(room, LEASE, 0));
                         offers[connector] = Some((offer, rx));
                     }
                 }
@@ -664,14 +709,18 @@ fn run(ops: Vec<Op>, backend: Backend) {
                         continue;
                     }
                     let d = m.in_flight.remove(pick % m.in_flight.len());
-                    finish(&t, &mut m, d, outcome, now).await;
+                    if let Some(i) = finish(&t, &mut m, d, outcome, now).await {
+                        woken[i] = true;
+                    }
                 }
                 Op::LateFinish { pick, outcome } => {
                     if m.stale.is_empty() {
                         continue;
                     }
                     let d = m.stale.remove(pick % m.stale.len());
-                    finish(&t, &mut m, d, outcome, now).await;
+                    if let Some(i) = finish(&t, &mut m, d, outcome, now).await {
+                        woken[i] = true;
+                    }
                 }
                 Op::Advance { ms } => now += ms,
                 Op::Rescue => rescue(&t, &mut m, now).await,
@@ -773,7 +822,7 @@ fn run(ops: Vec<Op>, backend: Backend) {
                     }
                 }
             }
-            served(&t, &mut m, &mut offers, now).await;
+            served(&t, &mut m, &mut offers, &woken, now).await;
         }
         close(&mut offers, None);
 

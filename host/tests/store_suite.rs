@@ -336,50 +336,52 @@ async fn next_batch(
 }
 
 /// A loop's open offer is claimed for inside the transaction that makes
-/// one of its deliveries ready (an ingest, an outcome that moves a lane on,
-/// a rescue) and its batch follows that transaction's answer; the loop
-/// needs no wake for it. (A store call answered after another one's has
-/// sent that one's batches: absence is checked after such a call.) A claim that fills the room closes the offer; a
-/// closed offer, or one whose loop is gone, gets nothing and its loop is
-/// woken as before. A store that takes no offers (PostgreSQL) says to wake.
+/// one of its deliveries ready and its batch follows that transaction's
+/// answer; the loop needs no wake for it. Every store does so for an
+/// ingest and an outcome that moves a lane on; SQLite's writer also for a
+/// rescue, which on PostgreSQL wakes the loops to claim. (A store call
+/// answered after another one's has sent that one's batches: absence is
+/// checked after such a call.) A claim that fills the room closes the
+/// offer; a closed offer, or one whose loop is gone, gets nothing and its
+/// loop is woken as before.
 async fn an_open_offer_is_claimed_for_in_the_transaction_that_readies_a_delivery(t: TestStore) {
     let s = &*t.store;
     let (offer, mut served) = Offer::new("c");
-    let takes = s.offer(offer.clone());
-    assert_eq!(takes, t.url.starts_with("sqlite"));
-    assert!(offer.open(2, LEASE));
+    assert!(s.offer(offer.clone()), "every store takes offers");
+    let rescues_serve = t.url.starts_with("sqlite");
+    assert!(offer.open(2, LEASE, 0));
     let both = vec![ev("1", "t", &["k"], &["c"]), ev("2", "t", &["k"], &["c"])];
     let counts = counts_of(s.ingest(both, 0).await.unwrap());
     let delivered = |d: &Claimed| Completion::of(d, CompletionKind::Delivered);
-    if !takes {
-        assert!(counts.needs_wake("c"));
-        let first = s.claim("c", 2, 0, LEASE).await.unwrap().remove(0);
-        let settled = s.settle(vec![delivered(&first)], 1).await.unwrap();
-        assert!(settled.readied("c"), "the loop is woken for 2");
-        s.lanes("k", &["c".to_string()]).await.unwrap();
-        assert!(
-            served.try_recv().is_err(),
-            "nothing is claimed for an offer"
-        );
-        return;
-    }
     assert!(
         !counts.needs_wake("c"),
         "claimed in the ingest's transaction"
     );
     let batch = next_batch(&mut served, "1 is claimed with its ingest").await;
     assert_eq!((served_ids(&batch), batch.exhausted), (vec!["1"], false));
+    assert_eq!(
+        (
+            batch.claimed[0].attempt,
+            batch.claimed[0].event.keys.clone()
+        ),
+        (1, vec!["k".to_string()])
+    );
     assert_eq!(offer.in_transit(), 1, "1 holds a slot until received");
     offer.received(1);
-    assert!(ids(s, "c", 10, 0).await.is_empty(), "2 waits behind 1");
-    // 1's outcome moves the lane on: 2 is claimed with it, filling the room.
+    assert!(
+        ids(s, "c", 10, 0).await.is_empty(),
+        "1 is in flight, 2 waits behind it"
+    );
     let settled = s
         .settle(vec![delivered(&batch.claimed[0])], 1)
         .await
         .unwrap();
+    assert_eq!(settled.applied, vec![true], "leased as a claim is");
+    // 1's outcome moves the lane on: 2 is claimed with it, filling the room.
     assert!(!settled.readied("c"), "no wake: 2 went to the offer");
     let batch = next_batch(&mut served, "2 is claimed with 1's outcome").await;
     assert_eq!((served_ids(&batch), batch.exhausted), (vec!["2"], true));
+    assert_eq!(batch.claimed[0].attempt, 1);
     assert!(!offer.is_open(), "a filled room closes the offer");
     offer.received(1);
     let done = s
@@ -393,33 +395,75 @@ async fn an_open_offer_is_claimed_for_in_the_transaction_that_readies_a_delivery
     let three = s.claim("c", 10, 3, LEASE).await.unwrap();
     assert_eq!(three.len(), 1);
     assert!(served.try_recv().is_err(), "nothing for a closed offer");
-    // Reopened: a lease that runs out readies 3 again, and the rescue claims it.
-    assert!(offer.open(1, LEASE));
+    // Reopened: a lease that runs out readies 3 again, and SQLite's rescue
+    // claims it.
+    assert!(offer.open(1, LEASE, 0));
     assert_eq!(s.rescue_expired(3 + LEASE).await.unwrap(), 1);
-    let batch = next_batch(&mut served, "3 is claimed by its rescue").await;
-    assert_eq!(
-        (served_ids(&batch), batch.claimed[0].attempt),
-        (vec!["3"], 2)
-    );
-    offer.received(1);
+    if rescues_serve {
+        let batch = next_batch(&mut served, "3 is claimed by its rescue").await;
+        assert_eq!(
+            (served_ids(&batch), batch.claimed[0].attempt),
+            (vec!["3"], 2)
+        );
+        offer.received(1);
+    } else {
+        assert!(served.try_recv().is_err(), "a rescue wakes the loops");
+        offer.close();
+        let again = s.claim("c", 10, 3 + LEASE, LEASE).await.unwrap();
+        assert_eq!((again[0].event.id.as_str(), again[0].attempt), ("3", 2));
+    }
     // An offer whose loop is gone is dropped: its deliveries stay ready.
-    assert!(offer.open(5, LEASE));
+    assert!(offer.open(5, LEASE, 0));
     drop(served);
     let counts = counts_of(s.ingest(vec![ev("4", "t", &[], &["c"])], 4).await.unwrap());
     assert!(counts.needs_wake("c"));
     assert_eq!(ids(s, "c", 10, 4).await, ["4"]);
 }
 
+/// An ingest that makes more ready than the offer has room for fills it,
+/// oldest first, and closes it (the loop claims the rest itself); only the
+/// offer's own connector is claimed for, and a paused connector's offer
+/// gets nothing and its loop no wake (a claim would take nothing either).
+async fn an_ingest_fills_an_offer_up_to_its_room_and_not_for_a_paused_connector(t: TestStore) {
+    let s = &*t.store;
+    let (offer, mut served) = Offer::new("c");
+    assert!(s.offer(offer.clone()));
+    assert!(offer.open(2, LEASE, 0));
+    let three = ["1", "2", "3"].map(|id| ev(id, "t", &[], &["c", "d"]));
+    let counts = counts_of(s.ingest(three.to_vec(), 0).await.unwrap());
+    assert!(!counts.needs_wake("c"), "the full batch says to claim");
+    assert!(counts.needs_wake("d"), "no offer for d");
+    let batch = next_batch(&mut served, "the room is filled").await;
+    assert_eq!(
+        (served_ids(&batch), batch.exhausted),
+        (vec!["1", "2"], true)
+    );
+    assert!(!offer.is_open());
+    offer.received(2);
+    assert_eq!(ids(s, "c", 10, 0).await, ["3"], "the rest is left ready");
+    assert_eq!(ids(s, "d", 10, 0).await, ["1", "2", "3"]);
+    // Paused: nothing is taken, and the loop stays asleep.
+    s.catalog().set_paused("c", true, "ops", 1).await.unwrap();
+    assert!(offer.open(2, LEASE, 0));
+    let counts = counts_of(s.ingest(vec![ev("4", "t", &[], &["c"])], 1).await.unwrap());
+    assert!(!counts.needs_wake("c"));
+    s.lanes("k", &["c".to_string()]).await.unwrap();
+    assert!(served.try_recv().is_err(), "nothing claimed while paused");
+    assert!(offer.is_open(), "the room is given back");
+    s.catalog().set_paused("c", false, "ops", 2).await.unwrap();
+    offer.close();
+    assert_eq!(ids(s, "c", 10, 2).await, ["4"]);
+}
+
 /// What moves up behind a delivery that a newer full-state event
-/// supersedes is ready too, though the new event's own delivery waits: an
-/// open offer takes it in the ingest's transaction (else no one would wake
-/// the loop for it).
+/// supersedes is ready too, though the new event's own delivery waits:
+/// SQLite's open offer takes it in the ingest's transaction; PostgreSQL's
+/// ingest takes only its own deliveries for an offer, so it wakes the loop
+/// (else no one would claim it).
 async fn an_offer_takes_what_a_superseded_delivery_leaves_ready(t: TestStore) {
     let s = &*t.store;
     let (offer, mut served) = Offer::new("c");
-    if !s.offer(offer.clone()) {
-        return;
-    }
+    assert!(s.offer(offer.clone()));
     // x holds lane L; d1 heads K but waits on L behind x; d2 waits behind d1.
     s.ingest(vec![ev("x", "t", &["L"], &["c"])], 0)
         .await
@@ -430,14 +474,22 @@ async fn an_offer_takes_what_a_superseded_delivery_leaves_ready(t: TestStore) {
         .await
         .unwrap();
     assert_eq!(ids(s, "c", 10, 0).await, ["x"]);
-    assert!(offer.open(4, LEASE));
+    assert!(offer.open(4, LEASE, 0));
     // e supersedes d1, which leaves K: d2 heads it now; e waits behind x.
     let e = ev_full_state("e", &["L"], &["c"], "c", "T");
     let counts = counts_of(s.ingest(vec![e], 1).await.unwrap());
     assert_eq!(counts.superseded.get("c"), Some(&1));
-    assert!(!counts.needs_wake("c"));
-    let batch = next_batch(&mut served, "d2 is claimed with e's ingest").await;
-    assert_eq!(served_ids(&batch), ["d2"]);
+    if t.url.starts_with("sqlite") {
+        assert!(!counts.needs_wake("c"));
+        let batch = next_batch(&mut served, "d2 is claimed with e's ingest").await;
+        assert_eq!(served_ids(&batch), ["d2"]);
+    } else {
+        assert!(counts.needs_wake("c"), "the loop is woken for d2");
+        assert!(served.try_recv().is_err());
+        assert!(offer.is_open(), "the room is given back");
+        offer.close();
+        assert_eq!(ids(s, "c", 10, 1).await, ["d2"]);
+    }
 }
 
 async fn expired_leases_are_rescued_and_late_completions_ignored(t: TestStore) {
@@ -2338,6 +2390,7 @@ for_each_backend!(
     a_claim_that_gets_fewer_than_asked_says_when_the_next_is_due,
     a_dropped_finding_is_read_afresh,
     an_open_offer_is_claimed_for_in_the_transaction_that_readies_a_delivery,
+    an_ingest_fills_an_offer_up_to_its_room_and_not_for_a_paused_connector,
     an_offer_takes_what_a_superseded_delivery_leaves_ready,
     expired_leases_are_rescued_and_late_completions_ignored,
     dead_letters_hold_or_release_their_keys,

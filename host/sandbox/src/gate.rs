@@ -35,6 +35,16 @@ pub struct EgressGate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pass(u64);
 
+impl Pass {
+    pub fn number(self) -> u64 {
+        self.0
+    }
+
+    pub fn of_number(n: u64) -> Pass {
+        Pass(n)
+    }
+}
+
 impl Default for EgressGate {
     fn default() -> Self {
         Self::open()
@@ -77,7 +87,9 @@ impl EgressGate {
         self.until.fetch_max(nanos, Ordering::AcqRel);
     }
 
-    /// A pass for work claimed now.
+    /// A pass for work claimed now. [`Pass::number`] carries it where this
+    /// crate's types are not known (a store's offer), [`Pass::of_number`]
+    /// brings it back.
     pub fn pass(&self) -> Pass {
         Pass(self.reopened.load(Ordering::Acquire))
     }

@@ -423,7 +423,6 @@ impl ConnectorLoop {
             }
             let mut free = limits.concurrency.saturating_sub(busy).min(permits);
             let gate = self.deliver.egress_gate();
-            let unlimited = unlimited && gate.as_ref().is_none_or(|g| !g.fences());
             if gate.as_ref().is_some_and(|g| !g.is_open()) {
                 // Fenced: the others may be taking this node's work over.
                 free = 0;
@@ -510,7 +509,13 @@ impl ConnectorLoop {
             // that may call for a claim (a wake, the timer, a batch that
             // filled the room) closes it first, and the loop claims itself.
             // (`open` refuses if an attempt held it since the loop looked.)
-            if drained && unlimited && self.offer.is_some() && offer.open(room, self.lease_ms()) {
+            // The offer carries the pass the claim above was made under.
+            let ticket = pass.as_ref().map_or(0, |(p, _)| p.number());
+            if drained
+                && unlimited
+                && self.offer.is_some()
+                && offer.open(room, self.lease_ms(), ticket)
+            {
                 let timer = clock.sleep(sleep);
                 tokio::pin!(timer);
                 let stop = loop {
@@ -593,7 +598,11 @@ impl ConnectorLoop {
         }
         let now = self.settings.clock.now();
         lock(&self.bucket).take(batch.claimed.len(), now);
-        let pass = self.deliver.egress_gate().map(|g| (g.pass(), g));
+        // The pass the offer was opened with (see `store::offer`).
+        let pass = self
+            .deliver
+            .egress_gate()
+            .map(|g| (Pass::of_number(batch.ticket), g));
         for d in batch.claimed {
             self.on_start(now);
             self.start(tasks, d, pass.clone());

@@ -34,15 +34,47 @@
 //!   closed, and the loop cannot reopen it until it has looked at the
 //!   breaker again ([`Offer::looked`]), so a decision made before the
 //!   outcome never reopens it.
+//! - **Fenced.** Where nodes share the store, what a loop sends is bound by
+//!   its egress pass (`switchboard_sandbox::EgressGate`): the loop opens an offer
+//!   with the pass it took before its last claim (as a number, the offer's
+//!   `ticket`), every claim made for the offer carries it back, and the
+//!   attempts it starts hold that pass, not one taken when the batch
+//!   arrives. Were the gate to close after the offer opened (the other
+//!   nodes may then take this node's leases over), what the store claimed
+//!   for it is abandoned rather than sent, even once the gate has reopened.
 //! - **A failed transaction** (or a failed sync) closes each offer it had
 //!   claimed for, no longer counting those deliveries in transit, and sends
 //!   it an empty, exhausted batch, so the loop claims again.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 
 use super::Claimed;
+
+/// Each connector's offer, shared by a store and whatever serves them.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Offers(Arc<Mutex<HashMap<String, Arc<Offer>>>>);
+
+impl Offers {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Offer>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Leaves `offer` with the store: one per connector, a new one replaces
+    /// the last ([`Store::offer`](super::Store::offer)).
+    pub(crate) fn leave(&self, offer: Arc<Offer>) {
+        self.map().insert(offer.connector().to_string(), offer);
+    }
+
+    /// The offers open now, forgetting those whose loop is gone.
+    pub(crate) fn open(&self) -> Vec<Arc<Offer>> {
+        let mut offers = self.map();
+        offers.retain(|_, o| o.is_live());
+        offers.values().filter(|o| o.is_open()).cloned().collect()
+    }
+}
 
 /// What a store claimed for an offer, sent once its transaction is durable.
 #[derive(Debug)]
@@ -51,6 +83,9 @@ pub struct Served {
     /// The claim filled the room (or its transaction failed): the offer is
     /// closed, and the loop claims itself before it opens it again.
     pub exhausted: bool,
+    /// The ticket the offer was open with when the store reserved its room
+    /// ([`Offer::open`]).
+    pub ticket: u64,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +96,7 @@ struct State {
     room: usize,
     in_transit: usize,
     lease_ms: i64,
+    ticket: u64,
 }
 
 /// A dispatcher's standing claim for one connector; see the module notes.
@@ -76,6 +112,7 @@ pub struct Offer {
 pub struct Reserved {
     pub limit: usize,
     pub lease_ms: i64,
+    pub ticket: u64,
 }
 
 impl Offer {
@@ -108,10 +145,11 @@ impl Offer {
         self.state().held = false;
     }
 
-    /// Lets the store claim up to `room` deliveries, leased for `lease_ms`;
-    /// `false` (and it stays closed) if an attempt held it since the loop
-    /// last looked.
-    pub fn open(&self, room: usize, lease_ms: i64) -> bool {
+    /// Lets the store claim up to `room` deliveries, leased for `lease_ms`,
+    /// and hand them back with `ticket` (opaque to the store: the loop's
+    /// egress pass, see the module notes); `false` (and it stays closed) if
+    /// an attempt held it since the loop last looked.
+    pub fn open(&self, room: usize, lease_ms: i64, ticket: u64) -> bool {
         let mut s = self.state();
         if s.held {
             return false;
@@ -119,6 +157,7 @@ impl Offer {
         s.open = room > 0;
         s.room = room;
         s.lease_ms = lease_ms;
+        s.ticket = ticket;
         s.open
     }
 
@@ -183,6 +222,7 @@ impl Offer {
         Some(Reserved {
             limit,
             lease_ms: s.lease_ms,
+            ticket: s.ticket,
         })
     }
 
@@ -212,15 +252,24 @@ impl Offer {
             s.open = false;
             s.room = 0;
         }
-        let _ = self.send(Vec::new(), true);
+        let _ = self.send(Vec::new(), true, 0);
     }
 
-    /// Sends what a committed transaction claimed; gives the deliveries
-    /// back when the loop is gone (the caller hands them back to the queue).
-    pub fn send(&self, claimed: Vec<Claimed>, exhausted: bool) -> Result<(), Vec<Claimed>> {
-        self.served
-            .send(Served { claimed, exhausted })
-            .map_err(|e| e.0.claimed)
+    /// Sends what a committed transaction claimed under a reservation
+    /// that carried `ticket`; gives the deliveries back when the loop is
+    /// gone (the caller hands them back to the queue).
+    pub fn send(
+        &self,
+        claimed: Vec<Claimed>,
+        exhausted: bool,
+        ticket: u64,
+    ) -> Result<(), Vec<Claimed>> {
+        let served = Served {
+            claimed,
+            exhausted,
+            ticket,
+        };
+        self.served.send(served).map_err(|e| e.0.claimed)
     }
 }
 
@@ -232,13 +281,14 @@ mod tests {
     fn a_claim_takes_the_room_and_gives_back_what_it_did_not_use() {
         let (offer, _rx) = Offer::new("hss");
         assert_eq!(offer.reserve(), None, "closed until the loop opens it");
-        assert!(offer.open(3, 60_000));
+        assert!(offer.open(3, 60_000, 7));
         let r = offer.reserve().unwrap();
         assert_eq!(
             r,
             Reserved {
                 limit: 3,
-                lease_ms: 60_000
+                lease_ms: 60_000,
+                ticket: 7
             }
         );
         assert_eq!(offer.reserve(), None, "the room is reserved");
@@ -257,7 +307,7 @@ mod tests {
     #[test]
     fn a_claim_that_fills_the_room_closes_the_offer() {
         let (offer, _rx) = Offer::new("hss");
-        assert!(offer.open(2, 1));
+        assert!(offer.open(2, 1, 0));
         let r = offer.reserve().unwrap();
         assert!(offer.claimed(r, 2));
         assert!(!offer.is_open());
@@ -270,13 +320,13 @@ mod tests {
     #[test]
     fn a_closed_offer_keeps_its_claims_in_transit_and_a_rollback_says_to_claim() {
         let (offer, mut rx) = Offer::new("hss");
-        assert!(offer.open(4, 1));
+        assert!(offer.open(4, 1, 0));
         let r = offer.reserve().unwrap();
         offer.close();
         assert!(!offer.claimed(r, 1));
         assert_eq!(offer.in_transit(), 1);
         assert_eq!(offer.reserve(), None);
-        assert!(offer.open(2, 1));
+        assert!(offer.open(2, 1, 0));
         let r = offer.reserve().unwrap();
         assert!(!offer.claimed(r, 1));
         offer.rolled_back(1);
@@ -298,10 +348,10 @@ mod tests {
         offer.looked();
         // The loop decided it may open; an attempt fails meanwhile.
         offer.hold();
-        assert!(!offer.open(4, 1), "the hold came after the loop looked");
+        assert!(!offer.open(4, 1, 0), "the hold came after the loop looked");
         assert_eq!(offer.reserve(), None);
         offer.looked();
-        assert!(offer.open(4, 1));
-        assert!(!offer.open(0, 1), "no room: nothing to open");
+        assert!(offer.open(4, 1, 0));
+        assert!(!offer.open(0, 1, 0), "no room: nothing to open");
     }
 }

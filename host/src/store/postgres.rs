@@ -43,12 +43,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::catalog::{self, lock_id, Attempt, Conn, Counts, Pools};
 use super::group::{CommitWindow, POSTGRES_WAIT};
+use super::offer::{Offers, Reserved};
 use super::retention;
 use super::{
     claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
-    state_of, Catalog, Claimed, Cluster, Completion, IngestOutcome, LaneHeadRow, LaneView, LastDue,
-    OperatorAction, Purge, Purged, RoundAnswers, Routed, Settled, SharedHealth, Store, StoreError,
-    StoreResult, LANE_BEHIND,
+    state_of, Catalog, Claimed, Cluster, Completion, CompletionKind, IngestOutcome, LaneHeadRow,
+    LaneView, LastDue, Offer, OperatorAction, Purge, Purged, RoundAnswers, Routed, Settled,
+    SharedHealth, Store, StoreError, StoreResult, StoredEvent, LANE_BEHIND,
 };
 use crate::queue::lanes::{
     self, delivery_count, first_released, plan_accept, promotions, AcceptPlan, Step,
@@ -79,6 +80,8 @@ pub struct PostgresStore {
     announcer: Arc<Announcer>,
     /// What this node's last claims found of when the next delivery is due.
     due: LastDue,
+    /// The loops' standing claims, served by ingest groups ([`Store::offer`]).
+    offers: Offers,
 }
 
 /// How often, at most, a node sends each kind of announcement: what comes
@@ -691,34 +694,56 @@ impl PostgresStore {
         warn_without_autovacuum(&pool).await;
         let announcer = Announcer::start(pool.clone(), &schema, node);
         let (ingests, rx) = mpsc::channel(4096);
+        let (completions, completed) = mpsc::channel(4096);
+        let offers = Offers::default();
         let wait = wait.unwrap_or(POSTGRES_WAIT);
         let rx: Queue<Vec<Routed>, IngestOutcome> = queue(rx, wait);
         for worker in 0..GROUP_WORKERS {
             let direct = Direct::new(&pool);
             let writer = format!("{node}/ingest{worker}");
-            let announcer = announcer.clone();
+            let (node, announcer) = (node.to_string(), announcer.clone());
+            let (offers, completions) = (offers.clone(), completions.clone());
             tokio::spawn(group_worker("ingest", rx.clone(), move |requests, now| {
-                let (direct, writer) = (direct.clone(), writer.clone());
-                let announcer = announcer.clone();
+                let (direct, writer, node) = (direct.clone(), writer.clone(), node.clone());
+                let (announcer, offers) = (announcer.clone(), offers.clone());
+                let completions = completions.clone();
                 async move {
                     let mut direct = direct.lock().await;
+                    let targets = requests.iter().flatten().flat_map(|r| &r.connectors);
+                    let takes = Take::reserve(&offers, targets.map(String::as_str));
                     let begin = Begin::locking(ingest_locks(&requests));
                     let done = transaction!(Opening::direct(&mut direct), begin, |conn| counted(
                         conn,
                         &writer,
                         async |conn, counts| {
-                            ingest_tx(conn, &requests, now, (&writer, counts)).await
+                            ingest_tx(conn, &requests, now, (&writer, counts), (&node, &takes))
+                                .await
                         }
                     ));
-                    if done.is_ok() {
-                        let connectors = requests.iter().flatten().flat_map(|r| &r.connectors);
-                        announcer.send(connectors.map(|c| super::Announcement::Work(c.clone())));
+                    let (done, served) = match done {
+                        Ok((outcomes, served)) => (Ok(outcomes), Some(served)),
+                        Err(e) => (Err(e), None),
+                    };
+                    let (offered, left) = serve_takes(takes, served, &completions, now);
+                    let mut outcomes = done?;
+                    for o in &mut outcomes {
+                        if let IngestOutcome::Accepted(counts) = o {
+                            counts.offered.clone_from(&offered);
+                        }
                     }
-                    done
+                    // Other nodes may take what this one's offers did not.
+                    let connectors = requests.iter().flatten().flat_map(|r| &r.connectors);
+                    let unserved = |c: &&String| !offered.contains(c) || left.contains(c);
+                    announcer.send(
+                        connectors
+                            .filter(unserved)
+                            .map(|c| super::Announcement::Work(c.clone())),
+                    );
+                    Ok(outcomes)
                 }
             }));
         }
-        let (completions, rx) = mpsc::channel(4096);
+        let rx = completed;
         // Outcomes wait for company too: they hold no connector's slot
         // (see `group`).
         let rx: Queue<Vec<Completion>, Settled> = queue(rx, wait);
@@ -726,13 +751,15 @@ impl PostgresStore {
             let direct = Direct::new(&pool);
             let writer = format!("{node}/complete{worker}");
             let node = node.to_string();
-            let announcer = announcer.clone();
+            let (announcer, offers) = (announcer.clone(), offers.clone());
+            let completions = completions.clone();
             tokio::spawn(group_worker(
                 "completion",
                 rx.clone(),
                 move |requests, now| {
                     let (direct, writer, node) = (direct.clone(), writer.clone(), node.clone());
-                    let announcer = announcer.clone();
+                    let (announcer, offers) = (announcer.clone(), offers.clone());
+                    let completions = completions.clone();
                     async move {
                         let mut direct = direct.lock().await;
                         let sizes: Vec<usize> = requests.iter().map(Vec::len).collect();
@@ -740,28 +767,42 @@ impl PostgresStore {
                         let rounds = completion_rounds(&items);
                         let locks = settle_locks(&items);
                         // Completions that release no lane, of distinct
-                        // deliveries, are one statement and its own commit.
-                        let begin = if locks.is_empty() && rounds.len() == 1 {
-                            Begin::Autocommit
+                        // deliveries, are one statement and its own commit;
+                        // they make nothing ready, so no offer is served.
+                        let (begin, takes) = if locks.is_empty() && rounds.len() == 1 {
+                            (Begin::Autocommit, Vec::new())
                         } else {
-                            Begin::locking(locks)
+                            let targets = items.iter().map(|c| c.connector.as_str());
+                            (Begin::locking(locks), Take::reserve(&offers, targets))
                         };
-                        let settled =
+                        let done =
                             transaction!(Opening::direct(&mut direct), begin, |conn| complete_tx(
                                 conn,
                                 &items,
                                 &rounds,
                                 now,
-                                (&node, &writer)
-                            ))?;
+                                (&node, &writer),
+                                &takes
+                            ));
+                        let (done, served) = match done {
+                            Ok((settled, served)) => (Ok(settled), Some(served)),
+                            Err(e) => (Err(e), None),
+                        };
+                        let (offered, left) = serve_takes(takes, served, &completions, now);
+                        let mut settled = done?;
                         // A released lane made its next delivery ready: any
-                        // node may take it.
+                        // node may take what an offer did not.
+                        let unserved = |c: &&String| !offered.contains(c) || left.contains(c);
                         announcer.send(
                             settled
                                 .readied
                                 .iter()
+                                .filter(unserved)
                                 .map(|c| super::Announcement::Work(c.clone())),
                         );
+                        // A loop whose offer was served needs no wake (one
+                        // whose room was filled claims the rest on its own).
+                        settled.readied.retain(|c| !offered.contains(c));
                         let mut applied = settled.applied.into_iter();
                         Ok(sizes
                             .into_iter()
@@ -786,6 +827,7 @@ impl PostgresStore {
             name_lock: tokio::sync::Mutex::new(None),
             announcer,
             due: LastDue::default(),
+            offers,
         })
     }
 
@@ -917,11 +959,13 @@ async fn ingest_tx(
     requests: &[Vec<Routed>],
     now: Millis,
     (writer, counts): (&str, &mut Counts),
-) -> TxResult<Vec<IngestOutcome>> {
+    (node, takes): (&str, &[Take]),
+) -> TxResult<(Vec<IngestOutcome>, Vec<Option<Vec<Claimed>>>)> {
     // 1. One round trip: the duplicate look-up, `seq`s and delivery ids
     //    for every event of the group (those drawn for a duplicate stay
     //    unused, a gap such as a rolled-back transaction leaves too), and
-    //    which of the group's lanes hold an entry already. The `BEGIN` took
+    //    which of the group's lanes hold an entry already (and which
+    //    connectors with an open offer are paused). The `BEGIN` took
     //    these lanes, so the `seq`s follow every commit that added to them
     //    and nothing else adds to or releases from them until this commits.
     let all: Vec<&Routed> = requests.iter().flatten().collect();
@@ -932,7 +976,9 @@ async fn ingest_tx(
             "SELECT ARRAY(SELECT nextval('events_seq') FROM generate_series(1, $1)), \
                     ARRAY(SELECT nextval('deliveries_id') FROM generate_series(1, $2)), \
                     whole.ids, whole.digests, reduced.hashes, reduced.digests, \
-                    ARRAY({}) \
+                    ARRAY({}), \
+                    ARRAY(SELECT connector FROM connector_controls \
+                          WHERE paused AND connector = ANY($7)) \
              FROM {}",
             occupied_of("$5", "$6"),
             retention::known_ids_from("$3", "$4"),
@@ -946,8 +992,10 @@ async fn ingest_tx(
         Option<Vec<Vec<u8>>>,
         Option<Vec<Vec<u8>>>,
         Vec<i64>,
+        Vec<String>,
     );
-    let (mut seqs, delivery_ids, whole_ids, whole_digests, hashes, reduced_digests, held): First =
+    let offered: Vec<&str> = takes.iter().map(|t| t.offer.connector()).collect();
+    let (mut seqs, delivery_ids, whole_ids, whole_digests, hashes, reduced_digests, held, paused): First =
         sqlx::query_as(&FIRST)
             .bind(ids.len() as i64)
             .bind(delivery_count(&all) as i64)
@@ -955,13 +1003,14 @@ async fn ingest_tx(
             .bind(retention::id_hashes(&ids))
             .bind(&lane_c)
             .bind(&lane_k)
+            .bind(&offered)
             .fetch_one(&mut *conn)
             .await?;
     let mut known =
         retention::known_of_arrays((whole_ids, whole_digests, hashes, reduced_digests), &ids);
     let (mut outcomes, fresh) = classify(requests, &mut known);
     if fresh.is_empty() {
-        return Ok(outcomes);
+        return Ok((outcomes, takes.iter().map(|_| Some(Vec::new())).collect()));
     }
     seqs.truncate(fresh.len());
     let lane_at = |i: i64| {
@@ -1005,14 +1054,28 @@ async fn ingest_tx(
     if exhausted {
         return Err(StoreError::Corrupt("internal: too few delivery ids".into()).into());
     }
+    let (served, leased) = take_for_offers(
+        takes,
+        &deliveries,
+        (&fresh, &seqs),
+        &paused,
+        &superseded,
+        now,
+    );
 
-    // 3. Write the events, deliveries, lane entries and per-connector counts
-    // in one statement (one round trip). A racing transaction that inserted
-    // one of our ids after our look-up makes the insert skip it: start
-    // again, the look-up will see it.
-    for d in &deliveries {
-        counts.moved(d.connector, None, d.state(), 1);
+    // 3. Write the events, deliveries (those taken for an offer in flight),
+    // lane entries and per-connector counts in one statement (one round
+    // trip). A racing transaction that inserted one of our ids after our
+    // look-up makes the insert skip it: start again, the look-up will see
+    // it.
+    let state_of = |i: usize| match leased[i] {
+        Some(_) => DeliveryState::InFlight,
+        None => deliveries[i].state(),
+    };
+    for (i, d) in deliveries.iter().enumerate() {
+        counts.moved(d.connector, None, state_of(i), 1);
     }
+    let lease_of = |i: usize| leased[i].map(|t| &takes[t]);
     let keys_json: Vec<String> = fresh
         .iter()
         .map(|r| serde_json::to_string(&r.event.keys).unwrap_or_else(|_| "[]".into()))
@@ -1051,7 +1114,8 @@ async fn ingest_tx(
     qb.push(
         ") ON CONFLICT (id) DO NOTHING RETURNING 1), \
          new_deliveries AS (INSERT INTO deliveries (next_attempt_at, created_at, updated_at, \
-             id, event_seq, connector, blockers, expires_at, state, coalesce_key, superseded_by) \
+             id, event_seq, connector, blockers, expires_at, state, coalesce_key, superseded_by, \
+             attempts, lease_until, lease_token, lease_owner) \
          SELECT $1, $1, $1, * FROM unnest(",
     );
     qb.separated(", ")
@@ -1061,9 +1125,8 @@ async fn ingest_tx(
         .push_bind(deliveries.iter().map(|d| d.blockers).collect::<Vec<_>>())
         .push_bind(deliveries.iter().map(|d| d.expires_at).collect::<Vec<_>>())
         .push_bind(
-            deliveries
-                .iter()
-                .map(|d| d.state().as_str())
+            (0..deliveries.len())
+                .map(|i| state_of(i).as_str())
                 .collect::<Vec<_>>(),
         )
         .push_bind(deliveries.iter().map(|d| d.coalesce).collect::<Vec<_>>())
@@ -1071,6 +1134,26 @@ async fn ingest_tx(
             deliveries
                 .iter()
                 .map(|d| d.superseded_by)
+                .collect::<Vec<_>>(),
+        )
+        .push_bind(
+            (0..deliveries.len())
+                .map(|i| lease_of(i).map_or(0, |_| 1i64))
+                .collect::<Vec<_>>(),
+        )
+        .push_bind(
+            (0..deliveries.len())
+                .map(|i| lease_of(i).map(|t| now.saturating_add(t.room.lease_ms)))
+                .collect::<Vec<_>>(),
+        )
+        .push_bind(
+            (0..deliveries.len())
+                .map(|i| lease_of(i).map(|t| t.lease))
+                .collect::<Vec<_>>(),
+        )
+        .push_bind(
+            (0..deliveries.len())
+                .map(|i| lease_of(i).map(|_| node))
                 .collect::<Vec<_>>(),
         );
     qb.push(
@@ -1094,7 +1177,157 @@ async fn ingest_tx(
         .filter_map(|d| Some((d.connector, d.superseded_by?)));
     let superseded = superseded.iter().map(|(c, by)| (c.as_str(), *by));
     count_superseded(&mut outcomes, &seqs, superseded.chain(born_superseded));
-    Ok(outcomes)
+    Ok((outcomes, served))
+}
+
+/// Room of a loop waiting with an open offer (`store::offer`) for a
+/// connector an ingest group targets, reserved before the group's
+/// transaction: the group inserts what it makes ready for that connector in
+/// flight, leased to this node as a claim would, and sends it to the loop
+/// once committed. The loop needs no wake and makes no claim of its own for
+/// it, and no claim transaction (nor its commit) is spent on it.
+struct Take {
+    offer: Arc<Offer>,
+    room: Reserved,
+    lease: i64,
+}
+
+impl Take {
+    /// Reserves the room of every open offer for one of `connectors`.
+    fn reserve<'a>(offers: &Offers, connectors: impl Iterator<Item = &'a str>) -> Vec<Take> {
+        let open = offers.open();
+        if open.is_empty() {
+            return Vec::new();
+        }
+        let targeted: HashSet<&str> = connectors.collect();
+        open.into_iter()
+            .filter(|o| targeted.contains(o.connector()))
+            .filter_map(|offer| {
+                let room = offer.reserve()?;
+                let lease = rand::random::<i64>() & i64::MAX;
+                Some(Take { offer, room, lease })
+            })
+            .collect()
+    }
+}
+
+/// Which of an accept's new deliveries go in flight for an offer (by
+/// index into `takes`), and what each offer gets: its connector's ready
+/// deliveries, oldest first, up to its room. A paused connector's offer
+/// gets none (a claim would take none). `None` for an offer whose
+/// connector had stored deliveries superseded by the group: their lanes
+/// may have moved on to deliveries that only a claim finds, so its loop is
+/// woken to claim, as without an offer.
+fn take_for_offers(
+    takes: &[Take],
+    deliveries: &[lanes::NewDelivery<'_>],
+    (fresh, seqs): (&[&Routed], &[i64]),
+    paused: &[String],
+    superseded: &[(String, i64)],
+    now: Millis,
+) -> (Vec<Option<Vec<Claimed>>>, Vec<Option<usize>>) {
+    let mut served: Vec<Option<Vec<Claimed>>> = takes
+        .iter()
+        .map(|t| {
+            let c = t.offer.connector();
+            (!superseded.iter().any(|(s, _)| s == c)).then(Vec::new)
+        })
+        .collect();
+    let mut leased = vec![None; deliveries.len()];
+    if takes.is_empty() {
+        return (served, leased);
+    }
+    let event_of: HashMap<i64, &Routed> = seqs.iter().copied().zip(fresh.iter().copied()).collect();
+    for (i, d) in deliveries.iter().enumerate() {
+        if d.state() != DeliveryState::Ready || paused.iter().any(|p| p == d.connector) {
+            continue;
+        }
+        let Some(t) = takes
+            .iter()
+            .position(|t| t.offer.connector() == d.connector)
+        else {
+            continue;
+        };
+        let (Some(batch), Some(r)) = (served[t].as_mut(), event_of.get(&d.seq)) else {
+            continue;
+        };
+        if batch.len() >= takes[t].room.limit {
+            continue;
+        }
+        batch.push(Claimed {
+            delivery_id: d.id,
+            connector: d.connector.to_string(),
+            lease: takes[t].lease,
+            attempt: 1,
+            claimed_at: now,
+            event: StoredEvent {
+                seq: d.seq,
+                id: r.event.id.clone(),
+                event_type: r.event.event_type.clone(),
+                keys: r.event.keys.clone(),
+                payload: r.event.payload.clone(),
+                accepted_at: now,
+            },
+        });
+        leased[i] = Some(t);
+    }
+    (served, leased)
+}
+
+/// After an ingest group's transaction: gives each offer what the group
+/// took for it (or, if it failed, its room back). Answers the connectors
+/// whose loops need no wake for the group, and those of them that may have
+/// deliveries left ready behind (an offer whose room the group filled).
+/// What a loop that is gone cannot receive is handed back to the queue.
+fn serve_takes(
+    takes: Vec<Take>,
+    served: Option<Vec<Option<Vec<Claimed>>>>,
+    completions: &mpsc::Sender<Queued<Vec<Completion>, Settled>>,
+    now: Millis,
+) -> (Vec<String>, Vec<String>) {
+    let (mut offered, mut left) = (Vec::new(), Vec::new());
+    let mut orphans = Vec::new();
+    let mut served = served.map(Vec::into_iter);
+    for t in takes {
+        let got = served.as_mut().and_then(|s| s.next()).flatten();
+        let Some(claimed) = got else {
+            t.offer.claimed(t.room, 0);
+            continue;
+        };
+        let connector = t.offer.connector().to_string();
+        let exhausted = t.offer.claimed(t.room, claimed.len());
+        if exhausted {
+            left.push(connector.clone());
+        }
+        offered.push(connector);
+        if !claimed.is_empty() || exhausted {
+            if let Err(claimed) = t.offer.send(claimed, exhausted, t.room.ticket) {
+                orphans.extend(claimed);
+            }
+        }
+    }
+    if !orphans.is_empty() {
+        let items = orphans
+            .iter()
+            .map(|d| {
+                let why = "claimed for a dispatcher that had stopped".to_string();
+                Completion::of(
+                    d,
+                    CompletionKind::Retry {
+                        at: now,
+                        error: why,
+                    },
+                )
+            })
+            .collect();
+        let completions = completions.clone();
+        tokio::spawn(async move {
+            if let Err(e) = enqueue(&completions, items, now).await {
+                tracing::warn!(error = %e, "cannot hand leases back; they will expire instead");
+            }
+        });
+    }
+    (offered, left)
 }
 
 /// Coalescing: finds the stored deliveries not started with the tags of
@@ -1318,13 +1551,35 @@ async fn complete_tx(
     rounds: &[Vec<usize>],
     now: Millis,
     who: (&str, &str),
-) -> TxResult<Settled> {
+    takes: &[Take],
+) -> TxResult<(Settled, Vec<Option<Vec<Claimed>>>)> {
     let mut answers = RoundAnswers::new(items.len());
     for round in rounds {
         let batch = RoundAnswers::batch(items, round);
         answers.add(round, complete_round(conn, &batch, now, who).await?);
     }
-    Ok(answers.settled())
+    let settled = answers.settled();
+    // A loop waiting with an open offer gets what these outcomes made ready
+    // for it, claimed in this transaction.
+    let mut served = Vec::with_capacity(takes.len());
+    for t in takes {
+        let connector = t.offer.connector();
+        let mut claimed = Vec::new();
+        if settled.readied(connector) {
+            let how = ClaimHow {
+                connector,
+                limit: t.room.limit,
+                now,
+                lease_until: now.saturating_add(t.room.lease_ms),
+                lease: t.lease,
+                node: who.0,
+                writer: who.1,
+            };
+            claimed = claim_tx(conn, &how).await?.0;
+        }
+        served.push(Some(claimed));
+    }
+    Ok((settled, served))
 }
 
 /// [`complete_tx`] for completions of distinct deliveries, in one
@@ -1629,6 +1884,92 @@ enum Rescue {
     Stale(i64),
 }
 
+/// What a claim takes and how it leases it.
+struct ClaimHow<'a> {
+    connector: &'a str,
+    limit: usize,
+    now: Millis,
+    lease_until: Millis,
+    lease: i64,
+    /// The lease's owner.
+    node: &'a str,
+    /// Whose rows of the per-connector counts the claim moves.
+    writer: &'a str,
+}
+
+/// A claim, in one statement (one round trip): takes the rows, moves them
+/// from ready to in flight in `writer`'s row of the counts, reads their
+/// events, and finds when the next of the rest is due (for a claim that
+/// gets fewer than it asks for, `Store::next_due` then reads nothing). With
+/// nothing taken it answers one row with only that time. Such a claim took
+/// every due row it could lock, so the next due is a later one: rows due
+/// now that it left were locked by another claim.
+async fn claim_tx(
+    conn: &mut PgConnection,
+    how: &ClaimHow<'_>,
+) -> TxResult<(Vec<Claimed>, Option<Millis>)> {
+    static CLAIM: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH taken AS (UPDATE deliveries d SET state = 'in_flight', \
+                 attempts = d.attempts + 1, lease_until = $1, lease_token = $2, \
+                 updated_at = $3, lease_owner = $6 \
+             FROM (SELECT id FROM deliveries WHERE connector = $4 AND {} \
+                   AND NOT EXISTS (SELECT 1 FROM connector_controls \
+                                   WHERE connector = $4 AND paused) \
+                   ORDER BY next_attempt_at, id LIMIT $5 \
+                   FOR UPDATE SKIP LOCKED) c \
+             WHERE d.id = c.id \
+             RETURNING d.id, d.event_seq, d.attempts), \
+             counted AS ({}) \
+             SELECT due.at, t.id, t.event_seq, t.attempts, \
+                 e.seq, e.id, e.type, e.keys, e.payload, e.accepted_at \
+             FROM ({} AND next_attempt_at > $3) AS due(at) \
+             LEFT JOIN taken t ON true LEFT JOIN events e ON e.seq = t.event_seq",
+            lanes::sql::claimable("$3"),
+            count_moves("SELECT $4, $7, 0, -COUNT(*), COUNT(*) FROM taken HAVING COUNT(*) > 0"),
+            catalog::next_due("$4", "$3"),
+        )
+    });
+    // With nothing taken, one row of NULLs but the due time.
+    type Row = (
+        Option<Millis>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(&CLAIM)
+        .bind(how.lease_until)
+        .bind(how.lease)
+        .bind(how.now)
+        .bind(how.connector)
+        .bind(how.limit as i64)
+        .bind(how.node)
+        .bind(how.writer)
+        .fetch_all(conn)
+        .await?;
+    let (mut claimed, mut events, mut due) = (Vec::new(), Vec::new(), None);
+    for (at, id, seq, attempts, e_seq, e_id, e_type, keys, payload, accepted) in rows {
+        due = at;
+        if let (Some(id), Some(seq), Some(attempts)) = (id, seq, attempts) {
+            claimed.push((id, seq, attempts));
+        }
+        if let (Some(s), Some(i), Some(t), Some(k), Some(p), Some(a)) =
+            (e_seq, e_id, e_type, keys, payload, accepted)
+        {
+            events.push((s, i, t, k, p, a));
+        }
+    }
+    // A claimed row whose event is missing is reported there.
+    let claims = claims_of(how.connector, how.lease, how.now, claimed, events)?;
+    Ok((claims, due))
+}
+
 impl PostgresStore {
     /// Re-queues the in-flight deliveries `which` selects and logs their
     /// attempts as ended, in one statement: its sub-statements all see the
@@ -1701,92 +2042,32 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let lease = rand::random::<i64>() & i64::MAX;
-        // One statement, one round trip: take the rows, move them from ready
-        // to in flight in this node's claimer row of the counts, read their
-        // events, and find when the next of the rest is due (for a claim that
-        // gets fewer than it asks for, `Store::next_due` then reads nothing).
-        // With nothing taken it answers one row with only that time. Such a
-        // claim took every due row it could lock, so the next due is a later
-        // one: rows due now that it left were locked by another claim.
-        static CLAIM: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "WITH taken AS (UPDATE deliveries d SET state = 'in_flight', \
-                     attempts = d.attempts + 1, lease_until = $1, lease_token = $2, \
-                     updated_at = $3, lease_owner = $6 \
-                 FROM (SELECT id FROM deliveries WHERE connector = $4 AND {} \
-                       AND NOT EXISTS (SELECT 1 FROM connector_controls \
-                                       WHERE connector = $4 AND paused) \
-                       ORDER BY next_attempt_at, id LIMIT $5 \
-                       FOR UPDATE SKIP LOCKED) c \
-                 WHERE d.id = c.id \
-                 RETURNING d.id, d.event_seq, d.attempts), \
-                 counted AS ({}) \
-                 SELECT due.at, t.id, t.event_seq, t.attempts, \
-                     e.seq, e.id, e.type, e.keys, e.payload, e.accepted_at \
-                 FROM ({} AND next_attempt_at > $3) AS due(at) \
-                 LEFT JOIN taken t ON true LEFT JOIN events e ON e.seq = t.event_seq",
-                lanes::sql::claimable("$3"),
-                count_moves("SELECT $4, $7, 0, -COUNT(*), COUNT(*) FROM taken HAVING COUNT(*) > 0"),
-                catalog::next_due("$4", "$3"),
-            )
-        });
-        // With nothing taken, one row of NULLs but the due time.
-        type Row = (
-            Option<Millis>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-        );
         let claimer = format!("{}/claim", self.node);
-        let query = || {
-            sqlx::query_as(&CLAIM)
-                .bind(now.saturating_add(lease_ms))
-                .bind(lease)
-                .bind(now)
-                .bind(connector)
-                .bind(limit as i64)
-                .bind(&self.node)
-                .bind(&claimer)
+        let how = ClaimHow {
+            connector,
+            limit,
+            now,
+            lease_until: now.saturating_add(lease_ms),
+            lease,
+            node: &self.node,
+            writer: &claimer,
         };
-        let claim = async |conn: &mut PgConnection| Ok::<_, Fail>(query().fetch_all(conn).await?);
         // The same transaction either way (retried alike), on whichever
         // connection is to hand.
-        let rows: StoreResult<Vec<Row>> = match self.claimers.iter().find_map(|c| c.try_lock().ok())
-        {
+        let got = match self.claimers.iter().find_map(|c| c.try_lock().ok()) {
             Some(mut direct) => {
                 transaction!(Opening::direct(&mut direct), Begin::Autocommit, |conn| {
-                    claim(conn)
+                    claim_tx(conn, &how)
                 })
             }
-            None => transaction!(
-                Opening::pooled(&self.pool),
-                Begin::Autocommit,
-                |conn| claim(conn)
-            ),
+            None => transaction!(Opening::pooled(&self.pool), Begin::Autocommit, |conn| {
+                claim_tx(conn, &how)
+            }),
         };
-        let mut due = None;
-        let claims = rows.and_then(|rows| {
-            let (mut claimed, mut events) = (Vec::new(), Vec::new());
-            for (at, id, seq, attempts, e_seq, e_id, e_type, keys, payload, accepted) in rows {
-                due = at;
-                if let (Some(id), Some(seq), Some(attempts)) = (id, seq, attempts) {
-                    claimed.push((id, seq, attempts));
-                }
-                if let (Some(s), Some(i), Some(t), Some(k), Some(p), Some(a)) =
-                    (e_seq, e_id, e_type, keys, payload, accepted)
-                {
-                    events.push((s, i, t, k, p, a));
-                }
-            }
-            // A claimed row whose event is missing is reported there.
-            claims_of(connector, lease, now, claimed, events)
-        });
+        let (claims, due) = match got {
+            Ok((claims, due)) => (Ok(claims), due),
+            Err(e) => (Err(e), None),
+        };
         // Only this claim's finding stands: none when it got all it asked
         // for, or failed.
         let fewer = claims.as_ref().is_ok_and(|c| c.len() < limit);
@@ -1796,6 +2077,11 @@ impl Store for PostgresStore {
 
     fn last_due(&self) -> Option<&LastDue> {
         Some(&self.due)
+    }
+
+    fn offer(&self, offer: Arc<Offer>) -> bool {
+        self.offers.leave(offer);
+        true
     }
 
     async fn settle(&self, items: Vec<Completion>, now: Millis) -> StoreResult<Settled> {

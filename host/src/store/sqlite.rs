@@ -57,6 +57,7 @@ use tokio::sync::oneshot;
 use super::catalog::{self, Attempt, Counts, Pools};
 use super::group::{CommitWindow, SQLITE_WAIT};
 use super::lite;
+use super::offer::Offers;
 use super::recent_lanes::{Entry, RecentLanes};
 use super::retention;
 use super::table_lanes::{InTable, TableLanes};
@@ -146,10 +147,6 @@ pub struct SqliteStore {
     /// The loops' standing claims, served by the writer ([`Store::offer`]).
     offers: Offers,
 }
-
-/// Each connector's offer ([`Store::offer`]), shared by the store and its
-/// writer.
-type Offers = Arc<std::sync::Mutex<HashMap<String, Arc<Offer>>>>;
 
 /// Creates the directory a database file is to live in, as the file itself
 /// is created when missing (`sqlite://./data/switchboard.db` on a fresh
@@ -859,7 +856,7 @@ impl Writer {
                     // Committed, but it moved a lane on: synced before anyone
                     // hears of it (see `sync_commit`).
                     if let Err(e) = self.sync_wal() {
-                        for (offer, claimed, _) in served {
+                        for (offer, claimed, ..) in served {
                             offer.rolled_back(claimed.len());
                         }
                         self.stop(e, replies);
@@ -877,8 +874,8 @@ impl Writer {
                 }
                 // After the answers: a producer's acknowledgement does not
                 // wait for the dispatch its event set off.
-                for (offer, claimed, exhausted) in served {
-                    if let Err(claimed) = offer.send(claimed, exhausted) {
+                for (offer, claimed, exhausted, ticket) in served {
+                    if let Err(claimed) = offer.send(claimed, exhausted, ticket) {
                         self.orphaned.extend(claimed);
                     }
                 }
@@ -887,7 +884,7 @@ impl Writer {
                 tracing::warn!(error = %err, ops = replies.len(), "store transaction failed, rolled back");
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.counts.clear();
-                for (offer, claimed, _) in served {
+                for (offer, claimed, ..) in served {
                     offer.rolled_back(claimed.len());
                 }
                 if self.orphaned.is_empty() {
@@ -1593,15 +1590,10 @@ impl Writer {
     fn serve_offers(
         &mut self,
         now: Millis,
-        served: &mut Vec<(Arc<Offer>, Vec<Claimed>, bool)>,
+        served: &mut Vec<(Arc<Offer>, Vec<Claimed>, bool, u64)>,
         offered: &mut HashSet<String>,
     ) -> StoreResult<()> {
-        let open: Vec<Arc<Offer>> = {
-            let mut offers = self.offers.lock().unwrap_or_else(|p| p.into_inner());
-            offers.retain(|_, o| o.is_live());
-            offers.values().filter(|o| o.is_open()).cloned().collect()
-        };
-        for offer in open {
+        for offer in self.offers.open() {
             let c = offer.connector();
             offered.insert(c.to_string());
             if !self.ready_any && !self.made_ready.contains(c) {
@@ -1614,12 +1606,12 @@ impl Writer {
                 Ok((claimed, _)) => {
                     let exhausted = offer.claimed(room, claimed.len());
                     if !claimed.is_empty() || exhausted {
-                        served.push((offer, claimed, exhausted));
+                        served.push((offer, claimed, exhausted, room.ticket));
                     }
                 }
                 Err(e) => {
                     offer.claimed(room, 0);
-                    served.push((offer, Vec::new(), false));
+                    served.push((offer, Vec::new(), false, room.ticket));
                     return Err(e);
                 }
             }
@@ -1981,8 +1973,7 @@ impl Store for SqliteStore {
     }
 
     fn offer(&self, offer: Arc<Offer>) -> bool {
-        let mut offers = self.offers.lock().unwrap_or_else(|p| p.into_inner());
-        offers.insert(offer.connector().to_string(), offer);
+        self.offers.leave(offer);
         true
     }
 
