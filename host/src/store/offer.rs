@@ -5,8 +5,10 @@
 //! A loop whose last claim took everything ready instead leaves an
 //! [`Offer`] open with the room it has (free slots): a store that takes
 //! offers claims for it inside the transaction that makes a delivery ready
-//! (an ingest, an outcome that moves a lane on, a rescue, an expiry, an
-//! operator's action) and sends the claimed deliveries to the loop once
+//! (SQLite: an ingest, an outcome that moves a lane on, a rescue, an
+//! expiry, an operator's action; PostgreSQL: an ingest, which inserts them
+//! in flight, and an outcome; the others wake the loop) and sends the
+//! claimed deliveries to the loop once
 //! that transaction has committed, and synced where it moved a lane on (the
 //! store's sync rules are those of its own claims), right after it answered
 //! the transaction's callers. The claim costs no
@@ -27,8 +29,9 @@
 //!   ready, so one that was not exhausted has left nothing ready behind.
 //! - **Closed.** The loop closes the offer before it claims itself (a wake,
 //!   its timer, shutdown). Deliveries the store claimed before the close
-//!   still arrive, before the answer to the loop's own claim (one writer
-//!   sends both, in order), and count as in transit until then.
+//!   still arrive (on SQLite before the answer to the loop's own claim, as
+//!   one writer sends both; on PostgreSQL maybe after it), and count as in
+//!   transit until then.
 //! - **Held.** An attempt whose outcome was not a delivery (the breaker may
 //!   have moved; a retry's due time matters) holds the offer: it stays
 //!   closed, and the loop cannot reopen it until it has looked at the

@@ -26,6 +26,11 @@
 //!   connector never wait on each other and never claim a row twice; leases
 //!   carry a random token, so a late completion after a rescue is a no-op on
 //!   every node. The rescuer skips rows another transaction holds.
+//! - **Offers** (`store::offer`): a loop waiting with an open offer gets
+//!   what an ingest group makes ready for it inserted in flight, and what
+//!   an outcome group makes ready claimed inside that group's transaction
+//!   ([`Take`]); neither costs a claim transaction of its own or a wake.
+//!   Rescues, expiries and operator actions wake the loops instead.
 //! - Migrations run under sqlx's migration lock, so nodes starting together
 //!   apply them once.
 
@@ -80,7 +85,8 @@ pub struct PostgresStore {
     announcer: Arc<Announcer>,
     /// What this node's last claims found of when the next delivery is due.
     due: LastDue,
-    /// The loops' standing claims, served by ingest groups ([`Store::offer`]).
+    /// The loops' standing claims, served by ingest and outcome groups
+    /// ([`Store::offer`], [`Take`]).
     offers: Offers,
 }
 
