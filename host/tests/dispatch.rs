@@ -540,10 +540,12 @@ impl Deliver for Gated {
 }
 
 /// What the store claims for a loop's offer is sent under the egress pass
-/// the loop opened the offer with: if the gate closed after that (the other
-/// nodes may have taken this node's leases over), it is abandoned and
-/// handed back, not sent, even though the gate has reopened by the time the
-/// batch arrives; the loop's next claim, under a fresh pass, delivers it.
+/// the loop opened the offer with: when the gate closes (the other nodes
+/// may take this node's leases over), the loop closes its offer, so nothing
+/// is claimed for it under that pass; once the gate has reopened, what
+/// arrives is claimed and sent under a fresh one. (A batch reserved before
+/// the close and arriving after it carries the old pass, and is abandoned
+/// rather than sent: `store::offer`, "Fenced".)
 async fn an_offer_served_after_the_gate_closed_sends_nothing_under_its_old_pass(
     t: common::TestStore,
 ) {
@@ -561,7 +563,13 @@ async fn an_offer_served_after_the_gate_closed_sends_nothing_under_its_old_pass(
         poll_interval: Duration::from_secs(60),
         ..settings(Duration::from_secs(5))
     };
-    let handle = dispatch::spawn(store.clone(), deliver.clone(), registry, settings, rx);
+    let handle = dispatch::spawn(
+        store.clone(),
+        deliver.clone(),
+        registry.clone(),
+        settings,
+        rx,
+    );
     // The loop's first claim finds nothing: it waits with its offer open.
     wait_until("the first claim", async || store.empty() == 1).await;
     // The gate closes, then the store confirms the node again.
@@ -573,15 +581,19 @@ async fn an_offer_served_after_the_gate_closed_sends_nothing_under_its_old_pass(
         IngestOutcome::Accepted(c) => c,
         other => panic!("{other:?}"),
     };
-    assert!(!counts.needs_wake("hss"), "claimed for the open offer");
+    assert!(
+        counts.needs_wake("hss"),
+        "the gate's closing closed the offer: the loop is woken to claim"
+    );
+    registry.wake("hss");
     wait_until("e1 delivered", async || {
         !deliver.sent.lock().unwrap().is_empty()
     })
     .await;
     assert_eq!(
         deliver.sent.lock().unwrap().clone(),
-        [("e1".to_string(), 2)],
-        "the attempt claimed under the old pass was not sent"
+        [("e1".to_string(), 1)],
+        "claimed once, under the fresh pass, and sent"
     );
     stop.send(true).unwrap();
     handle.await.unwrap();

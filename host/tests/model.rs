@@ -485,7 +485,8 @@ async fn served(
     if offers.iter().all(Option::is_none) {
         return;
     }
-    // The writer sends a group's batches right after answering it, before
+    // A store sends a group's batches by the time it answers the next call
+    // (SQLite's writer right after answering it), before
     // it answers anything later: this read's answer comes after them.
     t.store.lanes(KEYS[0], &[]).await.unwrap();
     for (i, slot) in offers.iter_mut().enumerate() {

@@ -455,6 +455,35 @@ async fn an_ingest_fills_an_offer_up_to_its_room_and_not_for_a_paused_connector(
     assert_eq!(ids(s, "c", 10, 2).await, ["4"]);
 }
 
+/// An outcome that moves a lane on hands the next delivery to an open
+/// offer even when that delivery was accepted a moment after the time the
+/// outcome carries (the attempt's end, read before the outcome waited to
+/// share a commit): it was due when accepted, and no one else would claim
+/// it, since the loop is not woken for what its offer was given.
+async fn an_offer_gets_what_an_outcome_readies_though_accepted_after_its_time(t: TestStore) {
+    let s = &*t.store;
+    let (offer, mut served) = Offer::new("c");
+    assert!(s.offer(offer.clone()));
+    s.ingest(vec![ev("1", "t", &["k"], &["c"])], 0)
+        .await
+        .unwrap();
+    let first = s.claim("c", 4, 0, LEASE).await.unwrap().remove(0);
+    s.ingest(vec![ev("2", "t", &["k"], &["c"])], 100)
+        .await
+        .unwrap();
+    assert!(offer.open(4, LEASE, 0));
+    let done = Completion::of(&first, CompletionKind::Delivered);
+    let settled = s.settle(vec![done], 50).await.unwrap();
+    if settled.readied("c") {
+        // The store says so: the loop is woken to claim 2.
+        offer.close();
+        assert_eq!(ids(s, "c", 4, 100).await, ["2"]);
+    } else {
+        let batch = next_batch(&mut served, "2 goes to the offer").await;
+        assert_eq!(served_ids(&batch), ["2"]);
+    }
+}
+
 /// What moves up behind a delivery that a newer full-state event
 /// supersedes is ready too, though the new event's own delivery waits:
 /// SQLite's open offer takes it in the ingest's transaction; PostgreSQL's
@@ -2391,6 +2420,7 @@ for_each_backend!(
     a_dropped_finding_is_read_afresh,
     an_open_offer_is_claimed_for_in_the_transaction_that_readies_a_delivery,
     an_ingest_fills_an_offer_up_to_its_room_and_not_for_a_paused_connector,
+    an_offer_gets_what_an_outcome_readies_though_accepted_after_its_time,
     an_offer_takes_what_a_superseded_delivery_leaves_ready,
     expired_leases_are_rescued_and_late_completions_ignored,
     dead_letters_hold_or_release_their_keys,

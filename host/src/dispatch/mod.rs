@@ -402,8 +402,9 @@ impl ConnectorLoop {
             offer.looked();
             let mut permits = self.entry.breaker().permits(now, busy);
             // Nothing but free slots limits what may start: no rate, no
-            // ramp-up or probe, no fence. Only then may the store claim for
-            // the loop while it waits.
+            // ramp-up or probe. Only then may the store claim for the loop
+            // while it waits (under the pass of this round's claim, which a
+            // closing gate ends: see `store::offer`).
             let unlimited = limits.rate.is_none()
                 && !self.entry.breaker().is_open()
                 && permits >= limits.concurrency.saturating_sub(busy);
@@ -537,6 +538,9 @@ impl ConnectorLoop {
                         }
                         _ = self.entry.woken() => break false,
                         _ = &mut timer => break false,
+                        // What would be claimed for the offer now could no
+                        // longer be sent: claim afresh once the gate reopens.
+                        _ = gate_closed(&pass) => break false,
                         _ = shutdown.wait_for(|s| *s) => break true,
                     }
                 };
@@ -980,6 +984,15 @@ impl Settling {
             }
             idle.await;
         }
+    }
+}
+
+/// Resolves once work holding `pass` may no longer send (never without a
+/// gate).
+async fn gate_closed(pass: &Option<(Pass, Arc<EgressGate>)>) {
+    match pass {
+        Some((pass, gate)) => gate.closed_for(*pass).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -504,7 +504,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Leaves a loop's standing claim with the store: while the loop keeps
     /// it open, the store claims for its connector inside each transaction
-    /// that may make one of its deliveries ready, and sends what it claimed
+    /// that may make one of its deliveries ready (PostgreSQL: its ingests
+    /// and outcomes; see [`offer`] for which wake instead), and sends what it claimed
     /// once that transaction is durable (see [`offer`]). One per connector;
     /// a new one replaces the last. `false` when the store takes none (the
     /// loop then waits to be woken and claims itself).

@@ -10,8 +10,9 @@
 //! in flight, and an outcome; the others wake the loop) and sends the
 //! claimed deliveries to the loop once
 //! that transaction has committed, and synced where it moved a lane on (the
-//! store's sync rules are those of its own claims), right after it answered
-//! the transaction's callers. The claim costs no
+//! store's sync rules are those of its own claims): SQLite's writer right
+//! after it answered the transaction's callers, PostgreSQL's group workers
+//! right before. The claim costs no
 //! transaction, thread
 //! hand-off or wake-up of its own, and the loop needs no wake for what the
 //! store handed it ([`IngestCounts::offered`](super::IngestCounts),
@@ -45,9 +46,17 @@
 //!   arrives. Were the gate to close after the offer opened (the other
 //!   nodes may then take this node's leases over), what the store claimed
 //!   for it is abandoned rather than sent, even once the gate has reopened.
-//! - **A failed transaction** (or a failed sync) closes each offer it had
-//!   claimed for, no longer counting those deliveries in transit, and sends
-//!   it an empty, exhausted batch, so the loop claims again.
+//! - **A failed transaction** (or a failed sync) on SQLite closes each
+//!   offer it had claimed for, no longer counting those deliveries in
+//!   transit, and sends it an empty, exhausted batch, so the loop claims
+//!   again. On PostgreSQL it gives the room it reserved back; if the loop
+//!   closed its offer meanwhile, an empty batch tells it to look again.
+//! - **Shares of the room.** PostgreSQL's ingest and outcome groups run
+//!   beside each other: each reserves no more than it can make ready
+//!   ([`Offer::reserve_at_most`]: an ingest, its events for the connector;
+//!   an outcome group, the lanes it releases) and takes only deliveries it
+//!   made ready, so that filling such a share leaves nothing behind; only a
+//!   reservation of the whole room that fills it exhausts the offer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -116,6 +125,9 @@ pub struct Reserved {
     pub limit: usize,
     pub lease_ms: i64,
     pub ticket: u64,
+    /// The reservation took all the room there was: a claim that fills it
+    /// may have left deliveries ready behind.
+    pub whole: bool,
 }
 
 impl Offer {
@@ -216,26 +228,38 @@ impl Offer {
     /// [`Offer::claimed`] gives back what the claim did not use). `None`
     /// when the offer is closed.
     pub fn reserve(&self) -> Option<Reserved> {
+        self.reserve_at_most(usize::MAX)
+    }
+
+    /// [`Offer::reserve`] for a transaction that can make at most `most` of
+    /// the connector's deliveries ready: it takes no more of the room than
+    /// that, leaving the rest to transactions that run beside it (several
+    /// writers), which would otherwise find no room and wake the loop.
+    pub fn reserve_at_most(&self, most: usize) -> Option<Reserved> {
         let mut s = self.state();
-        if !s.open || s.room == 0 {
+        if !s.open || s.room == 0 || most == 0 {
             return None;
         }
-        let limit = std::mem::take(&mut s.room);
+        let limit = s.room.min(most);
+        s.room -= limit;
         s.in_transit += limit;
         Some(Reserved {
             limit,
             lease_ms: s.lease_ms,
             ticket: s.ticket,
+            whole: s.room == 0,
         })
     }
 
     /// A reserved claim took `got`: the rest of the room comes back, unless
-    /// the claim filled it, which closes the offer. Returns whether it did.
+    /// the claim filled a reservation of the whole room, which closes the
+    /// offer (one of at most what its transaction could make ready took
+    /// all there was). Returns whether it did.
     pub fn claimed(&self, reserved: Reserved, got: usize) -> bool {
         let mut s = self.state();
         let unused = reserved.limit.saturating_sub(got);
         s.in_transit = s.in_transit.saturating_sub(unused);
-        let exhausted = got >= reserved.limit;
+        let exhausted = reserved.whole && got >= reserved.limit;
         if exhausted {
             s.open = false;
             s.room = 0;
@@ -291,7 +315,8 @@ mod tests {
             Reserved {
                 limit: 3,
                 lease_ms: 60_000,
-                ticket: 7
+                ticket: 7,
+                whole: true
             }
         );
         assert_eq!(offer.reserve(), None, "the room is reserved");
@@ -305,6 +330,25 @@ mod tests {
             Some(3),
             "2 unused + 1 freed"
         );
+    }
+
+    #[test]
+    fn transactions_side_by_side_share_the_room_each_taking_what_it_can_use() {
+        let (offer, _rx) = Offer::new("hss");
+        assert!(offer.open(5, 1, 0));
+        let ingest = offer.reserve_at_most(2).unwrap();
+        assert_eq!((ingest.limit, ingest.whole), (2, false));
+        let outcome = offer.reserve_at_most(9).unwrap();
+        assert_eq!((outcome.limit, outcome.whole), (3, true), "the rest");
+        assert_eq!(offer.reserve_at_most(1), None, "no room left");
+        // The first made both of its deliveries ready and took them: it
+        // took all it could, which says nothing of the room.
+        assert!(!offer.claimed(ingest, 2));
+        assert!(offer.is_open());
+        // The second filled the whole room: more may be ready.
+        assert!(offer.claimed(outcome, 3));
+        assert!(!offer.is_open());
+        assert_eq!(offer.in_transit(), 5);
     }
 
     #[test]

@@ -715,8 +715,12 @@ impl PostgresStore {
                 let completions = completions.clone();
                 async move {
                     let mut direct = direct.lock().await;
-                    let targets = requests.iter().flatten().flat_map(|r| &r.connectors);
-                    let takes = Take::reserve(&offers, targets.map(String::as_str));
+                    // One delivery per event and connector.
+                    let mut most = HashMap::new();
+                    for c in requests.iter().flatten().flat_map(|r| &r.connectors) {
+                        *most.entry(c.as_str()).or_default() += 1;
+                    }
+                    let takes = Take::reserve(&offers, &most);
                     let begin = Begin::locking(ingest_locks(&requests));
                     let done = transaction!(Opening::direct(&mut direct), begin, |conn| counted(
                         conn,
@@ -778,8 +782,13 @@ impl PostgresStore {
                         let (begin, takes) = if locks.is_empty() && rounds.len() == 1 {
                             (Begin::Autocommit, Vec::new())
                         } else {
-                            let targets = items.iter().map(|c| c.connector.as_str());
-                            (Begin::locking(locks), Take::reserve(&offers, targets))
+                            // A released lane entry readies at most its
+                            // lane's next head.
+                            let mut most = HashMap::new();
+                            for c in items.iter().filter(|c| c.kind.step().releases()) {
+                                *most.entry(c.connector.as_str()).or_default() += c.keys.len();
+                            }
+                            (Begin::locking(locks), Take::reserve(&offers, &most))
                         };
                         let done =
                             transaction!(Opening::direct(&mut direct), begin, |conn| complete_tx(
@@ -1187,11 +1196,13 @@ async fn ingest_tx(
 }
 
 /// Room of a loop waiting with an open offer (`store::offer`) for a
-/// connector an ingest group targets, reserved before the group's
-/// transaction: the group inserts what it makes ready for that connector in
-/// flight, leased to this node as a claim would, and sends it to the loop
-/// once committed. The loop needs no wake and makes no claim of its own for
-/// it, and no claim transaction (nor its commit) is spent on it.
+/// connector an ingest or outcome group may make deliveries of ready,
+/// reserved before the group's transaction: an ingest inserts what it
+/// makes ready for that connector in flight, leased to this node as a claim
+/// would; an outcome group claims what it made ready in its transaction;
+/// either sends it to the loop once committed. The loop needs no wake and
+/// makes no claim of its own for it, and no claim transaction (nor its
+/// commit) is spent on it.
 struct Take {
     offer: Arc<Offer>,
     room: Reserved,
@@ -1199,17 +1210,18 @@ struct Take {
 }
 
 impl Take {
-    /// Reserves the room of every open offer for one of `connectors`.
-    fn reserve<'a>(offers: &Offers, connectors: impl Iterator<Item = &'a str>) -> Vec<Take> {
+    /// Reserves room in every open offer of a connector that `most` names
+    /// with the most of its deliveries the transaction can make ready: no
+    /// more, so that the ingest and outcome groups running beside each
+    /// other both find room (one that finds none must wake the loop).
+    fn reserve(offers: &Offers, most: &HashMap<&str, usize>) -> Vec<Take> {
         let open = offers.open();
         if open.is_empty() {
             return Vec::new();
         }
-        let targeted: HashSet<&str> = connectors.collect();
         open.into_iter()
-            .filter(|o| targeted.contains(o.connector()))
             .filter_map(|offer| {
-                let room = offer.reserve()?;
+                let room = offer.reserve_at_most(*most.get(offer.connector())?)?;
                 let lease = rand::random::<i64>() & i64::MAX;
                 Some(Take { offer, room, lease })
             })
@@ -1280,10 +1292,11 @@ fn take_for_offers(
     (served, leased)
 }
 
-/// After an ingest group's transaction: gives each offer what the group
-/// took for it (or, if it failed, its room back). Answers the connectors
-/// whose loops need no wake for the group, and those of them that may have
-/// deliveries left ready behind (an offer whose room the group filled).
+/// After an ingest or outcome group's transaction: gives each offer what
+/// the group took for it (or, if it failed, its room back). Answers the
+/// connectors whose loops need no wake for the group, and those of them
+/// that may have deliveries left ready behind (an offer whose room the
+/// group filled: their loops claim on their own, other nodes hear of it).
 /// What a loop that is gone cannot receive is handed back to the queue.
 fn serve_takes(
     takes: Vec<Take>,
@@ -1296,17 +1309,20 @@ fn serve_takes(
     let mut served = served.map(Vec::into_iter);
     for t in takes {
         let got = served.as_mut().and_then(|s| s.next()).flatten();
-        let Some(claimed) = got else {
-            t.offer.claimed(t.room, 0);
-            continue;
-        };
-        let connector = t.offer.connector().to_string();
+        let took = got.is_some();
+        let claimed = got.unwrap_or_default();
         let exhausted = t.offer.claimed(t.room, claimed.len());
-        if exhausted {
-            left.push(connector.clone());
+        if took {
+            let connector = t.offer.connector().to_string();
+            if exhausted {
+                left.push(connector.clone());
+            }
+            offered.push(connector);
         }
-        offered.push(connector);
-        if !claimed.is_empty() || exhausted {
+        // The loop counts the room reserved as in transit until it hears
+        // back: one that closed its offer meanwhile is told even of
+        // nothing, so that it looks again at once.
+        if !claimed.is_empty() || exhausted || !t.offer.is_open() {
             if let Err(claimed) = t.offer.send(claimed, exhausted, t.room.ticket) {
                 orphans.extend(claimed);
             }
@@ -1560,13 +1576,18 @@ async fn complete_tx(
     takes: &[Take],
 ) -> TxResult<(Settled, Vec<Option<Vec<Claimed>>>)> {
     let mut answers = RoundAnswers::new(items.len());
+    let mut ready = Vec::new();
     for round in rounds {
         let batch = RoundAnswers::batch(items, round);
-        answers.add(round, complete_round(conn, &batch, now, who).await?);
+        let (answer, ids) = complete_round(conn, &batch, now, who).await?;
+        answers.add(round, answer);
+        ready.extend(ids);
     }
     let settled = answers.settled();
     // A loop waiting with an open offer gets what these outcomes made ready
-    // for it, claimed in this transaction.
+    // for it, claimed in this transaction: those deliveries only, so that
+    // one that fills a share of the room (`Offer::reserve_at_most`) has
+    // left none of them ready behind.
     let mut served = Vec::with_capacity(takes.len());
     for t in takes {
         let connector = t.offer.connector();
@@ -1580,6 +1601,7 @@ async fn complete_tx(
                 lease: t.lease,
                 node: who.0,
                 writer: who.1,
+                only: Some(&ready),
             };
             claimed = claim_tx(conn, &how).await?.0;
         }
@@ -1590,7 +1612,7 @@ async fn complete_tx(
 
 /// [`complete_tx`] for completions of distinct deliveries, in one
 /// statement: whether each applied, and the connectors it readied a
-/// delivery of.
+/// delivery of; and the ids of those deliveries.
 ///
 /// The statement applies the outcomes, logs the attempts they end, takes
 /// the released entries out of their lanes, promotes the new heads
@@ -1602,7 +1624,7 @@ async fn complete_round(
     items: &[Completion],
     now: Millis,
     (node, writer): (&str, &str),
-) -> TxResult<(Vec<bool>, Vec<String>)> {
+) -> TxResult<((Vec<bool>, Vec<String>), Vec<i64>)> {
     let mut ids = Vec::with_capacity(items.len());
     let mut leases = Vec::with_capacity(items.len());
     let mut states = Vec::with_capacity(items.len());
@@ -1644,7 +1666,7 @@ async fn complete_round(
                  unblocked AS (UPDATE deliveries d SET blockers = d.blockers - lose.n, \
                      state = {}, updated_at = $6 \
                      FROM lose WHERE d.id = lose.id \
-                     RETURNING d.connector, d.state = 'ready' AS ready), ",
+                     RETURNING d.id, d.connector, d.state = 'ready' AS ready), ",
                 lanes::sql::promotions("gone"),
                 lanes::sql::unblocked_state("d", "lose.n"),
             )
@@ -1654,7 +1676,7 @@ async fn complete_round(
         let (moved, readied) = if releasing {
             (
                 " UNION ALL SELECT connector, 'blocked', 'ready' FROM unblocked WHERE ready",
-                " UNION ALL SELECT NULL, connector FROM unblocked WHERE ready",
+                " UNION ALL SELECT NULL, connector, id FROM unblocked WHERE ready",
             )
         } else {
             ("", "")
@@ -1678,7 +1700,7 @@ async fn complete_round(
              moves AS (SELECT connector, 'in_flight'::text AS from_state, state AS to_state \
                  FROM done{moved}), \
              counted AS ({counts}) \
-             SELECT done.id, NULL::text FROM done{readied}",
+             SELECT done.id, NULL::text, NULL::int8 FROM done{readied}",
             counts = catalog::count_transitions("moves", "$11"),
         )
     }
@@ -1700,18 +1722,19 @@ async fn complete_round(
     if releasing {
         query = query.bind(&rel_c).bind(&rel_k).bind(&rel_s).bind(&rel_id);
     }
-    let rows: Vec<(Option<i64>, Option<String>)> = query.fetch_all(&mut *conn).await?;
+    let rows: Vec<(Option<i64>, Option<String>, Option<i64>)> = query.fetch_all(&mut *conn).await?;
     let mut applied = HashSet::new();
-    let mut readied = Vec::new();
-    for (id, connector) in rows {
+    let (mut readied, mut ready_ids) = (Vec::new(), Vec::new());
+    for (id, connector, ready) in rows {
         applied.extend(id);
         readied.extend(connector);
+        ready_ids.extend(ready);
     }
     let applied = items
         .iter()
         .map(|c| applied.contains(&c.delivery_id))
         .collect();
-    Ok((applied, readied))
+    Ok(((applied, readied), ready_ids))
 }
 
 /// Ends up to `limit` blocked or ready deliveries past their `expires_at` as
@@ -1901,6 +1924,9 @@ struct ClaimHow<'a> {
     node: &'a str,
     /// Whose rows of the per-connector counts the claim moves.
     writer: &'a str,
+    /// Only these deliveries (those an outcome group just made ready,
+    /// whatever their due time).
+    only: Option<&'a [i64]>,
 }
 
 /// A claim, in one statement (one round trip): takes the rows, moves them
@@ -1920,6 +1946,8 @@ async fn claim_tx(
                  attempts = d.attempts + 1, lease_until = $1, lease_token = $2, \
                  updated_at = $3, lease_owner = $6 \
              FROM (SELECT id FROM deliveries WHERE connector = $4 AND {} \
+                   AND (next_attempt_at <= $3 OR $8::int8[] IS NOT NULL) \
+                   AND ($8::int8[] IS NULL OR id = ANY($8)) \
                    AND NOT EXISTS (SELECT 1 FROM connector_controls \
                                    WHERE connector = $4 AND paused) \
                    ORDER BY next_attempt_at, id LIMIT $5 \
@@ -1931,7 +1959,11 @@ async fn claim_tx(
                  e.seq, e.id, e.type, e.keys, e.payload, e.accepted_at \
              FROM ({} AND next_attempt_at > $3) AS due(at) \
              LEFT JOIN taken t ON true LEFT JOIN events e ON e.seq = t.event_seq",
-            lanes::sql::claimable("$3"),
+            // `lanes::sql::claimable`, but that deliveries an outcome just
+            // made ready are due whatever `$3` says: never attempted, they
+            // were due when accepted, which may be a moment after the time
+            // the outcome carries.
+            lanes::sql::ready_unexpired("$3"),
             count_moves("SELECT $4, $7, 0, -COUNT(*), COUNT(*) FROM taken HAVING COUNT(*) > 0"),
             catalog::next_due("$4", "$3"),
         )
@@ -1957,6 +1989,7 @@ async fn claim_tx(
         .bind(how.limit as i64)
         .bind(how.node)
         .bind(how.writer)
+        .bind(how.only)
         .fetch_all(conn)
         .await?;
     let (mut claimed, mut events, mut due) = (Vec::new(), Vec::new(), None);
@@ -2057,6 +2090,7 @@ impl Store for PostgresStore {
             lease,
             node: &self.node,
             writer: &claimer,
+            only: None,
         };
         // The same transaction either way (retried alike), on whichever
         // connection is to hand.

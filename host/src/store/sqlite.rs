@@ -280,6 +280,7 @@ impl SqliteStore {
                         made_ready: HashSet::new(),
                         ready_any: false,
                         orphaned: Vec::new(),
+                        latest_now: 0,
                         window: CommitWindow::new(wait.unwrap_or(SQLITE_WAIT)),
                     };
                     writer.reload()?;
@@ -584,6 +585,9 @@ struct Writer {
     /// Deliveries claimed for an offer whose loop was gone when they were
     /// sent: handed back (ready now) in the next transaction.
     orphaned: Vec<Claimed>,
+    /// The latest time any group carried: every delivery accepted so far
+    /// was due by then.
+    latest_now: Millis,
     /// How long a small group waits for company ([`super::group`]).
     window: CommitWindow,
 }
@@ -787,7 +791,13 @@ impl Writer {
         let mut served = Vec::new();
         let mut offered = HashSet::new();
         if failure.is_none() {
-            if let Err(e) = self.serve_offers(group_now, &mut served, &mut offered) {
+            // An outcome's time is its attempt's end, read before it waited
+            // to share a commit: the delivery it readies may have been
+            // accepted a moment later, by an earlier group. It was due when
+            // accepted, and once given to the offer no one else claims it.
+            self.latest_now = self.latest_now.max(group_now);
+            let now = self.latest_now;
+            if let Err(e) = self.serve_offers(now, &mut served, &mut offered) {
                 failure = Some(e);
             }
         }
