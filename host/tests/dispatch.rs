@@ -135,6 +135,25 @@ fn start(
     }
 }
 
+/// [`start`] for a loop that only a wake, its offer or a minute's poll
+/// sets going, with more slots (four) than these tests ever fill: every
+/// claim gets fewer than it asked for, so no claim is owed to a slot that
+/// frees.
+fn start_waiting(store: Arc<dyn Store>, deliver: Arc<dyn Deliver>) -> Running {
+    let registry = Registry::of([policy(4)]);
+    let (stop, rx) = watch::channel(false);
+    let settings = DispatchSettings {
+        poll_interval: Duration::from_secs(60),
+        ..settings(Duration::from_secs(5))
+    };
+    let handle = dispatch::spawn(store, deliver, registry.clone(), settings, rx);
+    Running {
+        stop,
+        handle,
+        registry,
+    }
+}
+
 async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !f().await {
@@ -429,21 +448,11 @@ async fn a_trickle_costs_one_claim_a_delivery_and_waits_for_no_poll(t: common::T
         fail_first: HashSet::from(["chain-1".to_string()]),
         done: Mutex::new(Vec::new()),
     });
-    let (stop, rx) = watch::channel(false);
-    // More slots than the test ever fills: every claim gets fewer than it
-    // asked for, so no claim is owed to a slot that frees.
-    let registry = Registry::of([policy(4)]);
-    let settings = DispatchSettings {
-        poll_interval: Duration::from_secs(60),
-        ..settings(Duration::from_secs(5))
-    };
-    let handle = dispatch::spawn(
-        store.clone(),
-        deliver.clone(),
-        registry.clone(),
-        settings,
-        rx,
-    );
+    let Running {
+        stop,
+        handle,
+        registry,
+    } = start_waiting(store.clone(), deliver.clone());
     let delivered = async |n: usize| {
         let what = format!("{n} delivered");
         wait_until(&what, async || deliver.done.lock().unwrap().len() >= n).await;
@@ -557,19 +566,11 @@ async fn an_offer_served_after_the_gate_closed_sends_nothing_under_its_old_pass(
         gate: gate.clone(),
         sent: Mutex::new(Vec::new()),
     });
-    let (stop, rx) = watch::channel(false);
-    let registry = Registry::of([policy(4)]);
-    let settings = DispatchSettings {
-        poll_interval: Duration::from_secs(60),
-        ..settings(Duration::from_secs(5))
-    };
-    let handle = dispatch::spawn(
-        store.clone(),
-        deliver.clone(),
-        registry.clone(),
-        settings,
-        rx,
-    );
+    let Running {
+        stop,
+        handle,
+        registry,
+    } = start_waiting(store.clone(), deliver.clone());
     // The loop's first claim finds nothing: it waits with its offer open.
     wait_until("the first claim", async || store.empty() == 1).await;
     // The gate closes, then the store confirms the node again.
