@@ -730,23 +730,17 @@ impl PostgresStore {
                                 .await
                         }
                     ));
-                    let (done, served) = match done {
-                        Ok((outcomes, served)) => (Ok(outcomes), Some(served)),
-                        Err(e) => (Err(e), None),
-                    };
-                    let (offered, left) = serve_takes(takes, served, &completions, now);
-                    let mut outcomes = done?;
+                    let (mut outcomes, given) = serve_takes(takes, done, &completions, now)?;
                     for o in &mut outcomes {
                         if let IngestOutcome::Accepted(counts) = o {
-                            counts.offered.clone_from(&offered);
+                            counts.offered.clone_from(&given.offered);
                         }
                     }
                     // Other nodes may take what this one's offers did not.
                     let connectors = requests.iter().flatten().flat_map(|r| &r.connectors);
-                    let unserved = |c: &&String| !offered.contains(c) || left.contains(c);
                     announcer.send(
                         connectors
-                            .filter(unserved)
+                            .filter(|c| given.left_to_others(c))
                             .map(|c| super::Announcement::Work(c.clone())),
                     );
                     Ok(outcomes)
@@ -799,25 +793,19 @@ impl PostgresStore {
                                 (&node, &writer),
                                 &takes
                             ));
-                        let (done, served) = match done {
-                            Ok((settled, served)) => (Ok(settled), Some(served)),
-                            Err(e) => (Err(e), None),
-                        };
-                        let (offered, left) = serve_takes(takes, served, &completions, now);
-                        let mut settled = done?;
+                        let (mut settled, given) = serve_takes(takes, done, &completions, now)?;
                         // A released lane made its next delivery ready: any
                         // node may take what an offer did not.
-                        let unserved = |c: &&String| !offered.contains(c) || left.contains(c);
                         announcer.send(
                             settled
                                 .readied
                                 .iter()
-                                .filter(unserved)
+                                .filter(|c| given.left_to_others(c))
                                 .map(|c| super::Announcement::Work(c.clone())),
                         );
                         // A loop whose offer was served needs no wake (one
                         // whose room was filled claims the rest on its own).
-                        settled.readied.retain(|c| !offered.contains(c));
+                        settled.readied.retain(|c| !given.offered.contains(c));
                         let mut applied = settled.applied.into_iter();
                         Ok(sizes
                             .into_iter()
@@ -1292,18 +1280,38 @@ fn take_for_offers(
     (served, leased)
 }
 
-/// After an ingest or outcome group's transaction: gives each offer what
-/// the group took for it (or, if it failed, its room back). Answers the
-/// connectors whose loops need no wake for the group, and those of them
-/// that may have deliveries left ready behind (an offer whose room the
-/// group filled: their loops claim on their own, other nodes hear of it).
-/// What a loop that is gone cannot receive is handed back to the queue.
-fn serve_takes(
+/// What an ingest or outcome group gave the offers ([`serve_takes`]).
+struct Given {
+    /// Connectors whose loops need no wake for the group.
+    offered: Vec<String>,
+    /// Those of them that may have deliveries left ready behind (an offer
+    /// whose room the group filled: their loops claim on their own).
+    left: Vec<String>,
+}
+
+impl Given {
+    /// Whether other nodes may find `connector`'s deliveries that the group
+    /// made ready still to take.
+    fn left_to_others(&self, connector: &String) -> bool {
+        !self.offered.contains(connector) || self.left.contains(connector)
+    }
+}
+
+/// After an ingest or outcome group's transaction (`done`, with what it
+/// took for each of `takes`): gives each offer what the group took for it
+/// (or, if it failed, its room back), then answers the group's own result
+/// and what it gave. What a loop that is gone cannot receive is handed
+/// back to the queue.
+fn serve_takes<T>(
     takes: Vec<Take>,
-    served: Option<Vec<Option<Vec<Claimed>>>>,
+    done: StoreResult<(T, Vec<Option<Vec<Claimed>>>)>,
     completions: &mpsc::Sender<Queued<Vec<Completion>, Settled>>,
     now: Millis,
-) -> (Vec<String>, Vec<String>) {
+) -> StoreResult<(T, Given)> {
+    let (done, served) = match done {
+        Ok((out, served)) => (Ok(out), Some(served)),
+        Err(e) => (Err(e), None),
+    };
     let (mut offered, mut left) = (Vec::new(), Vec::new());
     let mut orphans = Vec::new();
     let mut served = served.map(Vec::into_iter);
@@ -1349,7 +1357,7 @@ fn serve_takes(
             }
         });
     }
-    (offered, left)
+    Ok((done?, Given { offered, left }))
 }
 
 /// Coalescing: finds the stored deliveries not started with the tags of
