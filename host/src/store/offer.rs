@@ -80,6 +80,11 @@ impl Offers {
         self.map().insert(offer.connector().to_string(), offer);
     }
 
+    /// `connector`'s offer, if its loop is still there.
+    pub(crate) fn live(&self, connector: &str) -> Option<Arc<Offer>> {
+        self.map().get(connector).filter(|o| o.is_live()).cloned()
+    }
+
     /// The offers open now, forgetting those whose loop is gone.
     pub(crate) fn open(&self) -> Vec<Arc<Offer>> {
         let mut offers = self.map();
@@ -279,6 +284,15 @@ impl Offer {
             s.open = false;
             s.room = 0;
         }
+        let _ = self.send(Vec::new(), true, 0);
+    }
+
+    /// Tells the loop to claim again itself, whether or not it waits with
+    /// the offer open: deliveries that it cannot have seen at its last
+    /// claim are ready now, and nothing else would wake it for them (those
+    /// a store claimed for a loop that had stopped, once handed back).
+    /// Reserves nothing and carries nothing.
+    pub fn nudge(&self) {
         let _ = self.send(Vec::new(), true, 0);
     }
 

@@ -730,7 +730,8 @@ impl PostgresStore {
                                 .await
                         }
                     ));
-                    let (mut outcomes, given) = serve_takes(takes, done, &completions, now)?;
+                    let (mut outcomes, given) =
+                        serve_takes(takes, done, &completions, &offers, now)?;
                     for o in &mut outcomes {
                         if let IngestOutcome::Accepted(counts) = o {
                             counts.offered.clone_from(&given.offered);
@@ -793,7 +794,8 @@ impl PostgresStore {
                                 (&node, &writer),
                                 &takes
                             ));
-                        let (mut settled, given) = serve_takes(takes, done, &completions, now)?;
+                        let (mut settled, given) =
+                            serve_takes(takes, done, &completions, &offers, now)?;
                         // A released lane made its next delivery ready: any
                         // node may take what an offer did not.
                         announcer.send(
@@ -1301,11 +1303,15 @@ impl Given {
 /// took for each of `takes`): gives each offer what the group took for it
 /// (or, if it failed, its room back), then answers the group's own result
 /// and what it gave. What a loop that is gone cannot receive is handed
-/// back to the queue.
+/// back to the queue, and the connector's loop started since, if there is
+/// one, is told to claim it ([`Offer::nudge`]): it may have claimed before
+/// the hand-back was committed, and would otherwise find it only at its
+/// poll.
 fn serve_takes<T>(
     takes: Vec<Take>,
     done: StoreResult<(T, Vec<Option<Vec<Claimed>>>)>,
     completions: &mpsc::Sender<Queued<Vec<Completion>, Settled>>,
+    offers: &Offers,
     now: Millis,
 ) -> StoreResult<(T, Given)> {
     let (done, served) = match done {
@@ -1350,10 +1356,18 @@ fn serve_takes<T>(
                 )
             })
             .collect();
-        let completions = completions.clone();
+        let connectors: std::collections::BTreeSet<String> =
+            orphans.iter().map(|d| d.connector.clone()).collect();
+        let (completions, offers) = (completions.clone(), offers.clone());
         tokio::spawn(async move {
-            if let Err(e) = enqueue(&completions, items, now).await {
-                tracing::warn!(error = %e, "cannot hand leases back; they will expire instead");
+            match enqueue(&completions, items, now).await {
+                Ok(_) => connectors
+                    .iter()
+                    .filter_map(|c| offers.live(c))
+                    .for_each(|o| o.nudge()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand leases back; they will expire instead")
+                }
             }
         });
     }
@@ -2644,5 +2658,61 @@ mod tests {
         assert!(!e.contains("s3cret"), "the password leaked: {e}");
         // Refused is transient (a server still starting): it was tried again.
         assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+    }
+
+    /// Deliveries claimed for a loop that stopped while its group ran go
+    /// back to the queue as retries due at once; the connector's loop
+    /// started since (which may have claimed before they were back) is
+    /// told to claim again once the hand-back is committed, and not before.
+    #[tokio::test]
+    async fn what_a_stopped_loop_cannot_receive_goes_back_and_its_successor_is_told() {
+        let offers = Offers::default();
+        let (gone, gone_rx) = Offer::new("hss");
+        offers.leave(gone.clone());
+        assert!(gone.open(4, 60_000, 0));
+        let takes = Take::reserve(&offers, &HashMap::from([("hss", 1)]));
+        assert_eq!(takes.len(), 1, "the open offer has room");
+        drop(gone_rx);
+        // Its successor waits with an offer of its own.
+        let (next, mut next_rx) = Offer::new("hss");
+        offers.leave(next.clone());
+        assert!(next.open(4, 60_000, 0));
+        let d = Claimed {
+            delivery_id: 7,
+            connector: "hss".into(),
+            lease: 3,
+            attempt: 1,
+            claimed_at: 1_000,
+            event: StoredEvent {
+                seq: 1,
+                id: "e1".into(),
+                event_type: "number.assign".into(),
+                keys: vec!["msisdn:2065551234".into()],
+                payload: "{}".into(),
+                accepted_at: 900,
+            },
+        };
+        let (tx, mut handed_back) = mpsc::channel(4);
+        let done = Ok(((), vec![Some(vec![d.clone()])]));
+        let ((), given) = serve_takes(takes, done, &tx, &offers, 2_000).unwrap();
+        assert_eq!(given.offered, ["hss"], "the group served the offer");
+        let (items, _, reply, _) = handed_back.recv().await.expect("handed back");
+        let expected = CompletionKind::Retry {
+            at: 2_000,
+            error: "claimed for a dispatcher that had stopped".into(),
+        };
+        assert_eq!(items, [Completion::of(&d, expected)]);
+        tokio::task::yield_now().await;
+        assert!(
+            next_rx.try_recv().is_err(),
+            "told before the hand-back committed"
+        );
+        reply.send(Ok(Settled::default())).unwrap();
+        let told = tokio::time::timeout(Duration::from_secs(5), next_rx.recv())
+            .await
+            .expect("the successor is told")
+            .unwrap();
+        assert!(told.claimed.is_empty() && told.exhausted, "{told:?}");
+        assert_eq!(next.in_transit(), 0, "nothing reserved in its offer");
     }
 }
