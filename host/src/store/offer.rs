@@ -284,7 +284,7 @@ impl Offer {
             s.open = false;
             s.room = 0;
         }
-        let _ = self.send(Vec::new(), true, 0);
+        self.nudge();
     }
 
     /// Tells the loop to claim again itself, whether or not it waits with
