@@ -46,7 +46,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, QueryBuilder};
 use tokio::sync::{mpsc, oneshot};
 
-use super::catalog::{self, lock_id, Attempt, Conn, Counts, Pools};
+use super::catalog::{self, lock_id, Conn, Counts, Pools};
 use super::group::{CommitWindow, POSTGRES_WAIT};
 use super::offer::{Offers, Reserved};
 use super::retention;
@@ -56,9 +56,7 @@ use super::{
     LaneView, LastDue, Offer, OperatorAction, Purge, Purged, RoundAnswers, Routed, Settled,
     SharedHealth, Store, StoreError, StoreResult, StoredEvent, LANE_BEHIND,
 };
-use crate::queue::lanes::{
-    self, delivery_count, first_released, plan_accept, promotions, AcceptPlan, Step,
-};
+use crate::queue::lanes::{self, delivery_count, plan_accept, AcceptPlan, Step};
 use crate::queue::{DeliveryState, Millis};
 
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(migrations::POSTGRES));
@@ -209,21 +207,19 @@ enum Fail {
 
 impl From<sqlx::Error> for Fail {
     fn from(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &e {
-            // 40P01 deadlock_detected, 40001 serialization_failure.
-            if matches!(db.code().as_deref(), Some("40P01") | Some("40001")) {
-                return Fail::Again(e.to_string());
+        let code = match &e {
+            sqlx::Error::Database(db) => db.code().map(Cow::into_owned),
+            _ => None,
+        };
+        match (code.as_deref(), &e) {
+            // deadlock_detected, serialization_failure.
+            (Some("40P01" | "40001"), _) => Fail::Again(e.to_string()),
+            // admin_shutdown, crash_shutdown, cannot_connect_now.
+            (Some("57P01" | "57P02" | "57P03"), _) | (_, sqlx::Error::Io(_)) => {
+                Fail::Gone(e.to_string())
             }
-            // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03
-            // cannot_connect_now.
-            if matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03")) {
-                return Fail::Gone(e.to_string());
-            }
+            _ => Fail::Store(e.into()),
         }
-        if let sqlx::Error::Io(_) = &e {
-            return Fail::Gone(e.to_string());
-        }
-        Fail::Store(e.into())
     }
 }
 
@@ -249,22 +245,13 @@ enum Begin {
 impl Begin {
     const PLAIN: Begin = Begin::Tx(Cow::Borrowed("BEGIN"));
 
-    /// A `BEGIN` that then takes the advisory locks of `ids`, in ascending
-    /// order (as [`lock_all`]), in the same round trip: a transaction that
-    /// holds its lanes from the start pays no round trip for the locks. The
-    /// ids are numbers, written into the text.
-    fn locking(mut ids: Vec<i64>) -> Begin {
-        ids.sort_unstable();
-        ids.dedup();
-        match ids.as_slice() {
-            [] => Begin::PLAIN,
-            [id] => Begin::Tx(format!("BEGIN; SELECT pg_advisory_xact_lock({id})").into()),
-            _ => {
-                let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-                let ids = format!("'{{{}}}'::int8[]", list.join(","));
-                Begin::Tx(format!("BEGIN; {}", lock_in_order(&ids)).into())
-            }
-        }
+    /// A `BEGIN` that then takes the advisory locks of `ids` ([`lock_sql`])
+    /// in the same round trip: a transaction that holds its lanes from the
+    /// start pays no round trip for the locks.
+    fn locking(ids: Vec<i64>) -> Begin {
+        lock_sql(ids).map_or(Begin::PLAIN, |lock| {
+            Begin::Tx(format!("BEGIN; {lock}").into())
+        })
     }
 }
 
@@ -566,6 +553,111 @@ where
     }
 }
 
+/// A group-commit worker of ingests or outcomes, with the connection of
+/// its own it runs its transactions on.
+#[derive(Clone)]
+struct Worker {
+    direct: Arc<tokio::sync::Mutex<Direct>>,
+    /// Whose rows of the per-connector counts it moves.
+    writer: String,
+    node: String,
+    announcer: Arc<Announcer>,
+    offers: Offers,
+    /// Where deliveries claimed for a stopped loop go back ([`serve_takes`]).
+    completions: mpsc::Sender<Queued<Vec<Completion>, Settled>>,
+}
+
+impl Worker {
+    /// One group of ingest requests, in one transaction.
+    async fn ingest(
+        self,
+        requests: Vec<Vec<Routed>>,
+        now: Millis,
+    ) -> StoreResult<Vec<IngestOutcome>> {
+        let mut direct = self.direct.lock().await;
+        // One delivery per event and connector.
+        let mut most = HashMap::new();
+        for c in requests.iter().flatten().flat_map(|r| &r.connectors) {
+            *most.entry(c.as_str()).or_default() += 1;
+        }
+        let takes = Take::reserve(&self.offers, &most);
+        let (writer, node) = (&self.writer, &self.node);
+        let begin = Begin::locking(ingest_locks(&requests));
+        let done = transaction!(Opening::direct(&mut direct), begin, |conn| counted(
+            conn,
+            writer,
+            async |conn, counts| {
+                ingest_tx(conn, &requests, now, (writer, counts), (node, &takes)).await
+            }
+        ));
+        let (mut outcomes, given) = serve_takes(takes, done, &self.completions, &self.offers, now)?;
+        for o in &mut outcomes {
+            if let IngestOutcome::Accepted(counts) = o {
+                counts.offered.clone_from(&given.offered);
+            }
+        }
+        // Other nodes may take what this one's offers did not.
+        let connectors = requests.iter().flatten().flat_map(|r| &r.connectors);
+        self.announcer.send(
+            connectors
+                .filter(|c| given.left_to_others(c))
+                .map(|c| super::Announcement::Work(c.clone())),
+        );
+        Ok(outcomes)
+    }
+
+    /// One group of outcome requests, in one transaction.
+    async fn settle(
+        self,
+        requests: Vec<Vec<Completion>>,
+        now: Millis,
+    ) -> StoreResult<Vec<Settled>> {
+        let mut direct = self.direct.lock().await;
+        let sizes: Vec<usize> = requests.iter().map(Vec::len).collect();
+        let items: Vec<Completion> = requests.into_iter().flatten().collect();
+        let rounds = completion_rounds(&items);
+        let locks = settle_locks(&items);
+        // Completions that release no lane, of distinct deliveries, are one
+        // statement and its own commit; they make nothing ready, so no
+        // offer is served.
+        let (begin, takes) = if locks.is_empty() && rounds.len() == 1 {
+            (Begin::Autocommit, Vec::new())
+        } else {
+            // A released lane entry readies at most its lane's next head.
+            let mut most = HashMap::new();
+            for c in items.iter().filter(|c| c.kind.step().releases()) {
+                *most.entry(c.connector.as_str()).or_default() += c.keys.len();
+            }
+            (Begin::locking(locks), Take::reserve(&self.offers, &most))
+        };
+        let who = (self.node.as_str(), self.writer.as_str());
+        let done = transaction!(Opening::direct(&mut direct), begin, |conn| complete_tx(
+            conn, &items, &rounds, now, who, &takes
+        ));
+        let (mut settled, given) = serve_takes(takes, done, &self.completions, &self.offers, now)?;
+        // A released lane made its next delivery ready: any node may take
+        // what an offer did not.
+        self.announcer.send(
+            settled
+                .readied
+                .iter()
+                .filter(|c| given.left_to_others(c))
+                .map(|c| super::Announcement::Work(c.clone())),
+        );
+        // A loop whose offer was served needs no wake (one whose room was
+        // filled claims the rest on its own).
+        settled.readied.retain(|c| !given.offered.contains(c));
+        let mut applied = settled.applied.into_iter();
+        Ok(sizes
+            .into_iter()
+            .map(|n| Settled {
+                applied: applied.by_ref().take(n).collect(),
+                readied: settled.readied.clone(),
+            })
+            .collect())
+    }
+}
+
 /// Sends `req` to a group-commit queue and waits for its answer.
 async fn enqueue<Req, Out>(
     queue: &mpsc::Sender<Queued<Req, Out>>,
@@ -659,12 +751,7 @@ fn invalid_url(url: &str, e: impl ToString) -> StoreError {
 impl PostgresStore {
     /// Connects to the database a `postgres://` URL names and applies
     /// migrations (under sqlx's migration lock, so nodes starting together
-    /// apply them once).
-    pub async fn open(url: &str) -> StoreResult<Self> {
-        Self::open_as(url, &super::default_node()).await
-    }
-
-    /// [`PostgresStore::open`], with the node name its leases carry.
+    /// apply them once); `node` is the name its leases carry.
     pub async fn open_as(url: &str, node: &str) -> StoreResult<Self> {
         Self::open_waiting(url, node, None).await
     }
@@ -704,120 +791,27 @@ impl PostgresStore {
         let offers = Offers::default();
         let wait = wait.unwrap_or(POSTGRES_WAIT);
         let rx: Queue<Vec<Routed>, IngestOutcome> = queue(rx, wait);
-        for worker in 0..GROUP_WORKERS {
-            let direct = Direct::new(&pool);
-            let writer = format!("{node}/ingest{worker}");
-            let (node, announcer) = (node.to_string(), announcer.clone());
-            let (offers, completions) = (offers.clone(), completions.clone());
-            tokio::spawn(group_worker("ingest", rx.clone(), move |requests, now| {
-                let (direct, writer, node) = (direct.clone(), writer.clone(), node.clone());
-                let (announcer, offers) = (announcer.clone(), offers.clone());
-                let completions = completions.clone();
-                async move {
-                    let mut direct = direct.lock().await;
-                    // One delivery per event and connector.
-                    let mut most = HashMap::new();
-                    for c in requests.iter().flatten().flat_map(|r| &r.connectors) {
-                        *most.entry(c.as_str()).or_default() += 1;
-                    }
-                    let takes = Take::reserve(&offers, &most);
-                    let begin = Begin::locking(ingest_locks(&requests));
-                    let done = transaction!(Opening::direct(&mut direct), begin, |conn| counted(
-                        conn,
-                        &writer,
-                        async |conn, counts| {
-                            ingest_tx(conn, &requests, now, (&writer, counts), (&node, &takes))
-                                .await
-                        }
-                    ));
-                    let (mut outcomes, given) =
-                        serve_takes(takes, done, &completions, &offers, now)?;
-                    for o in &mut outcomes {
-                        if let IngestOutcome::Accepted(counts) = o {
-                            counts.offered.clone_from(&given.offered);
-                        }
-                    }
-                    // Other nodes may take what this one's offers did not.
-                    let connectors = requests.iter().flatten().flat_map(|r| &r.connectors);
-                    announcer.send(
-                        connectors
-                            .filter(|c| given.left_to_others(c))
-                            .map(|c| super::Announcement::Work(c.clone())),
-                    );
-                    Ok(outcomes)
-                }
-            }));
-        }
-        let rx = completed;
         // Outcomes wait for company too: they hold no connector's slot
         // (see `group`).
-        let rx: Queue<Vec<Completion>, Settled> = queue(rx, wait);
-        for worker in 0..GROUP_WORKERS {
-            let direct = Direct::new(&pool);
-            let writer = format!("{node}/complete{worker}");
-            let node = node.to_string();
-            let (announcer, offers) = (announcer.clone(), offers.clone());
-            let completions = completions.clone();
+        let settle_rx: Queue<Vec<Completion>, Settled> = queue(completed, wait);
+        for i in 0..GROUP_WORKERS {
+            let worker = |what: &str| Worker {
+                direct: Direct::new(&pool),
+                writer: format!("{node}/{what}{i}"),
+                node: node.to_string(),
+                announcer: announcer.clone(),
+                offers: offers.clone(),
+                completions: completions.clone(),
+            };
+            let w = worker("ingest");
+            tokio::spawn(group_worker("ingest", rx.clone(), move |requests, now| {
+                w.clone().ingest(requests, now)
+            }));
+            let w = worker("complete");
             tokio::spawn(group_worker(
                 "completion",
-                rx.clone(),
-                move |requests, now| {
-                    let (direct, writer, node) = (direct.clone(), writer.clone(), node.clone());
-                    let (announcer, offers) = (announcer.clone(), offers.clone());
-                    let completions = completions.clone();
-                    async move {
-                        let mut direct = direct.lock().await;
-                        let sizes: Vec<usize> = requests.iter().map(Vec::len).collect();
-                        let items: Vec<Completion> = requests.into_iter().flatten().collect();
-                        let rounds = completion_rounds(&items);
-                        let locks = settle_locks(&items);
-                        // Completions that release no lane, of distinct
-                        // deliveries, are one statement and its own commit;
-                        // they make nothing ready, so no offer is served.
-                        let (begin, takes) = if locks.is_empty() && rounds.len() == 1 {
-                            (Begin::Autocommit, Vec::new())
-                        } else {
-                            // A released lane entry readies at most its
-                            // lane's next head.
-                            let mut most = HashMap::new();
-                            for c in items.iter().filter(|c| c.kind.step().releases()) {
-                                *most.entry(c.connector.as_str()).or_default() += c.keys.len();
-                            }
-                            (Begin::locking(locks), Take::reserve(&offers, &most))
-                        };
-                        let done =
-                            transaction!(Opening::direct(&mut direct), begin, |conn| complete_tx(
-                                conn,
-                                &items,
-                                &rounds,
-                                now,
-                                (&node, &writer),
-                                &takes
-                            ));
-                        let (mut settled, given) =
-                            serve_takes(takes, done, &completions, &offers, now)?;
-                        // A released lane made its next delivery ready: any
-                        // node may take what an offer did not.
-                        announcer.send(
-                            settled
-                                .readied
-                                .iter()
-                                .filter(|c| given.left_to_others(c))
-                                .map(|c| super::Announcement::Work(c.clone())),
-                        );
-                        // A loop whose offer was served needs no wake (one
-                        // whose room was filled claims the rest on its own).
-                        settled.readied.retain(|c| !given.offered.contains(c));
-                        let mut applied = settled.applied.into_iter();
-                        Ok(sizes
-                            .into_iter()
-                            .map(|n| Settled {
-                                applied: applied.by_ref().take(n).collect(),
-                                readied: settled.readied.clone(),
-                            })
-                            .collect())
-                    }
-                },
+                settle_rx.clone(),
+                move |requests, now| w.clone().settle(requests, now),
             ));
         }
         Ok(Self {
@@ -853,52 +847,37 @@ impl PostgresStore {
     }
 }
 
-/// The statement that takes the advisory locks of the sorted array `ids`
-/// (an expression of type `int8[]`) in its order: WITH ORDINALITY + ORDER
-/// BY pins the order in which the locks are taken to the array's.
-fn lock_in_order(ids: &str) -> String {
-    format!(
-        "SELECT pg_advisory_xact_lock(l.id) \
-         FROM unnest({ids}) WITH ORDINALITY AS l(id, n) ORDER BY l.n"
-    )
-}
-
-/// Takes the advisory locks of `ids` for the rest of the transaction, in
-/// ascending order so two transactions never wait on each other in a cycle.
-async fn lock_all(conn: &mut PgConnection, mut ids: Vec<i64>) -> TxResult<()> {
+/// The statement that takes the advisory locks of `ids` for the rest of
+/// the transaction, in ascending order so that two transactions never wait
+/// on each other in a cycle; `None` for no ids. The ids are numbers,
+/// written into the text (sent as a simple query, it is never prepared).
+fn lock_sql(mut ids: Vec<i64>) -> Option<String> {
     ids.sort_unstable();
     ids.dedup();
-    match ids.len() {
-        0 => {}
-        1 => {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(ids[0])
-                .execute(&mut *conn)
-                .await?;
-        }
+    match ids.as_slice() {
+        [] => None,
+        [id] => Some(format!("SELECT pg_advisory_xact_lock({id})")),
         _ => {
-            static LOCK: LazyLock<String> = LazyLock::new(|| lock_in_order("$1::int8[]"));
-            sqlx::query(&LOCK).bind(&ids).execute(&mut *conn).await?;
+            let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+            Some(format!(
+                "SELECT pg_advisory_xact_lock(l.id) \
+                 FROM unnest('{{{}}}'::int8[]) WITH ORDINALITY AS l(id, n) ORDER BY l.n",
+                list.join(",")
+            ))
         }
+    }
+}
+
+/// Takes the advisory locks of `ids` inside a transaction ([`lock_sql`]).
+async fn lock_all(conn: &mut PgConnection, ids: Vec<i64>) -> TxResult<()> {
+    if let Some(lock) = lock_sql(ids) {
+        sqlx::Executor::execute(&mut *conn, lock.as_str()).await?;
     }
     Ok(())
 }
 
 fn lane_lock(connector: &str, key: &str) -> i64 {
     lock_id("lane", connector, key)
-}
-
-/// An insert into the per-connector counts of the rows `select` gives
-/// (connector, writer, blocked, ready, in flight deltas), for statements
-/// that move deliveries in one go.
-fn count_moves(select: &str) -> String {
-    format!(
-        "INSERT INTO connector_counts (connector, writer, blocked, ready, in_flight) {select} \
-         ON CONFLICT (connector, writer) DO UPDATE SET \
-             blocked = connector_counts.blocked + excluded.blocked, \
-             ready = connector_counts.ready + excluded.ready, \
-             in_flight = connector_counts.in_flight + excluded.in_flight"
-    )
 }
 
 /// Runs `body` with a fresh [`Counts`], then adds what it changed to
@@ -1081,40 +1060,23 @@ async fn ingest_tx(
         counts.moved(d.connector, None, state_of(i), 1);
     }
     let lease_of = |i: usize| leased[i].map(|t| &takes[t]);
-    let keys_json: Vec<String> = fresh
-        .iter()
-        .map(|r| serde_json::to_string(&r.event.keys).unwrap_or_else(|_| "[]".into()))
-        .collect();
-    let column = |f: fn(&Routed) -> &str| fresh.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let n = deliveries.len();
     let mut qb =
         QueryBuilder::<Postgres>::new("WITH new_events AS (INSERT INTO events (accepted_at, ");
     qb.push("seq, id, type, keys, payload, digest, replay_id, origin_seq) SELECT ")
         .push_bind(now)
         .push(", * FROM unnest(");
+    let keys_json =
+        |r: &&Routed| serde_json::to_string(&r.event.keys).unwrap_or_else(|_| "[]".into());
     qb.separated(", ")
         .push_bind(&seqs)
-        .push_bind(column(|r| r.event.id.as_str()))
-        .push_bind(column(|r| r.event.event_type.as_str()))
-        .push_bind(&keys_json)
-        .push_bind(column(|r| r.event.payload.as_str()))
-        .push_bind(
-            fresh
-                .iter()
-                .map(|r| r.event.digest.to_vec())
-                .collect::<Vec<_>>(),
-        )
-        .push_bind(
-            fresh
-                .iter()
-                .map(|r| r.origin.map(|o| o.replay))
-                .collect::<Vec<_>>(),
-        )
-        .push_bind(
-            fresh
-                .iter()
-                .map(|r| r.origin.map(|o| o.seq))
-                .collect::<Vec<_>>(),
-        );
+        .push_bind(each(&fresh, |r| r.event.id.as_str()))
+        .push_bind(each(&fresh, |r| r.event.event_type.as_str()))
+        .push_bind(each(&fresh, keys_json))
+        .push_bind(each(&fresh, |r| r.event.payload.as_str()))
+        .push_bind(each(&fresh, |r| r.event.digest.to_vec()))
+        .push_bind(each(&fresh, |r| r.origin.map(|o| o.replay)))
+        .push_bind(each(&fresh, |r| r.origin.map(|o| o.seq)));
     // `$1` is `now`.
     qb.push(
         ") ON CONFLICT (id) DO NOTHING RETURNING 1), \
@@ -1124,52 +1086,29 @@ async fn ingest_tx(
          SELECT $1, $1, $1, * FROM unnest(",
     );
     qb.separated(", ")
-        .push_bind(deliveries.iter().map(|d| d.id).collect::<Vec<_>>())
-        .push_bind(deliveries.iter().map(|d| d.seq).collect::<Vec<_>>())
-        .push_bind(deliveries.iter().map(|d| d.connector).collect::<Vec<_>>())
-        .push_bind(deliveries.iter().map(|d| d.blockers).collect::<Vec<_>>())
-        .push_bind(deliveries.iter().map(|d| d.expires_at).collect::<Vec<_>>())
-        .push_bind(
-            (0..deliveries.len())
-                .map(|i| state_of(i).as_str())
-                .collect::<Vec<_>>(),
-        )
-        .push_bind(deliveries.iter().map(|d| d.coalesce).collect::<Vec<_>>())
-        .push_bind(
-            deliveries
-                .iter()
-                .map(|d| d.superseded_by)
-                .collect::<Vec<_>>(),
-        )
-        .push_bind(
-            (0..deliveries.len())
-                .map(|i| lease_of(i).map_or(0, |_| 1i64))
-                .collect::<Vec<_>>(),
-        )
-        .push_bind(
-            (0..deliveries.len())
-                .map(|i| lease_of(i).map(|t| now.saturating_add(t.room.lease_ms)))
-                .collect::<Vec<_>>(),
-        )
-        .push_bind(
-            (0..deliveries.len())
-                .map(|i| lease_of(i).map(|t| t.lease))
-                .collect::<Vec<_>>(),
-        )
-        .push_bind(
-            (0..deliveries.len())
-                .map(|i| lease_of(i).map(|_| node))
-                .collect::<Vec<_>>(),
-        );
+        .push_bind(each(&deliveries, |d| d.id))
+        .push_bind(each(&deliveries, |d| d.seq))
+        .push_bind(each(&deliveries, |d| d.connector))
+        .push_bind(each(&deliveries, |d| d.blockers))
+        .push_bind(each(&deliveries, |d| d.expires_at))
+        .push_bind(each(0..n, |i| state_of(i).as_str()))
+        .push_bind(each(&deliveries, |d| d.coalesce))
+        .push_bind(each(&deliveries, |d| d.superseded_by))
+        .push_bind(each(0..n, |i| lease_of(i).map_or(0, |_| 1i64)))
+        .push_bind(each(0..n, |i| {
+            lease_of(i).map(|t| now.saturating_add(t.room.lease_ms))
+        }))
+        .push_bind(each(0..n, |i| lease_of(i).map(|t| t.lease)))
+        .push_bind(each(0..n, |i| lease_of(i).map(|_| node)));
     qb.push(
         ")), new_entries AS (INSERT INTO lane_entries (connector, key, seq, delivery_id) \
          SELECT * FROM unnest(",
     );
     qb.separated(", ")
-        .push_bind(lanes.iter().map(|l| l.0).collect::<Vec<_>>())
-        .push_bind(lanes.iter().map(|l| l.1).collect::<Vec<_>>())
-        .push_bind(lanes.iter().map(|l| l.2).collect::<Vec<_>>())
-        .push_bind(lanes.iter().map(|l| l.3).collect::<Vec<_>>());
+        .push_bind(each(&lanes, |l| l.0))
+        .push_bind(each(&lanes, |l| l.1))
+        .push_bind(each(&lanes, |l| l.2))
+        .push_bind(each(&lanes, |l| l.3));
     qb.push("))");
     counts.push_cte(&mut qb, writer);
     qb.push(" SELECT count(*) FROM new_events");
@@ -1446,15 +1385,19 @@ async fn supersede_tx(
         return Ok((Vec::new(), decided.fresh));
     }
     let by_of: HashMap<i64, i64> = decided.stored.iter().copied().collect();
-    let mut lanes_of: HashMap<i64, (String, i64, Vec<String>)> = HashMap::new();
+    let mut held = held_lanes(
+        found
+            .into_iter()
+            .filter(|f| by_of.contains_key(&f.0))
+            .map(|(id, c, _, seq, _, keys)| (id, c, seq, keys))
+            .collect(),
+    )?;
     let (mut lock_ids, mut lock_lanes) = (Vec::new(), Vec::new());
-    for (id, c, _, seq, _, keys) in found.iter().filter(|f| by_of.contains_key(&f.0)) {
-        let keys = parse_keys(keys)?;
-        for k in &keys {
+    for (id, (c, _, keys)) in &held {
+        for k in keys {
             lock_ids.push(*id);
             lock_lanes.push(lane_lock(c, k));
         }
-        lanes_of.insert(*id, (c.clone(), *seq, keys));
     }
     let free: Vec<i64> = sqlx::query_scalar(
         "SELECT v.id FROM unnest($1::int8[], $2::int8[]) AS v(id, lane) \
@@ -1467,113 +1410,95 @@ async fn supersede_tx(
     if free.is_empty() {
         return Ok((Vec::new(), decided.fresh));
     }
-    let bys: Vec<i64> = free.iter().map(|id| by_of[id]).collect();
     static END: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH old AS (SELECT d.id, d.state FROM deliveries d \
                  WHERE d.id = ANY($1) AND {} FOR UPDATE) \
              UPDATE deliveries d SET state = $3, superseded_by = v.by, updated_at = $4 \
              FROM old JOIN unnest($1::int8[], $2::int8[]) AS v(id, by) ON v.id = old.id \
-             WHERE d.id = old.id RETURNING d.id, old.state, v.by",
+             WHERE d.id = old.id RETURNING d.id, old.state",
             lanes::sql::supersedable("d")
         )
     });
-    let ended: Vec<(i64, String, i64)> = sqlx::query_as(&END)
+    let ended: Vec<(i64, String)> = sqlx::query_as(&END)
         .bind(&free)
-        .bind(&bys)
+        .bind(each(&free, |id| by_of[id]))
         .bind(Step::Superseded.state().as_str())
         .bind(now)
         .fetch_all(&mut *conn)
         .await?;
-    let mut entries = Vec::new();
-    let mut out = Vec::with_capacity(ended.len());
-    for (id, state, by) in ended {
-        let Some((c, seq, keys)) = lanes_of.remove(&id) else {
-            continue;
-        };
-        counts.moved(&c, Some(state_of(&state)?), Step::Superseded.state(), 1);
-        entries.extend(keys.into_iter().map(|k| (c.clone(), k, seq)));
-        out.push((c, by));
-    }
-    if Step::Superseded.releases() {
-        release_lanes(conn, &entries, now, counts).await?;
-    }
+    let ended: Vec<(i64, DeliveryState)> = ended
+        .iter()
+        .map(|(id, state)| Ok((*id, state_of(state)?)))
+        .collect::<StoreResult<_>>()?;
+    let to = Step::Superseded.state();
+    let out = release_ended(conn, &mut held, ended, to, now, counts).await?;
+    let out = out.into_iter().map(|(id, c)| (c, by_of[&id])).collect();
     Ok((out, decided.fresh))
 }
 
-/// Removes the entries `(connector, key, seq)` from their lanes; where one
-/// was the head, the new head loses a blocker and becomes ready when it has
-/// none left. The caller holds the lanes' advisory locks. Returns the
-/// connector of each delivery that became ready.
+/// Removes the entries `(connector, key, seq)` from their lanes, in one
+/// statement; where one was the head, the new head loses a blocker and
+/// becomes ready when it has none left ([`unblocking`]). The caller holds
+/// the lanes' advisory locks.
 async fn release_lanes(
     conn: &mut PgConnection,
     entries: &[(String, String, i64)],
     now: Millis,
     counts: &mut Counts,
-) -> TxResult<Vec<String>> {
-    let mut readied = Vec::new();
+) -> TxResult<()> {
     if entries.is_empty() {
-        return Ok(readied);
+        return Ok(());
     }
-    let cs: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
-    let ks: Vec<&str> = entries.iter().map(|e| e.1.as_str()).collect();
-    let ss: Vec<i64> = entries.iter().map(|e| e.2).collect();
-    let removed: Vec<(String, String, i64)> = sqlx::query_as(
-        "DELETE FROM lane_entries l USING unnest($1::text[], $2::text[], $3::int8[]) AS v(c, k, s) \
-         WHERE l.connector = v.c AND l.key = v.k AND l.seq = v.s \
-         RETURNING l.connector, l.key, l.seq",
+    static RELEASE: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH gone AS (DELETE FROM lane_entries l \
+                 USING unnest($1::text[], $2::text[], $3::int8[]) AS v(c, k, s) \
+                 WHERE l.connector = v.c AND l.key = v.k AND l.seq = v.s \
+                 RETURNING l.connector, l.key, l.seq), {} \
+             SELECT connector FROM unblocked WHERE ready",
+            unblocking("gone", "$4")
+        )
+    });
+    // Bound from locals: a closure's temporary held across the await would
+    // keep the future from being `Send`.
+    let (cs, ks) = (
+        each(entries, |e| e.0.as_str()),
+        each(entries, |e| e.1.as_str()),
+    );
+    let readied: Vec<String> = sqlx::query_scalar(&RELEASE)
+        .bind(cs)
+        .bind(ks)
+        .bind(each(entries, |e| e.2))
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?;
+    for connector in readied {
+        let blocked = Some(DeliveryState::Blocked);
+        counts.moved(&connector, blocked, DeliveryState::Ready, 1);
+    }
+    Ok(())
+}
+
+/// The items of a statement that promote the new heads of the lanes whose
+/// entries `gone` deletes (`lanes::sql::promotions`): `unblocked` returns
+/// each delivery that lost blockers (`id`, `connector`, and whether it is
+/// `ready` now), updated at `now` (a placeholder).
+fn unblocking(gone: &str, now: &str) -> String {
+    format!(
+        "lose AS ({}), \
+         unblocked AS (UPDATE deliveries d SET blockers = d.blockers - lose.n, \
+             state = {}, updated_at = {now} \
+             FROM lose WHERE d.id = lose.id \
+             RETURNING d.id, d.connector, d.state = 'ready' AS ready)",
+        lanes::sql::promotions(gone),
+        lanes::sql::unblocked_state("d", "lose.n"),
     )
-    .bind(&cs)
-    .bind(&ks)
-    .bind(&ss)
-    .fetch_all(&mut *conn)
-    .await?;
-    if removed.is_empty() {
-        return Ok(readied);
-    }
-    let first = first_released(removed.into_iter().map(|(c, k, seq)| ((c, k), seq)));
-    let cs: Vec<&str> = first.keys().map(|l| l.0.as_str()).collect();
-    let ks: Vec<&str> = first.keys().map(|l| l.1.as_str()).collect();
-    let heads: HashMap<(String, String), (i64, i64)> = sqlx::query_as(
-        "SELECT v.c, v.k, h.seq, h.delivery_id \
-         FROM unnest($1::text[], $2::text[]) AS v(c, k) \
-         CROSS JOIN LATERAL (SELECT seq, delivery_id FROM lane_entries \
-             WHERE connector = v.c AND key = v.k ORDER BY seq LIMIT 1) h",
-    )
-    .bind(&cs)
-    .bind(&ks)
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|(c, k, seq, id): (String, String, i64, i64)| ((c, k), (seq, id)))
-    .collect();
-    let unblock = promotions(&first, |lane| heads.get(lane).copied());
-    if !unblock.is_empty() {
-        static UNBLOCK: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "UPDATE deliveries d SET blockers = d.blockers - v.n, state = {}, updated_at = $3 \
-                 FROM unnest($1::int8[], $2::int8[]) AS v(id, n) WHERE d.id = v.id \
-                 RETURNING d.connector, d.state = 'ready'",
-                lanes::sql::unblocked_state("d", "v.n")
-            )
-        });
-        let moved: Vec<(String, bool)> = sqlx::query_as(&UNBLOCK)
-            .bind(unblock.keys().copied().collect::<Vec<_>>())
-            .bind(unblock.values().copied().collect::<Vec<_>>())
-            .bind(now)
-            .fetch_all(&mut *conn)
-            .await?;
-        for (connector, _) in moved.into_iter().filter(|(_, ready)| *ready) {
-            counts.moved(
-                &connector,
-                Some(DeliveryState::Blocked),
-                DeliveryState::Ready,
-                1,
-            );
-            readied.push(connector);
-        }
-    }
-    Ok(readied)
+}
+
+/// Each of `items` through `f`, collected: the arrays a statement binds.
+fn each<T, U>(items: impl IntoIterator<Item = T>, f: impl FnMut(T) -> U) -> Vec<U> {
+    items.into_iter().map(f).collect()
 }
 
 /// The lanes a settle releases: its transaction begins by locking them
@@ -1647,29 +1572,14 @@ async fn complete_round(
     now: Millis,
     (node, writer): (&str, &str),
 ) -> TxResult<((Vec<bool>, Vec<String>), Vec<i64>)> {
-    let mut ids = Vec::with_capacity(items.len());
-    let mut leases = Vec::with_capacity(items.len());
-    let mut states = Vec::with_capacity(items.len());
-    let mut next_at: Vec<Option<i64>> = Vec::with_capacity(items.len());
-    // PostgreSQL text cannot hold NUL; a connector's error text might.
-    let mut errors: Vec<Option<String>> = Vec::with_capacity(items.len());
     // The lane entries each completion releases, should it apply.
     let (mut rel_c, mut rel_k, mut rel_s, mut rel_id) = (vec![], vec![], vec![], vec![]);
-    for c in items {
-        let step = c.kind.step();
-        let (at, error) = c.kind.next_at_and_error();
-        ids.push(c.delivery_id);
-        leases.push(c.lease);
-        states.push(step.state().as_str());
-        next_at.push(at);
-        errors.push(error.map(|e| e.replace('\0', "\u{fffd}")));
-        if step.releases() {
-            for k in &c.keys {
-                rel_c.push(c.connector.as_str());
-                rel_k.push(k.as_str());
-                rel_s.push(c.seq);
-                rel_id.push(c.delivery_id);
-            }
+    for c in items.iter().filter(|c| c.kind.step().releases()) {
+        for k in &c.keys {
+            rel_c.push(c.connector.as_str());
+            rel_k.push(k.as_str());
+            rel_s.push(c.seq);
+            rel_id.push(c.delivery_id);
         }
     }
     // Two texts: completions that release no lane (unkeyed deliveries,
@@ -1683,14 +1593,8 @@ async fn complete_round(
                          AS r(c, k, s, id) \
                      JOIN done ON done.id = r.id \
                      WHERE l.connector = r.c AND l.key = r.k AND l.seq = r.s \
-                     RETURNING l.connector, l.key, l.seq), \
-                 lose AS ({}), \
-                 unblocked AS (UPDATE deliveries d SET blockers = d.blockers - lose.n, \
-                     state = {}, updated_at = $6 \
-                     FROM lose WHERE d.id = lose.id \
-                     RETURNING d.id, d.connector, d.state = 'ready' AS ready), ",
-                lanes::sql::promotions("gone"),
-                lanes::sql::unblocked_state("d", "lose.n"),
+                     RETURNING l.connector, l.key, l.seq), {}, ",
+                unblocking("gone", "$6"),
             )
         } else {
             String::new()
@@ -1728,17 +1632,20 @@ async fn complete_round(
     }
     static SETTLE: LazyLock<[String; 2]> = LazyLock::new(|| [settle_sql(false), settle_sql(true)]);
     let releasing = !rel_id.is_empty();
-    let log: Vec<Attempt> = items.iter().map(|c| Attempt::of(c, now)).collect();
     let mut query = sqlx::query_as(&SETTLE[usize::from(releasing)])
-        .bind(&ids)
-        .bind(&leases)
-        .bind(&states)
-        .bind(&next_at)
-        .bind(&errors)
+        .bind(each(items, |c| c.delivery_id))
+        .bind(each(items, |c| c.lease))
+        .bind(each(items, |c| c.kind.step().state().as_str()))
+        .bind(each(items, |c| c.kind.next_at_and_error().0))
+        // PostgreSQL text cannot hold NUL; a connector's error text might.
+        .bind(each(items, |c| {
+            let error = c.kind.next_at_and_error().1;
+            error.map(|e| e.replace('\0', "\u{fffd}"))
+        }))
         .bind(now)
-        .bind(log.iter().map(|a| i64::from(a.attempt)).collect::<Vec<_>>())
-        .bind(log.iter().map(|a| a.started_at).collect::<Vec<_>>())
-        .bind(log.iter().map(|a| a.outcome).collect::<Vec<_>>())
+        .bind(each(items, |c| i64::from(c.attempt)))
+        .bind(each(items, |c| c.started_at))
+        .bind(each(items, |c| super::outcome_name(c.kind.step())))
         .bind(node)
         .bind(writer);
     if releasing {
@@ -1771,8 +1678,7 @@ async fn expire_tx(
 ) -> TxResult<Vec<(String, u64)>> {
     static CANDIDATES: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "SELECT d.id, d.connector, d.event_seq, e.keys FROM deliveries d \
-             JOIN events e ON e.seq = d.event_seq WHERE {} ORDER BY d.expires_at LIMIT $2",
+            "{LANES_OF}{} ORDER BY d.expires_at LIMIT $2",
             lanes::sql::expirable("$1")
         )
     });
@@ -1783,60 +1689,79 @@ async fn expire_tx(
             lanes::sql::expirable("$1")
         )
     });
-    let candidates: Vec<(i64, String, i64, String)> = sqlx::query_as(&CANDIDATES)
+    let candidates = sqlx::query_as(&CANDIDATES)
         .bind(now)
         .bind(limit as i64)
         .fetch_all(&mut *conn)
         .await?;
-    if candidates.is_empty() {
+    let mut held = held_lanes(candidates)?;
+    if held.is_empty() {
         return Ok(Vec::new());
     }
-    let mut lanes: HashMap<i64, (String, i64, Vec<String>)> = HashMap::new();
-    let mut locks = Vec::new();
-    for (id, connector, seq, keys) in candidates {
-        let keys = parse_keys(&keys)?;
-        locks.extend(keys.iter().map(|k| lane_lock(&connector, k)));
-        lanes.insert(id, (connector, seq, keys));
-    }
-    lock_all(conn, locks).await?;
-    let ids: Vec<i64> = lanes.keys().copied().collect();
+    lock_all(conn, lane_locks(&held)).await?;
+    let ids: Vec<i64> = held.keys().copied().collect();
     let expired: Vec<(i64, i64)> = sqlx::query_as(&EXPIRE)
         .bind(now)
-        .bind(&ids)
+        .bind(ids)
         .bind(Step::Expired.state().as_str())
         .bind(super::EXPIRED)
         .fetch_all(&mut *conn)
         .await?;
+    let ended = expired
+        .into_iter()
+        .map(|(id, blockers)| (id, lanes::initial_state(blockers)));
+    let to = Step::Expired.state();
     let mut per_connector: BTreeMap<String, u64> = BTreeMap::new();
-    let mut entries = Vec::new();
-    for (id, blockers) in expired {
-        if let Some((connector, seq, keys)) = lanes.remove(&id) {
-            *per_connector.entry(connector.clone()).or_default() += 1;
-            let was = lanes::initial_state(blockers);
-            counts.moved(&connector, Some(was), Step::Expired.state(), 1);
-            entries.extend(keys.into_iter().map(|k| (connector.clone(), k, seq)));
-        }
+    for (_, connector) in release_ended(conn, &mut held, ended, to, now, counts).await? {
+        *per_connector.entry(connector).or_default() += 1;
     }
-    release_lanes(conn, &entries, now, counts).await?;
     Ok(per_connector.into_iter().collect())
 }
 
-/// The delivery's connector, seq and keys, for taking its lane locks.
-async fn delivery_lanes(
+/// Selects what [`held_lanes`] reads of deliveries: id, connector, seq and
+/// keys; a condition on `d` (deliveries) or `e` (events) follows.
+const LANES_OF: &str = "SELECT d.id, d.connector, d.event_seq, e.keys FROM deliveries d \
+     JOIN events e ON e.seq = d.event_seq WHERE ";
+
+/// Deliveries' lanes by id: their connector, seq and keys.
+type HeldLanes = HashMap<i64, (String, i64, Vec<String>)>;
+
+fn held_lanes(rows: Vec<(i64, String, i64, String)>) -> StoreResult<HeldLanes> {
+    rows.into_iter()
+        .map(|(id, c, seq, keys)| Ok((id, (c, seq, parse_keys(&keys)?))))
+        .collect()
+}
+
+/// The advisory locks of every lane in `held`.
+fn lane_locks(held: &HeldLanes) -> Vec<i64> {
+    held.values()
+        .flat_map(|(c, _, keys)| keys.iter().map(move |k| lane_lock(c, k)))
+        .collect()
+}
+
+/// Moves the deliveries `ended` (each with the state it left) to the final
+/// state `to` in the counts and releases their lanes ([`release_lanes`]),
+/// which `held` has and whose locks the caller holds. Returns each one's
+/// id and connector.
+async fn release_ended(
     conn: &mut PgConnection,
-    id: i64,
-) -> TxResult<Option<(String, i64, Vec<String>)>> {
-    let row: Option<(String, i64, String)> = sqlx::query_as(
-        "SELECT d.connector, d.event_seq, e.keys FROM deliveries d \
-         JOIN events e ON e.seq = d.event_seq WHERE d.id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    match row {
-        None => Ok(None),
-        Some((c, seq, keys)) => Ok(Some((c, seq, parse_keys(&keys)?))),
+    held: &mut HeldLanes,
+    ended: impl IntoIterator<Item = (i64, DeliveryState)>,
+    to: DeliveryState,
+    now: Millis,
+    counts: &mut Counts,
+) -> TxResult<Vec<(i64, String)>> {
+    let (mut entries, mut out) = (Vec::new(), Vec::new());
+    for (id, was) in ended {
+        let Some((connector, seq, keys)) = held.remove(&id) else {
+            continue;
+        };
+        counts.moved(&connector, Some(was), to, 1);
+        entries.extend(keys.into_iter().map(|k| (connector.clone(), k, seq)));
+        out.push((id, connector));
     }
+    release_lanes(conn, &entries, now, counts).await?;
+    Ok(out)
 }
 
 async fn retry_dead_tx(
@@ -1870,14 +1795,17 @@ async fn skip_dead_tx(
     now: Millis,
     counts: &mut Counts,
 ) -> TxResult<bool> {
-    let Some((connector, seq, keys)) = delivery_lanes(conn, id).await? else {
+    static LANES: LazyLock<String> = LazyLock::new(|| format!("{LANES_OF}d.id = $1"));
+    let mut held = held_lanes(
+        sqlx::query_as(&LANES)
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?,
+    )?;
+    if held.is_empty() {
         return Ok(false);
-    };
-    lock_all(
-        conn,
-        keys.iter().map(|k| lane_lock(&connector, k)).collect(),
-    )
-    .await?;
+    }
+    lock_all(conn, lane_locks(&held)).await?;
     let done = sqlx::query(
         "UPDATE deliveries SET state = $3, updated_at = $1 WHERE id = $2 AND state = 'dead'",
     )
@@ -1889,17 +1817,8 @@ async fn skip_dead_tx(
     .rows_affected()
         == 1;
     if done {
-        counts.moved(
-            &connector,
-            Some(DeliveryState::Dead),
-            Step::Skipped.state(),
-            1,
-        );
-        let entries: Vec<_> = keys
-            .into_iter()
-            .map(|k| (connector.clone(), k, seq))
-            .collect();
-        release_lanes(conn, &entries, now, counts).await?;
+        let ended = [(id, DeliveryState::Dead)];
+        release_ended(conn, &mut held, ended, Step::Skipped.state(), now, counts).await?;
     }
     Ok(done)
 }
@@ -1976,6 +1895,8 @@ async fn claim_tx(
                    FOR UPDATE SKIP LOCKED) c \
              WHERE d.id = c.id \
              RETURNING d.id, d.event_seq, d.attempts), \
+             moves AS (SELECT $4::text AS connector, 'ready'::text AS from_state, \
+                 'in_flight'::text AS to_state FROM taken), \
              counted AS ({}) \
              SELECT due.at, t.id, t.event_seq, t.attempts, \
                  e.seq, e.id, e.type, e.keys, e.payload, e.accepted_at \
@@ -1986,7 +1907,7 @@ async fn claim_tx(
             // were due when accepted, which may be a moment after the time
             // the outcome carries.
             lanes::sql::ready_unexpired("$3"),
-            count_moves("SELECT $4, $7, 0, -COUNT(*), COUNT(*) FROM taken HAVING COUNT(*) > 0"),
+            catalog::count_transitions("moves", "$7"),
             catalog::next_due("$4", "$3"),
         )
     });
@@ -2047,12 +1968,12 @@ impl PostgresStore {
                      lease_token = NULL, lease_owner = NULL, \
                      updated_at = $1, last_error = $3 \
                      FROM x WHERE d.id = x.id RETURNING d.connector), \
+                 moves AS (SELECT connector, 'in_flight'::text AS from_state, \
+                     $2::text AS to_state FROM rescued), \
                  counted AS ({}) \
                  SELECT COUNT(*) FROM rescued",
                 catalog::log_lease_expiries("deliveries d JOIN x ON d.id = x.id", "$1", "$3"),
-                count_moves(
-                    "SELECT connector, $4, 0, COUNT(*), -COUNT(*) FROM rescued GROUP BY connector"
-                )
+                catalog::count_transitions("moves", "$4"),
             )
         }
         static EXPIRED: LazyLock<String> = LazyLock::new(|| sql(&lanes::sql::lease_expired("$1")));
@@ -2216,17 +2137,17 @@ impl Store for PostgresStore {
     }
 
     async fn purge_finished(&self, r: Purge, limit: usize) -> StoreResult<Purged> {
+        // SKIP LOCKED: an event another node is purging right now is left
+        // to it.
+        let lock = "FOR UPDATE SKIP LOCKED";
         let writer = format!("{}/purge", self.node);
-        transaction!(Opening::pooled(&self.pool), |conn| async {
-            let mut counts = Counts::default();
-            // SKIP LOCKED: an event another node is purging right now is
-            // left to it.
-            let lock = "FOR UPDATE SKIP LOCKED";
-            let purged =
-                retention::purge(Conn::Postgres(conn), r, limit, lock, &mut counts).await?;
-            counts.write(Conn::Postgres(conn), &writer).await?;
-            TxResult::Ok(purged)
-        })
+        transaction!(Opening::pooled(&self.pool), |conn| counted(
+            conn,
+            &writer,
+            async |conn, counts| {
+                Ok(retention::purge(Conn::Postgres(conn), r, limit, lock, counts).await?)
+            }
+        ))
     }
 
     fn catalog(&self) -> &Catalog {
