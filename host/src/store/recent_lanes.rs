@@ -134,22 +134,6 @@ impl RecentLanes {
         (out, self.to_sweep.is_empty())
     }
 
-    /// Takes every entry, in `lane_entries`' key order, and ends any sweep.
-    pub fn take_all(&mut self) -> Vec<Entry> {
-        self.to_sweep.clear();
-        self.entries = 0;
-        let mut out: Vec<Entry> = self
-            .lanes
-            .drain()
-            .flat_map(|((c, k), e)| {
-                e.into_iter()
-                    .map(move |(s, d)| (c.clone(), k.clone(), s, d))
-            })
-            .collect();
-        out.sort_unstable();
-        out
-    }
-
     pub fn clear(&mut self) {
         self.lanes.clear();
         self.entries = 0;
@@ -173,8 +157,9 @@ mod tests {
         assert_eq!(r.head("c", "k"), Some((2, 20)));
         assert_eq!(r.count("c", "k"), 3);
         let e = |c: &str, k: &str, s: i64, d: i64| (c.to_string(), k.to_string(), s, d);
+        r.start_sweep();
         assert_eq!(
-            r.take_all(),
+            r.sweep(usize::MAX).0,
             vec![
                 e("c", "k", 2, 20),
                 e("c", "k", 5, 50),

@@ -58,7 +58,7 @@ use super::catalog::{self, Attempt, Counts, Pools};
 use super::group::{CommitWindow, SQLITE_WAIT};
 use super::lite;
 use super::offer::Offers;
-use super::recent_lanes::{Entry, RecentLanes};
+use super::recent_lanes::RecentLanes;
 use super::retention;
 use super::table_lanes::{InTable, TableLanes};
 use super::{
@@ -126,15 +126,6 @@ impl Default for LaneFlush {
             known_lanes: 131_072,
         }
     }
-}
-
-/// A flush under way (the lanes it has still to visit are in
-/// [`RecentLanes`]).
-#[derive(Debug)]
-struct Sweep {
-    /// The first delivery id not yet created when it started: every entry
-    /// of an earlier delivery is in the table once the sweep ends.
-    started_at: i64,
 }
 
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrations::migrator(migrations::SQLITE));
@@ -412,13 +403,8 @@ impl SqliteStore {
     /// Queues `work` for the writer and waits for its answer, given only
     /// once the transaction holding it committed.
     async fn call<T: Send + 'static>(&self, work: Work) -> StoreResult<T> {
-        let stopped = || StoreError::Unavailable("store writer stopped".into());
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send((work, tx, Instant::now()))
-            .map_err(|_| stopped())?;
-        let answer = rx.await.map_err(|_| stopped())??;
-        answer
+        ask(&self.tx, work)
+            .await?
             .downcast::<T>()
             .map(|v| *v)
             .map_err(|_| StoreError::Internal("store writer answered the wrong kind".into()))
@@ -438,16 +424,20 @@ struct PauseWriter(mpsc::Sender<Queued>);
 #[async_trait]
 impl catalog::WriterPause for PauseWriter {
     async fn pause(&self) -> StoreResult<oneshot::Sender<()>> {
-        let stopped = || StoreError::Unavailable("store writer stopped".into());
         let (resume, waiting) = oneshot::channel();
-        let (tx, rx) = oneshot::channel();
-        let work = Work::Pause { resume: waiting };
-        self.0
-            .send((work, tx, Instant::now()))
-            .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())??;
+        ask(&self.0, Work::Pause { resume: waiting }).await?;
         Ok(resume)
     }
+}
+
+/// Sends `work` to the writer's thread and waits for its answer.
+async fn ask(writer: &mpsc::Sender<Queued>, work: Work) -> StoreResult<Answer> {
+    let stopped = || StoreError::Unavailable("store writer stopped".into());
+    let (tx, rx) = oneshot::channel();
+    writer
+        .send((work, tx, Instant::now()))
+        .map_err(|_| stopped())?;
+    rx.await.map_err(|_| stopped())?
 }
 
 /// What the writer applies, in one transaction with whatever else is queued.
@@ -559,7 +549,11 @@ struct Writer {
     /// `lane_watermark.delivery_id` as last committed.
     watermark: i64,
     flush: LaneFlush,
-    sweep: Option<Sweep>,
+    /// A flush under way (the lanes it has still to visit are in
+    /// [`RecentLanes`]): the first delivery id not yet created when it
+    /// started. Every entry of an earlier delivery is in the table once the
+    /// sweep ends.
+    sweep: Option<i64>,
     /// Flush everything at the end of this transaction.
     flush_now: bool,
     /// No page of the lane filter's rebuild before this (one failed).
@@ -678,190 +672,24 @@ impl Writer {
         }
     }
 
-    /// Applies a group, or answers it with the error that stopped the
-    /// writer.
+    /// Applies a group in one transaction ([`Writer::transact`]) and answers
+    /// it; rolls it back, whole, on an error.
     fn apply_group(&mut self, group: Vec<(Work, Reply)>) {
-        match self.stopped.clone() {
-            Some(e) => group.into_iter().for_each(|(_, reply)| {
-                let _ = reply.send(Err(e.clone()));
-            }),
-            None => self.apply_ready_group(group),
-        }
-    }
-
-    fn apply_ready_group(&mut self, group: Vec<(Work, Reply)>) {
         self.occupied.clear();
         self.made_ready.clear();
         self.ready_any = false;
-        let mut answers = Vec::with_capacity(group.len());
-        let mut replies = Vec::with_capacity(group.len());
-        // Every ingest of the group first, as one batch (see `ingest`), then
-        // every completion, as one batch (see `complete_batch`); the other
-        // operations then run in arrival order. Any order is a valid
-        // serialisation: the group commits or fails as one, and no
-        // completion in it can belong to a claim in it (an attempt starts
-        // only after its claim committed).
-        let mut slots: Vec<Option<Answer>> = Vec::with_capacity(group.len());
-        let mut ingests: Vec<Vec<Routed>> = Vec::new();
-        let mut ingest_now = 0;
-        let mut completions: Vec<Completion> = Vec::new();
-        let mut completion_slots: Vec<(usize, usize)> = Vec::new();
-        let mut complete_now = 0;
-        let mut ingest_slots = Vec::new();
-        let mut rest = Vec::new();
-        let mut durable = false;
-        let mut group_now = 0;
-        for (i, (work, reply)) in group.into_iter().enumerate() {
-            durable |= work.must_sync();
-            group_now = group_now.max(work.now());
-            replies.push(reply);
-            slots.push(None);
-            match work {
-                Work::Ingest { events, now } => {
-                    ingest_now = ingest_now.max(now);
-                    ingests.push(events);
-                    ingest_slots.push(i);
-                }
-                Work::Complete { items, now } => {
-                    complete_now = complete_now.max(now);
-                    completion_slots.push((i, items.len()));
-                    completions.extend(items);
-                }
-                other => rest.push((i, other)),
-            }
-        }
-        // The sync level is set outside a transaction (SQLite refuses it
-        // inside one).
-        let mut failure = self.sync_commit(durable).err();
-        if failure.is_none() {
-            failure = self
-                .conn
-                .execute_batch("BEGIN IMMEDIATE")
-                .err()
-                .map(StoreError::from);
-        }
-        let mut readied = false;
-        let mut ingested = Vec::new();
-        if failure.is_none() && !ingests.is_empty() {
-            match self.ingest(&ingests, ingest_now) {
-                Ok(outcomes) => ingested = outcomes,
-                Err(e) => failure = Some(e),
-            }
-        }
+        let (works, replies): (Vec<Work>, Vec<Reply>) = group.into_iter().unzip();
+        let durable = works.iter().any(Work::must_sync);
+        let group_now = works.iter().map(Work::now).max().unwrap_or(0);
         // Deliveries claimed for a loop that was gone go back to the queue
         // with this group's outcomes (no caller waits for their answer).
         let orphaned = match group_now {
             0 => Vec::new(),
             _ => std::mem::take(&mut self.orphaned),
         };
-        for d in &orphaned {
-            let error = "claimed for a dispatcher that had stopped: handed back".to_string();
-            let kind = CompletionKind::Retry {
-                at: group_now,
-                error,
-            };
-            completions.push(Completion::of(d, kind));
-            complete_now = complete_now.max(group_now);
-            // Ready again, with no caller to wake anyone: an open offer
-            // (the restarted loop's) takes it.
-            self.made_ready.insert(d.connector.clone());
-        }
-        let mut settled = Settled::default();
-        if failure.is_none() && !completions.is_empty() {
-            match self.complete_batch(&completions, complete_now) {
-                Ok(s) => {
-                    readied = !s.readied.is_empty();
-                    self.made_ready.extend(s.readied.iter().cloned());
-                    settled = s;
-                }
-                Err(e) => failure = Some(e),
-            }
-        }
-        for (i, work) in rest {
-            if failure.is_some() {
-                break;
-            }
-            match self.apply(work) {
-                Ok(a) => slots[i] = Some(a),
-                Err(e) => failure = Some(e),
-            }
-        }
-        // What this group made ready goes to the loops waiting for it, in
-        // this transaction; they need no wake.
         let mut served = Vec::new();
-        let mut offered = HashSet::new();
-        if failure.is_none() {
-            // An outcome's time is its attempt's end, read before it waited
-            // to share a commit: the delivery it readies may have been
-            // accepted a moment later, by an earlier group. It was due when
-            // accepted, and once given to the offer no one else claims it.
-            self.latest_now = self.latest_now.max(group_now);
-            let now = self.latest_now;
-            if let Err(e) = self.serve_offers(now, &mut served, &mut offered) {
-                failure = Some(e);
-            }
-        }
-        if failure.is_none() {
-            for (i, mut o) in ingest_slots.into_iter().zip(ingested) {
-                if let IngestOutcome::Accepted(counts) = &mut o {
-                    counts.offered = offered.iter().cloned().collect();
-                }
-                slots[i] = Some(Box::new(o));
-            }
-            settled.readied.retain(|c| !offered.contains(c));
-            let mut applied = settled.applied.into_iter();
-            for (i, n) in completion_slots {
-                let mine = Settled {
-                    applied: applied.by_ref().take(n).collect(),
-                    readied: settled.readied.clone(),
-                };
-                slots[i] = Some(Box::new(mine));
-            }
-        }
-        for slot in slots {
-            match slot {
-                Some(a) => answers.push(a),
-                None if failure.is_none() => {
-                    failure = Some(StoreError::Internal(
-                        "store writer: an operation without an answer".into(),
-                    ))
-                }
-                None => {}
-            }
-        }
-        if failure.is_none() && self.rebuild_due() {
-            // A small page per group while requests keep the writer busy. A
-            // statement that failed may have ended the transaction: the
-            // group fails (and the rebuild starts over); only a page that
-            // does not parse leaves it be.
-            match self.rebuild_table_lanes(REBUILD_PAGE_BUSY) {
-                Ok(()) => {}
-                Err(e @ StoreError::Corrupt(_)) => self.rebuild_failed(&e),
-                Err(e) => failure = Some(e),
-            }
-        }
-        let mut flushed = None;
-        if failure.is_none() {
-            match self.flush_lanes() {
-                Ok(w) => flushed = w,
-                Err(e) => failure = Some(e),
-            }
-        }
-        if failure.is_none() {
-            // The only writer: one row of counts per connector.
-            if let Err(e) = self.counts.write_lite(&self.conn, "") {
-                failure = Some(e);
-            }
-        }
-        if failure.is_none() {
-            // Should the commit fail, the transaction is still open and
-            // rolls back below.
-            if let Err(e) = self.conn.execute_batch("COMMIT") {
-                failure = Some(e.into());
-            } else {
-                if let Some(w) = flushed {
-                    self.watermark = w;
-                }
+        match self.transact(works, &orphaned, group_now, durable, &mut served) {
+            Ok((answers, readied)) => {
                 if readied && !durable {
                     // Committed, but it moved a lane on: synced before anyone
                     // hears of it (see `sync_commit`).
@@ -873,10 +701,6 @@ impl Writer {
                         return;
                     }
                 }
-            }
-        }
-        match failure {
-            None => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     // A caller that went away (request cancelled) is fine
                     // to ignore: its work committed either way.
@@ -890,10 +714,10 @@ impl Writer {
                     }
                 }
             }
-            Some(err) => {
+            Err(err) => {
                 tracing::warn!(error = %err, ops = replies.len(), "store transaction failed, rolled back");
                 let _ = self.conn.execute_batch("ROLLBACK");
-                self.counts.clear();
+                self.counts = Counts::default();
                 for (offer, claimed, ..) in served {
                     offer.rolled_back(claimed.len());
                 }
@@ -910,6 +734,126 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// A group's transaction, committed: each operation's answer, and
+    /// whether an outcome readied a delivery. On an error the transaction
+    /// may be open still, for the caller to roll back; `served` holds what
+    /// was claimed for open offers by then.
+    ///
+    /// Every ingest of the group first, as one batch (see `ingest`), then
+    /// every completion, with the retries of the `orphaned` handed back, as
+    /// one batch (see `complete_batch`); the other operations then run in
+    /// arrival order. Any order is a valid serialisation: the group commits
+    /// or fails as one, and no completion in it can belong to a claim in it
+    /// (an attempt starts only after its claim committed).
+    fn transact(
+        &mut self,
+        works: Vec<Work>,
+        orphaned: &[Claimed],
+        group_now: Millis,
+        durable: bool,
+        served: &mut Vec<(Arc<Offer>, Vec<Claimed>, bool, u64)>,
+    ) -> StoreResult<(Vec<Answer>, bool)> {
+        let mut slots: Vec<Option<Answer>> = Vec::with_capacity(works.len());
+        let (mut ingests, mut ingest_slots, mut ingest_now) = (Vec::new(), Vec::new(), 0);
+        let (mut completions, mut completion_slots, mut complete_now) = (vec![], vec![], 0);
+        let mut rest = Vec::new();
+        for (i, work) in works.into_iter().enumerate() {
+            slots.push(None);
+            match work {
+                Work::Ingest { events, now } => {
+                    ingest_now = ingest_now.max(now);
+                    ingests.push(events);
+                    ingest_slots.push(i);
+                }
+                Work::Complete { items, now } => {
+                    complete_now = complete_now.max(now);
+                    completion_slots.push((i, items.len()));
+                    completions.extend(items);
+                }
+                other => rest.push((i, other)),
+            }
+        }
+        for d in orphaned {
+            let error = "claimed for a dispatcher that had stopped: handed back".to_string();
+            let kind = CompletionKind::Retry {
+                at: group_now,
+                error,
+            };
+            completions.push(Completion::of(d, kind));
+            complete_now = complete_now.max(group_now);
+            // Ready again, with no caller to wake anyone: an open offer
+            // (the restarted loop's) takes it.
+            self.made_ready.insert(d.connector.clone());
+        }
+        // The sync level is set outside a transaction (SQLite refuses it
+        // inside one).
+        self.sync_commit(durable)?;
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let ingested = match ingests.is_empty() {
+            true => Vec::new(),
+            false => self.ingest(&ingests, ingest_now)?,
+        };
+        let mut settled = Settled::default();
+        if !completions.is_empty() {
+            settled = self.complete_batch(&completions, complete_now)?;
+            self.made_ready.extend(settled.readied.iter().cloned());
+        }
+        let readied = !settled.readied.is_empty();
+        for (i, work) in rest {
+            slots[i] = Some(self.apply(work)?);
+        }
+        // What this group made ready goes to the loops waiting for it, in
+        // this transaction; they need no wake. An outcome's time is its
+        // attempt's end, read before it waited to share a commit: the
+        // delivery it readies may have been accepted a moment later, by an
+        // earlier group. It was due when accepted, and once given to the
+        // offer no one else claims it.
+        self.latest_now = self.latest_now.max(group_now);
+        let mut offered = HashSet::new();
+        self.serve_offers(self.latest_now, served, &mut offered)?;
+        for (i, mut o) in ingest_slots.into_iter().zip(ingested) {
+            if let IngestOutcome::Accepted(counts) = &mut o {
+                counts.offered = offered.iter().cloned().collect();
+            }
+            slots[i] = Some(Box::new(o));
+        }
+        settled.readied.retain(|c| !offered.contains(c));
+        let mut applied = settled.applied.into_iter();
+        for (i, n) in completion_slots {
+            let mine = Settled {
+                applied: applied.by_ref().take(n).collect(),
+                readied: settled.readied.clone(),
+            };
+            slots[i] = Some(Box::new(mine));
+        }
+        let answers = slots
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                StoreError::Internal("store writer: an operation without an answer".into())
+            })?;
+        if self.rebuild_due() {
+            // A small page per group while requests keep the writer busy. A
+            // statement that failed may have ended the transaction: the
+            // group fails (and the rebuild starts over); only a page that
+            // does not parse leaves it be.
+            match self.rebuild_table_lanes(REBUILD_PAGE_BUSY) {
+                Err(e @ StoreError::Corrupt(_)) => self.rebuild_failed(&e),
+                done => done?,
+            }
+        }
+        let flushed = self.flush_lanes()?;
+        // The only writer: one row of counts per connector.
+        self.counts.write_lite(&self.conn, "")?;
+        // Should the commit fail, the transaction is still open and rolls
+        // back.
+        self.conn.execute_batch("COMMIT")?;
+        if let Some(w) = flushed {
+            self.watermark = w;
+        }
+        Ok((answers, readied))
     }
 
     /// Stops serving after `error`, answering `replies` and everything
@@ -1022,9 +966,20 @@ impl Writer {
         self.occupied.clear();
         self.sweep = None;
         self.flush_now = false;
-        self.reload_counters()?;
         self.watermark = lite::query("SELECT delivery_id FROM lane_watermark WHERE id = 1")
             .fetch_one(&self.conn)?;
+        // The next `seq` and delivery id: past every one ever handed out, so
+        // none is used twice even when the newest events were purged (a seq
+        // may live on in `finished_ids`, and the watermark is past every
+        // delivery it swept: one below it would not be rebuilt).
+        self.next_seq = lite::query(
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0), \
+                        COALESCE((SELECT MAX(seq) FROM finished_ids), 0)) + 1",
+        )
+        .fetch_one(&self.conn)?;
+        let next: i64 =
+            lite::query("SELECT COALESCE(MAX(id), 0) + 1 FROM deliveries").fetch_one(&self.conn)?;
+        self.next_delivery = next.max(self.watermark);
         // Every delivery from the watermark on that holds its lanes and is
         // not dead: a dead one that holds them moved its entries to
         // `lane_entries` when it died, and one brought back from dead keeps
@@ -1137,56 +1092,30 @@ impl Writer {
     /// in the transaction, so it counts once the group commits (a rollback
     /// rebuilds everything from what was committed).
     fn flush_lanes(&mut self) -> StoreResult<Option<i64>> {
-        if self.flush_now {
-            // Everything at once, and the watermark past every delivery.
-            self.flush_now = false;
-            self.sweep = Some(Sweep {
-                started_at: self.next_delivery,
-            });
-            let entries = self.recent.take_all();
-            return self.write_slice(entries, true);
-        }
-        if self.sweep.is_none()
-            && (self.recent.len() >= self.flush.entries
-                || self.next_delivery - self.watermark >= self.flush.deliveries)
+        // `flush_now`: everything at once, and the watermark past every
+        // delivery.
+        let all = std::mem::take(&mut self.flush_now);
+        if all
+            || (self.sweep.is_none()
+                && (self.recent.len() >= self.flush.entries
+                    || self.next_delivery - self.watermark >= self.flush.deliveries))
         {
-            self.sweep = Some(Sweep {
-                started_at: self.next_delivery,
-            });
+            self.sweep = Some(self.next_delivery);
             self.recent.start_sweep();
         }
-        if self.sweep.is_none() {
+        let Some(watermark) = self.sweep else {
             return Ok(None);
-        }
-        let max = self.flush.slice.max(self.recent.len() / 8);
+        };
+        let max = match all {
+            true => usize::MAX,
+            false => self.flush.slice.max(self.recent.len() / 8),
+        };
         let (entries, done) = self.recent.sweep(max);
-        self.write_slice(entries, done)
-    }
-
-    /// Writes one slice of a sweep; `done` when it ends the sweep.
-    fn write_slice(&mut self, entries: Vec<Entry>, done: bool) -> StoreResult<Option<i64>> {
-        for (c, k, _, _) in &entries {
-            self.table_lanes.added(c, k);
-        }
-        for chunk in runs(&entries) {
-            let mut qb = lite::Builder::new(
-                "INSERT OR FAIL INTO lane_entries (connector, key, seq, delivery_id) ",
-            );
-            qb.push_values(chunk, |mut b, (c, k, seq, id)| {
-                b.push_bind(c.as_str())
-                    .push_bind(k.as_str())
-                    .push_bind(*seq)
-                    .push_bind(*id);
-            });
-            qb.build().execute(&self.conn)?;
-        }
+        self.insert_entries(&entries)?;
         if !done {
             return Ok(None);
         }
-        let Some(sweep) = self.sweep.take() else {
-            return Ok(None);
-        };
-        let watermark = sweep.started_at;
+        self.sweep = None;
         lite::query("UPDATE lane_watermark SET delivery_id = ?1 WHERE id = 1")
             .bind(watermark)
             .execute(&self.conn)?;
@@ -1198,42 +1127,35 @@ impl Writer {
         Ok(Some(watermark))
     }
 
-    /// The next `seq` and delivery id: past every one ever handed out, so
-    /// none is used twice even when the newest events were purged — a seq
-    /// may live on in `finished_ids`, and the lane watermark is past every
-    /// delivery it swept (a delivery below it would not be rebuilt).
-    fn reload_counters(&mut self) -> StoreResult<()> {
-        let seq: i64 = lite::query(
-            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0), \
-                        COALESCE((SELECT MAX(seq) FROM finished_ids), 0)) + 1",
-        )
-        .fetch_one(&self.conn)?;
-        let did: i64 = lite::query(
-            "SELECT MAX(COALESCE((SELECT MAX(id) FROM deliveries), 0) + 1, \
-                        (SELECT delivery_id FROM lane_watermark WHERE id = 1))",
-        )
-        .fetch_one(&self.conn)?;
-        self.next_seq = seq;
-        self.next_delivery = did;
+    /// Writes lane entries `(connector, key, seq, delivery id)` to
+    /// `lane_entries`, telling the lane filter.
+    fn insert_entries<S: AsRef<str>>(&mut self, entries: &[(S, S, i64, i64)]) -> StoreResult<()> {
+        for (c, k, _, _) in entries {
+            self.table_lanes.added(c.as_ref(), k.as_ref());
+        }
+        for chunk in runs(entries) {
+            let mut qb = lite::Builder::new(
+                "INSERT OR FAIL INTO lane_entries (connector, key, seq, delivery_id) ",
+            );
+            qb.push_values(chunk, |mut b, (c, k, seq, id)| {
+                b.push_bind(c.as_ref())
+                    .push_bind(k.as_ref())
+                    .push_bind(*seq)
+                    .push_bind(*id);
+            });
+            qb.build().execute(&self.conn)?;
+        }
         Ok(())
     }
 
     fn apply(&mut self, work: Work) -> StoreResult<Answer> {
         Ok(match work {
-            Work::Ingest { events, now } => {
-                let mut out = self.ingest(&[events], now)?;
-                let outcome = out
-                    .pop()
-                    .ok_or_else(|| StoreError::Internal("store writer: no ingest answer".into()))?;
-                Box::new(outcome)
-            }
             Work::Claim {
                 connector,
                 limit,
                 now,
                 lease_ms,
             } => Box::new(self.claim(&connector, limit, now, lease_ms, true)?),
-            Work::Complete { items, now } => Box::new(self.complete_batch(&items, now)?),
             // These may make any connector's deliveries ready: every open
             // offer is served when they changed something.
             Work::Rescue { now, all } => {
@@ -1247,9 +1169,11 @@ impl Writer {
                 Box::new(expired)
             }
             Work::Lanes { key, connectors } => Box::new(self.lane_views(&key, &connectors)?),
-            Work::Pause { .. } => {
+            // The group's batches ([`Writer::transact`]), and what runs
+            // between groups.
+            Work::Ingest { .. } | Work::Complete { .. } | Work::Pause { .. } => {
                 return Err(StoreError::Internal(
-                    "store writer: a pause inside a transaction".into(),
+                    "store writer: an operation out of its place in a group".into(),
                 ))
             }
             Work::Operator {
@@ -1702,18 +1626,7 @@ impl Writer {
             }
         }
         catalog::log_attempts_lite(&self.conn, &self.node, &log)?;
-        for (c, k, _, _) in &held {
-            self.table_lanes.added(c, k);
-        }
-        for chunk in runs(&held) {
-            let mut qb = lite::Builder::new(
-                "INSERT OR FAIL INTO lane_entries (connector, key, seq, delivery_id) ",
-            );
-            qb.push_values(chunk, |mut b, (c, k, seq, id)| {
-                b.push_bind(*c).push_bind(*k).push_bind(*seq).push_bind(*id);
-            });
-            qb.build().execute(&self.conn)?;
-        }
+        self.insert_entries(&held)?;
         let readied = self.release_entries(&entries, now)?;
         let applied = items
             .iter()
@@ -1910,21 +1823,20 @@ impl Writer {
             .bind(now)
             .bind(id)
             .fetch_optional(&self.conn)?;
-        let retried = row.is_some();
-        if let Some((connector, state)) = row {
-            let to = state_of(&state)?;
-            self.counts
-                .moved(&connector, Some(DeliveryState::Dead), to, 1);
-        }
+        let Some((connector, state)) = row else {
+            return Ok(false);
+        };
+        let dead = Some(DeliveryState::Dead);
+        self.counts.moved(&connector, dead, state_of(&state)?, 1);
         // A rebuild takes every pending delivery from the watermark on to
         // hold its lanes, but one that released them when it died runs again
         // without them. Moving the watermark past it keeps a rebuild from
         // giving it back lanes it no longer holds (a held one's entries are
         // in the table already).
-        if retried && id >= self.watermark {
+        if id >= self.watermark {
             self.flush_now = true;
         }
-        Ok(retried)
+        Ok(true)
     }
 
     fn skip_dead(&mut self, id: i64, now: Millis) -> StoreResult<bool> {
