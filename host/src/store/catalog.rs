@@ -12,7 +12,7 @@
 //! connector's controls or versions are serialised across nodes by an
 //! advisory lock ([`Conn::lock_connector`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use sha2::{Digest, Sha256};
@@ -22,10 +22,10 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Sqlite, SqliteConnection};
 
 use super::{
-    audit_of, configs_of, dead_letters_of, delivery_view, same_digest, state_counts_of,
-    stored_event, versions_of, AuditRecord, AuditRow, ComponentVersion, DeadFilter, DeadLetter,
-    DeadRow, DeliveryRow, EventRow, EventView, LimitOverrides, OperatorAction, QueueStats,
-    Retention, StateCounts, StoreError, StoreResult, StoredEvent, VersionRow,
+    audit_of, configs_of, dead_letters_of, delivery_view, same_digest, stored_event, versions_of,
+    AuditRecord, AuditRow, ComponentVersion, DeadFilter, DeadLetter, DeadRow, DeliveryRow,
+    DeliveryView, EventRow, EventView, LimitOverrides, OperatorAction, QueueStats, Retention,
+    StateCounts, StoreError, StoreResult, StoredEvent, VersionRow,
 };
 use crate::queue::{lanes, DeliveryState, Millis};
 
@@ -145,28 +145,31 @@ const AUDIT_INSERT: &str = "INSERT INTO audit_log (at, actor, action, target, be
 const BEFORE_ACTION: &str = "SELECT state, attempts, last_error FROM deliveries WHERE id = $1";
 const AFTER_ACTION: &str = "SELECT state FROM deliveries WHERE id = $1";
 
-/// Records one operator action; callers run it in the action's own
-/// transaction.
-pub(crate) async fn audit(
-    conn: Conn<'_>,
-    now: Millis,
-    actor: &str,
-    action: &str,
-    target: &str,
-    before: Option<serde_json::Value>,
-    after: Option<serde_json::Value>,
-) -> StoreResult<()> {
-    on!(conn, |c| sqlx::query(AUDIT_INSERT)
-        .bind(now)
-        .bind(actor)
-        .bind(action)
-        .bind(target)
-        .bind(before.map(|v| v.to_string()))
-        .bind(after.map(|v| v.to_string()))
-        .execute(c)
-        .await
-        .map(|_| ()))?;
-    Ok(())
+impl Conn<'_> {
+    /// Records one operator action; callers run it in the action's own
+    /// transaction.
+    pub(crate) async fn audit(
+        self,
+        now: Millis,
+        actor: &str,
+        action: &str,
+        target: &str,
+        before: Option<serde_json::Value>,
+        after: impl Into<Option<serde_json::Value>>,
+    ) -> StoreResult<()> {
+        let after: Option<serde_json::Value> = after.into();
+        on!(self, |c| sqlx::query(AUDIT_INSERT)
+            .bind(now)
+            .bind(actor)
+            .bind(action)
+            .bind(target)
+            .bind(before.map(|v| v.to_string()))
+            .bind(after.map(|v| v.to_string()))
+            .execute(c)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
 }
 
 type BeforeRow = (String, i64, Option<String>);
@@ -213,7 +216,8 @@ pub(crate) async fn audit_action(
         .await)?;
     let after = after.map(|state| serde_json::json!({ "state": state }));
     let name = action_name(action);
-    audit(conn, now, actor, name, &id.to_string(), before, after).await
+    conn.audit(now, actor, name, &id.to_string(), before, after)
+        .await
 }
 
 /// [`before_action`] on the SQLite writer's own connection.
@@ -248,6 +252,22 @@ pub(crate) fn audit_action_lite(
         .bind(after.map(|v| v.to_string()))
         .execute(conn)?;
     Ok(())
+}
+
+/// An attempt as the log's rows give it: attempt, node, started_at,
+/// finished_at, outcome, reason.
+type AttemptRow = (i64, String, i64, i64, String, Option<String>);
+
+fn attempt_of(row: AttemptRow) -> AttemptRecord {
+    let (attempt, node, started_at, finished_at, outcome, reason) = row;
+    AttemptRecord {
+        attempt: attempt as u32,
+        node,
+        started_at,
+        finished_at,
+        outcome,
+        reason,
+    }
 }
 
 /// One finished attempt of a delivery.
@@ -420,11 +440,12 @@ impl Catalog {
 
     /// Reachable and migrated.
     pub async fn ping(&self) -> StoreResult<()> {
-        let mut r = self.read().await?;
-        on!(r.conn(), |c| sqlx::query("SELECT 1 FROM events LIMIT 1")
-            .fetch_optional(c)
-            .await
-            .map(|_| ()))?;
+        on!(self.read().await?.conn(), |c| sqlx::query(
+            "SELECT 1 FROM events LIMIT 1"
+        )
+        .fetch_optional(c)
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 
@@ -450,23 +471,16 @@ impl Catalog {
         .fetch_one(c)
         .await
         })?;
-        let rows: Vec<DeliveryRow> = on!(r.conn(), |c| sqlx::query_as(
-            "SELECT id, connector, state, attempts, last_error, next_attempt_at, updated_at, \
-                 lease_owner, expires_at FROM deliveries WHERE event_seq = $1 ORDER BY id",
+        let rows: Vec<DeliveryRow<Option<String>>> = on!(r.conn(), |c| sqlx::query_as(
+            "SELECT d.id, d.connector, d.state, d.attempts, d.last_error, d.next_attempt_at, \
+                 d.updated_at, d.lease_owner, d.expires_at, \
+                 COALESCE(s.id, 'seq ' || d.superseded_by) \
+             FROM deliveries d LEFT JOIN events s ON s.seq = d.superseded_by \
+             WHERE d.event_seq = $1 ORDER BY d.id",
         )
         .bind(e.seq)
         .fetch_all(c)
         .await)?;
-        let superseded_by: HashMap<i64, String> = on!(r.conn(), |c| sqlx::query_as(
-            "SELECT d.id, COALESCE(s.id, 'seq ' || d.superseded_by) FROM deliveries d \
-                 LEFT JOIN events s ON s.seq = d.superseded_by \
-             WHERE d.event_seq = $1 AND d.superseded_by IS NOT NULL",
-        )
-        .bind(e.seq)
-        .fetch_all(c)
-        .await)?
-        .into_iter()
-        .collect();
         Ok(Some(EventView {
             seq: e.seq,
             id: e.id,
@@ -478,9 +492,8 @@ impl Catalog {
             deliveries: rows
                 .into_iter()
                 .map(|row| {
-                    let mut d = delivery_view(row)?;
-                    d.superseded_by = superseded_by.get(&d.id).cloned();
-                    Ok(d)
+                    let (d, superseded_by) = delivery_view(row)?;
+                    Ok(DeliveryView { superseded_by, ..d })
                 })
                 .collect::<StoreResult<_>>()?,
             replay,
@@ -570,8 +583,7 @@ impl Catalog {
                 sums.join(", ")
             )
         });
-        let mut r = self.read().await?;
-        let row = on!(r.conn(), |c| sqlx::query(&SUMS)
+        let row = on!(self.read().await?.conn(), |c| sqlx::query(&SUMS)
             .bind(connector)
             .fetch_one(c)
             .await
@@ -581,13 +593,18 @@ impl Catalog {
                     .map(|i| row.try_get::<i64, _>(i))
                     .collect::<Result<Vec<i64>, _>>()
             }))?;
-        state_counts_of(
-            DeliveryState::ALL
-                .iter()
-                .zip(row)
-                .map(|(s, n)| (s.as_str().to_string(), n.max(0)))
-                .collect(),
-        )
+        let n = |s: DeliveryState| row[Counts::slot(s)].max(0) as u64;
+        use DeliveryState::*;
+        Ok(StateCounts {
+            blocked: n(Blocked),
+            ready: n(Ready),
+            in_flight: n(InFlight),
+            delivered: n(Delivered),
+            dead: n(Dead),
+            superseded: n(Superseded),
+            skipped: n(Skipped),
+            expired: n(Expired),
+        })
     }
 
     /// The earliest `next_attempt_at` among the deliveries of `connector` a
@@ -596,12 +613,13 @@ impl Catalog {
     /// or a loop that found nothing to claim would look again at once, and
     /// again, until they expire or the connector resumes.
     pub async fn next_due(&self, connector: &str, now: Millis) -> StoreResult<Option<Millis>> {
-        let mut r = self.read().await?;
-        Ok(on!(r.conn(), |c| sqlx::query_scalar(&NEXT_DUE)
-            .bind(connector)
-            .bind(now)
-            .fetch_one(c)
-            .await)?)
+        Ok(on!(self.read().await?.conn(), |c| sqlx::query_scalar(
+            &NEXT_DUE
+        )
+        .bind(connector)
+        .bind(now)
+        .fetch_one(c)
+        .await)?)
     }
 
     /// What waits for one connector: the maintained counts (no rows are
@@ -661,49 +679,20 @@ impl Catalog {
         .await)?;
         Ok(rows
             .into_iter()
-            .map(
-                |(event, delivery, attempt, node, started_at, finished_at, outcome, reason)| {
-                    (
-                        event,
-                        delivery,
-                        AttemptRecord {
-                            attempt: attempt as u32,
-                            node,
-                            started_at,
-                            finished_at,
-                            outcome,
-                            reason,
-                        },
-                    )
-                },
-            )
+            .map(|(e, d, a, n, s, f, o, r)| (e, d, attempt_of((a, n, s, f, o, r))))
             .collect())
     }
 
     /// The attempts of one delivery, first first.
     pub async fn attempts(&self, delivery_id: i64) -> StoreResult<Vec<AttemptRecord>> {
-        let mut r = self.read().await?;
-        let rows: Vec<(i64, String, i64, i64, String, Option<String>)> =
-            on!(r.conn(), |c| sqlx::query_as(
-                "SELECT CAST(attempt AS BIGINT), node, started_at, finished_at, outcome, reason \
+        let rows: Vec<AttemptRow> = on!(self.read().await?.conn(), |c| sqlx::query_as(
+            "SELECT CAST(attempt AS BIGINT), node, started_at, finished_at, outcome, reason \
                  FROM attempts WHERE delivery_id = $1 ORDER BY attempt",
-            )
-            .bind(delivery_id)
-            .fetch_all(c)
-            .await)?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(attempt, node, started_at, finished_at, outcome, reason)| AttemptRecord {
-                    attempt: attempt as u32,
-                    node,
-                    started_at,
-                    finished_at,
-                    outcome,
-                    reason,
-                },
-            )
-            .collect())
+        )
+        .bind(delivery_id)
+        .fetch_all(c)
+        .await)?;
+        Ok(rows.into_iter().map(attempt_of).collect())
     }
 
     // ---- Nodes and breakers.
@@ -757,12 +746,12 @@ impl Catalog {
 
     /// Every node that has used this store, by name.
     pub async fn nodes(&self) -> StoreResult<Vec<NodeRecord>> {
-        let mut r = self.read().await?;
-        let rows: Vec<(String, i64, i64, i64)> = on!(r.conn(), |c| sqlx::query_as(
-            "SELECT name, epoch, started_at, heartbeat_at FROM nodes ORDER BY name"
-        )
-        .fetch_all(c)
-        .await)?;
+        let rows: Vec<(String, i64, i64, i64)> =
+            on!(self.read().await?.conn(), |c| sqlx::query_as(
+                "SELECT name, epoch, started_at, heartbeat_at FROM nodes ORDER BY name"
+            )
+            .fetch_all(c)
+            .await)?;
         Ok(rows
             .into_iter()
             .map(|(name, epoch, started_at, heartbeat_at)| NodeRecord {
@@ -805,15 +794,15 @@ impl Catalog {
         connector: &str,
         limit: usize,
     ) -> StoreResult<Vec<BreakerTransition>> {
-        let mut r = self.read().await?;
-        let rows: Vec<(i64, String, i64, String, String)> = on!(r.conn(), |c| sqlx::query_as(
-            "SELECT id, node, at, from_state, to_state FROM breaker_transitions \
+        let rows: Vec<(i64, String, i64, String, String)> =
+            on!(self.read().await?.conn(), |c| sqlx::query_as(
+                "SELECT id, node, at, from_state, to_state FROM breaker_transitions \
              WHERE connector = $1 ORDER BY id DESC LIMIT $2",
-        )
-        .bind(connector)
-        .bind(limit.clamp(1, 10_000) as i64)
-        .fetch_all(c)
-        .await)?;
+            )
+            .bind(connector)
+            .bind(limit.clamp(1, 10_000) as i64)
+            .fetch_all(c)
+            .await)?;
         Ok(rows
             .into_iter()
             .map(|(id, node, at, from, to)| BreakerTransition {
@@ -833,8 +822,7 @@ impl Catalog {
         limit: usize,
         before_id: Option<i64>,
     ) -> StoreResult<Vec<AuditRecord>> {
-        let mut r = self.read().await?;
-        let rows: Vec<AuditRow> = on!(r.conn(), |c| sqlx::query_as(
+        let rows: Vec<AuditRow> = on!(self.read().await?.conn(), |c| sqlx::query_as(
             "SELECT id, at, actor, action, target, before, after FROM audit_log \
              WHERE id < $1 ORDER BY id DESC LIMIT $2",
         )
@@ -893,16 +881,8 @@ impl Catalog {
         })?;
         let after = serde_json::json!({"replay": id, "since": r.since, "until": r.until,
                                        "types": r.types, "key": r.key, "rate": r.rate});
-        audit(
-            conn,
-            now,
-            actor,
-            "replay.start",
-            &r.connector,
-            None,
-            Some(after),
-        )
-        .await?;
+        conn.audit(now, actor, "replay.start", &r.connector, None, after)
+            .await?;
         tx.commit().await?;
         self.replay(id)
             .await?
@@ -911,8 +891,7 @@ impl Catalog {
 
     /// One replay, with its progress.
     pub async fn replay(&self, id: i64) -> StoreResult<Option<Replay>> {
-        let mut r = self.read().await?;
-        let row: Option<ReplayRow> = on!(r.conn(), |c| sqlx::query_as(&format!(
+        let row: Option<ReplayRow> = on!(self.read().await?.conn(), |c| sqlx::query_as(&format!(
             "SELECT {REPLAY_COLUMNS} FROM replays WHERE id = $1"
         ))
         .bind(id)
@@ -923,8 +902,7 @@ impl Catalog {
 
     /// The newest replays (of `connector`, or all), newest first.
     pub async fn replays(&self, connector: Option<&str>, limit: usize) -> StoreResult<Vec<Replay>> {
-        let mut r = self.read().await?;
-        let rows: Vec<ReplayRow> = on!(r.conn(), |c| sqlx::query_as(&format!(
+        let rows: Vec<ReplayRow> = on!(self.read().await?.conn(), |c| sqlx::query_as(&format!(
             "SELECT {REPLAY_COLUMNS} FROM replays WHERE $1 IS NULL OR connector = $1 \
              ORDER BY id DESC LIMIT $2"
         ))
@@ -938,8 +916,7 @@ impl Catalog {
     /// Running replays whose next page is due at `now`, the longest due
     /// first.
     pub async fn due_replays(&self, now: Millis, limit: usize) -> StoreResult<Vec<Replay>> {
-        let mut r = self.read().await?;
-        let rows: Vec<ReplayRow> = on!(r.conn(), |c| sqlx::query_as(&format!(
+        let rows: Vec<ReplayRow> = on!(self.read().await?.conn(), |c| sqlx::query_as(&format!(
             "SELECT {REPLAY_COLUMNS} FROM replays WHERE state = 'running' AND due_at <= $1 \
              ORDER BY due_at LIMIT $2"
         ))
@@ -979,10 +956,9 @@ impl Catalog {
         last: i64,
         limit: usize,
     ) -> StoreResult<Vec<(StoredEvent, Vec<u8>)>> {
-        let mut r = self.read().await?;
         // An event row, then its digest.
         type PageRow = (i64, String, String, String, String, i64, Vec<u8>);
-        let rows: Vec<PageRow> = on!(r.conn(), |c| sqlx::query_as(
+        let rows: Vec<PageRow> = on!(self.read().await?.conn(), |c| sqlx::query_as(
             "SELECT seq, id, type, keys, payload, accepted_at, digest FROM events \
              WHERE seq > $1 AND seq <= $2 AND replay_id IS NULL ORDER BY seq LIMIT $3",
         )
@@ -1041,8 +1017,7 @@ impl Catalog {
     /// The dead deliveries of replay `id`'s copies (at most `limit`): a
     /// cancel skips them, so none holds a key for ever.
     pub async fn replay_dead_copies(&self, id: i64, limit: usize) -> StoreResult<Vec<i64>> {
-        let mut r = self.read().await?;
-        Ok(on!(r.conn(), |c| sqlx::query_scalar(
+        Ok(on!(self.read().await?.conn(), |c| sqlx::query_scalar(
             "SELECT d.id FROM deliveries d JOIN events e ON e.seq = d.event_seq \
              WHERE e.replay_id = $1 AND d.state = 'dead' ORDER BY d.id LIMIT $2",
         )
@@ -1096,16 +1071,8 @@ impl Catalog {
         };
         let ended = end_copies(conn.re(), id, now).await?;
         let after = serde_json::json!({"replay": id, "state": "cancelled", "waiting_ended": ended});
-        audit(
-            conn,
-            now,
-            actor,
-            "replay.cancel",
-            &connector,
-            None,
-            Some(after),
-        )
-        .await?;
+        conn.audit(now, actor, "replay.cancel", &connector, None, after)
+            .await?;
         tx.commit().await?;
         let replay = self
             .replay(id)
@@ -1148,8 +1115,7 @@ impl Catalog {
         &self,
         since: i64,
     ) -> StoreResult<BTreeMap<String, Vec<MinuteCount>>> {
-        let mut r = self.read().await?;
-        let rows: Vec<(String, i64, i64, i64)> = on!(r.conn(), |c| {
+        let rows: Vec<(String, i64, i64, i64)> = on!(self.read().await?.conn(), |c| {
             sqlx::query_as(
             "SELECT connector, minute, CAST(SUM(delivered) AS BIGINT), CAST(SUM(failed) AS BIGINT) \
              FROM minute_counts WHERE minute >= $1 GROUP BY connector, minute \
@@ -1220,16 +1186,8 @@ impl Catalog {
         };
         let before = serde_json::json!({ "paused": was });
         let after = serde_json::json!({ "paused": paused });
-        audit(
-            conn,
-            now,
-            actor,
-            action,
-            connector,
-            Some(before),
-            Some(after),
-        )
-        .await?;
+        conn.audit(now, actor, action, connector, Some(before), after)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -1267,16 +1225,8 @@ impl Catalog {
         let before =
             before.map(|b| serde_json::json!({"concurrency": b.concurrency, "rate": b.rate}));
         let after = serde_json::json!({"concurrency": limits.concurrency, "rate": limits.rate});
-        audit(
-            conn,
-            now,
-            actor,
-            "connector.limits",
-            connector,
-            before,
-            Some(after),
-        )
-        .await?;
+        conn.audit(now, actor, "connector.limits", connector, before, after)
+            .await?;
         tx.commit().await
     }
 
@@ -1291,8 +1241,7 @@ impl Catalog {
     /// Connector configs set through the operator API, by name: each
     /// overrides the config file's connector of that name.
     pub async fn connector_configs(&self) -> StoreResult<Vec<(String, serde_json::Value)>> {
-        let mut r = self.read().await?;
-        let rows: Vec<(String, String)> = on!(r.conn(), |c| sqlx::query_as(
+        let rows: Vec<(String, String)> = on!(self.read().await?.conn(), |c| sqlx::query_as(
             "SELECT connector, config FROM connector_configs ORDER BY connector"
         )
         .fetch_all(c)
@@ -1325,16 +1274,8 @@ impl Catalog {
         .execute(c)
         .await
         .map(|_| ()))?;
-        audit(
-            conn,
-            now,
-            actor,
-            "connector.config",
-            connector,
-            before,
-            Some(after),
-        )
-        .await?;
+        conn.audit(now, actor, "connector.config", connector, before, after)
+            .await?;
         tx.commit().await
     }
 
@@ -1379,16 +1320,9 @@ impl Catalog {
                 })?;
                 activate(conn.re(), connector, version, now).await?;
                 let after = serde_json::json!({"version": version, "digest": digest});
-                audit(
-                    conn.re(),
-                    now,
-                    actor,
-                    "component.deploy",
-                    connector,
-                    before,
-                    Some(after),
-                )
-                .await?;
+                conn.re()
+                    .audit(now, actor, "component.deploy", connector, before, after)
+                    .await?;
                 if keep > 0 {
                     // Versions are numbered in upload order, so the `keep`
                     // newest are the last `keep` numbers; the new one, just
@@ -1404,14 +1338,13 @@ impl Catalog {
                     .await)?;
                     if !pruned.is_empty() {
                         pruned.sort_unstable();
-                        audit(
-                            conn,
+                        conn.audit(
                             now,
                             actor,
                             "component.prune",
                             connector,
                             Some(serde_json::json!({ "versions": pruned })),
-                            Some(serde_json::json!({ "kept": keep })),
+                            serde_json::json!({ "kept": keep }),
                         )
                         .await?;
                     }
@@ -1429,8 +1362,7 @@ impl Catalog {
 
     /// Every stored version of `connector`'s component, newest first.
     pub async fn component_versions(&self, connector: &str) -> StoreResult<Vec<ComponentVersion>> {
-        let mut r = self.read().await?;
-        let rows: Vec<VersionRow> = on!(r.conn(), |c| sqlx::query_as(
+        let rows: Vec<VersionRow> = on!(self.read().await?.conn(), |c| sqlx::query_as(
             "SELECT c.version, c.digest, c.info, c.uploaded_at, \
                  CAST(octet_length(c.wasm) AS BIGINT), COALESCE(a.version = c.version, FALSE) \
              FROM components c LEFT JOIN active_components a ON a.connector = c.connector \
@@ -1448,8 +1380,7 @@ impl Catalog {
         connector: &str,
         version: i64,
     ) -> StoreResult<Option<Vec<u8>>> {
-        let mut r = self.read().await?;
-        Ok(on!(r.conn(), |c| sqlx::query_scalar(
+        Ok(on!(self.read().await?.conn(), |c| sqlx::query_scalar(
             "SELECT wasm FROM components WHERE connector = $1 AND version = $2",
         )
         .bind(connector)
@@ -1474,16 +1405,8 @@ impl Catalog {
             return Ok(false);
         }
         let after = serde_json::json!({ "version": version });
-        audit(
-            conn,
-            now,
-            actor,
-            "component.activate",
-            connector,
-            before,
-            Some(after),
-        )
-        .await?;
+        conn.audit(now, actor, "component.activate", connector, before, after)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -1701,11 +1624,6 @@ impl Counts {
             .into_iter()
             .filter(|(_, d)| d.iter().any(|n| *n != 0))
             .collect()
-    }
-
-    /// Forgets the changes of a transaction that rolled back.
-    pub(crate) fn clear(&mut self) {
-        self.0.clear();
     }
 }
 

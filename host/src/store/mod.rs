@@ -703,8 +703,9 @@ pub async fn migrate(url: &str) -> StoreResult<Vec<i64>> {
 // ---- Pieces both backends share: pure, so they are written (and tested) once.
 
 /// A delivery row as both backends select it: id, connector, state, attempts,
-/// last_error, next_attempt_at, updated_at, lease_owner, expires_at.
-pub(crate) type DeliveryRow = (
+/// last_error, next_attempt_at, updated_at, lease_owner, expires_at; then a
+/// column of the caller's (a lane head's event id, a superseding event).
+pub(crate) type DeliveryRow<T> = (
     i64,
     String,
     String,
@@ -714,14 +715,15 @@ pub(crate) type DeliveryRow = (
     i64,
     Option<String>,
     Option<i64>,
+    T,
 );
 
-pub(crate) fn delivery_view(row: DeliveryRow) -> StoreResult<DeliveryView> {
-    let (id, connector, state, attempts, last_error, next, updated_at, lease_owner, expires_at) =
+/// The view of a delivery row, and its last column.
+pub(crate) fn delivery_view<T>(row: DeliveryRow<T>) -> StoreResult<(DeliveryView, T)> {
+    let (id, connector, state, attempts, last_error, next, updated_at, lease_owner, expires_at, t) =
         row;
-    let state = DeliveryState::parse(&state)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery state {state:?}")))?;
-    Ok(DeliveryView {
+    let state = state_of(&state)?;
+    let view = DeliveryView {
         id,
         connector,
         state,
@@ -733,7 +735,8 @@ pub(crate) fn delivery_view(row: DeliveryRow) -> StoreResult<DeliveryView> {
         lease_owner: lease_owner.filter(|_| state == DeliveryState::InFlight),
         expires_at,
         superseded_by: None,
-    })
+    };
+    Ok((view, t))
 }
 
 /// An event row: seq, id, type, keys (JSON), payload, accepted_at.
@@ -852,20 +855,8 @@ pub(crate) fn dead_letters_of(rows: Vec<DeadRow>) -> StoreResult<Vec<DeadLetter>
         .collect()
 }
 
-/// A lane head row: the delivery's columns as [`DeliveryRow`], then its
-/// event id.
-pub(crate) type LaneHeadRow = (
-    i64,
-    String,
-    String,
-    i64,
-    Option<String>,
-    i64,
-    i64,
-    Option<String>,
-    Option<i64>,
-    String,
-);
+/// A lane head row: the delivery's columns, then its event id.
+pub(crate) type LaneHeadRow = DeliveryRow<String>;
 
 /// The view of a lane with `entries` entries whose first ones are `first`
 /// (in lane order, the head first, at most [`LANE_BEHIND`] + 1).
@@ -877,14 +868,7 @@ pub(crate) fn lane_view_of(
 ) -> StoreResult<LaneView> {
     let mut first = first
         .into_iter()
-        .map(
-            |(id, c, state, attempts, last_error, next, updated, owner, expires, event_id)| {
-                let row = (
-                    id, c, state, attempts, last_error, next, updated, owner, expires,
-                );
-                Ok((event_id, delivery_view(row)?))
-            },
-        )
+        .map(|row| delivery_view(row).map(|(d, event_id)| (event_id, d)))
         .collect::<StoreResult<Vec<_>>>()?
         .into_iter();
     Ok(LaneView {
@@ -913,25 +897,6 @@ pub(crate) fn configs_of(
 pub(crate) fn state_of(state: &str) -> StoreResult<DeliveryState> {
     DeliveryState::parse(state)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery state {state:?}")))
-}
-
-pub(crate) fn state_counts_of(rows: Vec<(String, i64)>) -> StoreResult<StateCounts> {
-    let mut c = StateCounts::default();
-    for (state, n) in rows {
-        let n = n as u64;
-        match DeliveryState::parse(&state) {
-            Some(DeliveryState::Blocked) => c.blocked = n,
-            Some(DeliveryState::Ready) => c.ready = n,
-            Some(DeliveryState::InFlight) => c.in_flight = n,
-            Some(DeliveryState::Delivered) => c.delivered = n,
-            Some(DeliveryState::Dead) => c.dead = n,
-            Some(DeliveryState::Superseded) => c.superseded = n,
-            Some(DeliveryState::Skipped) => c.skipped = n,
-            Some(DeliveryState::Expired) => c.expired = n,
-            None => return Err(StoreError::Corrupt(format!("unknown state {state:?}"))),
-        }
-    }
-    Ok(c)
 }
 
 /// Decides each ingest request against the ids already stored (`known`: id →

@@ -377,9 +377,8 @@ impl Catalog {
     /// Whether `id` is of a finished event reduced to its id (past the
     /// payload retention, within the dedup window: see the module notes).
     pub async fn reduced_to_id(&self, id: &str) -> StoreResult<bool> {
-        let mut r = self.read().await?;
         let hash = id_hash(id).to_vec();
-        let found: Option<i64> = on!(r.conn(), |c| sqlx::query_scalar(
+        let found: Option<i64> = on!(self.read().await?.conn(), |c| sqlx::query_scalar(
             "SELECT seq FROM finished_ids WHERE id_hash = $1"
         )
         .bind(&hash)
