@@ -668,35 +668,40 @@ pub async fn open_waiting(
     node: &str,
     wait: Option<std::time::Duration>,
 ) -> StoreResult<std::sync::Arc<dyn Store>> {
-    if url.starts_with("sqlite:") {
-        let flush = sqlite::LaneFlush::default();
-        Ok(std::sync::Arc::new(
-            sqlite::SqliteStore::open_tuned(url, node, flush, wait).await?,
-        ))
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(std::sync::Arc::new(
-            postgres::PostgresStore::open_waiting(url, node, wait).await?,
-        ))
-    } else {
-        Err(StoreError::InvalidUrl {
-            url: url.to_string(),
-            reason: "expected a sqlite:// or postgres:// URL".into(),
-        })
-    }
+    Ok(match is_sqlite(url)? {
+        true => {
+            let flush = sqlite::LaneFlush::default();
+            std::sync::Arc::new(sqlite::SqliteStore::open_tuned(url, node, flush, wait).await?)
+        }
+        false => std::sync::Arc::new(postgres::PostgresStore::open_waiting(url, node, wait).await?),
+    })
 }
 
 /// Applies the migrations of the store a URL names and reports the versions
 /// now applied (`switchboard migrate`).
 pub async fn migrate(url: &str) -> StoreResult<Vec<i64>> {
+    match is_sqlite(url)? {
+        true => sqlite::SqliteStore::migrate(url).await,
+        false => postgres::PostgresStore::migrate(url).await,
+    }
+}
+
+/// Whether a store URL names SQLite (else PostgreSQL), or why it names
+/// neither.
+fn is_sqlite(url: &str) -> StoreResult<bool> {
     if url.starts_with("sqlite:") {
-        sqlite::SqliteStore::migrate(url).await
+        Ok(true)
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        postgres::PostgresStore::migrate(url).await
+        Ok(false)
     } else {
-        Err(StoreError::InvalidUrl {
-            url: url.to_string(),
-            reason: "expected a sqlite:// or postgres:// URL".into(),
-        })
+        Err(invalid_url(url, "expected a sqlite:// or postgres:// URL"))
+    }
+}
+
+pub(crate) fn invalid_url(url: &str, reason: impl ToString) -> StoreError {
+    StoreError::InvalidUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
     }
 }
 

@@ -741,13 +741,6 @@ async fn connect_once(opts: &PgConnectOptions, patience: Duration) -> StoreResul
     }
 }
 
-fn invalid_url(url: &str, e: impl ToString) -> StoreError {
-    StoreError::InvalidUrl {
-        url: url.to_string(),
-        reason: e.to_string(),
-    }
-}
-
 impl PostgresStore {
     /// Connects to the database a `postgres://` URL names and applies
     /// migrations (under sqlx's migration lock, so nodes starting together
@@ -763,7 +756,7 @@ impl PostgresStore {
         // while the tables were nearly empty (sequential scans are cheapest
         // then) would otherwise stay cached as they grow to millions of rows.
         let opts = PgConnectOptions::from_str(url)
-            .map_err(|e| invalid_url(url, e))?
+            .map_err(|e| super::invalid_url(url, e))?
             .options([("plan_cache_mode", "force_custom_plan")]);
         connect_once(&opts, CONNECT_PATIENCE)
             .await?
@@ -833,7 +826,7 @@ impl PostgresStore {
     /// Applies migrations only (`switchboard migrate`); returns the versions
     /// applied, oldest first.
     pub async fn migrate(url: &str) -> StoreResult<Vec<i64>> {
-        let opts = PgConnectOptions::from_str(url).map_err(|e| invalid_url(url, e))?;
+        let opts = PgConnectOptions::from_str(url).map_err(|e| super::invalid_url(url, e))?;
         let mut conn = connect_once(&opts, CONNECT_PATIENCE).await?;
         MIGRATOR
             .run(&mut conn)

@@ -139,20 +139,34 @@ pub struct SqliteStore {
     offers: Offers,
 }
 
-/// Creates the directory a database file is to live in, as the file itself
-/// is created when missing (`sqlite://./data/switchboard.db` on a fresh
-/// machine). Nothing to do for an in-memory database.
-fn create_parent_dir(opts: &SqliteConnectOptions, url: &str) -> StoreResult<()> {
-    match opts.get_filename().parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::create_dir_all(dir)
-            .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot create directory {} for {url}: {e}",
-                    dir.display()
-                ))
-            }),
-        _ => Ok(()),
+/// The settings every connection of the database a `sqlite://` URL names
+/// has, and a connection on which the migrations have run. The file is
+/// created when missing, and its directory with it
+/// (`sqlite://./data/switchboard.db` on a fresh machine).
+async fn connect_migrated(url: &str) -> StoreResult<(SqliteConnectOptions, SqliteConnection)> {
+    let base = SqliteConnectOptions::from_str(url)
+        .map_err(|e| super::invalid_url(url, e))?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10))
+        .statement_cache_capacity(512)
+        .foreign_keys(false);
+    if let Some(dir) = base.get_filename().parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                let dir = dir.display();
+                StoreError::Unavailable(format!("cannot create directory {dir} for {url}: {e}"))
+            })?;
+        }
     }
+    let mut conn = SqliteConnection::connect_with(&base.clone().create_if_missing(true))
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {url}: {e}")))?;
+    MIGRATOR
+        .run(&mut conn)
+        .await
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    Ok((base, conn))
 }
 
 impl SqliteStore {
@@ -177,24 +191,7 @@ impl SqliteStore {
         flush: LaneFlush,
         wait: Option<Duration>,
     ) -> StoreResult<Self> {
-        let base = SqliteConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
-        let base = base
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .statement_cache_capacity(512)
-            .foreign_keys(false);
-        create_parent_dir(&base, url)?;
-        let mut conn = SqliteConnection::connect_with(&base.clone().create_if_missing(true))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {url}: {e}")))?;
-        MIGRATOR
-            .run(&mut conn)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let (base, conn) = connect_migrated(url).await?;
         // The writer's file, and its write-ahead log (none in memory).
         let path = base.get_filename().to_path_buf();
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -305,22 +302,7 @@ impl SqliteStore {
     /// Applies migrations only (`switchboard migrate`); returns the versions
     /// applied, oldest first.
     pub async fn migrate(url: &str) -> StoreResult<Vec<i64>> {
-        let opts = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::InvalidUrl {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .create_if_missing(true);
-        create_parent_dir(&opts, url)?;
-        let mut conn = SqliteConnection::connect_with(&opts)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {url}: {e}")))?;
-        MIGRATOR
-            .run(&mut conn)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let (_, mut conn) = connect_migrated(url).await?;
         Ok(sqlx::query_scalar(
             "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
         )
