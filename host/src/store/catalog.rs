@@ -1484,7 +1484,11 @@ static COUNTS_UPSERT: LazyLock<(String, String)> = LazyLock::new(|| {
         "INSERT INTO connector_counts (connector, writer, {}) ",
         cols.join(", ")
     );
-    let update = add_counts(&cols);
+    let update: Vec<String> = cols
+        .iter()
+        .map(|c| format!("{c} = connector_counts.{c} + excluded.{c}"))
+        .collect();
+    let update = update.join(", ");
     (
         insert,
         format!(" ON CONFLICT (connector, writer) DO UPDATE SET {update}"),
@@ -1812,32 +1816,23 @@ fn replay_of(row: ReplayRow) -> StoreResult<Replay> {
     })
 }
 
-/// The `DO UPDATE SET` list that adds an upsert's counts to a row's.
-fn add_counts(cols: &[&str]) -> String {
-    cols.iter()
-        .map(|c| format!("{c} = connector_counts.{c} + excluded.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Folds the count rows of PostgreSQL writers on nodes not heard from for
 /// [`STALE_NODE_MS`] into the connector's shared row.
 async fn fold_stale_counts(c: &mut PgConnection) -> StoreResult<()> {
     static FOLD: LazyLock<String> = LazyLock::new(|| {
-        let cols: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
-        let sums: Vec<String> = cols.iter().map(|c| format!("SUM({c})")).collect();
-        let adds = add_counts(&cols);
+        let sums: Vec<String> = DeliveryState::ALL
+            .iter()
+            .map(|s| format!("SUM({})", s.as_str()))
+            .collect();
         format!(
             "WITH gone AS (DELETE FROM connector_counts WHERE writer <> '' AND NOT EXISTS \
                  (SELECT 1 FROM nodes n WHERE n.heartbeat_at > {PG_NOW_MS} - $1 \
                   AND connector_counts.writer LIKE n.name || '/%') \
                  RETURNING *) \
-             INSERT INTO connector_counts (connector, writer, {cols}) \
-             SELECT connector, '', {sums} FROM gone GROUP BY connector \
-             ON CONFLICT (connector, writer) DO UPDATE SET {adds}",
-            cols = cols.join(", "),
-            sums = sums.join(", "),
-            adds = adds
+             {} SELECT connector, '', {} FROM gone GROUP BY connector{}",
+            COUNTS_UPSERT.0,
+            sums.join(", "),
+            COUNTS_UPSERT.1
         )
     });
     sqlx::query(&FOLD).bind(STALE_NODE_MS).execute(c).await?;

@@ -956,14 +956,16 @@ pub(crate) fn classify<'a, R: AsRef<[Routed]>>(
     (outcomes, fresh)
 }
 
-/// Adds each superseded delivery — its connector and the `seq` of the event
-/// that superseded it — to the counts of the request that posted that
-/// event. `seqs` are the fresh events' sequence numbers in the order
+/// Adds each superseded delivery to the counts of the request that posted
+/// the event that superseded it: the stored ones (`stored`: connector and
+/// the superseding event's `seq`), and those of the accept created
+/// superseded. `seqs` are the fresh events' sequence numbers in the order
 /// [`classify`] gave them, which is request order.
-pub(crate) fn count_superseded<'a>(
+pub(crate) fn count_superseded(
     outcomes: &mut [IngestOutcome],
     seqs: &[i64],
-    superseded: impl IntoIterator<Item = (&'a str, i64)>,
+    stored: &[(String, i64)],
+    created: &[crate::queue::lanes::NewDelivery<'_>],
 ) {
     let mut owner: HashMap<i64, usize> = HashMap::with_capacity(seqs.len());
     let mut next = seqs.iter();
@@ -974,7 +976,11 @@ pub(crate) fn count_superseded<'a>(
             }
         }
     }
-    for (connector, by) in superseded {
+    let stored = stored.iter().map(|(c, by)| (c.as_str(), *by));
+    let created = created
+        .iter()
+        .filter_map(|d| Some((d.connector, d.superseded_by?)));
+    for (connector, by) in stored.chain(created) {
         if let Some(IngestOutcome::Accepted(c)) = owner.get(&by).map(|&i| &mut outcomes[i]) {
             *c.superseded.entry(connector.to_string()).or_default() += 1;
         }

@@ -1109,11 +1109,7 @@ async fn ingest_tx(
     if inserted != fresh.len() as i64 {
         return Err(Fail::Again("an event id was inserted concurrently".into()));
     }
-    let born_superseded = deliveries
-        .iter()
-        .filter_map(|d| Some((d.connector, d.superseded_by?)));
-    let superseded = superseded.iter().map(|(c, by)| (c.as_str(), *by));
-    count_superseded(&mut outcomes, &seqs, superseded.chain(born_superseded));
+    count_superseded(&mut outcomes, &seqs, &superseded, &deliveries);
     Ok((outcomes, served))
 }
 

@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use sha2::{Digest, Sha256};
-use sqlx::{QueryBuilder, Row};
+use sqlx::QueryBuilder;
 
 use super::catalog::{on, Catalog, Conn, Counts};
 use super::{runs, state_of, StoreResult};
@@ -241,34 +241,27 @@ pub(crate) async fn purge(
     keep_ids(conn.re(), &kept).await?;
     let seqs: Vec<i64> = due.iter().map(|d| d.0).collect();
     for run in runs(&seqs) {
-        for table in [
-            "attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq",
-            "deliveries WHERE event_seq",
-            "events WHERE seq",
+        // Only the deliveries' delete returns rows: what the counts lose.
+        for (table, end) in [
+            (
+                "attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq",
+                "))",
+            ),
+            ("deliveries WHERE event_seq", ") RETURNING connector, state"),
+            ("events WHERE seq", ")"),
         ] {
-            on!(conn.re(), |c| {
+            let gone: Vec<(String, String)> = on!(conn.re(), |c| {
                 let mut qb = QueryBuilder::<Db>::new(format!("DELETE FROM {table} IN ("));
                 let mut sep = qb.separated(", ");
                 for seq in run {
                     sep.push_bind(*seq);
                 }
-                if table.starts_with("deliveries") {
-                    qb.push(") RETURNING connector, state");
-                    for row in qb.build().fetch_all(c).await? {
-                        let (connector, state): (String, String) =
-                            (row.try_get(0)?, row.try_get(1)?);
-                        counts.gone(&connector, state_of(&state)?, 1);
-                    }
-                } else {
-                    qb.push(if table.starts_with("attempts") {
-                        "))"
-                    } else {
-                        ")"
-                    });
-                    qb.build().execute(c).await?;
-                }
-                StoreResult::Ok(())
+                qb.push(end);
+                qb.build_query_as().fetch_all(c).await
             })?;
+            for (connector, state) in gone {
+                counts.gone(&connector, state_of(&state)?, 1);
+            }
         }
     }
     let forgotten = match r.forget_before {

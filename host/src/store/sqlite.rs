@@ -1317,11 +1317,7 @@ impl Writer {
                 self.made_ready.insert(d.connector.to_string());
             }
         }
-        let born_superseded = deliveries
-            .iter()
-            .filter_map(|d| Some((d.connector, d.superseded_by?)));
-        let superseded = superseded.iter().map(|(c, by)| (c.as_str(), *by));
-        count_superseded(&mut outcomes, &seqs, superseded.chain(born_superseded));
+        count_superseded(&mut outcomes, &seqs, &superseded, &deliveries);
         // The lane entries stay in memory until the next flush (see
         // `RecentLanes`): a rebuild finds them from the rows above.
         for (c, k, seq, id) in entries {
@@ -1408,23 +1404,23 @@ impl Writer {
         }
         let by_of: HashMap<i64, i64> = decided.stored.iter().copied().collect();
         let mut ended: Vec<(String, i64)> = Vec::with_capacity(by_of.len());
-        let mut keys: Vec<(String, i64, Vec<String>)> = Vec::with_capacity(by_of.len());
+        let mut entries = Vec::new();
         for (id, connector, _, seq, _, state, k) in &found {
             let Some(&by) = by_of.get(id) else { continue };
             let from = Some(state_of(state)?);
             self.counts
                 .moved(connector, from, Step::Superseded.state(), 1);
-            keys.push((connector.clone(), *seq, parse_keys(k)?));
+            entries.extend(
+                parse_keys(k)?
+                    .into_iter()
+                    .map(|k| (connector.clone(), k, *seq)),
+            );
             ended.push((connector.clone(), by));
         }
-        let entries: Vec<(&str, &str, i64)> = keys
-            .iter()
-            .flat_map(|(c, seq, ks)| ks.iter().map(move |k| (c.as_str(), k.as_str(), *seq)))
-            .collect();
         if Step::Superseded.releases() {
             // What moves up behind a superseded delivery is ready for an
             // offer as much as what the ingest adds.
-            let readied = self.release_entries(&entries, now)?;
+            let readied = self.release_entries(entries, now)?;
             self.made_ready.extend(readied);
         }
         Ok((ended, decided.fresh))
@@ -1582,7 +1578,7 @@ impl Writer {
                 applied.insert(id);
             }
         }
-        let mut entries: Vec<(&str, &str, i64)> = Vec::new();
+        let mut entries = Vec::new();
         let mut held: Vec<(&str, &str, i64, i64)> = Vec::new();
         let mut log = Vec::with_capacity(applied.len());
         for c in items {
@@ -1603,13 +1599,13 @@ impl Writer {
                 }
             } else if step.releases() {
                 for k in &c.keys {
-                    entries.push((&c.connector, k, c.seq));
+                    entries.push((c.connector.clone(), k.clone(), c.seq));
                 }
             }
         }
         catalog::log_attempts_lite(&self.conn, &self.node, &log)?;
         self.insert_entries(&held)?;
-        let readied = self.release_entries(&entries, now)?;
+        let readied = self.release_entries(entries, now)?;
         let applied = items
             .iter()
             .map(|c| applied.contains(&c.delivery_id))
@@ -1623,19 +1619,17 @@ impl Writer {
     /// delivery that became ready.
     fn release_entries(
         &mut self,
-        entries: &[(&str, &str, i64)],
+        entries: Vec<(String, String, i64)>,
         now: Millis,
     ) -> StoreResult<Vec<String>> {
         // Remove each entry where it is: held in memory, else in the table.
-        let mut removed: Vec<(String, String, i64)> = Vec::new();
-        let mut in_table: Vec<(&str, &str, i64)> = Vec::new();
-        for &(c, k, seq) in entries {
-            let lane = (c.to_string(), k.to_string());
+        let (mut removed, mut in_table) = (Vec::new(), Vec::new());
+        for (c, k, seq) in entries {
+            let lane = (c, k);
             self.occupied.remove(&lane);
-            if self.recent.remove_from(&lane, seq) {
-                removed.push((lane.0, lane.1, seq));
-            } else {
-                in_table.push((c, k, seq));
+            match self.recent.remove_from(&lane, seq) {
+                true => removed.push((lane.0, lane.1, seq)),
+                false => in_table.push((lane.0, lane.1, seq)),
             }
         }
         let from_table = removed.len();
@@ -1643,7 +1637,9 @@ impl Writer {
             let mut qb =
                 lite::Builder::new("DELETE FROM lane_entries WHERE (connector, key, seq) IN (");
             qb.push_values(chunk, |mut b, (c, k, seq)| {
-                b.push_bind(*c).push_bind(*k).push_bind(*seq);
+                b.push_bind(c.as_str())
+                    .push_bind(k.as_str())
+                    .push_bind(*seq);
             });
             qb.push(") RETURNING connector, key, seq");
             removed.extend(qb.build().fetch_all(&self.conn)?);
@@ -1776,20 +1772,20 @@ impl Writer {
             .bind(Step::Expired.state().as_str())
             .bind(super::EXPIRED)
             .fetch_all(&self.conn)?;
-        let mut keys: Vec<(String, Vec<String>, i64)> = Vec::with_capacity(rows.len());
+        let mut entries = Vec::new();
         let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
         for (connector, seq, k, blockers) in rows {
             *counts.entry(connector.clone()).or_default() += 1;
             let was = lanes::initial_state(blockers);
             self.counts
                 .moved(&connector, Some(was), Step::Expired.state(), 1);
-            keys.push((connector, parse_keys(&k)?, seq));
+            entries.extend(
+                parse_keys(&k)?
+                    .into_iter()
+                    .map(|k| (connector.clone(), k, seq)),
+            );
         }
-        let entries: Vec<(&str, &str, i64)> = keys
-            .iter()
-            .flat_map(|(c, ks, seq)| ks.iter().map(move |k| (c.as_str(), k.as_str(), *seq)))
-            .collect();
-        self.release_entries(&entries, now)?;
+        self.release_entries(entries, now)?;
         Ok(counts.into_iter().collect())
     }
 
@@ -1837,12 +1833,10 @@ impl Writer {
         let dead = Some(DeliveryState::Dead);
         self.counts
             .moved(&connector, dead, Step::Skipped.state(), 1);
-        let keys = parse_keys(&keys)?;
-        let entries: Vec<(&str, &str, i64)> = keys
-            .iter()
-            .map(|k| (connector.as_str(), k.as_str(), seq))
-            .collect();
-        self.release_entries(&entries, now)?;
+        let entries = parse_keys(&keys)?
+            .into_iter()
+            .map(|k| (connector.clone(), k, seq));
+        self.release_entries(entries.collect(), now)?;
         Ok(true)
     }
 }
