@@ -1613,6 +1613,29 @@ async fn a_full_state_event_supersedes_older_unstarted_deliveries_at_their_lane_
     // A superseded delivery is final: a purge may take its event once the
     // other deliveries end, and nothing claims it.
     assert!(ids(s, "hss", 10, 2).await.is_empty());
+
+    // Once the superseding event is purged whole (set1 stays: its crm
+    // delivery is still pending), set1's view names it by its `seq`.
+    let set2 = s.catalog().event("set2").await.unwrap().unwrap().seq;
+    assert_eq!(s.rescue_expired(LEASE + 2).await.unwrap(), 2);
+    for (now, want) in [
+        (LEASE + 3, vec!["move", "other"]),
+        (LEASE + 4, vec!["set2"]),
+    ] {
+        assert_eq!(finish(s, "hss", now, CompletionKind::Delivered).await, want);
+    }
+    assert_eq!(
+        delivery_of(s, "set2", "hss").await.0,
+        DeliveryState::Delivered
+    );
+    let purged = s.purge_finished(Purge::whole(100), 100).await.unwrap();
+    assert_eq!(purged.deleted, 3, "{purged:?}");
+    assert!(s.catalog().event("set2").await.unwrap().is_none());
+    assert_eq!(
+        delivery_of(s, "set1", "hss").await,
+        (DeliveryState::Superseded, Some(format!("seq {set2}")))
+    );
+    assert_eq!(t.count_mismatches().await, Vec::<String>::new());
 }
 
 async fn a_started_or_attempted_delivery_is_never_superseded(t: TestStore) {

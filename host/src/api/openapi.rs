@@ -405,7 +405,7 @@ fn schemas(settings: &Settings) -> Value {
                 "updated_at": timestamp,
                 "lease_owner": {"type": "string", "description": "the node running it (in_flight only)"},
                 "expires_at": {"allOf": [timestamp], "description": "when it expires unless started (routes with expire_after)"},
-                "superseded_by": {"type": "string", "description": "the newer full-state event that superseded it (superseded only; routes with coalesce_key)"}
+                "superseded_by": {"type": "string", "description": "the id of the newer full-state event that superseded it, or `seq N` once that event has been purged (superseded only; routes with coalesce_key)"}
             }
         },
         "EventView": {
