@@ -555,7 +555,6 @@ where
 
 /// A group-commit worker of ingests or outcomes, with the connection of
 /// its own it runs its transactions on.
-#[derive(Clone)]
 struct Worker {
     direct: Arc<tokio::sync::Mutex<Direct>>,
     /// Whose rows of the per-connector counts it moves.
@@ -570,7 +569,7 @@ struct Worker {
 impl Worker {
     /// One group of ingest requests, in one transaction.
     async fn ingest(
-        self,
+        self: Arc<Self>,
         requests: Vec<Vec<Routed>>,
         now: Millis,
     ) -> StoreResult<Vec<IngestOutcome>> {
@@ -608,7 +607,7 @@ impl Worker {
 
     /// One group of outcome requests, in one transaction.
     async fn settle(
-        self,
+        self: Arc<Self>,
         requests: Vec<Vec<Completion>>,
         now: Millis,
     ) -> StoreResult<Vec<Settled>> {
@@ -788,13 +787,15 @@ impl PostgresStore {
         // (see `group`).
         let settle_rx: Queue<Vec<Completion>, Settled> = queue(completed, wait);
         for i in 0..GROUP_WORKERS {
-            let worker = |what: &str| Worker {
-                direct: Direct::new(&pool),
-                writer: format!("{node}/{what}{i}"),
-                node: node.to_string(),
-                announcer: announcer.clone(),
-                offers: offers.clone(),
-                completions: completions.clone(),
+            let worker = |what: &str| {
+                Arc::new(Worker {
+                    direct: Direct::new(&pool),
+                    writer: format!("{node}/{what}{i}"),
+                    node: node.to_string(),
+                    announcer: announcer.clone(),
+                    offers: offers.clone(),
+                    completions: completions.clone(),
+                })
             };
             let w = worker("ingest");
             tokio::spawn(group_worker("ingest", rx.clone(), move |requests, now| {
