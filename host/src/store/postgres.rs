@@ -273,12 +273,10 @@ struct Direct {
 const DIRECT_IDLE_CHECK: Duration = Duration::from_secs(1);
 
 impl Direct {
-    /// One for a worker, made like the pool's (`plan_cache_mode` included);
-    /// it connects when it is first used.
-    fn new(pool: &PgPool) -> Arc<tokio::sync::Mutex<Direct>> {
-        Arc::new(tokio::sync::Mutex::new(Direct::with(
-            pool.connect_options(),
-        )))
+    /// One for a worker or a claimer, made like the pool's
+    /// (`plan_cache_mode` included); it connects when it is first used.
+    fn new(pool: &PgPool) -> tokio::sync::Mutex<Direct> {
+        tokio::sync::Mutex::new(Direct::with(pool.connect_options()))
     }
 
     fn with(opts: Arc<PgConnectOptions>) -> Direct {
@@ -556,7 +554,7 @@ where
 /// A group-commit worker of ingests or outcomes, with the connection of
 /// its own it runs its transactions on.
 struct Worker {
-    direct: Arc<tokio::sync::Mutex<Direct>>,
+    direct: tokio::sync::Mutex<Direct>,
     /// Whose rows of the per-connector counts it moves.
     writer: String,
     node: String,
@@ -810,9 +808,7 @@ impl PostgresStore {
         }
         Ok(Self {
             catalog: Catalog::new(Pools::Postgres(pool.clone()), node),
-            claimers: std::array::from_fn(|_| {
-                tokio::sync::Mutex::new(Direct::with(pool.connect_options()))
-            }),
+            claimers: std::array::from_fn(|_| Direct::new(&pool)),
             pool,
             node: node.to_string(),
             ingests,
@@ -1421,8 +1417,7 @@ async fn supersede_tx(
         .iter()
         .map(|(id, state)| Ok((*id, state_of(state)?)))
         .collect::<StoreResult<_>>()?;
-    let to = Step::Superseded.state();
-    let out = release_ended(conn, &mut held, ended, to, now, counts).await?;
+    let out = release_ended(conn, &mut held, ended, Step::Superseded, now, counts).await?;
     let out = out.into_iter().map(|(id, c)| (c, by_of[&id])).collect();
     Ok((out, decided.fresh))
 }
@@ -1700,9 +1695,8 @@ async fn expire_tx(
     let ended = expired
         .into_iter()
         .map(|(id, blockers)| (id, lanes::initial_state(blockers)));
-    let to = Step::Expired.state();
     let mut per_connector: BTreeMap<String, u64> = BTreeMap::new();
-    for (_, connector) in release_ended(conn, &mut held, ended, to, now, counts).await? {
+    for (_, connector) in release_ended(conn, &mut held, ended, Step::Expired, now, counts).await? {
         *per_connector.entry(connector).or_default() += 1;
     }
     Ok(per_connector.into_iter().collect())
@@ -1729,15 +1723,15 @@ fn lane_locks(held: &HeldLanes) -> Vec<i64> {
         .collect()
 }
 
-/// Moves the deliveries `ended` (each with the state it left) to the final
-/// state `to` in the counts and releases their lanes ([`release_lanes`]),
-/// which `held` has and whose locks the caller holds. Returns each one's
-/// id and connector.
+/// Moves the deliveries `ended` (each with the state it left) to `step`'s
+/// final state in the counts and, if the step releases ([`Step::releases`]),
+/// releases their lanes ([`release_lanes`]), which `held` has and whose
+/// locks the caller holds. Returns each one's id and connector.
 async fn release_ended(
     conn: &mut PgConnection,
     held: &mut HeldLanes,
     ended: impl IntoIterator<Item = (i64, DeliveryState)>,
-    to: DeliveryState,
+    step: Step,
     now: Millis,
     counts: &mut Counts,
 ) -> TxResult<Vec<(i64, String)>> {
@@ -1746,11 +1740,13 @@ async fn release_ended(
         let Some((connector, seq, keys)) = held.remove(&id) else {
             continue;
         };
-        counts.moved(&connector, Some(was), to, 1);
+        counts.moved(&connector, Some(was), step.state(), 1);
         entries.extend(keys.into_iter().map(|k| (connector.clone(), k, seq)));
         out.push((id, connector));
     }
-    release_lanes(conn, &entries, now, counts).await?;
+    if step.releases() {
+        release_lanes(conn, &entries, now, counts).await?;
+    }
     Ok(out)
 }
 
@@ -1808,7 +1804,7 @@ async fn skip_dead_tx(
         == 1;
     if done {
         let ended = [(id, DeliveryState::Dead)];
-        release_ended(conn, &mut held, ended, Step::Skipped.state(), now, counts).await?;
+        release_ended(conn, &mut held, ended, Step::Skipped, now, counts).await?;
     }
     Ok(done)
 }

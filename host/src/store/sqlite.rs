@@ -1403,26 +1403,16 @@ impl Writer {
             qb.build().execute(&self.conn)?;
         }
         let by_of: HashMap<i64, i64> = decided.stored.iter().copied().collect();
-        let mut ended: Vec<(String, i64)> = Vec::with_capacity(by_of.len());
-        let mut entries = Vec::new();
+        let (mut ended, mut gone) = (Vec::with_capacity(by_of.len()), Vec::new());
         for (id, connector, _, seq, _, state, k) in &found {
             let Some(&by) = by_of.get(id) else { continue };
-            let from = Some(state_of(state)?);
-            self.counts
-                .moved(connector, from, Step::Superseded.state(), 1);
-            entries.extend(
-                parse_keys(k)?
-                    .into_iter()
-                    .map(|k| (connector.clone(), k, *seq)),
-            );
+            gone.push((connector.as_str(), *seq, k.as_str(), state_of(state)?));
             ended.push((connector.clone(), by));
         }
-        if Step::Superseded.releases() {
-            // What moves up behind a superseded delivery is ready for an
-            // offer as much as what the ingest adds.
-            let readied = self.release_entries(entries, now)?;
-            self.made_ready.extend(readied);
-        }
+        // What moves up behind a superseded delivery is ready for an offer
+        // as much as what the ingest adds.
+        let readied = self.release_ended(gone, Step::Superseded, now)?;
+        self.made_ready.extend(readied);
         Ok((ended, decided.fresh))
     }
 
@@ -1772,20 +1762,15 @@ impl Writer {
             .bind(Step::Expired.state().as_str())
             .bind(super::EXPIRED)
             .fetch_all(&self.conn)?;
-        let mut entries = Vec::new();
         let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
-        for (connector, seq, k, blockers) in rows {
+        for (connector, ..) in &rows {
             *counts.entry(connector.clone()).or_default() += 1;
-            let was = lanes::initial_state(blockers);
-            self.counts
-                .moved(&connector, Some(was), Step::Expired.state(), 1);
-            entries.extend(
-                parse_keys(&k)?
-                    .into_iter()
-                    .map(|k| (connector.clone(), k, seq)),
-            );
         }
-        self.release_entries(entries, now)?;
+        let ended = rows.iter().map(|(connector, seq, keys, blockers)| {
+            let was = lanes::initial_state(*blockers);
+            (connector.as_str(), *seq, keys.as_str(), was)
+        });
+        self.release_ended(ended, Step::Expired, now)?;
         Ok(counts.into_iter().collect())
     }
 
@@ -1830,14 +1815,32 @@ impl Writer {
         let Some((connector, seq, keys)) = row else {
             return Ok(false);
         };
-        let dead = Some(DeliveryState::Dead);
-        self.counts
-            .moved(&connector, dead, Step::Skipped.state(), 1);
-        let entries = parse_keys(&keys)?
-            .into_iter()
-            .map(|k| (connector.clone(), k, seq));
-        self.release_entries(entries.collect(), now)?;
+        let ended = [(connector.as_str(), seq, keys.as_str(), DeliveryState::Dead)];
+        self.release_ended(ended, Step::Skipped, now)?;
         Ok(true)
+    }
+
+    /// Moves the deliveries `ended` (connector, `seq`, keys as stored, the
+    /// state each left) to `step`'s final state in the counts and, if the
+    /// step releases ([`Step::releases`]), releases their lane entries
+    /// ([`Writer::release_entries`]). Answers the connectors whose lanes
+    /// moved a delivery up to ready.
+    fn release_ended<'a>(
+        &mut self,
+        ended: impl IntoIterator<Item = (&'a str, i64, &'a str, DeliveryState)>,
+        step: Step,
+        now: Millis,
+    ) -> StoreResult<Vec<String>> {
+        let mut entries = Vec::new();
+        for (connector, seq, keys, was) in ended {
+            self.counts.moved(connector, Some(was), step.state(), 1);
+            let keys = parse_keys(keys)?.into_iter();
+            entries.extend(keys.map(|k| (connector.to_string(), k, seq)));
+        }
+        if !step.releases() {
+            return Ok(Vec::new());
+        }
+        self.release_entries(entries, now)
     }
 }
 
