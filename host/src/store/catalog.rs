@@ -22,10 +22,10 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Sqlite, SqliteConnection};
 
 use super::{
-    audit_of, configs_of, dead_letters_of, delivery_view, same_digest, stored_event, versions_of,
-    AuditRecord, AuditRow, ComponentVersion, DeadFilter, DeadLetter, DeadRow, DeliveryRow,
-    DeliveryView, EventRow, EventView, LimitOverrides, OperatorAction, QueueStats, Retention,
-    StateCounts, StoreError, StoreResult, StoredEvent, VersionRow,
+    delivery_view, parse_json, parse_keys, same_digest, stored_event, AuditRecord,
+    ComponentVersion, DeadFilter, DeadLetter, DeliveryRow, DeliveryView, EventRow, EventView,
+    LimitOverrides, OperatorAction, QueueStats, Retention, StateCounts, StoreError, StoreResult,
+    StoredEvent,
 };
 use crate::queue::{lanes, DeliveryState, Millis};
 
@@ -134,10 +134,8 @@ pub(crate) fn lock_id(kind: &str, a: &str, b: &str) -> i64 {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
-    let d = h.finalize();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&d[..8]);
-    i64::from_le_bytes(first)
+    let d: [u8; 32] = h.finalize().into();
+    i64::from_le_bytes(std::array::from_fn(|i| d[i]))
 }
 
 const AUDIT_INSERT: &str = "INSERT INTO audit_log (at, actor, action, target, before, after) \
@@ -158,7 +156,7 @@ impl Conn<'_> {
         after: impl Into<Option<serde_json::Value>>,
     ) -> StoreResult<()> {
         let after: Option<serde_json::Value> = after.into();
-        on!(self, |c| sqlx::query(AUDIT_INSERT)
+        Ok(on!(self, |c| sqlx::query(AUDIT_INSERT)
             .bind(now)
             .bind(actor)
             .bind(action)
@@ -167,8 +165,7 @@ impl Conn<'_> {
             .bind(after.map(|v| v.to_string()))
             .execute(c)
             .await
-            .map(|_| ()))?;
-        Ok(())
+            .map(|_| ()))?)
     }
 }
 
@@ -440,13 +437,12 @@ impl Catalog {
 
     /// Reachable and migrated.
     pub async fn ping(&self) -> StoreResult<()> {
-        on!(self.read().await?.conn(), |c| sqlx::query(
+        Ok(on!(self.read().await?.conn(), |c| sqlx::query(
             "SELECT 1 FROM events LIMIT 1"
         )
         .fetch_optional(c)
         .await
-        .map(|_| ()))?;
-        Ok(())
+        .map(|_| ()))?)
     }
 
     // ---- Views of the queue.
@@ -526,7 +522,19 @@ impl Catalog {
         let key_in_keys = conn.key_in_keys();
         let contains = conn.position_in("d.last_error");
         let limit = f.limit.clamp(1, 10_000) as i64;
-        let rows: Vec<DeadRow> = on!(conn, |c| {
+        // Delivery id, connector, event id, type, keys (JSON), attempts,
+        // last error, died at.
+        type Row = (
+            i64,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            Option<String>,
+            i64,
+        );
+        let rows: Vec<Row> = on!(conn, |c| {
             let mut qb = QueryBuilder::<Db>::new("");
             for (i, connector) in connectors.iter().enumerate() {
                 if i > 0 {
@@ -568,7 +576,22 @@ impl Catalog {
             qb.push(" ORDER BY 1 DESC LIMIT ").push_bind(limit);
             qb.build_query_as().fetch_all(c).await
         })?;
-        dead_letters_of(rows)
+        rows.into_iter()
+            .map(
+                |(delivery_id, connector, event_id, event_type, keys, attempts, error, at)| {
+                    Ok(DeadLetter {
+                        delivery_id,
+                        connector,
+                        event_id,
+                        event_type,
+                        keys: parse_keys(&keys)?,
+                        attempts: attempts as u32,
+                        last_error: error,
+                        died_at: at,
+                    })
+                },
+            )
+            .collect()
     }
 
     /// A connector's deliveries by state, from the maintained counts.
@@ -822,7 +845,16 @@ impl Catalog {
         limit: usize,
         before_id: Option<i64>,
     ) -> StoreResult<Vec<AuditRecord>> {
-        let rows: Vec<AuditRow> = on!(self.read().await?.conn(), |c| sqlx::query_as(
+        type Row = (
+            i64,
+            i64,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = on!(self.read().await?.conn(), |c| sqlx::query_as(
             "SELECT id, at, actor, action, target, before, after FROM audit_log \
              WHERE id < $1 ORDER BY id DESC LIMIT $2",
         )
@@ -830,7 +862,19 @@ impl Catalog {
         .bind(limit.clamp(1, 10_000) as i64)
         .fetch_all(c)
         .await)?;
-        audit_of(rows)
+        rows.into_iter()
+            .map(|(id, at, actor, action, target, before, after)| {
+                Ok(AuditRecord {
+                    id,
+                    at,
+                    actor,
+                    action,
+                    target,
+                    before: parse_json(before)?,
+                    after: parse_json(after)?,
+                })
+            })
+            .collect()
     }
 
     // ---- Replays (SPEC §4.2).
@@ -1246,7 +1290,13 @@ impl Catalog {
         )
         .fetch_all(c)
         .await)?;
-        configs_of(rows)
+        rows.into_iter()
+            .map(|(name, text)| {
+                let v = serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Corrupt(format!("config of {name}: {e}")))?;
+                Ok((name, v))
+            })
+            .collect()
     }
 
     /// Creates or replaces a connector's config, audited as
@@ -1362,7 +1412,8 @@ impl Catalog {
 
     /// Every stored version of `connector`'s component, newest first.
     pub async fn component_versions(&self, connector: &str) -> StoreResult<Vec<ComponentVersion>> {
-        let rows: Vec<VersionRow> = on!(self.read().await?.conn(), |c| sqlx::query_as(
+        type Row = (i64, String, String, i64, i64, bool);
+        let rows: Vec<Row> = on!(self.read().await?.conn(), |c| sqlx::query_as(
             "SELECT c.version, c.digest, c.info, c.uploaded_at, \
                  CAST(octet_length(c.wasm) AS BIGINT), COALESCE(a.version = c.version, FALSE) \
              FROM components c LEFT JOIN active_components a ON a.connector = c.connector \
@@ -1371,7 +1422,20 @@ impl Catalog {
         .bind(connector)
         .fetch_all(c)
         .await)?;
-        versions_of(connector, rows)
+        rows.into_iter()
+            .map(|(version, digest, info, uploaded_at, size_bytes, active)| {
+                Ok(ComponentVersion {
+                    connector: connector.to_string(),
+                    version,
+                    digest,
+                    info: serde_json::from_str(&info)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    uploaded_at,
+                    active,
+                    size_bytes,
+                })
+            })
+            .collect()
     }
 
     /// The bytes of one version.
@@ -1585,12 +1649,11 @@ impl Counts {
         if rows.is_empty() {
             return Ok(());
         }
-        on!(conn, |c| {
+        Ok(on!(conn, |c| {
             let mut qb = QueryBuilder::<Db>::new("");
             push_upsert!(qb, &rows, writer);
             qb.build().execute(c).await.map(|_| ())
-        })?;
-        Ok(())
+        })?)
     }
 
     /// Adds the changes to `writer`'s rows as one more data-modifying `WITH`
@@ -1631,56 +1694,32 @@ impl Counts {
     }
 }
 
-/// One row of the attempt log.
-#[derive(Debug, Clone)]
-pub(crate) struct Attempt {
-    pub delivery_id: i64,
-    pub connector: String,
-    pub attempt: u32,
-    pub started_at: Millis,
-    pub finished_at: Millis,
-    pub outcome: &'static str,
-    pub reason: Option<String>,
-}
-
-impl Attempt {
-    /// The attempt a completion reports, finished at `now`.
-    pub(crate) fn of(c: &super::Completion, now: Millis) -> Self {
-        Self {
-            delivery_id: c.delivery_id,
-            connector: c.connector.clone(),
-            attempt: c.attempt,
-            started_at: c.started_at,
-            finished_at: now,
-            outcome: super::outcome_name(c.kind.step()),
-            reason: c.kind.next_at_and_error().1.map(str::to_string),
-        }
-    }
-}
-
-/// Appends finished attempts, run by `node`, to the attempt log, in the
-/// transaction that applied their outcomes: SQLite's writer, on its own
-/// connection (PostgreSQL logs them in its settle statement).
+/// Appends the attempts that `completions` report, run by `node` and
+/// finished at `now`, to the attempt log, in the transaction that applied
+/// them: SQLite's writer, on its own connection (PostgreSQL logs them in its
+/// settle statement).
 pub(crate) fn log_attempts_lite(
     conn: &rusqlite::Connection,
     node: &str,
-    attempts: &[Attempt],
+    now: Millis,
+    completions: &[&super::Completion],
 ) -> StoreResult<()> {
-    for run in super::runs(attempts) {
+    for run in super::runs(completions) {
         let mut qb = super::lite::Builder::new(
             "INSERT INTO attempts \
              (delivery_id, connector, attempt, node, started_at, finished_at, outcome, reason) ",
         );
-        qb.push_values(run, |mut b, a| {
-            b.push_bind(a.delivery_id)
-                .push_bind(a.connector.as_str())
-                .push_bind(i64::from(a.attempt))
+        qb.push_values(run, |mut b, c| {
+            let reason = c.kind.next_at_and_error().1;
+            b.push_bind(c.delivery_id)
+                .push_bind(c.connector.as_str())
+                .push_bind(i64::from(c.attempt))
                 .push_bind(node)
-                .push_bind(a.started_at)
-                .push_bind(a.finished_at)
-                .push_bind(a.outcome)
+                .push_bind(c.started_at)
+                .push_bind(now)
+                .push_bind(super::outcome_name(c.kind.step()))
                 // As PostgreSQL, whose text cannot hold NUL, stores them.
-                .push_bind(a.reason.as_deref().map(|r| r.replace('\0', "\u{fffd}")));
+                .push_bind(reason.map(|r| r.replace('\0', "\u{fffd}")));
         });
         // An attempt is logged once; should the same one come again, the
         // first record stands.

@@ -78,11 +78,7 @@ pub(crate) struct Query {
 
 /// A statement of fixed text, bound with [`Query::bind`].
 pub(crate) fn query(sql: &str) -> Query {
-    Query {
-        sql: sql.to_string(),
-        args: Vec::new(),
-        bad: None,
-    }
+    Builder::new(sql).build()
 }
 
 fn value_of(v: &dyn ToSql) -> rusqlite::Result<Value> {
@@ -101,13 +97,11 @@ impl Query {
     }
 
     fn push_arg(&mut self, v: &dyn ToSql) {
-        match value_of(v) {
-            Ok(v) => self.args.push(v),
-            Err(e) => {
-                self.args.push(Value::Null);
-                self.bad.get_or_insert(e);
-            }
-        }
+        let value = value_of(v).unwrap_or_else(|e| {
+            self.bad.get_or_insert(e);
+            Value::Null
+        });
+        self.args.push(value);
     }
 
     /// Prepares (from the cache) and binds: `$NNN` by its number (SQLite
@@ -138,17 +132,11 @@ impl Query {
 
     /// Runs it; how many rows it changed.
     pub(crate) fn execute(self, conn: &Connection) -> StoreResult<u64> {
-        let mut stmt = self.prepare(conn)?;
-        let n = stmt.raw_execute()?;
-        Ok(n as u64)
+        Ok(self.prepare(conn)?.raw_execute()? as u64)
     }
 
     /// Runs it and reads every row it returns.
-    pub(crate) fn fetch_all<T: FromRow>(self, conn: &Connection) -> StoreResult<Vec<T>> {
-        self.rows(conn)
-    }
-
-    fn rows<T: FromRow>(&self, conn: &Connection) -> StoreResult<Vec<T>> {
+    pub(crate) fn fetch_all<T: FromRow>(&self, conn: &Connection) -> StoreResult<Vec<T>> {
         let mut stmt = self.prepare(conn)?;
         let mut rows = stmt.raw_query();
         let mut out = Vec::new();
@@ -161,12 +149,12 @@ impl Query {
     /// Runs it and reads its first row, if any; runs it to the end, so a
     /// `RETURNING` statement changes every row it names.
     pub(crate) fn fetch_optional<T: FromRow>(self, conn: &Connection) -> StoreResult<Option<T>> {
-        Ok(self.rows(conn)?.into_iter().next())
+        Ok(self.fetch_all(conn)?.into_iter().next())
     }
 
     /// Runs it and reads its first row, which must be there.
     pub(crate) fn fetch_one<T: FromRow>(self, conn: &Connection) -> StoreResult<T> {
-        let row = self.rows(conn)?.into_iter().next();
+        let row = self.fetch_all(conn)?.into_iter().next();
         row.ok_or_else(|| {
             StoreError::Internal(format!("no row where one was expected: {}", self.sql))
         })

@@ -176,6 +176,13 @@ impl Completion {
             kind,
         }
     }
+
+    /// A delivery a store claimed for a loop that was gone by the time it
+    /// was sent, handed back to the queue (ready again, due at `at`).
+    pub(crate) fn handed_back(claimed: &Claimed, at: Millis) -> Self {
+        let error = "claimed for a dispatcher that had stopped: handed back".to_string();
+        Self::of(claimed, CompletionKind::Retry { at, error })
+    }
 }
 
 /// The attempt log's name for how an attempt ended.
@@ -641,7 +648,7 @@ pub enum Announcement {
 /// Opens the store a URL names (`sqlite://…` or `postgres://…`), applying
 /// migrations; its leases name this process ([`default_node`]).
 pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
-    open_as(url, &default_node()).await
+    open_waiting(url, &default_node(), None).await
 }
 
 /// This host's name and process id: who holds a lease, for operators.
@@ -655,12 +662,8 @@ pub fn default_node() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// [`open`], with the name its leases carry (`node`), e.g. `host:port`.
-pub async fn open_as(url: &str, node: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
-    open_waiting(url, node, None).await
-}
-
-/// [`open_as`], with how long a small group of posts waits for more
+/// [`open`], with the name its leases carry (`node`, e.g. `host:port`) and
+/// how long a small group of posts waits for more
 /// (`storage.group_commit_wait_us`; `None`: the backend's default, see
 /// `group`).
 pub async fn open_waiting(
@@ -768,98 +771,6 @@ pub(crate) fn parse_json(text: Option<String>) -> StoreResult<Option<serde_json:
         .transpose()
 }
 
-/// A component version row: version, digest, info (JSON), uploaded_at,
-/// size in bytes, active.
-pub(crate) type VersionRow = (i64, String, String, i64, i64, bool);
-
-pub(crate) fn versions_of(
-    connector: &str,
-    rows: Vec<VersionRow>,
-) -> StoreResult<Vec<ComponentVersion>> {
-    rows.into_iter()
-        .map(|(version, digest, info, uploaded_at, size_bytes, active)| {
-            Ok(ComponentVersion {
-                connector: connector.to_string(),
-                version,
-                digest,
-                info: serde_json::from_str(&info)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                uploaded_at,
-                active,
-                size_bytes,
-            })
-        })
-        .collect()
-}
-
-/// An audit row: id, at, actor, action, target, before, after (JSON).
-pub(crate) type AuditRow = (
-    i64,
-    i64,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-);
-
-pub(crate) fn audit_of(rows: Vec<AuditRow>) -> StoreResult<Vec<AuditRecord>> {
-    rows.into_iter()
-        .map(|(id, at, actor, action, target, before, after)| {
-            Ok(AuditRecord {
-                id,
-                at,
-                actor,
-                action,
-                target,
-                before: parse_json(before)?,
-                after: parse_json(after)?,
-            })
-        })
-        .collect()
-}
-
-/// A dead-letter row: delivery id, connector, event id, type, keys (JSON),
-/// attempts, last error, died at.
-pub(crate) type DeadRow = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<String>,
-    i64,
-);
-
-pub(crate) fn dead_letters_of(rows: Vec<DeadRow>) -> StoreResult<Vec<DeadLetter>> {
-    rows.into_iter()
-        .map(
-            |(
-                delivery_id,
-                connector,
-                event_id,
-                event_type,
-                keys,
-                attempts,
-                last_error,
-                died_at,
-            )| {
-                Ok(DeadLetter {
-                    delivery_id,
-                    connector,
-                    event_id,
-                    event_type,
-                    keys: parse_keys(&keys)?,
-                    attempts: attempts as u32,
-                    last_error,
-                    died_at,
-                })
-            },
-        )
-        .collect()
-}
-
 /// A lane head row: the delivery's columns, then its event id.
 pub(crate) type LaneHeadRow = DeliveryRow<String>;
 
@@ -883,19 +794,6 @@ pub(crate) fn lane_view_of(
         waiting: entries.saturating_sub(1).max(0) as u64,
         behind: first.collect(),
     })
-}
-
-/// Stored connector configs: name and JSON text.
-pub(crate) fn configs_of(
-    rows: Vec<(String, String)>,
-) -> StoreResult<Vec<(String, serde_json::Value)>> {
-    rows.into_iter()
-        .map(|(name, text)| {
-            let v = serde_json::from_str(&text)
-                .map_err(|e| StoreError::Corrupt(format!("config of {name}: {e}")))?;
-            Ok((name, v))
-        })
-        .collect()
 }
 
 /// A stored state, or `Corrupt`.

@@ -52,9 +52,9 @@ use super::offer::{Offers, Reserved};
 use super::retention;
 use super::{
     claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
-    state_of, Catalog, Claimed, Cluster, Completion, CompletionKind, IngestOutcome, LaneHeadRow,
-    LaneView, LastDue, Offer, OperatorAction, Purge, Purged, RoundAnswers, Routed, Settled,
-    SharedHealth, Store, StoreError, StoreResult, StoredEvent, LANE_BEHIND,
+    state_of, Catalog, Claimed, Cluster, Completion, IngestOutcome, LaneHeadRow, LaneView, LastDue,
+    Offer, OperatorAction, Purge, Purged, RoundAnswers, Routed, Settled, SharedHealth, Store,
+    StoreError, StoreResult, StoredEvent, LANE_BEHIND,
 };
 use crate::queue::lanes::{self, delivery_count, plan_accept, AcceptPlan, Step};
 use crate::queue::{DeliveryState, Millis};
@@ -858,14 +858,6 @@ fn lock_sql(mut ids: Vec<i64>) -> Option<String> {
     }
 }
 
-/// Takes the advisory locks of `ids` inside a transaction ([`lock_sql`]).
-async fn lock_all(conn: &mut PgConnection, ids: Vec<i64>) -> TxResult<()> {
-    if let Some(lock) = lock_sql(ids) {
-        sqlx::Executor::execute(&mut *conn, lock.as_str()).await?;
-    }
-    Ok(())
-}
-
 fn lane_lock(connector: &str, key: &str) -> i64 {
     lock_id("lane", connector, key)
 }
@@ -1270,16 +1262,7 @@ fn serve_takes<T>(
     if !orphans.is_empty() {
         let items = orphans
             .iter()
-            .map(|d| {
-                let why = "claimed for a dispatcher that had stopped".to_string();
-                Completion::of(
-                    d,
-                    CompletionKind::Retry {
-                        at: now,
-                        error: why,
-                    },
-                )
-            })
+            .map(|d| Completion::handed_back(d, now))
             .collect();
         let connectors: std::collections::BTreeSet<String> =
             orphans.iter().map(|d| d.connector.clone()).collect();
@@ -1683,7 +1666,7 @@ async fn expire_tx(
     if held.is_empty() {
         return Ok(Vec::new());
     }
-    lock_all(conn, lane_locks(&held)).await?;
+    lock_held(conn, &held).await?;
     let ids: Vec<i64> = held.keys().copied().collect();
     let expired: Vec<(i64, i64)> = sqlx::query_as(&EXPIRE)
         .bind(now)
@@ -1716,11 +1699,16 @@ fn held_lanes(rows: Vec<(i64, String, i64, String)>) -> StoreResult<HeldLanes> {
         .collect()
 }
 
-/// The advisory locks of every lane in `held`.
-fn lane_locks(held: &HeldLanes) -> Vec<i64> {
-    held.values()
-        .flat_map(|(c, _, keys)| keys.iter().map(move |k| lane_lock(c, k)))
-        .collect()
+/// Takes the advisory locks of every lane in `held` inside a transaction
+/// ([`lock_sql`]).
+async fn lock_held(conn: &mut PgConnection, held: &HeldLanes) -> TxResult<()> {
+    let ids = held
+        .values()
+        .flat_map(|(c, _, keys)| keys.iter().map(move |k| lane_lock(c, k)));
+    if let Some(lock) = lock_sql(ids.collect()) {
+        sqlx::Executor::execute(&mut *conn, lock.as_str()).await?;
+    }
+    Ok(())
 }
 
 /// Moves the deliveries `ended` (each with the state it left) to `step`'s
@@ -1791,7 +1779,7 @@ async fn skip_dead_tx(
     if held.is_empty() {
         return Ok(false);
     }
-    lock_all(conn, lane_locks(&held)).await?;
+    lock_held(conn, &held).await?;
     let done = sqlx::query(
         "UPDATE deliveries SET state = $3, updated_at = $1 WHERE id = $2 AND state = 'dead'",
     )
@@ -2360,6 +2348,7 @@ impl Cluster for PostgresStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::CompletionKind;
     use super::*;
 
     fn test_options() -> PgConnectOptions {
@@ -2606,7 +2595,7 @@ mod tests {
         let (items, _, reply, _) = handed_back.recv().await.expect("handed back");
         let expected = CompletionKind::Retry {
             at: 2_000,
-            error: "claimed for a dispatcher that had stopped".into(),
+            error: "claimed for a dispatcher that had stopped: handed back".into(),
         };
         assert_eq!(items, [Completion::of(&d, expected)]);
         tokio::task::yield_now().await;

@@ -59,12 +59,7 @@ impl RecentLanes {
     }
 
     /// Removes the entry of `seq` from the lane; false when it is not here.
-    pub fn remove(&mut self, connector: &str, key: &str, seq: i64) -> bool {
-        self.remove_from(&(connector.to_string(), key.to_string()), seq)
-    }
-
-    /// [`RecentLanes::remove`] for a caller that holds the lane's name.
-    pub fn remove_from(&mut self, lane: &Lane, seq: i64) -> bool {
+    pub fn remove(&mut self, lane: &Lane, seq: i64) -> bool {
         let Some(entries) = self.lanes.get_mut(lane) else {
             return false;
         };
@@ -80,16 +75,14 @@ impl RecentLanes {
     }
 
     /// The lane's first entry held here: (seq, delivery id).
-    pub fn head(&self, connector: &str, key: &str) -> Option<(i64, i64)> {
-        self.lanes
-            .get(&(connector.to_string(), key.to_string()))
-            .and_then(|e| e.front().copied())
+    pub fn head(&self, lane: &Lane) -> Option<(i64, i64)> {
+        self.lanes.get(lane).and_then(|e| e.front().copied())
     }
 
     /// The lane's first `n` entries held here, in seq order.
-    pub fn first(&self, connector: &str, key: &str, n: usize) -> Vec<(i64, i64)> {
+    pub fn first(&self, lane: &Lane, n: usize) -> Vec<(i64, i64)> {
         self.lanes
-            .get(&(connector.to_string(), key.to_string()))
+            .get(lane)
             .map_or_else(Vec::new, |e| e.iter().take(n).copied().collect())
     }
 
@@ -99,10 +92,8 @@ impl RecentLanes {
     }
 
     /// Entries of the lane held here.
-    pub fn count(&self, connector: &str, key: &str) -> usize {
-        self.lanes
-            .get(&(connector.to_string(), key.to_string()))
-            .map_or(0, VecDeque::len)
+    pub fn count(&self, lane: &Lane) -> usize {
+        self.lanes.get(lane).map_or(0, VecDeque::len)
     }
 
     /// Starts a sweep: every lane held now, in key order.
@@ -135,15 +126,17 @@ impl RecentLanes {
     }
 
     pub fn clear(&mut self) {
-        self.lanes.clear();
-        self.entries = 0;
-        self.to_sweep.clear();
+        *self = Self::default();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lane(connector: &str, key: &str) -> Lane {
+        (connector.to_string(), key.to_string())
+    }
 
     #[test]
     fn entries_keep_seq_order_per_lane_whatever_order_they_arrive_in() {
@@ -154,8 +147,8 @@ mod tests {
         r.push("c", "other", 1, 10);
         r.push("d", "k", 3, 30);
         assert_eq!(r.len(), 5);
-        assert_eq!(r.head("c", "k"), Some((2, 20)));
-        assert_eq!(r.count("c", "k"), 3);
+        assert_eq!(r.head(&lane("c", "k")), Some((2, 20)));
+        assert_eq!(r.count(&lane("c", "k")), 3);
         let e = |c: &str, k: &str, s: i64, d: i64| (c.to_string(), k.to_string(), s, d);
         r.start_sweep();
         assert_eq!(
@@ -190,13 +183,16 @@ mod tests {
         // reached it yet; new lanes wait for the next sweep.
         r.push("c", "c", 5, 50);
         r.push("c", "0", 6, 60);
-        assert!(r.remove("c", "b", 2), "released before the sweep got there");
+        assert!(
+            r.remove(&lane("c", "b"), 2),
+            "released before the sweep got there"
+        );
         let (taken, done) = r.sweep(100);
         assert_eq!(
             (taken, done),
             (vec![e("c", "c", 3, 30), e("c", "c", 5, 50)], true)
         );
-        assert_eq!((r.len(), r.head("c", "0")), (1, Some((6, 60))));
+        assert_eq!((r.len(), r.head(&lane("c", "0"))), (1, Some((6, 60))));
         assert_eq!(r.sweep(100), (vec![], true), "nothing left to visit");
     }
 
@@ -205,19 +201,19 @@ mod tests {
         let mut r = RecentLanes::default();
         r.push("c", "k", 1, 10);
         r.push("c", "k", 4, 40);
-        assert!(!r.remove("c", "k", 2), "no entry of seq 2");
-        assert!(!r.remove("d", "k", 1), "another connector's lane");
-        assert!(r.remove("c", "k", 1));
+        assert!(!r.remove(&lane("c", "k"), 2), "no entry of seq 2");
+        assert!(!r.remove(&lane("d", "k"), 1), "another connector's lane");
+        assert!(r.remove(&lane("c", "k"), 1));
         assert!(r.holds(&("c".to_string(), "k".to_string())));
-        assert_eq!(r.head("c", "k"), Some((4, 40)));
-        assert!(r.remove("c", "k", 4));
-        assert_eq!(r.head("c", "k"), None);
-        assert_eq!(r.count("c", "k"), 0);
+        assert_eq!(r.head(&lane("c", "k")), Some((4, 40)));
+        assert!(r.remove(&lane("c", "k"), 4));
+        assert_eq!(r.head(&lane("c", "k")), None);
+        assert_eq!(r.count(&lane("c", "k")), 0);
         assert!(!r.holds(&("c".to_string(), "k".to_string())));
         assert_eq!(r.len(), 0);
         assert!(r.lanes.is_empty());
         r.push("c", "k", 7, 70);
         r.clear();
-        assert_eq!((r.len(), r.head("c", "k")), (0, None));
+        assert_eq!((r.len(), r.head(&lane("c", "k"))), (0, None));
     }
 }

@@ -101,9 +101,7 @@ impl Purged {
 /// The prefix of the id's SHA-256 that `finished_ids` keys on.
 pub(crate) fn id_hash(id: &str) -> [u8; ID_HASH_BYTES] {
     let full: [u8; 32] = Sha256::digest(id.as_bytes()).into();
-    let mut out = [0; ID_HASH_BYTES];
-    out.copy_from_slice(&full[..ID_HASH_BYTES]);
-    out
+    std::array::from_fn(|i| full[i])
 }
 
 /// A row of the duplicate look-up: `(id, None, digest)` of an event stored

@@ -40,8 +40,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::sync::{mpsc, Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
@@ -49,12 +49,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::Connection;
-use std::sync::mpsc;
-use std::time::Instant;
-
 use tokio::sync::oneshot;
 
-use super::catalog::{self, Attempt, Counts, Pools};
+use super::catalog::{self, Counts, Pools};
 use super::group::{CommitWindow, SQLITE_WAIT};
 use super::lite;
 use super::offer::Offers;
@@ -63,9 +60,9 @@ use super::retention;
 use super::table_lanes::{InTable, TableLanes};
 use super::{
     claims_of, classify, completion_rounds, count_superseded, lane_view_of, migrations, parse_keys,
-    runs, state_of, Catalog, Claimed, Completion, CompletionKind, EventRow, IngestOutcome,
-    LaneHeadRow, LaneView, LastDue, Offer, OperatorAction, Purge, Purged, RoundAnswers, Routed,
-    Settled, Store, StoreError, StoreResult, LANE_BEHIND,
+    runs, state_of, Catalog, Claimed, Completion, EventRow, IngestOutcome, LaneHeadRow, LaneView,
+    LastDue, Offer, OperatorAction, Purge, Purged, RoundAnswers, Routed, Settled, Store,
+    StoreError, StoreResult, LANE_BEHIND,
 };
 use crate::queue::lanes::{self, first_released, plan_accept, promotions, AcceptPlan, Step};
 use crate::queue::{DeliveryState, Millis};
@@ -173,18 +170,13 @@ impl SqliteStore {
     /// Opens (creating if missing, with its directory) the database a
     /// `sqlite://` URL names and applies migrations.
     pub async fn open(url: &str) -> StoreResult<Self> {
-        Self::open_as(url, &super::default_node()).await
+        Self::open_tuned(url, &super::default_node(), LaneFlush::default(), None).await
     }
 
-    /// [`SqliteStore::open`], with the node name its leases carry.
-    pub async fn open_as(url: &str, node: &str) -> StoreResult<Self> {
-        Self::open_tuned(url, node, LaneFlush::default(), None).await
-    }
-
-    /// [`SqliteStore::open_as`], with when to flush the lane entries the
-    /// writer holds (tests use tiny values to flush all the time) and how
-    /// long a small group of posts waits for more (`None`: 2 ms; see
-    /// `store::group`).
+    /// [`SqliteStore::open`], with the node name its leases carry, when to
+    /// flush the lane entries the writer holds (tests use tiny values to
+    /// flush all the time) and how long a small group of posts waits for
+    /// more (`None`: 2 ms; see `store::group`).
     pub async fn open_tuned(
         url: &str,
         node: &str,
@@ -758,12 +750,7 @@ impl Writer {
             }
         }
         for d in orphaned {
-            let error = "claimed for a dispatcher that had stopped: handed back".to_string();
-            let kind = CompletionKind::Retry {
-                at: group_now,
-                error,
-            };
-            completions.push(Completion::of(d, kind));
+            completions.push(Completion::handed_back(d, group_now));
             complete_now = complete_now.max(group_now);
             // Ready again, with no caller to wake anyone: an open offer
             // (the restarted loop's) takes it.
@@ -886,12 +873,9 @@ impl Writer {
         let Some(wal) = &self.wal else {
             return Ok(());
         };
-        let cannot = |e: std::io::Error| {
-            StoreError::Unavailable(format!("cannot sync {}: {e}", wal.display()))
-        };
         std::fs::File::open(wal)
             .and_then(|f| f.sync_data())
-            .map_err(cannot)
+            .map_err(|e| StoreError::Unavailable(format!("cannot sync {}: {e}", wal.display())))
     }
 
     /// Each connector's lane of `key`: its head and how many wait behind it,
@@ -915,7 +899,8 @@ impl Writer {
             .bind(key)
             .bind(n as i64)
             .fetch_all(&self.conn)?;
-            first.extend(self.recent.first(c, key, n));
+            let lane = (c.clone(), key.to_string());
+            first.extend(self.recent.first(&lane, n));
             first.sort_unstable();
             first.truncate(n);
             let mut rows = Vec::with_capacity(first.len());
@@ -930,7 +915,7 @@ impl Writer {
                     .fetch_optional::<LaneHeadRow>(&self.conn)?,
                 );
             }
-            let count = in_table + self.recent.count(c, key) as i64;
+            let count = in_table + self.recent.count(&lane) as i64;
             out.push(lane_view_of(c, key, rows, count)?);
         }
         Ok(out)
@@ -1023,11 +1008,6 @@ impl Writer {
             Some(lane) => (lane.clone(), ">"),
             None => ((String::new(), String::new()), ">="),
         };
-        let framed_sql = format!(
-            "SELECT group_concat(octet_length(connector) || ',' || connector \
-             || octet_length(key) || ',' || key, '') FROM (SELECT connector, key \
-             FROM lane_entries WHERE (connector, key) {past} (?1, ?2)"
-        );
         // The lane of the page's last row, if there are more rows than a page.
         let end: Option<(String, String)> = lite::query(&format!(
             "SELECT connector, key FROM lane_entries WHERE (connector, key) {past} (?1, ?2) \
@@ -1037,20 +1017,21 @@ impl Writer {
         .bind(&after.1)
         .bind(page.max(1) as i64 - 1)
         .fetch_optional(&self.conn)?;
-        let framed: Option<String> = match &end {
-            Some((c, k)) => lite::query(&format!(
-                "{framed_sql} AND (connector, key) <= (?3, ?4) ORDER BY connector, key)"
-            ))
-            .bind(&after.0)
-            .bind(&after.1)
-            .bind(c)
-            .bind(k)
-            .fetch_one(&self.conn)?,
-            None => lite::query(&format!("{framed_sql} ORDER BY connector, key)"))
-                .bind(&after.0)
-                .bind(&after.1)
-                .fetch_one(&self.conn)?,
-        };
+        let upto = end
+            .as_ref()
+            .map_or("", |_| " AND (connector, key) <= (?3, ?4)");
+        let mut framed = lite::query(&format!(
+            "SELECT group_concat(octet_length(connector) || ',' || connector \
+             || octet_length(key) || ',' || key, '') FROM (SELECT connector, key \
+             FROM lane_entries WHERE (connector, key) {past} (?1, ?2){upto} \
+             ORDER BY connector, key)"
+        ))
+        .bind(&after.0)
+        .bind(&after.1);
+        if let Some((c, k)) = &end {
+            framed = framed.bind(c).bind(k);
+        }
+        let framed: Option<String> = framed.fetch_one(&self.conn)?;
         let rows = unframe_lanes(framed.as_deref().unwrap_or(""))?;
         self.table_lanes.scanned_to(rows, end);
         Ok(())
@@ -1564,9 +1545,7 @@ impl Writer {
                 ") AS v WHERE deliveries.id = v.column1 AND deliveries.state = 'in_flight' \
                  AND deliveries.lease_token = v.column2 RETURNING deliveries.id",
             );
-            for id in qb.build().fetch_all::<i64>(&self.conn)? {
-                applied.insert(id);
-            }
+            applied.extend(qb.build().fetch_all::<i64>(&self.conn)?);
         }
         let mut entries = Vec::new();
         let mut held: Vec<(&str, &str, i64, i64)> = Vec::new();
@@ -1578,12 +1557,12 @@ impl Writer {
             let step = c.kind.step();
             self.counts
                 .moved(&c.connector, Some(DeliveryState::InFlight), step.state(), 1);
-            log.push(Attempt::of(c, now));
+            log.push(c);
             if step.parks() {
                 // Parked entries go to the table now: a rebuild from the
                 // pending deliveries would not find them.
                 for k in &c.keys {
-                    if self.recent.remove(&c.connector, k, c.seq) {
+                    if self.recent.remove(&(c.connector.clone(), k.clone()), c.seq) {
                         held.push((&c.connector, k, c.seq, c.delivery_id));
                     }
                 }
@@ -1593,7 +1572,7 @@ impl Writer {
                 }
             }
         }
-        catalog::log_attempts_lite(&self.conn, &self.node, &log)?;
+        catalog::log_attempts_lite(&self.conn, &self.node, now, &log)?;
         self.insert_entries(&held)?;
         let readied = self.release_entries(entries, now)?;
         let applied = items
@@ -1617,7 +1596,7 @@ impl Writer {
         for (c, k, seq) in entries {
             let lane = (c, k);
             self.occupied.remove(&lane);
-            match self.recent.remove_from(&lane, seq) {
+            match self.recent.remove(&lane, seq) {
                 true => removed.push((lane.0, lane.1, seq)),
                 false => in_table.push((lane.0, lane.1, seq)),
             }
@@ -1644,8 +1623,7 @@ impl Writer {
         let mut heads: HashMap<(String, String), (i64, i64)> = HashMap::new();
         let mut look_up: Vec<&(String, String)> = Vec::new();
         for lane in first.keys() {
-            let (c, k) = lane;
-            if let Some(head) = self.recent.head(c, k) {
+            if let Some(head) = self.recent.head(lane) {
                 heads.insert(lane.clone(), head);
             }
             if self.table_lanes.get(lane) != InTable::No {

@@ -190,10 +190,7 @@ impl TableLanes {
         for (c, k) in rows {
             self.filter.add(c, k);
         }
-        self.scanned = match last {
-            Some(lane) => Scanned::UpTo(Some(lane)),
-            None => Scanned::All,
-        };
+        self.scanned = last.map_or(Scanned::All, |lane| Scanned::UpTo(Some(lane)));
     }
 
     /// A lookup found rows of `lane` in the table.
