@@ -72,23 +72,24 @@ impl DeliveryState {
     }
 
     /// Waiting for or running an attempt: it holds a place in the queue.
+    /// Every state is named, so a new one does not compile until it is
+    /// placed here and in [`is_final`](Self::is_final).
     pub fn is_pending(self) -> bool {
-        matches!(
-            self,
-            DeliveryState::Blocked | DeliveryState::Ready | DeliveryState::InFlight
-        )
+        use DeliveryState::*;
+        match self {
+            Blocked | Ready | InFlight => true,
+            Delivered | Dead | Superseded | Skipped | Expired => false,
+        }
     }
 
     /// Final states never change again (a dead delivery can still be retried
     /// or skipped by an operator, so it is not final).
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            DeliveryState::Delivered
-                | DeliveryState::Superseded
-                | DeliveryState::Skipped
-                | DeliveryState::Expired
-        )
+        use DeliveryState::*;
+        match self {
+            Delivered | Superseded | Skipped | Expired => true,
+            Blocked | Ready | InFlight | Dead => false,
+        }
     }
 }
 
@@ -114,4 +115,33 @@ pub fn now_ms() -> Millis {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeliveryState;
+
+    /// `ALL` lists every state once, in order (the counts' columns follow
+    /// it), and each state's name reads back as that state. A new state
+    /// does not compile here until it is in the list below, and then fails
+    /// until `ALL` has it too.
+    #[test]
+    fn all_lists_every_state_once_and_names_read_back() {
+        macro_rules! every_state {
+            ($($state:ident),+) => {{
+                use DeliveryState::*;
+                let _exhaustive = |s: DeliveryState| match s {
+                    $($state)|+ => (),
+                };
+                [$($state),+]
+            }};
+        }
+        let every =
+            every_state!(Blocked, Ready, InFlight, Delivered, Dead, Superseded, Skipped, Expired);
+        assert_eq!(DeliveryState::ALL, every);
+        for s in every {
+            assert_eq!(DeliveryState::parse(s.as_str()), Some(s));
+            assert!(!(s.is_pending() && s.is_final()), "{s:?}");
+        }
+    }
 }
